@@ -1,0 +1,1 @@
+"""Vietnamese text helpers: legacy encodings (TCVN3, VNI) and their mojibake."""

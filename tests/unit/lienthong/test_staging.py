@@ -1,0 +1,96 @@
+"""Staging from raw JSON payloads: typing, NFC, dedupe, quarantine reasons, conservation."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base.landing import RawLanding
+from lienthong.contracts import contract
+from lienthong.staging import stage_json_source
+
+
+def citizen(id_: str | None, name: str = "Nguyễn Văn An", dob: str = "2003-05-14", updated: str = "2026-11-20T08:15:02+07:00", **kw):
+    item = {
+        "soDinhDanh": id_, "soCmndCu": None, "hoVaTen": name, "ngaySinh": dob, "gioiTinh": "NAM", "danToc": "Kinh",
+        "tonGiao": "Không", "quocTich": "VN", "noiThuongTru": {"diaChiChiTiet": "12 Lạch Tray", "maXa": "11311", "maTinh": "31"},
+        "queQuan": {"maXa": "11320", "maHuyen": "303", "maTinh": "31"}, "soHoKhau": "HK-31-000123",
+        "quanHeChuHo": "CHU_HO", "trangThai": "CON_SONG", "ngayMat": None, "capNhatLuc": updated,
+    }
+    item.update(kw)
+    return item
+
+
+def land(tmp_path, run_id, items):
+    landing = RawLanding(tmp_path / "raw", "population_registry", "citizens", run_id)
+    landing.write_page(items, key_field="soDinhDanh", updated_field="capNhatLuc")
+    return landing.commit()
+
+
+def stage(tmp_path, run_id="r1"):
+    files = sorted((tmp_path / "raw").rglob("*.parquet"))
+    return stage_json_source(
+        contract("citizen"), files, key_source_field="soDinhDanh", updated_source_field="capNhatLuc",
+        run_id=run_id, staged_dir=tmp_path / "staged", quarantine_dir=tmp_path / "quarantine",
+    )
+
+
+def test_valid_records_are_typed_and_names_are_nfc(tmp_path):
+    nfd = unicodedata.normalize("NFD", "Trần Thị Bình")
+    land(tmp_path, "r1", [citizen("031203001234"), citizen("031185004321", name=nfd, dob="1985-00-00")])
+    result = stage(tmp_path)
+    table = pq.read_table(result.staged_path).to_pylist()
+    by_id = {r["citizen_id"]: r for r in table}
+    assert by_id["031185004321"]["full_name"] == "Trần Thị Bình"
+    assert unicodedata.is_normalized("NFC", by_id["031185004321"]["full_name"])
+    assert str(by_id["031185004321"]["birth_date"]) == "1985-01-01"
+    assert by_id["031185004321"]["birth_date_precision"] == "year"
+    assert by_id["031203001234"]["birth_date_precision"] == "day"
+    assert by_id["031203001234"]["source_updated_at"].isoformat() == "2026-11-20T01:15:02+00:00"
+    assert by_id["031203001234"]["residence_commune_code"] == "11311"
+    assert result.rows_quarantined == 0 and result.conservation_ok
+
+
+def test_bad_records_go_to_quarantine_with_a_reason_naming_record_and_field(tmp_path):
+    land(tmp_path, "r1", [
+        citizen("031203001234"),
+        citizen(None),
+        citizen("03120300123X"),
+        citizen("031203009999", dob="14/05/2003"),
+        citizen("031203008888", gioiTinh="M"),
+        citizen("031203007777", updated="2026-11-20 08:15:02"),
+    ])
+    result = stage(tmp_path)
+    assert (result.rows_in, result.rows_staged, result.rows_quarantined) == (6, 1, 5)
+    q = {r["record_key"]: r for r in pq.read_table(result.quarantine_path).to_pylist()}
+    assert any("required" in x and "citizen_id (soDinhDanh) is missing" in x for x in q[None]["reasons"])
+    assert any("record 03120300123X" in x and "citizen_id (soDinhDanh)" in x and "does not match" in x for x in q["03120300123X"]["reasons"])
+    assert any("unparseable" in x and "birth_date (ngaySinh) = 14/05/2003" in x for x in q["031203009999"]["reasons"])
+    assert any("sex (gioiTinh)" in x for x in q["031203008888"]["reasons"])
+    assert any("source_updated_at (capNhatLuc)" in x for x in q["031203007777"]["reasons"])
+    # the full original record is kept
+    assert '"hoVaTen":"Nguyễn Văn An"' in q["031203009999"]["payload"]
+    assert result.quarantine_by_rule["required:citizen_id"] == 1
+
+
+def test_repeats_across_pages_and_runs_are_deduplicated_keeping_the_latest(tmp_path):
+    land(tmp_path, "r1", [citizen("031203001234", name="A Old"), citizen("031203001234", name="A Old")])
+    land(tmp_path, "r2", [citizen("031203001234", name="A New", updated="2026-11-21T08:00:00+07:00")])
+    result = stage(tmp_path, "r2")
+    assert result.raw_rows == 3 and result.rows_in == 1 and result.duplicates_removed == 2
+    rows = pq.read_table(result.staged_path).to_pylist()
+    assert [r["full_name"] for r in rows] == ["A New"]
+    assert rows[0]["_source_run_id"] == "r2"
+
+
+def test_same_input_gives_same_content_hash(tmp_path):
+    land(tmp_path, "r1", [citizen("031203001234"), citizen("031185004321")])
+    assert stage(tmp_path, "a").content_hash == stage(tmp_path, "b").content_hash
+
+
+def test_no_raw_files_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no raw landing found for citizen"):
+        stage_json_source(contract("citizen"), [], key_source_field="soDinhDanh", updated_source_field="capNhatLuc",
+                          run_id="r", staged_dir=tmp_path, quarantine_dir=tmp_path)
