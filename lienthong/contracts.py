@@ -164,12 +164,14 @@ class Contract:
         meta = {b"contract_id": self.id.encode(), b"contract_version": self.version.encode()}
         return pa.schema(fields + list(extra or []), metadata=meta)
 
-    def postgres_ddl(self, table: str, schema: str = "public", extra: dict[str, str] | None = None) -> str:
+    def postgres_ddl(
+        self, table: str, schema: str = "public", extra: dict[str, str] | None = None, primary_key: bool = True
+    ) -> str:
         """CREATE TABLE for this dataset, comments carrying descriptions and classifications."""
         q = _quote_ident
         cols = [f"  {q(f.name)} {f.postgres_type()}{' NOT NULL' if f.required else ''}" for f in self.fields]
         cols += [f"  {q(name)} {typ}" for name, typ in (extra or {}).items()]
-        if self.primary_key:
+        if self.primary_key and primary_key:
             cols.append(f"  PRIMARY KEY ({', '.join(q(k) for k in self.primary_key)})")
         full = f"{q(schema)}.{q(table)}"
         stmts = [f"CREATE TABLE {full} (\n" + ",\n".join(cols) + "\n)"]

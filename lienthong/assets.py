@@ -1,0 +1,19 @@
+"""The Airflow Assets the pipelines produce and consume (names and URIs in one place).
+
+Imported by DAG files at parse time, so it imports nothing but `airflow.sdk.Asset`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+RAW_POPULATION_CITIZENS = Asset(name="raw_population_citizens", uri="lienthong://raw/population_registry/citizens")
+STAGED_CITIZEN = Asset(name="staged_citizen", uri="lienthong://staged/citizen")
+
+
+def published(dataset: str) -> Asset:
+    """The Asset of a published dataset (agencies' DAGs can schedule on it)."""
+    return Asset(name=f"published_{dataset}", uri=f"lienthong://published/{dataset}")
+
+
+PUBLISHED_CITIZEN_PROFILE = published("citizen_profile")

@@ -1,0 +1,172 @@
+"""What each pipeline task does, as plain functions: DAG tasks call these and nothing else.
+
+Every function reads the settings at call time (never at DAG parse time), takes the Airflow run id for
+lineage and idempotency, and returns a small JSON-able summary (it becomes the task's XCom and the Asset
+event's extra).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lienthong.db import connect, warehouse_url
+from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from lienthong.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+# Which staged dataset comes from which raw landing, and how its records are keyed.
+STAGING_SOURCES: dict[str, dict[str, str]] = {
+    "citizen": {"source": "population_registry", "entity": "citizens", "key": "soDinhDanh", "updated": "capNhatLuc"},
+}
+# Published dataset -> the staged datasets whose quality gate it depends on.
+PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
+
+
+def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Walk the population registry from the watermark and land every page in raw."""
+    from connectors.base.ingest import run_ingestion
+    from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
+
+    s = settings or load_settings()
+    client = PopulationRegistryClient.from_connection(
+        s.population_conn_id, timeout=s.http_timeout, attempts=s.retry_attempts, max_wait=s.retry_max_wait
+    )
+    result = run_ingestion(
+        source=SOURCE,
+        entity=ENTITY,
+        run_id=run_id,
+        raw_dir=s.raw_dir,
+        incremental=INCREMENTAL,
+        pages=lambda since: client.iter_citizen_pages(since, s.page_size),
+        warehouse_url=warehouse_url(s),
+    )
+    out = result.as_dict()
+    out["requests"] = client.http.requests_made
+    return out
+
+
+def raw_files(raw_dir: Path, source: str, entity: str) -> list[Path]:
+    """Committed raw parts of a source (temporary folders of running or failed attempts excluded)."""
+    base = Path(raw_dir) / source / entity
+    return sorted(p for p in base.glob("ingest_date=*/run=*/part-*.parquet") if ".tmp-" not in p.parent.name)
+
+
+def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage a dataset from all its raw landings; record the run and its conservation check."""
+    from lienthong.contracts import contract
+    from lienthong.staging import stage_json_source
+
+    s = settings or load_settings()
+    spec = STAGING_SOURCES[dataset]
+    result = stage_json_source(
+        contract(dataset),
+        raw_files(s.raw_dir, spec["source"], spec["entity"]),
+        key_source_field=spec["key"],
+        updated_source_field=spec["updated"],
+        run_id=run_id,
+        staged_dir=s.staged_dir,
+        quarantine_dir=s.quarantine_dir,
+    )
+    with connect(warehouse_url(s)) as conn:
+        ensure_ops_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s AND dataset = %s", (run_id, dataset))
+            cur.execute(
+                f"""INSERT INTO {OPS_SCHEMA}.stage_run (run_id, dataset, raw_rows, duplicates_removed, rows_in, rows_staged,
+                    rows_quarantined, conservation_ok, staged_path, content_hash, raw_runs)
+                    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
+                (run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
+                 result.rows_quarantined, result.conservation_ok, result.staged_path, result.content_hash,
+                 json.dumps({"raw_runs": result.raw_runs, "quarantine_path": result.quarantine_path,
+                             "quarantine_by_rule": result.quarantine_by_rule})),
+            )
+    return result.as_dict()
+
+
+def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Run the dataset's Great Expectations suite and the quality gate on a staged run."""
+    from lienthong.contracts import contract
+    from lienthong.quality import validate as run_validation
+
+    s = settings or load_settings()
+    result = run_validation(
+        contract(dataset),
+        stage_summary["staged_path"],
+        run_id=run_id,
+        rows_in=stage_summary["rows_in"],
+        quarantine_by_rule=stage_summary.get("quarantine_by_rule") or {},
+        reports_dir=s.reports_dir,
+        warehouse_url=warehouse_url(s),
+    )
+    return {
+        "dataset": dataset,
+        "run_id": run_id,
+        "gate_passed": result.gate_passed,
+        "failed_critical": [o.rule for o in result.failed_critical],
+        "failed_warning": [o.rule for o in result.failed_warning],
+        "result_path": result.result_path,
+    }
+
+
+def latest_integration(dataset: str, url: str) -> dict[str, Any]:
+    """The newest staged run of a dataset with its quality verdict (what publication works from)."""
+    with connect(url) as conn:
+        ensure_ops_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""SELECT s.run_id, s.staged_path, s.content_hash, s.raw_runs, s.rows_in, s.rows_staged,
+                           s.rows_quarantined, q.gate_passed, q.failed_critical
+                    FROM {OPS_SCHEMA}.stage_run s LEFT JOIN {OPS_SCHEMA}.quality_run q
+                      ON q.run_id = s.run_id AND q.dataset = s.dataset
+                    WHERE s.dataset = %s ORDER BY s.created_at DESC LIMIT 1""",
+                (dataset,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise LookupError(f"no staged run of {dataset} yet: run the integrate DAG first")
+            keys = ["run_id", "staged_path", "content_hash", "raw_runs", "rows_in", "rows_staged", "rows_quarantined",
+                    "gate_passed", "failed_critical"]
+            info = dict(zip(keys, row, strict=True))
+            raw_runs = (info["raw_runs"] or {}).get("raw_runs", [])
+            cur.execute(
+                f"""SELECT run_id, source, scope, watermark_from, watermark_to, rows_landed FROM {OPS_SCHEMA}.ingest_run
+                    WHERE run_id = ANY(%s) AND status = 'success' ORDER BY started_at""",
+                (raw_runs,),
+            )
+            info["ingest_runs"] = [
+                dict(zip(["run_id", "source", "scope", "watermark_from", "watermark_to", "rows_landed"], r, strict=True))
+                for r in cur.fetchall()
+            ]
+    return info
+
+
+def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Publish a dataset from the latest integration, if its quality gate passed and its content changed."""
+    from lienthong.contracts import contract
+    from lienthong.publish import publish as do_publish
+
+    s = settings or load_settings()
+    url = warehouse_url(s)
+    sources = {name: latest_integration(name, url) for name in PUBLICATIONS[dataset]}
+    gate = all(info["gate_passed"] for info in sources.values())
+    failed = [r for info in sources.values() for r in (["quality not run"] if info["gate_passed"] is None else [])]
+    failed += [f"{name}: {info['failed_critical']} critical rule(s) failed" for name, info in sources.items() if info["failed_critical"]]
+    result = do_publish(
+        contract(dataset),
+        {name: info["staged_path"] for name, info in sources.items()},
+        run_id=run_id,
+        gate_passed=bool(gate),
+        published_dir=s.published_dir,
+        lineage={
+            name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"], "ingest_runs": info["ingest_runs"]}
+            for name, info in sources.items()
+        },
+        quality={"gate_passed": bool(gate), "failed_critical": failed},
+        retention=s.published_retention,
+        url=url,
+    )
+    return result.as_dict()

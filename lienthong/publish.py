@@ -1,0 +1,299 @@
+"""Publication: versioned Parquet with a manifest, and a PostgreSQL version table behind a stable view.
+
+A dataset is published only when its quality gate passed and its content changed (same content hash ->
+no new version). Steps, each leaving the previous version served if it fails:
+
+1. project the staged rows onto the published contract (`derivedFrom: <dataset>.<column>`);
+2. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`) via a temporary
+   folder and a rename;
+3. in ONE transaction: create `published.<dataset>__v<NNNNNN>`, COPY the rows (from Arrow, batch by batch,
+   no Python loop per row), add the primary key, ANALYZE, switch the stable view `published.<dataset>`,
+   record the publication — readers see the old version or the new one, never a partial load;
+4. move the `CURRENT` pointer (atomic rename) and apply the retention setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from lienthong.contracts import Contract
+from lienthong.db import connect
+from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_SCHEMA = "published"
+COPY_BATCH_ROWS = 100_000
+
+
+class QualityGateFailed(RuntimeError):
+    """Publication refused: a critical quality rule failed beyond its tolerance."""
+
+
+@dataclass
+class PublishResult:
+    dataset: str
+    run_id: str
+    status: str  # published | unchanged
+    version: int
+    rows: int
+    content_hash: str
+    table: str
+    parquet_path: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def version_name(version: int) -> str:
+    return f"v{version:06d}"
+
+
+def table_name(dataset: str, version: int) -> str:
+    return f"{dataset}__{version_name(version)}"
+
+
+def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
+    """Rows of the published dataset from the staged ones, by each field's `derivedFrom`."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    sources = {f.custom["derivedFrom"].split(".", 1)[0] for f in published.fields}
+    if len(sources) != 1:
+        raise ValueError(f"{published.name}: projection from several datasets is not supported yet: {sorted(sources)}")
+    (source,) = sources
+    select = ", ".join(f'"{f.custom["derivedFrom"].split(".", 1)[1]}" AS "{f.name}"' for f in published.fields)
+    order = ", ".join(f'"{k}"' for k in published.primary_key)
+    table = con.execute(
+        f"SELECT {select} FROM read_parquet({json.dumps(staged_paths[source])}) ORDER BY {order}"
+    ).fetch_arrow_table()
+    con.close()
+    return table.cast(published.arrow_schema())
+
+
+def content_hash(table: pa.Table, contract: Contract) -> str:
+    """A hash of the rows (order-independent) and the contract version."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("t", table)
+    (digest,) = con.execute(
+        "SELECT coalesce(sha256(string_agg(h, '' ORDER BY h)), '') FROM (SELECT md5(CAST(t AS VARCHAR)) AS h FROM t)"
+    ).fetchone()
+    con.close()
+    return hashlib.sha256(f"{contract.id}@{contract.version}:{digest}".encode()).hexdigest()
+
+
+def last_publication(dataset: str, url: str | None = None) -> dict[str, Any] | None:
+    with connect(url) as conn:
+        ensure_ops_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""SELECT version, content_hash, row_count, table_name, parquet_path, run_id, published_at
+                    FROM {OPS_SCHEMA}.publication WHERE dataset = %s AND status = 'published'
+                    ORDER BY version DESC LIMIT 1""",
+                (dataset,),
+            )
+            row = cur.fetchone()
+    if not row:
+        return None
+    keys = ["version", "content_hash", "row_count", "table_name", "parquet_path", "run_id", "published_at"]
+    return dict(zip(keys, row, strict=True))
+
+
+def _write_parquet_version(table: pa.Table, folder: Path, manifest: dict[str, Any]) -> Path:
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    part = tmp / "part-00000.parquet"
+    pq.write_table(table, part, compression="zstd")
+    manifest["files"] = [{"path": part.name, "rows": table.num_rows, "sha256": _sha256_file(part), "bytes": part.stat().st_size}]
+    (tmp / "_manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    if folder.exists():  # an unreferenced leftover of a failed attempt at this version
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _set_current(dataset_dir: Path, version: int) -> None:
+    tmp = dataset_dir / f"CURRENT.tmp-{os.getpid()}"
+    tmp.write_text(version_name(version) + "\n")
+    os.replace(tmp, dataset_dir / "CURRENT")
+
+
+def current_version(published_dir: Path, dataset: str) -> str | None:
+    p = Path(published_dir) / dataset / "CURRENT"
+    return p.read_text().strip() if p.exists() else None
+
+
+def _copy_arrow(cur, table: pa.Table, full_table: str) -> None:
+    """COPY an Arrow table into PostgreSQL as CSV, one batch at a time (bounded memory, no per-row loop)."""
+    cols = ", ".join(f'"{n}"' for n in table.column_names)
+    opts = pacsv.WriteOptions(include_header=False)
+    for batch in table.to_batches(max_chunksize=COPY_BATCH_ROWS):
+        buf = io.BytesIO()
+        pacsv.write_csv(pa.Table.from_batches([batch]), buf, opts)
+        buf.seek(0)
+        cur.copy_expert(f"COPY {full_table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+
+
+def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -> list[str]:
+    """Remove what a killed publish left behind: temporary folders and unrecorded version tables."""
+    removed: list[str] = []
+    ds_dir = Path(published_dir) / dataset
+    for tmp in ds_dir.glob("*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        removed.append(str(tmp))
+    with connect(url) as conn:
+        ensure_ops_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s""",
+                (PUBLISHED_SCHEMA, dataset + "\\_\\_v%"),
+            )
+            tables = [r[0] for r in cur.fetchall()]
+            cur.execute(f"SELECT table_name FROM {OPS_SCHEMA}.publication WHERE dataset = %s", (dataset,))
+            known = {r[0] for r in cur.fetchall()}
+            for t in tables:
+                if t not in known:
+                    cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{t}"')
+                    removed.append(f"{PUBLISHED_SCHEMA}.{t}")
+    if removed:
+        log.info("cleaned up after an interrupted publish of %s: %s", dataset, removed)
+    return removed
+
+
+def publish(
+    published: Contract,
+    staged_paths: dict[str, str],
+    *,
+    run_id: str,
+    gate_passed: bool,
+    published_dir: Path,
+    lineage: dict[str, Any],
+    quality: dict[str, Any],
+    retention: int = 5,
+    url: str | None = None,
+) -> PublishResult:
+    t0 = time.monotonic()
+    name = published.name
+    if not gate_passed:
+        raise QualityGateFailed(
+            f"{name}: quality gate failed for run {run_id} ({', '.join(quality.get('failed_critical', [])) or 'critical rule'}); "
+            "the previously published version stays in place"
+        )
+    cleanup_orphans(name, published_dir, url)
+    table = project(published, staged_paths)
+    digest = content_hash(table, published)
+    last = last_publication(name, url)
+    if last and last["content_hash"] == digest:
+        log.info("%s: content unchanged since version %s; nothing published", name, last["version"])
+        return PublishResult(name, run_id, "unchanged", last["version"], last["row_count"], digest, last["table_name"],
+                             last["parquet_path"], time.monotonic() - t0)
+    version = (last["version"] if last else 0) + 1
+    ds_dir = Path(published_dir) / name
+    folder = ds_dir / version_name(version)
+    manifest = {
+        "dataset": name,
+        "version": version,
+        "contract_id": published.id,
+        "contract_version": published.version,
+        "row_count": table.num_rows,
+        "content_hash": digest,
+        "published_at": datetime.now(UTC).isoformat(),
+        "run_id": run_id,
+        "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
+        "lineage": lineage,
+        "quality": quality,
+    }
+    _write_parquet_version(table, folder, manifest)
+    tname = table_name(name, version)
+    full = f'"{PUBLISHED_SCHEMA}"."{tname}"'
+    try:
+        with connect(url) as conn:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{PUBLISHED_SCHEMA}"')
+                cur.execute(published.postgres_ddl(tname, PUBLISHED_SCHEMA, primary_key=False))
+                _copy_arrow(cur, table, full)
+                if published.primary_key:
+                    pk = ", ".join(f'"{k}"' for k in published.primary_key)
+                    cur.execute(f"ALTER TABLE {full} ADD PRIMARY KEY ({pk})")
+                cur.execute(f"ANALYZE {full}")
+                cur.execute(f"SELECT count(*) FROM {full}")
+                (loaded,) = cur.fetchone()
+                if loaded != table.num_rows:
+                    raise RuntimeError(f"{name} v{version}: loaded {loaded} rows, expected {table.num_rows}")
+                view = f'"{PUBLISHED_SCHEMA}"."{name}"'
+                _switch_view(cur, view, full)
+                cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
+                cur.execute(
+                    f"""INSERT INTO {OPS_SCHEMA}.publication (dataset, version, run_id, content_hash, row_count,
+                        contract_version, table_name, parquet_path, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'published')""",
+                    (name, version, run_id, digest, table.num_rows, published.version, tname, str(folder)),
+                )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # never referenced: the pointer and the view were not moved
+        raise
+    _set_current(ds_dir, version)
+    _apply_retention(name, ds_dir, version, retention, url)
+    result = PublishResult(name, run_id, "published", version, table.num_rows, digest, tname, str(folder), time.monotonic() - t0)
+    log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), table.num_rows, result.seconds)
+    return result
+
+
+def _switch_view(cur, view: str, full_table: str) -> None:
+    """Point the stable view at a new version table. CREATE OR REPLACE keeps the view's identity, so readers
+    never hit a dropped relation; only when the columns changed (a new contract version) is it recreated."""
+    cur.execute("SAVEPOINT switch_view")
+    try:
+        cur.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {full_table}")
+    except Exception:
+        cur.execute("ROLLBACK TO SAVEPOINT switch_view")
+        cur.execute(f"DROP VIEW IF EXISTS {view}")
+        cur.execute(f"CREATE VIEW {view} AS SELECT * FROM {full_table}")
+    cur.execute("RELEASE SAVEPOINT switch_view")
+
+
+def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: str | None) -> None:
+    """Keep the newest `keep` versions (Parquet folders and PostgreSQL tables); never the current one."""
+    if keep < 1:
+        return
+    cutoff = current - keep
+    with connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT version, table_name FROM {OPS_SCHEMA}.publication WHERE dataset = %s AND status = 'published' AND version <= %s",
+                (dataset, cutoff),
+            )
+            for version, tname in cur.fetchall():
+                cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{tname}"')
+                cur.execute(
+                    f"UPDATE {OPS_SCHEMA}.publication SET status = 'expired' WHERE dataset = %s AND version = %s", (dataset, version)
+                )
+                shutil.rmtree(ds_dir / version_name(version), ignore_errors=True)
