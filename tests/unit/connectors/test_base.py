@@ -1,0 +1,104 @@
+"""Connector base pieces that need no server: paginators, Retry-After, retry policy, raw landing."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base.errors import SourceError, TransientSourceError
+from connectors.base.http import parse_retry_after
+from connectors.base.landing import RawLanding, safe_run_id
+from connectors.base.paging import CursorPaginator, OffsetPaginator
+from connectors.base.retry import call_with_retry, wait_retry_after_or_backoff
+
+
+def test_cursor_paginator_continues_past_an_empty_page_with_a_token():
+    p = CursorPaginator()
+    p.update_state({"items": [], "next_page_token": "abc"}, [])
+    assert p.has_next_page
+    params = {}
+    p.update_request(params)
+    assert params == {"page_token": "abc"}
+    p.update_state({"items": [1], "next_page_token": None}, [1])
+    assert not p.has_next_page
+
+
+def test_offset_paginator_stops_at_total_or_short_page():
+    p = OffsetPaginator(limit=2)
+    p.update_state({"total": 3}, [1, 2])
+    assert p.has_next_page and p.offset == 2
+    p.update_state({"total": 3}, [3])
+    assert not p.has_next_page
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after(None) is None
+
+
+def test_retry_honours_retry_after_then_succeeds():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransientSourceError("429", retry_after=0.01)
+        return "ok"
+
+    assert call_with_retry(flaky, attempts=5, initial=0.01) == "ok"
+    assert len(calls) == 3
+
+
+def test_retry_gives_up_with_the_last_error():
+    def always():
+        raise TransientSourceError("503 forever", status=503, url="http://x/y")
+
+    with pytest.raises(TransientSourceError, match="503 forever.*status 503.*url http://x/y"):
+        call_with_retry(always, attempts=2, initial=0.01)
+
+
+def test_non_transient_errors_are_not_retried():
+    calls = []
+
+    def bad():
+        calls.append(1)
+        raise SourceError("400")
+
+    with pytest.raises(SourceError):
+        call_with_retry(bad, attempts=5, initial=0.01)
+    assert len(calls) == 1
+
+
+def test_wait_uses_retry_after_capped_by_max_wait():
+    class State:
+        class outcome:  # noqa: N801
+            @staticmethod
+            def exception():
+                return TransientSourceError("429", retry_after=120)
+
+        attempt_number = 1
+
+    assert wait_retry_after_or_backoff(max_wait=30)(State()) == 30
+
+
+def test_landing_rerun_of_the_same_run_replaces_its_folder(tmp_path):
+    for _ in range(2):
+        landing = RawLanding(tmp_path, "src", "things", "manual__2026-11-22T10:00:00+00:00", ingest_date="2026-11-22")
+        landing.write_page([{"k": "1", "u": "t", "x": 1}, {"k": "2", "u": "t"}], key_field="k", updated_field="u")
+        path = landing.commit()
+    files = list(tmp_path.rglob("*.parquet"))
+    assert len(files) == 1 and path.name == "run=" + safe_run_id("manual__2026-11-22T10:00:00+00:00")
+    rows = pq.read_table(files[0]).to_pylist()
+    assert [r["_key"] for r in rows] == ["1", "2"]
+    assert json.loads(rows[0]["payload"]) == {"k": "1", "u": "t", "x": 1}
+    assert rows[0]["_record_hash"] != rows[1]["_record_hash"]
+
+
+def test_aborted_landing_leaves_nothing(tmp_path):
+    landing = RawLanding(tmp_path, "src", "things", "r1")
+    landing.write_page([{"k": "1"}], key_field="k", updated_field="u")
+    landing.abort()
+    assert list(tmp_path.rglob("*.parquet")) == []

@@ -1,0 +1,116 @@
+"""Contracts: every shipped contract loads; a bad one is refused with file, path and problem; Arrow schema and
+DDL are derived from the fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from lienthong.contracts import ContractError, load_contract_file, load_contracts
+
+REPO = Path(__file__).resolve().parents[3]
+STAGED = {"citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate"}
+
+
+def test_every_shipped_contract_loads_and_covers_the_staged_and_published_datasets():
+    contracts = load_contracts(REPO / "schemas")
+    assert STAGED | {"citizen_profile"} <= set(contracts)
+    for c in contracts.values():
+        assert c.primary_key, c.name
+        assert c.owner_agency
+        assert all(f.classification in ("public", "internal", "personal", "sensitive") for f in c.fields)
+
+
+def test_sensitive_fields_are_classified_sensitive():
+    citizen = load_contracts(REPO / "schemas")["citizen"]
+    assert citizen.field("ethnicity").classification == "sensitive"
+    assert citizen.field("religion").classification == "sensitive"
+
+
+def test_arrow_schema_follows_the_contract_fields_and_types():
+    c = load_contracts(REPO / "schemas")["citizen"]
+    schema = c.arrow_schema()
+    assert schema.names == c.field_names
+    assert schema.field("birth_date").type == pa.date32()
+    assert schema.field("source_updated_at").type == pa.timestamp("us", tz="UTC")
+    assert not schema.field("citizen_id").nullable
+    assert schema.metadata[b"contract_version"] == c.version.encode()
+    ent = load_contracts(REPO / "schemas")["enterprise"].arrow_schema()
+    assert ent.field("industries").type == pa.list_(pa.struct([("code", pa.string()), ("is_main", pa.bool_())]))
+
+
+def test_postgres_ddl_has_every_field_the_key_and_classification_comments():
+    c = load_contracts(REPO / "schemas")["parcel"]
+    ddl = c.postgres_ddl("parcel_v1", "staged")
+    for f in c.fields:
+        assert f'"{f.name}"' in ddl
+    assert 'PRIMARY KEY ("province_code", "parcel_id")' in ddl
+    assert '"map_sheet" bigint NOT NULL' in ddl
+    assert "[public]" in ddl
+    assert "PRIMARY KEY" not in c.postgres_ddl("p", primary_key=False)
+
+
+def _write(tmp_path: Path, name: str, mutate) -> Path:
+    doc = yaml.safe_load((REPO / "schemas" / "citizen.yaml").read_text())
+    mutate(doc)
+    doc["name"] = name
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return path
+
+
+def test_unknown_logical_type_is_refused_with_file_and_path(tmp_path):
+    def bad(doc):
+        doc["schema"][0]["properties"][3]["logicalType"] = "datetime"
+
+    path = _write(tmp_path, "bad_type", bad)
+    with pytest.raises(ContractError, match=r"bad_type\.yaml: at \$\.schema\[0\]\.properties\[3\]\.logicalType: 'datetime' is not one of"):
+        load_contract_file(path)
+
+
+def test_bad_classification_is_refused(tmp_path):
+    path = _write(tmp_path, "bad_class", lambda d: d["schema"][0]["properties"][0].update(classification="secret"))
+    with pytest.raises(ContractError, match=r"properties\[0\]\.classification"):
+        load_contract_file(path)
+
+
+def test_invalid_regex_in_a_rule_is_refused(tmp_path):
+    def bad(doc):
+        doc["schema"][0]["properties"][0]["quality"][1]["arguments"]["pattern"] = "^[0-9{12}$"
+
+    path = _write(tmp_path, "bad_regex", bad)
+    with pytest.raises(ContractError, match=r"properties\[0\]\.quality\[1\]\.arguments\.pattern: not a valid regular expression"):
+        load_contract_file(path)
+
+
+def test_contract_without_primary_key_is_refused(tmp_path):
+    def bad(doc):
+        for p in doc["schema"][0]["properties"]:
+            p.pop("primaryKey", None)
+
+    with pytest.raises(ContractError, match="no property has primaryKey"):
+        load_contract_file(_write(tmp_path, "no_pk", bad))
+
+
+def test_name_must_match_file_name(tmp_path):
+    path = _write(tmp_path, "citizen_x", lambda d: None)
+    path2 = path.rename(tmp_path / "other.yaml")
+    with pytest.raises(ContractError, match=r"other\.yaml: at \$\.name"):
+        load_contract_file(path2)
+
+
+def test_broken_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: x\nschema: [\n  - a: b\n")
+    with pytest.raises(ContractError, match=r"broken\.yaml: at line \d+, column \d+: not valid YAML"):
+        load_contract_file(path)
+
+
+def test_tolerances_are_read_from_the_rules():
+    c = load_contracts(REPO / "schemas")["citizen"]
+    rule = next(r for r in c.rules if r.name == "citizen_id:invalidValues:pattern")
+    assert rule.severity == "critical" and rule.max_fraction == pytest.approx(0.01)
+    assert rule.allows(1, 100) and not rule.allows(2, 100)
