@@ -51,7 +51,7 @@ class AirflowRunner:
             }
         )
         env.setdefault("XDG_RUNTIME_DIR", str(self.home / "xdg"))
-        Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+        Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
         env.update(self.extra_env)
         return env
 
@@ -161,7 +161,7 @@ def main() -> int:
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "xdg"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
     citizens = int(os.environ.get("LIENTHONG_DEMO_CITIZENS", "5000"))
     seed = int(os.environ.get("LIENTHONG_DEMO_SEED", "20261120"))
     t_start = time.monotonic()

@@ -16,7 +16,7 @@ os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_DIR / "airflow"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_DIR / "xdg"))
-Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
 os.environ.setdefault("LIENTHONG_DATA_DIR", str(_SESSION_DIR / "data"))
 
 

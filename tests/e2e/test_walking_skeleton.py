@@ -1,0 +1,115 @@
+"""End to end: the three DAGs run through Airflow against the sandbox, twice.
+
+Checks against the sandbox ground truth: every citizen record served ends in staged or quarantine; the
+published view returns exactly the staged rows; a second run with no source change publishes nothing new
+and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg2
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CITIZENS = 600
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    from lienthong.db import stop_embedded, warehouse_url
+    from lienthong.demo import AirflowRunner, collect_summary, run_chain
+    from lienthong.settings import load_settings
+    from sandbox.generator import GeneratorConfig, generate
+    from sandbox.runner import run_sandbox
+
+    root = tmp_path_factory.mktemp("e2e")
+    old = os.environ.get("LIENTHONG_DATA_DIR")
+    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
+    settings = load_settings()
+    data = root / "sandbox-data"
+    generate(GeneratorConfig(citizens=CITIZENS), data)
+    url = warehouse_url(settings)
+    try:
+        with run_sandbox(data, root / "sandbox-state") as endpoints:
+            runner = AirflowRunner(home=root / "airflow", extra_env=endpoints.airflow_conn_env(), log_dir=root / "logs")
+            runner.extra_env.update({"LIENTHONG_DATA_DIR": str(settings.data_dir), "LIENTHONG_DATABASE_URL": url})
+            runner.migrate()
+            first = run_chain(runner, "first")
+            after_first = collect_summary(settings, url)
+            second = run_chain(runner, "second")
+            after_second = collect_summary(settings, url)
+            with psycopg2.connect(url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT citizen_id FROM published.citizen_profile")
+                view_ids = [r[0] for r in cur.fetchall()]
+            yield {
+                "first": first, "second": second, "after_first": after_first, "after_second": after_second,
+                "data": data, "settings": settings, "view_ids": view_ids, "logs": root / "logs",
+            }
+    finally:
+        stop_embedded(settings.embedded_pgdata)
+        if old is None:
+            os.environ.pop("LIENTHONG_DATA_DIR", None)
+        else:
+            os.environ["LIENTHONG_DATA_DIR"] = old
+
+
+def _logs(chain) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(Path(chain["logs"]).glob("*.log")))
+
+
+def test_all_dag_runs_succeed(chain):
+    assert set(chain["first"].values()) == {"success"}, _logs(chain)
+    assert set(chain["second"].values()) == {"success"}, _logs(chain)
+
+
+def test_every_served_citizen_record_is_in_staged_or_quarantine(chain):
+    served = pq.read_table(chain["data"] / "population" / "citizens.parquet", columns=["soDinhDanh"]).column(0).to_pylist()
+    (staging,) = [s for s in chain["after_first"]["staging"] if s["dataset"] == "citizen"]
+    assert staging["rows_in"] == len(served)
+    assert staging["rows_staged"] + staging["rows_quarantined"] == len(served)
+    assert staging["conservation_ok"]
+
+
+def test_staged_and_quarantined_keys_are_exactly_the_served_keys(chain):
+    settings = chain["settings"]
+    served = sorted(k for k in pq.read_table(chain["data"] / "population" / "citizens.parquet", columns=["soDinhDanh"]).column(0).to_pylist() if k)
+    staged = pq.read_table(next(settings.staged_dir.joinpath("citizen").glob("run=*/citizen.parquet"))).column("citizen_id").to_pylist()
+    quarantined = [k for k in pq.read_table(next(settings.quarantine_dir.joinpath("citizen").glob("run=*/quarantine.parquet"))).column("record_key").to_pylist() if k]
+    assert sorted(staged + quarantined) == served
+
+
+def test_published_view_returns_the_staged_rows(chain):
+    settings = chain["settings"]
+    latest = max(settings.staged_dir.joinpath("citizen").glob("run=*/citizen.parquet"), key=lambda p: p.stat().st_mtime)
+    staged = pq.read_table(latest).column("citizen_id").to_pylist()
+    assert sorted(chain["view_ids"]) == sorted(staged)
+    assert len(chain["view_ids"]) == len(set(chain["view_ids"]))
+
+
+def test_second_run_without_source_change_publishes_nothing_new_and_duplicates_nothing(chain):
+    pubs1 = chain["after_first"]["publications"]
+    pubs2 = chain["after_second"]["publications"]
+    assert [p["version"] for p in pubs1] == [1]
+    assert [p["version"] for p in pubs2] == [1], "an unchanged source must not publish a new version"
+    (s1,) = [s for s in chain["after_first"]["staging"] if s["dataset"] == "citizen"]
+    (s2,) = [s for s in chain["after_second"]["staging"] if s["dataset"] == "citizen"]
+    assert (s2["rows_in"], s2["rows_staged"], s2["rows_quarantined"]) == (s1["rows_in"], s1["rows_staged"], s1["rows_quarantined"])
+    assert len(chain["view_ids"]) == s1["rows_staged"]
+
+
+def test_published_parquet_version_has_a_manifest_matching_the_view(chain):
+    import json
+
+    settings = chain["settings"]
+    folder = settings.published_dir / "citizen_profile"
+    assert (folder / "CURRENT").read_text().strip() == "v000001"
+    manifest = json.loads((folder / "v000001" / "_manifest.json").read_text())
+    assert manifest["row_count"] == len(chain["view_ids"])
+    assert manifest["lineage"]["citizen"]["ingest_runs"], "the manifest must name the raw extracts it came from"
+    part = folder / "v000001" / manifest["files"][0]["path"]
+    assert pq.read_table(part).num_rows == manifest["row_count"]
