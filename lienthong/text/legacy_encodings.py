@@ -244,26 +244,41 @@ _CASE_LOST = frozenset(ch for ch, code in _TCVN3_ENC.items() if ch.islower() and
 
 
 def _restore_case(text: str) -> str:
-    """Undo TCVN3's lost capitals: a letter in an otherwise upper-case word becomes upper case, and a
-    lost letter starting a word becomes a capital when the neighbouring words are capitalised."""
+    """Undo TCVN3's lost capitals from the letters around them: a word whose known letters after the
+    first are capitals is written in capitals; a word known only by its capital first letter ("Sè") is
+    in capitals only if the whole text is; a lost first letter becomes a capital when the neighbouring
+    words are capitalised ("Nguyễn Văn ánh" -> "Ánh") or it starts the text."""
     words = list(_WORD.finditer(text))
+
+    def known(word: str) -> list[tuple[int, str]]:
+        return [(j, ch) for j, ch in enumerate(word) if ch not in _CASE_LOST and ch.lower() != ch.upper()]
+
+    tails = [ch for m in words for j, ch in known(m.group()) if j > 0]
+    text_in_caps = bool(tails) and all(ch.isupper() for ch in tails)
     chars = list(text)
     for k, m in enumerate(words):
         word = m.group()
         if not any(ch in _CASE_LOST for ch in word):
             continue
-        known = [ch for ch in word if ch not in _CASE_LOST and ch.isalpha() and ch.lower() != ch.upper()]
-        if known and all(ch.isupper() for ch in known):
+        kn = known(word)
+        tail = [ch for j, ch in kn if j > 0]
+        if tail:
+            caps = all(ch.isupper() for ch in tail)
+        elif kn:  # only the first letter is known
+            caps = text_in_caps and kn[0][1].isupper()
+        else:
+            caps = text_in_caps
+        if caps:
             for j, ch in enumerate(word):
                 if ch in _CASE_LOST:
                     chars[m.start() + j] = ch.upper()
-            continue
-        if word[0] in _CASE_LOST and all(not ch.isupper() for ch in word[1:]):
+        elif word[0] in _CASE_LOST:
             # Neighbours read from the already-restored text; a neighbour whose own first letter lost
             # its case says nothing, so at least one known, capitalised neighbour is needed.
             firsts = [chars[words[j].start()] for j in (k - 1, k + 1) if 0 <= j < len(words)]
             known_firsts = [c for c in firsts if c not in _CASE_LOST]
-            if known_firsts and all(c.isupper() for c in known_firsts):
+            # The first word of a field (a name, an address, a title) starts with a capital.
+            if k == 0 or (known_firsts and all(c.isupper() for c in known_firsts)):
                 chars[m.start()] = word[0].upper()
     return "".join(chars)
 

@@ -1,0 +1,1 @@
+"""Simulated agency systems for the demo and the tests."""
