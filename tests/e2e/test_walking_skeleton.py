@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CITIZENS = 600
+CITIZENS = 1500
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,16 @@ def test_published_parquet_version_has_a_manifest_matching_the_view(chain):
     assert manifest["lineage"]["citizen"]["ingest_runs"], "the manifest must name the raw extracts it came from"
     part = folder / "v000001" / manifest["files"][0]["path"]
     assert pq.read_table(part).num_rows == manifest["row_count"]
+
+
+def test_quarantine_is_exactly_the_records_the_sandbox_malformed(chain):
+    """Ground truth: the generator's `malformed_dob` records (and only they) are unusable in the registry."""
+    noise = pq.read_table(chain["data"] / "truth" / "noise.parquet").to_pylist()
+    malformed = {r["record_key"] for r in noise if r["dataset"] == "citizen" and r["noise"] == "malformed_dob"}
+    assert malformed, "the fixture's seed must produce some malformed records"
+    settings = chain["settings"]
+    rows = pq.read_table(next(settings.quarantine_dir.joinpath("citizen").glob("run=*/quarantine.parquet"))).to_pylist()
+    assert {r["record_key"] for r in rows} == malformed
+    for r in rows:
+        assert any("unparseable" in reason and "birth_date (ngaySinh)" in reason and r["record_key"] in reason for reason in r["reasons"])
+        assert r["payload"].startswith("{") and r["record_key"] in r["payload"]
