@@ -18,10 +18,8 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# Which staged dataset comes from which raw landing, and how its records are keyed.
-STAGING_SOURCES: dict[str, dict[str, str]] = {
-    "citizen": {"source": "population_registry", "entity": "citizens", "key": "soDinhDanh", "updated": "capNhatLuc"},
-}
+# Which staged dataset comes from which raw landing (its key and cursor fields come from the contract).
+STAGING_SOURCES: dict[str, dict[str, str]] = {"citizen": {"source": "population_registry", "entity": "citizens"}}
 # Published dataset -> the staged datasets whose quality gate it depends on.
 PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
 
@@ -62,11 +60,12 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
 
     s = settings or load_settings()
     spec = STAGING_SOURCES[dataset]
+    c = contract(dataset)
     result = stage_json_source(
-        contract(dataset),
+        c,
         raw_files(s.raw_dir, spec["source"], spec["entity"]),
-        key_source_field=spec["key"],
-        updated_source_field=spec["updated"],
+        key_source_field=c.custom["sourceKey"],
+        updated_source_field=c.custom["sourceUpdatedAt"],
         run_id=run_id,
         staged_dir=s.staged_dir,
         quarantine_dir=s.quarantine_dir,

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from connectors.base.errors import AuthError
+from connectors.base.errors import AuthError, SourceError
 from connectors.base.http import HttpClient, json_body
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,22 @@ class OAuth2ClientCredentials:
         return {"Authorization": f"Bearer {self.token()}"}
 
     def _fetch(self) -> None:
-        def parse(resp):
-            if resp.status_code in (400, 401):
-                raise AuthError("token request refused", url=resp.url, status=resp.status_code, body=resp.text[:200])
-            return json_body(resp)
-
-        body = self.http.request(
-            "POST",
-            self.token_path,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "scope": self.scope,
-            },
-            parse=parse,
-        )
+        try:
+            body = self.http.request(
+                "POST",
+                self.token_path,
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self._client_id,
+                    "client_secret": self._client_secret,
+                    "scope": self.scope,
+                },
+                parse=json_body,
+            )
+        except SourceError as exc:
+            if exc.status in (400, 401, 403):
+                raise AuthError("token request refused", url=exc.url, status=exc.status, body=exc.body) from exc
+            raise
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise AuthError("token response has no access_token", url=self.http.url(self.token_path))

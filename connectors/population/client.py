@@ -80,6 +80,8 @@ class PopulationRegistryClient:
         for attempt in (1, 2):
             try:
                 return self.http.request(method, path, headers=self.auth.headers(), parse=json_body, **kw)
+            except AuthError:
+                raise  # the credentials themselves were refused: a new token would not help
             except SourceError as exc:
                 if exc.status != 401:
                     raise
