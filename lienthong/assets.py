@@ -8,6 +8,8 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 RAW_POPULATION_CITIZENS = Asset(name="raw_population_citizens", uri="lienthong://raw/population_registry/citizens")
+RAW_BUSINESS_ENTERPRISES = Asset(name="raw_business_enterprises", uri="lienthong://raw/business_registry/enterprises")
+RAW_LAND = Asset(name="raw_land", uri="lienthong://raw/land_registry")
 STAGED_CITIZEN = Asset(name="staged_citizen", uri="lienthong://staged/citizen")
 
 

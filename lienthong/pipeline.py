@@ -47,6 +47,20 @@ def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str
     return out
 
 
+def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Walk the business registry (XML, offset paging) from the watermark and land every record in raw."""
+    from connectors.business.ingest import ingest
+
+    return ingest(run_id, settings or load_settings())
+
+
+def ingest_land(run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Extract one province's land registry (three tables, one snapshot) incrementally into raw."""
+    from connectors.land.ingest import ingest
+
+    return ingest(run_id, province, settings or load_settings())
+
+
 def raw_files(raw_dir: Path, source: str, entity: str) -> list[Path]:
     """Committed raw parts of a source (temporary folders of running or failed attempts excluded)."""
     base = Path(raw_dir) / source / entity
