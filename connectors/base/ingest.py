@@ -68,7 +68,7 @@ def run_ingestion(
     started = datetime.now(UTC)
     t0 = time.monotonic()
     landing = RawLanding(raw_dir, source, entity, run_id)
-    _record_run(warehouse_url, run_id, source, scope, started, "running", watermark_from=since)
+    record_ingest_run(warehouse_url, run_id, source, scope, started, "running", watermark_from=since)
     max_seen: datetime = incremental.parse(since)
     try:
         for items in pages(since):
@@ -91,13 +91,13 @@ def run_ingestion(
         path = landing.commit()
     except BaseException as exc:
         landing.abort()
-        _record_run(warehouse_url, run_id, source, scope, started, "failed", watermark_from=since, error=str(exc)[:2000])
+        record_ingest_run(warehouse_url, run_id, source, scope, started, "failed", watermark_from=since, error=str(exc)[:2000])
         raise
     new_mark = incremental.render(max_seen)
     # The watermark moves only now that the pages it covers are in place.
     store.advance(source, new_mark, run_id, scope)
     result = IngestResult(source, scope, entity, run_id, landing.rows, landing.pages, since, new_mark, str(path), time.monotonic() - t0)
-    _record_run(
+    record_ingest_run(
         warehouse_url, run_id, source, scope, started, "success",
         rows=landing.rows, pages=landing.pages, watermark_from=since, watermark_to=new_mark, landing_path=str(path),
     )
@@ -109,7 +109,7 @@ def run_ingestion(
     return result
 
 
-def _record_run(url, run_id, source, scope, started, status, *, rows=None, pages=None, watermark_from=None,
+def record_ingest_run(url, run_id, source, scope, started, status, *, rows=None, pages=None, watermark_from=None,
                 watermark_to=None, landing_path=None, error=None) -> None:
     with connect(url) as conn:
         ensure_ops_schema(conn)
