@@ -27,7 +27,9 @@ PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
 def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Walk the population registry from the watermark and land every page in raw."""
     from connectors.base.ingest import run_ingestion
+    from connectors.base.schema import SourceSchema
     from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
+    from lienthong.contracts import contract
 
     s = settings or load_settings()
     client = PopulationRegistryClient.from_connection(
@@ -41,6 +43,7 @@ def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str
         incremental=INCREMENTAL,
         pages=lambda since: client.iter_citizen_pages(since, s.page_size),
         warehouse_url=warehouse_url(s),
+        schema=SourceSchema.from_contract(contract("citizen")),
     )
     out = result.as_dict()
     out["requests"] = client.http.requests_made

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connectors.base.landing import RawLanding
+from connectors.base.schema import SchemaWatch, SourceSchema
 from connectors.base.state import WatermarkStore
 from lienthong.db import connect
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
@@ -46,6 +47,8 @@ class IngestResult:
     watermark_to: str
     landing_path: str
     seconds: float
+    flagged: int = 0
+    new_fields: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +65,10 @@ def run_ingestion(
     scope: str = "",
     warehouse_url: str | None = None,
     page_payloads: Callable[[list[dict[str, Any]]], list[str]] | None = None,
+    schema: SourceSchema | None = None,
 ) -> IngestResult:
+    """Land every page `pages(since)` yields; see the module docstring. With `schema`, records are checked
+    (flags, drift, vanished required fields) as they land."""
     store = WatermarkStore(warehouse_url)
     since = store.get(source, scope) or incremental.initial_value
     started = datetime.now(UTC)
@@ -70,13 +76,16 @@ def run_ingestion(
     landing = RawLanding(raw_dir, source, entity, run_id)
     record_ingest_run(warehouse_url, run_id, source, scope, started, "running", watermark_from=since)
     max_seen: datetime = incremental.parse(since)
+    watch = SchemaWatch(schema, source, incremental.key_field, incremental.cursor_field, incremental.parse)
     try:
         for items in pages(since):
+            issues = watch.check_page(items, landing.pages + 1)
             landing.write_page(
                 items,
                 key_field=incremental.key_field,
                 updated_field=incremental.cursor_field,
                 payloads=page_payloads(items) if page_payloads else None,
+                issues=issues,
             )
             for item in items:
                 raw = item.get(incremental.cursor_field) if isinstance(item, dict) else None
@@ -96,7 +105,10 @@ def run_ingestion(
     new_mark = incremental.render(max_seen)
     # The watermark moves only now that the pages it covers are in place.
     store.advance(source, new_mark, run_id, scope)
-    result = IngestResult(source, scope, entity, run_id, landing.rows, landing.pages, since, new_mark, str(path), time.monotonic() - t0)
+    result = IngestResult(
+        source, scope, entity, run_id, landing.rows, landing.pages, since, new_mark, str(path), time.monotonic() - t0,
+        flagged=watch.flagged, new_fields=sorted(watch.new_fields),
+    )
     record_ingest_run(
         warehouse_url, run_id, source, scope, started, "success",
         rows=landing.rows, pages=landing.pages, watermark_from=since, watermark_to=new_mark, landing_path=str(path),

@@ -2,7 +2,8 @@
 
 Layout: `raw/<source>/<entity>/ingest_date=YYYY-MM-DD/run=<run id>/part-NNNNN.parquet`. Each record keeps
 its original payload (JSON text of the item as received, so unknown new fields are landed too) and the
-columns `_source`, `_entity`, `_run_id`, `_ingested_at`, `_record_hash`, `_key`, `_updated_at`, `_page`.
+columns `_source`, `_entity`, `_run_id`, `_ingested_at`, `_record_hash`, `_key`, `_updated_at`, `_page`,
+`_issues` (why a record is flagged for quarantine, if it is).
 Parts are written into a temporary folder and moved into place on `commit()`; a rerun of the same run
 replaces that run's folder, never adds to it.
 """
@@ -35,6 +36,7 @@ RAW_SCHEMA = pa.schema(
         pa.field("_key", pa.string()),
         pa.field("_updated_at", pa.string()),
         pa.field("_page", pa.int64(), nullable=False),
+        pa.field("_issues", pa.list_(pa.string())),
         pa.field("payload", pa.string(), nullable=False),
     ]
 )
@@ -78,9 +80,18 @@ class RawLanding:
         self.pages = 0
         self._started = time.monotonic()
 
-    def write_page(self, items: list[Any], *, key_field: str, updated_field: str, payloads: list[str] | None = None) -> int:
+    def write_page(
+        self,
+        items: list[Any],
+        *,
+        key_field: str,
+        updated_field: str,
+        payloads: list[str] | None = None,
+        issues: list[list[str]] | None = None,
+    ) -> int:
         """Land one page of source items (dicts). `payloads` may carry the exact text per item when the
-        source is not JSON (e.g. a canonical JSON rendering of an XML element)."""
+        source is not JSON (e.g. a canonical JSON rendering of an XML element); `issues` the reasons per
+        item that it cannot be used as is (flagged for quarantine, still landed)."""
         self.pages += 1
         if not items:
             return 0
@@ -97,6 +108,7 @@ class RawLanding:
                 pa.array([None if k is None else str(k) for k in keys], pa.string()),
                 pa.array([_as_text(_dig(it, updated_field)) for it in items], pa.string()),
                 pa.array([self.pages] * n, pa.int64()),
+                pa.array(issues if issues is not None else [[] for _ in range(n)], pa.list_(pa.string())),
                 pa.array(texts, pa.string()),
             ],
             schema=RAW_SCHEMA,

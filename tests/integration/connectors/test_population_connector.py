@@ -1,6 +1,7 @@
-"""The population connector against a real server that injects every fault the spec allows.
+"""The population connector against real servers that inject every fault the spec allows.
 
-Each test switches one fault on in the sandbox, walks the registry with the real client and checks that
+Fault tests run twice: against the sandbox and against `minimal_population_server` (written here, to the
+spec's text only). Each switches one fault on, walks the registry with the real client and checks that
 every record arrives (duplicates allowed, nothing missing) and that the fault really happened.
 """
 
@@ -18,6 +19,8 @@ from connectors.base.ingest import run_ingestion
 from connectors.base.state import WatermarkStore
 from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
 from sandbox.runner import SandboxEndpoints
+
+from .minimal_population_server import MinimalPopulationRegistry, ServeInThread
 
 pytestmark = pytest.mark.integration
 EPOCH = "1970-01-01T00:00:00Z"
@@ -43,6 +46,38 @@ def walk(client: PopulationRegistryClient, page_size: int = 50) -> list[dict]:
     return [item for page in client.iter_citizen_pages(EPOCH, page_size) for item in page]
 
 
+class Target:
+    """One server under test: how to reach it, switch faults, read what it injected, and what it serves."""
+
+    def __init__(self, name, url, client_id, client_secret, ids, set_faults, injected):
+        self.name, self.url, self.client_id, self.client_secret = name, url, client_id, client_secret
+        self.ids, self.set_faults, self.injected = ids, set_faults, injected
+
+    def client(self, **kw) -> PopulationRegistryClient:
+        return PopulationRegistryClient(self.url, self.client_id, self.client_secret, initial_wait=0.01, max_wait=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def minimal_registry(sandbox_data):
+    rows = pq.read_table(sandbox_data / "population" / "citizens.parquet").drop(["_row"]).slice(0, 240).to_pylist()
+    registry = MinimalPopulationRegistry(rows)
+    with ServeInThread(registry.app()) as server:
+        yield registry, server.url
+
+
+@pytest.fixture(params=["sandbox", "minimal"])
+def target(request, sandbox_data):
+    if request.param == "sandbox":
+        ep = request.getfixturevalue("sandbox")
+        return Target("sandbox", ep.population_url, ep.client_id, ep.client_secret, served_ids(sandbox_data),
+                      lambda **kw: set_faults(ep.population_url, **kw),
+                      lambda: stats(ep.population_url)["faults_injected"])
+    registry, url = request.getfixturevalue("minimal_registry")
+    registry.reset()
+    return Target("minimal", url, registry.client_id, registry.client_secret, [r["soDinhDanh"] for r in registry.records],
+                  registry.reset, lambda: dict(registry.injected))
+
+
 def test_clean_walk_returns_every_citizen_exactly_once(sandbox, sandbox_data):
     items = walk(client_for(sandbox))
     assert sorted(i["soDinhDanh"] for i in items) == sorted(served_ids(sandbox_data))
@@ -56,43 +91,40 @@ def test_clean_walk_returns_every_citizen_exactly_once(sandbox, sandbox_data):
         ({"drop_connection_every": 3}, "drop_connection"),
         ({"truncate_body_every": 3}, "truncate_body"),
         ({"empty_page_every": 2}, "empty_page"),
+        ({"token_expire_after": 2}, "token_expire"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
-def test_walk_survives_transient_faults_without_losing_records(sandbox, sandbox_data, switches, fault):
-    set_faults(sandbox.population_url, **switches)
-    items = walk(client_for(sandbox))
-    assert set(i["soDinhDanh"] for i in items) == set(served_ids(sandbox_data))
-    injected = stats(sandbox.population_url)["faults_injected"]
-    assert sum(v for k, v in injected.items() if fault in k) > 0, injected
+def test_walk_survives_each_fault_without_losing_records(target, switches, fault):
+    target.set_faults(**switches)
+    items = walk(target.client())
+    assert set(i["soDinhDanh"] for i in items) == set(target.ids)
+    assert sum(v for k, v in target.injected().items() if fault in k) > 0, target.injected()
 
 
-def test_retry_after_is_honoured(sandbox, sandbox_data):
-    set_faults(sandbox.population_url, rate_limit_every=2, retry_after=1)
-    client = client_for(sandbox)
+def test_retry_after_is_honoured(target):
+    target.set_faults(rate_limit_every=2, retry_after=1)
     t0 = time.monotonic()
-    pages = list(client.iter_citizen_pages(EPOCH, 50))
+    pages = list(target.client().iter_citizen_pages(EPOCH, 50))
     elapsed = time.monotonic() - t0
-    n_429 = sum(v for k, v in stats(sandbox.population_url)["faults_injected"].items() if "rate_limit" in k)
+    n_429 = sum(v for k, v in target.injected().items() if "rate_limit" in k)
     assert pages and n_429 >= 1
     # Each 429 asked for one second; the client must have waited at least that long in total.
     assert elapsed >= n_429 * 1.0 * 0.9
 
 
-def test_expired_token_mid_walk_is_refreshed_and_the_walk_completes(sandbox, sandbox_data):
-    set_faults(sandbox.population_url, token_expire_after=2)
-    client = client_for(sandbox)
-    items = walk(client)
-    assert set(i["soDinhDanh"] for i in items) == set(served_ids(sandbox_data))
+def test_expired_token_mid_walk_is_refreshed(target):
+    target.set_faults(token_expire_after=2)
+    client = target.client()
+    assert set(i["soDinhDanh"] for i in walk(client)) == set(target.ids)
     assert client.auth.tokens_fetched >= 2
 
 
-def test_duplicates_across_pages_are_landed_and_nothing_is_missing(sandbox, sandbox_data):
-    set_faults(sandbox.population_url, duplicate_across_pages=True)
-    items = walk(client_for(sandbox))
-    ids = [i["soDinhDanh"] for i in items]
+def test_duplicates_across_pages_are_landed_and_nothing_is_missing(target):
+    target.set_faults(duplicate_across_pages=True)
+    ids = [i["soDinhDanh"] for i in walk(target.client())]
     assert len(ids) > len(set(ids))
-    assert set(ids) == set(served_ids(sandbox_data))
+    assert set(ids) == set(target.ids)
 
 
 def test_records_changing_during_the_walk_are_not_lost(sandbox, sandbox_data):
@@ -101,15 +133,15 @@ def test_records_changing_during_the_walk_are_not_lost(sandbox, sandbox_data):
     assert set(i["soDinhDanh"] for i in items) == set(served_ids(sandbox_data))
 
 
-def test_bad_client_secret_is_a_clear_auth_error(sandbox):
-    client = PopulationRegistryClient(sandbox.population_url, sandbox.client_id, "wrong-secret", initial_wait=0.01)
+def test_bad_client_secret_is_a_clear_auth_error(target):
+    client = PopulationRegistryClient(target.url, target.client_id, "wrong-secret", initial_wait=0.01)
     with pytest.raises(AuthError, match="token request refused.*status 401"):
         walk(client)
 
 
-def test_a_fault_that_never_passes_fails_with_the_url_and_status(sandbox):
-    set_faults(sandbox.population_url, server_error_every=1)
-    client = PopulationRegistryClient(sandbox.population_url, sandbox.client_id, sandbox.client_secret,
+def test_a_fault_that_never_passes_fails_with_the_url_and_status(target):
+    target.set_faults(server_error_every=1)
+    client = PopulationRegistryClient(target.url, target.client_id, target.client_secret,
                                       attempts=3, initial_wait=0.01, max_wait=0.05)
     with pytest.raises(TransientSourceError, match=r"status 50[234].*/api/v1/citizens"):
         walk(client)
@@ -152,3 +184,50 @@ def test_incremental_run_fetches_only_changed_records(sandbox, sandbox_data, tmp
     assert set(changed) <= set(landed)
     assert len(landed) <= len(changed) + 5, "only changed records (and the inclusive boundary) are fetched again"
     assert second.watermark_to > first.watermark_to
+
+
+def test_unknown_new_field_is_landed_and_reported_as_drift(minimal_registry, tmp_path):
+    from connectors.base.schema import SourceSchema
+    from lienthong.contracts import contract
+
+    registry, url = minimal_registry
+    registry.reset()
+    saved = [dict(r) for r in registry.records]
+    try:
+        for r in registry.records[:3]:
+            r["soDienThoai"] = "0912345678"
+        registry.records[5]["soDinhDanh"] = None
+        client = PopulationRegistryClient(url, registry.client_id, registry.client_secret, initial_wait=0.01)
+        result = run_ingestion(source=SOURCE, entity=ENTITY, run_id="drift", raw_dir=tmp_path, incremental=INCREMENTAL,
+                               pages=lambda since: client.iter_citizen_pages(since, 100), scope=f"t-{tmp_path.name}",
+                               schema=SourceSchema.from_contract(contract("citizen")))
+    finally:
+        registry.records[:] = saved
+    assert result.new_fields == ["soDienThoai"]
+    raw = pq.read_table(result.landing_path).to_pylist()
+    assert sum('"soDienThoai":"0912345678"' in r["payload"] for r in raw) == 3, "the new field is landed unchanged"
+    flagged = [r for r in raw if r["_issues"]]
+    assert len(flagged) == 1 and result.flagged == 1
+    assert "missing key field soDinhDanh" in flagged[0]["_issues"][0]
+
+
+def test_required_field_vanishing_from_the_source_fails_the_run_and_keeps_the_watermark(minimal_registry, tmp_path):
+    from connectors.base.errors import SchemaDriftError
+    from connectors.base.schema import SourceSchema
+    from lienthong.contracts import contract
+
+    registry, url = minimal_registry
+    registry.reset()
+    saved = [dict(r) for r in registry.records]
+    scope = f"t-{tmp_path.name}"
+    try:
+        for r in registry.records:
+            r.pop("hoVaTen")
+        client = PopulationRegistryClient(url, registry.client_id, registry.client_secret, initial_wait=0.01)
+        with pytest.raises(SchemaDriftError, match="required field 'hoVaTen' is absent from all .* records of page 1"):
+            run_ingestion(source=SOURCE, entity=ENTITY, run_id="gone", raw_dir=tmp_path, incremental=INCREMENTAL,
+                          pages=lambda since: client.iter_citizen_pages(since, 100), scope=scope,
+                          schema=SourceSchema.from_contract(contract("citizen")))
+    finally:
+        registry.records[:] = saved
+    assert WatermarkStore().get(SOURCE, scope) is None

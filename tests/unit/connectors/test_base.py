@@ -102,3 +102,38 @@ def test_aborted_landing_leaves_nothing(tmp_path):
     landing.write_page([{"k": "1"}], key_field="k", updated_field="u")
     landing.abort()
     assert list(tmp_path.rglob("*.parquet")) == []
+
+
+def _watch(schema=None):
+    from datetime import datetime
+
+    from connectors.base.schema import SchemaWatch
+
+    return SchemaWatch(schema, "src", "id", "updated", lambda t: datetime.fromisoformat(t))
+
+
+def test_schema_watch_flags_missing_key_and_unparseable_cursor_naming_record_and_field():
+    issues = _watch().check_page([{"id": "7", "updated": "not a time"}, {"id": None, "updated": "2026-01-01T00:00:00+00:00"}], 3)
+    assert issues[0] == ["record 7: field updated cannot be parsed: 'not a time'"]
+    assert issues[1] == ["record #3.1: missing key field id"]
+
+
+def test_schema_watch_reports_new_fields_once_and_fails_when_a_required_field_vanishes():
+    from connectors.base.errors import SchemaDriftError
+    from connectors.base.schema import SourceSchema
+
+    schema = SourceSchema(frozenset({"id", "updated", "name"}), frozenset({"id", "updated", "name"}))
+    watch = _watch(schema)
+    watch.check_page([{"id": "1", "updated": None, "name": "a", "phone": "1"}, {"id": "2", "name": "b", "phone": "2"}], 1)
+    assert watch.new_fields == {"phone": "record 1"}
+    with pytest.raises(SchemaDriftError, match="required field 'name' is absent from all 2 records of page 2"):
+        watch.check_page([{"id": "3", "updated": "x"}, {"id": "4", "updated": "y"}], 2)
+
+
+def test_source_schema_from_the_citizen_contract_knows_the_registry_fields():
+    from connectors.base.schema import SourceSchema
+    from lienthong.contracts import contract
+
+    schema = SourceSchema.from_contract(contract("citizen"))
+    assert {"soDinhDanh", "hoVaTen", "noiThuongTru", "queQuan", "capNhatLuc"} <= schema.known_fields
+    assert {"soDinhDanh", "hoVaTen", "capNhatLuc", "trangThai"} == schema.required_fields
