@@ -9,6 +9,7 @@ COPY --chown=airflow:0 lienthong ./lienthong
 COPY --chown=airflow:0 connectors ./connectors
 COPY --chown=airflow:0 sandbox ./sandbox
 COPY --chown=airflow:0 schemas ./schemas
+COPY --chown=airflow:0 config ./config
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -e .
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins

@@ -5,7 +5,7 @@ Pulls citizens changed since the last watermark from the **population registry**
 client credentials, cursor paging) and lands them unchanged in the raw zone, with ingest metadata.
 
 - Connection: `population_registry` (http: host/port/schema; login = client id, password = client secret).
-- Schedule: `LIENTHONG_INGEST_SCHEDULE` (default `@daily`).
+- Schedule: `LIENTHONG_INGEST_SCHEDULE` (default `@daily`); pool `population_registry` caps concurrency.
 - The watermark advances only after the run's pages have landed; a failed run leaves it where it was.
 - Produces the Asset `raw_population_citizens`, whose event extra carries row counts and the watermark.
 """
@@ -21,6 +21,7 @@ from lienthong.assets import RAW_POPULATION_CITIZENS
 
 DAG_ID = "ingest_population"
 POPULATION_CONN_ID = "population_registry"
+POOL = "population_registry"
 SCHEDULE = os.environ.get("LIENTHONG_INGEST_SCHEDULE", "@daily")
 
 
@@ -35,7 +36,7 @@ SCHEDULE = os.environ.get("LIENTHONG_INGEST_SCHEDULE", "@daily")
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
 )
 def ingest_population():
-    @task(outlets=[RAW_POPULATION_CITIZENS])
+    @task(outlets=[RAW_POPULATION_CITIZENS], pool=POOL)
     def extract_and_land(*, run_id=None, outlet_events=None) -> dict:
         from lienthong.pipeline import ingest_population as run
 

@@ -68,6 +68,10 @@ class AirflowRunner:
         out = self.airflow("db", "migrate", log_name="airflow-db-migrate")
         if out.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")
+        # One pool per source caps how many tasks hit an agency system at once.
+        out = self.airflow("pools", "import", str(REPO / "config" / "airflow-pools.json"), log_name="airflow-pools")
+        if out.returncode != 0:
+            raise RuntimeError(f"airflow pools import failed:\n{out.stderr[-3000:]}")
 
     def dags_test(self, dag_id: str, log_name: str | None = None) -> str:
         """Run one DAG run in-process through Airflow; returns the run's final state."""

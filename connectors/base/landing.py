@@ -72,6 +72,7 @@ class RawLanding:
         date = ingest_date or self.ingested_at.strftime("%Y-%m-%d")
         self.final_dir = Path(raw_dir) / source / entity / f"ingest_date={date}" / f"run={safe_run_id(run_id)}"
         self.tmp_dir = self.final_dir.with_name(self.final_dir.name + f".tmp-{os.getpid()}")
+        _remove_abandoned(self.final_dir.parent)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)
         self.tmp_dir.mkdir(parents=True)
@@ -131,6 +132,28 @@ class RawLanding:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove temporary landings whose writer process is gone (a run killed mid-walk): never referenced,
+    never read, only disk."""
+    if not folder.exists():
+        return
+    for tmp in folder.glob("run=*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("removed the partial landing of an interrupted run: %s", tmp)
 
 
 def _as_text(v: Any) -> str | None:

@@ -28,14 +28,22 @@ class WatermarkStore:
         return row[0] if row else None
 
     def advance(self, source: str, value: str, run_id: str, scope: str = "") -> None:
+        self.advance_many(source, {scope: value}, run_id)
+
+    def advance_many(self, source: str, marks: dict[str, str], run_id: str) -> None:
+        """Advance several scopes in ONE transaction: they all move or none does (e.g. a province's three
+        tables, extracted from one snapshot)."""
+        if not marks:
+            return
         with connect(self.url) as conn:
             ensure_ops_schema(conn)
             with conn.cursor() as cur:
-                cur.execute(
+                cur.executemany(
                     f"""INSERT INTO {OPS_SCHEMA}.watermark (source, scope, value, run_id, updated_at)
                         VALUES (%s, %s, %s, %s, now())
                         ON CONFLICT (source, scope) DO UPDATE
                         SET value = EXCLUDED.value, run_id = EXCLUDED.run_id, updated_at = now()""",
-                    (source, scope, value, run_id),
+                    [(source, scope, value, run_id) for scope, value in marks.items()],
                 )
-        log.info("watermark %s/%s advanced to %s by run %s", source, scope or "-", value, run_id)
+        for scope, value in marks.items():
+            log.info("watermark %s/%s advanced to %s by run %s", source, scope or "-", value, run_id)

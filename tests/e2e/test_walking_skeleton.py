@@ -49,6 +49,9 @@ def chain(tmp_path_factory):
             yield {
                 "first": first, "second": second, "after_first": after_first, "after_second": after_second,
                 "data": data, "settings": settings, "view_ids": view_ids, "logs": root / "logs",
+                "secrets": [endpoints.client_secret, endpoints.api_key]
+                + [_password(d) for d in endpoints.land_dsns.values() if _password(d)],
+                "airflow_home": root / "airflow",
             }
     finally:
         stop_embedded(settings.embedded_pgdata)
@@ -56,6 +59,12 @@ def chain(tmp_path_factory):
             os.environ.pop("LIENTHONG_DATA_DIR", None)
         else:
             os.environ["LIENTHONG_DATA_DIR"] = old
+
+
+def _password(dsn: str) -> str | None:
+    from psycopg2.extensions import parse_dsn
+
+    return parse_dsn(dsn).get("password")
 
 
 def _logs(chain) -> str:
@@ -126,3 +135,20 @@ def test_quarantine_is_exactly_the_records_the_sandbox_malformed(chain):
     for r in rows:
         assert any("unparseable" in reason and "birth_date (ngaySinh)" in reason and r["record_key"] in reason for reason in r["reasons"])
         assert r["payload"].startswith("{") and r["record_key"] in r["payload"]
+
+
+def test_no_secret_appears_in_logs_raw_files_or_reports(chain):
+    """Client secret, API key and database passwords must not leak into anything the platform writes."""
+    secrets = [s for s in chain["secrets"] if s and len(s) >= 8]
+    assert len(secrets) >= 2
+    places = [chain["logs"], chain["settings"].data_dir, Path(chain["airflow_home"]) / "logs"]
+    scanned = 0
+    for place in places:
+        for path in Path(place).rglob("*"):
+            if not path.is_file() or "warehouse-pg" in path.parts or path.suffix in (".db",):
+                continue
+            data = path.read_bytes()
+            scanned += 1
+            for secret in secrets:
+                assert secret.encode() not in data, f"a secret leaked into {path}"
+    assert scanned > 10
