@@ -1,0 +1,177 @@
+"""Connector throughput against the sandbox, as a ratio to a bare loop over the same pages.
+
+For each agency system: a bare loop that fetches the same pages (or rows) and does nothing with them — the
+source's own limit — and the real connector run (retry, auth, landing, watermark). Each measurement runs in
+its own child process so its peak RSS is its own. Sizes default to the issue's: 1M citizens, 100k
+enterprises, 1M parcels (home province; the second province's land registry is a quarter of that).
+
+    .venv/bin/python benchmarks/bench_connectors.py [--citizens 1000000] [--sizes 200000,1000000]
+
+Writes benchmarks/results/connectors.json (one entry per size) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "benchmarks" / ".work"
+RESULTS = REPO / "benchmarks" / "results" / "connectors.json"
+MODES = ["population-bare", "population-connector", "business-bare", "business-connector", "land-bare", "land-connector"]
+
+
+def _peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- children -------------------------------------------------------------------------------------------
+def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
+    import requests
+
+    from lienthong.settings import load_settings
+    from sandbox.runner import read_endpoints
+
+    ep = read_endpoints(endpoints_file.parent)
+    os.environ.update(ep.airflow_conn_env())
+    os.environ["LIENTHONG_DATA_DIR"] = str(data_dir)
+    settings = load_settings()
+    run_id = f"bench-{mode}-{time.time_ns()}"
+    t0 = time.monotonic()
+    rows = 0
+    if mode == "population-bare":
+        s = requests.Session()
+        tok = s.post(ep.population_url + "/oauth2/token", data={"grant_type": "client_credentials", "client_id": ep.client_id,
+                                                                 "client_secret": ep.client_secret, "scope": "citizens.read"}).json()["access_token"]
+        params = {"updated_since": "1970-01-01T00:00:00Z", "page_size": 1000}
+        while True:
+            page = s.get(ep.population_url + "/api/v1/citizens", params=params, headers={"Authorization": f"Bearer {tok}"}).json()
+            rows += len(page["items"])
+            if page["next_page_token"] is None:
+                break
+            params["page_token"] = page["next_page_token"]
+    elif mode == "population-connector":
+        from connectors.base.ingest import run_ingestion
+        from connectors.base.schema import SourceSchema
+        from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
+        from lienthong.contracts import contract
+
+        client = PopulationRegistryClient(ep.population_url, ep.client_id, ep.client_secret)
+        res = run_ingestion(source=SOURCE, entity=ENTITY, run_id=run_id, raw_dir=settings.raw_dir, incremental=INCREMENTAL,
+                            pages=lambda since: client.iter_citizen_pages("1970-01-01T00:00:00Z", 1000), scope=run_id,
+                            schema=SourceSchema.from_contract(contract("citizen")))
+        rows = res.rows
+    elif mode == "business-bare":
+        s = requests.Session()
+        offset = 0
+        while True:
+            body = s.get(ep.business_url + "/dkkd/v2/doanh-nghiep", params={"tuNgay": "01/01/1970", "offset": offset, "limit": 500},
+                         headers={"X-API-Key": ep.api_key}).content
+            n = body.count(b"<DoanhNghiep>")
+            rows += n
+            offset += n
+            if n < 500:
+                break
+    elif mode == "business-connector":
+        from connectors.business.ingest import ingest
+
+        rows = ingest(run_id, settings)["rows"]
+    elif mode == "land-bare":
+        import psycopg2
+
+        for _province, dsn in sorted(ep.land_dsns.items()):
+            with psycopg2.connect(dsn) as conn:
+                for table in ("thua_dat", "chu_su_dung", "giay_chung_nhan"):
+                    with conn.cursor(name=f"bare_{table}") as cur:
+                        cur.itersize = 5000
+                        cur.execute(f"SELECT * FROM {table} ORDER BY cap_nhat_luc, id")
+                        while batch := cur.fetchmany(5000):
+                            rows += len(batch)
+    elif mode == "land-connector":
+        from connectors.land.ingest import ingest
+
+        for province in sorted(ep.land_dsns):
+            summary = ingest(run_id, province, settings)
+            rows += sum(t["rows"] for t in summary["tables"].values())
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    seconds = time.monotonic() - t0
+    return {"mode": mode, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1),
+            "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+# ---- parent ---------------------------------------------------------------------------------------------
+def measure(citizens: int, modes: list[str]) -> dict:
+    from lienthong.db import stop_embedded, warehouse_url
+    from lienthong.settings import load_settings
+    from sandbox.generator import GeneratorConfig, generate
+    from sandbox.runner import run_sandbox
+
+    data = WORK / f"data-{citizens}"
+    cfg = GeneratorConfig(citizens=citizens, enterprise_ratio=0.1, parcel_ratio=1.0)
+    print(f"generating {citizens} citizens ...", flush=True)
+    gen = generate(cfg, data)
+    bench_dir = WORK / f"run-{citizens}"
+    os.environ["LIENTHONG_DATA_DIR"] = str(bench_dir)
+    settings = load_settings()
+    url = warehouse_url(settings)
+    os.environ["LIENTHONG_DATABASE_URL"] = url
+    results = []
+    try:
+        print("starting the sandbox (loads the land registries) ...", flush=True)
+        with run_sandbox(data, WORK / f"sbx-{citizens}") as _ep:
+            for mode in modes:
+                out = subprocess.run([sys.executable, __file__, "--child", mode, "--endpoints", str(WORK / f"sbx-{citizens}" / "endpoints.json"),
+                                      "--data-dir", str(bench_dir)], capture_output=True, text=True, env=dict(os.environ))
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"{mode} failed")
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"  {mode:<22} {r['rows']:>9} rows  {r['seconds']:>8.1f} s  {r['rows_per_s']:>10.0f} rows/s  RSS {r['peak_rss_mib']:>7.0f} MiB", flush=True)
+                results.append(r)
+    finally:
+        stop_embedded(settings.embedded_pgdata)
+    by = {r["mode"]: r for r in results}
+    ratios = {}
+    for source in ("population", "business", "land"):
+        bare, conn = by.get(f"{source}-bare"), by.get(f"{source}-connector")
+        if bare and conn:
+            ratios[source] = round(conn["rows_per_s"] / bare["rows_per_s"], 3)
+    return {"citizens": citizens, "source_rows": gen.get("counts"), "results": results, "ratio_connector_to_bare": ratios}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--citizens", type=int, default=1_000_000)
+    ap.add_argument("--sizes", help="comma-separated citizen counts, to see RSS against source size")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--child")
+    ap.add_argument("--endpoints", type=Path)
+    ap.add_argument("--data-dir", type=Path)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.endpoints, args.data_dir)))
+        return 0
+    WORK.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.citizens]
+    runs = [measure(n, args.modes.split(",")) for n in sizes]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"runs": runs, "machine": {"cpus": os.cpu_count()}}, indent=2))
+    for run in runs:
+        print(f"{run['citizens']} citizens: connector / bare loop = {run['ratio_connector_to_bare']}")
+    print(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
