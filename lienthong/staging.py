@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,38 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("_ingested_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Where a staged dataset's records come from, read off its contract's customProperties:
+    `sourceSystem` and `sourceEntity` (the raw folder), `sourceKey` / `sourceUpdatedAt` (+ `...Parse`) for
+    the latest-version rule, `partitionedBy: province` (raw entity `<province>/<entity>`, key part of the
+    record identity), and `unnest` (a child dataset: one row per element of that list in the parent)."""
+
+    contract: Contract
+    source: str
+    entity: str
+    key_field: str
+    updated_field: str
+    updated_parse: str | None
+    per_province: bool
+    unnest: str | None
+
+    @classmethod
+    def from_contract(cls, contract: Contract) -> StagePlan:
+        c = contract.custom
+        missing = [k for k in ("sourceSystem", "sourceEntity", "sourceKey", "sourceUpdatedAt") if not c.get(k)]
+        if missing:
+            raise ValueError(f"contract {contract.name} cannot be staged from raw: customProperties lack {missing}")
+        return cls(contract, c["sourceSystem"], c["sourceEntity"], c["sourceKey"], c["sourceUpdatedAt"],
+                   c.get("sourceUpdatedAtParse"), c.get("partitionedBy") == "province", c.get("unnest"))
+
+    def raw_files(self, raw_dir: Path) -> list[Path]:
+        """Committed raw parts (temporary folders of running or interrupted runs excluded)."""
+        base = Path(raw_dir) / self.source
+        entity = f"*/{self.entity}" if self.per_province else self.entity
+        return sorted(p for p in base.glob(f"{entity}/ingest_date=*/run=*/part-*.parquet") if ".tmp-" not in p.parent.name)
 
 
 class ConservationError(RuntimeError):
@@ -136,54 +168,95 @@ def _precision_expr(src: str) -> str:
     )
 
 
-def build_stage_sql(contract: Contract, key_source_field: str) -> tuple[str, list[Field]]:
+def _array_expr(f: Field, src_json: str) -> str:
+    """A JSON list of objects -> Arrow list<struct> with the contract's child names and types."""
+    members = {c.source_field or c.name: c for c in f.children}
+    json_schema = "[{" + ",".join(f'"{k}":"VARCHAR"' for k in members) + "}]"
+    parts = ", ".join(f"'{c.name}': {_typed_expr(c, 'x.' + _quote(k))}" for k, c in members.items())
+    return f"list_transform(from_json({src_json}, {_lit(json_schema)}), x -> {{{parts}}})"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _reasons_for(f: Field, src: str, label: str) -> list[str]:
+    """SQL expressions giving, per row, why field `f` makes the record unusable (or NULL)."""
+    out = []
+    if f.logical_type not in ("string", "array", "object"):
+        out.append(
+            f"CASE WHEN {src} IS NOT NULL AND NULLIF(TRIM({src}), '') IS NOT NULL AND ({_typed_expr(f, src)}) IS NULL "
+            f"THEN 'unparseable|{f.name}|' || {_lit(label)} || ' = ' || {src} END"
+        )
+    if f.required:
+        out.append(f"CASE WHEN NULLIF(TRIM({src}), '') IS NULL THEN 'required|{f.name}|' || {_lit(label)} || ' is missing' END")
+    for rule in f.quality:
+        if rule.severity != "critical" or rule.metric != "invalidValues":
+            continue
+        typed = f"({_typed_expr(f, src)})"
+        if "pattern" in rule.arguments:
+            cond = f"{typed} IS NOT NULL AND NOT regexp_matches({typed}, {_lit(rule.arguments['pattern'])})"
+            what = f"does not match {rule.arguments['pattern']}"
+        elif "validValues" in rule.arguments:
+            vals = ", ".join(_lit(str(v)) for v in rule.arguments["validValues"])
+            cond = f"{typed} IS NOT NULL AND CAST({typed} AS VARCHAR) NOT IN ({vals})"
+            what = "is not one of " + "/".join(str(v) for v in rule.arguments["validValues"])
+        else:
+            lo, hi = rule.arguments.get("minValue"), rule.arguments.get("maxValue")
+            parts = ([f"{typed} < {lo}"] if lo is not None else []) + ([f"{typed} > {hi}"] if hi is not None else [])
+            cond = f"{typed} IS NOT NULL AND ({' OR '.join(parts)})"
+            what = f"is outside [{lo}, {hi}]"
+        quoted = "'''' || CAST(" + typed + " AS VARCHAR) || ''''"
+        out.append(f"CASE WHEN {cond} THEN 'invalid|{rule.name}|' || {_lit(label)} || ' ' || {quoted} || ' ' || {_lit(what)} END")
+    return out
+
+
+def build_stage_sql(plan: StagePlan) -> tuple[str, list[Field]]:
     """The SELECT that types and checks the deduplicated `latest` relation. Returns (sql, staged fields)."""
-    fields = [f for f in contract.fields if f.source_field or f.name.endswith("_precision")]
+    contract = plan.contract
     by_name = {f.name: f for f in contract.fields}
-    src_cols, typed_cols, reasons = [], [], []
-    for f in fields:
+    prefix = plan.unnest + "." if plan.unnest else None
+    src_cols, typed_cols, reasons, staged = [], [], [], []
+    for f in contract.fields:
+        derived = f.custom.get("derivedFrom")
+        src = f"src_{f.name}"
         if f.source_field:
-            src = f"src_{f.name}"
-            src_cols.append(f"json_extract_string(payload, {_lit(_json_path(f.source_field))}) AS {src}")
-            typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
-            label = f"{f.name} ({f.source_field})"
-            if f.logical_type not in ("string", "array", "object"):
-                reasons.append(
-                    f"CASE WHEN {src} IS NOT NULL AND NULLIF(TRIM({src}), '') IS NOT NULL AND ({_typed_expr(f, src)}) IS NULL "
-                    f"THEN 'unparseable|{f.name}|' || {_lit(label)} || ' = ' || {src} END"
-                )
-            if f.required:
-                reasons.append(
-                    f"CASE WHEN NULLIF(TRIM({src}), '') IS NULL THEN 'required|{f.name}|' || {_lit(label)} || ' is missing' END"
-                )
-            for rule in f.quality:
-                if rule.severity != "critical" or rule.metric != "invalidValues":
-                    continue
-                typed = f"({_typed_expr(f, src)})"
-                if "pattern" in rule.arguments:
-                    cond = f"{typed} IS NOT NULL AND NOT regexp_matches({typed}, {_lit(rule.arguments['pattern'])})"
-                    what = f"does not match {rule.arguments['pattern']}"
-                elif "validValues" in rule.arguments:
-                    vals = ", ".join(_lit(str(v)) for v in rule.arguments["validValues"])
-                    cond = f"{typed} IS NOT NULL AND CAST({typed} AS VARCHAR) NOT IN ({vals})"
-                    what = "is not one of " + "/".join(str(v) for v in rule.arguments["validValues"])
-                else:
-                    lo, hi = rule.arguments.get("minValue"), rule.arguments.get("maxValue")
-                    parts = ([f"{typed} < {lo}"] if lo is not None else []) + ([f"{typed} > {hi}"] if hi is not None else [])
-                    cond = f"{typed} IS NOT NULL AND ({' OR '.join(parts)})"
-                    what = f"is outside [{lo}, {hi}]"
-                reasons.append(
-                    f"CASE WHEN {cond} THEN 'invalid|{rule.name}|' || {_lit(label)} || ' ' || "
-                    f"'''' || CAST({typed} AS VARCHAR) || ''' ' || {_lit(what)} END"
-                )
-        else:  # a *_precision companion of a partial date
-            base = by_name.get(f.name[: -len("_precision")])
-            if base and base.source_field:
-                typed_cols.append(f"{_precision_expr('src_' + base.name)} AS {f.name}")
-    key_src = f"json_extract_string(payload, {_lit(_json_path(key_source_field))})"
+            if prefix and f.source_field.startswith(prefix):
+                inner = _quote(f.source_field[len(prefix):])
+                path = f"'$.{_quote(plan.unnest)}[' || _pos || '].{inner}'"
+            else:
+                path = _lit(_json_path(f.source_field))
+            if f.logical_type == "array":
+                src_cols.append(f"json_extract(payload, {path}) AS {src}")
+                typed_cols.append(f"{_array_expr(f, src)} AS {f.name}")
+            else:
+                src_cols.append(f"json_extract_string(payload, {path}) AS {src}")
+                typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
+        elif derived == "connection" and plan.per_province:
+            src_cols.append(f"split_part(_entity, '/', 1) AS {src}")
+            typed_cols.append(f"{src} AS {f.name}")
+        elif plan.unnest and derived == plan.unnest:
+            src_cols.append(f"CAST(_pos AS VARCHAR) AS {src}")
+            typed_cols.append(f"_pos AS {f.name}")
+        elif f.name.endswith("_precision") and f.name[: -len("_precision")] in by_name:
+            base = by_name[f.name[: -len("_precision")]]
+            typed_cols.append(f"{_precision_expr('src_' + base.name)} AS {f.name}")
+            staged.append(f)
+            continue
+        else:
+            continue
+        staged.append(f)
+        reasons += _reasons_for(f, src, f"{f.name} ({f.source_field or derived})")
+    key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+    record_key = key_src
+    if plan.per_province:
+        record_key = f"split_part(_entity, '/', 1) || ':' || {key_src}"
+    if plan.unnest:
+        record_key = f"{key_src} || '#' || CAST(_pos AS VARCHAR)"
     sql = f"""
     WITH src AS (
-      SELECT payload, _run_id, _record_hash, _ingested_at, {key_src} AS _source_key, {", ".join(src_cols)}
+      SELECT payload, _run_id, _record_hash, _ingested_at, {record_key} AS _source_key,
+             {"_pos, " if plan.unnest else ""}{", ".join(src_cols)}
       FROM latest
     )
     SELECT {", ".join(typed_cols)},
@@ -191,23 +264,26 @@ def build_stage_sql(contract: Contract, key_source_field: str) -> tuple[str, lis
            list_filter([{", ".join(reasons) or "NULL"}], x -> x IS NOT NULL) AS _reasons
     FROM src
     """
-    staged_fields = [f for f in contract.fields if f.name in {c.split(" AS ")[-1] for c in typed_cols}]
-    return sql, staged_fields
+    return sql, staged
 
 
 def stage_json_source(
     contract: Contract,
     raw_files: list[Path],
     *,
-    key_source_field: str,
-    updated_source_field: str,
     run_id: str,
     staged_dir: Path,
     quarantine_dir: Path,
+    key_source_field: str | None = None,
+    updated_source_field: str | None = None,
 ) -> StageResult:
-    """Stage every raw landing of a source as the latest version per key; see the module docstring."""
+    """Stage every raw landing of a source as the latest version per key; see the module docstring.
+    Key and cursor fields come from the contract (the keyword arguments override them)."""
     import duckdb
 
+    plan = StagePlan.from_contract(contract)
+    if key_source_field or updated_source_field:
+        plan = replace(plan, key_field=key_source_field or plan.key_field, updated_field=updated_source_field or plan.updated_field)
     t0 = time.monotonic()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -216,19 +292,31 @@ def stage_json_source(
         raise FileNotFoundError(f"no raw landing found for {contract.name}")
     con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
     raw_rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]
-    key_src = f"json_extract_string(payload, {_lit(_json_path(key_source_field))})"
-    upd = f"TRY_CAST(json_extract_string(payload, {_lit(_json_path(updated_source_field))}) AS TIMESTAMPTZ)"
+    key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+    upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
+    if plan.updated_parse == "dmy_local_datetime":
+        upd = f"try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S')"
+    else:
+        upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
+    identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
     # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
     con.execute(
-        f"""CREATE TEMP TABLE latest AS
+        f"""CREATE TEMP TABLE latest_parent AS
             SELECT * EXCLUDE (rn) FROM (
               SELECT *, row_number() OVER (
-                PARTITION BY coalesce({key_src}, _record_hash)
+                PARTITION BY coalesce({identity}, _record_hash)
                 ORDER BY {upd} DESC NULLS LAST, _ingested_at DESC, _record_hash) AS rn
               FROM raw) WHERE rn = 1"""
     )
+    if plan.unnest:
+        # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
+        n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
+        con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
+        raw_rows = con.execute(f"SELECT coalesce(sum({n}), 0) FROM raw").fetchone()[0]
+    else:
+        con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
     rows_in = con.execute("SELECT count(*) FROM latest").fetchone()[0]
-    sql, staged_fields = build_stage_sql(contract, key_source_field)
+    sql, staged_fields = build_stage_sql(plan)
     con.execute(f"CREATE TEMP TABLE typed AS {sql}")
 
     schema = pa.schema(

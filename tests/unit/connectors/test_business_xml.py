@@ -1,0 +1,194 @@
+"""Parsing the business registry's XML (spec §2) without a server: shapes, text kept as sent, cut-short
+bodies told apart from broken ones, and entity tricks refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connectors.base.landing import canonical_json
+from connectors.business.xml import (
+    TruncatedXmlError,
+    UnsafeXmlError,
+    XmlPageError,
+    parse_enterprise_page,
+)
+
+SPEC_EXAMPLE = """<?xml version="1.0" encoding="UTF-8"?>
+<DanhSachDoanhNghiep tongSo="15234" offset="0" limit="500">
+  <DoanhNghiep>
+    <MaSoDN>0201234567</MaSoDN>                      <!-- 10-digit enterprise code = tax code -->
+    <TenDN>CÔNG TY TNHH THƯƠNG MẠI HỒNG BÀNG</TenDN>
+    <TenTiengAnh>HONG BANG TRADING CO., LTD</TenTiengAnh>
+    <LoaiHinh>TNHH_1TV</LoaiHinh>
+    <NgayThanhLap>14/05/2019</NgayThanhLap>
+    <TinhTrang>DANG_HOAT_DONG</TinhTrang>
+    <VonDieuLe donVi="VND">5000000000</VonDieuLe>
+    <TruSo>
+      <DiaChi>Số 5 Hoàng Văn Thụ</DiaChi>
+      <MaXa>11320</MaXa><MaHuyen>303</MaHuyen><MaTinh>31</MaTinh>
+    </TruSo>
+    <NganhNghe><Nganh ma="4711" chinh="true"/><Nganh ma="4632" chinh="false"/></NganhNghe>
+    <NguoiDaiDien>
+      <HoTen>Trần Thị Bình</HoTen>
+      <LoaiGiayTo>CCCD</LoaiGiayTo>
+      <SoGiayTo>031185004321</SoGiayTo>
+      <NgaySinh>02/09/1985</NgaySinh>
+      <ChucDanh>Giám đốc</ChucDanh>
+    </NguoiDaiDien>
+    <NgayCapNhat>20/11/2026 14:03:11</NgayCapNhat>
+  </DoanhNghiep>
+</DanhSachDoanhNghiep>
+"""
+
+
+def record(inner: str, total: int = 1) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><DanhSachDoanhNghiep tongSo="{total}" offset="0" limit="500">'
+        f"<DoanhNghiep><MaSoDN>0200000001</MaSoDN>{inner}<NgayCapNhat>01/07/2025 08:00:00</NgayCapNhat></DoanhNghiep>"
+        "</DanhSachDoanhNghiep>"
+    ).encode()
+
+
+def test_the_spec_example_parses_into_the_agency_names_with_text_as_sent():
+    page = parse_enterprise_page(SPEC_EXAMPLE.encode())
+    assert (page.total, page.offset, page.limit) == (15234, 0, 500)
+    assert page.records == [
+        {
+            "MaSoDN": "0201234567",
+            "TenDN": "CÔNG TY TNHH THƯƠNG MẠI HỒNG BÀNG",
+            "TenTiengAnh": "HONG BANG TRADING CO., LTD",
+            "LoaiHinh": "TNHH_1TV",
+            "NgayThanhLap": "14/05/2019",
+            "TinhTrang": "DANG_HOAT_DONG",
+            "VonDieuLe": "5000000000",
+            "VonDieuLe@donVi": "VND",
+            "TruSo": {"DiaChi": "Số 5 Hoàng Văn Thụ", "MaXa": "11320", "MaHuyen": "303", "MaTinh": "31"},
+            "NganhNghe": [{"ma": "4711", "chinh": "true"}, {"ma": "4632", "chinh": "false"}],
+            "NguoiDaiDien": [
+                {"HoTen": "Trần Thị Bình", "LoaiGiayTo": "CCCD", "SoGiayTo": "031185004321",
+                 "NgaySinh": "02/09/1985", "ChucDanh": "Giám đốc"}
+            ],
+            "NgayCapNhat": "20/11/2026 14:03:11",
+        }
+    ]
+
+
+def test_the_raw_payload_is_the_canonical_json_of_the_record():
+    (item,) = parse_enterprise_page(SPEC_EXAMPLE.encode()).records
+    payload = canonical_json(item)
+    assert json.loads(payload) == item
+    assert "CÔNG TY" in payload, "Vietnamese text is kept as characters, not escapes"
+
+
+def test_several_representatives_are_a_list_in_document_order():
+    reps = "".join(f"<NguoiDaiDien><HoTen>Người {i}</HoTen><ChucDanh>Thành viên</ChucDanh></NguoiDaiDien>" for i in range(3))
+    (item,) = parse_enterprise_page(record(reps)).records
+    assert [r["HoTen"] for r in item["NguoiDaiDien"]] == ["Người 0", "Người 1", "Người 2"]
+
+
+def test_a_single_representative_and_a_single_trade_are_still_lists():
+    (item,) = parse_enterprise_page(
+        record('<NganhNghe><Nganh ma="4711" chinh="true"/></NganhNghe><NguoiDaiDien><HoTen>A</HoTen></NguoiDaiDien>')
+    ).records
+    assert item["NguoiDaiDien"] == [{"HoTen": "A"}]
+    assert item["NganhNghe"] == [{"ma": "4711", "chinh": "true"}]
+
+
+def test_a_post_2025_address_without_ma_huyen_has_no_ma_huyen_key():
+    (item,) = parse_enterprise_page(record("<TruSo><DiaChi>Số 1</DiaChi><MaXa>11311</MaXa><MaTinh>31</MaTinh></TruSo>")).records
+    assert item["TruSo"] == {"DiaChi": "Số 1", "MaXa": "11311", "MaTinh": "31"}
+    assert "MaHuyen" not in item["TruSo"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "C«ng ty TNHH Th\u00a5¬ng m¹i",  # TCVN3 bytes read as Windows-1252
+        "Coâng ty TNHH Thöông maïi",  # VNI bytes read as Windows-1252
+        "Cong\u0302 ty",  # decomposed (NFD) text
+        "  spaces kept  ",
+    ],
+    ids=["tcvn3", "vni", "nfd", "spaces"],
+)
+def test_legacy_and_decomposed_text_is_kept_exactly(text):
+    body = record(f"<TenDN>{text}</TenDN><TruSo><DiaChi>{text}</DiaChi></TruSo>")
+    (item,) = parse_enterprise_page(body).records
+    assert item["TenDN"] == text and item["TruSo"]["DiaChi"] == text
+
+
+def test_unknown_elements_and_attributes_are_kept():
+    (item,) = parse_enterprise_page(
+        record('<EmailLienHe loai="chinh">info@example.vn</EmailLienHe><ChiNhanh><Ma>001</Ma></ChiNhanh>'
+               '<ChiNhanh><Ma>002</Ma></ChiNhanh><TruSo><DiaChi>X</DiaChi><MaXaMoi>99999</MaXaMoi></TruSo>')
+    ).records
+    assert item["EmailLienHe"] == "info@example.vn" and item["EmailLienHe@loai"] == "chinh"
+    assert item["ChiNhanh"] == [{"Ma": "001"}, {"Ma": "002"}]
+    assert item["TruSo"]["MaXaMoi"] == "99999"
+
+
+def test_an_empty_element_is_an_empty_string_not_a_missing_key():
+    (item,) = parse_enterprise_page(record("<TenTiengAnh/>")).records
+    assert item["TenTiengAnh"] == ""
+
+
+def test_a_default_namespace_does_not_change_the_names():
+    body = SPEC_EXAMPLE.replace("<DanhSachDoanhNghiep ", '<DanhSachDoanhNghiep xmlns="urn:dkkd:v2" ').encode()
+    (item,) = parse_enterprise_page(body).records
+    assert item["MaSoDN"] == "0201234567" and item["TruSo"]["MaHuyen"] == "303"
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_a_document_cut_short_is_reported_as_truncated(cut):
+    body = SPEC_EXAMPLE.encode()
+    with pytest.raises(TruncatedXmlError, match="ends before it is complete"):
+        parse_enterprise_page(body[: int(len(body) * cut)])
+
+
+def test_a_document_cut_inside_a_multibyte_character_is_truncated():
+    body = SPEC_EXAMPLE.encode()
+    cut = body.index("Ô".encode()) + 1
+    with pytest.raises(TruncatedXmlError):
+        parse_enterprise_page(body[:cut])
+
+
+def test_an_empty_body_is_truncated():
+    with pytest.raises(TruncatedXmlError):
+        parse_enterprise_page(b"")
+
+
+def test_a_document_broken_in_the_middle_is_malformed_not_truncated():
+    body = SPEC_EXAMPLE.replace("</TenDN>", "</TenDNx>").encode()
+    with pytest.raises(XmlPageError, match="not well-formed") as info:
+        parse_enterprise_page(body)
+    assert not isinstance(info.value, TruncatedXmlError)
+
+
+def test_an_error_document_is_not_taken_for_an_enterprise_list():
+    with pytest.raises(XmlPageError, match="expected <DanhSachDoanhNghiep>, got <Loi>.*400"):
+        parse_enterprise_page(b"<Loi><MaLoi>400</MaLoi><MoTa>tuNgay sai</MoTa></Loi>")
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<DanhSachDoanhNghiep tongSo="1"><DoanhNghiep><TenDN>&lol9;</TenDN></DoanhNghiep></DanhSachDoanhNghiep>"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<DanhSachDoanhNghiep tongSo="1"><DoanhNghiep><TenDN>&xxe;</TenDN></DoanhNghiep></DanhSachDoanhNghiep>"""
+
+PARAMETER_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE d [<!ENTITY % remote SYSTEM "http://127.0.0.1:9/evil.dtd"> %remote;]>
+<DanhSachDoanhNghiep tongSo="0"/>"""
+
+
+@pytest.mark.parametrize("body", [BILLION_LAUGHS, EXTERNAL_ENTITY, PARAMETER_ENTITY], ids=["billion-laughs", "external", "parameter"])
+def test_entity_declarations_are_refused_not_expanded_or_fetched(body):
+    with pytest.raises(UnsafeXmlError, match="refused an XML document that declares entities"):
+        parse_enterprise_page(body)
