@@ -1,31 +1,40 @@
 """
 ### integrate
 
-Turns raw landings into the staged zone and validates them, whenever fresh raw data lands.
+Turns raw landings into the staged zone and validates them, whenever fresh raw data lands from any agency.
 
-1. **stage_citizen** — latest version per personal ID from every raw landing; types and NFC text from the
-   `citizen` contract; unusable records go to quarantine with a reason naming record and field; checks
-   `rows_in == rows_staged + rows_quarantined`.
-2. **validate_citizen** — Great Expectations suite generated from the contract; results stored in the
-   warehouse; the quality gate verdict is recorded for the publish DAG.
+For each staged dataset (citizen; enterprise and legal_representative; parcel, land_holder, certificate):
 
-Scheduled on the Asset `raw_population_citizens`; produces `staged_citizen`.
+1. **stage_<dataset>** — latest version per source key from every raw landing; fields, types and text
+   normalisation from the dataset's contract; unusable records go to quarantine with a reason naming
+   record and field; checks `rows_in == rows_staged + rows_quarantined`. Skipped when the source has not
+   landed anything yet.
+2. **validate_<dataset>** — the Great Expectations suite generated from the contract; results stored in the
+   warehouse; the quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`.
+
+Scheduled on any of the Assets `raw_population_citizens`, `raw_business_enterprises`, `raw_land`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag, task, task_group
 
-from lienthong.assets import RAW_POPULATION_CITIZENS, STAGED_CITIZEN
+from lienthong.assets import (
+    RAW_BUSINESS_ENTERPRISES,
+    RAW_LAND,
+    RAW_POPULATION_CITIZENS,
+    STAGED_DATASETS,
+    staged,
+)
 
 DAG_ID = "integrate"
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule=[RAW_POPULATION_CITIZENS],
+    schedule=(RAW_POPULATION_CITIZENS | RAW_BUSINESS_ENTERPRISES | RAW_LAND),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -34,27 +43,38 @@ DAG_ID = "integrate"
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def integrate():
-    @task
-    def stage_citizen(*, run_id=None) -> dict:
-        from lienthong.pipeline import stage
+    for name in STAGED_DATASETS:
 
-        return stage("citizen", run_id)
+        @task_group(group_id=name)
+        def stage_and_validate(dataset: str = name):
+            @task(task_id=f"stage_{dataset}")
+            def stage_one(*, run_id=None) -> dict:
+                from airflow.sdk.exceptions import AirflowSkipException
 
-    @task(outlets=[STAGED_CITIZEN])
-    def validate_citizen(stage_summary: dict, *, run_id=None, outlet_events=None) -> dict:
-        from lienthong.pipeline import validate
+                from lienthong.pipeline import NothingToStage, stage
 
-        verdict = validate("citizen", run_id, stage_summary)
-        outlet_events[STAGED_CITIZEN].extra = {
-            "rows_in": stage_summary["rows_in"],
-            "rows_staged": stage_summary["rows_staged"],
-            "rows_quarantined": stage_summary["rows_quarantined"],
-            "gate_passed": verdict["gate_passed"],
-            "run_id": run_id,
-        }
-        return verdict
+                try:
+                    return stage(dataset, run_id)
+                except NothingToStage as exc:
+                    raise AirflowSkipException(str(exc)) from exc
 
-    validate_citizen(stage_citizen())
+            @task(task_id=f"validate_{dataset}", outlets=[staged(dataset)])
+            def validate_one(stage_summary: dict, *, run_id=None, outlet_events=None) -> dict:
+                from lienthong.pipeline import validate
+
+                verdict = validate(dataset, run_id, stage_summary)
+                outlet_events[staged(dataset)].extra = {
+                    "rows_in": stage_summary["rows_in"],
+                    "rows_staged": stage_summary["rows_staged"],
+                    "rows_quarantined": stage_summary["rows_quarantined"],
+                    "gate_passed": verdict["gate_passed"],
+                    "run_id": run_id,
+                }
+                return verdict
+
+            validate_one(stage_one())
+
+        stage_and_validate()
 
 
 integrate()

@@ -10,7 +10,15 @@ from airflow.sdk import Asset
 RAW_POPULATION_CITIZENS = Asset(name="raw_population_citizens", uri="lienthong://raw/population_registry/citizens")
 RAW_BUSINESS_ENTERPRISES = Asset(name="raw_business_enterprises", uri="lienthong://raw/business_registry/enterprises")
 RAW_LAND = Asset(name="raw_land", uri="lienthong://raw/land_registry")
-STAGED_CITIZEN = Asset(name="staged_citizen", uri="lienthong://staged/citizen")
+STAGED_DATASETS = ("citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate")
+
+
+def staged(dataset: str) -> Asset:
+    """The Asset of a validated staged dataset (publication schedules on these)."""
+    return Asset(name=f"staged_{dataset}", uri=f"lienthong://staged/{dataset}")
+
+
+STAGED_CITIZEN = staged("citizen")
 
 
 def published(dataset: str) -> Asset:

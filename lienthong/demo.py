@@ -27,7 +27,7 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger("lienthong.demo")
 REPO = Path(__file__).resolve().parent.parent
-CHAIN = ("ingest_population", "integrate", "publish")
+CHAIN = ("ingest_population", "ingest_business", "ingest_land", "integrate", "publish")
 
 
 @dataclass

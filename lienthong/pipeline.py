@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from lienthong.db import connect, warehouse_url
@@ -18,8 +17,6 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# Which staged dataset comes from which raw landing (its key and cursor fields come from the contract).
-STAGING_SOURCES: dict[str, dict[str, str]] = {"citizen": {"source": "population_registry", "entity": "citizens"}}
 # Published dataset -> the staged datasets whose quality gate it depends on.
 PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
 
@@ -64,25 +61,23 @@ def ingest_land(run_id: str, province: str, settings: Settings | None = None) ->
     return ingest(run_id, province, settings or load_settings())
 
 
-def raw_files(raw_dir: Path, source: str, entity: str) -> list[Path]:
-    """Committed raw parts of a source (temporary folders of running or failed attempts excluded)."""
-    base = Path(raw_dir) / source / entity
-    return sorted(p for p in base.glob("ingest_date=*/run=*/part-*.parquet") if ".tmp-" not in p.parent.name)
+class NothingToStage(LookupError):
+    """A dataset's source has not landed anything yet (its ingestion DAG has not run)."""
 
 
 def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Stage a dataset from all its raw landings; record the run and its conservation check."""
     from lienthong.contracts import contract
-    from lienthong.staging import stage_json_source
+    from lienthong.staging import StagePlan, stage_json_source
 
     s = settings or load_settings()
-    spec = STAGING_SOURCES[dataset]
     c = contract(dataset)
+    files = StagePlan.from_contract(c).raw_files(s.raw_dir)
+    if not files:
+        raise NothingToStage(f"{dataset}: no raw landing yet from {c.custom.get('sourceSystem')}")
     result = stage_json_source(
         c,
-        raw_files(s.raw_dir, spec["source"], spec["entity"]),
-        key_source_field=c.custom["sourceKey"],
-        updated_source_field=c.custom["sourceUpdatedAt"],
+        files,
         run_id=run_id,
         staged_dir=s.staged_dir,
         quarantine_dir=s.quarantine_dir,

@@ -101,8 +101,7 @@ def test_incremental_run_fetches_only_changes_and_stages_like_a_full_reextract(e
     from connectors.base.ingest import run_ingestion
     from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
     from lienthong.contracts import contract
-    from lienthong.pipeline import raw_files
-    from lienthong.staging import stage_json_source
+    from lienthong.staging import StagePlan, stage_json_source
 
     runner, ep, settings = env["runner"], env["endpoints"], env["settings"]
     served = _served(env["data"])
@@ -117,16 +116,15 @@ def test_incremental_run_fetches_only_changes_and_stages_like_a_full_reextract(e
     assert len(fetched) <= len(changed) + 2, f"fetched {len(fetched)} for {len(changed)} changes"
 
     c = contract("citizen")
-    incremental = stage_json_source(c, raw_files(settings.raw_dir, SOURCE, ENTITY), key_source_field="soDinhDanh",
-                                    updated_source_field="capNhatLuc", run_id="incr", staged_dir=tmp_path / "s1",
+    plan = StagePlan.from_contract(c)
+    incremental = stage_json_source(c, plan.raw_files(settings.raw_dir), run_id="incr", staged_dir=tmp_path / "s1",
                                     quarantine_dir=tmp_path / "q1")
     client = PopulationRegistryClient(ep.population_url, ep.client_id, ep.client_secret)
     full = run_ingestion(source=SOURCE, entity=ENTITY, run_id="full", raw_dir=tmp_path / "raw", incremental=INCREMENTAL,
                          pages=lambda since: client.iter_citizen_pages("1970-01-01T00:00:00Z", 500),
                          scope=f"full-{tmp_path.name}", warehouse_url=env["url"])
     assert full.rows == len(served)
-    refull = stage_json_source(c, raw_files(tmp_path / "raw", SOURCE, ENTITY), key_source_field="soDinhDanh",
-                               updated_source_field="capNhatLuc", run_id="full", staged_dir=tmp_path / "s2",
+    refull = stage_json_source(c, plan.raw_files(tmp_path / "raw"), run_id="full", staged_dir=tmp_path / "s2",
                                quarantine_dir=tmp_path / "q2")
     assert incremental.content_hash == refull.content_hash
     assert (incremental.rows_staged, incremental.rows_quarantined) == (refull.rows_staged, refull.rows_quarantined)
