@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / ".work"
 RESULTS = REPO / "benchmarks" / "results" / "connectors.json"
-MODES = ["population-bare", "population-connector", "business-bare", "business-connector", "land-bare", "land-connector"]
+MODES = ["population-bare", "population-connector", "business-bare", "business-connector", "land-bare", "land-bare-json",
+         "land-connector"]
 
 
 def _peak_rss_mib() -> float:
@@ -97,6 +98,22 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
                         cur.execute(f"SELECT * FROM {table} ORDER BY cap_nhat_luc, id")
                         while batch := cur.fetchmany(5000):
                             rows += len(batch)
+    elif mode == "land-bare-json":
+        # The same rows rendered as the connector asks for them (JSON built by PostgreSQL): isolates our
+        # landing cost from the source's rendering cost.
+        import psycopg2
+
+        from connectors.land.extract import TABLES, keyset_query
+
+        for _province, dsn in sorted(ep.land_dsns.items()):
+            with psycopg2.connect(dsn) as conn:
+                for table in TABLES:
+                    query, params = keyset_query(table, None)
+                    with conn.cursor(name=f"barejson_{table}") as cur:
+                        cur.itersize = 5000
+                        cur.execute(query, params)
+                        while batch := cur.fetchmany(5000):
+                            rows += len(batch)
     elif mode == "land-connector":
         from connectors.land.ingest import ingest
 
@@ -143,8 +160,9 @@ def measure(citizens: int, modes: list[str]) -> dict:
         stop_embedded(settings.embedded_pgdata)
     by = {r["mode"]: r for r in results}
     ratios = {}
-    for source in ("population", "business", "land"):
-        bare, conn = by.get(f"{source}-bare"), by.get(f"{source}-connector")
+    for source, bare_mode in (("population", "population-bare"), ("business", "business-bare"), ("land", "land-bare"),
+                              ("land_same_query", "land-bare-json")):
+        bare, conn = by.get(bare_mode), by.get(f"{source.split('_')[0]}-connector")
         if bare and conn:
             ratios[source] = round(conn["rows_per_s"] / bare["rows_per_s"], 3)
     return {"citizens": citizens, "source_rows": gen.get("counts"), "results": results, "ratio_connector_to_bare": ratios}

@@ -134,11 +134,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def items(self) -> list[dict[str, Any]]:
-        """The per-record view RawLanding reads `_key` and `_updated_at` from. RawLanding takes dict items
-        only; a columnar `write_page(keys=..., updated=...)` there would make this per-row step go away."""
-        return [{KEY_FIELD: k, CURSOR_FIELD: u} for k, u in zip(self.keys, self.updated, strict=True)]
-
 
 def keyset_query(table: str, start: Keyset | None) -> tuple[sql.Composed, dict[str, Any]]:
     """The one query per table: every row after `start`, in (cap_nhat_luc, id) order.

@@ -38,9 +38,7 @@ from connectors.base.ingest import record_ingest_run
 from connectors.base.landing import RawLanding
 from connectors.base.state import WatermarkStore
 from connectors.land.extract import (
-    CURSOR_FIELD,
     DEFAULT_BATCH_SIZE,
-    KEY_FIELD,
     SOURCE,
     TABLES,
     Keyset,
@@ -97,8 +95,8 @@ def ingest(
             for t in TABLES:
                 landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
                 for batch in extractor.batches(t, starts[t]):
-                    landing.write_page(batch.items(), key_field=KEY_FIELD, updated_field=CURSOR_FIELD,
-                                       payloads=list(batch.payloads))
+                    landing.write_columns(keys=[str(k) for k in batch.keys], updated=list(batch.updated),
+                                          payloads=list(batch.payloads))
                     tombstones[t] += batch.tombstones
                     last[t] = batch.last
         # The snapshot is released before the (slower) file moves; the watermarks wait for all three.

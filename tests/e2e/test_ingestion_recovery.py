@@ -75,14 +75,15 @@ def test_killed_extract_then_rerun_loses_and_duplicates_nothing(env):
     raw = settings.raw_dir / "population_registry" / "citizens"
     deadline = time.monotonic() + 180
     try:
+        # Kill once the walk is well under way: several pages served, the landing not yet committed.
         while time.monotonic() < deadline:
-            parts = list(raw.glob("ingest_date=*/run=*.tmp-*/part-*.parquet"))
-            if len(parts) >= 3:
+            served = requests.get(ep.population_url + "/_sandbox/stats", timeout=10).json()["data_requests"]
+            if served >= 6 and list(raw.glob("ingest_date=*/run=*.tmp-*")):
                 break
             assert proc.poll() is None, "the extract finished before it could be killed"
             time.sleep(0.1)
         else:
-            pytest.fail("no partial landing appeared in time")
+            pytest.fail("the walk did not get under way in time")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

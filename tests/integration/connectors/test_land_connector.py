@@ -342,9 +342,9 @@ def test_a_parcel_and_its_certificate_changed_together_mid_extract_are_seen_both
     land.save("thua_dat", [parcel_id])
     land.save("giay_chung_nhan", [cert_id])
     changed = []
-    real_write = land_ingest.RawLanding.write_page
+    real_write = land_ingest.RawLanding.write_columns
 
-    def write_then_edit(self, items, **kw):
+    def write_then_edit(self, **kw):
         if not changed:  # the first batch of thua_dat has been read: the cadastral system edits now
             conn = psycopg2.connect(land.admin_dsn)
             try:
@@ -357,11 +357,11 @@ def test_a_parcel_and_its_certificate_changed_together_mid_extract_are_seen_both
             finally:
                 conn.close()
             changed.append(True)
-        return real_write(self, items, **kw)
+        return real_write(self, **kw)
 
     alias = runner.register(land.reader_dsn)
     with monkeypatch.context() as patch:
-        patch.setattr(land_ingest.RawLanding, "write_page", write_then_edit)
+        patch.setattr(land_ingest.RawLanding, "write_columns", write_then_edit)
         during = runner.run(alias, batch_size=2, overlap=timedelta(0))
     assert changed, "the edit happened while the extract was running"
     parcel = [decode_payload(r["payload"]) for r in landed(during, "thua_dat") if int(r["_key"]) == parcel_id]
@@ -420,7 +420,7 @@ def test_watermark_does_not_advance_when_landing_fails(
     before = runner.watermarks(alias)
     for table in TABLES:
         land.touch(table, land.ids(table)[:1], LATER)
-    method = "write_page" if fail_at.startswith("landing") else "commit"
+    method = "write_columns" if fail_at.startswith("landing") else "commit"
     real = getattr(land_ingest.RawLanding, method)
 
     def failing(self, *args, **kw):

@@ -71,7 +71,7 @@ def test_a_batch_becomes_columns_with_its_tombstones_and_last_position():
     assert batch.keys == (1, 2, 3) and batch.payloads[1] == '{"id": 2}'
     assert batch.tombstones == 2 and len(batch) == 3
     assert batch.last == Keyset(T, 3)
-    assert batch.items()[0] == {"id": 1, "cap_nhat_luc": "a"}
+    assert batch.updated == ("a", "b", "c")
 
 
 def test_keyset_query_parameters_follow_the_start_position():
