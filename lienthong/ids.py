@@ -8,6 +8,7 @@ Enterprise codes are checked with python-stdnum (`stdnum.vn.mst`), not a copy of
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -72,3 +73,24 @@ def is_enterprise_code(value: str | None) -> bool:
     from stdnum.vn import mst
 
     return mst.is_valid(value)
+
+
+def personal_id_prefixes() -> frozenset[str]:
+    """The 3-digit birth-registration codes a personal ID may start with: the 63 pre-2025 province codes,
+    zero-padded ('001' Hà Nội, '031' Hải Phòng, '079' TP. HCM). Circular 59/2021 keeps them after the 2025
+    merger (domain.md). Read from the official unit list, not typed here. Country codes (citizens whose
+    birth was registered abroad) are not bundled: pass them to `standardize.identifiers.personal_id` as
+    `extra_prefixes` once the Circular's appendix is transcribed."""
+    return _personal_id_prefixes()
+
+
+@cache
+def _personal_id_prefixes() -> frozenset[str]:
+    from lienthong import adminunits
+
+    return frozenset(f"0{c.province_code}" for c in adminunits.old_communes().values())
+
+
+def century_base(birth_year: int) -> int | None:
+    """The male 4th digit for a birth year's century (female = +1): 1900s 0, 2000s 2, 2100s 4."""
+    return _CENTURY_BASE.get(birth_year // 100 * 100)
