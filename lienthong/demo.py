@@ -127,7 +127,10 @@ def collect_summary(settings: Settings, url: str) -> dict[str, Any]:
             out["quality"] = [dict(zip(["dataset", "gate_passed", "failed_critical", "failed_warning"], r, strict=True))
                               for r in cur.fetchall()]
     for st in out["staging"]:
-        st["quarantine_by_rule"] = (st.pop("raw_runs") or {}).get("quarantine_by_rule", {})
+        details = st.pop("raw_runs") or {}
+        st["quarantine_by_rule"] = details.get("quarantine_by_rule", {})
+        st["repairs"] = details.get("repairs", {})
+        st["findings"] = details.get("findings", {})
     return out
 
 
@@ -145,6 +148,13 @@ def print_summary(s: dict[str, Any], settings: Settings) -> None:
         )
         for rule, n in sorted(r["quarantine_by_rule"].items(), key=lambda kv: -kv[1]):
             print(f"      quarantined {n:>6}  {rule}")
+        repaired = sum(r["repairs"].values())
+        if repaired:
+            top = ", ".join(f"{k} {v}" for k, v in sorted(r["repairs"].items(), key=lambda kv: -kv[1])[:4])
+            print(f"      repaired    {repaired:>6}  ({top}{', ...' if len(r['repairs']) > 4 else ''})")
+        if r["findings"]:
+            top = ", ".join(f"{k} {v}" for k, v in sorted(r["findings"].items(), key=lambda kv: -kv[1])[:3])
+            print(f"      findings    {sum(r['findings'].values()):>6}  ({top}{', ...' if len(r['findings']) > 3 else ''})")
     print("Quality gate:")
     for q in s["quality"]:
         print(f"  {q['dataset']:<22} {'passed' if q['gate_passed'] else 'FAILED'}  critical failures {q['failed_critical']}, warnings {q['failed_warning']}")

@@ -93,7 +93,8 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
                 (run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
                  result.rows_quarantined, result.conservation_ok, result.staged_path, result.content_hash,
                  json.dumps({"raw_runs": result.raw_runs, "quarantine_path": result.quarantine_path,
-                             "quarantine_by_rule": result.quarantine_by_rule})),
+                             "quarantine_by_rule": result.quarantine_by_rule, "repairs": result.repairs,
+                             "findings": result.findings})),
             )
     return result.as_dict()
 

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ PLATFORM_COLUMNS = [
     pa.field("_source_run_id", pa.string()),
     pa.field("_record_hash", pa.string()),
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC")),
+    pa.field("_repairs", pa.list_(pa.string())),  # what standardization changed in this record (field:code)
+    pa.field("_findings", pa.list_(pa.string())),  # what it noticed but kept (field:code)
 ]
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -103,6 +105,8 @@ class StageResult:
     raw_runs: list[str]
     quarantine_by_rule: dict[str, int]
     seconds: float
+    repairs: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=dict)
 
     @property
     def conservation_ok(self) -> bool:
@@ -211,8 +215,9 @@ def _reasons_for(f: Field, src: str, label: str) -> list[str]:
     return out
 
 
-def build_stage_sql(plan: StagePlan) -> tuple[str, list[Field]]:
-    """The SELECT that types and checks the deduplicated `latest` relation. Returns (sql, staged fields)."""
+def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
+    """Two SELECTs: one extracting every field's source text from the deduplicated `latest` relation (with
+    a row id), one typing and checking the standardized `src` relation. Returns ((extract, type), fields)."""
     contract = plan.contract
     by_name = {f.name: f for f in contract.fields}
     prefix = plan.unnest + "." if plan.unnest else None
@@ -232,6 +237,14 @@ def build_stage_sql(plan: StagePlan) -> tuple[str, list[Field]]:
             else:
                 src_cols.append(f"json_extract_string(payload, {path}) AS {src}")
                 typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
+        elif derived in by_name and f.custom.get("standardize") and by_name[derived].source_field:
+            # A standardized copy of another field (e.g. the 2025 commune code of an original code).
+            origin = by_name[derived]
+            src_cols.append(f"json_extract_string(payload, {_lit(_json_path(origin.source_field))}) AS {src}")
+            typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
+        elif derived in by_name and f.name == f"{derived}_catalogue_version":
+            src_cols.append(f"CAST(NULL AS VARCHAR) AS {src}")  # filled in by the land_use standardizer
+            typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
         elif derived == "connection" and plan.per_province:
             src_cols.append(f"split_part(_entity, '/', 1) AS {src}")
             typed_cols.append(f"{src} AS {f.name}")
@@ -253,17 +266,19 @@ def build_stage_sql(plan: StagePlan) -> tuple[str, list[Field]]:
         record_key = f"split_part(_entity, '/', 1) || ':' || {key_src}"
     if plan.unnest:
         record_key = f"{key_src} || '#' || CAST(_pos AS VARCHAR)"
-    sql = f"""
-    WITH src AS (
-      SELECT payload, _run_id, _record_hash, _ingested_at, {record_key} AS _source_key,
+    extract_sql = f"""
+      SELECT row_number() OVER () AS _rid, payload, _run_id, _record_hash, _ingested_at, {record_key} AS _source_key,
              {"_pos, " if plan.unnest else ""}{", ".join(src_cols)}
       FROM latest
-    )
+    """
+    typed_sql = f"""
     SELECT {", ".join(typed_cols)},
            _run_id AS _source_run_id, _record_hash, _ingested_at, _source_key, payload,
-           list_filter([{", ".join(reasons) or "NULL"}], x -> x IS NOT NULL) AS _reasons
+           list_concat(list_filter([{", ".join(reasons) or "NULL"}], x -> x IS NOT NULL), _std_reasons) AS _reasons,
+           _repairs, _findings
     FROM src
     """
+    sql = (extract_sql, typed_sql)
     return sql, staged
 
 
@@ -316,14 +331,20 @@ def stage_json_source(
     else:
         con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
     rows_in = con.execute("SELECT count(*) FROM latest").fetchone()[0]
-    sql, staged_fields = build_stage_sql(plan)
-    con.execute(f"CREATE TEMP TABLE typed AS {sql}")
+    (extract_sql, typed_sql), staged_fields = build_stage_sql(plan)
+    con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
+    applied = _standardize(con, contract)
+    con.register("standardized", applied.table)
+    replaced = [c for c in applied.table.column_names if c.startswith("src_")]
+    keep = f"e.* EXCLUDE ({', '.join(replaced)})" if replaced else "e.*"
+    con.execute(f"CREATE TEMP VIEW src AS SELECT {keep}, s.* EXCLUDE (_rid) FROM extracted e JOIN standardized s USING (_rid)")
+    con.execute(f"CREATE TEMP TABLE typed AS {typed_sql}")
 
     schema = pa.schema(
         [pa.field(f.name, f.arrow_type(), nullable=not f.required) for f in staged_fields] + PLATFORM_COLUMNS,
         metadata={b"contract_id": contract.id.encode(), b"contract_version": contract.version.encode()},
     )
-    cols = ", ".join([f.name for f in staged_fields] + ["_source_run_id", "_record_hash", "_ingested_at"])
+    cols = ", ".join([f.name for f in staged_fields] + ["_source_run_id", "_record_hash", "_ingested_at", "_repairs", "_findings"])
     key_order = ", ".join(contract.primary_key)
     staged = con.execute(f"SELECT {cols} FROM typed WHERE len(_reasons) = 0 ORDER BY {key_order}").fetch_arrow_table()
     staged = staged.cast(schema)
@@ -361,6 +382,8 @@ def stage_json_source(
         raw_runs=raw_runs,
         quarantine_by_rule=by_rule,
         seconds=time.monotonic() - t0,
+        repairs=dict(sorted(applied.repair_counts.items())),
+        findings=dict(sorted(applied.finding_counts.items())),
     )
     log.info(
         "staged %s: raw %d, in %d, staged %d, quarantined %d (%.1fs)",
@@ -371,6 +394,28 @@ def stage_json_source(
             f"{contract.name} run {run_id}: rows_in {rows_in} != staged {result.rows_staged} + quarantined {result.rows_quarantined}"
         )
     return result
+
+
+def _standardize(con, contract: Contract):
+    """Run the contract's standardizers on the extracted source columns (the payload stays in DuckDB)."""
+    from lienthong.standardize.apply import apply_standardization
+
+    src_cols = [c for c in con.execute("SELECT * FROM extracted LIMIT 0").fetch_arrow_table().column_names if c.startswith("src_")]
+    wanted = ["_rid"] + [c for c in src_cols if _needs(contract, c[4:])]
+    table = con.execute(f"SELECT {', '.join(wanted)} FROM extracted").fetch_arrow_table()
+    applied = apply_standardization(contract, table)
+    t = applied.table.append_column("_std_reasons", applied.reasons)
+    t = t.append_column("_repairs", applied.repairs).append_column("_findings", applied.findings)
+    applied.table = t
+    return applied
+
+
+def _needs(contract: Contract, name: str) -> bool:
+    """Whether a field's source text goes through Python standardization (itself or as a helper input)."""
+    helpers = {f.custom.get(k) for f in contract.fields for k in ("birthFrom", "sexFrom", "districtFrom", "provinceFrom")}
+    helpers |= {f.custom["onlyWhere"].split("=", 1)[0] for f in contract.fields if f.custom.get("onlyWhere")}
+    f = next((x for x in contract.fields if x.name == name), None)
+    return f is not None and (bool(f.custom.get("standardize")) or name in helpers or name.endswith("_catalogue_version"))
 
 
 def _write_atomic(table: pa.Table, path: Path) -> Path:
