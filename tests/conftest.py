@@ -18,6 +18,14 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_DIR / "xdg"))
 Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
 os.environ.setdefault("LIENTHONG_DATA_DIR", str(_SESSION_DIR / "data"))
+_SESSION_DATA_DIR = Path(os.environ["LIENTHONG_DATA_DIR"])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's embedded warehouse (started on demand by whichever test needed it first)."""
+    from lienthong.db import stop_embedded
+
+    stop_embedded(_SESSION_DATA_DIR / "warehouse-pg")
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,9 @@ def staged(tmp_path_factory):
         noise["originals"] = originals
         yield out, noise
     finally:
+        from lienthong.db import stop_embedded
+
+        stop_embedded(root / "data" / "warehouse-pg")
         os.environ.clear()
         os.environ.update(saved)
 
