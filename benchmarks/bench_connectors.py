@@ -143,6 +143,14 @@ def measure(citizens: int, modes: list[str]) -> dict:
     settings = load_settings()
     url = warehouse_url(settings)
     os.environ["LIENTHONG_DATABASE_URL"] = url
+    # Every connector run here is a full extract: forget the watermarks of earlier benchmark runs.
+    from lienthong.db import connect
+    from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+
+    with connect(url) as conn:
+        ensure_ops_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {OPS_SCHEMA}.watermark")
     results = []
     try:
         print("starting the sandbox (loads the land registries) ...", flush=True)
