@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,9 +78,19 @@ TU_NGAY_FORMAT = "%d/%m/%Y"
 OrderKey = tuple[datetime, str]
 
 
+_LOCAL_RE = re.compile(r"(\d{2})/(\d{2})/(\d{4}) (\d{2}):(\d{2})(?::(\d{2}))?")
+
+
+@lru_cache(maxsize=65536)
 def parse_update_time(text: str) -> datetime:
-    """`NgayCapNhat` (local `dd/mm/yyyy HH:MM:SS`) or an RFC 3339 time (the stored watermark) -> UTC."""
+    """`NgayCapNhat` (local `dd/mm/yyyy HH:MM:SS`) or an RFC 3339 time (the stored watermark) -> UTC.
+    Called several times per record (walk order, watermark, schema check): a regex instead of strptime and
+    a cache of recent values (update times repeat within a walk) keep it off the profile."""
     value = text.strip()
+    m = _LOCAL_RE.fullmatch(value)
+    if m:
+        d, mo, y, h, mi, sec = m.groups()
+        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec or 0), tzinfo=LOCAL_TZ).astimezone(UTC)
     for fmt in LOCAL_FORMATS:
         try:
             return datetime.strptime(value, fmt).replace(tzinfo=LOCAL_TZ).astimezone(UTC)
