@@ -57,9 +57,11 @@ def personal_id_matches_birth_series(ids: pd.Series, birth_dates: pd.Series, sex
     yy = pd.to_numeric(ids.str.slice(4, 6), errors="coerce")
     base = (years // 100 * 100).map(_CENTURY_BASE)
     sexes = sexes.astype("string")
-    male = sexes == "NAM"
-    female = sexes == "NU"
-    century_ok = np.where(male, digit4 == base, np.where(female, digit4 == base + 1, (digit4 == base) | (digit4 == base + 1)))
+    # A missing sex is "unknown": both sex digits of the century are allowed (no NA in the masks).
+    male = (sexes == "NAM").fillna(False).to_numpy(dtype=bool)
+    female = (sexes == "NU").fillna(False).to_numpy(dtype=bool)
+    d4, b = digit4.to_numpy(dtype=float, na_value=np.nan), base.to_numpy(dtype=float, na_value=np.nan)
+    century_ok = np.where(male, d4 == b, np.where(female, d4 == b + 1, (d4 == b) | (d4 == b + 1)))
     result = pd.Series(century_ok, index=ids.index).fillna(False).astype(bool) & (yy == years % 100).fillna(False).astype(bool)
     out = result.astype(object)
     out[~checkable.to_numpy()] = None

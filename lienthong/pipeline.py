@@ -100,13 +100,18 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
 
 
 def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """Run the dataset's Great Expectations suite and the quality gate on a staged run."""
+    """Run the dataset's Great Expectations suite and the quality gate on a staged run.
+
+    The verdict (the task's XCom) holds plain types only: the gate, per-rule outcomes, the failing rows of
+    critical rules as positions in the staged file, and the Data Docs index path (see `quality.verdict`)."""
     from lienthong.contracts import contract
     from lienthong.quality import validate as run_validation
+    from lienthong.quality import verdict
 
     s = settings or load_settings()
+    c = contract(dataset)
     result = run_validation(
-        contract(dataset),
+        c,
         stage_summary["staged_path"],
         run_id=run_id,
         rows_in=stage_summary["rows_in"],
@@ -114,14 +119,7 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
         reports_dir=s.reports_dir,
         warehouse_url=warehouse_url(s),
     )
-    return {
-        "dataset": dataset,
-        "run_id": run_id,
-        "gate_passed": result.gate_passed,
-        "failed_critical": [o.rule for o in result.failed_critical],
-        "failed_warning": [o.rule for o in result.failed_warning],
-        "result_path": result.result_path,
-    }
+    return verdict(result, c)
 
 
 def latest_integration(dataset: str, url: str) -> dict[str, Any]:

@@ -1,24 +1,37 @@
-"""Validation with Great Expectations, suites generated from the contracts, and the quality gate.
+"""Validation with Great Expectations, suites generated from the contracts, the quality gate, Data Docs.
 
 Every contract quality rule becomes one expectation (nullValues -> not null, duplicateValues -> unique,
-invalidValues -> regex / value set / range, custom checks -> a derived column expected to be True), with
-`mostly` from the rule's tolerance. A rule's failing rows are those GX finds in staged data plus those
-standardization already quarantined for it; the gate fails when a critical rule's failing share exceeds its
-tolerance. Results go to the warehouse (`quality_run`, `quality_result`) and to a JSON file per run.
+invalidValues -> regex / value set / range, custom checks -> the platform's own expectations in
+`lienthong.expectations`), with `mostly` from the rule's tolerance. A rule's failing rows are those GX finds
+in staged data plus those standardization already quarantined for it; the gate fails when a critical rule's
+failing share exceeds its tolerance.
 
-Great Expectations is imported inside the functions (it costs seconds) and its loggers kept at WARNING.
+This module owns:
+- the suite built from a contract (`expectations_for`);
+- the run (`validate`): one GX validation in COMPLETE result format, so every failing row of a critical
+  rule is known by its 0-based position in the staged Parquet file (`QualityResult.failed_rows`) and its
+  primary key (`failed_keys`), for the caller to move to quarantine;
+- what is kept: `quality_run` / `quality_result` in the warehouse, a JSON file per run and dataset, and GX
+  Data Docs (a static site under `<reports_dir>/data_docs/`). What leaves memory is masked: no row value
+  of a column the contract classifies personal or sensitive, and no row's primary key when that key is
+  personal, is written to a file or the XCom verdict (GX renders sample failing values by default).
+
+Great Expectations is imported inside the functions (it costs seconds), its progress bars are off and its
+loggers kept at WARNING.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from connectors.base.landing import safe_run_id
@@ -29,6 +42,16 @@ from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 log = logging.getLogger(__name__)
 
 CUSTOM_CHECKS = {"personal_id_matches_birth"}
+DOCS_SITE = "lienthong"
+# Result keys that carry row values or row identities; never written out for personal columns.
+_ROW_VALUE_KEYS = (
+    "unexpected_list", "partial_unexpected_list", "partial_unexpected_counts", "unexpected_index_list",
+    "partial_unexpected_index_list", "unexpected_index_query", "unexpected_rows", "observed_value", "details",
+)
+# Full lists are for the caller (failed_rows); on disk the partial sample of a non-personal column is enough.
+_FULL_LIST_KEYS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query", "unexpected_rows")
+_GX_LOGGERS = ("great_expectations", "great_expectations.core", "great_expectations.data_context",
+               "great_expectations.render", "great_expectations.expectations")
 
 
 @dataclass
@@ -50,14 +73,26 @@ class RuleOutcome:
 
 @dataclass
 class QualityResult:
+    """A dataset's validation: per-rule outcomes, the gate, and the rows of critical rules that failed.
+
+    `failed_rows` maps a critical rule to the 0-based positions (in the staged Parquet file) of the rows
+    its expectation found failing, whether or not the rule stayed within tolerance; `failed_keys` gives the
+    same rows' primary keys ({key column: value}, same order). Rules without failing staged rows are absent.
+    """
+
     dataset: str
     run_id: str
     suite: str
     gx_success: bool
     gate_passed: bool
     outcomes: list[RuleOutcome] = field(default_factory=list)
+    failed_rows: dict[str, list[int]] = field(default_factory=dict)
+    failed_keys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    staged_path: str = ""
     seconds: float = 0.0
+    gx_seconds: float = 0.0
     result_path: str = ""
+    data_docs_path: str = ""
 
     @property
     def failed_critical(self) -> list[RuleOutcome]:
@@ -67,10 +102,13 @@ class QualityResult:
     def failed_warning(self) -> list[RuleOutcome]:
         return [o for o in self.outcomes if o.severity == "warning" and not o.success]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, include_keys: bool = True) -> dict[str, Any]:
+        """Plain types only (JSON-able). `include_keys=False` leaves out `failed_keys` (for anything stored)."""
         d = asdict(self)
         d["failed_critical"] = [o.rule for o in self.failed_critical]
         d["failed_warning"] = [o.rule for o in self.failed_warning]
+        if not include_keys:
+            d.pop("failed_keys")
         return d
 
 
@@ -82,13 +120,11 @@ def _mostly(rule: QualityRule, rows: int) -> float:
     return max(0.0, 1.0 - (rule.max_rows or 0) / rows)
 
 
-def _check_column(rule: QualityRule) -> str:
-    return f"_chk_{rule.implementation}"
-
-
 def expectations_for(contract: Contract, rows: int, columns: set[str]) -> list[tuple[QualityRule, Any]]:
-    """(rule, GX expectation) for every contract rule whose column is present."""
+    """(rule, GX expectation) for every contract rule whose columns are present."""
     import great_expectations as gx
+
+    from lienthong.expectations import PERSONAL_ID_COLUMNS, ExpectPersonalIdToMatchBirth
 
     E = gx.expectations
     out: list[tuple[QualityRule, Any]] = []
@@ -114,23 +150,18 @@ def expectations_for(contract: Contract, rows: int, columns: set[str]) -> list[t
             exp = E.ExpectColumnValuesToBeBetween(
                 column=col, min_value=rule.arguments.get("minValue"), max_value=rule.arguments.get("maxValue"), mostly=mostly, meta=meta
             )
-        elif rule.implementation in CUSTOM_CHECKS:
-            exp = E.ExpectColumnValuesToBeInSet(column=_check_column(rule), value_set=[True], mostly=mostly, meta=meta)
+        elif rule.implementation == "personal_id_matches_birth":
+            if not set(PERSONAL_ID_COLUMNS) <= columns:
+                log.warning("contract %s: rule %s needs columns %s; skipped", contract.name, rule.name, PERSONAL_ID_COLUMNS)
+                continue
+            exp = ExpectPersonalIdToMatchBirth(
+                column_list=list(PERSONAL_ID_COLUMNS), mostly=mostly, meta=meta, description=rule.description or None
+            )
         else:
             log.warning("contract %s: rule %s has no expectation yet; skipped", contract.name, rule.name)
             continue
         out.append((rule, exp))
     return out
-
-
-def add_custom_check_columns(contract: Contract, df: pd.DataFrame) -> pd.DataFrame:
-    """Derived boolean columns for the contract's custom rules (None where a row cannot be checked)."""
-    from lienthong.ids import personal_id_matches_birth_series
-
-    for rule in contract.dataset_rules:
-        if rule.implementation == "personal_id_matches_birth" and {"citizen_id", "birth_date", "sex"} <= set(df.columns):
-            df[_check_column(rule)] = personal_id_matches_birth_series(df["citizen_id"], df["birth_date"], df["sex"])
-    return df
 
 
 def _quarantined_for(rule: QualityRule, quarantine_by_rule: dict[str, int]) -> int:
@@ -139,6 +170,112 @@ def _quarantined_for(rule: QualityRule, quarantine_by_rule: dict[str, int]) -> i
     if rule.metric == "nullValues" and rule.column:
         return quarantine_by_rule.get(f"required:{rule.column}", 0) + quarantine_by_rule.get(f"unparseable:{rule.column}", 0)
     return 0
+
+
+def _expectation_columns(config: Any) -> set[str]:
+    kw = config.kwargs
+    cols = {kw["column"]} if kw.get("column") else set()
+    return cols | set(kw.get("column_list") or [])
+
+
+def masked_results(res: Any, contract: Contract) -> Any:
+    """A copy of a GX suite result fit to leave memory: no full row lists at all, and no sample values
+    for expectations on a personal or sensitive column (their counts and percentages stay)."""
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+
+    personal = {f.name for f in contract.fields if f.is_personal}
+    results = []
+    for r in res.results:
+        drop = _ROW_VALUE_KEYS if _expectation_columns(r.expectation_config) & personal else _FULL_LIST_KEYS
+        kept = {k: v for k, v in (r.result or {}).items() if k not in drop}
+        results.append(
+            ExpectationValidationResult(
+                success=r.success, expectation_config=r.expectation_config, result=kept, meta=r.meta,
+                exception_info=r.exception_info,
+            )
+        )
+    return ExpectationSuiteValidationResult(
+        success=res.success, results=results, suite_name=res.suite_name, suite_parameters=res.suite_parameters,
+        statistics=res.statistics, meta=res.meta, batch_id=res.batch_id,
+    )
+
+
+def _context(reports_dir: Path | None) -> Any:
+    """An ephemeral GX context; with a reports dir, its suites and (masked) validation results are kept on
+    disk under `<reports_dir>/gx/` so the Data Docs index lists every run and dataset, not only the last."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
+
+    def backend(sub: str) -> dict[str, Any]:
+        if reports_dir is None:
+            return {"class_name": "InMemoryStoreBackend"}
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(reports_dir) / "gx" / sub)}
+
+    stores = {
+        "expectations_store": {"class_name": "ExpectationsStore", "store_backend": backend("expectations")},
+        "validation_results_store": {"class_name": "ValidationResultsStore", "store_backend": backend("validations")},
+        "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": {"class_name": "InMemoryStoreBackend"}},
+        "validation_definition_store": {
+            "class_name": "ValidationDefinitionStore", "store_backend": {"class_name": "InMemoryStoreBackend"},
+        },
+    }
+    sites = {}
+    if reports_dir is not None:
+        sites[DOCS_SITE] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(reports_dir) / "data_docs")},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_cta_footer": False},
+        }
+    config = DataContextConfig(
+        stores=stores,
+        expectations_store_name="expectations_store",
+        validation_results_store_name="validation_results_store",
+        checkpoint_store_name="checkpoint_store",
+        data_docs_sites=sites,
+        # An offline government platform: no usage statistics leave the host.
+        analytics_enabled=False,
+        # Our own log lines report progress; GX's per-metric bars would flood task logs.
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+@contextmanager
+def _docs_lock(reports_dir: Path) -> Iterator[None]:
+    # The integrate DAG validates datasets in parallel tasks; they share one site and its index.
+    path = Path(reports_dir) / "gx" / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_docs(context: Any, suite: Any, masked: Any, run_id: str, reports_dir: Path) -> str:
+    """Store the masked result and the suite, rebuild this run's pages and the index; the index path."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    suite_id = ExpectationSuiteIdentifier(name=suite.name)
+    gx_run = RunIdentifier(run_name=safe_run_id(run_id))
+    # As ValidationDefinition.run does: the pages show the run's name and time from the result's meta.
+    masked.meta["run_id"] = gx_run
+    masked.meta["validation_time"] = gx_run.run_time
+    result_id = ValidationResultIdentifier(
+        expectation_suite_identifier=suite_id, run_id=gx_run, batch_identifier=masked.batch_id or suite.name
+    )
+    with _docs_lock(reports_dir):
+        context.suites.add_or_update(suite)
+        context.validation_results_store.store_validation_results(masked, result_id, suite_id)
+        # Only this run's pages are rendered; the index is rebuilt from every stored result.
+        urls = context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=[suite_id, result_id])
+    return urls[DOCS_SITE].removeprefix("file://")
 
 
 def validate(
@@ -151,41 +288,48 @@ def validate(
     reports_dir: Path | None = None,
     warehouse_url: str | None = None,
 ) -> QualityResult:
-    """Run the contract's suite on a staged dataset, apply the gate, store the results."""
+    """Run the contract's suite on a staged dataset, apply the gate, store the results (and Data Docs when
+    `reports_dir` is given). See the module docstring for what `failed_rows` / `failed_keys` hold."""
     import great_expectations as gx
 
-    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
+    for name in _GX_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     t0 = time.monotonic()
-    df = pq.read_table(staged_path).to_pandas(types_mapper=None)
-    df = add_custom_check_columns(contract, df)
+    # A fresh RangeIndex: GX reports a failing row by its index label, which is then its file position.
+    df = pq.read_table(staged_path).to_pandas()
     rows = len(df)
     rows_in = rows if rows_in is None else rows_in
     quarantine_by_rule = quarantine_by_rule or {}
     suite_name = f"{contract.name}@{contract.version}"
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
-    # Our own log lines report progress; GX's per-metric bars would flood task logs.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    t_gx = time.monotonic()
+    context = _context(reports_dir)
     source = context.data_sources.add_pandas(name=f"staged_{contract.name}")
     asset = source.add_dataframe_asset(name=contract.name)
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
     pairs = expectations_for(contract, rows, set(df.columns))
     suite = gx.ExpectationSuite(name=suite_name, expectations=[exp for _, exp in pairs])
-    res = batch.validate(suite, result_format="SUMMARY")
+    # COMPLETE gives every failing row's index; the index query (a pandas expression) is not needed.
+    res = batch.validate(suite, result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
+    gx_seconds = time.monotonic() - t_gx
+
     outcomes: list[RuleOutcome] = []
+    failed_rows: dict[str, list[int]] = {}
     by_rule = {r.expectation_config.meta.get("rule"): r for r in res.results}
     for rule, exp in pairs:
         r = by_rule.get(rule.name)
-        unexpected = int((r.result or {}).get("unexpected_count") or 0) if r else 0
         if r is not None and r.exception_info and r.exception_info.get("raised_exception"):
             raise RuntimeError(f"expectation {exp.expectation_type} for rule {rule.name} raised: {r.exception_info.get('exception_message')}")
+        details = (r.result or {}) if r else {}
+        unexpected = int(details.get("unexpected_count") or 0)
+        if rule.severity == "critical" and unexpected:
+            failed_rows[rule.name] = sorted({int(i) for i in details.get("unexpected_index_list") or []})
         quarantined = _quarantined_for(rule, quarantine_by_rule)
         ok = rule.allows(unexpected + quarantined, rows_in)
         outcomes.append(
             RuleOutcome(rule.name, exp.expectation_type, rule.column, rule.severity, rows_in, unexpected, quarantined, rule.tolerance_text, ok)
         )
+    failed_keys = {name: _keys_at(df, list(contract.primary_key), positions) for name, positions in failed_rows.items()}
     result = QualityResult(
         dataset=contract.name,
         run_id=run_id,
@@ -193,21 +337,69 @@ def validate(
         gx_success=bool(res.success),
         gate_passed=all(o.success for o in outcomes if o.severity == "critical"),
         outcomes=outcomes,
-        seconds=time.monotonic() - t0,
+        failed_rows=failed_rows,
+        failed_keys=failed_keys,
+        staged_path=str(staged_path),
     )
     if reports_dir is not None:
+        t_docs = time.monotonic()
+        masked = masked_results(res, contract)
+        result.data_docs_path = _build_docs(context, suite, masked, run_id, Path(reports_dir))
+        gx_seconds += time.monotonic() - t_docs
         out = Path(reports_dir) / "quality" / safe_run_id(run_id)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{contract.name}.json"
-        path.write_text(json.dumps({"gate": result.as_dict(), "great_expectations": res.to_json_dict()}, indent=2, default=str))
         result.result_path = str(path)
+        gate = result.as_dict(include_keys=_keys_are_public(contract))
+        path.write_text(json.dumps({"gate": gate, "great_expectations": masked.to_json_dict()}, indent=2, default=str))
+    result.gx_seconds = gx_seconds
+    result.seconds = time.monotonic() - t0
     _store(result, warehouse_url)
     log.info(
-        "quality %s: %d rules, gate %s, critical failures %s, warnings %s (%.1fs)",
+        "quality %s: %d rules, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
         contract.name, len(outcomes), "passed" if result.gate_passed else "FAILED",
-        [o.rule for o in result.failed_critical], [o.rule for o in result.failed_warning], result.seconds,
+        [o.rule for o in result.failed_critical], [o.rule for o in result.failed_warning],
+        {k: len(v) for k, v in failed_rows.items()}, result.seconds, result.gx_seconds,
     )
     return result
+
+
+def _keys_at(df: Any, key: list[str], positions: list[int]) -> list[dict[str, Any]]:
+    rows = df.iloc[positions][key].astype(object)
+    return rows.where(rows.notna(), None).to_dict("records")
+
+
+def _keys_are_public(contract: Contract) -> bool:
+    """Whether primary-key values may be written out (none of the key columns is personal or sensitive)."""
+    return not any(contract.field(k).is_personal for k in contract.primary_key)
+
+
+def verdict(result: QualityResult, contract: Contract) -> dict[str, Any]:
+    """The JSON-able summary a task returns (its XCom): gate, per-rule outcomes, failing row positions;
+    the failing rows' keys only when the contract's key is not personal data."""
+    out = {
+        "dataset": result.dataset,
+        "run_id": result.run_id,
+        "suite": result.suite,
+        "gate_passed": result.gate_passed,
+        "gx_success": result.gx_success,
+        "failed_critical": [o.rule for o in result.failed_critical],
+        "failed_warning": [o.rule for o in result.failed_warning],
+        "rules": {
+            o.rule: {"expectation": o.expectation, "column": o.column, "severity": o.severity, "success": o.success,
+                     "unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined,
+                     "element_count": o.element_count, "tolerance": o.tolerance}
+            for o in result.outcomes
+        },
+        "failed_rows": {k: list(v) for k, v in result.failed_rows.items()},
+        "staged_path": result.staged_path,
+        "result_path": result.result_path,
+        "data_docs_path": result.data_docs_path,
+        "seconds": round(result.seconds, 3),
+    }
+    if _keys_are_public(contract):
+        out["failed_keys"] = json.loads(json.dumps(result.failed_keys, default=str))
+    return out
 
 
 def _store(result: QualityResult, url: str | None) -> None:
@@ -229,5 +421,7 @@ def _store(result: QualityResult, url: str | None) -> None:
                         VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
                     (result.run_id, result.dataset, o.rule, o.expectation, o.column, o.severity, o.success, o.element_count,
                      o.unexpected_count, 100.0 * o.unexpected_count / o.element_count if o.element_count else 0.0, o.tolerance,
-                     json.dumps({"unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined})),
+                     json.dumps({"unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined,
+                                "failed_rows": len(result.failed_rows.get(o.rule, [])),
+                                "data_docs_path": result.data_docs_path or None})),
                 )
