@@ -119,7 +119,27 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
         reports_dir=s.reports_dir,
         warehouse_url=warehouse_url(s),
     )
-    return verdict(result, c)
+    out = verdict(result, c)
+    critical = {o.rule: o.expectation for o in result.outcomes if o.severity == "critical"}
+    failing = {rule: rows for rule, rows in result.failed_rows.items() if rule in critical and rows}
+    out["moved_to_quarantine"] = {}
+    if failing:
+        from lienthong.staging import StagePlan, quarantine_failed_rows
+
+        moved = quarantine_failed_rows(
+            dataset, run_id, stage_summary["staged_path"], stage_summary["quarantine_path"],
+            StagePlan.from_contract(c).raw_files(s.raw_dir), failing, critical,
+        )
+        n = len({p for rows in failing.values() for p in rows})
+        with connect(warehouse_url(s)) as conn, conn.cursor() as cur:
+            cur.execute(
+                f"""UPDATE {OPS_SCHEMA}.stage_run SET rows_staged = rows_staged - %s, rows_quarantined = rows_quarantined + %s,
+                    raw_runs = jsonb_set(raw_runs, '{{quarantine_by_rule}}', raw_runs->'quarantine_by_rule' || %s::jsonb)
+                    WHERE run_id = %s AND dataset = %s""",
+                (n, n, json.dumps(moved), run_id, dataset),
+            )
+        out["moved_to_quarantine"] = moved
+    return out
 
 
 def latest_integration(dataset: str, url: str) -> dict[str, Any]:

@@ -428,3 +428,60 @@ def _write_atomic(table: pa.Table, path: Path) -> Path:
 
 def remove_stage_output(path: str | Path) -> None:
     shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+def quarantine_failed_rows(
+    dataset: str,
+    run_id: str,
+    staged_path: str | Path,
+    quarantine_path: str | Path,
+    raw_files: list[Path],
+    failed_rows: dict[str, list[int]],
+    expectations: dict[str, str],
+) -> dict[str, int]:
+    """Move the staged rows that failed a critical expectation (positions in the staged file) to quarantine,
+    with the expectation as the reason and the full original record (looked up in raw by record hash).
+    Rewrites both files atomically; returns {rule: rows moved}. A row failing several rules moves once."""
+    import duckdb
+
+    positions = sorted({p for rows in failed_rows.values() for p in rows})
+    if not positions:
+        return {}
+    staged = pq.read_table(staged_path)
+    moved = staged.take(pa.array(positions, pa.int64()))
+    keep = pa.compute.invert(pa.compute.is_in(pa.array(range(staged.num_rows), pa.int64()), value_set=pa.array(positions, pa.int64())))
+    rules_of: dict[int, list[str]] = {}
+    for rule, rows in failed_rows.items():
+        for p in rows:
+            rules_of.setdefault(p, []).append(rule)
+    con = duckdb.connect()
+    con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
+    payloads = dict(con.execute(
+        f"SELECT DISTINCT _record_hash, payload FROM read_parquet({json.dumps([str(f) for f in raw_files])}, union_by_name = true) "
+        "WHERE _record_hash IN (SELECT h FROM moved_hashes)"
+    ).fetchall())
+    con.close()
+    pk = [n for n in staged.column_names if not n.startswith("_")][:1]
+    keys = moved.column(pk[0]).to_pylist() if pk else [None] * moved.num_rows
+    rows = []
+    for i, pos in enumerate(positions):
+        rules = sorted(rules_of[pos])
+        rows.append({
+            "dataset": dataset, "run_id": run_id, "record_key": None if keys[i] is None else str(keys[i]),
+            "reasons": [f"record {keys[i]}: expectation {expectations.get(r, r)} failed (rule {r})" for r in rules],
+            "rules": [f"expectation:{r}" for r in rules],
+            "payload": payloads.get(moved.column("_record_hash")[i].as_py(), ""),
+            "_source_run_id": moved.column("_source_run_id")[i].as_py(),
+            "_record_hash": moved.column("_record_hash")[i].as_py(),
+            "_ingested_at": moved.column("_ingested_at")[i].as_py(),
+        })
+    quarantine = pa.concat_tables([pq.read_table(quarantine_path).cast(QUARANTINE_SCHEMA),
+                                   pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)])
+    _write_atomic(staged.filter(keep), Path(staged_path))
+    _write_atomic(quarantine, Path(quarantine_path))
+    counts: dict[str, int] = {}
+    for pos in positions:
+        for r in rules_of[pos]:
+            counts[f"expectation:{r}"] = counts.get(f"expectation:{r}", 0) + 1
+    log.info("%s run %s: moved %d rows that failed critical expectations to quarantine: %s", dataset, run_id, len(positions), counts)
+    return counts

@@ -94,3 +94,20 @@ def test_no_raw_files_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no raw landing found for citizen"):
         stage_json_source(contract("citizen"), [], key_source_field="soDinhDanh", updated_source_field="capNhatLuc",
                           run_id="r", staged_dir=tmp_path, quarantine_dir=tmp_path)
+
+
+def test_rows_failing_a_critical_expectation_move_to_quarantine_with_their_original_record(tmp_path):
+    from lienthong.staging import quarantine_failed_rows
+
+    land(tmp_path, "r1", [citizen(f"03120300{i:04d}") for i in range(5)])
+    result = stage(tmp_path)
+    files = sorted((tmp_path / "raw").rglob("*.parquet"))
+    before = pq.read_table(result.staged_path).column("citizen_id").to_pylist()
+    moved = quarantine_failed_rows("citizen", "r1", result.staged_path, result.quarantine_path, files,
+                                   {"sex:invalidValues:validValues": [1, 3]}, {"sex:invalidValues:validValues": "expect_column_values_to_be_in_set"})
+    assert moved == {"expectation:sex:invalidValues:validValues": 2}
+    after = pq.read_table(result.staged_path).column("citizen_id").to_pylist()
+    q = pq.read_table(result.quarantine_path).to_pylist()
+    assert sorted(after + [r["record_key"] for r in q]) == sorted(before)
+    assert {r["record_key"] for r in q} == {before[1], before[3]}
+    assert all("expect_column_values_to_be_in_set" in r["reasons"][0] and r["payload"].startswith("{") for r in q)
