@@ -164,6 +164,7 @@ def print_summary(s: dict[str, Any], settings: Settings) -> None:
     print("Where things are:")
     for name in ("raw_dir", "staged_dir", "quarantine_dir", "published_dir", "reports_dir"):
         print(f"  {name:<15} {getattr(settings, name)}")
+    print(f"  data docs       {settings.reports_dir / 'data_docs' / 'index.html'}")
     print(f"  airflow logs    {settings.data_dir / 'logs'}")
     print(f"  summary JSON    {settings.data_dir / 'summary.json'}")
 
