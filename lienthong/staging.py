@@ -222,6 +222,7 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
     by_name = {f.name: f for f in contract.fields}
     prefix = plan.unnest + "." if plan.unnest else None
     src_cols, typed_cols, reasons, staged = [], [], [], []
+    root_paths: list[str] = []
     for f in contract.fields:
         derived = f.custom.get("derivedFrom")
         src = f"src_{f.name}"
@@ -230,10 +231,16 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
                 inner = _quote(f.source_field[len(prefix):])
                 path = f"'$.{_quote(plan.unnest)}[' || _pos || '].{inner}'"
             else:
-                path = _lit(_json_path(f.source_field))
+                path = None
             if f.logical_type == "array":
-                src_cols.append(f"json_extract(payload, {path}) AS {src}")
+                src_cols.append(f"json_extract(payload, {path or _lit(_json_path(f.source_field))}) AS {src}")
                 typed_cols.append(f"{_array_expr(f, src)} AS {f.name}")
+            elif path is None:
+                # Root-level fields are read with ONE multi-path extraction per record (the JSON is parsed
+                # once, not once per field: the profile's largest item at a million rows).
+                root_paths.append(_json_path(f.source_field))
+                src_cols.append(f"_v[{len(root_paths)}] AS {src}")
+                typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
             else:
                 src_cols.append(f"json_extract_string(payload, {path}) AS {src}")
                 typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
@@ -269,7 +276,8 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
     extract_sql = f"""
       SELECT row_number() OVER () AS _rid, payload, _run_id, _record_hash, _ingested_at, {record_key} AS _source_key,
              {"_pos, " if plan.unnest else ""}{", ".join(src_cols)}
-      FROM latest
+      FROM (SELECT *, json_extract_string(payload, [{", ".join(_lit(p) for p in root_paths) or "'$.__none__'"}]) AS _v
+            FROM latest) AS latest
     """
     typed_sql = f"""
     SELECT {", ".join(typed_cols)},
