@@ -35,7 +35,6 @@ class Settings:
     http_timeout: float = 30.0
     retry_attempts: int = 6
     retry_max_wait: float = 30.0
-    quality_error_threshold: float = 0.01
     published_retention: int = 5
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
 
@@ -81,6 +80,5 @@ def load_settings() -> Settings:
         http_timeout=float(_env("HTTP_TIMEOUT", "30")),
         retry_attempts=int(_env("RETRY_ATTEMPTS", "6")),
         retry_max_wait=float(_env("RETRY_MAX_WAIT", "30")),
-        quality_error_threshold=float(_env("QUALITY_ERROR_THRESHOLD", "0.01")),
         published_retention=int(_env("PUBLISHED_RETENTION", "5")),
     )
