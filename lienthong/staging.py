@@ -312,7 +312,9 @@ def stage_json_source(
     con.execute("SET TimeZone = 'UTC'")
     # Bound DuckDB's memory (it spills to disk beyond this) so staging a national table stays within a worker.
     con.execute(f"SET memory_limit = '{os.environ.get('LIENTHONG_DUCKDB_MEMORY', '2GB')}'")
-    con.execute(f"SET temp_directory = '{Path(staged_dir).parent / 'tmp' / 'duckdb'}'")
+    spill = Path(staged_dir).parent / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = '{spill}'")
     files = [str(p) for p in raw_files]
     if not files:
         raise FileNotFoundError(f"no raw landing found for {contract.name}")
