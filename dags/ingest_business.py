@@ -17,28 +17,25 @@ record, the agency's own names), with ingest metadata.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
 from lienthong.assets import RAW_BUSINESS_ENTERPRISES
+from lienthong.dagconfig import INGEST_DEFAULT_ARGS, START_DATE, ingest_event, ingest_schedule
 
 DAG_ID = "ingest_business"
 BUSINESS_CONN_ID = "business_registry"
 POOL = "business_registry"
-SCHEDULE = os.environ.get("LIENTHONG_INGEST_SCHEDULE", "@daily")
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule=None if SCHEDULE in ("", "none", "None", "manual") else SCHEDULE,
-    start_date=datetime(2026, 1, 1),
+    schedule=ingest_schedule(),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lienthong", "ingest", "business"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args=INGEST_DEFAULT_ARGS,
 )
 def ingest_business():
     @task(outlets=[RAW_BUSINESS_ENTERPRISES], pool=POOL)
@@ -46,13 +43,7 @@ def ingest_business():
         from lienthong.pipeline import ingest_business as run
 
         summary = run(run_id)
-        outlet_events[RAW_BUSINESS_ENTERPRISES].extra = {
-            "rows": summary["rows"],
-            "pages": summary["pages"],
-            "watermark_from": summary["watermark_from"],
-            "watermark_to": summary["watermark_to"],
-            "run_id": run_id,
-        }
+        outlet_events[RAW_BUSINESS_ENTERPRISES].extra = ingest_event(summary, run_id)
         return summary
 
     extract_and_land()

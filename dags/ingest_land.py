@@ -17,28 +17,25 @@ Extracts each province's **land registry** (PostgreSQL, one database per provinc
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
 from lienthong.assets import RAW_LAND
+from lienthong.dagconfig import INGEST_DEFAULT_ARGS, START_DATE, ingest_schedule
 
 DAG_ID = "ingest_land"
 LAND_CONN_ID_PREFIX = "land_registry_"  # + province code, resolved inside the task
 LAND_POOL = "land_registry"
-SCHEDULE = os.environ.get("LIENTHONG_INGEST_SCHEDULE", "@daily")
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule=None if SCHEDULE in ("", "none", "None", "manual") else SCHEDULE,
-    start_date=datetime(2026, 1, 1),
+    schedule=ingest_schedule(),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lienthong", "ingest", "land"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args=INGEST_DEFAULT_ARGS,
 )
 def ingest_land():
     @task

@@ -12,28 +12,25 @@ client credentials, cursor paging) and lands them unchanged in the raw zone, wit
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
 from lienthong.assets import RAW_POPULATION_CITIZENS
+from lienthong.dagconfig import INGEST_DEFAULT_ARGS, START_DATE, ingest_event, ingest_schedule
 
 DAG_ID = "ingest_population"
 POPULATION_CONN_ID = "population_registry"
 POOL = "population_registry"
-SCHEDULE = os.environ.get("LIENTHONG_INGEST_SCHEDULE", "@daily")
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule=None if SCHEDULE in ("", "none", "None", "manual") else SCHEDULE,
-    start_date=datetime(2026, 1, 1),
+    schedule=ingest_schedule(),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lienthong", "ingest", "population"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args=INGEST_DEFAULT_ARGS,
 )
 def ingest_population():
     @task(outlets=[RAW_POPULATION_CITIZENS], pool=POOL)
@@ -41,13 +38,7 @@ def ingest_population():
         from lienthong.pipeline import ingest_population as run
 
         summary = run(run_id)
-        outlet_events[RAW_POPULATION_CITIZENS].extra = {
-            "rows": summary["rows"],
-            "pages": summary["pages"],
-            "watermark_from": summary["watermark_from"],
-            "watermark_to": summary["watermark_to"],
-            "run_id": run_id,
-        }
+        outlet_events[RAW_POPULATION_CITIZENS].extra = ingest_event(summary, run_id)
         return summary
 
     extract_and_land()

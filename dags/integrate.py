@@ -17,8 +17,6 @@ Scheduled on any of the Assets `raw_population_citizens`, `raw_business_enterpri
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task, task_group
 
 from lienthong.assets import (
@@ -28,6 +26,7 @@ from lienthong.assets import (
     STAGED_DATASETS,
     staged,
 )
+from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
 
 DAG_ID = "integrate"
 
@@ -35,12 +34,12 @@ DAG_ID = "integrate"
 @dag(
     dag_id=DAG_ID,
     schedule=(RAW_POPULATION_CITIZENS | RAW_BUSINESS_ENTERPRISES | RAW_LAND),
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lienthong", "integrate"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args=PIPELINE_DEFAULT_ARGS,
 )
 def integrate():
     for name in STAGED_DATASETS:

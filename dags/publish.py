@@ -11,11 +11,10 @@ Scheduled on the Asset `staged_citizen`; produces `published_citizen_profile` (e
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import dag, task
 
 from lienthong.assets import PUBLISHED_CITIZEN_PROFILE, STAGED_CITIZEN
+from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
 
 DAG_ID = "publish"
 
@@ -23,12 +22,12 @@ DAG_ID = "publish"
 @dag(
     dag_id=DAG_ID,
     schedule=[STAGED_CITIZEN],
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lienthong", "publish"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args=PIPELINE_DEFAULT_ARGS,
 )
 def publish():
     @task(outlets=[PUBLISHED_CITIZEN_PROFILE])

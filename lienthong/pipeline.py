@@ -22,29 +22,10 @@ PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
 
 
 def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Walk the population registry from the watermark and land every page in raw."""
-    from connectors.base.ingest import run_ingestion
-    from connectors.base.schema import SourceSchema
-    from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
-    from lienthong.contracts import contract
+    """Walk the population registry (JSON, cursor paging) from the watermark and land every page in raw."""
+    from connectors.population.ingest import ingest
 
-    s = settings or load_settings()
-    client = PopulationRegistryClient.from_connection(
-        s.population_conn_id, timeout=s.http_timeout, attempts=s.retry_attempts, max_wait=s.retry_max_wait
-    )
-    result = run_ingestion(
-        source=SOURCE,
-        entity=ENTITY,
-        run_id=run_id,
-        raw_dir=s.raw_dir,
-        incremental=INCREMENTAL,
-        pages=lambda since: client.iter_citizen_pages(since, s.page_size),
-        warehouse_url=warehouse_url(s),
-        schema=SourceSchema.from_contract(contract("citizen")),
-    )
-    out = result.as_dict()
-    out["requests"] = client.http.requests_made
-    return out
+    return ingest(run_id, settings or load_settings())
 
 
 def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, Any]:

@@ -28,9 +28,21 @@ class SourceSchema:
     required_fields: frozenset[str]
 
     @classmethod
-    def from_contract(cls, contract: Any) -> SourceSchema:
-        """Top-level source field names from the contract's `sourceField` paths (and its key/cursor)."""
+    def from_contract(cls, *contracts: Any) -> SourceSchema:
+        """Top-level source field names from the contracts' `sourceField` paths (and their key/cursor); give
+        every contract staged from the same source records (e.g. enterprise and legal_representative)."""
         known, required = set(), set()
+        for contract in contracts:
+            one = cls._one(contract)
+            known |= one.known_fields
+            required |= one.required_fields
+        return cls(frozenset(known), frozenset(required))
+
+    @classmethod
+    def _one(cls, contract: Any) -> SourceSchema:
+        known, required = set(), set()
+        if contract.custom.get("unnest"):
+            known.add(contract.custom["unnest"])
         for f in contract.fields:
             if not f.source_field:
                 continue
@@ -85,6 +97,9 @@ class SchemaWatch:
                 if item.get(name) in (None, ""):
                     out.append(f"{label}: required field {name} is missing")
             for name in item.keys() - self.schema.known_fields:
+                # An XML attribute kept beside its element ("VonDieuLe@donVi") belongs to a known field.
+                if name.split("@", 1)[0] in self.schema.known_fields:
+                    continue
                 if name not in self.new_fields:
                     self.new_fields[name] = label
                     log.warning("%s: schema drift: new field %r (first seen in %s) is landed as is", self.source, name, label)

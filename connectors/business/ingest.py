@@ -11,7 +11,9 @@ import logging
 from typing import Any
 
 from connectors.base.ingest import run_ingestion
+from connectors.base.schema import SourceSchema
 from connectors.business.client import ENTITY, INCREMENTAL, MAX_LIMIT, SOURCE, BusinessRegistryClient
+from lienthong.contracts import contract
 from lienthong.db import warehouse_url
 from lienthong.settings import Settings
 
@@ -39,6 +41,7 @@ def ingest(run_id: str, settings: Settings, *, scope: str = "", client: Business
         pages=lambda since: client.iter_enterprise_pages(since, page_size),
         scope=scope,
         warehouse_url=warehouse_url(settings),
+        schema=SourceSchema.from_contract(contract("enterprise"), contract("legal_representative")),
     )
     out = result.as_dict()
     out["requests"] = client.http.requests_made

@@ -1,0 +1,42 @@
+"""One ingestion run of the population registry: walk from the watermark, land every page in raw.
+
+Owns only the wiring: the client from the `population_registry` connection and the settings, and the
+shared `run_ingestion` (landing, checks against the citizen contract, watermark advanced only after the
+landing commit, run bookkeeping) with the registry's declared incremental state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base.ingest import run_ingestion
+from connectors.base.schema import SourceSchema
+from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
+from lienthong.contracts import contract
+from lienthong.db import warehouse_url
+from lienthong.settings import Settings
+
+
+def ingest(run_id: str, settings: Settings, *, scope: str = "", client: PopulationRegistryClient | None = None) -> dict[str, Any]:
+    """Land the citizens changed since the watermark; returns a JSON-able summary (rows, pages,
+    watermark_from/to, landing path, records flagged, new fields, requests made)."""
+    client = client or PopulationRegistryClient.from_connection(
+        settings.population_conn_id,
+        timeout=settings.http_timeout,
+        attempts=settings.retry_attempts,
+        max_wait=settings.retry_max_wait,
+    )
+    result = run_ingestion(
+        source=SOURCE,
+        entity=ENTITY,
+        run_id=run_id,
+        raw_dir=settings.raw_dir,
+        incremental=INCREMENTAL,
+        pages=lambda since: client.iter_citizen_pages(since, settings.page_size),
+        scope=scope,
+        warehouse_url=warehouse_url(settings),
+        schema=SourceSchema.from_contract(contract("citizen")),
+    )
+    out = result.as_dict()
+    out["requests"] = client.http.requests_made
+    return out
