@@ -49,7 +49,6 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -288,28 +287,11 @@ class BusinessRegistryClient:
         stats = self.last_walk = WalkStats(tu_ngay=day)
         pager = ContinuousOffsetPaginator(page_size)
         seen: set[bytes] = set()
-        # The next request is known as soon as a page is accepted, so it is fetched (and parsed) in a worker
-        # thread while the caller lands the current page: the registry's response time overlaps our work.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="business-prefetch")
-        try:
-            yield from self._walk(day, page_size, pager, stats, seen, pool)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _walk(
-        self, day: str, page_size: int, pager: ContinuousOffsetPaginator, stats: WalkStats, seen: set[bytes],
-        pool: ThreadPoolExecutor,
-    ) -> Iterator[list[dict[str, Any]]]:
-        ahead: tuple[int, Future] | None = None
         while pager.has_next_page:
             params: dict[str, Any] = {}
             pager.update_request(params)
             offset = params[pager.offset_param]
-            if ahead is not None and ahead[0] == offset:
-                page = ahead[1].result()
-            else:
-                page = self.fetch_page(day, offset, page_size)
-            ahead = None
+            page = self.fetch_page(day, offset, page_size)
             stats.requests += 1
             pager.update_state({"total": page.total}, page.records)
             if not pager.accepted:
@@ -336,10 +318,6 @@ class BusinessRegistryClient:
                 seen.add(digest)
                 fresh.append(record)
             stats.records_yielded += len(fresh)
-            if pager.has_next_page:
-                nxt: dict[str, Any] = {}
-                pager.update_request(nxt)
-                ahead = (nxt[pager.offset_param], pool.submit(self.fetch_page, day, nxt[pager.offset_param], page_size))
             yield fresh
         log.info(
             "business registry walk from %s: %d records in %d pages (%d requests, %d step-backs, %d repeats skipped)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,24 +96,15 @@ class PopulationRegistryClient:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         paginator = CursorPaginator()
-        # The next page's token is known once a page is read, so the next request runs in a worker thread
-        # while the caller lands the current page: the registry's response time overlaps our own work.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="population-prefetch") as pool:
-            ahead: Future | None = None
-            while paginator.has_next_page:
-                params: dict[str, Any] = {"updated_since": updated_since, "page_size": page_size}
-                paginator.update_request(params)
-                page = ahead.result() if ahead is not None else self._call("GET", CITIZENS_PATH, params=params)
-                if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-                    raise SourceError("citizens page has no items list", url=self.http.url(CITIZENS_PATH), body=str(page)[:200])
-                items = page["items"]
-                paginator.update_state(page, items)
-                ahead = None
-                if paginator.has_next_page:
-                    nxt: dict[str, Any] = {"updated_since": updated_since, "page_size": page_size}
-                    paginator.update_request(nxt)
-                    ahead = pool.submit(self._call, "GET", CITIZENS_PATH, params=nxt)
-                yield items
+        while paginator.has_next_page:
+            params: dict[str, Any] = {"updated_since": updated_since, "page_size": page_size}
+            paginator.update_request(params)
+            page = self._call("GET", CITIZENS_PATH, params=params)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise SourceError("citizens page has no items list", url=self.http.url(CITIZENS_PATH), body=str(page)[:200])
+            items = page["items"]
+            paginator.update_state(page, items)
+            yield items
 
     def batch_get(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """Look up citizens by ID (chunks of at most 100); returns (items, not found ids)."""
