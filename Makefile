@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LIENTHONG_DATA_DIR ?= $(CURDIR)/var/demo
 
-.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data
+.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m lienthong.demo
+
+# The local Airflow stack (no Docker): UI on localhost, the asset-driven chain run by the real scheduler.
+up: $(STAMP)
+	$(BIN)/python -m lienthong.localstack up
+
+down:
+	$(BIN)/python -m lienthong.localstack down
 
 test: $(STAMP)
 	$(BIN)/ruff check .
