@@ -17,36 +17,15 @@ record, the agency's own names), with ingest metadata.
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import DAG
 
 from lienthong.assets import RAW_BUSINESS_ENTERPRISES
-from lienthong.dagconfig import INGEST_DEFAULT_ARGS, START_DATE, ingest_event, ingest_schedule
+from lienthong.dagconfig import single_source_ingest_dag
 
 DAG_ID = "ingest_business"
-BUSINESS_CONN_ID = "business_registry"
+CONN_ID = "business_registry"  # resolved inside the task (lienthong.connections)
 POOL = "business_registry"
 
-
-@dag(
-    dag_id=DAG_ID,
-    schedule=ingest_schedule(),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["lienthong", "ingest", "business"],
-    default_args=INGEST_DEFAULT_ARGS,
+dag: DAG = single_source_ingest_dag(
+    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_BUSINESS_ENTERPRISES, pool=POOL, pipeline_function="ingest_business", tags=["business"]
 )
-def ingest_business():
-    @task(outlets=[RAW_BUSINESS_ENTERPRISES], pool=POOL)
-    def extract_and_land(*, run_id=None, outlet_events=None) -> dict:
-        from lienthong.pipeline import ingest_business as run
-
-        summary = run(run_id)
-        outlet_events[RAW_BUSINESS_ENTERPRISES].extra = ingest_event(summary, run_id)
-        return summary
-
-    extract_and_land()
-
-
-ingest_business()

@@ -12,36 +12,15 @@ client credentials, cursor paging) and lands them unchanged in the raw zone, wit
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import DAG
 
 from lienthong.assets import RAW_POPULATION_CITIZENS
-from lienthong.dagconfig import INGEST_DEFAULT_ARGS, START_DATE, ingest_event, ingest_schedule
+from lienthong.dagconfig import single_source_ingest_dag
 
 DAG_ID = "ingest_population"
-POPULATION_CONN_ID = "population_registry"
+CONN_ID = "population_registry"  # resolved inside the task (lienthong.connections)
 POOL = "population_registry"
 
-
-@dag(
-    dag_id=DAG_ID,
-    schedule=ingest_schedule(),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["lienthong", "ingest", "population"],
-    default_args=INGEST_DEFAULT_ARGS,
+dag: DAG = single_source_ingest_dag(
+    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_POPULATION_CITIZENS, pool=POOL, pipeline_function="ingest_population", tags=["population"]
 )
-def ingest_population():
-    @task(outlets=[RAW_POPULATION_CITIZENS], pool=POOL)
-    def extract_and_land(*, run_id=None, outlet_events=None) -> dict:
-        from lienthong.pipeline import ingest_population as run
-
-        summary = run(run_id)
-        outlet_events[RAW_POPULATION_CITIZENS].extra = ingest_event(summary, run_id)
-        return summary
-
-    extract_and_land()
-
-
-ingest_population()
