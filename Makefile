@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export LIENTHONG_DATA_DIR ?= $(CURDIR)/var/demo
 
 .PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down
 

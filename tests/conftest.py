@@ -17,7 +17,13 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_DIR / "xdg"))
 Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
-os.environ.setdefault("LIENTHONG_DATA_DIR", str(_SESSION_DIR / "data"))
+# Tests never share state with the demo or an earlier run: a private data dir (and so a private embedded
+# warehouse) per session. A real server is used only when LIENTHONG_TEST_DATABASE_URL names one.
+os.environ["LIENTHONG_DATA_DIR"] = str(_SESSION_DIR / "data")
+if os.environ.get("LIENTHONG_TEST_DATABASE_URL"):
+    os.environ["LIENTHONG_DATABASE_URL"] = os.environ["LIENTHONG_TEST_DATABASE_URL"]
+else:
+    os.environ.pop("LIENTHONG_DATABASE_URL", None)
 _SESSION_DATA_DIR = Path(os.environ["LIENTHONG_DATA_DIR"])
 
 
