@@ -70,6 +70,24 @@ def test_every_python_module_a_service_runs_exists(compose):
             assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), f"{name}: module {module} missing"
 
 
+def test_every_option_a_service_passes_to_a_python_module_exists(compose):
+    """`python -m MODULE --flag ...` in a service command: MODULE's own --help must list every --flag."""
+    import sys
+
+    for name, svc in compose["services"].items():
+        cmd = svc.get("command")
+        text = " ".join(cmd) if isinstance(cmd, list) else str(cmd or "")
+        for call in re.findall(r"python -m ([\w.]+)([^&;\"]*)", text):
+            module, args = call
+            flags = re.findall(r"(--[\w-]+)", args)
+            if not flags:
+                continue
+            out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, f"{name}: python -m {module} --help failed: {out.stderr[-500:]}"
+            for flag in flags:
+                assert flag in out.stdout, f"{name}: python -m {module} has no option {flag}"
+
+
 def test_dockerfile_builds_from_the_official_airflow_33_image_and_copies_only_repo_files():
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM apache/airflow:3\.3\.\d+", text, re.M)
