@@ -19,37 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from .conftest import airflow_world
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from lienthong.db import stop_embedded, warehouse_url
-    from lienthong.demo import AirflowRunner
-    from lienthong.settings import load_settings
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.runner import run_sandbox
-
-    root = tmp_path_factory.mktemp("recovery")
-    old = os.environ.get("LIENTHONG_DATA_DIR")
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    settings = load_settings()
-    data = root / "sandbox-data"
-    generate(GeneratorConfig(citizens=2000, seed=11), data)
-    url = warehouse_url(settings)
-    try:
-        with run_sandbox(data, root / "sbx") as endpoints:
-            runner = AirflowRunner(home=root / "airflow", extra_env=endpoints.airflow_conn_env(), log_dir=root / "logs")
-            runner.extra_env.update({"LIENTHONG_DATA_DIR": str(settings.data_dir), "LIENTHONG_DATABASE_URL": url,
-                                     "LIENTHONG_PAGE_SIZE": "40"})
-            runner.migrate()
-            yield {"runner": runner, "endpoints": endpoints, "data": data, "settings": settings, "url": url}
-    finally:
-        stop_embedded(settings.embedded_pgdata)
-        if old is None:
-            os.environ.pop("LIENTHONG_DATA_DIR", None)
-        else:
-            os.environ["LIENTHONG_DATA_DIR"] = old
+    with airflow_world(tmp_path_factory.mktemp("recovery"), citizens=2000, seed=11,
+                       extra_env={"LIENTHONG_PAGE_SIZE": "40"}) as world:
+        yield {"runner": world.runner, "endpoints": world.endpoints, "data": world.data, "settings": world.settings,
+               "url": world.url}
 
 
 def _served(data: Path) -> list[str]:

@@ -7,12 +7,13 @@ and duplicates nothing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psycopg2
 import pyarrow.parquet as pq
 import pytest
+
+from .conftest import airflow_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -21,44 +22,24 @@ CITIZENS = 1500
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from lienthong.db import stop_embedded, warehouse_url
-    from lienthong.demo import AirflowRunner, collect_summary, run_chain
-    from lienthong.settings import load_settings
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.runner import run_sandbox
+    from lienthong.demo import collect_summary, run_chain
 
-    root = tmp_path_factory.mktemp("e2e")
-    old = os.environ.get("LIENTHONG_DATA_DIR")
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    settings = load_settings()
-    data = root / "sandbox-data"
-    generate(GeneratorConfig(citizens=CITIZENS), data)
-    url = warehouse_url(settings)
-    try:
-        with run_sandbox(data, root / "sandbox-state") as endpoints:
-            runner = AirflowRunner(home=root / "airflow", extra_env=endpoints.airflow_conn_env(), log_dir=root / "logs")
-            runner.extra_env.update({"LIENTHONG_DATA_DIR": str(settings.data_dir), "LIENTHONG_DATABASE_URL": url})
-            runner.migrate()
-            first = run_chain(runner, "first")
-            after_first = collect_summary(settings, url)
-            second = run_chain(runner, "second")
-            after_second = collect_summary(settings, url)
-            with psycopg2.connect(url) as conn, conn.cursor() as cur:
-                cur.execute("SELECT citizen_id FROM published.citizen_profile")
-                view_ids = [r[0] for r in cur.fetchall()]
-            yield {
-                "first": first, "second": second, "after_first": after_first, "after_second": after_second,
-                "data": data, "settings": settings, "view_ids": view_ids, "logs": root / "logs",
-                "secrets": [endpoints.client_secret, endpoints.api_key]
-                + [_password(d) for d in endpoints.land_dsns.values() if _password(d)],
-                "airflow_home": root / "airflow",
-            }
-    finally:
-        stop_embedded(settings.embedded_pgdata)
-        if old is None:
-            os.environ.pop("LIENTHONG_DATA_DIR", None)
-        else:
-            os.environ["LIENTHONG_DATA_DIR"] = old
+    with airflow_world(tmp_path_factory.mktemp("e2e"), citizens=CITIZENS) as world:
+        runner, settings, url, endpoints, root = world.runner, world.settings, world.url, world.endpoints, world.root
+        first = run_chain(runner, "first")
+        after_first = collect_summary(settings, url)
+        second = run_chain(runner, "second")
+        after_second = collect_summary(settings, url)
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT citizen_id FROM published.citizen_profile")
+            view_ids = [r[0] for r in cur.fetchall()]
+        yield {
+            "first": first, "second": second, "after_first": after_first, "after_second": after_second,
+            "data": world.data, "settings": settings, "view_ids": view_ids, "logs": root / "logs",
+            "secrets": [endpoints.client_secret, endpoints.api_key]
+            + [_password(d) for d in endpoints.land_dsns.values() if _password(d)],
+            "airflow_home": root / "airflow",
+        }
 
 
 def _password(dsn: str) -> str | None:
