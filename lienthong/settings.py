@@ -36,6 +36,10 @@ class Settings:
     retry_attempts: int = 6
     retry_max_wait: float = 30.0
     published_retention: int = 5
+    # Probabilistic linkage bands (Splink match probability): >= accept is linked, >= review goes to a
+    # reviewer as a finding, below review is rejected.
+    match_accept: float = 0.95
+    match_review: float = 0.80
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
 
     # zones on disk
@@ -50,6 +54,10 @@ class Settings:
     @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def integrated_dir(self) -> Path:
+        return self.data_dir / "integrated"
 
     @property
     def published_dir(self) -> Path:
@@ -81,4 +89,14 @@ def load_settings() -> Settings:
         retry_attempts=int(_env("RETRY_ATTEMPTS", "6")),
         retry_max_wait=float(_env("RETRY_MAX_WAIT", "30")),
         published_retention=int(_env("PUBLISHED_RETENTION", "5")),
+        match_accept=_probability("MATCH_ACCEPT", "0.95"),
+        match_review=_probability("MATCH_REVIEW", "0.80"),
     )
+
+
+def _probability(name: str, default: str) -> float:
+    raw = _env(name, default) or default
+    value = float(raw)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: a match probability must be in (0, 1]")
+    return value

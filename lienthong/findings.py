@@ -1,0 +1,528 @@
+"""Reconciliation findings kept in the warehouse, with a lifecycle across runs (schema `lienthong_ops`).
+
+Owns the findings taxonomy (`TAXONOMY`: what can be wrong between the population, business and land
+registries, how bad it is and which agency must fix it), the `Finding` value with its stable id, and the DDL
+and SQL of three tables:
+
+* `finding`: one row per problem ever found, `open` or `resolved`, with when it was first and last seen, when
+  it was resolved and how often it came back;
+* `finding_event`: the history, one row per transition: 'opened', 'resolved' and 'reopened'. A finding
+  merely seen again by a later run writes no event ('seen' is allowed by the table but not written): a run
+  over a large, mostly unchanged set would otherwise add one row per open finding per run. `last_seen_run`
+  and `last_seen_at` in `finding` say when it was last seen;
+* `reconcile_run`: one row per reconciliation run (counts, metrics, outputs), replaced on a rerun.
+
+`sync_findings` takes the complete set of findings a run found and moves every finding through its lifecycle
+(new, still open, reopened, resolved) with set-based SQL over a temporary table loaded with COPY, so a run
+with hundreds of thousands of findings costs a handful of statements.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from psycopg2.extensions import connection
+from psycopg2.extras import Json
+
+from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+"""Severities, most severe first."""
+
+AGENCIES = ("population_registry", "business_registry", "land_registry")
+"""The agencies a finding can be assigned to (the one that must fix it)."""
+
+_SEVERITY_LIST = ", ".join(f"'{s}'" for s in SEVERITIES)  # as SQL literals
+
+
+@dataclass(frozen=True)
+class FindingType:
+    """A kind of reconciliation finding: its default severity and the agency that must fix it by default."""
+
+    code: str
+    title: str
+    severity: str
+    agency: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"finding type {self.code!r}: unknown severity {self.severity!r}")
+        if self.agency not in AGENCIES:
+            raise ValueError(f"finding type {self.code!r}: unknown agency {self.agency!r}")
+
+
+_TYPES = (
+    FindingType(
+        "id_not_in_population_registry", "Citizen ID not in the population registry", "high",
+        "population_registry",
+        "A record in a registry names a 12-digit citizen ID that the national population registry does not "
+        "know. Whoever holds the record must correct it: each finding names the agency the record came from "
+        "(business or land registry); the type's default is the population registry.",
+    ),
+    FindingType(
+        "same_id_different_name", "Same citizen ID, different name", "medium", "population_registry",
+        "A record carries a citizen ID whose holder is called differently in the population registry (after "
+        "normalising case, spacing and diacritics). The finding names the agency of the disagreeing record.",
+    ),
+    FindingType(
+        "same_id_different_birth_date", "Same citizen ID, different birth date", "high", "population_registry",
+        "A record carries a citizen ID whose holder has another birth date in the population registry. The "
+        "finding names the agency of the disagreeing record.",
+    ),
+    FindingType(
+        "deceased_legal_representative", "Enterprise represented by a deceased citizen", "critical",
+        "business_registry",
+        "The legal representative of an active enterprise is recorded as deceased in the population registry.",
+    ),
+    FindingType(
+        "deceased_certificate_holder", "Land certificate held by a deceased citizen", "high", "land_registry",
+        "A land-use right certificate lists a holder who is recorded as deceased in the population registry.",
+    ),
+    FindingType(
+        "dissolved_enterprise_holds_land", "Dissolved enterprise holds land", "medium", "land_registry",
+        "A land-use right certificate lists an enterprise that the business registry records as dissolved.",
+    ),
+    FindingType(
+        "legacy_id_resolved", "Old ID resolved to the citizen ID", "info", "population_registry",
+        "A record used an old 9-digit CMND number that was resolved to the citizen's 12-digit ID. For "
+        "information: the finding names the agency of the record that used the old ID, which should update it.",
+    ),
+    FindingType(
+        "commune_code_outdated", "Commune code outdated", "low", "population_registry",
+        "A record uses a commune code that no longer exists after the administrative-unit mergers. The "
+        "finding names the agency of the record.",
+    ),
+    FindingType(
+        "duplicate_records", "Duplicate records", "medium", "population_registry",
+        "Several records of one registry describe the same person, enterprise or parcel. The finding names "
+        "the registry that holds them.",
+    ),
+    FindingType(
+        "match_needs_review", "Match needs review", "medium", "population_registry",
+        "Records were linked with a probabilistic match whose score is in the review band: a clerk must "
+        "confirm or reject the link. The finding names the agency of the record to be linked.",
+    ),
+    FindingType(
+        "shares_do_not_sum_to_100", "Certificate shares do not sum to 100 %", "high", "land_registry",
+        "The ownership shares of the holders of a land-use right certificate do not add up to 100 %.",
+    ),
+)
+
+TAXONOMY: dict[str, FindingType] = {t.code: t for t in _TYPES}
+"""Every finding type by code. A finding's agency and severity default to its type's."""
+
+
+def finding_type(code: str) -> FindingType:
+    """The finding type `code`; ValueError naming it if it is unknown."""
+    try:
+        return TAXONOMY[code]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown finding type {code!r} (known: {', '.join(TAXONOMY)})") from None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem on identified records, as found by a reconciliation run.
+
+    `subject` holds the identifying keys of the records involved (strings only, e.g.
+    `{"enterprise_code": "0101234567", "position": "0"}`); `evidence` holds what shows the problem (JSON-able,
+    e.g. the values that differ). `agency` and `severity` override the type's defaults: after construction
+    they always hold the effective values (so `dataclasses.replace` with another `type` keeps them; pass
+    `agency=None, severity=None` to get the new type's defaults).
+
+    `finding_id` depends on `type` and `subject` only: the same problem on the same records keeps its id
+    from run to run while its evidence changes.
+    """
+
+    type: str
+    subject: dict[str, str]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    agency: str | None = None
+    severity: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = finding_type(self.type)
+        if not isinstance(self.subject, Mapping) or not self.subject:
+            raise ValueError(f"{self.type}: subject must be a non-empty mapping of identifying keys")
+        for key, value in self.subject.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"{self.type}: subject keys and values must be strings, got {key!r}: {value!r}")
+            if "\x00" in key or "\x00" in value:
+                raise ValueError(f"{self.type}: subject must not contain NUL characters")
+        if not isinstance(self.evidence, Mapping):
+            raise ValueError(f"{self.type}: evidence must be a mapping")
+        object.__setattr__(self, "subject", dict(self.subject))
+        object.__setattr__(self, "evidence", dict(self.evidence))
+        if self.agency is None:
+            object.__setattr__(self, "agency", kind.agency)
+        elif self.agency not in AGENCIES:
+            raise ValueError(f"{self.type}: unknown agency {self.agency!r} (known: {', '.join(AGENCIES)})")
+        if self.severity is None:
+            object.__setattr__(self, "severity", kind.severity)
+        elif self.severity not in SEVERITIES:
+            raise ValueError(f"{self.type}: unknown severity {self.severity!r} (known: {', '.join(SEVERITIES)})")
+        try:
+            text = self.evidence_json
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.type}: evidence is not JSON-able: {exc}") from None
+        if "\\u0000" in text:  # PostgreSQL's jsonb cannot hold NUL
+            raise ValueError(f"{self.type}: evidence must not contain NUL characters")
+
+    @cached_property
+    def finding_id(self) -> str:
+        """`type` + ":" + the first 16 hex digits of sha256 over the canonical JSON of `[type, subject]`.
+
+        Canonical JSON: keys sorted, no whitespace (separators "," and ":"), non-ASCII kept as UTF-8. Subject
+        values are used as given (no normalisation), so producers must spell keys the same way every run.
+        """
+        canonical = json.dumps([self.type, self.subject], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return f"{self.type}:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]}"
+
+    @cached_property
+    def evidence_json(self) -> str:
+        """`evidence` as JSON text (keys sorted), as stored."""
+        return json.dumps(self.evidence, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+    @property
+    def title(self) -> str:
+        return TAXONOMY[self.type].title
+
+
+FINDINGS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.finding (
+  finding_id text PRIMARY KEY,
+  type text NOT NULL,
+  severity text NOT NULL CHECK (severity IN ({_SEVERITY_LIST})),
+  agency text NOT NULL,
+  subject jsonb NOT NULL,
+  evidence jsonb NOT NULL,
+  status text NOT NULL CHECK (status IN ('open', 'resolved')),
+  first_seen_run text NOT NULL,
+  first_seen_at timestamptz NOT NULL,
+  last_seen_run text NOT NULL,
+  last_seen_at timestamptz NOT NULL,
+  resolved_run text,
+  resolved_at timestamptz,
+  times_reopened integer NOT NULL DEFAULT 0,
+  CHECK ((status = 'resolved') = (resolved_run IS NOT NULL AND resolved_at IS NOT NULL))
+) WITH (fillfactor = 80);
+CREATE INDEX IF NOT EXISTS finding_status_type_idx ON {OPS_SCHEMA}.finding (status, type);
+CREATE INDEX IF NOT EXISTS finding_agency_status_idx ON {OPS_SCHEMA}.finding (agency, status);
+CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.finding_event (
+  finding_id text NOT NULL,
+  run_id text NOT NULL,
+  at timestamptz NOT NULL,
+  event text NOT NULL CHECK (event IN ('opened', 'seen', 'resolved', 'reopened')),
+  PRIMARY KEY (finding_id, run_id, event)
+);
+CREATE INDEX IF NOT EXISTS finding_event_run_idx ON {OPS_SCHEMA}.finding_event (run_id);
+CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.reconcile_run (
+  run_id text PRIMARY KEY,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz,
+  status text NOT NULL,
+  counts jsonb,
+  metrics jsonb,
+  outputs jsonb
+);
+"""
+
+
+def ensure_findings_schema(conn: connection) -> None:
+    """Create the bookkeeping schema and the findings tables if missing (safe to call concurrently).
+
+    Runs in the caller's transaction and does not commit (like `ensure_ops_schema`).
+    """
+    ensure_ops_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_ddl'))")
+        cur.execute(FINDINGS_DDL)
+
+
+def record_reconcile_run(
+    conn: connection,
+    run_id: str,
+    *,
+    started_at: datetime,
+    finished_at: datetime | None,
+    status: str,
+    counts: Mapping[str, Any] | None,
+    metrics: Mapping[str, Any] | None,
+    outputs: Mapping[str, Any] | None,
+) -> None:
+    """Record reconciliation run `run_id`; a rerun of the same run_id replaces the row.
+
+    Runs in the caller's transaction and does not commit.
+    """
+    ensure_findings_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""INSERT INTO {OPS_SCHEMA}.reconcile_run
+                  (run_id, started_at, finished_at, status, counts, metrics, outputs)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (run_id) DO UPDATE SET
+                  started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
+                  counts = EXCLUDED.counts, metrics = EXCLUDED.metrics, outputs = EXCLUDED.outputs""",
+            (run_id, started_at, finished_at, status, _json(counts), _json(metrics), _json(outputs)),
+        )
+
+
+def _json(value: Mapping[str, Any] | None) -> Json | None:
+    return None if value is None else Json(dict(value), dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+_SYNC_TABLE = "_lienthong_finding_sync"
+_COPY_BATCH = 20_000
+
+
+def sync_findings(
+    conn: connection,
+    run_id: str,
+    findings: Iterable[Finding],
+    *,
+    scope: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
+
+    `findings` is the complete set the run found for the types in `scope` (default: every type); a finding
+    of a type outside `scope` is a ValueError. Findings with the same id: the last one wins. Then:
+
+    * a finding never seen before is inserted `open` (event 'opened');
+    * one still open gets `last_seen_*`, evidence, severity and agency updated (no event);
+    * one resolved earlier is open again, its `resolved_*` cleared, `times_reopened` + 1 (event 'reopened');
+    * an open finding of a type in `scope` that the run did not find is resolved (event 'resolved').
+      Findings of other types are left untouched.
+
+    Transactions: the schema is first ensured and committed on its own (so the DDL locks are not held for
+    the whole sync), then everything else happens in one transaction that this function commits (rolled
+    back on error). Work pending on `conn` is committed with it. Concurrent syncs are serialised.
+
+    A rerun of the same `run_id` with the same set changes nothing (no row, no event, no timestamp); a rerun
+    with a different set records the differences as transitions of that run. The counts describe what the
+    run did, so a rerun reports the same counts as the first attempt:
+    `found` (distinct findings given), `new`, `reopened`, `still_open` (= found - new - reopened),
+    `resolved` (in scope, resolved by this run) and `open_total` (open findings of all types afterwards).
+    """
+    if not run_id:
+        raise ValueError("run_id must not be empty")
+    if isinstance(scope, str):
+        raise TypeError("scope must be a collection of finding type codes, not a string")
+    types = list(TAXONOMY) if scope is None else sorted({finding_type(code).code for code in scope})
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    latest: dict[str, Finding] = {}
+    in_scope = set(types)
+    for finding in findings:
+        if finding.type not in in_scope:
+            raise ValueError(f"finding {finding.finding_id} is of type {finding.type!r}, outside scope {types}")
+        latest[finding.finding_id] = finding
+
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        ensure_findings_schema(conn)
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
+            _load(cur, latest.values())
+            counts = _apply(cur, run_id, now, types)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = autocommit
+    counts["found"] = len(latest)
+    return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
+
+
+def _load(cur, findings: Iterable[Finding]) -> None:
+    """This run's findings into a temporary table (dropped at commit), with COPY in CSV batches."""
+    cur.execute(
+        f"""CREATE TEMP TABLE {_SYNC_TABLE} (
+              finding_id text NOT NULL, type text NOT NULL, severity text NOT NULL, agency text NOT NULL,
+              subject jsonb NOT NULL, evidence jsonb NOT NULL
+            ) ON COMMIT DROP"""
+    )
+    copy = f"COPY {_SYNC_TABLE} (finding_id, type, severity, agency, subject, evidence) FROM STDIN WITH (FORMAT csv)"
+    batch: list[tuple[str, ...]] = []
+    for finding in findings:
+        subject = json.dumps(finding.subject, sort_keys=True, ensure_ascii=False)
+        batch.append((finding.finding_id, finding.type, finding.severity, finding.agency, subject,
+                      finding.evidence_json))
+        if len(batch) >= _COPY_BATCH:
+            _copy(cur, copy, batch)
+            batch = []
+    if batch:
+        _copy(cur, copy, batch)
+    cur.execute(f"ALTER TABLE {_SYNC_TABLE} ADD PRIMARY KEY (finding_id)")
+    cur.execute(f"ANALYZE {_SYNC_TABLE}")  # temporary tables are never auto-analysed
+
+
+def _copy(cur, statement: str, rows: list[tuple[str, ...]]) -> None:
+    # Every field quoted: in PostgreSQL's CSV an unquoted empty field would be NULL. Quotes are doubled by the
+    # csv module; tabs, newlines and backslashes need no escaping inside a quoted CSV field.
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
+    buffer.seek(0)
+    cur.copy_expert(statement, buffer)
+
+
+def _apply(cur, run_id: str, now: datetime, types: list[str]) -> dict[str, int]:
+    f, e, t = f"{OPS_SCHEMA}.finding", f"{OPS_SCHEMA}.finding_event", _SYNC_TABLE
+    params = {"run": run_id, "now": now, "types": types}
+    # Fresh statistics (a large earlier sync may not have been auto-analysed yet: the planner would then
+    # pick nested loops over hundreds of thousands of rows) and room for the hash joins.
+    cur.execute(f"ANALYZE {f}, {e}")
+    cur.execute("SET LOCAL work_mem = '64MB'")
+    # resolved earlier, found again: reopen
+    cur.execute(
+        f"""WITH reopened AS (
+              UPDATE {f} AS f SET status = 'open', resolved_run = NULL, resolved_at = NULL,
+                times_reopened = f.times_reopened + 1, last_seen_run = %(run)s, last_seen_at = %(now)s,
+                evidence = t.evidence, severity = t.severity, agency = t.agency
+              FROM {t} AS t
+              WHERE f.finding_id = t.finding_id AND f.status = 'resolved'
+              RETURNING f.finding_id)
+            INSERT INTO {e} (finding_id, run_id, at, event)
+            SELECT finding_id, %(run)s, %(now)s, 'reopened' FROM reopened
+            ON CONFLICT DO NOTHING""",
+        params,
+    )
+    # still open: refresh what was seen (untouched when nothing differs, so a rerun changes nothing)
+    cur.execute(
+        f"""UPDATE {f} AS f SET last_seen_run = %(run)s,
+              last_seen_at = CASE WHEN f.last_seen_run = %(run)s THEN f.last_seen_at ELSE %(now)s END,
+              evidence = t.evidence, severity = t.severity, agency = t.agency
+            FROM {t} AS t
+            WHERE f.finding_id = t.finding_id AND f.status = 'open'
+              AND (f.last_seen_run <> %(run)s OR f.evidence <> t.evidence OR f.severity <> t.severity
+                   OR f.agency <> t.agency)""",
+        params,
+    )
+    # never seen: open
+    cur.execute(
+        f"""WITH opened AS (
+              INSERT INTO {f} (finding_id, type, severity, agency, subject, evidence, status,
+                               first_seen_run, first_seen_at, last_seen_run, last_seen_at)
+              SELECT finding_id, type, severity, agency, subject, evidence, 'open',
+                     %(run)s, %(now)s, %(run)s, %(now)s
+              FROM {t} AS t
+              WHERE NOT EXISTS (SELECT 1 FROM {f} AS f WHERE f.finding_id = t.finding_id)
+              ON CONFLICT (finding_id) DO NOTHING
+              RETURNING finding_id)
+            INSERT INTO {e} (finding_id, run_id, at, event)
+            SELECT finding_id, %(run)s, %(now)s, 'opened' FROM opened
+            ON CONFLICT DO NOTHING""",
+        params,
+    )
+    # open, in scope, not found by this run: resolved
+    cur.execute(
+        f"""WITH resolved AS (
+              UPDATE {f} AS f SET status = 'resolved', resolved_run = %(run)s, resolved_at = %(now)s
+              WHERE f.status = 'open' AND f.type = ANY(%(types)s)
+                AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.finding_id = f.finding_id)
+              RETURNING f.finding_id)
+            INSERT INTO {e} (finding_id, run_id, at, event)
+            SELECT finding_id, %(run)s, %(now)s, 'resolved' FROM resolved
+            ON CONFLICT DO NOTHING""",
+        params,
+    )
+    # What this run did (not this call), so a rerun reports the same counts. After the statements above, the
+    # open findings of the types in scope are exactly this run's set.
+    cur.execute(
+        f"""SELECT count(*) FILTER (WHERE status = 'open'),
+                   count(*) FILTER (WHERE status = 'open' AND type = ANY(%(types)s) AND first_seen_run = %(run)s),
+                   count(*) FILTER (WHERE status = 'resolved' AND type = ANY(%(types)s) AND resolved_run = %(run)s)
+            FROM {f}""",
+        params,
+    )
+    open_total, new, resolved = cur.fetchone()
+    cur.execute(
+        f"""SELECT count(*) FROM {e} AS e JOIN {f} AS f USING (finding_id)
+            WHERE e.run_id = %(run)s AND e.event = 'reopened' AND f.status = 'open'
+              AND f.type = ANY(%(types)s) AND f.first_seen_run <> %(run)s""",
+        params,
+    )
+    (reopened,) = cur.fetchone()
+    cur.execute(f"SELECT count(*) FROM {t}")
+    (found,) = cur.fetchone()
+    return {
+        "new": new, "reopened": reopened, "still_open": found - new - reopened, "resolved": resolved,
+        "open_total": open_total,
+    }
+
+
+_SEVERITY_RANK = f"array_position(ARRAY[{_SEVERITY_LIST}], severity)"
+_FINDING_COLUMNS = (
+    "finding_id", "type", "severity", "agency", "subject", "evidence", "status", "first_seen_run",
+    "first_seen_at", "last_seen_run", "last_seen_at", "resolved_run", "resolved_at", "times_reopened",
+)
+
+
+def _tables_exist(cur) -> bool:
+    cur.execute("SELECT to_regclass(%s), to_regclass(%s)", (f"{OPS_SCHEMA}.finding", f"{OPS_SCHEMA}.finding_event"))
+    return all(cur.fetchone())
+
+
+def open_findings(conn: connection, *, type: str | None = None, agency: str | None = None) -> list[dict[str, Any]]:
+    """The open findings (all columns of `finding`), optionally of one type and/or agency; most severe first."""
+    where, params = ["status = 'open'"], []
+    if type is not None:
+        where.append("type = %s")
+        params.append(finding_type(type).code)
+    if agency is not None:
+        if agency not in AGENCIES:
+            raise ValueError(f"unknown agency {agency!r} (known: {', '.join(AGENCIES)})")
+        where.append("agency = %s")
+        params.append(agency)
+    with conn.cursor() as cur:
+        if not _tables_exist(cur):
+            return []
+        cur.execute(
+            f"""SELECT {", ".join(_FINDING_COLUMNS)} FROM {OPS_SCHEMA}.finding WHERE {" AND ".join(where)}
+                ORDER BY {_SEVERITY_RANK}, type, finding_id""",
+            params,
+        )
+        return [dict(zip(_FINDING_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def findings_summary(conn: connection) -> list[dict[str, Any]]:
+    """How many findings there are per type, severity, agency and status; most severe first."""
+    columns = ("type", "severity", "agency", "status", "count")
+    with conn.cursor() as cur:
+        if not _tables_exist(cur):
+            return []
+        cur.execute(
+            f"""SELECT type, severity, agency, status, count(*) FROM {OPS_SCHEMA}.finding
+                GROUP BY type, severity, agency, status
+                ORDER BY {_SEVERITY_RANK}, type, agency, status"""
+        )
+        return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def run_changes(conn: connection, run_id: str) -> dict[str, list[str]]:
+    """The ids of the findings run `run_id` opened, reopened and resolved (from `finding_event`), sorted."""
+    changes: dict[str, list[str]] = {"opened": [], "reopened": [], "resolved": []}
+    with conn.cursor() as cur:
+        if not _tables_exist(cur):
+            return changes
+        cur.execute(
+            f"""SELECT event, finding_id FROM {OPS_SCHEMA}.finding_event
+                WHERE run_id = %s AND event IN ('opened', 'reopened', 'resolved') ORDER BY event, finding_id""",
+            (run_id,),
+        )
+        for event, finding_id in cur.fetchall():
+            changes[event].append(finding_id)
+    return changes
