@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ AGENCIES = ("population_registry", "business_registry", "land_registry")
 """The agencies a finding can be assigned to (the one that must fix it)."""
 
 _SEVERITY_LIST = ", ".join(f"'{s}'" for s in SEVERITIES)  # as SQL literals
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL in JSON text (not an escaped backslash + "u0000")
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class Finding:
     `agency=None, severity=None` to get the new type's defaults).
 
     `finding_id` depends on `type` and `subject` only: the same problem on the same records keeps its id
-    from run to run while its evidence changes.
+    from run to run while its evidence changes. `subject` and `evidence` are copied and the evidence JSON is
+    taken at construction: do not mutate nested evidence afterwards. (Findings compare by value but, holding
+    dicts, are not hashable: key them by `finding_id`.)
     """
 
     type: str
@@ -174,7 +178,7 @@ class Finding:
             text = self.evidence_json
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.type}: evidence is not JSON-able: {exc}") from None
-        if "\\u0000" in text:  # PostgreSQL's jsonb cannot hold NUL
+        if _JSON_NUL.search(text):  # PostgreSQL's jsonb cannot hold NUL
             raise ValueError(f"{self.type}: evidence must not contain NUL characters")
 
     @cached_property
@@ -280,6 +284,7 @@ def _json(value: Mapping[str, Any] | None) -> Json | None:
     return None if value is None else Json(dict(value), dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
+_LOAD_TABLE = "_lienthong_finding_load"
 _SYNC_TABLE = "_lienthong_finding_sync"
 _COPY_BATCH = 20_000
 
@@ -329,12 +334,17 @@ def sync_findings(
         latest[finding.finding_id] = finding
 
     autocommit = conn.autocommit
-    conn.autocommit = False
+    if autocommit:  # (psycopg2 refuses to set it at all inside a transaction, even to its current value)
+        conn.autocommit = False
     try:
         ensure_findings_schema(conn)
         conn.commit()
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
+            # Current statistics (a large earlier sync may not be auto-analysed yet, and the planner would
+            # then choose nested loops over hundreds of thousands of rows) and room for the hash joins.
+            cur.execute(f"ANALYZE {OPS_SCHEMA}.finding, {OPS_SCHEMA}.finding_event")
+            cur.execute("SET LOCAL work_mem = '64MB'")
             _load(cur, latest.values())
             counts = _apply(cur, run_id, now, types)
         conn.commit()
@@ -342,20 +352,26 @@ def sync_findings(
         conn.rollback()
         raise
     finally:
-        conn.autocommit = autocommit
+        if autocommit:
+            conn.autocommit = True
     counts["found"] = len(latest)
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
 
 
 def _load(cur, findings: Iterable[Finding]) -> None:
-    """This run's findings into a temporary table (dropped at commit), with COPY in CSV batches."""
+    """This run's findings into a temporary table (dropped at commit), each with its status before the run.
+
+    COPY (CSV, in batches) into a load table, then one join with `finding` classifies every finding as new
+    (`prev_status` NULL), still open or resolved before any row changes, so no later statement has to join
+    the table it writes to.
+    """
     cur.execute(
-        f"""CREATE TEMP TABLE {_SYNC_TABLE} (
+        f"""CREATE TEMP TABLE {_LOAD_TABLE} (
               finding_id text NOT NULL, type text NOT NULL, severity text NOT NULL, agency text NOT NULL,
               subject jsonb NOT NULL, evidence jsonb NOT NULL
             ) ON COMMIT DROP"""
     )
-    copy = f"COPY {_SYNC_TABLE} (finding_id, type, severity, agency, subject, evidence) FROM STDIN WITH (FORMAT csv)"
+    copy = f"COPY {_LOAD_TABLE} (finding_id, type, severity, agency, subject, evidence) FROM STDIN WITH (FORMAT csv)"
     batch: list[tuple[str, ...]] = []
     for finding in findings:
         subject = json.dumps(finding.subject, sort_keys=True, ensure_ascii=False)
@@ -366,8 +382,15 @@ def _load(cur, findings: Iterable[Finding]) -> None:
             batch = []
     if batch:
         _copy(cur, copy, batch)
+    cur.execute(f"ANALYZE {_LOAD_TABLE}")  # temporary tables are never auto-analysed
+    cur.execute(
+        f"""CREATE TEMP TABLE {_SYNC_TABLE} ON COMMIT DROP AS
+            SELECT l.*, f.status AS prev_status
+            FROM {_LOAD_TABLE} AS l LEFT JOIN {OPS_SCHEMA}.finding AS f USING (finding_id)"""
+    )
+    cur.execute(f"DROP TABLE {_LOAD_TABLE}")
     cur.execute(f"ALTER TABLE {_SYNC_TABLE} ADD PRIMARY KEY (finding_id)")
-    cur.execute(f"ANALYZE {_SYNC_TABLE}")  # temporary tables are never auto-analysed
+    cur.execute(f"ANALYZE {_SYNC_TABLE}")
 
 
 def _copy(cur, statement: str, rows: list[tuple[str, ...]]) -> None:
@@ -382,18 +405,14 @@ def _copy(cur, statement: str, rows: list[tuple[str, ...]]) -> None:
 def _apply(cur, run_id: str, now: datetime, types: list[str]) -> dict[str, int]:
     f, e, t = f"{OPS_SCHEMA}.finding", f"{OPS_SCHEMA}.finding_event", _SYNC_TABLE
     params = {"run": run_id, "now": now, "types": types}
-    # Fresh statistics (a large earlier sync may not have been auto-analysed yet: the planner would then
-    # pick nested loops over hundreds of thousands of rows) and room for the hash joins.
-    cur.execute(f"ANALYZE {f}, {e}")
-    cur.execute("SET LOCAL work_mem = '64MB'")
-    # resolved earlier, found again: reopen
+    # resolved before this run, found again: reopen
     cur.execute(
         f"""WITH reopened AS (
               UPDATE {f} AS f SET status = 'open', resolved_run = NULL, resolved_at = NULL,
                 times_reopened = f.times_reopened + 1, last_seen_run = %(run)s, last_seen_at = %(now)s,
                 evidence = t.evidence, severity = t.severity, agency = t.agency
               FROM {t} AS t
-              WHERE f.finding_id = t.finding_id AND f.status = 'resolved'
+              WHERE t.prev_status = 'resolved' AND f.finding_id = t.finding_id AND f.status = 'resolved'
               RETURNING f.finding_id)
             INSERT INTO {e} (finding_id, run_id, at, event)
             SELECT finding_id, %(run)s, %(now)s, 'reopened' FROM reopened
@@ -406,20 +425,20 @@ def _apply(cur, run_id: str, now: datetime, types: list[str]) -> dict[str, int]:
               last_seen_at = CASE WHEN f.last_seen_run = %(run)s THEN f.last_seen_at ELSE %(now)s END,
               evidence = t.evidence, severity = t.severity, agency = t.agency
             FROM {t} AS t
-            WHERE f.finding_id = t.finding_id AND f.status = 'open'
+            WHERE t.prev_status = 'open' AND f.finding_id = t.finding_id AND f.status = 'open'
               AND (f.last_seen_run <> %(run)s OR f.evidence <> t.evidence OR f.severity <> t.severity
                    OR f.agency <> t.agency)""",
         params,
     )
-    # never seen: open
+    # never seen: open (ON CONFLICT only as a guard: syncs are serialised by the advisory lock)
     cur.execute(
         f"""WITH opened AS (
               INSERT INTO {f} (finding_id, type, severity, agency, subject, evidence, status,
                                first_seen_run, first_seen_at, last_seen_run, last_seen_at)
               SELECT finding_id, type, severity, agency, subject, evidence, 'open',
                      %(run)s, %(now)s, %(run)s, %(now)s
-              FROM {t} AS t
-              WHERE NOT EXISTS (SELECT 1 FROM {f} AS f WHERE f.finding_id = t.finding_id)
+              FROM {t}
+              WHERE prev_status IS NULL
               ON CONFLICT (finding_id) DO NOTHING
               RETURNING finding_id)
             INSERT INTO {e} (finding_id, run_id, at, event)
