@@ -12,6 +12,13 @@ For each staged dataset (citizen; enterprise and legal_representative; parcel, l
 2. **validate_<dataset>** — the Great Expectations suite generated from the contract; results stored in the
    warehouse; the quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`.
 
+Then **reconcile** (once every dataset is validated): duplicates inside each source; legal
+representatives and land holders linked to citizens (exact ID, legacy ID, then a Splink model; bands
+accept / review / reject from `LIENTHONG_MATCH_ACCEPT` / `LIENTHONG_MATCH_REVIEW`); organisation holders
+linked to enterprises; golden records with provenance; findings synced with their lifecycle. Emits the
+`integrated_<dataset>` Assets (person_master, enterprise_master, parcel_master,
+enterprise_representative_link, parcel_holder_link) with row counts and content hashes.
+
 Scheduled on any of the Assets `raw_population_citizens`, `raw_business_enterprises`, `raw_land`.
 """
 
@@ -20,10 +27,12 @@ from __future__ import annotations
 from airflow.sdk import dag, task, task_group
 
 from lienthong.assets import (
+    INTEGRATED_DATASETS,
     RAW_BUSINESS_ENTERPRISES,
     RAW_LAND,
     RAW_POPULATION_CITIZENS,
     STAGED_DATASETS,
+    integrated,
     staged,
 )
 from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
@@ -42,6 +51,7 @@ DAG_ID = "integrate"
     default_args=PIPELINE_DEFAULT_ARGS,
 )
 def integrate():
+    validated = []
     for name in STAGED_DATASETS:
 
         @task_group(group_id=name)
@@ -73,7 +83,20 @@ def integrate():
 
             validate_one(stage_one())
 
-        stage_and_validate()
+        validated.append(stage_and_validate())
+
+    @task(outlets=[integrated(d) for d in INTEGRATED_DATASETS])
+    def reconcile(*, run_id=None, outlet_events=None) -> dict:
+        from lienthong.pipeline import reconcile as do_reconcile
+
+        summary = do_reconcile(run_id)
+        for dataset, out in summary["outputs"].items():
+            outlet_events[integrated(dataset)].extra = {"rows": out["rows"], "content_hash": out["content_hash"],
+                                                         "run_id": run_id}
+        return {"findings": summary["findings"], "links": summary["links"], "seconds": summary["seconds"],
+                "rows": {d: o["rows"] for d, o in summary["outputs"].items()}}
+
+    validated >> reconcile()
 
 
 integrate()

@@ -21,6 +21,15 @@ def staged(dataset: str) -> Asset:
 STAGED_CITIZEN = staged("citizen")
 
 
+INTEGRATED_DATASETS = ("person_master", "enterprise_master", "parcel_master", "enterprise_representative_link",
+                       "parcel_holder_link")
+
+
+def integrated(dataset: str) -> Asset:
+    """The Asset of an integrated (reconciled) dataset: golden records and cross-agency links."""
+    return Asset(name=f"integrated_{dataset}", uri=f"lienthong://integrated/{dataset}")
+
+
 def published(dataset: str) -> Asset:
     """The Asset of a published dataset (agencies' DAGs can schedule on it)."""
     return Asset(name=f"published_{dataset}", uri=f"lienthong://published/{dataset}")

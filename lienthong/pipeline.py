@@ -123,6 +123,13 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
     return out
 
 
+def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Link the staged sources across agencies; write golden records and links; sync the findings."""
+    from lienthong.reconcile.run import reconcile as do_reconcile
+
+    return do_reconcile(run_id, settings or load_settings())
+
+
 def latest_integration(dataset: str, url: str) -> dict[str, Any]:
     """The newest staged run of a dataset with its quality verdict (what publication works from)."""
     with connect(url) as conn:

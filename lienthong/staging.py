@@ -379,8 +379,8 @@ def stage_json_source(
     ).hexdigest()
     con.close()
 
-    staged_path = _write_atomic(staged, Path(staged_dir) / contract.name / f"run={safe_run_id(run_id)}" / f"{contract.name}.parquet")
-    q_path = _write_atomic(quarantined, Path(quarantine_dir) / contract.name / f"run={safe_run_id(run_id)}" / "quarantine.parquet")
+    staged_path = write_atomic(staged, Path(staged_dir) / contract.name / f"run={safe_run_id(run_id)}" / f"{contract.name}.parquet")
+    q_path = write_atomic(quarantined, Path(quarantine_dir) / contract.name / f"run={safe_run_id(run_id)}" / "quarantine.parquet")
     result = StageResult(
         dataset=contract.name,
         run_id=run_id,
@@ -431,7 +431,8 @@ def _needs(contract: Contract, name: str) -> bool:
     return f is not None and (bool(f.custom.get("standardize")) or name in helpers or name.endswith("_catalogue_version"))
 
 
-def _write_atomic(table: pa.Table, path: Path) -> Path:
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    """Write a Parquet file under a temporary name and rename it into place (readers never see half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
@@ -490,8 +491,8 @@ def quarantine_failed_rows(
         })
     quarantine = pa.concat_tables([pq.read_table(quarantine_path).cast(QUARANTINE_SCHEMA),
                                    pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)])
-    _write_atomic(staged.filter(keep), Path(staged_path))
-    _write_atomic(quarantine, Path(quarantine_path))
+    write_atomic(staged.filter(keep), Path(staged_path))
+    write_atomic(quarantine, Path(quarantine_path))
     counts: dict[str, int] = {}
     for pos in positions:
         for r in rules_of[pos]:

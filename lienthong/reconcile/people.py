@@ -163,7 +163,7 @@ def _settings(link_type: str = "link_only") -> Any:
         level('("commune_l" IS NULL AND "communes_l" IS NULL) OR ("commune_r" IS NULL AND "communes_r" IS NULL)',
               "null", null=True),
         level('"commune_l" = "commune_r" OR list_contains("communes_r", "commune_l") '
-              'OR list_contains("communes_l", "commune_r")', "same commune"),
+              'OR list_contains("communes_l", "commune_r") OR list_has_any("communes_l", "communes_r")', "same commune"),
         level("ELSE", "different"),
     ])
     street = custom("street", [
@@ -200,7 +200,7 @@ def _settings(link_type: str = "link_only") -> Any:
 class LinkResult:
     """The links of one left table to one right table, plus what it took."""
 
-    links: pa.Table  # left_id, right_id, method, score, band, runner_up_score
+    links: pa.Table  # LINK_SCHEMA: left_id, right_id, method, score, band, runner_up_id, runner_up_score
     seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
@@ -337,8 +337,8 @@ def _probabilistic_links(
                      db.register("r_train", dataset_display_name="right")], _settings(), log_level=logging.WARNING)
     tf = db.register("tf_name", table_name="tf_name_registered")
     linker.table_management.register_term_frequency_lookup(tf, "name_fold")
-    # Prior: the left records expected to have a partner in the registry (the exact links, plus as many
-    # again among the rest as the exact passes found among all), spread over every possible pair.
+    # Prior: the share of left records with a partner in the registry (estimated by the share the exact
+    # passes linked; a lower bound), spread over the registry.
     expected = n_id_matches / max(1, n_left)
     linker._settings_obj._probability_two_random_records_match = max(min(1.0, expected / max(1, n_right)), 1e-12)
     t0 = time.monotonic()
@@ -356,7 +356,7 @@ def _probabilistic_links(
     scorer = Linker([rest, registry], model, log_level=logging.WARNING)
     scorer.table_management.register_term_frequency_lookup(tf, "name_fold")
     t3 = time.monotonic()
-    pred = scorer.inference.predict_between(rest, registry, threshold_match_probability=0.01)
+    pred = scorer.inference.predict_between(rest, registry, threshold_match_probability=0.01, warning_mode="never")
     pred_name = pred.physical_name
     log.info("scored %s candidate pairs in %.1f s", con.execute(f"SELECT count(*) FROM {pred_name}").fetchone()[0],
              time.monotonic() - t3)

@@ -1,0 +1,96 @@
+"""Link accuracy against the sandbox ground truth: precision, recall and F1 per link type.
+
+Owns how an integrated link is judged. A link is a true positive when the record it links to is a record
+of the same true entity (`truth/links.parquet`); recall counts only what could be linked: source records
+whose true person (or enterprise) has a record in the staged registry it is linked against (a citizen
+quarantined for an unusable birth date cannot be found, and is reported separately, not hidden).
+
+Link types: representative -> citizen, land holder (person) -> citizen, land holder (organisation) ->
+enterprise. Only accepted links count as positive; `review` is reported beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+
+def _truth_maps(truth_dir: Path) -> dict[str, dict[str, int]]:
+    links = pq.read_table(Path(truth_dir) / "links.parquet",
+                          columns=["dataset", "record_key", "person_id", "enterprise_id"]).to_pylist()
+    out: dict[str, dict[str, int]] = {}
+    for r in links:
+        ds = r["dataset"]
+        if ds in ("citizen", "representative") or (ds == "land_holder" and r["person_id"] is not None):
+            key = "land_holder_person" if ds == "land_holder" else ds
+            out.setdefault(key, {})[r["record_key"]] = r["person_id"]
+        if ds == "enterprise" or (ds == "land_holder" and r["enterprise_id"] is not None):
+            key = "land_holder_organisation" if ds == "land_holder" else ds
+            out.setdefault(key, {})[r["record_key"]] = r["enterprise_id"]
+    return out
+
+
+def _score(pairs: list[tuple[Any, Any, str]], linkable: int) -> dict[str, Any]:
+    """pairs: (true entity, predicted entity or None, band) per source record."""
+    accepted = [(t, p) for t, p, b in pairs if b == "accept" and p is not None]
+    tp = sum(1 for t, p in accepted if t == p)
+    review = sum(1 for _, _, b in pairs if b == "review")
+    precision = tp / len(accepted) if accepted else 1.0
+    recall = tp / linkable if linkable else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"records": len(pairs), "linkable": linkable, "accepted": len(accepted), "true_positives": tp,
+            "false_positives": len(accepted) - tp, "review": review,
+            "precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6)}
+
+
+def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged_enterprises: pa.Table,
+                  truth_dir: str | Path) -> dict[str, Any]:
+    """Precision / recall / F1 of the three link types in the integrated tables."""
+    truth = _truth_maps(Path(truth_dir))
+    citizen_person = truth["citizen"]
+    in_registry = {citizen_person[k] for k in staged_citizens["citizen_id"].to_pylist() if k in citizen_person}
+    ent_truth = truth["enterprise"]
+    in_business = {ent_truth[k] for k in staged_enterprises["enterprise_code"].to_pylist() if k in ent_truth}
+
+    reps = tables["enterprise_representative_link"].select(["enterprise_code", "position", "citizen_id", "band"])
+    rep_pairs = []
+    for r in reps.to_pylist():
+        t = truth["representative"].get(f"{r['enterprise_code']}#{r['position']}")
+        if t is None:
+            continue
+        rep_pairs.append((t, citizen_person.get(r["citizen_id"]) if r["citizen_id"] else None, r["band"]))
+
+    holders = tables["parcel_holder_link"]
+    holders = holders.select(["province_code", "holder_id", "holder_type", "person_key", "enterprise_code", "band"])
+    seen: set[str] = set()
+    person_pairs, org_pairs = [], []
+    for r in holders.to_pylist():
+        key = f"{r['province_code']}:{r['holder_id']}"
+        if key in seen:
+            continue
+        seen.add(key)
+        if r["holder_type"] == "CA_NHAN":
+            t = truth.get("land_holder_person", {}).get(key)
+            if t is not None:
+                person_pairs.append((t, citizen_person.get(r["person_key"]) if r["person_key"] else None, r["band"]))
+        else:
+            t = truth.get("land_holder_organisation", {}).get(key)
+            if t is not None:
+                org_pairs.append((t, ent_truth.get(r["enterprise_code"]) if r["enterprise_code"] else None, r["band"]))
+
+    result = {
+        "representative_citizen": _score(rep_pairs, sum(1 for t, _, _ in rep_pairs if t in in_registry)),
+        "holder_citizen": _score(person_pairs, sum(1 for t, _, _ in person_pairs if t in in_registry)),
+        "holder_enterprise": _score(org_pairs, sum(1 for t, _, _ in org_pairs if t in in_business)),
+    }
+    all_accepted = sum(v["accepted"] for v in result.values())
+    all_tp = sum(v["true_positives"] for v in result.values())
+    result["all_auto_accepted_precision"] = round(all_tp / all_accepted, 6) if all_accepted else 1.0
+    result["registry_citizens_missing_from_staged"] = int(
+        pc.sum(pc.invert(pc.is_in(pa.array(list(set(citizen_person.values())), pa.int64()),
+                                  pa.array(list(in_registry), pa.int64())))).as_py() or 0)
+    return result
