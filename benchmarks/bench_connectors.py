@@ -128,14 +128,14 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
 
 
 # ---- parent ---------------------------------------------------------------------------------------------
-def measure(citizens: int, modes: list[str]) -> dict:
+def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1) -> dict:
     from lienthong.db import stop_embedded, warehouse_url
     from lienthong.settings import load_settings
     from sandbox.generator import GeneratorConfig, generate
     from sandbox.runner import run_sandbox
 
     data = WORK / f"data-{citizens}"
-    cfg = GeneratorConfig(citizens=citizens, enterprise_ratio=0.1, parcel_ratio=1.0)
+    cfg = GeneratorConfig(citizens=citizens, enterprise_ratio=enterprise_ratio, parcel_ratio=1.0)
     print(f"generating {citizens} citizens ...", flush=True)
     gen = generate(cfg, data)
     bench_dir = WORK / f"run-{citizens}"
@@ -184,18 +184,21 @@ def main() -> int:
     ap.add_argument("--child")
     ap.add_argument("--endpoints", type=Path)
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--enterprise-ratio", type=float, default=0.1,
+                    help="enterprises per citizen (0.075 gives the province scale of 150k per 2M)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.endpoints, args.data_dir)))
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.citizens]
-    runs = [measure(n, args.modes.split(",")) for n in sizes]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"runs": runs, "machine": {"cpus": os.cpu_count()}}, indent=2))
+    runs = [measure(n, args.modes.split(","), args.enterprise_ratio) for n in sizes]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"runs": runs, "machine": {"cpus": os.cpu_count()}}, indent=2))
     for run in runs:
         print(f"{run['citizens']} citizens: connector / bare loop = {run['ratio_connector_to_bare']}")
-    print(f"results: {RESULTS}")
+    print(f"results: {args.results}")
     return 0
 
 
