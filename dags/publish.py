@@ -1,19 +1,22 @@
 """
 ### publish
 
-Publishes shared datasets from the latest integration, when its quality gate passed and its content
-changed: an immutable Parquet version with a manifest, and a PostgreSQL version table behind the stable
-view `published.<dataset>`, switched in one transaction. A failed gate or load leaves the previous version
-served.
+Publishes the shared datasets from the latest reconciliation, when the quality gates of the staged datasets
+they come from passed and their content changed: an immutable Parquet version with a manifest, and a
+PostgreSQL version table behind the stable view `published.<dataset>`, switched in one transaction. A
+failed gate or load leaves the previous version served.
 
-Scheduled on the Asset `staged_citizen`; produces `published_citizen_profile` (event extra: version).
+One task per dataset: `citizen_profile`, `enterprise_profile`, `parcel_register` (from the integrated zone,
+nested lists as list<struct> / jsonb), `reconciliation_findings` and `quality_summary` (from the stores).
+Scheduled on the integrated Assets (all five, from one reconciliation); each task emits
+`published_<dataset>` with the version in the event extra.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from lienthong.assets import PUBLISHED_CITIZEN_PROFILE, STAGED_CITIZEN
+from lienthong.assets import INTEGRATED_DATASETS, PUBLISHED_DATASETS, integrated, published
 from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
 
 DAG_ID = "publish"
@@ -21,7 +24,7 @@ DAG_ID = "publish"
 
 @dag(
     dag_id=DAG_ID,
-    schedule=[STAGED_CITIZEN],
+    schedule=[integrated(d) for d in INTEGRATED_DATASETS],
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -30,20 +33,22 @@ DAG_ID = "publish"
     default_args=PIPELINE_DEFAULT_ARGS,
 )
 def publish():
-    @task(outlets=[PUBLISHED_CITIZEN_PROFILE])
-    def publish_citizen_profile(*, run_id=None, outlet_events=None) -> dict:
-        from lienthong.pipeline import publish as run
+    for name in PUBLISHED_DATASETS:
 
-        result = run("citizen_profile", run_id)
-        outlet_events[PUBLISHED_CITIZEN_PROFILE].extra = {
-            "version": result["version"],
-            "status": result["status"],
-            "rows": result["rows"],
-            "content_hash": result["content_hash"],
-        }
-        return result
+        @task(task_id=f"publish_{name}", outlets=[published(name)])
+        def publish_one(dataset: str = name, *, run_id=None, outlet_events=None) -> dict:
+            from lienthong.pipeline import publish as run
 
-    publish_citizen_profile()
+            result = run(dataset, run_id)
+            outlet_events[published(dataset)].extra = {
+                "version": result["version"],
+                "status": result["status"],
+                "rows": result["rows"],
+                "content_hash": result["content_hash"],
+            }
+            return result
+
+        publish_one()
 
 
 publish()

@@ -35,4 +35,6 @@ def published(dataset: str) -> Asset:
     return Asset(name=f"published_{dataset}", uri=f"lienthong://published/{dataset}")
 
 
+PUBLISHED_DATASETS = ("citizen_profile", "enterprise_profile", "parcel_register", "reconciliation_findings",
+                      "quality_summary")
 PUBLISHED_CITIZEN_PROFILE = published("citizen_profile")

@@ -126,6 +126,15 @@ def collect_summary(settings: Settings, url: str) -> dict[str, Any]:
             )
             out["quality"] = [dict(zip(["dataset", "gate_passed", "failed_critical", "failed_warning"], r, strict=True))
                               for r in cur.fetchall()]
+        from lienthong.findings import ensure_findings_schema, findings_summary
+
+        ensure_findings_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute("""SELECT run_id, counts, metrics->'links' FROM lienthong_ops.reconcile_run
+                           WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1""")
+            row = cur.fetchone()
+            out["reconcile"] = dict(zip(["run_id", "counts", "links"], row, strict=True)) if row else None
+        out["findings"] = findings_summary(conn)
     for st in out["staging"]:
         details = st.pop("raw_runs") or {}
         st["quarantine_by_rule"] = details.get("quarantine_by_rule", {})
@@ -158,11 +167,26 @@ def print_summary(s: dict[str, Any], settings: Settings) -> None:
     print("Quality gate:")
     for q in s["quality"]:
         print(f"  {q['dataset']:<22} {'passed' if q['gate_passed'] else 'FAILED'}  critical failures {q['failed_critical']}, warnings {q['failed_warning']}")
+    if s.get("reconcile"):
+        rec = s["reconcile"]
+        print(f"Reconciliation (run {rec['run_id']}):")
+        for name, counts in (rec["links"] or {}).items():
+            if name == "model_seconds":
+                continue
+            nonzero = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k not in ("left", "right"))
+            print(f"  {name:<24} {nonzero}")
+        rows = {k: v for k, v in rec["counts"].items() if k != "findings"}
+        print("  integrated rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
+        open_by_type: dict[str, int] = {}
+        for f in s["findings"]:
+            if f["status"] == "open":
+                open_by_type[f["type"]] = open_by_type.get(f["type"], 0) + f["count"]
+        print("  open findings: " + ", ".join(f"{k} {v}" for k, v in sorted(open_by_type.items(), key=lambda kv: -kv[1])))
     print("Published versions:")
     for p in s["publications"]:
         print(f"  {p['dataset']:<22} v{p['version']:06d} {p['status']:<9} rows {p['rows']:>8}  table published.{p['table']}")
     print("Where things are:")
-    for name in ("raw_dir", "staged_dir", "quarantine_dir", "published_dir", "reports_dir"):
+    for name in ("raw_dir", "staged_dir", "quarantine_dir", "integrated_dir", "published_dir", "reports_dir"):
         print(f"  {name:<15} {getattr(settings, name)}")
     print(f"  data docs       {settings.reports_dir / 'data_docs' / 'index.html'}")
     print(f"  airflow logs    {settings.data_dir / 'logs'}")

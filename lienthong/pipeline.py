@@ -17,8 +17,17 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# Published dataset -> the staged datasets whose quality gate it depends on.
-PUBLICATIONS: dict[str, list[str]] = {"citizen_profile": ["citizen"]}
+# Published dataset -> the staged datasets whose quality gate it depends on (the store-backed datasets
+# publish whatever the stores hold: they are the record of quality and reconciliation themselves).
+PUBLICATIONS: dict[str, list[str]] = {
+    "citizen_profile": ["citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate"],
+    "enterprise_profile": ["enterprise", "legal_representative", "land_holder", "parcel", "certificate"],
+    "parcel_register": ["parcel", "land_holder", "certificate"],
+    "reconciliation_findings": [],
+    "quality_summary": [],
+}
+# Which rows builder of lienthong.profiles makes each dataset, and from what.
+_FROM_INTEGRATED = ("citizen_profile", "enterprise_profile", "parcel_register")
 
 
 def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -162,29 +171,58 @@ def latest_integration(dataset: str, url: str) -> dict[str, Any]:
     return info
 
 
+def latest_reconciliation(url: str) -> dict[str, Any]:
+    """The newest successful reconciliation run: its id and the integrated files it wrote."""
+    from lienthong.findings import ensure_findings_schema
+
+    with connect(url) as conn:
+        ensure_findings_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute("""SELECT run_id, outputs, metrics FROM lienthong_ops.reconcile_run
+                           WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1""")
+            row = cur.fetchone()
+    if row is None:
+        raise LookupError("no reconciliation yet: the integrate DAG reconciles once every source is staged")
+    return {"run_id": row[0], "outputs": row[1], "inputs": (row[2] or {}).get("inputs", {})}
+
+
 def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Publish a dataset from the latest integration, if its quality gate passed and its content changed."""
+    """Publish a dataset from the latest reconciliation (or store), if its quality gate passed and its
+    content changed."""
+    from lienthong import profiles
     from lienthong.contracts import contract
     from lienthong.publish import publish as do_publish
 
     s = settings or load_settings()
     url = warehouse_url(s)
+    c = contract(dataset)
     sources = {name: latest_integration(name, url) for name in PUBLICATIONS[dataset]}
     gate = all(info["gate_passed"] for info in sources.values())
-    failed = [r for info in sources.values() for r in (["quality not run"] if info["gate_passed"] is None else [])]
+    failed = [f"{name}: quality not run" for name, info in sources.items() if info["gate_passed"] is None]
     failed += [f"{name}: {info['failed_critical']} critical rule(s) failed" for name, info in sources.items() if info["failed_critical"]]
+    lineage: dict[str, Any] = {
+        name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"], "ingest_runs": info["ingest_runs"]}
+        for name, info in sources.items()
+    }
+    if dataset in _FROM_INTEGRATED:
+        rec = latest_reconciliation(url)
+        paths = {name: out["path"] for name, out in rec["outputs"].items()}
+        paths.update({name: sources[name]["staged_path"] for name in ("citizen", "legal_representative", "land_holder")
+                      if name in sources})
+        rows = getattr(profiles, dataset)(c, paths)
+        lineage["reconcile"] = {"run_id": rec["run_id"], "outputs": rec["outputs"]}
+    else:
+        rows = getattr(profiles, dataset)(c, url)
     result = do_publish(
-        contract(dataset),
-        {name: info["staged_path"] for name, info in sources.items()},
+        c,
+        {},
         run_id=run_id,
         gate_passed=bool(gate),
         published_dir=s.published_dir,
-        lineage={
-            name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"], "ingest_runs": info["ingest_runs"]}
-            for name, info in sources.items()
-        },
+        lineage=lineage,
         quality={"gate_passed": bool(gate), "failed_critical": failed},
         retention=s.published_retention,
         url=url,
+        rows=rows,
     )
     return result.as_dict()

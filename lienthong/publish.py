@@ -151,13 +151,31 @@ def current_version(published_dir: Path, dataset: str) -> str | None:
     return p.read_text().strip() if p.exists() else None
 
 
+def _nested_as_json(batch: pa.RecordBatch) -> pa.Table:
+    """Nested columns (list / struct) as JSON text for a jsonb column; the rest unchanged. Vectorised in
+    DuckDB (`to_json`), since Arrow's CSV writer cannot write nested types."""
+    table = pa.Table.from_batches([batch])
+    nested = [f.name for f in batch.schema if pa.types.is_nested(f.type)]
+    if not nested:
+        return table
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("b", table)
+    replace = ", ".join(f'CAST(to_json("{n}") AS VARCHAR) AS "{n}"' for n in nested)
+    out = con.execute(f"SELECT * REPLACE ({replace}) FROM b").fetch_arrow_table()
+    con.close()
+    return out
+
+
 def _copy_arrow(cur, table: pa.Table, full_table: str) -> None:
     """COPY an Arrow table into PostgreSQL as CSV, one batch at a time (bounded memory, no per-row loop)."""
     cols = ", ".join(f'"{n}"' for n in table.column_names)
     opts = pacsv.WriteOptions(include_header=False)
     for batch in table.to_batches(max_chunksize=COPY_BATCH_ROWS):
         buf = io.BytesIO()
-        pacsv.write_csv(pa.Table.from_batches([batch]), buf, opts)
+        pacsv.write_csv(_nested_as_json(batch), buf, opts)
         buf.seek(0)
         cur.copy_expert(f"COPY {full_table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
 
@@ -200,7 +218,9 @@ def publish(
     quality: dict[str, Any],
     retention: int = 5,
     url: str | None = None,
+    rows: pa.Table | None = None,
 ) -> PublishResult:
+    """Publish `rows` (already in the contract's shape), or the projection of `staged_paths` when None."""
     t0 = time.monotonic()
     name = published.name
     if not gate_passed:
@@ -209,7 +229,7 @@ def publish(
             "the previously published version stays in place"
         )
     cleanup_orphans(name, published_dir, url)
-    table = project(published, staged_paths)
+    table = rows if rows is not None else project(published, staged_paths)
     digest = content_hash(table, published)
     last = last_publication(name, url)
     if last and last["content_hash"] == digest:

@@ -302,3 +302,60 @@ def test_every_planted_finding_is_found_then_resolved_when_fixed(planted):
         changes = run_changes(conn, "fixed")
     assert set(changes["resolved"]) == caused, set(changes["resolved"]) ^ caused
     assert c3["new"] == 0 and c3["reopened"] == 0
+
+
+# --- publication of the integrated picture ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def published_all(province):
+    from lienthong import pipeline
+    from lienthong.assets import PUBLISHED_DATASETS
+
+    for name in ("citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate"):
+        pipeline.validate(name, "r1", province["stages"][name])
+    return {name: pipeline.publish(name, "p1") for name in PUBLISHED_DATASETS}
+
+
+def test_every_shared_dataset_is_published_with_nested_lists(province, published_all):
+    from lienthong.db import connect, warehouse_url
+
+    assert {r["status"] for r in published_all.values()} == {"published"}
+    tables = _tables(province["summary"])
+    reps = tables["enterprise_representative_link"].filter(pc.equal(tables["enterprise_representative_link"]["band"], "accept"))
+    rep = reps.to_pylist()[0]
+    with connect(warehouse_url()) as conn, conn.cursor() as cur:
+        # the citizen's profile lists the enterprise they represent (jsonb in PostgreSQL)
+        cur.execute("""SELECT e->>'enterprise_code' FROM published.citizen_profile p,
+                       jsonb_array_elements(p.enterprises) e WHERE p.citizen_id = %s""", (rep["citizen_id"],))
+        assert rep["master_enterprise_code"] in {r[0] for r in cur.fetchall()}
+        cur.execute("""SELECT count(*) FROM published.enterprise_profile p, jsonb_array_elements(p.representatives) r
+                       WHERE p.enterprise_code = %s AND r->>'citizen_id' = %s""",
+                    (rep["master_enterprise_code"], rep["citizen_id"]))
+        assert cur.fetchone()[0] == 1
+        for name, result in published_all.items():
+            cur.execute(f"SELECT count(*) FROM published.{name}")
+            assert cur.fetchone()[0] == result["rows"] > 0, name
+    again = __import__("lienthong.pipeline", fromlist=["publish"]).publish("parcel_register", "p2")
+    assert again["status"] == "unchanged"
+
+
+def test_manifest_checksums_verify_and_a_consumer_follows_the_pointer(province, published_all):
+    import hashlib
+    import json
+
+    import duckdb
+
+    from lienthong.settings import load_settings
+
+    root = load_settings().published_dir / "citizen_profile"
+    version = (root / "CURRENT").read_text().strip()
+    manifest = json.loads((root / version / "_manifest.json").read_text())
+    assert manifest["row_count"] == published_all["citizen_profile"]["rows"]
+    for f in manifest["files"]:
+        assert hashlib.sha256((root / version / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    assert "reconcile" in manifest["lineage"] and manifest["lineage"]["citizen"]["ingest_runs"]
+    rows = duckdb.sql(f"SELECT count(*), count(enterprises) FROM read_parquet('{root / version}/*.parquet')").fetchone()
+    assert rows[0] == manifest["row_count"] and rows[1] > 0
+    schema = pq.read_schema(next((root / version).glob("*.parquet")))
+    assert pa.types.is_list(schema.field("parcels").type) and pa.types.is_struct(schema.field("parcels").type.value_type)

@@ -1,0 +1,160 @@
+"""Build the rows of the published datasets from the integrated zone (and the findings / quality stores).
+
+Owns one builder per published dataset; each returns an Arrow table in its contract's schema (nested
+lists as list<struct>), ordered by the primary key:
+
+- `citizen_profile`: every staged citizen record with the enterprises the person represents and the
+  parcels they hold through a valid certificate (links in the `accept` band only);
+- `enterprise_profile`: the enterprise golden record with its representatives and land;
+- `parcel_register`: the parcel golden record with its holders and certificates;
+- `reconciliation_findings`: the findings store as it stands (every status);
+- `quality_summary`: every stored quality result.
+
+All joins are DuckDB SQL over Parquet files; the two store-backed datasets are read from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from lienthong.contracts import Contract
+
+
+def _con(paths: dict[str, str]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, path in paths.items():
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({json.dumps(str(path))})")
+    return con
+
+
+def _finish(con: duckdb.DuckDBPyConnection, sql: str, contract: Contract) -> pa.Table:
+    table = con.execute(sql).fetch_arrow_table()
+    con.close()
+    schema = contract.arrow_schema()
+    return table.select(schema.names).cast(schema)
+
+
+def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels")]
+    cols = ", ".join(f'c."{n}"' for n in flat)
+    con = _con(paths)
+    return _finish(con, f"""
+        WITH person_of AS (
+          SELECT unnest(citizen_ids) AS citizen_id, person_key FROM person_master WHERE in_population_registry
+        ), ents AS (
+          SELECT l.person_key, list({{'enterprise_code': e.enterprise_code, 'enterprise_name': e.name,
+                                     'enterprise_status': e.status, 'title': l.title}}
+                                    ORDER BY e.enterprise_code) AS enterprises
+          FROM enterprise_representative_link l JOIN enterprise_master e ON e.enterprise_code = l.master_enterprise_code
+          WHERE l.band = 'accept' AND l.person_key IS NOT NULL GROUP BY l.person_key
+        ), lands AS (
+          SELECT h.person_key, list({{'province_code': p.province_code, 'commune_code_2025': p.commune_code_2025,
+                                     'map_sheet': p.map_sheet, 'parcel_number': p.parcel_number, 'area_m2': p.area_m2,
+                                     'land_use': p.land_use, 'certificate_serial': h.serial,
+                                     'share_percent': h.share_percent}}
+                                    ORDER BY p.province_code, p.parcel_id, h.serial) AS parcels
+          FROM parcel_holder_link h
+          JOIN parcel_master p ON p.province_code = h.province_code AND p.parcel_id = h.parcel_id
+          WHERE h.band = 'accept' AND h.person_key IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
+          GROUP BY h.person_key
+        )
+        SELECT {cols}, ents.enterprises, lands.parcels
+        FROM citizen c LEFT JOIN person_of USING (citizen_id)
+        LEFT JOIN ents ON ents.person_key = person_of.person_key
+        LEFT JOIN lands ON lands.person_key = person_of.person_key
+        ORDER BY c.citizen_id
+    """, contract)
+
+
+def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    con = _con(paths)
+    return _finish(con, """
+        WITH reps AS (
+          SELECT l.master_enterprise_code AS enterprise_code,
+                 list({'position': l.position, 'full_name': coalesce(pm.full_name, r.full_name),
+                       'citizen_id': CASE WHEN l.band = 'accept' THEN l.citizen_id END, 'title': l.title,
+                       'link_method': l.method, 'link_band': l.band} ORDER BY l.enterprise_code, l.position) AS representatives
+          FROM enterprise_representative_link l
+          LEFT JOIN person_master pm ON pm.person_key = l.person_key
+          LEFT JOIN legal_representative r ON r.enterprise_code = l.enterprise_code AND r.position = l.position
+          GROUP BY 1
+        ), lands AS (
+          SELECT h.enterprise_code,
+                 list({'province_code': p.province_code, 'parcel_id': p.parcel_id,
+                       'commune_code_2025': p.commune_code_2025, 'map_sheet': p.map_sheet,
+                       'parcel_number': p.parcel_number, 'certificate_serial': h.serial,
+                       'share_percent': h.share_percent} ORDER BY p.province_code, p.parcel_id) AS land
+          FROM parcel_holder_link h
+          JOIN parcel_master p ON p.province_code = h.province_code AND p.parcel_id = h.parcel_id
+          WHERE h.band = 'accept' AND h.enterprise_code IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
+          GROUP BY 1
+        )
+        SELECT e.* EXCLUDE (representatives, land_holder_records), reps.representatives, lands.land
+        FROM enterprise_master e LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
+        ORDER BY e.enterprise_code
+    """, contract)
+
+
+def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    con = _con(paths)
+    return _finish(con, """
+        WITH holders AS (
+          SELECT h.province_code, h.parcel_id,
+                 list({'holder_type': h.holder_type, 'person_key': h.person_key,
+                       'full_name': CASE WHEN h.holder_type = 'CA_NHAN' THEN coalesce(pm.full_name, lh.name) END,
+                       'enterprise_code': h.enterprise_code,
+                       'enterprise_name': CASE WHEN h.holder_type <> 'CA_NHAN' THEN coalesce(em.name, lh.name) END,
+                       'share_percent': h.share_percent, 'certificate_serial': h.serial,
+                       'certificate_status': h.certificate_status, 'link_method': h.method, 'link_band': h.band}
+                      ORDER BY h.certificate_id) AS holders
+          FROM parcel_holder_link h
+          LEFT JOIN person_master pm ON pm.person_key = h.person_key
+          LEFT JOIN enterprise_master em ON em.enterprise_code = h.enterprise_code
+          LEFT JOIN land_holder lh ON lh.province_code = h.province_code AND lh.holder_id = h.holder_id
+          GROUP BY 1, 2
+        )
+        SELECT p.*, holders.holders
+        FROM parcel_master p LEFT JOIN holders USING (province_code, parcel_id)
+        ORDER BY p.province_code, p.commune_code_original, p.map_sheet, p.parcel_number, p.parcel_id
+    """, contract)
+
+
+def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
+    from lienthong.db import connect
+
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        names = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    columns: dict[str, list[Any]] = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    schema = contract.arrow_schema()
+    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
+
+
+def reconciliation_findings(contract: Contract, url: str) -> pa.Table:
+    from lienthong.db import connect
+    from lienthong.findings import TAXONOMY, ensure_findings_schema
+
+    with connect(url) as conn:
+        ensure_findings_schema(conn)
+    table = _from_postgres(url, """
+        SELECT finding_id, type, '' AS title, severity, agency, status, subject::text AS subject,
+               evidence::text AS evidence, first_seen_at, last_seen_at, resolved_at, times_reopened
+        FROM lienthong_ops.finding ORDER BY finding_id
+    """, contract)
+    titles = pa.array([TAXONOMY[t].title for t in table["type"].to_pylist()], pa.string())
+    return table.set_column(table.schema.get_field_index("title"), table.schema.field("title"), titles)
+
+
+def quality_summary(contract: Contract, url: str) -> pa.Table:
+    return _from_postgres(url, """
+        SELECT r.run_id, r.dataset, r.rule, r.expectation, r.column_name, r.severity, r.success, r.element_count,
+               r.unexpected_count, r.unexpected_percent, r.tolerance, q.created_at AS evaluated_at
+        FROM lienthong_ops.quality_result r JOIN lienthong_ops.quality_run q USING (run_id, dataset)
+        ORDER BY r.run_id, r.dataset, r.rule
+    """, contract)
