@@ -9,7 +9,9 @@ failed gate or load leaves the previous version served.
 One task per dataset: `citizen_profile`, `enterprise_profile`, `parcel_register` (from the integrated zone,
 nested lists as list<struct> / jsonb), `reconciliation_findings` and `quality_summary` (from the stores).
 Scheduled on the integrated Assets (all five, from one reconciliation); each task emits
-`published_<dataset>` with the version in the event extra.
+`published_<dataset>` with the version in the event extra. Then **grant_agency_access** rebuilds each
+consuming agency's login role, schema and views from `schemas/agencies.yaml` (columns visible, masked,
+pseudonymized with the key `LIENTHONG_PSEUDONYM_KEY`, or hidden).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ DAG_ID = "publish"
     default_args=PIPELINE_DEFAULT_ARGS,
 )
 def publish():
+    published_tasks = []
     for name in PUBLISHED_DATASETS:
 
         @task(task_id=f"publish_{name}", outlets=[published(name)])
@@ -48,7 +51,15 @@ def publish():
             }
             return result
 
-        publish_one()
+        published_tasks.append(publish_one())
+
+    @task(trigger_rule="all_done")
+    def grant_agency_access(*, run_id=None) -> dict:
+        from lienthong.pipeline import apply_agency_access
+
+        return apply_agency_access(run_id)
+
+    published_tasks >> grant_agency_access()
 
 
 publish()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -37,6 +38,9 @@ class AirflowRunner:
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
+    # The agencies' pseudonymization key, unless one is exported: a new one per runner (a demo's pseudonyms
+    # are only stable within that demo). It goes to the task processes' environment, never to a file.
+    pseudonym_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -51,6 +55,7 @@ class AirflowRunner:
             }
         )
         env.setdefault("XDG_RUNTIME_DIR", str(self.home / "xdg"))
+        env.setdefault("LIENTHONG_PSEUDONYM_KEY", self.pseudonym_key)
         Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
         env.update(self.extra_env)
         return env

@@ -512,6 +512,10 @@ def up(
             land_provinces=",".join(provinces_in(paths.sandbox_data)),
         )
 
+        # Kept across starts, like the Fernet key: changing it would change every agency pseudonym.
+        env["LIENTHONG_PSEUDONYM_KEY"] = os.environ.get("LIENTHONG_PSEUDONYM_KEY") or _secret(
+            paths.secrets / "pseudonym_key", lambda: secrets.token_urlsafe(32))
+
         print("migrating the Airflow metadata database", flush=True)
         _run_airflow(["db", "migrate"], env, paths, "airflow-db-migrate", timeout=600)
         # One pool per source caps how many tasks hit an agency system at once.

@@ -226,3 +226,13 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         rows=rows,
     )
     return result.as_dict()
+
+
+def apply_agency_access(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Rebuild every agency's role, schema and views over the published datasets from schemas/agencies.yaml."""
+    from lienthong.access import apply_access
+
+    s = settings or load_settings()
+    report = apply_access(warehouse_url(s)).as_dict()
+    report["run_id"] = run_id
+    return report

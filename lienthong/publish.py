@@ -264,6 +264,9 @@ def publish(
                 if published.primary_key:
                     pk = ", ".join(f'"{k}"' for k in published.primary_key)
                     cur.execute(f"ALTER TABLE {full} ADD PRIMARY KEY ({pk})")
+                for i, cols in enumerate(published.custom.get("indexes") or []):
+                    index_cols = ", ".join(f'"{c}"' for c in cols)
+                    cur.execute(f'CREATE INDEX "{tname}_ix{i}" ON {full} ({index_cols})')
                 cur.execute(f"ANALYZE {full}")
                 cur.execute(f"SELECT count(*) FROM {full}")
                 (loaded,) = cur.fetchone()
@@ -289,13 +292,16 @@ def publish(
 
 def _switch_view(cur, view: str, full_table: str) -> None:
     """Point the stable view at a new version table. CREATE OR REPLACE keeps the view's identity, so readers
-    never hit a dropped relation; only when the columns changed (a new contract version) is it recreated."""
+    never hit a dropped relation; only when columns changed type or went away (a new contract version) is
+    it recreated, dropping the agency views built on it (CASCADE): the publish DAG's access task rebuilds
+    them from agencies.yaml right after."""
     cur.execute("SAVEPOINT switch_view")
     try:
         cur.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {full_table}")
     except Exception:
         cur.execute("ROLLBACK TO SAVEPOINT switch_view")
-        cur.execute(f"DROP VIEW IF EXISTS {view}")
+        log.warning("%s: columns changed incompatibly; recreating the view (agency views are rebuilt next)", view)
+        cur.execute(f"DROP VIEW IF EXISTS {view} CASCADE")
         cur.execute(f"CREATE VIEW {view} AS SELECT * FROM {full_table}")
     cur.execute("RELEASE SAVEPOINT switch_view")
 

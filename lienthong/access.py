@@ -1,0 +1,539 @@
+"""Per-agency access to the published datasets: `schemas/agencies.yaml` turned into PostgreSQL roles and views.
+
+Owns the access configuration (load and validate it against the published contracts: an unknown agency
+field, dataset, column or mode is a `AccessConfigError` naming agency, dataset and column) and its
+application to the warehouse (`apply_access`), in ONE transaction and idempotently:
+
+* schema `lienthong_access`: the masking functions (IDs keep their last 3 characters, names their initials,
+  dates and timestamps their year, addresses their commune code). Plain SQL, IMMUTABLE, so they inline;
+* schema `lienthong_private`: the pseudonymization key and `pseudonym(text)`, keyed HMAC-SHA256 as hex.
+  The embedded server has no pgcrypto (its build ships no pgcrypto extension), so HMAC is computed from the
+  core `sha256()` function: HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) (RFC 2104). The two padded
+  keys are derived in Python from `LIENTHONG_PSEUDONYM_KEY` and stored in a table only the owner can read;
+  the key itself is never sent to the server, and neither the key nor the pads appear in any view
+  definition: views call the SECURITY DEFINER function. Agencies get EXECUTE on it but no USAGE on the
+  private schema, so they cannot call it by name (no oracle to pseudonymize guessed IDs);
+* per agency: a LOGIN role (password from `LIENTHONG_AGENCY_PASSWORD_<AGENCY>`, sent as a SCRAM-SHA-256
+  verifier computed client-side, so the clear password never reaches the server or its logs), member of
+  the group `lienthong_agency`; a schema `agency_<name>` with one security-barrier view per granted dataset
+  over `published.<dataset>` (hidden columns left out, masked / pseudonymized ones as function calls, an
+  optional row filter from `rows: {column: [values]}`); USAGE on that schema and SELECT on its views only.
+  Everything else is revoked: `published`, `lienthong_ops`, `lienthong_private` and other agencies' schemas.
+
+Nested (jsonb) columns can be visible, pseudonymized (the whole JSON text) or hidden, never masked.
+
+A dataset not yet published (no `published.<dataset>`) or published under an older contract lacking a
+granted column is skipped with a warning and reported, so the pipeline can apply access after every publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from psycopg2 import errors as pg_errors
+from psycopg2 import sql
+from psycopg2.extensions import connection, encrypt_password
+
+from lienthong.contracts import Contract, Field, load_contracts
+from lienthong.db import connect
+from lienthong.ops import ensure_ops_schema
+
+log = logging.getLogger(__name__)
+
+MODES = ("visible", "masked", "pseudonymized", "hidden")
+MASKS = ("id", "name", "year", "address")
+ACCESS_SCHEMA = "lienthong_access"
+PRIVATE_SCHEMA = "lienthong_private"
+PUBLISHED_SCHEMA = "published"
+OPS_SCHEMA = "lienthong_ops"
+AGENCY_GROUP = "lienthong_agency"
+KEY_ENV = "LIENTHONG_PSEUDONYM_KEY"
+KEY_CONN_ID = "lienthong_pseudonym_key"
+PASSWORD_ENV_PREFIX = "LIENTHONG_AGENCY_PASSWORD_"
+MIN_KEY_BYTES = 16
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")  # agency_<name> stays within PostgreSQL's 63-byte identifiers
+_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_FILTER_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
+
+
+class AccessConfigError(ValueError):
+    """agencies.yaml is not valid: names the file, the agency, the dataset and the column concerned."""
+
+    def __init__(self, file: str | Path, problem: str, agency: str | None = None, dataset: str | None = None,
+                 column: str | None = None):
+        self.file, self.problem, self.agency, self.dataset, self.column = str(file), problem, agency, dataset, column
+        where = ", ".join(f"{k} {v!r}" for k, v in (("agency", agency), ("dataset", dataset), ("column", column)) if v)
+        super().__init__(f"{file}: {where + ': ' if where else ''}{problem}")
+
+
+@dataclass(frozen=True)
+class DatasetGrant:
+    """What one agency may read of one dataset: a mode per column (contract order) and a row filter."""
+
+    dataset: str
+    columns: dict[str, str]  # every contract column -> mode ('hidden' when not listed)
+    rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> list[str]:
+        """The columns of the agency's view, in contract order."""
+        return [c for c, mode in self.columns.items() if mode != "hidden"]
+
+
+@dataclass(frozen=True)
+class Agency:
+    name: str
+    title: str
+    purpose: str
+    role: str
+    grants: dict[str, DatasetGrant]
+
+    @property
+    def schema(self) -> str:
+        return f"agency_{self.name}"
+
+    @property
+    def password_env(self) -> str:
+        return PASSWORD_ENV_PREFIX + self.name.upper()
+
+    @property
+    def uses_pseudonyms(self) -> bool:
+        return any(m == "pseudonymized" for g in self.grants.values() for m in g.columns.values())
+
+
+def default_agencies_path() -> Path:
+    from lienthong.settings import load_settings
+
+    return load_settings().contracts_dir / "agencies.yaml"
+
+
+def load_agencies(path: str | Path | None = None, contracts: dict[str, Contract] | None = None) -> dict[str, Agency]:
+    """Read and validate agencies.yaml against the published contracts; agencies by name."""
+    path = Path(path or default_agencies_path())
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise AccessConfigError(path, f"not valid YAML: {exc}") from exc
+    contracts = contracts if contracts is not None else load_contracts()
+    return parse_agencies(doc, contracts, path)
+
+
+def _expect(cond: bool, path: Path, problem: str, **where: str | None) -> None:
+    if not cond:
+        raise AccessConfigError(path, problem, **where)
+
+
+def parse_agencies(doc: Any, contracts: dict[str, Contract], path: str | Path = "<memory>") -> dict[str, Agency]:
+    """Validate a parsed agencies document; see `load_agencies`."""
+    path = Path(path)
+    _expect(isinstance(doc, dict) and set(doc) <= {"version", "agencies"}, path,
+            "the document must be a mapping with 'version' and 'agencies'")
+    _expect(doc.get("version") == 1, path, "version must be 1")
+    raw_agencies = doc.get("agencies")
+    _expect(isinstance(raw_agencies, dict) and bool(raw_agencies), path, "'agencies' must be a non-empty mapping")
+    published = {n: c for n, c in contracts.items() if c.custom.get("zone") == "published"}
+    agencies: dict[str, Agency] = {}
+    roles: dict[str, str] = {}
+    for name, raw in raw_agencies.items():
+        _expect(isinstance(name, str) and bool(_NAME.match(name)), path,
+                "an agency name is lower-case letters, digits and '_' (at most 50), starting with a letter", agency=str(name))
+        _expect(isinstance(raw, dict), path, "an agency must be a mapping", agency=name)
+        unknown = set(raw) - {"title", "purpose", "role", "datasets"}
+        _expect(not unknown, path, f"unknown field(s) {sorted(unknown)}", agency=name)
+        purpose = raw.get("purpose")
+        _expect(isinstance(purpose, str) and len(purpose.strip()) >= 20, path,
+                "a purpose (with its legal basis) is required", agency=name)
+        role = raw.get("role")
+        _expect(isinstance(role, str) and bool(_ROLE.match(role)), path,
+                "role must be a PostgreSQL role name: lower-case letters, digits and '_'", agency=name)
+        _expect(not role.startswith("pg_") and role != AGENCY_GROUP, path, f"role {role!r} is reserved", agency=name)
+        _expect(role not in roles, path, f"role {role!r} is also used by agency {roles.get(role)!r}", agency=name)
+        roles[role] = name
+        datasets = raw.get("datasets") or {}
+        _expect(isinstance(datasets, dict), path, "datasets must be a mapping", agency=name)
+        grants = {}
+        for ds, spec in datasets.items():
+            _expect(ds in published, path, f"unknown dataset (published datasets: {', '.join(sorted(published))})",
+                    agency=name, dataset=str(ds))
+            grants[ds] = _grant(spec, published[ds], path, name)
+        agencies[name] = Agency(name, str(raw.get("title") or name), " ".join(purpose.split()), role, grants)
+    return agencies
+
+
+def _grant(spec: Any, contract: Contract, path: Path, agency: str) -> DatasetGrant:
+    ds = contract.name
+    _expect(isinstance(spec, dict) and set(spec) <= {"columns", "rows"} and isinstance(spec.get("columns"), dict),
+            path, "a dataset grant is a mapping with 'columns' (column: mode) and optional 'rows'", agency=agency, dataset=ds)
+    fields = {f.name: f for f in contract.fields}
+    columns = {name: "hidden" for name in fields}
+    for col, mode in spec["columns"].items():
+        where = {"agency": agency, "dataset": ds, "column": str(col)}
+        _expect(col in fields, path, f"unknown column (the contract has: {', '.join(fields)})", **where)
+        _expect(mode in MODES, path, f"unknown mode {mode!r} (one of {', '.join(MODES)})", **where)
+        if mode == "masked":
+            _mask_kind(fields[col], contract, path, where)
+        columns[col] = mode
+    _expect(any(m != "hidden" for m in columns.values()), path, "grants no column", agency=agency, dataset=ds)
+    rows: dict[str, tuple[Any, ...]] = {}
+    raw_rows = spec.get("rows") or {}
+    _expect(isinstance(raw_rows, dict), path, "rows must be a mapping {column: [allowed values]}", agency=agency, dataset=ds)
+    for col, values in raw_rows.items():
+        where = {"agency": agency, "dataset": ds, "column": str(col)}
+        _expect(col in fields, path, "unknown column in rows", **where)
+        f = fields[col]
+        types = _FILTER_TYPES.get(f.logical_type)
+        _expect(types is not None, path, f"rows cannot filter a {f.logical_type} column", **where)
+        _expect(isinstance(values, list) and bool(values), path, "rows: a non-empty list of allowed values", **where)
+        for v in values:
+            ok = isinstance(v, types) and (f.logical_type == "boolean" or not isinstance(v, bool))
+            _expect(ok, path, f"rows: value {v!r} is not a {f.logical_type}", **where)
+        rows[col] = tuple(values)
+    return DatasetGrant(ds, columns, rows)
+
+
+def _mask_kind(f: Field, contract: Contract, path: Path, where: dict[str, str]) -> str:
+    if f.logical_type in ("array", "object"):
+        raise AccessConfigError(path, "a nested column cannot be masked (masking applies to the whole column): "
+                                "use visible, pseudonymized or hidden", **where)
+    kind = f.custom.get("mask") or ("year" if f.logical_type in ("date", "timestamp") else None)
+    _expect(kind in MASKS, path, f"the contract gives no masking for this column (property 'mask': one of {', '.join(MASKS)})",
+            **where)
+    if kind == "year":
+        _expect(f.logical_type in ("date", "timestamp"), path, "mask 'year' needs a date or timestamp column", **where)
+    elif f.logical_type != "string":
+        raise AccessConfigError(path, f"mask {kind!r} needs a string column", **where)
+    if kind == "address":
+        commune = f.custom.get("maskCommuneColumn")
+        _expect(commune in contract.field_names, path, "mask 'address' needs maskCommuneColumn naming a column", **where)
+    return kind
+
+
+# --- SQL ---------------------------------------------------------------------------------------------------
+
+FUNCTIONS_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {ACCESS_SCHEMA};
+COMMENT ON SCHEMA {ACCESS_SCHEMA} IS 'lienthong.access: masking functions used by the agency views';
+CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_id(v text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN CASE WHEN v IS NULL THEN NULL
+              WHEN char_length(v) <= 3 THEN repeat('*', char_length(v))
+              ELSE repeat('*', char_length(v) - 3) || right(v, 3) END;
+CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_name(v text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  BEGIN ATOMIC
+    SELECT string_agg(left(w, 1) || '.', ' ' ORDER BY n)
+    FROM regexp_split_to_table(btrim(v), '\\s+') WITH ORDINALITY AS t(w, n) WHERE w <> '';
+  END;
+CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_year(v date) RETURNS integer
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN extract(year FROM v)::integer;
+CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_year(v timestamptz) RETURNS integer
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN extract(year FROM v AT TIME ZONE 'UTC')::integer;
+CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_address(v text, commune text) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  RETURN CASE WHEN v IS NULL THEN NULL WHEN commune IS NULL THEN '***' ELSE '***, ' || commune END;
+
+CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA};
+REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC;
+COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS 'lienthong.access: pseudonymization key; no agency may use this schema';
+CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.pseudonym_key (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  inner_pad bytea NOT NULL CHECK (length(inner_pad) = 64),
+  outer_pad bytea NOT NULL CHECK (length(outer_pad) = 64),
+  fingerprint text NOT NULL,
+  set_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON TABLE {PRIVATE_SCHEMA}.pseudonym_key FROM PUBLIC;
+CREATE OR REPLACE FUNCTION {PRIVATE_SCHEMA}.pseudonym(v text) RETURNS text
+  LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE k record;
+BEGIN
+  SELECT inner_pad, outer_pad INTO k FROM {PRIVATE_SCHEMA}.pseudonym_key;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no pseudonymization key: apply lienthong.access with {KEY_ENV} set';
+  END IF;
+  RETURN encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(v, 'UTF8'))), 'hex');
+END
+$fn$;
+REVOKE ALL ON FUNCTION {PRIVATE_SCHEMA}.pseudonym(text) FROM PUBLIC;
+"""
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """The inner and outer padded keys of HMAC-SHA256 (RFC 2104) for `key`."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def pseudonym(value: str, key: bytes) -> str:
+    """What `lienthong_private.pseudonym(value)` returns under `key` (for checks and tests)."""
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short, non-reversible fingerprint telling whether the key changed (pseudonyms change with it)."""
+    return hmac.new(key, b"lienthong pseudonym key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonym_key(required: bool) -> bytes | None:
+    """The pseudonymization key: env LIENTHONG_PSEUDONYM_KEY, else the password of Airflow connection
+    `lienthong_pseudonym_key`. Missing when `required` is a clear error."""
+    value = os.environ.get(KEY_ENV)
+    if not value and required:
+        try:
+            from lienthong.connections import get_connection
+
+            value = get_connection(KEY_CONN_ID).password
+        except Exception:  # no Airflow, or no such connection: reported below
+            value = None
+    if not value:
+        if required:
+            raise RuntimeError(f"an agency uses 'pseudonymized' columns but no key is set: set {KEY_ENV} (or the "
+                               f"password of connection {KEY_CONN_ID!r}) to a secret of at least {MIN_KEY_BYTES} bytes")
+        return None
+    key = value.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise RuntimeError(f"{KEY_ENV} is too short: at least {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def column_expression(grant: DatasetGrant, contract: Contract, column: str) -> sql.Composable:
+    """The SELECT-list expression of one column of an agency view (mode 'hidden' has none)."""
+    mode = grant.columns[column]
+    f = contract.field(column)
+    ident = sql.Identifier(column)
+    if mode == "visible":
+        return ident
+    if mode == "pseudonymized":
+        return sql.SQL("{}.pseudonym(({})::text) AS {}").format(sql.Identifier(PRIVATE_SCHEMA), ident, ident)
+    if mode == "masked":
+        kind = f.custom.get("mask") or "year"
+        fn = sql.Identifier(ACCESS_SCHEMA, f"mask_{kind}")
+        if kind == "address":
+            return sql.SQL("{}({}, {}) AS {}").format(fn, ident, sql.Identifier(f.custom["maskCommuneColumn"]), ident)
+        return sql.SQL("{}({}) AS {}").format(fn, ident, ident)
+    raise ValueError(f"column {column} is hidden")
+
+
+def view_select(grant: DatasetGrant, contract: Contract) -> sql.Composed:
+    """SELECT ... FROM published.<dataset> [WHERE row filter] for one agency's view."""
+    cols = sql.SQL(", ").join(column_expression(grant, contract, c) for c in grant.readable)
+    query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(PUBLISHED_SCHEMA, contract.name))
+    if grant.rows:
+        conds = [sql.SQL("{} IN ({})").format(sql.Identifier(c), sql.SQL(", ").join(map(sql.Literal, values)))
+                 for c, values in grant.rows.items()]
+        query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds)
+    return query
+
+
+@dataclass
+class AgencyReport:
+    role: str
+    schema: str
+    views: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    password_set: bool = False
+
+
+@dataclass
+class AccessReport:
+    agencies: dict[str, AgencyReport]
+    retired_roles: list[str]
+    key_fingerprint: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"agencies": {n: vars(a) for n, a in self.agencies.items()}, "retired_roles": self.retired_roles,
+                "key_fingerprint": self.key_fingerprint}
+
+
+def apply_access(url: str | None = None, agencies_path: str | Path | None = None, *,
+                 contracts_dir: str | Path | None = None) -> AccessReport:
+    """Create or update every agency's role, schema and views from agencies.yaml, in one transaction.
+
+    Safe to run again (after each publish): agency schemas are rebuilt from the configuration, so a column
+    or dataset taken out of the file disappears from the agency's view; an agency taken out of the file
+    loses its schema and its login (the role is kept NOLOGIN: roles are cluster-wide and may hold grants in
+    other databases). Needs a role that may create roles (CREATEROLE) and owns the published schema."""
+    contracts = load_contracts(contracts_dir)
+    path = Path(agencies_path or default_agencies_path())
+    agencies = load_agencies(path, contracts)
+    key = pseudonym_key(required=any(a.uses_pseudonyms for a in agencies.values()))
+    report = AccessReport({}, [], key_fingerprint(key) if key else None)
+    with connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_access'))")
+            ensure_ops_schema(conn)
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PUBLISHED_SCHEMA)))
+            cur.execute(FUNCTIONS_SQL)
+            if key:
+                _store_key(conn, key)
+            _ensure_group(cur)
+            for agency in agencies.values():
+                report.agencies[agency.name] = _apply_agency(conn, agency, contracts, path)
+            report.retired_roles = _retire(conn, agencies)
+    for name, a in report.agencies.items():
+        log.info("access applied: agency %s (role %s): views %s%s", name, a.role, a.views,
+                 f"; skipped {a.skipped}" if a.skipped else "")
+    return report
+
+
+def _quiet(cur) -> None:
+    """Keep secrets-derived statements out of the server log when we may (superuser-only settings)."""
+    for setting in ("log_statement", "log_min_duration_statement"):
+        cur.execute("SAVEPOINT quiet")
+        try:
+            cur.execute(sql.SQL("SET LOCAL {} = {}").format(
+                sql.Identifier(setting), sql.Literal("none" if setting == "log_statement" else -1)))
+            cur.execute("RELEASE SAVEPOINT quiet")
+        except pg_errors.InsufficientPrivilege:
+            cur.execute("ROLLBACK TO SAVEPOINT quiet")
+
+
+def _store_key(conn: connection, key: bytes) -> None:
+    inner, outer = hmac_pads(key)
+    fp = key_fingerprint(key)
+    with conn.cursor() as cur:
+        _quiet(cur)
+        cur.execute(f"SELECT fingerprint FROM {PRIVATE_SCHEMA}.pseudonym_key")
+        old = cur.fetchone()
+        if old and old[0] != fp:
+            log.warning("the pseudonymization key changed (fingerprint %s -> %s): every pseudonym changes", old[0], fp)
+        cur.execute(
+            f"""INSERT INTO {PRIVATE_SCHEMA}.pseudonym_key AS k (singleton, inner_pad, outer_pad, fingerprint, set_at)
+                VALUES (true, %s, %s, %s, now())
+                ON CONFLICT (singleton) DO UPDATE SET inner_pad = EXCLUDED.inner_pad, outer_pad = EXCLUDED.outer_pad,
+                  fingerprint = EXCLUDED.fingerprint,
+                  set_at = CASE WHEN k.fingerprint = EXCLUDED.fingerprint THEN k.set_at ELSE now() END""",
+            (inner, outer, fp),
+        )
+
+
+def _ensure_group(cur) -> None:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (AGENCY_GROUP,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(AGENCY_GROUP)))
+    cur.execute(sql.SQL("COMMENT ON ROLE {} IS %s").format(sql.Identifier(AGENCY_GROUP)),
+                ("lienthong.access: group of the agency roles it manages",))
+
+
+def _is_member(cur, role: str) -> bool:
+    cur.execute("""SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                   JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = %s AND g.rolname = %s""", (role, AGENCY_GROUP))
+    return cur.fetchone() is not None
+
+
+def _ensure_role(cur, agency: Agency, path: Path) -> bool:
+    role = sql.Identifier(agency.role)
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (agency.role,))
+    row = cur.fetchone()
+    if row is None:
+        cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(AGENCY_GROUP), role))
+    elif row[0] or not _is_member(cur, agency.role):
+        # Never take over a role this module did not create (e.g. `role: postgres` by mistake).
+        raise AccessConfigError(path, f"role {agency.role!r} exists and is not an agency role "
+                                f"managed by lienthong (not a member of {AGENCY_GROUP}); choose another name",
+                                agency=agency.name)
+    cur.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
+                .format(role))
+    password = os.environ.get(agency.password_env)
+    if password:
+        verifier = encrypt_password(password, agency.role, cur.connection, "scram-sha-256")
+        cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier)))
+    elif row is None:
+        log.warning("agency %s: %s is not set; role %s created NOLOGIN", agency.name, agency.password_env, agency.role)
+    cur.execute(sql.SQL("COMMENT ON ROLE {} IS %s").format(role), (f"lienthong agency {agency.name}: {agency.title}",))
+    return bool(password)
+
+
+def _published_columns(cur, dataset: str) -> set[str] | None:
+    cur.execute("""SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
+                (PUBLISHED_SCHEMA, dataset))
+    cols = {r[0] for r in cur.fetchall()}
+    return cols or None
+
+
+def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contract], path: Path) -> AgencyReport:
+    rep = AgencyReport(agency.role, agency.schema)
+    schema, role = sql.Identifier(agency.schema), sql.Identifier(agency.role)
+    with conn.cursor() as cur:
+        _quiet(cur)
+        rep.password_set = _ensure_role(cur, agency, path)
+        cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(conn.info.dbname), role))
+        cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
+            role, sql.Identifier(conn.info.dbname), schema))
+        # Rebuilt from the configuration each time: what the file no longer grants disappears.
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+        cur.execute(sql.SQL("COMMENT ON SCHEMA {} IS %s").format(schema), (f"{agency.title}. Purpose: {agency.purpose}",))
+        for private in (PUBLISHED_SCHEMA, OPS_SCHEMA, PRIVATE_SCHEMA):
+            cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC, {}").format(sql.Identifier(private), role))
+            cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC, {}").format(sql.Identifier(private), role))
+        cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}.pseudonym(text) FROM {}").format(sql.Identifier(PRIVATE_SCHEMA), role))
+        for ds, grant in agency.grants.items():
+            contract = contracts[ds]
+            have = _published_columns(cur, ds)
+            needed = set(grant.readable) | set(grant.rows) | {
+                contract.field(c).custom["maskCommuneColumn"] for c in grant.readable
+                if grant.columns[c] == "masked" and contract.field(c).custom.get("mask") == "address"}
+            if have is None:
+                rep.skipped[ds] = f"{PUBLISHED_SCHEMA}.{ds} does not exist (not published yet)"
+            elif needed - have:
+                rep.skipped[ds] = (f"{PUBLISHED_SCHEMA}.{ds} lacks {sorted(needed - have)} "
+                                   "(published under an older contract version)")
+            if ds in rep.skipped:
+                log.warning("agency %s: dataset %s skipped: %s", agency.name, ds, rep.skipped[ds])
+                continue
+            view = sql.Identifier(agency.schema, ds)
+            cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {}").format(view, view_select(grant, contract)))
+            modes = ", ".join(f"{c}: {m}" for c, m in grant.columns.items() if m != "visible")
+            cur.execute(sql.SQL("COMMENT ON VIEW {} IS %s").format(view),
+                        (f"{contract.id} for agency {agency.name}; {modes or 'all columns visible'}"
+                         + (f"; rows where {dict(grant.rows)}" if grant.rows else ""),))
+            cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, role))
+            rep.views.append(ds)
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+        if agency.uses_pseudonyms:
+            # EXECUTE only: without USAGE on the private schema the role cannot name the function itself.
+            cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.pseudonym(text) TO {}").format(
+                sql.Identifier(PRIVATE_SCHEMA), role))
+    return rep
+
+
+def _retire(conn: connection, agencies: dict[str, Agency]) -> list[str]:
+    """Agencies no longer configured: drop their schema here, take their login away."""
+    configured = {a.role for a in agencies.values()}
+    retired = []
+    with conn.cursor() as cur:
+        cur.execute("""SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+                       JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = %s ORDER BY 1""", (AGENCY_GROUP,))
+        for (role,) in cur.fetchall():
+            if role in configured:
+                continue
+            cur.execute("""SELECT n.nspname FROM pg_namespace n JOIN pg_roles r ON r.rolname = %s
+                           WHERE n.nspname LIKE 'agency\\_%%' AND has_schema_privilege(r.oid, n.oid, 'USAGE')""", (role,))
+            for (schema,) in cur.fetchall():
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}.pseudonym(text) FROM {}").format(
+                sql.Identifier(PRIVATE_SCHEMA), sql.Identifier(role)))
+            retired.append(role)
+            log.warning("agency role %s is no longer configured: schema dropped, login removed", role)
+    return retired

@@ -1,0 +1,328 @@
+"""The single-window lookup service (FastAPI): one record of a published dataset, as the calling agency may see it.
+
+Owns the HTTP surface: `GET /v1/citizens/{id}/profile`, `/v1/enterprises/{code}/profile`,
+`/v1/parcels/{commune}/{sheet}/{parcel}`, `/healthz`, and the OpenAPI document. A request carries an API key
+(`X-API-Key`) that names the agency; keys come from `LIENTHONG_SINGLEWINDOW_KEYS` (JSON `{"<agency>": "<key>"}`)
+or the Airflow connection `lienthong_singlewindow` (extra `{"keys": {...}}`), are compared with
+`hmac.compare_digest`, and are never stored or logged. The record is read through the agency's view
+`agency_<name>.<dataset>` on a connection logged in as the agency's role (`readers`), so the answer holds
+exactly the columns schemas/agencies.yaml grants, masked or pseudonymized as granted.
+
+Status codes: 400 malformed key (the reason names what is wrong), 401 no or unknown API key, 403 dataset not
+granted (or not to be looked up by that key), 404 no such record, 503 warehouse unavailable or the access
+could not be logged (fail closed: see `audit`). Every request that reaches a dataset is logged in
+`lienthong_ops.access_log` before the answer is sent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import psycopg2
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from psycopg2 import errors as pg_errors
+from psycopg2 import sql
+from pydantic import BaseModel
+
+from lienthong.access import Agency, load_agencies
+from lienthong.contracts import Contract, load_contracts
+from lienthong.singlewindow import validation
+from lienthong.singlewindow.audit import AccessLog, AccessRecord
+from lienthong.singlewindow.readers import AgencyReaders
+
+log = logging.getLogger("lienthong.singlewindow")
+
+KEYS_ENV = "LIENTHONG_SINGLEWINDOW_KEYS"
+KEYS_CONN_ID = "lienthong_singlewindow"
+MIN_API_KEY_CHARS = 16
+MAX_ROWS = 100  # parcels sharing a locator: a handful in practice
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A lookup endpoint: the dataset it reads and the columns its key matches."""
+
+    dataset: str
+    key_columns: tuple[str, ...]
+    many: bool = False
+
+
+CITIZEN = Lookup("citizen_profile", ("citizen_id",))
+ENTERPRISE = Lookup("enterprise_profile", ("enterprise_code",))
+PARCEL = Lookup("parcel_register", ("commune_code_2025", "map_sheet", "parcel_number"), many=True)
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def load_api_keys(agencies: dict[str, Agency]) -> dict[str, str]:
+    """Agency -> API key from LIENTHONG_SINGLEWINDOW_KEYS (else the connection's extra); errors never show a key."""
+    raw = os.environ.get(KEYS_ENV)
+    if raw:
+        try:
+            keys = json.loads(raw)
+        except ValueError:
+            raise RuntimeError(f"{KEYS_ENV} is not valid JSON (expected {{\"<agency>\": \"<key>\"}})") from None
+    else:
+        try:
+            from lienthong.connections import get_connection
+
+            keys = get_connection(KEYS_CONN_ID).extra.get("keys")
+        except Exception:
+            keys = None
+        if not keys:
+            raise RuntimeError(f"no API keys: set {KEYS_ENV} to JSON {{\"<agency>\": \"<key>\"}} "
+                               f"(or connection {KEYS_CONN_ID!r} with extra {{\"keys\": {{...}}}})")
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        raise RuntimeError(f"{KEYS_ENV}: expected a JSON object of agency name -> key (strings)")
+    for agency, key in keys.items():
+        if agency not in agencies:
+            raise RuntimeError(f"{KEYS_ENV}: unknown agency {agency!r} (agencies.yaml has {', '.join(agencies)})")
+        if len(key) < MIN_API_KEY_CHARS:
+            raise RuntimeError(f"{KEYS_ENV}: the key of agency {agency!r} is shorter than {MIN_API_KEY_CHARS} characters")
+    if len(set(keys.values())) != len(keys):
+        raise RuntimeError(f"{KEYS_ENV}: two agencies share one key")
+    return keys
+
+
+def load_passwords(agencies: dict[str, Agency], names) -> dict[str, str]:
+    passwords = {}
+    for name in names:
+        pw = os.environ.get(agencies[name].password_env)
+        if not pw:
+            raise RuntimeError(f"agency {name!r} has an API key but {agencies[name].password_env} is not set")
+        passwords[name] = pw
+    return passwords
+
+
+class Service:
+    """Authentication, validation, the read as the agency, and the audit record of one lookup."""
+
+    def __init__(self, url: str, agencies: dict[str, Agency], contracts: dict[str, Contract], keys: dict[str, str],
+                 passwords: dict[str, str], pool_size: int):
+        self.agencies, self.contracts = agencies, contracts
+        self._keys = [(name, key.encode()) for name, key in keys.items()]
+        self.readers = AgencyReaders(url, agencies, passwords, pool_size)
+        self.audit = AccessLog(url, pool_size)
+
+    def authenticate(self, given: str | None) -> Agency | None:
+        if not given:
+            return None
+        candidate = given.encode("utf-8", "replace")
+        found = None
+        for name, key in self._keys:  # no early exit: the time does not depend on which key matched
+            if hmac.compare_digest(candidate, key):
+                found = name
+        return self.agencies[found] if found else None
+
+    def lookup(self, agency: Agency, spec: Lookup, raw: str, parse: Callable[[], tuple]) -> Response:
+        t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        rows: list[dict[str, Any]] = []
+        try:
+            values = parse()
+            key_text = "/".join(map(str, values))
+        except validation.InvalidKey as exc:
+            key_text = validation.for_log(raw)
+            status, body = 400, {"detail": str(exc)}
+        else:
+            try:
+                rows = self._read(agency, spec, values)
+                status = 200 if rows else 404
+                body = ({"count": len(rows), "items": rows} if spec.many else rows[0]) if rows else {
+                    "detail": f"no {spec.dataset} record with this key"}
+            except ServiceError as exc:
+                status, body = exc.status, {"detail": exc.detail}
+        latency = (time.perf_counter() - t0) * 1000
+        try:
+            self.audit.write(AccessRecord(agency.name, agency.purpose, spec.dataset, key_text, len(rows), status,
+                                          latency, request_id))
+        except Exception as exc:  # fail closed; the exception text may hold the key: log its type only
+            log.error("request %s: access log not written (%s); answering 503", request_id, type(exc).__name__)
+            status, body = 503, {"detail": "the access could not be recorded; nothing is returned"}
+        log.info("request %s agency=%s dataset=%s status=%d rows=%d ms=%.1f", request_id, agency.name, spec.dataset,
+                 status, len(rows), latency)
+        return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
+
+    def _read(self, agency: Agency, spec: Lookup, values: tuple) -> list[dict[str, Any]]:
+        grant = agency.grants.get(spec.dataset)
+        if grant is None:
+            raise ServiceError(403, f"dataset {spec.dataset} is not granted to agency {agency.name}")
+        hidden = [c for c in spec.key_columns if grant.columns[c] != "visible"]
+        if hidden:
+            raise ServiceError(403, f"agency {agency.name} may not look up {spec.dataset} by {', '.join(hidden)}")
+        contract = self.contracts[spec.dataset]
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in spec.key_columns)
+        order = sql.SQL(", ").join(map(sql.Identifier, contract.primary_key))
+        statement = sql.SQL("SELECT * FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
+            sql.Identifier(agency.schema, spec.dataset), where, order, sql.Literal(MAX_ROWS))
+        try:
+            names, rows = self.readers.query(agency.name, statement, values)
+        except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedTable, pg_errors.UndefinedColumn):
+            # The database, not this service, has the last word on what the agency may read.
+            raise ServiceError(403, f"dataset {spec.dataset} is not available to agency {agency.name} in the warehouse") from None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError, pg_errors.QueryCanceled) as exc:
+            log.error("agency %s: warehouse unavailable (%s)", agency.name, type(exc).__name__)
+            raise ServiceError(503, "the warehouse is unavailable") from None
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def close(self) -> None:
+        self.readers.close()
+        self.audit.close()
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Malformed key; `detail` says what is wrong (e.g. the check digit)."},
+    401: {"model": Problem, "description": "No API key, or an unknown one (header `X-API-Key`)."},
+    403: {"model": Problem, "description": "The dataset is not granted to the calling agency (or not by this key)."},
+    404: {"model": Problem, "description": "No record with this key."},
+    503: {"model": Problem, "description": "The warehouse is unavailable or the access could not be logged."},
+}
+
+
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The calling agency's API key.")
+
+
+async def _caller(request: Request, given: Annotated[str | None, Security(_API_KEY)]) -> Agency:
+    # async: pure CPU work, so it runs on the event loop rather than costing a thread hop per request
+    agency = request.app.state.service.authenticate(given)
+    if agency is None:
+        raise ServiceError(401, "missing or unknown API key (header X-API-Key)")
+    return agency
+
+
+Caller = Annotated[Agency, Depends(_caller)]
+
+
+def _record_schema(contract: Contract, description: str) -> dict[str, Any]:
+    types = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "date": "string",
+             "timestamp": "string", "array": "array", "object": "object"}
+    props = {f.name: {"type": types[f.logical_type], "description": f"{f.description} [{f.classification}]"}
+             for f in contract.fields}
+    return {"type": "object", "description": description, "properties": props}
+
+
+def create_app(url: str | None = None, *, agencies_path: str | Path | None = None,
+               api_keys: dict[str, str] | None = None, passwords: dict[str, str] | None = None,
+               pool_size: int = 8, check_logins: bool = True) -> FastAPI:
+    """The service over the warehouse `url` (default: the platform's, `lienthong.db.warehouse_url`).
+
+    `url` is the platform's own connection (used for the access log only); reads log in as each agency's role
+    on the same server. Keys and passwords default to the environment (see module docstring)."""
+    from lienthong.db import warehouse_url
+
+    url = url or warehouse_url()
+    contracts = load_contracts()
+    agencies = load_agencies(agencies_path, contracts)
+    keys = api_keys if api_keys is not None else load_api_keys(agencies)
+    pw = passwords if passwords is not None else load_passwords(agencies, keys)
+    service = Service(url, agencies, contracts, keys, pw, pool_size)
+    if check_logins:
+        service.readers.check_logins()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="lienthong single window",
+        version="1.0.0",
+        description="Look up a citizen, an enterprise or a land parcel in the shared datasets; the answer holds "
+                    "the columns the calling agency is granted (schemas/agencies.yaml), nothing else. Every "
+                    "lookup is recorded in the platform's access log.",
+    )
+    app.state.service = service
+
+    @app.exception_handler(ServiceError)
+    def _service_error(request: Request, exc: ServiceError) -> Response:
+        return JSONBody({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return JSONBody({"detail": "malformed request"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> Response:
+        route = getattr(request.scope.get("route"), "path", "?")  # the template: the path itself holds an ID
+        log.error("unexpected %s on %s", type(exc).__name__, route)
+        return JSONBody({"detail": "internal error"}, status_code=500)
+
+    def ok(lookup: Lookup, what: str) -> dict[int | str, dict[str, Any]]:
+        contract = contracts[lookup.dataset]
+        desc = f"The {what}: the columns of {lookup.dataset} granted to the calling agency (others are absent)."
+        schema = _record_schema(contract, desc)
+        if lookup.many:
+            schema = {"type": "object", "properties": {"count": {"type": "integer"}, "items": {"type": "array", "items": schema}}}
+        return {200: {"description": desc, "content": {"application/json": {"schema": schema}}}, **_ERRORS}
+
+    @app.get("/v1/citizens/{citizen_id}/profile", response_model=None, responses=ok(CITIZEN, "citizen's profile"),
+             tags=["lookups"], summary="A citizen's profile by personal ID")
+    def citizen_profile(
+        citizen_id: Annotated[str, PathParam(description="12-digit personal ID (CCCD)", examples=["031085001234"])],
+        agency: Caller,
+    ) -> Response:
+        return service.lookup(agency, CITIZEN, citizen_id, lambda: (validation.personal_id(citizen_id),))
+
+    @app.get("/v1/enterprises/{code}/profile", response_model=None, responses=ok(ENTERPRISE, "enterprise's profile"),
+             tags=["lookups"], summary="An enterprise's profile by enterprise code (tax code)")
+    def enterprise_profile(
+        code: Annotated[str, PathParam(description="Tax code: 10 digits, or NNNNNNNNNN-NNN for a branch",
+                                       examples=["0100233488"])],
+        agency: Caller,
+    ) -> Response:
+        return service.lookup(agency, ENTERPRISE, code, lambda: (validation.tax_code(code),))
+
+    @app.get("/v1/parcels/{commune}/{sheet}/{parcel}", response_model=None, responses=ok(PARCEL, "parcels"),
+             tags=["lookups"], summary="The parcels at a 2025 commune, map sheet and parcel number")
+    def parcels(
+        commune: Annotated[str, PathParam(description="5-digit commune code (2025 units)", examples=["11311"])],
+        sheet: Annotated[str, PathParam(description="Map sheet number (1-99999)", examples=["12"])],
+        parcel: Annotated[str, PathParam(description="Parcel number on the sheet (1-99999)", examples=["345"])],
+        agency: Caller,
+    ) -> Response:
+        return service.lookup(agency, PARCEL, f"{commune}/{sheet}/{parcel}", lambda: (
+            validation.commune_code(commune), validation.positive_int(sheet, "the map sheet"),
+            validation.positive_int(parcel, "the parcel number")))
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and warehouse reachability",
+             responses={503: {"model": Problem, "description": "The warehouse is unreachable."}})
+    def healthz() -> Response:
+        try:
+            service.audit.ping()
+        except Exception as exc:
+            log.error("health check: warehouse unreachable (%s)", type(exc).__name__)
+            return JSONBody({"status": "unavailable"}, status_code=503)
+        return JSONBody({"status": "ok"})
+
+    return app
