@@ -74,17 +74,21 @@ def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    sources = {f.custom["derivedFrom"].split(".", 1)[0] for f in published.fields}
+    # `<dataset>.<column>` fields are projected; fields built elsewhere (`derivedFrom: reconcile`) are null here.
+    projected = [f for f in published.fields if "." in str(f.custom.get("derivedFrom", ""))]
+    sources = {f.custom["derivedFrom"].split(".", 1)[0] for f in projected}
     if len(sources) != 1:
         raise ValueError(f"{published.name}: projection from several datasets is not supported yet: {sorted(sources)}")
     (source,) = sources
-    select = ", ".join(f'"{f.custom["derivedFrom"].split(".", 1)[1]}" AS "{f.name}"' for f in published.fields)
+    select = ", ".join(f'"{f.custom["derivedFrom"].split(".", 1)[1]}" AS "{f.name}"' for f in projected)
     order = ", ".join(f'"{k}"' for k in published.primary_key)
     table = con.execute(
         f"SELECT {select} FROM read_parquet({json.dumps(staged_paths[source])}) ORDER BY {order}"
     ).fetch_arrow_table()
     con.close()
-    return table.cast(published.arrow_schema())
+    schema = published.arrow_schema()
+    columns = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
 
 
 def content_hash(table: pa.Table, contract: Contract) -> str:
@@ -196,12 +200,20 @@ def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -
                 (PUBLISHED_SCHEMA, dataset + "\\_\\_v%"),
             )
             tables = [r[0] for r in cur.fetchall()]
-            cur.execute(f"SELECT table_name FROM {OPS_SCHEMA}.publication WHERE dataset = %s", (dataset,))
-            known = {r[0] for r in cur.fetchall()}
+            cur.execute(f"SELECT table_name, version FROM {OPS_SCHEMA}.publication WHERE dataset = %s", (dataset,))
+            recorded = cur.fetchall()
+            known = {r[0] for r in recorded}
             for t in tables:
                 if t not in known:
                     cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{t}"')
                     removed.append(f"{PUBLISHED_SCHEMA}.{t}")
+    # A version folder is renamed into place before its transaction commits: a publish killed after that
+    # leaves a complete folder no publication record names. Anything above the newest recorded version goes.
+    newest = max((r[1] for r in recorded), default=0)
+    for folder in ds_dir.glob("v[0-9]*"):
+        if folder.is_dir() and folder.name[1:].isdigit() and int(folder.name[1:]) > newest:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
     if removed:
         log.info("cleaned up after an interrupted publish of %s: %s", dataset, removed)
     return removed

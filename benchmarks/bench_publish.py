@@ -1,0 +1,436 @@
+"""Publish throughput against a bare COPY of the same rows, measured in the same run.
+
+For each size, N synthetic citizen_profile rows (valid 12-digit IDs, Vietnamese names, dates, ~10 % with
+enterprises and ~40 % with parcels as nested lists) are built in DuckDB, then:
+
+(a) `lienthong.publish.publish()` end to end into a fresh database `bench_publish_<N>` (content hash, Parquet
+    folder + manifest, one transaction: CREATE TABLE, COPY from Arrow, primary key, ANALYZE, view switch,
+    publication record; CURRENT pointer, retention). Its phases are timed by wrapping the module's helpers
+    in this process (publish.py is not changed): `_copy_arrow` (our COPY: nested columns to JSON text in
+    DuckDB, Arrow CSV writing, `copy_expert` per 100k batch), inside it `_nested_as_json` and the cursor's
+    `copy_expert` (the server side of our COPY), `content_hash`, `_write_parquet_version`, the time from the
+    end of the COPY to the view switch (primary key, ANALYZE, count check) and from there to the pointer move
+    (switch, record, commit).
+(b) bare: the same rows written once (untimed) to a CSV file exactly as publish serialises them (nested
+    columns as JSON text), then `COPY <table> FROM STDIN WITH (FORMAT csv)` of that file through psycopg2
+    `copy_expert` into a plain table with the contract's DDL and no primary key, created in the same
+    transaction (as publish does). Run twice (before and after the publish); the faster is the floor.
+
+Reported per size: seconds, rows/s, `bare_copy_s / publish_total_s` and `bare_copy_s / our_copy_s`, and the
+growth of publish time with size (exponent k of t ~ N^k between consecutive sizes). A CHECKPOINT precedes
+each timed step so WAL flushing of the previous one is not charged to it.
+
+    .venv/bin/python benchmarks/bench_publish.py                  # --sizes 100000,300000,1000000
+    .venv/bin/python benchmarks/bench_publish.py --sizes 50000,200000 --keep
+
+Uses the embedded warehouse under benchmarks/.work/publish (or the server of LIENTHONG_DATABASE_URL), a
+database per size (dropped at the end unless --keep), and stops the embedded server only if it started it.
+Writes benchmarks/results/publish.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "benchmarks" / ".work" / "publish"
+RESULTS = REPO / "benchmarks" / "results"
+DATASET = "citizen_profile"
+
+FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
+MIDDLE = ["Văn", "Thị", "Hữu", "Minh", "Thanh", "Ngọc", "Đức", "Quang", "Thu", "Hoài"]
+GIVEN = ["An", "Bình", "Cường", "Dũng", "Hà", "Hải", "Hạnh", "Hùng", "Lan", "Linh", "Mai", "Nam", "Phương", "Quân",
+         "Sơn", "Thảo", "Trang", "Tuấn", "Vy", "Yến"]
+STREETS = ["Lạch Tray", "Văn Cao", "Lê Lợi", "Trần Phú", "Điện Biên Phủ", "Hai Bà Trưng", "Tô Hiệu", "Cầu Đất"]
+PREFIXES = ["031", "001", "079", "048", "092", "026"]  # birth-registration province codes (6 x 1M IDs)
+
+
+def progress(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _pick(values: list[str], h: str) -> str:
+    items = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"[{items}][CAST(1 + ({h}) % {len(values)} AS BIGINT)]"
+
+
+def synthetic_profiles(n: int, marker: str = "VN", seed: int = 1):
+    """`n` citizen_profile rows in the contract's Arrow schema (the same generator as
+    tests/integration/lienthong/test_publish_atomicity.py): unique IDs consistent with birth year and sex."""
+    import duckdb
+
+    from lienthong.contracts import contract
+
+    if n > len(PREFIXES) * 1_000_000:
+        raise SystemExit(f"at most {len(PREFIXES)} million rows")
+    sql = f"""
+    WITH base AS (
+      SELECT i, hash(i, {seed}) AS h, 1935 + hash(i, {seed}, 'year') % 76 AS year,
+             CASE WHEN hash(i, {seed}, 'sex') % 2 = 0 THEN 'NAM' ELSE 'NU' END AS sex,
+             printf('%05d', 11000 + hash(i, {seed}, 'commune') % 1000) AS commune
+      FROM range({n}) t(i)
+    ), nested AS (
+      SELECT *,
+        struct_pack(enterprise_code := printf('01%08d', h % 100000000),
+                    enterprise_name := 'Công ty TNHH ' || {_pick(GIVEN, 'h >> 5')} || ' ' || {_pick(STREETS, 'h >> 11')},
+                    enterprise_status := 'DANG_HOAT_DONG', title := 'Giám đốc') AS e1,
+        struct_pack(enterprise_code := '0100233488', enterprise_name := 'Công ty CP An Phát',
+                    enterprise_status := 'TAM_NGUNG', title := 'Chủ tịch HĐQT') AS e2,
+        struct_pack(province_code := '31', commune_code_2025 := commune,
+                    map_sheet := CAST(1 + (h >> 13) % 80 AS BIGINT), parcel_number := CAST(1 + (h >> 19) % 900 AS BIGINT),
+                    area_m2 := round(40 + ((h >> 29) % 3600) / 10.0, 1), land_use := 'ODT',
+                    certificate_serial := printf('AB%08d', (h >> 7) % 100000000), share_percent := 100.0) AS p1,
+        struct_pack(province_code := '31', commune_code_2025 := commune, map_sheet := CAST(81 AS BIGINT),
+                    parcel_number := CAST(1 + (h >> 41) % 500 AS BIGINT), area_m2 := 55.5, land_use := 'CLN',
+                    certificate_serial := printf('CX%08d', (h >> 9) % 100000000), share_percent := 50.0) AS p2
+      FROM base
+    )
+    SELECT
+      {_pick(PREFIXES, 'i // 1000000')} || CAST((CASE WHEN year >= 2000 THEN 2 ELSE 0 END) + (sex = 'NU')::INT AS VARCHAR)
+        || printf('%02d', year % 100) || printf('%06d', i % 1000000) AS citizen_id,
+      CASE WHEN year < 1995 THEN printf('03%07d', (h >> 3) % 10000000) END AS legacy_id,
+      {_pick(FAMILY, 'h')} || ' ' || {_pick(MIDDLE, 'h >> 4')} || ' ' || {_pick(GIVEN, 'h >> 8')} AS full_name,
+      make_date(CAST(year AS BIGINT), CAST(1 + (h >> 12) % 12 AS BIGINT), CAST(1 + (h >> 16) % 28 AS BIGINT)) AS birth_date,
+      'day' AS birth_date_precision, sex, '{marker}' AS nationality,
+      'Số ' || CAST(1 + (h >> 21) % 300 AS VARCHAR) || ' ' || {_pick(STREETS, 'h >> 24')} AS residence_address,
+      commune AS residence_commune_code, commune AS residence_commune_code_2025, '31' AS residence_province_code,
+      CASE WHEN (h >> 27) % 50 = 0 THEN 'DA_MAT' ELSE 'CON_SONG' END AS status,
+      CASE WHEN (h >> 27) % 50 = 0 THEN DATE '2024-05-06' END AS death_date,
+      TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(CAST((h >> 31) % 8640000 AS DOUBLE)) AS source_updated_at,
+      CASE (h >> 33) % 20 WHEN 0 THEN [e1] WHEN 1 THEN [e1, e2] END AS enterprises,
+      CASE WHEN (h >> 38) % 10 < 3 THEN [p1] WHEN (h >> 38) % 10 = 3 THEN [p1, p2] END AS parcels
+    FROM nested ORDER BY i
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        table = con.execute(sql).to_arrow_table()
+    finally:
+        con.close()
+    return table.cast(contract(DATASET).arrow_schema())
+
+
+# --- database -----------------------------------------------------------------------------------------
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    from lienthong.db import ensure_database
+
+    drop_database(server_url, name)
+    return ensure_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(server_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def checkpoint(url: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+    finally:
+        conn.close()
+
+
+# --- (a) publish, phases timed by wrapping its helpers ------------------------------------------------
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.marks: dict[str, float] = {}
+
+    def add(self, key: str, dt: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + dt
+
+
+@contextlib.contextmanager
+def instrumented_publish(timings: Timings):
+    """Wrap publish.py's module-level helpers (looked up at call time) to time its phases; undone on exit."""
+    import psycopg2.extensions
+
+    from lienthong import publish as P
+
+    class TimedCursor(psycopg2.extensions.cursor):
+        def copy_expert(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return super().copy_expert(*args, **kwargs)
+            finally:
+                timings.add("server_copy_s", time.perf_counter() - t0)
+
+    def timed(key: str, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timings.add(key, time.perf_counter() - t0)
+                timings.marks[key + ":end"] = time.perf_counter()
+        return wrapper
+
+    def marked(key: str, fn):
+        def wrapper(*args, **kwargs):
+            timings.marks[key] = time.perf_counter()
+            return fn(*args, **kwargs)
+        return wrapper
+
+    original_connect = P.connect
+
+    @contextlib.contextmanager
+    def connect(url=None, **kwargs):
+        with original_connect(url, **kwargs) as conn:
+            conn.cursor_factory = TimedCursor
+            yield conn
+
+    saved = {name: getattr(P, name) for name in
+             ("connect", "_copy_arrow", "_nested_as_json", "content_hash", "_write_parquet_version",
+              "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention")}
+    P.connect = connect
+    P._copy_arrow = timed("our_copy_s", P._copy_arrow)
+    P._nested_as_json = timed("nested_to_json_s", P._nested_as_json)
+    P.content_hash = timed("content_hash_s", P.content_hash)
+    P._write_parquet_version = timed("parquet_write_s", P._write_parquet_version)
+    P.cleanup_orphans = timed("cleanup_orphans_s", P.cleanup_orphans)
+    P._switch_view = marked("switch_view", P._switch_view)
+    P._set_current = marked("set_current", P._set_current)
+    P._apply_retention = timed("retention_s", P._apply_retention)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(P, name, fn)
+
+
+def run_publish(url: str, rows, published_dir: Path) -> dict:
+    from lienthong.contracts import contract
+    from lienthong.publish import publish
+
+    timings = Timings()
+    with instrumented_publish(timings):
+        t0 = time.perf_counter()
+        result = publish(contract(DATASET), {}, run_id="bench", gate_passed=True, published_dir=published_dir,
+                         lineage={"benchmark": "bench_publish"}, quality={}, url=url, rows=rows)
+        total = time.perf_counter() - t0
+    assert result.status == "published" and result.rows == rows.num_rows, result
+    s, m = timings.seconds, timings.marks
+    out = {"publish_total_s": total, **s}
+    out["client_side_copy_s"] = s["our_copy_s"] - s.get("server_copy_s", 0.0)
+    out["pk_analyze_count_s"] = m["switch_view"] - m["our_copy_s:end"]
+    out["switch_record_commit_s"] = m["set_current"] - m["switch_view"]
+    accounted = ("cleanup_orphans_s", "content_hash_s", "parquet_write_s", "our_copy_s", "pk_analyze_count_s",
+                 "switch_record_commit_s", "retention_s")
+    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, CREATE TABLE, ...
+    return out
+
+
+# --- (b) bare COPY of the same rows from a file -------------------------------------------------------
+
+
+def write_csv(rows, path: Path) -> int:
+    """The rows as publish serialises them (nested columns as JSON text via DuckDB, Arrow CSV, no header)."""
+    import pyarrow.csv as pacsv
+
+    from lienthong.publish import COPY_BATCH_ROWS, _nested_as_json
+
+    opts = pacsv.WriteOptions(include_header=False)
+    writer = None
+    with open(path, "wb") as fh:
+        for batch in rows.to_batches(max_chunksize=COPY_BATCH_ROWS):
+            converted = _nested_as_json(batch)
+            if writer is None:
+                writer = pacsv.CSVWriter(fh, converted.schema, write_options=opts)
+            writer.write_table(converted)
+        if writer is not None:
+            writer.close()
+    return path.stat().st_size
+
+
+def run_bare(url: str, csv_path: Path, columns: list[str], attempt: int) -> dict:
+    from lienthong.contracts import contract
+    from lienthong.db import connect
+
+    table = f"bare_copy_{attempt}"
+    cols = ", ".join(f'"{c}"' for c in columns)
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP TABLE IF EXISTS public."{table}"')
+    checkpoint(url)
+    with connect(url) as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur, open(csv_path, "rb") as fh:
+            cur.execute(contract(DATASET).postgres_ddl(table, "public", primary_key=False))
+            t1 = time.perf_counter()
+            cur.copy_expert(f'COPY public."{table}" ({cols}) FROM STDIN WITH (FORMAT csv)', fh)
+            t2 = time.perf_counter()
+        conn.commit()
+        t3 = time.perf_counter()
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT count(*) FROM public."{table}"')
+        (loaded,) = cur.fetchone()
+        cur.execute(f'DROP TABLE public."{table}"')
+    return {"bare_copy_s": t2 - t1, "bare_total_s": t3 - t0, "loaded": loaded}
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def bench_size(server_url: str, n: int) -> dict:
+    progress(f"{n:,} rows: generating")
+    t0 = time.perf_counter()
+    rows = synthetic_profiles(n)
+    gen_s = time.perf_counter() - t0
+    db = f"bench_publish_{n}"
+    url = fresh_database(server_url, db)
+    size_dir = WORK / f"n{n}"
+    shutil.rmtree(size_dir, ignore_errors=True)
+    size_dir.mkdir(parents=True)
+    csv_path = size_dir / "rows.csv"
+    t0 = time.perf_counter()
+    csv_bytes = write_csv(rows, csv_path)
+    csv_s = time.perf_counter() - t0
+    progress(f"{n:,} rows: generated in {gen_s:.1f}s, CSV {csv_bytes / 1e6:.0f} MB written in {csv_s:.1f}s")
+
+    bare_runs = []
+    progress(f"{n:,} rows: bare COPY #1")
+    bare_runs.append(run_bare(url, csv_path, rows.column_names, 1))
+    progress(f"{n:,} rows: bare COPY #1 {bare_runs[-1]['bare_copy_s']:.2f}s; publish()")
+    checkpoint(url)
+    pub = run_publish(url, rows, size_dir / "published")
+    progress(f"{n:,} rows: publish {pub['publish_total_s']:.2f}s (our COPY {pub['our_copy_s']:.2f}s); bare COPY #2")
+    bare_runs.append(run_bare(url, csv_path, rows.column_names, 2))
+    assert all(b["loaded"] == n for b in bare_runs), bare_runs
+    bare = min(bare_runs, key=lambda b: b["bare_copy_s"])
+    progress(f"{n:,} rows: bare COPY #2 {bare_runs[-1]['bare_copy_s']:.2f}s")
+
+    from lienthong.db import connect
+
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT pg_total_relation_size('published.{DATASET}__v000001')")
+        (pg_bytes,) = cur.fetchone()
+    parquet_bytes = sum(p.stat().st_size for p in (size_dir / "published").rglob("*.parquet"))
+    shutil.rmtree(size_dir, ignore_errors=True)
+
+    r = {k: round(v, 3) if isinstance(v, float) else v for k, v in pub.items()}
+    return {
+        "rows": n,
+        "generate_s": round(gen_s, 2),
+        "csv_mb": round(csv_bytes / 1e6, 1),
+        "parquet_mb": round(parquet_bytes / 1e6, 1),
+        "table_mb_with_pk": round(pg_bytes / 1e6, 1),
+        "bare_copy_s": round(bare["bare_copy_s"], 3),
+        "bare_copy_runs_s": [round(b["bare_copy_s"], 3) for b in bare_runs],
+        "bare_total_s": round(bare["bare_total_s"], 3),
+        "publish": r,
+        "rows_per_s": {
+            "bare_copy": round(n / bare["bare_copy_s"]),
+            "our_copy": round(n / pub["our_copy_s"]),
+            "publish_total": round(n / pub["publish_total_s"]),
+        },
+        "ratio_bare_copy_to_publish_total": round(bare["bare_copy_s"] / pub["publish_total_s"], 3),
+        "ratio_bare_copy_to_our_copy": round(bare["bare_copy_s"] / pub["our_copy_s"], 3),
+        "ratio_bare_copy_to_our_server_copy": round(bare["bare_copy_s"] / pub["server_copy_s"], 3),
+    }
+
+
+def growth(results: list[dict]) -> list[dict]:
+    """Exponent k in t ~ N^k between consecutive sizes (1.0 = linear)."""
+    out = []
+    for a, b in zip(results, results[1:], strict=False):
+        k = math.log(b["rows"] / a["rows"])
+        out.append({
+            "from_rows": a["rows"], "to_rows": b["rows"],
+            "publish_total_exponent": round(math.log(b["publish"]["publish_total_s"] / a["publish"]["publish_total_s"]) / k, 3),
+            "our_copy_exponent": round(math.log(b["publish"]["our_copy_s"] / a["publish"]["our_copy_s"]) / k, 3),
+            "bare_copy_exponent": round(math.log(b["bare_copy_s"] / a["bare_copy_s"]) / k, 3),
+        })
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,300000,1000000", help="comma-separated row counts")
+    parser.add_argument("--keep", action="store_true", help="keep the bench_publish_<N> databases")
+    parser.add_argument("--out", type=Path, default=RESULTS / "publish.json")
+    args = parser.parse_args(argv)
+    sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("LIENTHONG_DATA_DIR", str(WORK / "data"))
+    import logging
+
+    import psycopg2
+
+    logging.basicConfig(level=logging.WARNING)
+    from lienthong.db import stop_embedded, warehouse_url
+    from lienthong.settings import load_settings
+
+    settings = load_settings()
+    embedded = settings.database_url is None
+    started_here = embedded and not (settings.embedded_pgdata / "postmaster.pid").exists()
+    results: list[dict] = []
+    server_version = 0
+    try:
+        server_url = warehouse_url(settings)
+        conn = psycopg2.connect(server_url)
+        server_version = conn.server_version
+        conn.close()
+        for n in sizes:
+            results.append(bench_size(server_url, n))
+            r = results[-1]
+            progress(f"{n:,} rows: publish {r['publish']['publish_total_s']:.2f}s, our COPY {r['publish']['our_copy_s']:.2f}s, "
+                     f"bare COPY {r['bare_copy_s']:.2f}s -> bare/publish {r['ratio_bare_copy_to_publish_total']:.2f}, "
+                     f"bare/our COPY {r['ratio_bare_copy_to_our_copy']:.2f}")
+            if not args.keep:
+                drop_database(server_url, f"bench_publish_{n}")
+    finally:
+        if started_here:
+            stop_embedded(settings.embedded_pgdata)
+            progress("stopped the embedded server this run started")
+
+    result = {
+        "benchmark": "publish() end to end vs a bare COPY FROM STDIN of the same rows (citizen_profile, nested as JSON text)",
+        "server": ("embedded PostgreSQL" if embedded else "LIENTHONG_DATABASE_URL")
+                  + f" {server_version // 10000}.{server_version % 10000}",
+        "machine_cpus": os.cpu_count(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_publish.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "notes": [
+            "bare_copy_s: the faster of two COPY FROM STDIN runs (before and after the publish) of a pre-written "
+            "CSV into a table created in the same transaction, no primary key; the floor",
+            "our_copy_s: publish._copy_arrow (nested->JSON in DuckDB + Arrow CSV + copy_expert per 100k batch); "
+            "server_copy_s: its copy_expert calls only",
+            "publish_total_s also includes content hash, Parquet + manifest, primary key, ANALYZE, count check, "
+            "view switch, record, commit, CURRENT and retention",
+        ],
+        "sizes": results,
+        "growth": growth(results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
