@@ -19,7 +19,9 @@ import io
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,7 +39,7 @@ from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 log = logging.getLogger(__name__)
 
 PUBLISHED_SCHEMA = "published"
-COPY_BATCH_ROWS = 100_000
+COPY_BATCH_ROWS = 25_000  # rows rendered per chunk: small enough that rendering and loading overlap from the start
 
 
 class QualityGateFailed(RuntimeError):
@@ -173,15 +175,57 @@ def _nested_as_json(batch: pa.RecordBatch) -> pa.Table:
     return out
 
 
+class _CsvStream(io.RawIOBase):
+    """A file-like CSV source for one COPY: a background thread renders the Arrow batches to CSV (Arrow's
+    writer and DuckDB's `to_json` release the GIL) while psycopg2 sends the previous chunk (libpq calls
+    release it too), so preparing and loading overlap. At most `depth` rendered batches wait in memory.
+    Hand-written: psycopg2's copy_expert takes a file object, and no library offers this bridge."""
+
+    def __init__(self, table: pa.Table, depth: int = 2) -> None:
+        super().__init__()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+        self._chunk = b""
+        self._offset = 0
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(table,), daemon=True)
+        self._thread.start()
+
+    def _produce(self, table: pa.Table) -> None:
+        try:
+            opts = pacsv.WriteOptions(include_header=False)
+            for batch in table.to_batches(max_chunksize=COPY_BATCH_ROWS):
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(_nested_as_json(batch), sink, opts)
+                self._queue.put(sink.getvalue().to_pybytes())
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the reading side, which raises it inside the COPY
+            self._queue.put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while self._offset >= len(self._chunk):
+            if self._done:
+                return b""
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return b""
+            if isinstance(item, BaseException):
+                raise item
+            self._chunk, self._offset = item, 0
+        end = len(self._chunk) if size is None or size < 0 else min(len(self._chunk), self._offset + size)
+        out = self._chunk[self._offset:end]
+        self._offset = end
+        return out
+
+
 def _copy_arrow(cur, table: pa.Table, full_table: str) -> None:
-    """COPY an Arrow table into PostgreSQL as CSV, one batch at a time (bounded memory, no per-row loop)."""
+    """COPY an Arrow table into PostgreSQL as CSV in ONE COPY statement, batches rendered on a background
+    thread while the previous one is sent (bounded memory, no per-row loop)."""
     cols = ", ".join(f'"{n}"' for n in table.column_names)
-    opts = pacsv.WriteOptions(include_header=False)
-    for batch in table.to_batches(max_chunksize=COPY_BATCH_ROWS):
-        buf = io.BytesIO()
-        pacsv.write_csv(_nested_as_json(batch), buf, opts)
-        buf.seek(0)
-        cur.copy_expert(f"COPY {full_table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+    cur.copy_expert(f"COPY {full_table} ({cols}) FROM STDIN WITH (FORMAT csv)", _CsvStream(table), size=1 << 20)
 
 
 def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -> list[str]:

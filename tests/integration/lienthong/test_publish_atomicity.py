@@ -158,7 +158,7 @@ def _assert_manifest_verifies(folder: Path, rows: int, content_hash: str) -> Non
 
 # --- killed during COPY --------------------------------------------------------------------------------
 
-KILLED_ROWS = 350_000  # 4 COPY batches, ~0.7 s each here: the kill lands in batch 2 or 3
+KILLED_ROWS = 350_000  # one COPY of ~1-2 s here: the kill lands after the first 100k rows
 CHILD = """
 import sys
 from pathlib import Path
@@ -175,10 +175,9 @@ print("PUBLISHED", flush=True)
 
 
 def _wait_for_copy(url: str, child: subprocess.Popen, app: str, timeout: float = 120.0) -> int:
-    """Poll pg_stat_activity until the child runs its COPY of v000002 past the first batch (so that one
-    whole batch is already in the uncommitted version table) with rows flowing; return the backend pid."""
+    """Poll pg_stat_activity until the child's COPY of v000002 has loaded at least one batch of rows into the
+    uncommitted version table (pg_stat_progress_copy) and is still running; return the backend pid."""
     target = f'COPY "published"."{DATASET}__v000002"%'
-    first_start = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -189,9 +188,8 @@ def _wait_for_copy(url: str, child: subprocess.Popen, app: str, timeout: float =
                                FROM pg_stat_activity a LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
                                WHERE a.application_name = %s AND a.state = 'active' AND a.query LIKE %s""",
                       (app, target))
-        for backend, started, tuples in rows:
-            first_start = first_start or started
-            if started != first_start and tuples > 0:
+        for backend, _started, tuples in rows:
+            if tuples >= 100_000:
                 return backend
         time.sleep(0.005)
     pytest.fail("no COPY of v000002 seen in pg_stat_activity")
