@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down
+.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Every pipeline benchmark at one size (docs/benchmarks.md); writes benchmarks/results/bench-<N>.json.
+# SCALE=province (default): 2,000,000 citizens, 150k enterprises (ratio 0.075), parcel ratio 1.0.
+# SCALE=small: 20,000 citizens, CI-sized (~1.5 min). SCALE=<number>: that many citizens.
+SCALE ?= province
+BENCH_CITIZENS = $(if $(filter province,$(SCALE)),2000000,$(if $(filter small,$(SCALE)),20000,$(SCALE)))
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --citizens $(BENCH_CITIZENS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
