@@ -254,17 +254,18 @@ def link_people(
         parts.append(prob)
     links = pa.concat_tables([p.cast(LINK_SCHEMA) for p in parts]) if parts else LINK_SCHEMA.empty_table()
     # left records with no candidate at all: rejected, no right id
-    found = set(links.column("left_id").to_pylist())
-    missing = [u for u in left.column("unique_id").to_pylist() if u not in found]
-    if missing:
+    ids = left.column("unique_id")
+    missing = ids.filter(pc.invert(pc.is_in(ids, value_set=links.column("left_id").combine_chunks())))
+    if len(missing):
+        n = len(missing)
         links = pa.concat_tables([links, pa.table({
-            "left_id": pa.array(missing, pa.string()),
-            "right_id": pa.nulls(len(missing), pa.string()),
-            "method": pa.array(["probabilistic"] * len(missing)),
-            "score": pa.nulls(len(missing), pa.float64()),
-            "band": pa.array(["reject"] * len(missing)),
-            "runner_up_id": pa.nulls(len(missing), pa.string()),
-            "runner_up_score": pa.nulls(len(missing), pa.float64()),
+            "left_id": missing.cast(pa.string()),
+            "right_id": pa.nulls(n, pa.string()),
+            "method": pa.array(["probabilistic"] * n),
+            "score": pa.nulls(n, pa.float64()),
+            "band": pa.array(["reject"] * n),
+            "runner_up_id": pa.nulls(n, pa.string()),
+            "runner_up_score": pa.nulls(n, pa.float64()),
         }, schema=LINK_SCHEMA)])
     counts = {
         "left": left.num_rows, "right": right.num_rows,
