@@ -18,8 +18,6 @@ row count against the requests served (every lookup is logged before it is answe
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import random
@@ -31,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +37,6 @@ WORK = REPO / "benchmarks" / ".work" / "lookup"
 RESULTS = REPO / "benchmarks" / "results"
 AGENCY = "single_window_desk"
 
-FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô"]
-MIDDLE = ["Văn", "Thị", "Hữu", "Minh", "Thanh", "Ngọc", "Đức", "Quang", "Thu", "Hoài"]
-GIVEN = ["An", "Bình", "Cường", "Dũng", "Hà", "Hải", "Hạnh", "Hùng", "Lan", "Linh", "Mai", "Nam", "Phương", "Quân",
-         "Sơn", "Thảo", "Trang", "Tuấn", "Vy", "Yến"]
-STREETS = ["Lạch Tray", "Văn Cao", "Lê Lợi", "Trần Phú", "Điện Biên Phủ", "Hai Bà Trưng", "Tô Hiệu", "Cầu Đất"]
 WRK_SCRIPT = r"""
 local ids = {}
 for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = line end
@@ -65,64 +58,28 @@ end
 """
 
 
-def synthetic_rows(n: int, seed: int = 7) -> list[list]:
-    """citizen_profile rows in contract order; IDs follow Circular 59/2021 (prefix, century/sex, year)."""
-    from lienthong import ids as id_rules
-
-    if n >= 1_000_000:
-        raise SystemExit("--rows must be below 1,000,000 (the last 6 digits of the IDs are the row number)")
-    rng = random.Random(seed)
-    prefixes = sorted(id_rules.personal_id_prefixes())
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = []
-    for i in range(n):
-        year = rng.randint(1935, 2010)
-        sex = rng.choice(["NAM", "NU"])
-        digit = id_rules.century_base(year) + (sex == "NU")
-        cid = f"{rng.choice(prefixes)}{digit}{year % 100:02d}{i:06d}"
-        commune = f"{rng.randint(11000, 11999):05d}"
-        dead = rng.random() < 0.02
-        enterprises = ([{"enterprise_code": "0100233488", "enterprise_name": "Công ty TNHH An Phát",
-                         "enterprise_status": "DANG_HOAT_DONG", "title": "Giám đốc"}] if rng.random() < 0.05 else None)
-        parcels = ([{"province_code": "31", "commune_code_2025": commune, "map_sheet": rng.randint(1, 80),
-                     "parcel_number": rng.randint(1, 900), "area_m2": round(rng.uniform(40, 400), 1), "land_use": "ODT",
-                     "certificate_serial": f"AB{rng.randint(0, 99_999_999):08d}", "share_percent": 100.0}]
-                   if rng.random() < 0.3 else None)
-        rows.append([
-            cid, f"03{rng.randint(0, 9_999_999):07d}", f"{rng.choice(FAMILY)} {rng.choice(MIDDLE)} {rng.choice(GIVEN)}",
-            date(year, rng.randint(1, 12), rng.randint(1, 28)), "day", sex, "VN",
-            f"Số {rng.randint(1, 300)} {rng.choice(STREETS)}", commune, commune, "31",
-            "DA_MAT" if dead else "CON_SONG", date(2024, 5, 6) if dead else None, now,
-            json.dumps(enterprises, ensure_ascii=False) if enterprises else None,
-            json.dumps(parcels, ensure_ascii=False) if parcels else None,
-        ])
-    return rows
-
-
 def publish_synthetic(url: str, n: int) -> list[str]:
     """published.citizen_profile__v000001 (contract DDL + primary key) behind the view; returns the IDs."""
     from psycopg2 import sql
 
     from lienthong.contracts import contract
     from lienthong.db import connect
+    from lienthong.publish import _copy_arrow
+    from sandbox.profiles import synthetic_profiles
 
     c = contract("citizen_profile")
-    rows = synthetic_rows(n)
-    buf = io.StringIO()
-    csv.writer(buf).writerows(["" if v is None else v for v in r] for r in rows)
-    buf.seek(0)
+    rows = synthetic_profiles(n, seed=7)
     table = "citizen_profile__v000001"
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute("CREATE SCHEMA IF NOT EXISTS published")
         cur.execute("DROP VIEW IF EXISTS published.citizen_profile CASCADE")
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("published", table)))
         cur.execute(c.postgres_ddl(table, "published", primary_key=False))
-        cols = ", ".join(f'"{f}"' for f in c.field_names)
-        cur.copy_expert(f'COPY published."{table}" ({cols}) FROM STDIN WITH (FORMAT csv)', buf)
+        _copy_arrow(cur, rows, f'published."{table}"')
         cur.execute(f'ALTER TABLE published."{table}" ADD PRIMARY KEY (citizen_id)')
         cur.execute(f'ANALYZE published."{table}"')
         cur.execute(f'CREATE VIEW published.citizen_profile AS SELECT * FROM published."{table}"')
-    return [r[0] for r in rows]
+    return rows.column("citizen_id").to_pylist()
 
 
 def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
