@@ -304,6 +304,13 @@ def airflow_env(
         {
             "AIRFLOW_HOME": str(paths.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            # The auditors' view (plugins/lienthong_audit.py) is mounted in the API server from here.
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            # OpenLineage events of every task into one JSON-lines file (no lineage server needed).
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "lienthong",
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(paths.data_dir / "lineage" / "openlineage.jsonl"), "append": True}
+            ),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # Two CPUs are common on a laptop VM: a few parallel tasks, not the default 32.
