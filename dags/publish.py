@@ -11,14 +11,15 @@ nested lists as list<struct> / jsonb), `reconciliation_findings` and `quality_su
 Scheduled on the integrated Assets (all five, from one reconciliation); each task emits
 `published_<dataset>` with the version in the event extra. Then **grant_agency_access** rebuilds each
 consuming agency's login role, schema and views from `schemas/agencies.yaml` (columns visible, masked,
-pseudonymized with the key `LIENTHONG_PSEUDONYM_KEY`, or hidden).
+pseudonymized with the key `LIENTHONG_PSEUDONYM_KEY`, or hidden) and emits `publication_round` (the
+`audit_report` DAG runs on it, also after a refused gate).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from lienthong.assets import INTEGRATED_DATASETS, PUBLISHED_DATASETS, integrated, published
+from lienthong.assets import INTEGRATED_DATASETS, PUBLICATION_ROUND, PUBLISHED_DATASETS, integrated, published
 from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
 
 DAG_ID = "publish"
@@ -53,11 +54,13 @@ def publish():
 
         published_tasks.append(publish_one())
 
-    @task(trigger_rule="all_done")
-    def grant_agency_access(*, run_id=None) -> dict:
+    @task(trigger_rule="all_done", outlets=[PUBLICATION_ROUND])
+    def grant_agency_access(*, run_id=None, outlet_events=None) -> dict:
         from lienthong.pipeline import apply_agency_access
 
-        return apply_agency_access(run_id)
+        report = apply_agency_access(run_id)
+        outlet_events[PUBLICATION_ROUND].extra = {"publish_run_id": run_id}
+        return report
 
     published_tasks >> grant_agency_access()
 

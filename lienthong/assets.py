@@ -38,3 +38,8 @@ def published(dataset: str) -> Asset:
 PUBLISHED_DATASETS = ("citizen_profile", "enterprise_profile", "parcel_register", "reconciliation_findings",
                       "quality_summary")
 PUBLISHED_CITIZEN_PROFILE = published("citizen_profile")
+
+# Emitted by the publish DAG's last task once every dataset's publication has been tried (published,
+# unchanged or refused by its gate): the audit report runs on it, so a failed gate is reported too.
+PUBLICATION_ROUND = Asset(name="publication_round", uri="lienthong://published/_round")
+AUDIT_REPORT = Asset(name="audit_report", uri="lienthong://reports/audit")

@@ -28,7 +28,7 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger("lienthong.demo")
 REPO = Path(__file__).resolve().parent.parent
-CHAIN = ("ingest_population", "ingest_business", "ingest_land", "integrate", "publish")
+CHAIN = ("ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report")
 
 
 @dataclass
@@ -194,6 +194,8 @@ def print_summary(s: dict[str, Any], settings: Settings) -> None:
     for name in ("raw_dir", "staged_dir", "quarantine_dir", "integrated_dir", "published_dir", "reports_dir"):
         print(f"  {name:<15} {getattr(settings, name)}")
     print(f"  data docs       {settings.reports_dir / 'data_docs' / 'index.html'}")
+    for report in sorted((settings.reports_dir / "audit").glob("*/report.html"))[-1:]:
+        print(f"  audit report    {report}")
     print(f"  airflow logs    {settings.data_dir / 'logs'}")
     print(f"  summary JSON    {settings.data_dir / 'summary.json'}")
 
@@ -228,6 +230,8 @@ def main() -> int:
                   f"land registries {sorted(endpoints.land_dsns)}")
             runner = AirflowRunner(home=data_dir / "airflow", extra_env=endpoints.airflow_conn_env(), log_dir=data_dir / "logs")
             runner.extra_env["LIENTHONG_DATA_DIR"] = str(data_dir)
+            # The sandbox knows the truth: the audit report scores the run's links against it.
+            runner.extra_env["LIENTHONG_GROUND_TRUTH_DIR"] = str(sandbox_data / "truth")
             if not settings.database_url:
                 runner.extra_env["LIENTHONG_DATABASE_URL"] = url
             print("[3/4] running the pipelines through Airflow", flush=True)

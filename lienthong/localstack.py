@@ -519,6 +519,8 @@ def up(
             land_provinces=",".join(provinces_in(paths.sandbox_data)),
         )
 
+        # The sandbox knows the truth: the audit report scores each run's links against it.
+        env["LIENTHONG_GROUND_TRUTH_DIR"] = str(paths.sandbox_data / "truth")
         # Kept across starts, like the Fernet key: changing it would change every agency pseudonym.
         env["LIENTHONG_PSEUDONYM_KEY"] = os.environ.get("LIENTHONG_PSEUDONYM_KEY") or _secret(
             paths.secrets / "pseudonym_key", lambda: secrets.token_urlsafe(32))

@@ -22,7 +22,8 @@ PUBLIC_KEYS = frozenset({
     "total", "position", "day", "shares", "share_percent", "registry_precision", "type", "severity", "agency",
     "status", "count", "rule", "reason", "rules", "reasons", "land_use", "area_m2", "map_sheet", "parcel_number",
 })
-NAME_KEYS = re.compile(r"(^|_)(name|names|full_name|ho_ten|hoTen|tenChu)(_|$)|^name_in_", re.IGNORECASE)
+NAME_KEYS = re.compile(r"(^|_)(name|names|full_name|ho_ten|hoTen|hoVaTen|tenChu)(_|$)|^name_in_|hoVaTen|hoTen",
+                       re.IGNORECASE)
 DATE_KEYS = re.compile(r"(birth|death|ngay_sinh|ngaySinh)", re.IGNORECASE)
 
 

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.stage_run (
   raw_runs jsonb,
   PRIMARY KEY (run_id, dataset)
 );
+-- added after the first release: when staging started (run durations in the audit report)
+ALTER TABLE {OPS_SCHEMA}.stage_run ADD COLUMN IF NOT EXISTS started_at timestamptz;
 CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.quality_run (
   run_id text NOT NULL,
   dataset text NOT NULL,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from lienthong.db import connect, warehouse_url
@@ -62,6 +63,7 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
 
     s = settings or load_settings()
     c = contract(dataset)
+    started_at = datetime.now(UTC)
     files = StagePlan.from_contract(c).raw_files(s.raw_dir)
     if not files:
         raise NothingToStage(f"{dataset}: no raw landing yet from {c.custom.get('sourceSystem')}")
@@ -78,13 +80,13 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
             cur.execute(f"DELETE FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s AND dataset = %s", (run_id, dataset))
             cur.execute(
                 f"""INSERT INTO {OPS_SCHEMA}.stage_run (run_id, dataset, raw_rows, duplicates_removed, rows_in, rows_staged,
-                    rows_quarantined, conservation_ok, staged_path, content_hash, raw_runs)
-                    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
+                    rows_quarantined, conservation_ok, staged_path, content_hash, raw_runs, started_at)
+                    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
                 (run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
                  result.rows_quarantined, result.conservation_ok, result.staged_path, result.content_hash,
                  json.dumps({"raw_runs": result.raw_runs, "quarantine_path": result.quarantine_path,
                              "quarantine_by_rule": result.quarantine_by_rule, "repairs": result.repairs,
-                             "findings": result.findings})),
+                             "findings": result.findings}), started_at),
             )
     return result.as_dict()
 

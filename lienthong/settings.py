@@ -40,6 +40,10 @@ class Settings:
     # reviewer as a finding, below review is rejected.
     match_accept: float = 0.95
     match_review: float = 0.80
+    # A sandbox's truth folder (links.parquet): the audit report then scores the run's links against it.
+    ground_truth_dir: Path | None = None
+    # How many past runs the audit report's trend plots show.
+    audit_trend_runs: int = 30
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
 
     # zones on disk
@@ -91,6 +95,8 @@ def load_settings() -> Settings:
         published_retention=int(_env("PUBLISHED_RETENTION", "5")),
         match_accept=_probability("MATCH_ACCEPT", "0.95"),
         match_review=_probability("MATCH_REVIEW", "0.80"),
+        ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,
+        audit_trend_runs=int(_env("AUDIT_TREND_RUNS", "30")),
     )
 
 

@@ -8,13 +8,13 @@ report is about (the run that staged, validated and reconciled), made safe for a
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from psycopg2.extensions import connection
 from psycopg2.extras import Json
 
+from connectors.base.landing import safe_run_id
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 
 AUDIT_DDL = f"""
@@ -29,12 +29,11 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.audit_report (
 );
 """
 _COLUMNS = ("report_id", "run_id", "publish_run_id", "audit_run_id", "created_at", "folder", "headline")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def report_id_for(run_id: str) -> str:
     """A folder- and URL-safe id for the run (`manual__2026-11-22T10:00:00+00:00` -> `manual__2026-11-22T10_00_00_00_00`)."""
-    return _UNSAFE.sub("_", run_id)
+    return safe_run_id(run_id)
 
 
 def report_folder(reports_dir: Path, report_id: str) -> Path:

@@ -12,9 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-EXPECTED = {"ingest_population", "ingest_business", "ingest_land", "integrate", "publish"}
+EXPECTED = {"ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report"}
 HEAVY_MODULES = ("great_expectations", "pandas", "duckdb", "pyarrow", "psycopg2", "requests", "lienthong.pipeline",
-                 "lienthong.quality", "lienthong.publish", "lienthong.staging", "connectors")
+                 "lienthong.quality", "lienthong.publish", "lienthong.staging", "connectors", "matplotlib",
+                 "lienthong.audit")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,142 @@
+"""The report's plots, drawn with matplotlib into inline SVG text (the report must open offline: no
+scripts, no CDN, no image files beside it).
+
+Each function takes the plain figures of `lienthong.audit.collect` and returns one `<svg>` element; the run
+the report is about is drawn highlighted.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display here, and none needed
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+_STYLE = {
+    "svg.fonttype": "none",  # text stays text: smaller files, searchable, rendered with the page's fonts
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+CURRENT = "#d62728"
+
+
+def _svg(fig: Any, title: str) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Title": title, "Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    start = text.find("<svg")
+    svg = text[start:]
+    # The title as the SVG's accessible name (screen readers, and tests finding the plot by its title).
+    return svg.replace("<svg", f'<svg role="img" aria-label="{title}"', 1)
+
+
+def _labels(trends: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for t in trends:
+        try:
+            out.append(datetime.fromisoformat(t["started_at"]).strftime("%m-%d\n%H:%M"))
+        except (TypeError, ValueError):
+            out.append(t["run_id"][-8:])
+    return out
+
+
+def _mark_current(ax: Any, trends: list[dict[str, Any]], run_id: str) -> None:
+    for i, t in enumerate(trends):
+        if t["run_id"] == run_id:
+            ax.axvline(i, color=CURRENT, linewidth=1, linestyle="--", alpha=0.7, label="this run")
+
+
+def quality_trend(trends: list[dict[str, Any]], run_id: str) -> str:
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 2.8))
+        x = range(len(trends))
+        for key, label in (("quality_pass_rate", "expectations passed"), ("record_pass_rate", "records staged / in")):
+            ys = [100 * t[key] if t[key] is not None else float("nan") for t in trends]
+            ax.plot(x, ys, marker="o", label=label)
+        _mark_current(ax, trends, run_id)
+        ax.set_xticks(list(x), _labels(trends))
+        ax.set_ylabel("%")
+        ax.set_title("Quality pass rate per run")
+        ax.legend(loc="lower left", fontsize=8)
+        return _svg(fig, "Quality pass rate per run")
+
+
+def findings_trend(trends: list[dict[str, Any]], run_id: str) -> str:
+    types = sorted({k for t in trends for k in t["open_by_type"]})
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.2))
+        x = list(range(len(trends)))
+        bottom = [0] * len(trends)
+        cmap = plt.get_cmap("tab20")
+        for i, typ in enumerate(types):
+            ys = [t["open_by_type"].get(typ, 0) for t in trends]
+            ax.bar(x, ys, bottom=bottom, label=typ, color=cmap(i % 20), width=0.7)
+            bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+        _mark_current(ax, trends, run_id)
+        ax.set_xticks(x, _labels(trends))
+        ax.set_ylabel("open findings")
+        ax.set_title("Open findings by type after each run")
+        if types:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+        return _svg(fig, "Open findings by type after each run")
+
+
+def rows_trend(trends: list[dict[str, Any]], run_id: str) -> str:
+    zones = (("rows_raw", "raw"), ("rows_staged", "staged"), ("rows_quarantined", "quarantined"),
+             ("rows_integrated", "integrated"), ("rows_published", "published"))
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 2.8))
+        x = range(len(trends))
+        for key, label in zones:
+            ys = [t[key] if t[key] else float("nan") for t in trends]
+            ax.plot(x, ys, marker="o", label=label)
+        _mark_current(ax, trends, run_id)
+        ax.set_yscale("log")
+        ax.set_xticks(list(x), _labels(trends))
+        ax.set_ylabel("rows (log)")
+        ax.set_title("Rows per zone per run")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        return _svg(fig, "Rows per zone per run")
+
+
+def duration_trend(trends: list[dict[str, Any]], run_id: str) -> str:
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 2.4))
+        x = list(range(len(trends)))
+        colors = [CURRENT if t["run_id"] == run_id else "#1f77b4" for t in trends]
+        ax.bar(x, [t["duration_seconds"] for t in trends], color=colors, width=0.7)
+        ax.set_xticks(x, _labels(trends))
+        ax.set_ylabel("seconds")
+        ax.set_title("Run duration (staging start to reconciliation end)")
+        return _svg(fig, "Run duration per run")
+
+
+def quarantine_reasons(quarantine: list[dict[str, Any]]) -> str | None:
+    if not quarantine:
+        return None
+    rows = sorted(quarantine, key=lambda r: r["rows"])[-15:]
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.28 * len(rows)))
+        ax.barh([f"{r['dataset']}: {r['reason']}" for r in rows], [r["rows"] for r in rows], color="#ff7f0e")
+        ax.set_xlabel("records quarantined")
+        ax.set_title("Quarantine by reason (this run)")
+        return _svg(fig, "Quarantine by reason")
+
+
+def all_plots(figures: dict[str, Any]) -> dict[str, str | None]:
+    trends, run_id = figures["trends"], figures["run_id"]
+    return {
+        "quality": quality_trend(trends, run_id),
+        "findings": findings_trend(trends, run_id),
+        "rows": rows_trend(trends, run_id),
+        "duration": duration_trend(trends, run_id),
+        "quarantine": quarantine_reasons(figures["quarantine"]),
+    }
