@@ -152,10 +152,13 @@ def data_docs_pages(reports_dir: Path, run_id: str) -> dict[str, str]:
 
     base = Path(reports_dir) / "data_docs" / "validations"
     pages: dict[str, str] = {}
+    run = safe_run_id(run_id)
     if base.is_dir():
-        for page in sorted(base.glob(f"*/{safe_run_id(run_id)}/**/*.html")):
-            suite = page.relative_to(base).parts[0]
-            pages.setdefault(suite, page.relative_to(reports_dir).as_posix())
+        # GX files a result under the suite name split at its dots: `citizen@1.0.0` -> citizen@1/0/0/<run>/<time>/
+        for page in sorted(base.glob(f"**/{run}/*/*.html")):
+            parts = page.relative_to(base).parts
+            suite = ".".join(parts[: len(parts) - 3])
+            pages[suite] = page.relative_to(reports_dir).as_posix()  # sorted: the latest validation of the run wins
     return pages
 
 
@@ -354,8 +357,8 @@ def _trends(cur, run_id: str, limit: int) -> list[dict[str, Any]]:
         finished = r["reconciled_at"] or r["staged_at"]
         until = runs[i + 1]["started_at"] if i + 1 < len(runs) else None
         served: dict[str, int] = {}
-        for p in publications:  # the versions served once this run's publications were done
-            if p["published_at"] >= r["started_at"] and (until is None or p["published_at"] < until):
+        for p in publications:  # the version of each dataset served once this run's publications were done
+            if until is None or p["published_at"] < until:
                 served[p["dataset"]] = p["row_count"]
         passed, evaluated = quality.get(r["run_id"], (0, 0))
         counts = {k: v for k, v in (r["counts"] or {}).items() if k != "findings" and isinstance(v, int)}

@@ -42,7 +42,7 @@ def _labels(trends: list[dict[str, Any]]) -> list[str]:
     out = []
     for t in trends:
         try:
-            out.append(datetime.fromisoformat(t["started_at"]).strftime("%m-%d\n%H:%M"))
+            out.append(datetime.fromisoformat(t["started_at"]).strftime("%m-%d\n%H:%M:%S"))
         except (TypeError, ValueError):
             out.append(t["run_id"][-8:])
     return out
