@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lienthong.openlineage import openlineage_env
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger("lienthong.demo")
@@ -57,6 +58,10 @@ class AirflowRunner:
         env.setdefault("XDG_RUNTIME_DIR", str(self.home / "xdg"))
         env.setdefault("LIENTHONG_PSEUDONYM_KEY", self.pseudonym_key)
         Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # OpenLineage events of every task into <data_dir>/lineage/openlineage.jsonl (an exported config wins).
+        data_dir = self.extra_env.get("LIENTHONG_DATA_DIR") or env.get("LIENTHONG_DATA_DIR") or load_settings().data_dir
+        for key, value in openlineage_env(Path(data_dir).expanduser().resolve()).items():
+            env.setdefault(key, value)
         env.update(self.extra_env)
         return env
 

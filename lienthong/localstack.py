@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from lienthong.openlineage import openlineage_env
+
 log = logging.getLogger("lienthong.localstack")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -306,11 +308,9 @@ def airflow_env(
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             # The auditors' view (plugins/lienthong_audit.py) is mounted in the API server from here.
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            # OpenLineage events of every task into one JSON-lines file (no lineage server needed).
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": "lienthong",
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-                {"type": "file", "log_file_path": str(paths.data_dir / "lineage" / "openlineage.jsonl"), "append": True}
-            ),
+            # OpenLineage events of every task, with datasets and facets from lienthong's extractor, into one
+            # JSON-lines file <data_dir>/lineage/openlineage.jsonl (no lineage server needed).
+            **openlineage_env(paths.data_dir),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # Two CPUs are common on a laptop VM: a few parallel tasks, not the default 32.

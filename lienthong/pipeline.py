@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lienthong.db import connect, warehouse_url
+from lienthong.openlineage import reports_lineage
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 from lienthong.settings import Settings, load_settings
 
@@ -31,6 +32,7 @@ PUBLICATIONS: dict[str, list[str]] = {
 _FROM_INTEGRATED = ("citizen_profile", "enterprise_profile", "parcel_register")
 
 
+@reports_lineage
 def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Walk the population registry (JSON, cursor paging) from the watermark and land every page in raw."""
     from connectors.population.ingest import ingest
@@ -38,6 +40,7 @@ def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str
     return ingest(run_id, settings or load_settings())
 
 
+@reports_lineage
 def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Walk the business registry (XML, offset paging) from the watermark and land every record in raw."""
     from connectors.business.ingest import ingest
@@ -45,6 +48,7 @@ def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, 
     return ingest(run_id, settings or load_settings())
 
 
+@reports_lineage
 def ingest_land(run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
     """Extract one province's land registry (three tables, one snapshot) incrementally into raw."""
     from connectors.land.ingest import ingest
@@ -56,6 +60,7 @@ class NothingToStage(LookupError):
     """A dataset's source has not landed anything yet (its ingestion DAG has not run)."""
 
 
+@reports_lineage
 def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Stage a dataset from all its raw landings; record the run and its conservation check."""
     from lienthong.contracts import contract
@@ -91,6 +96,7 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
     return result.as_dict()
 
 
+@reports_lineage
 def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Run the dataset's Great Expectations suite and the quality gate on a staged run.
 
@@ -134,6 +140,7 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
     return out
 
 
+@reports_lineage
 def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Link the staged sources across agencies; write golden records and links; sync the findings."""
     from lienthong.reconcile.run import reconcile as do_reconcile
@@ -188,6 +195,7 @@ def latest_reconciliation(url: str) -> dict[str, Any]:
     return {"run_id": row[0], "outputs": row[1], "inputs": (row[2] or {}).get("inputs", {})}
 
 
+@reports_lineage
 def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Publish a dataset from the latest reconciliation (or store), if its quality gate passed and its
     content changed."""

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CITIZENS = 600
 INGEST_DAGS = ("ingest_population", "ingest_business", "ingest_land")
-ASSET_DAGS = ("integrate", "publish")
+ASSET_DAGS = ("integrate", "publish", "audit_report")
 ALL_DAGS = INGEST_DAGS + ASSET_DAGS
 PARSE_TIMEOUT = 180
 CHAIN_TIMEOUT = 480
@@ -176,6 +176,8 @@ def chain(tmp_path_factory):
                 " WHERE dataset = 'citizen_profile' ORDER BY version"
             )
             result["publications"] = cur.fetchall()
+            cur.execute("SELECT report_id, run_id, publish_run_id, folder, headline FROM lienthong_ops.audit_report")
+            result["audit_reports"] = cur.fetchall()
         result["published_dir"] = stack.paths.data_dir / "published" / "citizen_profile"
         result["diagnostics"] = _diagnostics(api, stack, "chain settled")
     except Exception as exc:
@@ -234,6 +236,24 @@ def test_published_parquet_version_folder_has_a_manifest(chain):
     assert manifest["row_count"] == len(chain["view_rows"])
     assert [p[1] for p in chain["publications"]] == [int(current.lstrip("v"))], chain["publications"]
     assert pq.read_table(folder / current / manifest["files"][0]["path"]).num_rows == manifest["row_count"]
+
+
+def test_audit_report_follows_publish_and_reports_the_integrate_run(chain):
+    assert chain["error"] is None, chain["error"]
+    runs = chain["runs"]
+    audit_ok = [r for r in runs["audit_report"] if r["state"] == "success" and r["run_type"] == "asset_triggered"]
+    publish_ok = [r for r in runs["publish"] if r["state"] == "success"]
+    assert audit_ok, chain["diagnostics"]
+    # started by publish's last task (its Asset event), so after publish started (publish's run may end after)
+    assert min(r["start_date"] for r in audit_ok) >= min(r["start_date"] for r in publish_ok)
+    integrate_ids = {r["dag_run_id"] for r in runs["integrate"] if r["state"] == "success"}
+    publish_ids = {r["dag_run_id"] for r in publish_ok}
+    reports = chain["audit_reports"]
+    assert reports and {r[1] for r in reports} <= integrate_ids, (reports, integrate_ids)
+    assert {r[2] for r in reports} <= publish_ids, (reports, publish_ids)
+    for _, _, _, folder, headline in reports:
+        assert (Path(folder) / "report.html").stat().st_size > 10_000
+        assert headline["conservation_ok"] is True and headline["gate_passed"] is True, headline
 
 
 def test_stack_stops_everything_it_started(chain):
