@@ -168,10 +168,13 @@ def latest_integration(dataset: str, url: str) -> dict[str, Any]:
                     "gate_passed", "failed_critical"]
             info = dict(zip(keys, row, strict=True))
             raw_runs = (info["raw_runs"] or {}).get("raw_runs", [])
+            # Run ids are shared across the ingestion DAGs (same schedule): only this dataset's source counts.
+            from lienthong.contracts import contract
+
             cur.execute(
                 f"""SELECT run_id, source, scope, watermark_from, watermark_to, rows_landed FROM {OPS_SCHEMA}.ingest_run
-                    WHERE run_id = ANY(%s) AND status = 'success' ORDER BY started_at""",
-                (raw_runs,),
+                    WHERE run_id = ANY(%s) AND source = %s AND status = 'success' ORDER BY started_at""",
+                (raw_runs, contract(dataset).custom.get("sourceSystem")),
             )
             info["ingest_runs"] = [
                 dict(zip(["run_id", "source", "scope", "watermark_from", "watermark_to", "rows_landed"], r, strict=True))
