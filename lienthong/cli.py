@@ -4,6 +4,7 @@ sets `run` to a function taking the parsed arguments and returning the exit code
 `COMMANDS`.
 
     lienthong lineage <dataset> [--version N] [--json]   where a published version came from
+    lienthong report [--run RUN_ID] [--publish-run ID]   (re)write the audit report of an integrate run
 """
 
 from __future__ import annotations
@@ -41,7 +42,35 @@ def register_lineage(subparsers: Any) -> None:
     p.set_defaults(run=_lineage)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_lineage]
+def _report(args: argparse.Namespace) -> int:
+    from lienthong.audit.render import build_report
+
+    try:
+        result = build_report(args.run_id, publish_run_id=args.publish_run)
+    except LookupError as exc:
+        print(f"lienthong report: {exc}", file=sys.stderr)
+        return 1
+    h = result["headline"]
+    print(f"audit report of run {result['run_id']}: {result['html']}")
+    print(f"  gate {'passed' if h['gate_passed'] else 'FAILED'}, expectations passed {h['quality_pass_rate']}, "
+          f"open findings {h['open_findings']} (new {h['new_findings']}, resolved {h['resolved_findings']})")
+    return 0
+
+
+def register_report(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="write the audit report of an integrate run",
+        description="Collect the figures of one integrate run (quality, conservation, quarantine, findings, links, "
+                    "publications, trends) and write report.html, figures.json and csv/ under "
+                    "<LIENTHONG_DATA_DIR>/reports/audit/<run>/ (what the audit_report DAG does after publish).",
+    )
+    p.add_argument("--run", dest="run_id", help="integrate run id (default: the newest run that staged something)")
+    p.add_argument("--publish-run", help="the publish run whose versions to list (default: those published after the run)")
+    p.set_defaults(run=_report)
+
+
+COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -251,3 +251,16 @@ def test_reports_are_listed_and_a_rerun_replaces_its_report(three_runs):
     assert listed[0]["headline"]["resolved_findings"] >= 1
     leftovers = [p.name for p in (settings.reports_dir / "audit").iterdir() if p.name.startswith(".")]
     assert not leftovers
+
+
+def test_report_command_rewrites_a_run_and_names_an_unknown_one(three_runs):
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "lienthong.cli", "report", "--run", "run-2", "--publish-run", "publish-run-2"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert three_runs["reports"]["run-2"]["html"] in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "lienthong.cli", "report", "--run", "no-such-run"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "no-such-run" in bad.stderr, bad.stderr[-2000:]
