@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down bench
+.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down bench browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,21 @@ up: $(STAMP)
 down:
 	$(BIN)/python -m lienthong.localstack down
 
-test: $(STAMP)
+# The real-browser test (tests/e2e/test_audit_ui.py) drives the system Chromium, never a downloaded one:
+# installed here when missing (as root, Debian package `chromium`), else how to install it is printed.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium (Debian package chromium) for the browser test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+	else \
+	  echo "Chromium is missing, the browser test will be skipped; install it with:"; \
+	  echo "  sudo apt-get install -y --no-install-recommends chromium"; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -545,3 +545,49 @@ def run_changes(conn: connection, run_id: str) -> dict[str, list[str]]:
         for event, finding_id in cur.fetchall():
             changes[event].append(finding_id)
     return changes
+
+
+def query_findings(
+    conn: connection,
+    *,
+    type: str | None = None,
+    agency: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """One page of findings for a browser: (how many match in total, the page's rows with every column of
+    `finding`). Open before resolved, then most severe first, then by type and id (stable across pages).
+
+    Every filter is checked against the taxonomy (ValueError naming the unknown value) and passed to the SQL as a
+    parameter. Values are returned as stored: mask `subject` and `evidence` before showing them to anyone.
+    """
+    where, params = [], []
+    if type is not None:
+        where.append("type = %s")
+        params.append(finding_type(type).code)
+    for column, value, known in (("agency", agency, AGENCIES), ("status", status, ("open", "resolved")),
+                                 ("severity", severity, SEVERITIES)):
+        if value is None:
+            continue
+        if value not in known:
+            raise ValueError(f"unknown {column} {value!r} (known: {', '.join(known)})")
+        where.append(f"{column} = %s")
+        params.append(value)
+    if not 1 <= limit <= 1000:
+        raise ValueError(f"limit must be between 1 and 1000, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    with conn.cursor() as cur:
+        if not _tables_exist(cur):
+            return 0, []
+        cur.execute(f"SELECT count(*) FROM {OPS_SCHEMA}.finding {condition}", params)
+        (total,) = cur.fetchone()
+        cur.execute(
+            f"""SELECT {", ".join(_FINDING_COLUMNS)} FROM {OPS_SCHEMA}.finding {condition}
+                ORDER BY status = 'resolved', {_SEVERITY_RANK}, type, finding_id LIMIT %s OFFSET %s""",
+            [*params, limit, offset],
+        )
+        return total, [dict(zip(_FINDING_COLUMNS, row, strict=True)) for row in cur.fetchall()]

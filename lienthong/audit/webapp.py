@@ -1,0 +1,343 @@
+"""The auditors' view: a small FastAPI app that the Airflow API server mounts (plugins/lienthong_audit.py).
+
+Owns the pages and the read-only file route, not the reports (lienthong.audit.render writes them) nor the
+findings (lienthong.findings). Everything is relative to where the app is mounted (`/lienthong-audit/` in the
+local stack), so it works behind a proxy path and inside the Airflow UI's iframe:
+
+    ./                              the runs that have a report: headline figures, links to report, figures, CSVs
+    ./findings                      the findings browser (filter by type, agency, status, severity; paging)
+    ./api/reports, ./api/findings   the same as JSON
+    ./files/audit/<id>/...          a report's folder (report.html, figures.json, csv/*.csv), read-only
+    ./files/data_docs/...           the GX Data Docs the reports link to as `../../data_docs/...`
+
+Every route needs an Airflow user allowed to read the runs of the `audit_report` DAG. Plugin apps are not
+protected by Airflow, so `require_user` calls Airflow's own `get_user` (the `Authorization: Bearer` JWT, else
+the UI's `_token` cookie) and the configured auth manager's `is_authorized_dag`. Without a valid token a
+browser asking for a page is sent to Airflow's login (`api/v2/auth/login?next=...`, what the Airflow UI does
+itself on a 401) and anything else gets 401; a user without the permission gets 403. Personal values in
+findings are masked with lienthong.masking before they leave the app; pages load nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lienthong.masking import mask_json
+
+log = logging.getLogger(__name__)
+
+AUDIT_DAG_ID = "audit_report"
+"""Reading the reports and findings is reading this DAG's runs (what the auth manager is asked)."""
+SERVED_FOLDERS = ("audit", "data_docs")
+"""The only folders of the reports dir that `files/` serves."""
+PAGE_SIZES = (25, 50, 100, 250)
+DEFAULT_PAGE_SIZE = 50
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "webapp"
+
+# Own pages and audit reports are self-contained: nothing may be loaded from another origin.
+_SELF_CONTAINED_CSP = ("default-src 'self' data: 'unsafe-inline'; connect-src 'self'; form-action 'self'; "
+                       "base-uri 'none'; frame-ancestors 'self'")
+# GX Data Docs pull their scripts and styles from CDNs; only framing is restricted.
+_DATA_DOCS_CSP = "frame-ancestors 'self'"
+
+
+class NotAuthorized(HTTPException):
+    """An authenticated user the auth manager does not allow to read the audit_report runs."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=403, detail=f"Forbidden: reading the runs of DAG {AUDIT_DAG_ID!r} is not allowed")
+
+
+async def require_user(request: Request) -> Any:
+    """The Airflow user of the request, allowed to read the runs of the audit_report DAG.
+
+    Uses Airflow's own dependency `airflow.api_fastapi.core_api.security.get_user` (bearer header first,
+    else the `_token` cookie; 401 without a token or with an expired one, 403 "Invalid JWT token" for a bad one)
+    and the auth manager's `is_authorized_dag(method="GET", access_entity=RUN, details=DagDetails(id=...))`.
+    Tests replace this dependency through `app.dependency_overrides[require_user]`.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+
+    credentials = await bearer_scheme(request)
+    user = await get_user(request, _oauth_token=None, bearer_credentials=credentials)
+    allowed = await run_in_threadpool(
+        get_auth_manager().is_authorized_dag,
+        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=AUDIT_DAG_ID), user=user,
+    )
+    if not allowed:
+        raise NotAuthorized()
+    return user
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    """To Airflow's login, coming back to this page afterwards: the public `api/v2/auth/login` redirects to
+    whatever login the configured auth manager has (the Airflow UI does the same on a 401)."""
+    from airflow.api_fastapi.app import API_ROOT_PATH  # the path of [api] base_url, ending in "/"
+
+    return RedirectResponse(f"{API_ROOT_PATH}api/v2/auth/login?{urlencode({'next': str(request.url)})}",
+                            status_code=307)
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser asking for a page (not the JSON API, not a script)."""
+    path = request.scope.get("path", "")
+    root = request.scope.get("root_path", "")
+    inner = path[len(root):] if root and path.startswith(root) else path
+    return not inner.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+@dataclass
+class _Where:
+    """Where the app reads from; resolved on first use (the API server's environment names the data dir)."""
+
+    reports_dir: Path | None
+    database_url: str | None
+
+    def reports(self) -> Path:
+        if self.reports_dir is None:
+            from lienthong.settings import load_settings
+
+            self.reports_dir = load_settings().reports_dir
+        return self.reports_dir
+
+    def url(self) -> str:
+        if self.database_url is None:
+            from lienthong.db import warehouse_url
+
+            self.database_url = warehouse_url()
+        return self.database_url
+
+
+# ------------------------------------------------------------------------------------------ the files route
+
+
+def resolve_served_file(reports_dir: Path, relative: str) -> Path:
+    """The file `relative` under `reports_dir` if the files route may serve it, else HTTPException 404.
+
+    Only files under `audit/<report id>/` and `data_docs/`; no empty, `.` or `..` segment, no hidden name
+    (a report being written is a hidden temporary folder), no backslash or NUL; and, after resolving links, the
+    file must still lie inside the served folder.
+    """
+    parts = relative.split("/")
+    refused = HTTPException(status_code=404, detail="Not Found")
+    if (len(parts) < 2 or parts[0] not in SERVED_FOLDERS
+            or any(not p or p.startswith(".") or "\\" in p or "\x00" in p for p in parts)):
+        raise refused
+    if parts[0] == "audit":
+        from lienthong.audit.store import report_id_for
+
+        if len(parts) < 3 or report_id_for(parts[1]) != parts[1]:
+            raise refused
+    base = (Path(reports_dir) / parts[0]).resolve()
+    target = (base / Path(*parts[1:])).resolve()
+    if not target.is_relative_to(base) or not target.is_file():
+        raise refused
+    return target
+
+
+# ------------------------------------------------------------------------------------------ pages
+
+
+@functools.cache
+def _templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * float(v):.2f} %"
+    env.filters["num"] = lambda v: "–" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:,.4g}")
+    env.filters["when"] = lambda v: "–" if v is None else v.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(
+        v, "strftime") else str(v)
+    env.filters["urlpart"] = lambda v: quote(str(v), safe="")
+    env.filters["compact"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
+    return env
+
+
+def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates().get_template(name).render(**context), status_code=status_code)
+
+
+def _report_links(reports_dir: Path, report_id: str) -> dict[str, Any]:
+    """Relative links (from the app's root) to what a report's folder holds."""
+    from lienthong.audit.store import report_id_for
+
+    if report_id_for(report_id) != report_id:
+        return {"report": None, "figures": None, "csv": {}}
+    folder = Path(reports_dir) / "audit" / report_id
+    prefix = f"files/audit/{quote(report_id)}/"
+    csv_dir = folder / "csv"
+    return {
+        "report": prefix + "report.html" if (folder / "report.html").is_file() else None,
+        "figures": prefix + "figures.json" if (folder / "figures.json").is_file() else None,
+        "csv": {p.stem: f"{prefix}csv/{quote(p.name)}" for p in sorted(csv_dir.glob("*.csv"))} if csv_dir.is_dir()
+        else {},
+    }
+
+
+def _masked(row: dict[str, Any]) -> dict[str, Any]:
+    """A finding as it may be shown: personal values in subject and evidence masked, times as ISO text."""
+    out = dict(row)
+    out["subject"] = mask_json(row.get("subject") or {})
+    out["evidence"] = mask_json(row.get("evidence") or {})
+    for key, value in out.items():
+        if hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+    return out
+
+
+@dataclass
+class FindingFilter:
+    type: str | None
+    agency: str | None
+    status: str | None
+    severity: str | None
+    limit: int
+    offset: int
+
+    def query(self, **changes: Any) -> str:
+        """The query string of these filters (with `changes`), empty values left out."""
+        values = {**self.__dict__, **changes}
+        return urlencode({k: v for k, v in values.items() if v not in (None, "") and not (k == "offset" and v == 0)})
+
+
+def _finding_filter(request: Request) -> FindingFilter:
+    """The browser's filters from the query string; an empty value means "any" (what the form sends)."""
+    q = request.query_params
+
+    def text(name: str) -> str | None:
+        return (q.get(name) or "").strip() or None
+
+    def number(name: str, default: int) -> int:
+        raw = text(name)
+        try:
+            return default if raw is None else int(raw)
+        except ValueError:
+            raise HTTPException(status_code=422, detail=f"{name} must be a whole number, got {raw!r}") from None
+
+    return FindingFilter(type=text("type"), agency=text("agency"), status=text("status"), severity=text("severity"),
+                         limit=number("limit", DEFAULT_PAGE_SIZE), offset=number("offset", 0))
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def create_app(*, reports_dir: Path | None = None, database_url: str | None = None) -> FastAPI:
+    """The auditors' app. `reports_dir` and `database_url` default to the platform's settings (read on first use)."""
+    import psycopg2
+
+    from lienthong.db import connect
+
+    where = _Where(Path(reports_dir) if reports_dir is not None else None, database_url)
+    app = FastAPI(title="Liên thông audit", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(require_user)])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _errors(request: Request, exc: StarletteHTTPException) -> Response:
+        # Not logged in (or a token the server no longer accepts, e.g. after a restart with a new JWT secret):
+        # a browser goes to the login page, as the Airflow UI does on these two answers; an API client gets
+        # the status.
+        not_logged_in = exc.status_code == 401 or (exc.status_code == 403 and exc.detail == "Invalid JWT token")
+        if not_logged_in and _wants_html(request):
+            return login_redirect(request)
+        if _wants_html(request):
+            return _page("error.html.j2", status_code=exc.status_code, status=exc.status_code, detail=exc.detail)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(psycopg2.OperationalError)
+    async def _warehouse_down(request: Request, exc: psycopg2.OperationalError) -> Response:
+        log.warning("audit view: the warehouse is not reachable: %s", exc)
+        detail = "The warehouse is not reachable; try again later."
+        if _wants_html(request):
+            return _page("error.html.j2", status_code=503, status=503, detail=detail)
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        response = await call_next(request)
+        path = request.scope.get("path", "")
+        response.headers.setdefault(
+            "Content-Security-Policy", _DATA_DOCS_CSP if "/files/data_docs/" in path else _SELF_CONTAINED_CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")  # audit data is not for shared caches
+        return response
+
+    def reports_rows() -> list[dict[str, Any]]:
+        from lienthong.audit.store import list_reports
+
+        with connect(where.url()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('lienthong_ops.audit_report')")
+            if cur.fetchone()[0] is None:  # no report yet: do not create tables from a viewer
+                return []
+            rows = list_reports(conn)
+        for row in rows:
+            row["links"] = _report_links(where.reports(), row["report_id"])
+            row["headline"] = row.get("headline") or {}
+        return rows
+
+    def findings_page(flt: FindingFilter, *, summary: bool = True) -> tuple[int, list[dict[str, Any]], list[dict]]:
+        from lienthong.findings import findings_summary, query_findings
+
+        with connect(where.url()) as conn:
+            try:
+                total, rows = query_findings(conn, type=flt.type, agency=flt.agency, status=flt.status,
+                                             severity=flt.severity, limit=flt.limit, offset=flt.offset)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            by_type = findings_summary(conn) if summary else []
+        return total, [_masked(r) for r in rows], by_type
+
+    @app.get("/", response_class=HTMLResponse)
+    def reports_page() -> HTMLResponse:
+        return _page("reports.html.j2", reports=reports_rows())
+
+    @app.get("/api/reports")
+    def reports_json() -> JSONResponse:
+        rows = reports_rows()
+        return JSONResponse({"reports": [
+            {"report_id": r["report_id"], "run_id": r["run_id"], "publish_run_id": r["publish_run_id"],
+             "audit_run_id": r["audit_run_id"], "created_at": r["created_at"].isoformat() if r["created_at"] else None,
+             "headline": r["headline"], "links": r["links"]}
+            for r in rows
+        ]})
+
+    @app.get("/findings", response_class=HTMLResponse)
+    def findings_html(request: Request) -> HTMLResponse:
+        from lienthong.findings import AGENCIES, SEVERITIES, TAXONOMY
+
+        flt = _finding_filter(request)
+        total, rows, summary = findings_page(flt)
+        pages = max(1, math.ceil(total / flt.limit))
+        return _page(
+            "findings.html.j2", rows=rows, total=total, flt=flt, summary=summary, taxonomy=TAXONOMY,
+            agencies=AGENCIES, severities=SEVERITIES, statuses=("open", "resolved"),
+            page_sizes=sorted({*PAGE_SIZES, flt.limit}), page=flt.offset // flt.limit + 1, pages=pages,
+            prev_query=flt.query(offset=max(0, flt.offset - flt.limit)) if flt.offset > 0 else None,
+            next_query=flt.query(offset=flt.offset + flt.limit) if flt.offset + flt.limit < total else None,
+        )
+
+    @app.get("/api/findings")
+    def findings_json(request: Request) -> JSONResponse:
+        flt = _finding_filter(request)
+        total, rows, _ = findings_page(flt, summary=False)
+        return JSONResponse({"total": total, "limit": flt.limit, "offset": flt.offset, "findings": rows})
+
+    @app.get("/files/{relative:path}")
+    def files(relative: str) -> FileResponse:
+        return FileResponse(resolve_served_file(where.reports(), relative))
+
+    return app
