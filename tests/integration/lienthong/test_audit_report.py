@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -59,26 +58,14 @@ def _pipeline_run(run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory):
+    from province import ingested_province
+
     from lienthong import pipeline
-    from lienthong.db import stop_embedded
     from lienthong.settings import load_settings
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.runner import run_sandbox
 
     root = tmp_path_factory.mktemp("audit")
-    data = root / "sb"
-    generate(GeneratorConfig(citizens=CITIZENS, seed=SEED), data)
-    saved = dict(os.environ)
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    os.environ["LIENTHONG_GROUND_TRUTH_DIR"] = str(data / "truth")
-    os.environ["LIENTHONG_PSEUDONYM_KEY"] = "test-only-pseudonym-key"
-    try:
-        with run_sandbox(data, root / "sbx") as ep:
-            os.environ.update(ep.airflow_conn_env())
-            pipeline.ingest_population("ingest-1")
-            pipeline.ingest_business("ingest-1")
-            for p in ep.land_dsns:
-                pipeline.ingest_land("ingest-1", p)
+    env = {"LIENTHONG_GROUND_TRUTH_DIR": str(root / "sb" / "truth"), "LIENTHONG_PSEUDONYM_KEY": "test-only-pseudonym-key"}
+    with ingested_province(root, citizens=CITIZENS, seed=SEED, run_id="ingest-1", extra_env=env) as prov:
         settings = load_settings()
         reports = {"run-1": _pipeline_run("run-1")}
 
@@ -109,12 +96,8 @@ def three_runs(tmp_path_factory):
         _land(settings.raw_dir, "correction-3", restored)
         reports["run-3"] = _pipeline_run("run-3")
         figures = {k: json.loads((Path(v["folder"]) / "figures.json").read_text()) for k, v in reports.items()}
-        yield {"reports": reports, "figures": figures, "rep_id": rep_id, "drifted": drifted, "sandbox": data,
-               "originals": originals, "settings": settings}
-    finally:
-        stop_embedded(root / "data" / "warehouse-pg")
-        os.environ.clear()
-        os.environ.update(saved)
+        yield {"reports": reports, "figures": figures, "rep_id": rep_id, "drifted": drifted,
+               "sandbox": prov["sandbox"], "originals": originals, "settings": settings}
 
 
 class _Dom(HTMLParser):

@@ -6,7 +6,6 @@ planted records resolves exactly their findings."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,31 +21,15 @@ SEED = 11
 @pytest.fixture(scope="module")
 def province(tmp_path_factory):
     """Generate, serve, ingest, stage and reconcile one province; yield what the tests need."""
-    from lienthong import pipeline
-    from lienthong.db import stop_embedded
-    from lienthong.reconcile.sources import INPUT_DATASETS
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.runner import run_sandbox
+    from province import ingested_province
 
-    root = tmp_path_factory.mktemp("reconcile")
-    data = root / "sb"
-    generate(GeneratorConfig(citizens=CITIZENS, seed=SEED), data)
-    saved = dict(os.environ)
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    try:
-        with run_sandbox(data, root / "sbx") as ep:
-            os.environ.update(ep.airflow_conn_env())
-            pipeline.ingest_population("r1")
-            pipeline.ingest_business("r1")
-            for p in ep.land_dsns:
-                pipeline.ingest_land("r1", p)
+    from lienthong import pipeline
+    from lienthong.reconcile.sources import INPUT_DATASETS
+
+    with ingested_province(tmp_path_factory.mktemp("reconcile"), citizens=CITIZENS, seed=SEED) as prov:
         stages = {name: pipeline.stage(name, "r1") for name in INPUT_DATASETS}
         summary = pipeline.reconcile("r1")
-        yield {"root": root, "truth": data / "truth", "stages": stages, "summary": summary}
-    finally:
-        stop_embedded(root / "data" / "warehouse-pg")
-        os.environ.clear()
-        os.environ.update(saved)
+        yield {"root": prov["root"], "truth": prov["truth"], "stages": stages, "summary": summary}
 
 
 def _tables(summary) -> dict[str, pa.Table]:

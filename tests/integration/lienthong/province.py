@@ -1,0 +1,38 @@
+"""A generated province landed in the raw zone by the real connectors, for the tests that run the pipeline
+after ingestion (reconcile, audit report): generate, serve with the sandbox, ingest the three agency systems,
+stop the sandbox; the environment points the pipeline at a data dir of its own until the block ends, when the
+embedded warehouse is stopped and the environment restored."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1",
+                      extra_env: dict[str, str] | None = None) -> Iterator[dict[str, Path]]:
+    from lienthong import pipeline
+    from lienthong.db import stop_embedded
+    from sandbox.generator import GeneratorConfig, generate
+    from sandbox.runner import run_sandbox
+
+    data = root / "sb"
+    generate(GeneratorConfig(citizens=citizens, seed=seed), data)
+    saved = dict(os.environ)
+    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
+    os.environ.update(extra_env or {})
+    try:
+        with run_sandbox(data, root / "sbx") as ep:
+            os.environ.update(ep.airflow_conn_env())
+            pipeline.ingest_population(run_id)
+            pipeline.ingest_business(run_id)
+            for province in ep.land_dsns:
+                pipeline.ingest_land(run_id, province)
+        yield {"root": root, "sandbox": data, "truth": data / "truth", "data_dir": root / "data"}
+    finally:
+        stop_embedded(root / "data" / "warehouse-pg")
+        os.environ.clear()
+        os.environ.update(saved)
