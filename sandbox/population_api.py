@@ -70,6 +70,9 @@ class _Key:
     row: int
 
 
+_BULK_MOVE = 64  # above this many records a change re-sorts once instead of moving each record
+
+
 class CitizenStore:
     """The citizen records and their walk order. Changes move a record in the sorted arrays in place
     (delete + insert, O(n) copies) rather than re-sorting a million keys."""
@@ -151,6 +154,17 @@ class CitizenStore:
             self._order = np.insert(self._order, to, row)
             self._sorted_ts = np.insert(self._sorted_ts, to, new_ts)
             self._sorted_ids = np.insert(self._sorted_ids, to, self._ids[row])
+
+    def move_many(self, rows: list[int], new_ts: int) -> None:
+        """Give many rows one new update time: one re-sort (O(n log n)) instead of an O(n) move each, so a
+        bulk change (1 % of a 2M registry) takes seconds, not minutes."""
+        with self.lock:
+            for row in rows:
+                self._ts[row] = new_ts
+                self._overrides[row] = format_instant(new_ts)
+            self._order = np.lexsort((np.arange(len(self._ts)), self._ids, self._ts))
+            self._sorted_ts = self._ts[self._order]
+            self._sorted_ids = self._ids[self._order]
 
     def records(self, rows: list[int]) -> list[dict[str, Any]]:
         """The served form of `rows`: spec fields only, nested addresses as objects, nulls as null."""
@@ -381,12 +395,16 @@ def create_app(
             raise ValueError("ids must be a list of soDinhDanh strings")
         with store.lock:
             at = parse_instant(body["at"]) if body.get("at") else store.freshest()
-            touched, missing = [], []
+            touched, missing, moved = [], [], []
             for ident in ids:
                 rows = store.rows_for_ids(ident)
-                for row in rows:
-                    store.move(row, at)
+                moved += rows
                 (touched if rows else missing).append(ident)
+            if len(moved) > _BULK_MOVE:
+                store.move_many(moved, at)
+            else:
+                for row in moved:
+                    store.move(row, at)
         log.info("touched %d citizens to %s", len(touched), format_instant(at))
         return {"touched": touched, "notFound": missing, "capNhatLuc": format_instant(at)}
 
