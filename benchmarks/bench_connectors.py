@@ -15,25 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _memory import rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / ".work"
 RESULTS = REPO / "benchmarks" / "results" / "connectors.json"
 MODES = ["population-bare", "population-connector", "business-bare", "business-connector", "land-bare", "land-bare-json",
          "land-connector"]
-
-
-def _peak_rss_mib() -> float:
-    """This process's own peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---- children -------------------------------------------------------------------------------------------
@@ -124,7 +117,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
         raise SystemExit(f"unknown mode {mode}")
     seconds = time.monotonic() - t0
     return {"mode": mode, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1),
-            "peak_rss_mib": round(_peak_rss_mib(), 1)}
+            "peak_rss_mib": rss_mib()}
 
 
 # ---- parent ---------------------------------------------------------------------------------------------

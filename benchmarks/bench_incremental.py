@@ -38,6 +38,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _memory import rss_mib
+
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / ".work"
 RESULTS = REPO / "benchmarks" / "results" / "incremental.json"
@@ -50,12 +52,6 @@ def _log(msg: str) -> None:
     print(f"[incremental] {msg}", file=sys.stderr, flush=True)
 
 
-def _rss_mib(field: str = "VmHWM") -> float:
-    """This process's peak (VmHWM) or current (VmRSS) resident set, MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 # ---- child: one pipeline run ----------------------------------------------------------------------------
@@ -70,7 +66,7 @@ def child(label: str, provinces: list[str]) -> dict:
         t0 = time.monotonic()
         out = fn(*args)
         seconds = time.monotonic() - t0
-        steps[name] = {"seconds": round(seconds, 3), "rss_mib": _rss_mib("VmRSS")}
+        steps[name] = {"seconds": round(seconds, 3), "rss_mib": rss_mib("VmRSS")}
         return out, steps[name]
 
     for source, fn in (("population", pipeline.ingest_population), ("business", pipeline.ingest_business)):
@@ -104,7 +100,7 @@ def child(label: str, provinces: list[str]) -> dict:
               "ingest_land": total("ingest_land_"), "stage": total("stage_"), "validate": total("validate_"),
               "reconcile": total("reconcile")}
     return {"run": label, "run_id": run_id, "stages_s": stages, "total_s": round(sum(stages.values()), 3), "steps": steps,
-            "peak_rss_mib": _rss_mib()}
+            "peak_rss_mib": rss_mib()}
 
 
 # ---- parent: the sandbox, the changes, the comparison -----------------------------------------------------

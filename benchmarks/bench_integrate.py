@@ -20,16 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import rss_mib
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 DATASETS = ("citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate")
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(dataset: str, data_dir: Path, profile: bool) -> dict:
@@ -69,7 +66,7 @@ def child(dataset: str, data_dir: Path, profile: bool) -> dict:
         "rows_quarantined": staged.rows_quarantined, "repairs": sum(staged.repairs.values()),
         "findings": sum(staged.findings.values()), "stage_s": round(t_stage, 2), "validate_s": round(t_validate, 2),
         "gx_share": round(t_validate / total, 3), "s_per_million_rows": round(total / max(staged.rows_in, 1) * 1e6, 1),
-        "gate_passed": verdict.gate_passed, "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "gate_passed": verdict.gate_passed, "peak_rss_mib": rss_mib(),
     }
 
 

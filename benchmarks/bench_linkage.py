@@ -62,6 +62,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+from _memory import rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / ".work"
@@ -69,11 +70,6 @@ RESULTS = REPO / "benchmarks" / "results"
 DATASETS = ("citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate")
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _latest_staged(run_dir: Path, dataset: str) -> Path | None:
@@ -117,7 +113,7 @@ def child(size: int) -> dict:
         "findings": dict(collections.Counter(f.type for f in found)),
         "integrated_rows": {n: t.num_rows for n, t in tables.items()},
         "accuracy": accuracy,
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "peak_rss_mib": rss_mib(),
     }
 
 
@@ -344,7 +340,7 @@ def link_child(mode: str, size: int) -> dict:
         print(f"  [{mode}] {link_type}: {info['seconds']:.1f} s, {info['candidate_pairs']} candidate pairs, "
               f"P {a['precision']:.4f} R {a['recall']:.4f} F1 {a['f1']:.4f}", file=sys.stderr, flush=True)
     out["seconds"] = round(sum(v["seconds"] for v in out["link_types"].values()), 2)
-    out["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+    out["peak_rss_mib"] = rss_mib()
     return out
 
 

@@ -15,7 +15,10 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name: str) -> ModuleType:
-    """A benchmark script as a module (benchmarks/ is not a package)."""
+    """A benchmark script as a module (benchmarks/ is not a package; as when run as a script, its folder is
+    on the import path for the shared helpers)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
