@@ -10,6 +10,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -55,6 +56,7 @@ class HttpClient:
         self.session = session or requests.Session()
         self.session.headers.update({"User-Agent": "lienthong-connector/0.1", **(headers or {})})
         self.requests_made = 0
+        self._ahead: ThreadPoolExecutor | None = None
 
     def url(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")
@@ -64,9 +66,9 @@ class HttpClient:
         url = self.url(path)
         self.requests_made += 1
         try:
-            resp = self.session.request(method, url, timeout=self.timeout, **kw)
+            resp = self.session.request(method, url, timeout=self.timeout, stream=True, **kw)
             # Reading the body here turns a connection dropped mid-body into an error we can retry.
-            _ = resp.content
+            read_body(resp)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientSourceError(f"{method} failed: {type(exc).__name__}: {exc}", url=url) from exc
         if resp.status_code in TRANSIENT_STATUS:
@@ -81,24 +83,73 @@ class HttpClient:
             raise AuthError(f"{method} refused", url=url, status=403, body=resp.text[:200])
         return resp
 
+    def send_ahead(self, method: str, path: str, **kw: Any) -> Future[requests.Response]:
+        """Send one request in the background (one thread: requests go out in the order asked); pass the
+        future as `request(..., sent=)`. A future nobody collects is harmless: `settle` waits it out."""
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-ahead")
+        return self._ahead.submit(self.send_once, method, path, **kw)
+
+    @staticmethod
+    def settle(sent: Future[requests.Response]) -> None:
+        """Wait for a request sent ahead whose answer is no longer wanted (its error too is dropped)."""
+        try:
+            sent.result()
+        except Exception:  # noqa: BLE001 - the answer is not used, so neither is its fault
+            pass
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True)
+            self._ahead = None
+
     def request(
         self,
         method: str,
         path: str,
         *,
         parse: Callable[[requests.Response], Any] | None = None,
+        sent: Future[requests.Response] | None = None,
+        on_response: Callable[[requests.Response], None] | None = None,
         **kw: Any,
     ) -> Any:
         """Send with retry. `parse` runs inside the retry, so a truncated body (a parse error raised as
-        TransientSourceError) is fetched again."""
+        TransientSourceError) is fetched again. `sent` is this same request already sent ahead (`send_ahead`):
+        its answer is the first attempt. `on_response` sees each good answer before `parse` does (e.g. to
+        send the next request while this body is parsed)."""
+        first = sent
 
         def attempt() -> Any:
-            resp = self.send_once(method, path, **kw)
+            nonlocal first
+            if first is not None:
+                ahead, first = first, None
+                resp = ahead.result()  # a fault there is this attempt's fault: the next attempt sends again
+            else:
+                resp = self.send_once(method, path, **kw)
             if resp.status_code >= 400:
                 raise SourceError(f"{method} failed", url=resp.url, status=resp.status_code, body=resp.text[:200])
+            if on_response is not None:
+                on_response(resp)
             return parse(resp) if parse else resp
 
         return call_with_retry(attempt, self.attempts, self.max_wait, self.initial_wait)
+
+
+BODY_READ_SIZE = 1 << 20
+
+
+def read_body(resp: requests.Response) -> bytes:
+    """The whole body, read in reads of up to 1 MiB instead of requests' 10 KiB ones (`resp.content`).
+
+    Every read takes the GIL again. A connector lands one page while the next is fetched in another thread
+    (connectors.base.readahead); with the landing thread busy, each take can wait a switch interval (5 ms),
+    and forty 10 KiB reads of a 400 KiB page then cost more than the server's answer. requests' own
+    iteration is used, so a connection dropped mid-body still raises requests' errors; the body is stored
+    where `resp.content` / `resp.json()` read it (requests' documented content cache, `_content`)."""
+    body = b"".join(resp.iter_content(BODY_READ_SIZE))
+    resp._content = body
+    resp.close()  # the body is complete: hands the connection back to the pool
+    return body
 
 
 def json_body(resp: requests.Response) -> Any:

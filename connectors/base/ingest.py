@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base.landing import RawLanding
+from connectors.base.readahead import read_ahead
 from connectors.base.schema import SchemaWatch, SourceSchema
 from connectors.base.state import WatermarkStore
 from lienthong.db import connect
@@ -78,7 +79,8 @@ def run_ingestion(
     max_seen: datetime = incremental.parse(since)
     watch = SchemaWatch(schema, source, incremental.key_field, incremental.cursor_field, incremental.parse)
     try:
-        for items in pages(since):
+        # the next page is fetched while this one lands (connectors.base.readahead)
+        for items in read_ahead(pages(since), name=f"{source}-pages"):
             issues = watch.check_page(items, landing.pages + 1)
             landing.write_page(
                 items,

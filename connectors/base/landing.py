@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,8 @@ class RawLanding:
         self.flush_rows = flush_rows
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
         self._started = time.monotonic()
 
     def write_page(
@@ -114,28 +118,33 @@ class RawLanding:
     def write_columns(
         self,
         *,
-        keys: list[str | None],
-        updated: list[str | None],
-        payloads: list[str],
+        keys: Sequence[str | int | None],
+        updated: Sequence[str | None],
+        payloads: Sequence[str],
         issues: list[list[str]] | None = None,
     ) -> int:
         """Land one page given column-wise (key, cursor text, exact payload text per record): for sources
-        that already hold the payload as text (e.g. a database rendering rows as JSON)."""
+        that already hold the payload as text (e.g. a database rendering rows as JSON). Integer keys are
+        landed as their decimal text, like every other key."""
         self.pages += 1
         n = len(payloads)
         if not n:
             return 0
+        key_array = pa.array(keys)
+        if not pa.types.is_string(key_array.type):
+            key_array = key_array.cast(pa.string())
+        # The columns that are the same on every row are repeated by Arrow, not built from Python lists.
         batch = pa.RecordBatch.from_arrays(
             [
-                pa.array([self.source] * n, pa.string()),
-                pa.array([self.entity] * n, pa.string()),
-                pa.array([self.run_id] * n, pa.string()),
-                pa.array([self.ingested_at] * n, pa.timestamp("us", tz="UTC")),
+                self._constant("_source", n),
+                self._constant("_entity", n),
+                self._constant("_run_id", n),
+                self._constant("_ingested_at", n),
                 pa.array([record_hash(t) for t in payloads], pa.string()),
-                pa.array(keys, pa.string()),
+                key_array,
                 pa.array(updated, pa.string()),
-                pa.array([self.pages] * n, pa.int64()),
-                pa.array(issues if issues is not None else [[] for _ in range(n)], pa.list_(pa.string())),
+                pa.repeat(pa.scalar(self.pages, pa.int64()), n),
+                pa.array(issues, pa.list_(pa.string())) if issues is not None else _no_issues(n),
                 pa.array(payloads, pa.string()),
             ],
             schema=RAW_SCHEMA,
@@ -150,17 +159,43 @@ class RawLanding:
             log.info("%s/%s: %d pages, %d rows landed (%.0f rows/s)", self.source, self.entity, self.pages, self.rows, rate)
         return n
 
+    def _constant(self, column: str, n: int) -> pa.Array:
+        value = {"_source": self.source, "_entity": self.entity, "_run_id": self.run_id,
+                 "_ingested_at": self.ingested_at}[column]
+        return pa.repeat(pa.scalar(value, RAW_SCHEMA.field(column).type), n)
+
     def _flush(self) -> None:
+        """Hand the buffered pages to the writer thread as one part. Parquet encoding and compression run
+        there, outside the GIL for the most part, while the next pages are fetched and prepared; at most
+        one part waits for the writer (bounded memory), and a writer's error surfaces here or at commit."""
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=RAW_SCHEMA)
-        pq.write_table(table, self.tmp_dir / f"part-{self.parts:05d}.parquet", compression="zstd")
+        path = self.tmp_dir / f"part-{self.parts:05d}.parquet"
         self.parts += 1
         self._pending, self._pending_rows = [], 0
+        self._wait_for_writer()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-writer")
+        self._writing = self._writer.submit(pq.write_table, table, path, compression="zstd")
+
+    def _wait_for_writer(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def _close_writer(self) -> None:
+        try:
+            self._wait_for_writer()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     def commit(self) -> Path:
         """Write what is buffered, then move the run's parts into place, replacing a previous attempt."""
         self._flush()
+        self._close_writer()
         if self.final_dir.exists():
             shutil.rmtree(self.final_dir)
         os.replace(self.tmp_dir, self.final_dir)
@@ -168,6 +203,10 @@ class RawLanding:
         return self.final_dir
 
     def abort(self) -> None:
+        try:
+            self._close_writer()
+        except Exception:  # noqa: BLE001 - the run is failing already; its own error is the one to see
+            pass
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
@@ -191,6 +230,11 @@ def _remove_abandoned(folder: Path) -> None:
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             log.info("removed the partial landing of an interrupted run: %s", tmp)
+
+
+def _no_issues(n: int) -> pa.Array:
+    """n empty lists: offsets only, no Python list per row."""
+    return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), n + 1), pa.array([], pa.string()))
 
 
 def _as_text(v: Any) -> str | None:

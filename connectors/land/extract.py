@@ -127,22 +127,34 @@ class Batch:
 
     @classmethod
     def from_rows(cls, table: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
-        # rows are (cap_nhat_luc, id, updated text, da_xoa, payload), already in keyset order
-        ts, ids, updated, deleted, payloads = zip(*rows, strict=True)
-        return cls(table, ids, updated, payloads, deleted.count(True), Keyset(ts[-1], ids[-1]))
+        # rows are (id, cap_nhat_luc as fixed-format UTC text, da_xoa, payload), already in keyset order; the
+        # fixed format reads back to the exact instant, so no row needs a datetime of its own
+        ids, updated, deleted, payloads = zip(*rows, strict=True)
+        return cls(table, ids, updated, payloads, deleted.count(True), Keyset(parse_ts(updated[-1]), ids[-1]))
 
     def __len__(self) -> int:
         return len(self.keys)
 
 
-def keyset_query(table: str, start: Keyset | None) -> tuple[sql.Composed, dict[str, Any]]:
-    """The one query per table: every row after `start`, in (cap_nhat_luc, id) order.
+def keyset_query(table: str, start: Keyset | None, columns: Sequence[str]) -> tuple[sql.Composed, dict[str, Any]]:
+    """The one query per table: every row after `start`, in (cap_nhat_luc, id) order, as
+    (id, cap_nhat_luc text, da_xoa, payload).
 
-    The payload is built by PostgreSQL from the whole row (`to_jsonb`), so numerics keep their exact
-    digits, dates are ISO, and a column the spec does not name is landed too; `cap_nhat_luc` is replaced by
-    its fixed-format RFC 3339 UTC text. The extra `cap_nhat_luc >= ts` term lets the planner use an index
-    on `cap_nhat_luc` alone (the spec gives none on (cap_nhat_luc, id))."""
-    updated = sql.SQL("to_char(t.cap_nhat_luc AT TIME ZONE 'UTC', {})").format(sql.Literal(_PG_TS_FORMAT))
+    The payload is built by PostgreSQL from the whole row (`row_to_json` over `columns`, every column the
+    table has), so numerics keep their exact digits, dates are ISO, and a column the spec does not name is
+    landed too; `cap_nhat_luc` is its fixed-format RFC 3339 UTC text, in the payload and the second column
+    alike. `row_to_json` writes the text straight from the row: about three times cheaper for the server
+    than `to_jsonb(t)::text`, which builds a binary jsonb value first (measured on the sandbox registry).
+    The extra `cap_nhat_luc >= ts` term lets the planner use an index on `cap_nhat_luc` alone (the spec
+    gives none on (cap_nhat_luc, id))."""
+    if CURSOR_FIELD not in columns:
+        raise ValueError(f"{table}: the column list lacks {CURSOR_FIELD}")
+    updated = sql.SQL("to_char(t.{} AT TIME ZONE 'UTC', {})").format(sql.Identifier(CURSOR_FIELD), sql.Literal(_PG_TS_FORMAT))
+    select = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(updated, sql.Identifier(c)) if c == CURSOR_FIELD
+        else sql.SQL("t.{}").format(sql.Identifier(c))
+        for c in columns
+    )
     where = sql.SQL("")
     params: dict[str, Any] = {}
     if start is not None:
@@ -153,10 +165,9 @@ def keyset_query(table: str, start: Keyset | None) -> tuple[sql.Composed, dict[s
             params["id"] = start.id
             where = sql.SQL(" WHERE t.cap_nhat_luc >= %(ts)s AND (t.cap_nhat_luc, t.id) > (%(ts)s, %(id)s)")
     query = sql.SQL(
-        "SELECT t.cap_nhat_luc, t.id, {updated}, t.da_xoa,"
-        " (to_jsonb(t) || jsonb_build_object('cap_nhat_luc', {updated}))::text"
-        " FROM {table} AS t{where} ORDER BY t.cap_nhat_luc, t.id"
-    ).format(updated=updated, table=sql.Identifier(table), where=where)
+        "SELECT r.id, r.{cursor}, r.da_xoa, row_to_json(r)::text"
+        " FROM (SELECT {select} FROM {table} AS t{where} ORDER BY t.cap_nhat_luc, t.id) AS r"
+    ).format(cursor=sql.Identifier(CURSOR_FIELD), select=select, table=sql.Identifier(table), where=where)
     return query, params
 
 
@@ -181,6 +192,7 @@ class LandRegistryExtractor:
         self.conn: psycopg2.extensions.connection | None = None
         self.snapshot_at: datetime | None = None
         self.database: str | None = None
+        self.columns: dict[str, list[str]] = {}  # per table, in the table's order: read by check_schema
 
     def __repr__(self) -> str:  # the DSN may carry a password
         return f"LandRegistryExtractor({self.where!r}, batch_size={self.batch_size})"
@@ -243,12 +255,13 @@ class LandRegistryExtractor:
         return the columns the spec does not name, per table (landed in the payload, reported)."""
         conn = self._require()
         query = ("SELECT table_name, column_name FROM information_schema.columns"
-                 " WHERE table_schema = current_schema() AND table_name = ANY(%s)")
+                 " WHERE table_schema = current_schema() AND table_name = ANY(%s) ORDER BY table_name, ordinal_position")
         with conn.cursor() as cur:
             self._execute(cur, query, (list(tables),))
-            found: dict[str, set[str]] = {}
+            found: dict[str, list[str]] = {}
             for table, column in cur.fetchall():
-                found.setdefault(table, set()).add(column)
+                found.setdefault(table, []).append(column)
+        self.columns.update(found)
         extra: dict[str, list[str]] = {}
         for table in tables:
             have = found.get(table)
@@ -259,7 +272,7 @@ class LandRegistryExtractor:
                 raise SchemaDriftError(
                     f"table {table!r} lacks the spec's columns {missing} in {self.database}", url=self.where
                 )
-            extra[table] = sorted(have.difference(SPEC_COLUMNS[table]))
+            extra[table] = sorted(set(have).difference(SPEC_COLUMNS[table]))
             if extra[table]:
                 log.warning("land registry %s.%s has columns the spec does not name (landed as is): %s",
                             self.database, table, extra[table])
@@ -271,7 +284,9 @@ class LandRegistryExtractor:
         if table not in SPEC_COLUMNS:
             raise ValueError(f"unknown land table {table!r}; known: {', '.join(TABLES)}")
         conn = self._require()
-        query, params = keyset_query(table, start)
+        if table not in self.columns:
+            self.check_schema((table,))
+        query, params = keyset_query(table, start, self.columns[table])
         # The paginator keeps the keyset position and ends the walk on a short fetch; the rows come from
         # one streaming query, so the position is what the watermark is made of, not the next query's bound.
         paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id))

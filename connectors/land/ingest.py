@@ -36,6 +36,7 @@ from typing import Any
 
 from connectors.base.ingest import record_ingest_run
 from connectors.base.landing import RawLanding
+from connectors.base.readahead import read_ahead
 from connectors.base.state import WatermarkStore
 from connectors.land.extract import (
     DEFAULT_BATCH_SIZE,
@@ -94,9 +95,9 @@ def ingest(
             snapshot_at: datetime = extractor.snapshot_at or datetime.now(UTC)  # set by __enter__
             for t in TABLES:
                 landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
-                for batch in extractor.batches(t, starts[t]):
-                    landing.write_columns(keys=[str(k) for k in batch.keys], updated=list(batch.updated),
-                                          payloads=list(batch.payloads))
+                # the next batch is fetched while this one lands
+                for batch in read_ahead(extractor.batches(t, starts[t]), name=f"land-{province}-{t}"):
+                    landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads)
                     tombstones[t] += batch.tombstones
                     last[t] = batch.last
         # The snapshot is released before the (slower) file moves; the watermarks wait for all three.

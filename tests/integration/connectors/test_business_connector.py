@@ -133,6 +133,12 @@ def test_clean_walk_returns_every_record_exactly_once_in_the_spec_shape(registry
     assert isinstance(some["NguoiDaiDien"], list) and set(some["TruSo"]) >= {"DiaChi", "MaXa", "MaTinh"}
     assert some["VonDieuLe@donVi"] == "VND"
     assert client.last_walk.step_backs == 0
+    # Each next page was sent ahead while the previous one was parsed, and none of it was wasted: the
+    # server saw exactly the walk's requests, one per page.
+    walk_stats = client.last_walk
+    assert walk_stats.requests == walk_stats.pages_accepted and walk_stats.wasted_requests == 0
+    assert registry.stats()["requests"]["doanh-nghiep"] == walk_stats.requests
+    assert walk_stats.pages_accepted > 2
 
 
 @pytest.mark.parametrize(

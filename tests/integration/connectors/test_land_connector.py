@@ -11,6 +11,7 @@ landings of one test never leak into another; rows a test changes in the sandbox
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
@@ -470,7 +471,10 @@ def test_minimal_database_values_arrive_exactly(minimal: LandDb, runner: Runner)
         expected = {r[0]: dict(zip(SPEC_COLUMNS[table], r, strict=True)) for r in rows}
         got = {int(r["_key"]): decode_payload(r["payload"]) for r in landed(summary, table)}
         assert got == expected, table
-    assert '"dien_tich": 99999999999.9' in landed(summary, "thua_dat")[1]["payload"], "numerics keep every digit"
+    assert '"dien_tich":99999999999.9' in landed(summary, "thua_dat")[1]["payload"], "numerics keep every digit"
+    for table in MINIMAL_ROWS:
+        for r in landed(summary, table):
+            assert r["_record_hash"] == hashlib.sha256(r["payload"].encode("utf-8")).hexdigest()
 
 
 def test_a_row_dated_in_the_future_does_not_push_the_watermark_past_the_source_clock(

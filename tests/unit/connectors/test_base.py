@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow.parquet as pq
@@ -102,6 +103,38 @@ def test_aborted_landing_leaves_nothing(tmp_path):
     landing.write_page([{"k": "1"}], key_field="k", updated_field="u")
     landing.abort()
     assert list(tmp_path.rglob("*.parquet")) == []
+
+
+def test_landing_parts_written_in_the_background_hold_every_row_in_order_with_metadata(tmp_path):
+    landing = RawLanding(tmp_path, "src", "things", "r1", flush_rows=3)
+    landing.write_columns(keys=[1, 2, None], updated=["a", None, "c"], payloads=['{"a":1}', '{"a":2}', "{}"])
+    landing.write_page([{"k": "x", "u": "t"}], key_field="k", updated_field="u", issues=[["k: bad"]])
+    landing.write_columns(keys=[], updated=[], payloads=[])
+    path = landing.commit()
+    assert sorted(p.name for p in path.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    rows = pq.read_table(path).to_pylist()
+    assert [r["_key"] for r in rows] == ["1", "2", None, "x"], "integer keys land as their text"
+    assert [r["_page"] for r in rows] == [1, 1, 1, 2] and [r["_issues"] for r in rows] == [[], [], [], ["k: bad"]]
+    assert {(r["_source"], r["_entity"], r["_run_id"], r["_ingested_at"]) for r in rows} == {
+        ("src", "things", "r1", landing.ingested_at)
+    }
+    assert all(r["_record_hash"] == hashlib.sha256(r["payload"].encode()).hexdigest() for r in rows)
+
+
+def test_a_part_that_cannot_be_written_fails_the_landing_and_leaves_nothing(tmp_path, monkeypatch):
+    import connectors.base.landing as landing_module
+
+    def disk_full(*args, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(landing_module.pq, "write_table", disk_full)
+    landing = RawLanding(tmp_path, "src", "things", "r1", flush_rows=1)
+    landing.write_page([{"k": "1"}], key_field="k", updated_field="u")  # handed to the writer thread
+    with pytest.raises(OSError, match="disk full"):
+        landing.write_page([{"k": "2"}], key_field="k", updated_field="u")  # the writer's error surfaces here
+    landing.abort()
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.tmp-*"))
+    assert not landing.final_dir.exists()
 
 
 def _watch(schema=None):

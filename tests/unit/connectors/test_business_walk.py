@@ -109,7 +109,7 @@ def test_the_client_lands_each_version_once_and_every_record_at_least_once(monke
     src = ChangingList(60, spec_churn)
     codes = {r[0] for r in src.rows}
     client = BusinessRegistryClient("http://registry.invalid", "key")
-    monkeypatch.setattr(client, "fetch_page", lambda day, offset, limit: src.page(offset, limit))
+    monkeypatch.setattr(client, "fetch_page", lambda day, offset, limit, **_: src.page(offset, limit))
     items = [it for page in client.iter_enterprise_pages("2026-11-20T00:00:00Z", 10) for it in page]
     versions = [(it["MaSoDN"], it["NgayCapNhat"]) for it in items]
     assert len(versions) == len(set(versions)), "the overlap record and re-read pages are not landed twice"

@@ -3,15 +3,19 @@ bodies told apart from broken ones, and entity tricks refused."""
 
 from __future__ import annotations
 
+import codecs
+import gc
 import json
 
 import pytest
 
 from connectors.base.landing import canonical_json
+from connectors.business import xml as xml_module
 from connectors.business.xml import (
     TruncatedXmlError,
     UnsafeXmlError,
     XmlPageError,
+    declares_nothing,
     parse_enterprise_page,
 )
 
@@ -192,3 +196,56 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
 def test_entity_declarations_are_refused_not_expanded_or_fetched(body):
     with pytest.raises(UnsafeXmlError, match="refused an XML document that declares entities"):
         parse_enterprise_page(body)
+
+
+# ---- two parsers, one behaviour -------------------------------------------------------------------------
+def test_only_a_document_without_any_doctype_in_an_ascii_compatible_encoding_takes_the_fast_parser():
+    assert declares_nothing(SPEC_EXAMPLE.encode())
+    assert declares_nothing(codecs.BOM_UTF8 + SPEC_EXAMPLE.encode()), "a UTF-8 byte order mark changes nothing"
+    assert declares_nothing(b"<DanhSachDoanhNghiep/>"), "no XML declaration at all"
+    assert not declares_nothing(BILLION_LAUGHS) and not declares_nothing(EXTERNAL_ENTITY)
+    assert not declares_nothing(record("<!-- <!DOCTYPE x> -->")), "a DOCTYPE anywhere, even in a comment"
+    assert not declares_nothing(SPEC_EXAMPLE.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16"))
+    assert not declares_nothing(SPEC_EXAMPLE.replace("UTF-8", "UTF-16LE").encode("utf-16-le")), "no BOM, NULs"
+    assert not declares_nothing(SPEC_EXAMPLE.replace("UTF-8", "EBCDIC-US").encode()), "another declared encoding"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        SPEC_EXAMPLE.encode(),
+        record("<!-- a comment that says <!DOCTYPE x> --><TenDN>A</TenDN>"),
+        record('<TenDN lang="vi">Công ty &amp; cộng sự</TenDN><X:Moi xmlns:X="urn:x" a="1">y</X:Moi><Moi>2</Moi>'),
+        SPEC_EXAMPLE.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16"),
+    ],
+    ids=["spec-example", "doctype-in-a-comment", "attributes-namespaces-repeats", "utf-16"],
+)
+def test_the_fast_and_the_hardened_parser_give_the_same_records(body, monkeypatch):
+    fast = parse_enterprise_page(body)
+    monkeypatch.setattr(xml_module, "declares_nothing", lambda data: False)  # everything through defusedxml
+    hardened = parse_enterprise_page(body)
+    assert fast.records == hardened.records and (fast.total, fast.offset, fast.limit) == (
+        hardened.total, hardened.offset, hardened.limit,
+    )
+    assert fast.records and fast.records[0]["MaSoDN"] in {"0201234567", "0200000001"}
+
+
+def test_an_undeclared_entity_is_malformed_on_the_fast_path_too():
+    assert declares_nothing(record("<TenDN>&nbsp;</TenDN>"))
+    with pytest.raises(XmlPageError, match="not well-formed"):
+        parse_enterprise_page(record("<TenDN>&nbsp;</TenDN>"))
+
+
+def test_cyclic_collection_is_back_on_after_a_page_even_a_broken_one():
+    assert gc.isenabled()
+    parse_enterprise_page(SPEC_EXAMPLE.encode())
+    assert gc.isenabled()
+    with pytest.raises(XmlPageError):
+        parse_enterprise_page(b"<Loi/>")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_enterprise_page(SPEC_EXAMPLE.encode())
+        assert not gc.isenabled(), "a caller that had switched it off keeps it off"
+    finally:
+        gc.enable()

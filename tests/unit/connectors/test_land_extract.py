@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from connectors.land.extract import Batch, Keyset, keyset_query, next_watermark, parse_ts, render_ts
+from connectors.land.extract import (
+    SPEC_COLUMNS,
+    Batch,
+    Keyset,
+    keyset_query,
+    next_watermark,
+    parse_ts,
+    render_ts,
+)
 
 T = datetime(2026, 11, 20, 5, 0, 0, 123456, tzinfo=UTC)
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -66,15 +74,19 @@ def test_an_inclusive_position_sorts_before_every_row_of_its_instant():
 
 
 def test_a_batch_becomes_columns_with_its_tombstones_and_last_position():
-    rows = [(T, 1, "a", False, '{"id": 1}'), (T, 2, "b", True, '{"id": 2}'), (T, 3, "c", True, '{"id": 3}')]
+    a, b, c = (render_ts(T + timedelta(microseconds=i)) for i in (0, 1, 1))
+    rows = [(1, a, False, '{"id": 1}'), (2, b, True, '{"id": 2}'), (3, c, True, '{"id": 3}')]
     batch = Batch.from_rows("thua_dat", rows)
     assert batch.keys == (1, 2, 3) and batch.payloads[1] == '{"id": 2}'
     assert batch.tombstones == 2 and len(batch) == 3
-    assert batch.last == Keyset(T, 3)
-    assert batch.updated == ("a", "b", "c")
+    assert batch.last == Keyset(T + timedelta(microseconds=1), 3), "the last row's fixed-format text read back exactly"
+    assert batch.updated == (a, b, c)
 
 
 def test_keyset_query_parameters_follow_the_start_position():
-    assert keyset_query("thua_dat", None)[1] == {}
-    assert keyset_query("thua_dat", Keyset(T, 5))[1] == {"ts": T, "id": 5}
-    assert keyset_query("thua_dat", Keyset(T, None))[1] == {"ts": T}, "an inclusive start has no id term"
+    columns = SPEC_COLUMNS["thua_dat"]
+    assert keyset_query("thua_dat", None, columns)[1] == {}
+    assert keyset_query("thua_dat", Keyset(T, 5), columns)[1] == {"ts": T, "id": 5}
+    assert keyset_query("thua_dat", Keyset(T, None), columns)[1] == {"ts": T}, "an inclusive start has no id term"
+    with pytest.raises(ValueError, match="cap_nhat_luc"):
+        keyset_query("thua_dat", None, ["id", "da_xoa"])
