@@ -44,6 +44,19 @@ RAW_SCHEMA = pa.schema(
 )
 
 
+# How raw parts are written. Dictionary encoding and min/max statistics only on the small columns whose
+# values repeat or are filtered on: on the payload and hash columns (every value differs, long strings)
+# they cost about a third of the writing time and are of no use. zstd level 1: the same size as the
+# default level here, faster.
+_SMALL_COLUMNS = ["_source", "_entity", "_run_id", "_ingested_at", "_key", "_updated_at", "_page", "_issues"]
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": [c for c in _SMALL_COLUMNS if c != "_key"],
+    "write_statistics": _SMALL_COLUMNS,
+}
+
+
 def safe_run_id(run_id: str) -> str:
     """A run id usable as a folder name (Airflow run ids contain ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
@@ -118,21 +131,27 @@ class RawLanding:
     def write_columns(
         self,
         *,
-        keys: Sequence[str | int | None],
-        updated: Sequence[str | None],
-        payloads: Sequence[str],
+        keys: Sequence[str | int | None] | pa.Array,
+        updated: Sequence[str | None] | pa.Array,
+        payloads: Sequence[str] | pa.Array,
         issues: list[list[str]] | None = None,
+        hashes: Sequence[str] | None = None,
     ) -> int:
-        """Land one page given column-wise (key, cursor text, exact payload text per record): for sources
-        that already hold the payload as text (e.g. a database rendering rows as JSON). Integer keys are
-        landed as their decimal text, like every other key."""
+        """Land one page given column-wise (key, cursor text, exact payload text per record) as Python
+        sequences or Arrow arrays: for sources that already hold the payload as text (e.g. a database
+        rendering rows as JSON). Integer keys are landed as their decimal text, like every other key.
+        `hashes` are the payloads' `record_hash`es when the caller already took them."""
         self.pages += 1
         n = len(payloads)
         if not n:
             return 0
-        key_array = pa.array(keys)
+        key_array = keys if isinstance(keys, pa.Array) else pa.array(keys)
         if not pa.types.is_string(key_array.type):
             key_array = key_array.cast(pa.string())
+        if hashes is None:
+            if isinstance(payloads, pa.Array):
+                payloads = payloads.to_pylist()
+            hashes = [record_hash(t) for t in payloads]
         # The columns that are the same on every row are repeated by Arrow, not built from Python lists.
         batch = pa.RecordBatch.from_arrays(
             [
@@ -140,12 +159,12 @@ class RawLanding:
                 self._constant("_entity", n),
                 self._constant("_run_id", n),
                 self._constant("_ingested_at", n),
-                pa.array([record_hash(t) for t in payloads], pa.string()),
+                pa.array(hashes, pa.string()),
                 key_array,
-                pa.array(updated, pa.string()),
+                _strings(updated),
                 pa.repeat(pa.scalar(self.pages, pa.int64()), n),
                 pa.array(issues, pa.list_(pa.string())) if issues is not None else _no_issues(n),
-                pa.array(payloads, pa.string()),
+                _strings(payloads),
             ],
             schema=RAW_SCHEMA,
         )
@@ -177,7 +196,7 @@ class RawLanding:
         self._wait_for_writer()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-writer")
-        self._writing = self._writer.submit(pq.write_table, table, path, compression="zstd")
+        self._writing = self._writer.submit(pq.write_table, table, path, **_PARQUET_OPTIONS)
 
     def _wait_for_writer(self) -> None:
         if self._writing is not None:
@@ -230,6 +249,10 @@ def _remove_abandoned(folder: Path) -> None:
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             log.info("removed the partial landing of an interrupted run: %s", tmp)
+
+
+def _strings(values: Sequence[str | None] | pa.Array) -> pa.Array:
+    return values if isinstance(values, pa.Array) and pa.types.is_string(values.type) else pa.array(values, pa.string())
 
 
 def _no_issues(n: int) -> pa.Array:

@@ -8,6 +8,7 @@ next page (`update_state`) and answers `has_next_page`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 
@@ -66,9 +67,12 @@ class KeysetPaginator(Paginator):
     """(timestamp, id) keyset: the next page starts strictly after the last row seen, so rows sharing a
     timestamp are never skipped."""
 
-    def __init__(self, limit: int, start: tuple[Any, Any] | None = None):
+    def __init__(
+        self, limit: int, start: tuple[Any, Any] | None = None, key: Callable[[Any], tuple[Any, Any]] | None = None
+    ):
         self.limit = limit
         self.after = start
+        self.key = key  # a row -> its (timestamp, id); default: the first two fields, or "ts" and "id"
 
     def update_request(self, params: dict[str, Any]) -> None:
         params["after"] = self.after
@@ -77,5 +81,8 @@ class KeysetPaginator(Paginator):
     def update_state(self, page: Any, items: list[Any]) -> None:
         if items:
             last = items[-1]
-            self.after = (last[0], last[1]) if isinstance(last, tuple | list) else (last["ts"], last["id"])
+            if self.key is not None:
+                self.after = self.key(last)
+            else:
+                self.after = (last[0], last[1]) if isinstance(last, tuple | list) else (last["ts"], last["id"])
         self.has_next_page = len(items) >= self.limit

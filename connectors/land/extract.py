@@ -18,10 +18,13 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256 as _sha256
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg2 import sql
 
 from connectors.base.errors import SchemaDriftError, SourceError, TransientSourceError
@@ -114,23 +117,36 @@ def next_watermark(old: Keyset | None, last: Keyset | None, source_now: datetime
     return best
 
 
+# One fetched row: (id, cap_nhat_luc as fixed-format UTC text, da_xoa, payload), see keyset_query.
+ROW_TYPE = pa.struct(
+    [("id", pa.int64()), ("cap_nhat_luc", pa.string()), ("da_xoa", pa.bool_()), ("payload", pa.string())]
+)
+
+
 @dataclass(frozen=True)
 class Batch:
-    """One fetch of a table, column-wise: what RawLanding needs plus the keyset position after it."""
+    """One fetch of a table, column-wise as Arrow arrays (what RawLanding takes), the payloads' record
+    hashes, and the keyset position after it."""
 
     table: str
-    keys: tuple[int, ...]
-    updated: tuple[str, ...]
-    payloads: tuple[str, ...]
+    keys: pa.Array
+    updated: pa.Array
+    payloads: pa.Array
+    hashes: list[str]
     tombstones: int
     last: Keyset
 
     @classmethod
     def from_rows(cls, table: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
-        # rows are (id, cap_nhat_luc as fixed-format UTC text, da_xoa, payload), already in keyset order; the
-        # fixed format reads back to the exact instant, so no row needs a datetime of its own
-        ids, updated, deleted, payloads = zip(*rows, strict=True)
-        return cls(table, ids, updated, payloads, deleted.count(True), Keyset(parse_ts(updated[-1]), ids[-1]))
+        """Rows in keyset order -> columns. Arrow turns the tuples into columns in one call (no Python list
+        per column); the hashes are taken here, from the strings psycopg2 already made. The fixed-format
+        text of the last row reads back to its exact instant, so no row needs a datetime of its own."""
+        columns = pa.array(rows, type=ROW_TYPE)
+        deleted = pc.sum(columns.field("da_xoa")).as_py() or 0
+        hashes = [_sha256(row[3].encode("utf-8")).hexdigest() for row in rows]  # = landing.record_hash
+        last_id, last_updated = rows[-1][0], rows[-1][1]
+        return cls(table, columns.field("id"), columns.field("cap_nhat_luc"), columns.field("payload"), hashes,
+                   deleted, Keyset(parse_ts(last_updated), last_id))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -281,6 +297,13 @@ class LandRegistryExtractor:
     def batches(self, table: str, start: Keyset | None = None) -> Iterator[Batch]:
         """Every row of `table` after `start` (all rows if None), in keyset order, `batch_size` at a time,
         through a server-side cursor: memory stays bounded whatever the table size."""
+        for rows in self.row_batches(table, start):
+            yield Batch.from_rows(table, rows)
+
+    def row_batches(self, table: str, start: Keyset | None = None) -> Iterator[list[tuple[Any, ...]]]:
+        """`batches` before they become columns: the fetched rows (id, cap_nhat_luc text, da_xoa, payload).
+        For a caller that fetches in one thread and builds columns in another (the next FETCH goes out
+        sooner)."""
         if table not in SPEC_COLUMNS:
             raise ValueError(f"unknown land table {table!r}; known: {', '.join(TABLES)}")
         conn = self._require()
@@ -289,7 +312,8 @@ class LandRegistryExtractor:
         query, params = keyset_query(table, start, self.columns[table])
         # The paginator keeps the keyset position and ends the walk on a short fetch; the rows come from
         # one streaming query, so the position is what the watermark is made of, not the next query's bound.
-        paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id))
+        paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id),
+                                    key=lambda row: (row[1], row[0]))
         cur = conn.cursor(name=f"lienthong_land_{table}")
         cur.itersize = self.batch_size
         try:
@@ -300,7 +324,7 @@ class LandRegistryExtractor:
                 rows = self._fetch(cur, request["limit"], query)
                 paginator.update_state(None, rows)
                 if rows:
-                    yield Batch.from_rows(table, rows)
+                    yield rows
         finally:
             try:
                 cur.close()

@@ -42,6 +42,7 @@ from connectors.land.extract import (
     DEFAULT_BATCH_SIZE,
     SOURCE,
     TABLES,
+    Batch,
     Keyset,
     LandRegistryExtractor,
     next_watermark,
@@ -95,9 +96,11 @@ def ingest(
             snapshot_at: datetime = extractor.snapshot_at or datetime.now(UTC)  # set by __enter__
             for t in TABLES:
                 landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
-                # the next batch is fetched while this one lands
-                for batch in read_ahead(extractor.batches(t, starts[t]), name=f"land-{province}-{t}"):
-                    landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads)
+                # the next rows are fetched (in another thread) while these become columns and land
+                for rows in read_ahead(extractor.row_batches(t, starts[t]), name=f"land-{province}-{t}"):
+                    batch = Batch.from_rows(t, rows)
+                    landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads,
+                                          hashes=batch.hashes)
                     tombstones[t] += batch.tombstones
                     last[t] = batch.last
         # The snapshot is released before the (slower) file moves; the watermarks wait for all three.

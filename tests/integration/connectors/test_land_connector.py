@@ -278,7 +278,7 @@ def test_extractor_batches_split_one_instant_without_loss_or_repeat(land: LandDb
     land.touch("chu_su_dung", land.ids("chu_su_dung")[:3], LATER)
     with LandRegistryExtractor(land.reader_dsn, batch_size=2) as ex:
         batches = list(ex.batches("chu_su_dung", Keyset(LATER - timedelta(seconds=1), 0)))
-    keys = [k for b in batches for k in b.keys]
+    keys = [k for b in batches for k in b.keys.to_pylist()]
     assert keys == land.ids("chu_su_dung")[:3] and [len(b) for b in batches] == [2, 1]
     assert batches[0].last == Keyset(LATER, keys[1])
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from connectors.base.landing import record_hash
 from connectors.land.extract import (
     SPEC_COLUMNS,
     Batch,
@@ -77,10 +78,11 @@ def test_a_batch_becomes_columns_with_its_tombstones_and_last_position():
     a, b, c = (render_ts(T + timedelta(microseconds=i)) for i in (0, 1, 1))
     rows = [(1, a, False, '{"id": 1}'), (2, b, True, '{"id": 2}'), (3, c, True, '{"id": 3}')]
     batch = Batch.from_rows("thua_dat", rows)
-    assert batch.keys == (1, 2, 3) and batch.payloads[1] == '{"id": 2}'
+    assert batch.keys.to_pylist() == [1, 2, 3] and batch.payloads.to_pylist()[1] == '{"id": 2}'
     assert batch.tombstones == 2 and len(batch) == 3
     assert batch.last == Keyset(T + timedelta(microseconds=1), 3), "the last row's fixed-format text read back exactly"
-    assert batch.updated == (a, b, c)
+    assert batch.updated.to_pylist() == [a, b, c]
+    assert batch.hashes == [record_hash(p) for p in ('{"id": 1}', '{"id": 2}', '{"id": 3}')]
 
 
 def test_keyset_query_parameters_follow_the_start_position():
