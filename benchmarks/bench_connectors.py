@@ -16,6 +16,8 @@ import argparse
 import importlib
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -130,7 +132,10 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
 
 
 # ---- parent ---------------------------------------------------------------------------------------------
-def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1) -> dict:
+def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1, repeats: int = 1) -> dict:
+    """One size: every mode in its own child process, `repeats` rounds in turn (bare, connector, bare, ...),
+    so a ratio compares runs made seconds apart on the same (shared, noisy) machine; the figures reported
+    are the medians of the rounds, each round's ratios are kept too."""
     from lienthong.db import stop_embedded, warehouse_url
     from lienthong.settings import load_settings
     from sandbox.generator import GeneratorConfig, generate
@@ -145,7 +150,57 @@ def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1) -> d
     settings = load_settings()
     url = warehouse_url(settings)
     os.environ["LIENTHONG_DATABASE_URL"] = url
-    # Every connector run here is a full extract: forget the watermarks of earlier benchmark runs.
+    results: list[dict] = []
+    try:
+        print("starting the sandbox (loads the land registries) ...", flush=True)
+        with run_sandbox(data, WORK / f"sbx-{citizens}") as _ep:
+            for round_no in range(repeats):
+                # The first round's landing is the raw zone later stages read; later rounds land aside.
+                data_dir = bench_dir if round_no == 0 else WORK / f"run-{citizens}-repeat"
+                for mode in modes:
+                    _forget_watermarks(url)  # every connector run here is a full extract
+                    r = _run_child(mode, WORK / f"sbx-{citizens}" / "endpoints.json", data_dir)
+                    r["round"] = round_no
+                    print(f"  {mode:<22} {r['rows']:>9} rows  {r['seconds']:>8.1f} s  {r['rows_per_s']:>10.0f} rows/s"
+                          f"  RSS {r['peak_rss_mib']:>7.0f} MiB", flush=True)
+                    results.append(r)
+                shutil.rmtree(WORK / f"run-{citizens}-repeat", ignore_errors=True)
+    finally:
+        stop_embedded(settings.embedded_pgdata)
+    return {"citizens": citizens, "source_rows": gen.get("counts"), "repeats": repeats, "results": results,
+            **summarise(results)}
+
+
+PAIRS = (("population", "population-bare", "population-connector"), ("business", "business-bare", "business-connector"),
+         ("land", "land-bare", "land-connector"), ("land_same_query", "land-bare-json", "land-connector"))
+
+
+def summarise(results: list[dict]) -> dict:
+    """Medians over the rounds: rows/s and peak RSS per mode, and the connector / bare ratio per source
+    (the median of the rounds' ratios; `ratio_rounds` lists them)."""
+    modes = sorted({r["mode"] for r in results})
+    per_mode = {m: [r for r in results if r["mode"] == m] for m in modes}
+    medians = {m: {"rows": rs[0]["rows"], "rows_per_s": statistics.median(r["rows_per_s"] for r in rs),
+                   "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for m, rs in per_mode.items()}
+    ratios, rounds = {}, {}
+    for source, bare_mode, conn_mode in PAIRS:
+        pairs = [(b, c) for b in per_mode.get(bare_mode, []) for c in per_mode.get(conn_mode, []) if b["round"] == c["round"]]
+        if pairs:
+            rounds[source] = [round(c["rows_per_s"] / b["rows_per_s"], 3) for b, c in pairs]
+            ratios[source] = round(statistics.median(rounds[source]), 3)
+    return {"medians": medians, "ratio_connector_to_bare": ratios, "ratio_rounds": rounds}
+
+
+def _run_child(mode: str, endpoints: Path, data_dir: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--endpoints", str(endpoints),
+                          "--data-dir", str(data_dir)], capture_output=True, text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{mode} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _forget_watermarks(url: str) -> None:
     from lienthong.db import connect
     from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 
@@ -153,29 +208,6 @@ def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1) -> d
         ensure_ops_schema(conn)
         with conn.cursor() as cur:
             cur.execute(f"DELETE FROM {OPS_SCHEMA}.watermark")
-    results = []
-    try:
-        print("starting the sandbox (loads the land registries) ...", flush=True)
-        with run_sandbox(data, WORK / f"sbx-{citizens}") as _ep:
-            for mode in modes:
-                out = subprocess.run([sys.executable, __file__, "--child", mode, "--endpoints", str(WORK / f"sbx-{citizens}" / "endpoints.json"),
-                                      "--data-dir", str(bench_dir)], capture_output=True, text=True, env=dict(os.environ))
-                if out.returncode != 0:
-                    print(out.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"{mode} failed")
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"  {mode:<22} {r['rows']:>9} rows  {r['seconds']:>8.1f} s  {r['rows_per_s']:>10.0f} rows/s  RSS {r['peak_rss_mib']:>7.0f} MiB", flush=True)
-                results.append(r)
-    finally:
-        stop_embedded(settings.embedded_pgdata)
-    by = {r["mode"]: r for r in results}
-    ratios = {}
-    for source, bare_mode in (("population", "population-bare"), ("business", "business-bare"), ("land", "land-bare"),
-                              ("land_same_query", "land-bare-json")):
-        bare, conn = by.get(bare_mode), by.get(f"{source.split('_')[0]}-connector")
-        if bare and conn:
-            ratios[source] = round(conn["rows_per_s"] / bare["rows_per_s"], 3)
-    return {"citizens": citizens, "source_rows": gen.get("counts"), "results": results, "ratio_connector_to_bare": ratios}
 
 
 def main() -> int:
@@ -189,13 +221,15 @@ def main() -> int:
     ap.add_argument("--enterprise-ratio", type=float, default=0.1,
                     help="enterprises per citizen (0.075 gives the province scale of 150k per 2M)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON results")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds of every mode, in turn; medians reported (the machine is shared and noisy)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.endpoints, args.data_dir)))
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.citizens]
-    runs = [measure(n, args.modes.split(","), args.enterprise_ratio) for n in sizes]
+    runs = [measure(n, args.modes.split(","), args.enterprise_ratio, args.repeats) for n in sizes]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"runs": runs, "machine": {"cpus": os.cpu_count()}}, indent=2))
     for run in runs:

@@ -57,7 +57,7 @@ def _throughput(stage: str, r: dict) -> dict:
         return {"source_rows_per_s": r["rows_per_second"], "citizens_per_s": r["citizens_per_second"]}
     if stage == "connectors":
         run = r["runs"][0]
-        return {**{m["mode"]: m["rows_per_s"] for m in run["results"]},
+        return {**{mode: m["rows_per_s"] for mode, m in run["medians"].items()},
                 "ratio_connector_to_bare": run["ratio_connector_to_bare"]}
     if stage == "integrate":
         return {d["dataset"]: round(d["rows_in"] / max(d["stage_s"] + d["validate_s"], 1e-9)) for d in r["results"]}
@@ -137,8 +137,10 @@ def main() -> int:
     stages = {
         "generator": ([py, str(BENCH / "bench_generator.py"), "--citizens", str(n), "--result", str(tmp / "generator.json")],
                       tmp / "generator.json", None),
+        # three rounds per mode up to 1M citizens (medians); one at province scale, where a round takes 10 min
         "connectors": ([py, str(BENCH / "bench_connectors.py"), "--citizens", str(n), "--enterprise-ratio",
-                        str(args.enterprise_ratio), "--results", str(tmp / "connectors.json")], tmp / "connectors.json", None),
+                        str(args.enterprise_ratio), "--repeats", "3" if n <= 1_000_000 else "1",
+                        "--results", str(tmp / "connectors.json")], tmp / "connectors.json", None),
         "integrate": ([py, str(BENCH / "bench_integrate.py"), "--data-dir", str(WORK / f"run-{n}")],
                       RESULTS / "integrate.json", RESULTS / "integrate.json"),
         "linkage": ([py, str(BENCH / "bench_linkage.py"), "--sizes", str(n), *(["--baseline"] if baseline else [])],

@@ -96,3 +96,22 @@ def test_baseline_settings_are_splinks_library_comparisons() -> None:
     # term-frequency adjustments: commune, as the link_only example configures city, and the names' exact
     # level, which NameComparison carries by default in Splink 5; nothing else
     assert tf == {"given_name", "family_name", "commune"}
+
+
+def test_connector_ratios_are_medians_of_rounds_run_side_by_side() -> None:
+    bc = _load("bench_connectors")
+
+    def run(mode: str, rnd: int, rate: float, rss: float = 100.0) -> dict:
+        return {"mode": mode, "round": rnd, "rows": 1000, "rows_per_s": rate, "peak_rss_mib": rss}
+
+    results = [
+        run("business-bare", 0, 100.0), run("business-connector", 0, 90.0, 300.0),
+        run("business-bare", 1, 50.0), run("business-connector", 1, 40.0),  # a slow round: both slow
+        run("business-bare", 2, 100.0), run("business-connector", 2, 70.0),
+        run("land-bare", 0, 200.0), run("land-bare-json", 0, 100.0), run("land-connector", 0, 80.0),
+    ]
+    out = bc.summarise(results)
+    assert out["ratio_rounds"]["business"] == [0.9, 0.8, 0.7]
+    assert out["ratio_connector_to_bare"] == {"business": 0.8, "land": 0.4, "land_same_query": 0.8}
+    assert out["medians"]["business-connector"] == {"rows": 1000, "rows_per_s": 70.0, "peak_rss_mib": 300.0}
+    assert "population" not in out["ratio_connector_to_bare"]
