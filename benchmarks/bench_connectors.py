@@ -147,6 +147,7 @@ def measure(citizens: int, modes: list[str], enterprise_ratio: float = 0.1, repe
     gen = generate(cfg, data)
     bench_dir = WORK / f"run-{citizens}"
     os.environ["LIENTHONG_DATA_DIR"] = str(bench_dir)
+    os.environ.pop("LIENTHONG_DATABASE_URL", None)  # a previous size's warehouse (stopped): this size's own
     settings = load_settings()
     url = warehouse_url(settings)
     os.environ["LIENTHONG_DATABASE_URL"] = url

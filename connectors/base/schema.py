@@ -68,6 +68,7 @@ class SchemaWatch:
     parse_cursor: Callable[[str], datetime]
     new_fields: dict[str, str] = field(default_factory=dict)  # field -> first record that had it
     flagged: int = 0
+    _required: list[str] | None = field(default=None, init=False, repr=False)
 
     def check_page(self, items: list[dict[str, Any]], page: int) -> list[list[str]]:
         """Per item, the reasons it cannot be used as is (empty list when fine). Raises SchemaDriftError when
@@ -93,7 +94,9 @@ class SchemaWatch:
         if key in (None, ""):
             out.append(f"{label}: missing key field {self.key_field}")
         if self.schema:
-            for name in sorted(self.schema.required_fields - {self.key_field}):
+            if self._required is None:  # once per run, not per record
+                self._required = sorted(self.schema.required_fields - {self.key_field})
+            for name in self._required:
                 if item.get(name) in (None, ""):
                     out.append(f"{label}: required field {name} is missing")
             for name in item.keys() - self.schema.known_fields:
