@@ -104,6 +104,15 @@ def child(label: str, provinces: list[str]) -> dict:
 
 
 # ---- parent: the sandbox, the changes, the comparison -----------------------------------------------------
+def _touch(base_url: str, ids: list[str]) -> set[str]:
+    """Update `ids` through a sandbox server's `/_sandbox/touch`; the ids it says it touched."""
+    import requests
+
+    resp = requests.post(base_url + "/_sandbox/touch", json={"ids": ids}, timeout=60)
+    resp.raise_for_status()
+    return set(resp.json()["touched"])
+
+
 def _pick(values: list, fraction: float) -> list:
     """`fraction` of the distinct values, evenly spread over their sorted order (deterministic)."""
     distinct = sorted(set(v for v in values if v is not None))
@@ -117,7 +126,6 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     correct incremental walk fetches besides them (its inclusive boundary), both counted on the source."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    import requests
 
     from connectors.business.client import parse_update_time
     from connectors.land.ingest import DEFAULT_OVERLAP
@@ -127,10 +135,7 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     # population: the touched records move to one second after the registry's newest update; the walk from
     # the watermark (inclusive) also returns the records at the watermark's own instant
     cit = pq.read_table(data / "population" / "citizens.parquet", columns=["soDinhDanh", "capNhatLuc"])
-    ids = _pick(cit["soDinhDanh"].to_pylist(), fraction)
-    resp = requests.post(ep.population_url + "/_sandbox/touch", json={"ids": ids}, timeout=60)
-    resp.raise_for_status()
-    touched = set(resp.json()["touched"])
+    touched = _touch(ep.population_url, _pick(cit["soDinhDanh"].to_pylist(), fraction))
     stamps = [datetime.fromisoformat(s) for s in cit["capNhatLuc"].to_pylist()]
     newest = max(stamps)
     keys = cit["soDinhDanh"].to_pylist()
@@ -141,10 +146,7 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     _log(f"population: touched {len(touched)} citizens ({out['population']['rows_changed']} rows)")
     # business: the same, but the walk filter is a local date: the watermark's whole day comes again
     ent = pq.read_table(data / "business" / "enterprises.parquet", columns=["MaSoDN", "NgayCapNhat"])
-    codes = _pick(ent["MaSoDN"].to_pylist(), fraction)
-    resp = requests.post(ep.business_url + "/_sandbox/touch", json={"ids": codes}, timeout=60)
-    resp.raise_for_status()
-    touched = set(resp.json()["touched"])
+    touched = _touch(ep.business_url, _pick(ent["MaSoDN"].to_pylist(), fraction))
     local_days = [s.split(" ")[0] for s in ent["NgayCapNhat"].to_pylist()]
     newest_day = max(local_days, key=lambda d: parse_update_time(d + " 00:00:00"))
     keys = ent["MaSoDN"].to_pylist()
