@@ -104,6 +104,15 @@ def child(label: str, provinces: list[str]) -> dict:
 
 
 # ---- parent: the sandbox, the changes, the comparison -----------------------------------------------------
+def _changes(keys: list[str], touched: set[str], at_boundary: list[bool], boundary: str) -> dict:
+    """What an incremental run should fetch from one registry: the touched rows, plus the untouched rows the
+    inclusive watermark returns again (`at_boundary`)."""
+    return {"records_touched": len(touched),
+            "rows_changed": sum(1 for k in keys if k in touched),
+            "boundary_rows": sum(1 for k, b in zip(keys, at_boundary, strict=True) if b and k not in touched),
+            "boundary": boundary}
+
+
 def _touch(base_url: str, ids: list[str]) -> set[str]:
     """Update `ids` through a sandbox server's `/_sandbox/touch`; the ids it says it touched."""
     import requests
@@ -139,10 +148,8 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     stamps = [datetime.fromisoformat(s) for s in cit["capNhatLuc"].to_pylist()]
     newest = max(stamps)
     keys = cit["soDinhDanh"].to_pylist()
-    out["population"] = {"records_touched": len(touched),
-                         "rows_changed": sum(1 for k in keys if k in touched),
-                         "boundary_rows": sum(1 for k, s in zip(keys, stamps, strict=True) if s == newest and k not in touched),
-                         "boundary": f"rows already at the newest update time {newest.isoformat()} (updated_since is inclusive)"}
+    out["population"] = _changes(keys, touched, [s == newest for s in stamps],
+                                 f"rows already at the newest update time {newest.isoformat()} (updated_since is inclusive)")
     _log(f"population: touched {len(touched)} citizens ({out['population']['rows_changed']} rows)")
     # business: the same, but the walk filter is a local date: the watermark's whole day comes again
     ent = pq.read_table(data / "business" / "enterprises.parquet", columns=["MaSoDN", "NgayCapNhat"])
@@ -150,10 +157,8 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     local_days = [s.split(" ")[0] for s in ent["NgayCapNhat"].to_pylist()]
     newest_day = max(local_days, key=lambda d: parse_update_time(d + " 00:00:00"))
     keys = ent["MaSoDN"].to_pylist()
-    out["business"] = {"records_touched": len(touched),
-                       "rows_changed": sum(1 for k in keys if k in touched),
-                       "boundary_rows": sum(1 for k, d in zip(keys, local_days, strict=True) if d == newest_day and k not in touched),
-                       "boundary": f"rows updated on the newest day {newest_day} (tuNgay has day granularity)"}
+    out["business"] = _changes(keys, touched, [d == newest_day for d in local_days],
+                               f"rows updated on the newest day {newest_day} (tuNgay has day granularity)")
     _log(f"business: touched {len(touched)} enterprises ({out['business']['rows_changed']} rows)")
     # land: an edit now, in each province's three tables; the connector re-reads a 15-minute overlap
     for province, dsn in sorted(ep.land_admin_dsns.items()):
