@@ -72,6 +72,25 @@ def record_hash(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def record_hashes(payloads: pa.Array) -> list[str]:
+    """`record_hash` of every payload of an Arrow string array, hashed straight from Arrow's UTF-8 buffer
+    (no Python string per payload). Nulls are refused: a landed record always has a payload."""
+    if payloads.null_count:
+        raise ValueError(f"{payloads.null_count} payloads are null")
+    if pa.types.is_large_string(payloads.type):
+        fmt = "q"
+    elif pa.types.is_string(payloads.type):
+        fmt = "i"
+    else:
+        raise TypeError(f"payloads must be strings, got {payloads.type}")
+    _validity, offsets_buf, data_buf = payloads.buffers()
+    start = payloads.offset
+    offsets = memoryview(offsets_buf).cast(fmt)[start:start + len(payloads) + 1].tolist()
+    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    sha256 = hashlib.sha256
+    return [sha256(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
 def _dig(item: Any, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(item, dict):
@@ -149,9 +168,7 @@ class RawLanding:
         if not pa.types.is_string(key_array.type):
             key_array = key_array.cast(pa.string())
         if hashes is None:
-            if isinstance(payloads, pa.Array):
-                payloads = payloads.to_pylist()
-            hashes = [record_hash(t) for t in payloads]
+            hashes = record_hashes(payloads) if isinstance(payloads, pa.Array) else [record_hash(t) for t in payloads]
         # The columns that are the same on every row are repeated by Arrow, not built from Python lists.
         batch = pa.RecordBatch.from_arrays(
             [

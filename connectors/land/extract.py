@@ -18,7 +18,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from hashlib import sha256 as _sha256
 from typing import Any
 
 import psycopg2
@@ -28,7 +27,9 @@ import pyarrow.compute as pc
 from psycopg2 import sql
 
 from connectors.base.errors import SchemaDriftError, SourceError, TransientSourceError
+from connectors.base.landing import record_hashes
 from connectors.base.paging import KeysetPaginator
+from connectors.land.render import CURSOR_FIELD, Column, render_rows, select_list
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ SOURCE = "land_registry"
 # consistency (certificates are not seen before the parcels they reference were committed).
 TABLES = ("thua_dat", "chu_su_dung", "giay_chung_nhan")
 KEY_FIELD = "id"
-CURSOR_FIELD = "cap_nhat_luc"
 SPEC_COLUMNS: dict[str, tuple[str, ...]] = {
     "thua_dat": ("id", "ma_xa", "so_to_ban_do", "so_thua", "dien_tich", "muc_dich_su_dung", "dia_chi",
                  "cap_nhat_luc", "da_xoa"),
@@ -50,8 +50,7 @@ DEFAULT_BATCH_SIZE = 5000
 APPLICATION_NAME = "lienthong-land-connector"
 # RFC 3339 in UTC with fixed microseconds (timestamptz's precision): equal instants give equal text and
 # the text sorts like the instant, in the payload, `_updated_at` and the watermark alike.
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_PG_TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # = render.PG_TS_FORMAT, the same text rendered by the server
 
 
 def render_ts(value: datetime) -> str:
@@ -117,12 +116,6 @@ def next_watermark(old: Keyset | None, last: Keyset | None, source_now: datetime
     return best
 
 
-# One fetched row: (id, cap_nhat_luc as fixed-format UTC text, da_xoa, payload), see keyset_query.
-ROW_TYPE = pa.struct(
-    [("id", pa.int64()), ("cap_nhat_luc", pa.string()), ("da_xoa", pa.bool_()), ("payload", pa.string())]
-)
-
-
 @dataclass(frozen=True)
 class Batch:
     """One fetch of a table, column-wise as Arrow arrays (what RawLanding takes), the payloads' record
@@ -137,40 +130,36 @@ class Batch:
     last: Keyset
 
     @classmethod
-    def from_rows(cls, table: str, rows: Sequence[tuple[Any, ...]]) -> Batch:
-        """Rows in keyset order -> columns. Arrow turns the tuples into columns in one call (no Python list
-        per column); the hashes are taken here, from the strings psycopg2 already made. The fixed-format
-        text of the last row reads back to its exact instant, so no row needs a datetime of its own."""
-        columns = pa.array(rows, type=ROW_TYPE)
-        deleted = pc.sum(columns.field("da_xoa")).as_py() or 0
-        hashes = [_sha256(row[3].encode("utf-8")).hexdigest() for row in rows]  # = landing.record_hash
-        last_id, last_updated = rows[-1][0], rows[-1][1]
-        return cls(table, columns.field("id"), columns.field("cap_nhat_luc"), columns.field("payload"), hashes,
-                   deleted, Keyset(parse_ts(last_updated), last_id))
+    def from_rows(cls, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[Column]) -> Batch:
+        """Rows in keyset order, fetched as `keyset_query` asks for `columns` -> columns, payloads
+        (`render.render_rows`) and their hashes. The fixed-format text of the last row's cap_nhat_luc reads
+        back to its exact instant, so no row needs a datetime of its own."""
+        names = [c.name for c in columns]
+        key_at, cursor_at, deleted_at = names.index(KEY_FIELD), names.index(CURSOR_FIELD), names.index("da_xoa")
+        fetched, payloads = render_rows(columns, rows)
+        try:
+            keys = pc.cast(fetched.field(key_at), pa.int64())
+        except pa.ArrowInvalid as exc:
+            raise SourceError(f"{table}.{KEY_FIELD} is not an integer in this batch: {exc}") from exc
+        deleted = pc.sum(pc.equal(fetched.field(deleted_at), "true")).as_py() or 0
+        last = rows[-1]
+        return cls(table, keys, fetched.field(cursor_at), payloads, record_hashes(payloads), deleted,
+                   Keyset(parse_ts(last[cursor_at]), int(last[key_at])))
 
     def __len__(self) -> int:
         return len(self.keys)
 
 
-def keyset_query(table: str, start: Keyset | None, columns: Sequence[str]) -> tuple[sql.Composed, dict[str, Any]]:
-    """The one query per table: every row after `start`, in (cap_nhat_luc, id) order, as
-    (id, cap_nhat_luc text, da_xoa, payload).
+def keyset_query(table: str, start: Keyset | None, columns: Sequence[Column]) -> tuple[sql.Composed, dict[str, Any]]:
+    """The one query per table: every row after `start`, in (cap_nhat_luc, id) order, each column as text
+    (`render.select_list`: the client renders the payload from it, the way `row_to_json` would).
 
-    The payload is built by PostgreSQL from the whole row (`row_to_json` over `columns`, every column the
-    table has), so numerics keep their exact digits, dates are ISO, and a column the spec does not name is
-    landed too; `cap_nhat_luc` is its fixed-format RFC 3339 UTC text, in the payload and the second column
-    alike. `row_to_json` writes the text straight from the row: about three times cheaper for the server
-    than `to_jsonb(t)::text`, which builds a binary jsonb value first (measured on the sandbox registry).
+    Every column the table has is fetched, so numerics keep their exact digits, dates are ISO, and a column
+    the spec does not name is landed too; `cap_nhat_luc` is its fixed-format RFC 3339 UTC text.
     The extra `cap_nhat_luc >= ts` term lets the planner use an index on `cap_nhat_luc` alone (the spec
     gives none on (cap_nhat_luc, id))."""
-    if CURSOR_FIELD not in columns:
+    if CURSOR_FIELD not in [c.name for c in columns]:
         raise ValueError(f"{table}: the column list lacks {CURSOR_FIELD}")
-    updated = sql.SQL("to_char(t.{} AT TIME ZONE 'UTC', {})").format(sql.Identifier(CURSOR_FIELD), sql.Literal(_PG_TS_FORMAT))
-    select = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(updated, sql.Identifier(c)) if c == CURSOR_FIELD
-        else sql.SQL("t.{}").format(sql.Identifier(c))
-        for c in columns
-    )
     where = sql.SQL("")
     params: dict[str, Any] = {}
     if start is not None:
@@ -180,10 +169,8 @@ def keyset_query(table: str, start: Keyset | None, columns: Sequence[str]) -> tu
         else:
             params["id"] = start.id
             where = sql.SQL(" WHERE t.cap_nhat_luc >= %(ts)s AND (t.cap_nhat_luc, t.id) > (%(ts)s, %(id)s)")
-    query = sql.SQL(
-        "SELECT r.id, r.{cursor}, r.da_xoa, row_to_json(r)::text"
-        " FROM (SELECT {select} FROM {table} AS t{where} ORDER BY t.cap_nhat_luc, t.id) AS r"
-    ).format(cursor=sql.Identifier(CURSOR_FIELD), select=select, table=sql.Identifier(table), where=where)
+    query = sql.SQL("SELECT {select} FROM {table} AS t{where} ORDER BY t.cap_nhat_luc, t.id").format(
+        select=select_list(columns), table=sql.Identifier(table), where=where)
     return query, params
 
 
@@ -208,7 +195,7 @@ class LandRegistryExtractor:
         self.conn: psycopg2.extensions.connection | None = None
         self.snapshot_at: datetime | None = None
         self.database: str | None = None
-        self.columns: dict[str, list[str]] = {}  # per table, in the table's order: read by check_schema
+        self.columns: dict[str, list[Column]] = {}  # per table, in the table's order: read by check_schema
 
     def __repr__(self) -> str:  # the DSN may carry a password
         return f"LandRegistryExtractor({self.where!r}, batch_size={self.batch_size})"
@@ -222,7 +209,7 @@ class LandRegistryExtractor:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                # Session-wide, so every timestamptz the server renders (also in to_jsonb) is UTC.
+                # Session-wide, so every timestamptz the server renders (also in to_json) is UTC.
                 cur.execute("SET TIME ZONE 'UTC'")
                 # Belt and braces with set_session below: a pooler or a later BEGIN without options still
                 # gets a read-only repeatable-read transaction.
@@ -270,17 +257,17 @@ class LandRegistryExtractor:
         """Fail on a missing table or spec column (SchemaDriftError: nothing could be staged from it);
         return the columns the spec does not name, per table (landed in the payload, reported)."""
         conn = self._require()
-        query = ("SELECT table_name, column_name FROM information_schema.columns"
+        query = ("SELECT table_name, column_name, udt_name FROM information_schema.columns"
                  " WHERE table_schema = current_schema() AND table_name = ANY(%s) ORDER BY table_name, ordinal_position")
         with conn.cursor() as cur:
             self._execute(cur, query, (list(tables),))
-            found: dict[str, list[str]] = {}
-            for table, column in cur.fetchall():
-                found.setdefault(table, []).append(column)
+            found: dict[str, list[Column]] = {}
+            for table, column, type_name in cur.fetchall():
+                found.setdefault(table, []).append(Column(column, type_name))
         self.columns.update(found)
         extra: dict[str, list[str]] = {}
         for table in tables:
-            have = found.get(table)
+            have = [c.name for c in found.get(table, [])]
             if not have:
                 raise SchemaDriftError(f"table {table!r} is missing or not readable in {self.database}", url=self.where)
             missing = [c for c in SPEC_COLUMNS[table] if c not in have]
@@ -298,12 +285,12 @@ class LandRegistryExtractor:
         """Every row of `table` after `start` (all rows if None), in keyset order, `batch_size` at a time,
         through a server-side cursor: memory stays bounded whatever the table size."""
         for rows in self.row_batches(table, start):
-            yield Batch.from_rows(table, rows)
+            yield Batch.from_rows(table, rows, self.columns[table])
 
     def row_batches(self, table: str, start: Keyset | None = None) -> Iterator[list[tuple[Any, ...]]]:
-        """`batches` before they become columns: the fetched rows (id, cap_nhat_luc text, da_xoa, payload).
-        For a caller that fetches in one thread and builds columns in another (the next FETCH goes out
-        sooner)."""
+        """`batches` before they become columns: the fetched rows (one text per column of
+        `self.columns[table]`, see `keyset_query`). For a caller that fetches in one thread and builds
+        columns in another (the next FETCH goes out sooner)."""
         if table not in SPEC_COLUMNS:
             raise ValueError(f"unknown land table {table!r}; known: {', '.join(TABLES)}")
         conn = self._require()
@@ -312,8 +299,10 @@ class LandRegistryExtractor:
         query, params = keyset_query(table, start, self.columns[table])
         # The paginator keeps the keyset position and ends the walk on a short fetch; the rows come from
         # one streaming query, so the position is what the watermark is made of, not the next query's bound.
+        names = [c.name for c in self.columns[table]]
+        key_at, cursor_at = names.index(KEY_FIELD), names.index(CURSOR_FIELD)
         paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id),
-                                    key=lambda row: (row[1], row[0]))
+                                    key=lambda row: (row[cursor_at], row[key_at]))
         cur = conn.cursor(name=f"lienthong_land_{table}")
         cur.itersize = self.batch_size
         try:

@@ -98,7 +98,7 @@ def ingest(
                 landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
                 # the next rows are fetched (in another thread) while these become columns and land
                 for rows in read_ahead(extractor.row_batches(t, starts[t]), name=f"land-{province}-{t}"):
-                    batch = Batch.from_rows(t, rows)
+                    batch = Batch.from_rows(t, rows, extractor.columns[t])
                     landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads,
                                           hashes=batch.hashes)
                     tombstones[t] += batch.tombstones

@@ -108,7 +108,7 @@ def test_connector_ratios_are_medians_of_rounds_run_side_by_side() -> None:
         run("business-bare", 0, 100.0), run("business-connector", 0, 90.0, 300.0),
         run("business-bare", 1, 50.0), run("business-connector", 1, 40.0),  # a slow round: both slow
         run("business-bare", 2, 100.0), run("business-connector", 2, 70.0),
-        run("land-bare", 0, 200.0), run("land-bare-json", 0, 100.0), run("land-connector", 0, 80.0),
+        run("land-bare", 0, 200.0), run("land-bare-query", 0, 100.0), run("land-connector", 0, 80.0),
     ]
     out = bc.summarise(results)
     assert out["ratio_rounds"]["business"] == [0.9, 0.8, 0.7]

@@ -454,6 +454,51 @@ def test_a_column_the_spec_does_not_name_is_landed_and_reported(minimal: LandDb,
     assert all(decode_payload(r["payload"])["ghi_chu"] == "đo lại 2024" for r in landed(summary, "thua_dat"))
 
 
+def server_json(db: LandDb, table: str) -> dict[int, str]:
+    """PostgreSQL's own rendering of every row (`row_to_json`, cap_nhat_luc as the connector's fixed UTC
+    text): what the connector's client-side rendering must equal, byte for byte."""
+    cols = [c for (c,) in db.query("SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+                                   " AND table_schema = current_schema() ORDER BY ordinal_position", (table,))]
+    select = ", ".join(
+        """to_char(cap_nhat_luc AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cap_nhat_luc"""
+        if c == "cap_nhat_luc" else f'"{c}"' for c in cols
+    )
+    return dict(db.query(f"SET TIME ZONE 'UTC'; SELECT r.id, row_to_json(r)::text FROM (SELECT {select} FROM {table}) r"))
+
+
+def test_payloads_are_byte_for_byte_what_row_to_json_gives(land: LandDb, runner: Runner) -> None:
+    alias = runner.register(land.reader_dsn)
+    summary = runner.run(alias, batch_size=500)
+    for table in TABLES:
+        got = {int(r["_key"]): r["payload"] for r in landed(summary, table)}
+        assert got == server_json(land, table), table
+
+
+def test_columns_of_any_type_the_spec_does_not_name_render_as_row_to_json_does(minimal: LandDb, runner: Runner) -> None:
+    minimal.query("""
+        DROP TYPE IF EXISTS hang_dat CASCADE;
+        CREATE TYPE hang_dat AS ENUM ('I', 'II', 'III');
+        ALTER TABLE thua_dat ADD COLUMN ghi_chu text, ADD COLUMN ky_hieu varchar(20), ADD COLUMN ma char(4),
+          ADD COLUMN he_so float8, ADD COLUMN gia numeric, ADD COLUMN so_lan smallint, ADD COLUMN da_do boolean,
+          ADD COLUMN do_luc timestamptz, ADD COLUMN ngay date, ADD COLUMN thoi_han interval, ADD COLUMN hang hang_dat,
+          ADD COLUMN the text[], ADD COLUMN thuoc_tinh jsonb, ADD COLUMN ma_uuid uuid;
+        UPDATE thua_dat SET ghi_chu = E'Số "7"\\\\A\nB\tC\x01 / </ \u00e9', ky_hieu = 'LUC', ma = 'ab', he_so = 'NaN',
+          gia = 'Infinity', so_lan = -3, da_do = true, do_luc = '2024-02-29 23:59:59.5+07', ngay = '2024-02-29',
+          thoi_han = '50 years', hang = 'II', the = ARRAY['a', 'b"c', NULL], thuoc_tinh = '{"z": 1, "a": [true, null]}',
+          ma_uuid = '6f1c1c5e-8f6f-4b54-9d1c-0f0e1a2b3c4d' WHERE id = 1;
+        UPDATE thua_dat SET he_so = 1e-300, gia = '-0.000100', ghi_chu = '' WHERE id = 2;
+        UPDATE thua_dat SET he_so = '-Infinity', gia = 'NaN' WHERE id = 3;
+    """)
+    alias = runner.register(minimal.reader_dsn)
+    summary = runner.run(alias)
+    got = {int(r["_key"]): r["payload"] for r in landed(summary, "thua_dat")}
+    assert got == server_json(minimal, "thua_dat")
+    first = json.loads(got[1])
+    assert first["ghi_chu"] == 'Số "7"\\A\nB\tC\x01 / </ é' and first["he_so"] == "NaN" and first["gia"] == "Infinity"
+    assert first["the"] == ["a", 'b"c', None] and first["thuoc_tinh"] == {"a": [True, None], "z": 1}
+    assert json.loads(got[2])["ghi_chu"] == "" and '"gia":-0.000100' in got[2], "numerics keep every digit"
+
+
 def test_a_spec_column_vanishing_fails_the_run_and_keeps_the_watermarks(minimal: LandDb, runner: Runner) -> None:
     alias = runner.register(minimal.reader_dsn)
     runner.run(alias)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
+from connectors.base.errors import SourceError
 from connectors.base.landing import record_hash
 from connectors.land.extract import (
     SPEC_COLUMNS,
@@ -17,6 +19,7 @@ from connectors.land.extract import (
     parse_ts,
     render_ts,
 )
+from connectors.land.render import Column
 
 T = datetime(2026, 11, 20, 5, 0, 0, 123456, tzinfo=UTC)
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -74,21 +77,32 @@ def test_an_inclusive_position_sorts_before_every_row_of_its_instant():
     assert Keyset(T, None).sort_key() < Keyset(T, -(2**63)).sort_key() < Keyset(T, 0).sort_key()
 
 
+COLUMNS = [Column("id", "int8"), Column("ma_xa", "text"), Column("dien_tich", "numeric"),
+           Column("cap_nhat_luc", "timestamptz"), Column("da_xoa", "bool")]
+
+
 def test_a_batch_becomes_columns_with_its_tombstones_and_last_position():
     a, b, c = (render_ts(T + timedelta(microseconds=i)) for i in (0, 1, 1))
-    rows = [(1, a, False, '{"id": 1}'), (2, b, True, '{"id": 2}'), (3, c, True, '{"id": 3}')]
-    batch = Batch.from_rows("thua_dat", rows)
-    assert batch.keys.to_pylist() == [1, 2, 3] and batch.payloads.to_pylist()[1] == '{"id": 2}'
+    rows = [("1", "00001", "1.50", a, "false"), ("2", None, "2", b, "true"), ("3", "0003", None, c, "true")]
+    batch = Batch.from_rows("thua_dat", rows, COLUMNS)
+    assert batch.keys.to_pylist() == [1, 2, 3] and batch.keys.type == pa.int64()
+    assert batch.payloads.to_pylist()[1] == f'{{"id":2,"ma_xa":null,"dien_tich":2,"cap_nhat_luc":"{b}","da_xoa":true}}'
     assert batch.tombstones == 2 and len(batch) == 3
     assert batch.last == Keyset(T + timedelta(microseconds=1), 3), "the last row's fixed-format text read back exactly"
     assert batch.updated.to_pylist() == [a, b, c]
-    assert batch.hashes == [record_hash(p) for p in ('{"id": 1}', '{"id": 2}', '{"id": 3}')]
+    assert batch.hashes == [record_hash(p) for p in batch.payloads.to_pylist()]
+
+
+def test_a_batch_whose_key_is_not_an_integer_is_refused_naming_table_and_field():
+    rows = [("x1", "00001", "1", render_ts(T), "false")]
+    with pytest.raises(SourceError, match=r"thua_dat\.id is not an integer"):
+        Batch.from_rows("thua_dat", rows, COLUMNS)
 
 
 def test_keyset_query_parameters_follow_the_start_position():
-    columns = SPEC_COLUMNS["thua_dat"]
+    columns = [Column(c, "text") for c in SPEC_COLUMNS["thua_dat"]]
     assert keyset_query("thua_dat", None, columns)[1] == {}
     assert keyset_query("thua_dat", Keyset(T, 5), columns)[1] == {"ts": T, "id": 5}
     assert keyset_query("thua_dat", Keyset(T, None), columns)[1] == {"ts": T}, "an inclusive start has no id term"
     with pytest.raises(ValueError, match="cap_nhat_luc"):
-        keyset_query("thua_dat", None, ["id", "da_xoa"])
+        keyset_query("thua_dat", None, [Column("id", "int8"), Column("da_xoa", "bool")])
