@@ -107,6 +107,7 @@ class RawLanding:
     ):
         self.source, self.entity, self.run_id = source, entity, run_id
         self.ingested_at = datetime.now(UTC)
+        self._constants: dict[str, pa.Array] = {}
         date = ingest_date or self.ingested_at.strftime("%Y-%m-%d")
         self.final_dir = Path(raw_dir) / source / entity / f"ingest_date={date}" / f"run={safe_run_id(run_id)}"
         self.tmp_dir = self.final_dir.with_name(self.final_dir.name + f".tmp-{os.getpid()}")
@@ -196,9 +197,13 @@ class RawLanding:
         return n
 
     def _constant(self, column: str, n: int) -> pa.Array:
-        value = {"_source": self.source, "_entity": self.entity, "_run_id": self.run_id,
-                 "_ingested_at": self.ingested_at}[column]
-        return pa.repeat(pa.scalar(value, RAW_SCHEMA.field(column).type), n)
+        """`n` copies of a column that is the same on every row: one array per landing, sliced per page."""
+        have = self._constants.get(column)
+        if have is None or len(have) < n:
+            value = {"_source": self.source, "_entity": self.entity, "_run_id": self.run_id,
+                     "_ingested_at": self.ingested_at}[column]
+            have = self._constants[column] = pa.repeat(pa.scalar(value, RAW_SCHEMA.field(column).type), max(n, 1024))
+        return have.slice(0, n)
 
     def _flush(self) -> None:
         """Hand the buffered pages to the writer thread as one part. Parquet encoding and compression run

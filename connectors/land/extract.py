@@ -38,6 +38,7 @@ SOURCE = "land_registry"
 # consistency (certificates are not seen before the parcels they reference were committed).
 TABLES = ("thua_dat", "chu_su_dung", "giay_chung_nhan")
 KEY_FIELD = "id"
+INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
 SPEC_COLUMNS: dict[str, tuple[str, ...]] = {
     "thua_dat": ("id", "ma_xa", "so_to_ban_do", "so_thua", "dien_tich", "muc_dich_su_dung", "dia_chi",
                  "cap_nhat_luc", "da_xoa"),
@@ -122,7 +123,7 @@ class Batch:
     hashes, and the keyset position after it."""
 
     table: str
-    keys: pa.Array
+    keys: pa.Array  # the ids' decimal text (`_key` is text for every source); check_schema saw an integer type
     updated: pa.Array
     payloads: pa.Array
     hashes: list[str]
@@ -137,13 +138,9 @@ class Batch:
         names = [c.name for c in columns]
         key_at, cursor_at, deleted_at = names.index(KEY_FIELD), names.index(CURSOR_FIELD), names.index("da_xoa")
         fetched, payloads = render_rows(columns, rows)
-        try:
-            keys = pc.cast(fetched.field(key_at), pa.int64())
-        except pa.ArrowInvalid as exc:
-            raise SourceError(f"{table}.{KEY_FIELD} is not an integer in this batch: {exc}") from exc
         deleted = pc.sum(pc.equal(fetched.field(deleted_at), "true")).as_py() or 0
         last = rows[-1]
-        return cls(table, keys, fetched.field(cursor_at), payloads, record_hashes(payloads), deleted,
+        return cls(table, fetched.field(key_at), fetched.field(cursor_at), payloads, record_hashes(payloads), deleted,
                    Keyset(parse_ts(last[cursor_at]), int(last[key_at])))
 
     def __len__(self) -> int:
@@ -275,6 +272,10 @@ class LandRegistryExtractor:
                 raise SchemaDriftError(
                     f"table {table!r} lacks the spec's columns {missing} in {self.database}", url=self.where
                 )
+            key_type = next(c.type for c in found[table] if c.name == KEY_FIELD)
+            if key_type not in INTEGER_TYPES:
+                raise SchemaDriftError(f"table {table!r} has {KEY_FIELD} of type {key_type!r} in {self.database}; "
+                                       "the spec's key is a bigint", url=self.where)
             extra[table] = sorted(set(have).difference(SPEC_COLUMNS[table]))
             if extra[table]:
                 log.warning("land registry %s.%s has columns the spec does not name (landed as is): %s",

@@ -278,7 +278,7 @@ def test_extractor_batches_split_one_instant_without_loss_or_repeat(land: LandDb
     land.touch("chu_su_dung", land.ids("chu_su_dung")[:3], LATER)
     with LandRegistryExtractor(land.reader_dsn, batch_size=2) as ex:
         batches = list(ex.batches("chu_su_dung", Keyset(LATER - timedelta(seconds=1), 0)))
-    keys = [k for b in batches for k in b.keys.to_pylist()]
+    keys = [int(k) for b in batches for k in b.keys.to_pylist()]
     assert keys == land.ids("chu_su_dung")[:3] and [len(b) for b in batches] == [2, 1]
     assert batches[0].last == Keyset(LATER, keys[1])
 
@@ -507,6 +507,15 @@ def test_a_spec_column_vanishing_fails_the_run_and_keeps_the_watermarks(minimal:
     with pytest.raises(SchemaDriftError, match=r"'chu_su_dung' lacks the spec's columns \['so_giay_to'\]"):
         runner.run(alias)
     assert runner.watermarks(alias) == before
+
+
+def test_a_key_that_is_not_an_integer_fails_the_run_naming_table_and_type(minimal: LandDb, runner: Runner) -> None:
+    minimal.query("ALTER TABLE giay_chung_nhan DROP CONSTRAINT giay_chung_nhan_chu_su_dung_id_fkey;"
+                  " ALTER TABLE chu_su_dung ALTER COLUMN id TYPE text")
+    alias = runner.register(minimal.reader_dsn)
+    with pytest.raises(SchemaDriftError, match=r"'chu_su_dung' has id of type 'text'.*the spec's key is a bigint"):
+        runner.run(alias)
+    assert runner.watermarks(alias) == dict.fromkeys(TABLES), "nothing moved"
 
 
 def test_minimal_database_values_arrive_exactly(minimal: LandDb, runner: Runner) -> None:
