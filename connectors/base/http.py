@@ -83,12 +83,27 @@ class HttpClient:
             raise AuthError(f"{method} refused", url=url, status=403, body=resp.text[:200])
         return resp
 
-    def send_ahead(self, method: str, path: str, **kw: Any) -> Future[requests.Response]:
+    def send_ahead(
+        self, method: str, path: str, *, then: Callable[[requests.Response], None] | None = None, **kw: Any
+    ) -> Future[requests.Response]:
         """Send one request in the background (one thread: requests go out in the order asked); pass the
-        future as `request(..., sent=)`. A future nobody collects is harmless: `settle` waits it out."""
+        future as `request(..., sent=)`. A future nobody collects is harmless: `settle` waits it out.
+        `then` sees the answer in that thread as soon as its body is in, before the future completes (e.g.
+        to send the next request without waiting for another thread to get the GIL); its own errors are
+        logged and dropped, the answer stands."""
         if self._ahead is None:
             self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-ahead")
-        return self._ahead.submit(self.send_once, method, path, **kw)
+
+        def task() -> requests.Response:
+            resp = self.send_once(method, path, **kw)
+            if then is not None:
+                try:
+                    then(resp)
+                except Exception:  # noqa: BLE001 - only an optimisation hangs on it; the answer is still good
+                    log.warning("hook after %s %s failed", method, path, exc_info=True)
+            return resp
+
+        return self._ahead.submit(task)
 
     @staticmethod
     def settle(sent: Future[requests.Response]) -> None:
