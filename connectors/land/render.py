@@ -4,10 +4,13 @@ becomes the payload column, the same text PostgreSQL's `row_to_json` gives for t
 Owns: `Column` (a table column and its type, read from `information_schema`), the per-type *kind* that says
 how a value is fetched and written into JSON, the select list of the keyset query, and `render_rows`.
 
-Why not `row_to_json` on the server: a province's database then spends 2.5–3.7 µs of CPU a row building
-JSON, against 1.2–1.8 µs to send the same columns as text (measured on the sandbox registry, PostgreSQL 18),
-and the server is the walk's bottleneck. The client turns text into JSON column by column with Arrow
-kernels (quote, escape, join: a few hundred ns a row) in the landing thread, off the fetch's path.
+Why not `row_to_json` on the server: the database then spends about 2.4 µs of CPU a row building JSON,
+against 1.15 µs to send the same columns as text (measured on the sandbox registry, PostgreSQL 18), and
+the server's answer to each FETCH is on the walk's critical path (the fetch thread waits for it). Nor a
+JSON built by string concatenation in SQL (1.7 µs a row: measured slower end to end). The client turns
+text into JSON column by column with Arrow kernels (quote, escape, join: a few hundred ns a row) in the
+landing thread, beside the fetch. psycopg2 hands each value over as UTF-8 bytes (no Python string
+decoded per value) and Arrow checks the UTF-8 of whole columns.
 
 Kinds, by the column's type (`udt_name`):
 - `string` (text, varchar, bpchar): fetched as is, written as a JSON string (escaped like PostgreSQL's
