@@ -62,10 +62,15 @@ def safe_run_id(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
 
 
-def canonical_json(item: Any) -> str:
-    """Compact JSON with sorted keys, UTF-8 text: one rendering per record, so equal records hash equal.
+def canonical_json_bytes(item: Any) -> bytes:
+    """Compact JSON with sorted keys, as UTF-8 bytes: one rendering per record, so equal records hash equal.
     orjson (a well-kept library) does it several times faster than json.dumps, which matters per record."""
-    return orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def canonical_json(item: Any) -> str:
+    """`canonical_json_bytes` as text."""
+    return canonical_json_bytes(item).decode()
 
 
 def record_hash(payload: str) -> str:
@@ -139,13 +144,24 @@ class RawLanding:
         """Land one page of source items (dicts). `payloads` may carry the exact text per item when the
         source is not JSON (e.g. a canonical JSON rendering of an XML element); `issues` the reasons per
         item that it cannot be used as is (flagged for quarantine, still landed)."""
-        texts = payloads if payloads is not None else [canonical_json(it) for it in items]
+        hashes = None
+        texts: list[str] | pa.Array
+        if payloads is not None:
+            texts = payloads
+        else:
+            # hashed and handed to Arrow as orjson's bytes: no Python string decoded and encoded again per
+            # record (about 2 µs of a business record, measured); Arrow checks the UTF-8 column-wise
+            raw = [canonical_json_bytes(it) for it in items]
+            sha256 = hashlib.sha256
+            hashes = [sha256(b).hexdigest() for b in raw]
+            texts = pa.array(raw, pa.binary()).cast(pa.string())
         keys = [_dig(it, key_field) for it in items]
         return self.write_columns(
             keys=[None if k is None else str(k) for k in keys],
             updated=[_as_text(_dig(it, updated_field)) for it in items],
             payloads=texts,
             issues=issues,
+            hashes=hashes,
         )
 
     def write_columns(

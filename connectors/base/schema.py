@@ -69,6 +69,7 @@ class SchemaWatch:
     new_fields: dict[str, str] = field(default_factory=dict)  # field -> first record that had it
     flagged: int = 0
     _required: list[str] | None = field(default=None, init=False, repr=False)
+    _accepted: set[str] = field(default_factory=set, init=False, repr=False)
 
     def check_page(self, items: list[dict[str, Any]], page: int) -> list[list[str]]:
         """Per item, the reasons it cannot be used as is (empty list when fine). Raises SchemaDriftError when
@@ -86,32 +87,48 @@ class SchemaWatch:
         return issues
 
     def _item_issues(self, item: Any, page: int, index: int) -> list[str]:
+        # Runs for every record: the usual record has nothing to say, so the label is only made for a
+        # finding, and the field names are compared with the set of names already accepted (the contract's,
+        # attributes kept beside them, drift already reported) in one set operation.
         if not isinstance(item, dict):
             return [f"record #{page}.{index}: not an object"]
         key = item.get(self.key_field)
-        label = f"record {key}" if key not in (None, "") else f"record #{page}.{index}"
         out = []
         if key in (None, ""):
-            out.append(f"{label}: missing key field {self.key_field}")
+            out.append(f"missing key field {self.key_field}")
         if self.schema:
             if self._required is None:  # once per run, not per record
                 self._required = sorted(self.schema.required_fields - {self.key_field})
+                self._accepted = set(self.schema.known_fields)
             for name in self._required:
                 if item.get(name) in (None, ""):
-                    out.append(f"{label}: required field {name} is missing")
-            for name in item.keys() - self.schema.known_fields:
-                # An XML attribute kept beside its element ("VonDieuLe@donVi") belongs to a known field.
-                if name.split("@", 1)[0] in self.schema.known_fields:
-                    continue
-                if name not in self.new_fields:
-                    self.new_fields[name] = label
-                    log.warning("%s: schema drift: new field %r (first seen in %s) is landed as is", self.source, name, label)
+                    out.append(f"required field {name} is missing")
+            unseen = item.keys() - self._accepted
+            if unseen:
+                self._note_fields(unseen, _label(key, page, index))
         cursor = item.get(self.cursor_field)
         if cursor not in (None, ""):
             try:
                 self.parse_cursor(str(cursor))
             except ValueError:
-                out.append(f"{label}: field {self.cursor_field} cannot be parsed: {str(cursor)[:40]!r}")
+                out.append(f"field {self.cursor_field} cannot be parsed: {str(cursor)[:40]!r}")
         if out:
             self.flagged += 1
+            label = _label(key, page, index)
+            out = [f"{label}: {reason}" for reason in out]
         return out
+
+    def _note_fields(self, names: set[str], label: str) -> None:
+        known = self.schema.known_fields if self.schema else frozenset()
+        for name in sorted(names):
+            self._accepted.add(name)
+            # An XML attribute kept beside its element ("VonDieuLe@donVi") belongs to a known field.
+            if name.split("@", 1)[0] in known:
+                continue
+            if name not in self.new_fields:
+                self.new_fields[name] = label
+                log.warning("%s: schema drift: new field %r (first seen in %s) is landed as is", self.source, name, label)
+
+
+def _label(key: Any, page: int, index: int) -> str:
+    return f"record {key}" if key not in (None, "") else f"record #{page}.{index}"
