@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,6 +183,36 @@ def describe_dsn(dsn: str) -> str:
     return f"postgresql://{host}{port}/{p.get('dbname', '')}"
 
 
+class Fetched(Sequence[tuple[Any, ...]]):
+    """One FETCH's answer, still held by psycopg2 as libpq's result: its length and last row are known at
+    once (what the keyset paginator needs); `rows()` turns all of it into tuples, in the caller's thread."""
+
+    def __init__(self, cursor: Any, wrap: Callable[[psycopg2.Error, Any], SourceError], query: Any):
+        self._cursor, self._wrap, self._query = cursor, wrap, query
+        self._count = max(cursor.rowcount, 0)
+        self._last: tuple[Any, ...] | None = None
+        if self._count:
+            cursor.scroll(self._count - 1, mode="absolute")
+            self._last = cursor.fetchone()
+            cursor.scroll(0, mode="absolute")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        if index in (-1, self._count - 1) and self._last is not None:
+            return self._last
+        raise IndexError("a fetched batch gives its last row only; call rows() for all of them")
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        try:
+            return self._cursor.fetchall()
+        except psycopg2.Error as exc:
+            raise self._wrap(exc, self._query) from exc
+        finally:
+            self._cursor.close()
+
+
 class LandRegistryExtractor:
     """A read-only REPEATABLE READ session on one province's database. Every query of one `with` block
     sees the same snapshot (taken by the first statement in `__enter__`), so a parcel and its certificate
@@ -290,13 +320,19 @@ class LandRegistryExtractor:
     def batches(self, table: str, start: Keyset | None = None) -> Iterator[Batch]:
         """Every row of `table` after `start` (all rows if None), in keyset order, `batch_size` at a time,
         through a server-side cursor: memory stays bounded whatever the table size."""
-        for rows in self.row_batches(table, start):
-            yield Batch.from_rows(table, rows, self.columns[table])
+        for fetched in self.row_batches(table, start):
+            yield Batch.from_rows(table, fetched.rows(), self.columns[table])
 
-    def row_batches(self, table: str, start: Keyset | None = None) -> Iterator[list[tuple[Any, ...]]]:
-        """`batches` before they become columns: the fetched rows (one text per column of
-        `self.columns[table]`, see `keyset_query`). For a caller that fetches in one thread and builds
-        columns in another (the next FETCH goes out sooner)."""
+    def row_batches(self, table: str, start: Keyset | None = None) -> Iterator[Fetched]:
+        """`batches` before they become columns: each FETCH's answer (`Fetched`), whose rows are made
+        Python tuples by whoever calls `Fetched.rows()`. A caller that fetches in one thread and builds
+        columns in another (connectors.land.ingest) has the database answer the next FETCH while this
+        answer is turned into tuples, columns and payloads: the server's work and psycopg2's overlap.
+
+        The server-side cursor is declared and fetched with plain SQL (`DECLARE ... NO SCROLL CURSOR`,
+        `FETCH FORWARD n`), each FETCH on a client cursor of its own: psycopg2's named cursor would turn
+        the answer into tuples inside the FETCH call, in the fetching thread. psycopg2 allows cursors of
+        one connection in different threads."""
         if table not in SPEC_COLUMNS:
             raise ValueError(f"unknown land table {table!r}; known: {', '.join(TABLES)}")
         conn = self._require()
@@ -308,37 +344,38 @@ class LandRegistryExtractor:
         names = [c.name for c in self.columns[table]]
         key_at, cursor_at = names.index(KEY_FIELD), names.index(CURSOR_FIELD)
         paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id),
-                                    key=lambda row: (row[cursor_at], row[key_at]))
-        cur = conn.cursor(name=f"lienthong_land_{table}")
-        cur.itersize = self.batch_size
-        # Every column comes as text (see keyset_query), taken as UTF-8 bytes: psycopg2 then skips decoding
-        # a Python string per value (about 0.35 µs a row of the fetch, measured) and Arrow checks the UTF-8
-        # column-wise (render.render_rows).
-        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
+                                    key=lambda row: (_text(row[cursor_at]), int(row[key_at])))
+        name = sql.Identifier(f"lienthong_land_{table}")
+        declare = sql.SQL("DECLARE {} NO SCROLL CURSOR FOR ").format(name) + query
+        fetch = sql.SQL("FETCH FORWARD %s FROM {}").format(name)
+        with conn.cursor() as cur:
+            self._execute(cur, declare, params)
         try:
-            self._execute(cur, query, params)
             while paginator.has_next_page:
                 request: dict[str, Any] = {}
                 paginator.update_request(request)
-                rows = self._fetch(cur, request["limit"], query)
-                paginator.update_state(None, rows)
-                if rows:
-                    yield rows
+                cur = conn.cursor()
+                # Every column comes as text (see keyset_query), taken as UTF-8 bytes: psycopg2 then skips
+                # decoding a Python string per value (about 0.35 µs a row, measured) and Arrow checks the
+                # UTF-8 column-wise (render.render_rows).
+                psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
+                self._execute(cur, fetch, (request["limit"],))
+                fetched = Fetched(cur, self._wrap, query)
+                paginator.update_state(None, fetched)
+                if len(fetched):
+                    yield fetched
+                else:
+                    cur.close()
         finally:
             try:
-                cur.close()
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("CLOSE {}").format(name))
             except psycopg2.Error:
                 pass  # the transaction already failed; the error that got us here is the one to see
 
     def _execute(self, cur: Any, query: Any, params: Any) -> None:
         try:
             cur.execute(query, params)
-        except psycopg2.Error as exc:
-            raise self._wrap(exc, query) from exc
-
-    def _fetch(self, cur: Any, size: int, query: Any) -> list[tuple[Any, ...]]:
-        try:
-            return cur.fetchmany(size)
         except psycopg2.Error as exc:
             raise self._wrap(exc, query) from exc
 

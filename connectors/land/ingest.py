@@ -96,9 +96,10 @@ def ingest(
             snapshot_at: datetime = extractor.snapshot_at or datetime.now(UTC)  # set by __enter__
             for t in TABLES:
                 landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
-                # the next rows are fetched (in another thread) while these become columns and land
-                for rows in read_ahead(extractor.row_batches(t, starts[t]), name=f"land-{province}-{t}"):
-                    batch = Batch.from_rows(t, rows, extractor.columns[t])
+                # the database answers the next FETCH (asked from another thread) while this answer becomes
+                # tuples, columns and payloads and lands
+                for fetched in read_ahead(extractor.row_batches(t, starts[t]), name=f"land-{province}-{t}"):
+                    batch = Batch.from_rows(t, fetched.rows(), extractor.columns[t])
                     landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads,
                                           hashes=batch.hashes)
                     tombstones[t] += batch.tombstones

@@ -16,6 +16,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -281,6 +282,22 @@ def test_extractor_batches_split_one_instant_without_loss_or_repeat(land: LandDb
     keys = [int(k) for b in batches for k in b.keys.to_pylist()]
     assert keys == land.ids("chu_su_dung")[:3] and [len(b) for b in batches] == [2, 1]
     assert batches[0].last == Keyset(LATER, keys[1])
+
+
+def test_fetched_answers_are_held_apart_and_turned_into_rows_later_in_any_thread(land: LandDb) -> None:
+    # What the land ingest relies on: the next FETCH runs while an earlier answer is still being turned into
+    # tuples (another thread); every answer keeps its own rows, and its length and last row are known at once.
+    with LandRegistryExtractor(land.reader_dsn, batch_size=2) as ex:
+        ex.check_schema()
+        answers = list(ex.row_batches("thua_dat"))
+        assert [len(a) for a in answers[:-1]] == [2] * (len(answers) - 1)
+        lasts = [a[-1] for a in answers]  # known before rows()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the last answer first, from other threads
+            chunks = list(pool.map(lambda a: a.rows(), reversed(answers)))[::-1]
+    rows = [r for chunk in chunks for r in chunk]
+    assert [int(r[0]) for r in rows] == [int(i) for (i,) in land.query(
+        "SELECT id FROM thua_dat ORDER BY cap_nhat_luc, id")], "every row once, in keyset order"
+    assert lasts == [chunk[-1] for chunk in chunks], "each answer's last row, known before rows(), is its last"
 
 
 def test_a_row_later_stamped_with_the_watermarks_own_instant_is_fetched_next_run_and_only_it(
