@@ -183,9 +183,10 @@ def describe_dsn(dsn: str) -> str:
     return f"postgresql://{host}{port}/{p.get('dbname', '')}"
 
 
-class Fetched(Sequence[tuple[Any, ...]]):
-    """One FETCH's answer, still held by psycopg2 as libpq's result: its length and last row are known at
-    once (what the keyset paginator needs); `rows()` turns all of it into tuples, in the caller's thread."""
+class Fetched:
+    """One FETCH's answer, still held by psycopg2 as libpq's result: its length and last row (`[-1]`) are
+    known at once (what the keyset paginator needs); `rows()` turns all of it into tuples, once, in the
+    caller's thread. Not iterable: the rows are `rows()`."""
 
     def __init__(self, cursor: Any, wrap: Callable[[psycopg2.Error, Any], SourceError], query: Any):
         self._cursor, self._wrap, self._query = cursor, wrap, query
@@ -203,6 +204,9 @@ class Fetched(Sequence[tuple[Any, ...]]):
         if index in (-1, self._count - 1) and self._last is not None:
             return self._last
         raise IndexError("a fetched batch gives its last row only; call rows() for all of them")
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        raise TypeError("a fetched batch is not iterable; call rows() for its rows")
 
     def rows(self) -> list[tuple[Any, ...]]:
         try:

@@ -559,3 +559,16 @@ def test_a_row_dated_in_the_future_does_not_push_the_watermark_past_the_source_c
     minimal.query("UPDATE thua_dat SET cap_nhat_luc = now() WHERE id = 4")  # a real edit after the run
     second = runner.run(alias, overlap=timedelta(0))
     assert sorted(landed_ids(second, "thua_dat")) == [1, 4], "the real edit is seen (and the odd row again)"
+
+
+def test_a_fetched_answer_is_not_mistaken_for_its_rows(land: LandDb) -> None:
+    with LandRegistryExtractor(land.reader_dsn, batch_size=3) as ex:
+        ex.check_schema()
+        answer = next(iter(ex.row_batches("chu_su_dung")))
+        assert len(answer) == 3
+        with pytest.raises(TypeError, match="call rows"):
+            list(answer)
+        with pytest.raises(IndexError, match="last row only"):
+            answer[0]
+        rows = answer.rows()
+    assert len(rows) == 3 and rows[-1] == answer[-1]
