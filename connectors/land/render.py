@@ -79,8 +79,7 @@ def select_list(columns: Sequence[Column], alias: str = "t") -> sql.Composed:
 
 def render_rows(columns: Sequence[Column], rows: Sequence[tuple[Any, ...]]) -> tuple[pa.StructArray, pa.Array]:
     """Fetched rows (UTF-8 text per column, as bytes or str, as `select_list` asks) -> (the columns as one
-    Arrow struct array of strings, the
-    payload per row). Arrow turns the tuples into columns in one call; the rest is vectorised: the payload
+    Arrow struct array of strings, the payload per row). Arrow turns the tuples into columns in one call; the rest is vectorised: the payload
     is one element-wise join of the columns and the literal text between them (`{"id":`, `,"ma_xa":"`, ...).
     A string column without nulls has its quotes in that literal text; only a column with nulls needs a
     pass of its own (a null is `null`, unquoted)."""
@@ -96,7 +95,7 @@ def render_rows(columns: Sequence[Column], rows: Sequence[tuple[Any, ...]]) -> t
         if c.kind == "string":
             values = _escaped(values)
             if values.null_count:
-                values = pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
+                values = pc.fill_null(_quoted(values), "null")
             else:
                 text += '"'
                 pieces += [text, values]
@@ -106,13 +105,17 @@ def render_rows(columns: Sequence[Column], rows: Sequence[tuple[Any, ...]]) -> t
             if c.type in _INEXACT_TYPES:
                 non_finite = pc.is_in(values, value_set=_NON_FINITE)
                 if pc.any(non_finite).as_py():
-                    values = pc.if_else(non_finite, pc.binary_join_element_wise('"', values, '"', ""), values)
+                    values = pc.if_else(non_finite, _quoted(values), values)
             if values.null_count:
                 values = pc.fill_null(values, "null")
         pieces += [text, values]
         text = ""
     pieces.append(text + "}")
     return fetched, pc.binary_join_element_wise(*pieces, "")
+
+
+def _quoted(values: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise('"', values, '"', "")
 
 
 def _escaped(values: pa.Array) -> pa.Array:
