@@ -112,7 +112,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
                 extractor.check_schema()
                 for table in TABLES:
                     query, params = keyset_query(table, None, extractor.columns[table])
-                    with extractor.conn.cursor(name=f"barejson_{table}") as cur:
+                    with extractor.conn.cursor(name=f"barequery_{table}") as cur:
                         cur.itersize = 5000
                         cur.execute(query, params)
                         while batch := cur.fetchmany(5000):
