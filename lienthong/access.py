@@ -45,6 +45,7 @@ from psycopg2.extensions import connection, encrypt_password
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
 from lienthong.ops import ensure_ops_schema
+from lienthong.yamltext import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def load_agencies(path: str | Path | None = None, contracts: dict[str, Contract]
     """Read and validate agencies.yaml against the published contracts; agencies by name."""
     path = Path(path or default_agencies_path())
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise AccessConfigError(path, f"not valid YAML: {exc}") from exc
     contracts = contracts if contracts is not None else load_contracts()

@@ -22,7 +22,10 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from lienthong.yamltext import safe_load
+
 CLASSIFICATIONS = ("public", "internal", "personal", "sensitive")
+_CONTRACT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$", re.IGNORECASE)
 
 
@@ -340,7 +343,7 @@ def parse_contract(doc: Any, file: str | Path = "<memory>") -> Contract:
 def load_contract_file(path: str | Path) -> Contract:
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "$"
@@ -360,12 +363,17 @@ def default_contracts_dir() -> Path:
 
 
 @cache
+def _load_one(path: str) -> Contract:
+    return load_contract_file(path)
+
+
+@cache
 def _load_all(directory: str) -> dict[str, Contract]:
     out = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         if path.name == "agencies.yaml":
             continue
-        c = load_contract_file(path)
+        c = _load_one(str(path))
         out[c.name] = c
     return out
 
@@ -376,7 +384,11 @@ def load_contracts(directory: str | Path | None = None) -> dict[str, Contract]:
 
 
 def contract(name: str, directory: str | Path | None = None) -> Contract:
-    try:
-        return load_contracts(directory)[name]
-    except KeyError:
-        raise KeyError(f"no contract named {name!r} in {directory or default_contracts_dir()}") from None
+    """One contract by dataset name. A contract lives in `<name>.yaml` (load_contract_file refuses any other
+    file name), so only that file is read and validated: a task that needs two contracts does not pay for
+    all of them."""
+    folder = Path(directory or default_contracts_dir()).resolve()
+    path = folder / f"{name}.yaml"
+    if _CONTRACT_NAME.fullmatch(name) and name != "agencies" and path.is_file():
+        return _load_one(str(path))
+    raise KeyError(f"no contract named {name!r} in {folder}")

@@ -1,8 +1,10 @@
 """Parsing the business registry's XML (spec §2) into plain dicts, safely.
 
-Owns: the hardened parser (defusedxml: no DTD entities, no external entities, so a billion-laughs or an
-XXE document is refused instead of expanded or fetched), the telling apart of a body that was cut short
-(transient: fetch again) from one that is broken or unsafe (not transient), and the XML -> dict mapping.
+Owns: the parsers (libxml2 through lxml for the ordinary page without a DOCTYPE; expat as the reference,
+through defusedxml for anything with a DOCTYPE: no DTD entities, no external entities, so a billion-laughs
+or an XXE document is refused instead of expanded or fetched), the telling apart of a body that was cut
+short (transient: fetch again) from one that is broken or unsafe (not transient), and the XML -> dict
+mapping.
 
 The mapping keeps the agency's own names and the text exactly as sent (no trimming, no Unicode
 normalisation: mojibake and NFD text are landed as they came and repaired in staging):
@@ -30,6 +32,7 @@ from xml.etree.ElementTree import Element, ParseError, TreeBuilder, XMLParser
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
+from lxml import etree
 
 ROOT = "DanhSachDoanhNghiep"
 RECORD = "DoanhNghiep"
@@ -37,6 +40,11 @@ RECORD = "DoanhNghiep"
 LIST_FIELDS = frozenset({"NguoiDaiDien"})
 # Containers whose members are the list (NganhNghe holds <Nganh> items).
 LIST_CONTAINERS = frozenset({"NganhNghe"})
+
+
+# What `parse_xml` returns: an lxml element or, on the strict path, an ElementTree one. The mapping below
+# uses only what both offer (tag, text, attrib, len, iteration, get, itertext).
+Node = Element | etree._Element
 
 
 class XmlPageError(ValueError):
@@ -81,16 +89,41 @@ def declares_nothing(data: bytes) -> bool:
     return data.find(b"<!DOCTYPE", start) < 0
 
 
-def parse_xml(body: bytes | str) -> Element:
+def parse_xml(body: bytes | str) -> Node:
     """Parse a whole document with entity declarations forbidden. A document that ends early raises
     TruncatedXmlError; one that is broken in the middle raises XmlPageError; entities raise UnsafeXmlError.
+    Returns the root element (lxml's or ElementTree's: both are read by the same code, see `_fields`).
 
-    Two parsers, one behaviour: a document without a DOCTYPE (every page a registry following the spec
-    sends) goes to the standard library's C parser, several times faster than defusedxml's, which has to
-    run expat's callbacks in Python to watch for declarations; anything else (a DOCTYPE anywhere, another
-    encoding) goes to defusedxml, which refuses entity declarations. Both are expat with a TreeBuilder, so
-    they build the same tree and fail in the same places."""
+    A document without a DOCTYPE (every page a registry following the spec sends) is read by libxml2
+    (lxml): its tree is built and freed in C, which halves the parse, and a DOCTYPE-free document cannot
+    declare an entity to expand or fetch. It is accepted only when libxml2 reported nothing at all (not
+    even a recoverable namespace error). Anything else, a failure included, goes through `parse_xml_strict`,
+    which decides what the document is and how it failed, so the errors do not depend on the fast path."""
     data = body.encode("utf-8") if isinstance(body, str) else body
+    if declares_nothing(data):
+        parser = _fast_parser()
+        try:
+            root = etree.fromstring(data, parser)
+        except etree.XMLSyntaxError:
+            root = None
+        if root is not None and not parser.error_log:
+            return root
+    return parse_xml_strict(data)
+
+
+def _fast_parser() -> etree.XMLParser:
+    # A parser per document: lxml parsers keep per-parse state (the error log) and must not be shared
+    # between threads. No network, no entity substitution, comments and processing instructions dropped,
+    # libxml2's default limits on depth and text size kept (huge_tree off).
+    return etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True,
+                           load_dtd=False, huge_tree=False)
+
+
+def parse_xml_strict(data: bytes) -> Element:
+    """The reference parse, with expat: the standard library's C parser for a document without a DOCTYPE,
+    defusedxml (which refuses entity declarations) for anything else. Both are expat with a TreeBuilder, so
+    they build the same tree and fail in the same places: an error while feeding means the bytes are wrong
+    (XmlPageError), one only at the end of input means the document was cut short (TruncatedXmlError)."""
     if declares_nothing(data):
         parser: XMLParser = XMLParser(target=TreeBuilder())
     else:
@@ -145,7 +178,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def enterprise_to_dict(element: Element) -> dict[str, Any]:
+def enterprise_to_dict(element: Node) -> dict[str, Any]:
     """One `<DoanhNghiep>` as a dict with the agency's names and text as sent."""
     return _fields(element, list_fields=LIST_FIELDS)
 
@@ -156,7 +189,7 @@ def local_name(tag: Any) -> str:
     return text.rsplit("}", 1)[-1] if text.startswith("{") else text
 
 
-def _fields(element: Element, *, list_fields: frozenset[str] = frozenset(), attr_prefix: str = "@") -> dict[str, Any]:
+def _fields(element: Node, *, list_fields: frozenset[str] = frozenset(), attr_prefix: str = "@") -> dict[str, Any]:
     # Runs for every element of every page: written for speed (names resolved inline, the common case of a
     # leaf seen once first); the rules are the module docstring's.
     attrib = element.attrib
@@ -186,7 +219,7 @@ def _fields(element: Element, *, list_fields: frozenset[str] = frozenset(), attr
     return out
 
 
-def _item(element: Element) -> dict[str, Any]:
+def _item(element: Node) -> dict[str, Any]:
     """A list member such as `<Nganh ma=".." chinh=".."/>`: its attributes as plain keys, then children."""
     out = _fields(element, attr_prefix="")
     if element.text and element.text.strip():
@@ -205,7 +238,7 @@ def _add(out: dict[str, Any], repeated: set[str], name: str, value: Any) -> None
         repeated.add(name)
 
 
-def _int_attr(element: Element, name: str) -> int | None:
+def _int_attr(element: Node, name: str) -> int | None:
     raw = element.get(name)
     try:
         return int(raw.strip()) if raw is not None else None
@@ -213,6 +246,6 @@ def _int_attr(element: Element, name: str) -> int | None:
         return None
 
 
-def _snippet(element: Element) -> str:
+def _snippet(element: Node) -> str:
     text = " ".join(t.strip() for t in element.itertext() if t.strip())
     return text[:200]

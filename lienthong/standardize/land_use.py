@@ -19,7 +19,8 @@ from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
-import yaml
+
+from lienthong.yamltext import safe_load
 
 from .common import ISSUE_SEP, ArrayLike, Standardized, map_distinct
 
@@ -39,7 +40,7 @@ class Catalogue:
 @cache
 def load_catalogue(path: str | Path = CATALOGUE_PATH) -> Catalogue:
     """Read the land-use catalogue YAML (cached per path)."""
-    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    doc = safe_load(Path(path).read_text(encoding="utf-8"))
     current = doc["current"]
     version, name, now = {}, {}, {}
     for entry in doc["codes"]:
