@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from lienthong.contracts import ContractError, load_contract_file, load_contracts
+from lienthong.contracts import ContractError, contract, load_contract_file, load_contracts
 
 REPO = Path(__file__).resolve().parents[3]
 STAGED = {"citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate"}
@@ -107,6 +107,33 @@ def test_broken_yaml_names_line_and_column(tmp_path):
     path.write_text("id: x\nschema: [\n  - a: b\n")
     with pytest.raises(ContractError, match=r"broken\.yaml: at line \d+, column \d+: not valid YAML"):
         load_contract_file(path)
+
+
+def test_one_contract_is_read_from_its_own_file_only(tmp_path):
+    _write(tmp_path, "citizen_copy", lambda d: None)
+    (tmp_path / "broken.yaml").write_text("id: x\nschema: [\n")
+    got = contract("citizen_copy", tmp_path)
+    assert got.name == "citizen_copy" and got is contract("citizen_copy", tmp_path), "read once, then cached"
+    with pytest.raises(ContractError, match=r"broken\.yaml"):
+        load_contracts(tmp_path)  # the whole folder still has to be valid for the listing
+    for name in ("absent", "../citizen_copy", "agencies", "Citizen_copy"):
+        with pytest.raises(KeyError, match=f"no contract named {name!r} in {tmp_path}"):
+            contract(name, tmp_path)
+
+
+def test_a_shipped_contract_read_alone_is_the_one_in_the_listing():
+    assert contract("enterprise") is load_contracts()["enterprise"]
+
+
+def test_yaml_errors_from_the_c_loader_still_name_line_and_column():
+    from lienthong import yamltext
+
+    assert yamltext._LOADER is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError) as err:
+        yamltext.safe_load("a: [1,\n  b: {\n")
+    assert err.value.problem_mark is not None
+    with pytest.raises(yaml.constructor.ConstructorError):  # still a safe loader: no Python objects
+        yamltext.safe_load("!!python/object/apply:os.system ['true']")
 
 
 def test_tolerances_are_read_from_the_rules():
