@@ -153,7 +153,12 @@ def parse_enterprise_page(body: bytes | str) -> EnterprisePage:
         root = parse_xml(body)
         if local_name(root.tag) != ROOT:
             raise XmlPageError(f"expected <{ROOT}>, got <{local_name(root.tag)}>: {_snippet(root)}")
-        records = [enterprise_to_dict(child) for child in root if local_name(child.tag) == RECORD]
+        try:
+            records = [enterprise_to_dict(child) for child in root if local_name(child.tag) == RECORD]
+        except RecursionError:
+            # a record the spec describes is four levels deep; one nested past Python's recursion limit is
+            # not an enterprise record, and is reported as such rather than as an internal error
+            raise XmlPageError("an enterprise record nests elements too deeply to be read") from None
         page = EnterprisePage(
             total=_int_attr(root, "tongSo"), offset=_int_attr(root, "offset"), limit=_int_attr(root, "limit"),
             records=records,

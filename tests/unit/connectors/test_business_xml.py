@@ -284,6 +284,17 @@ def test_an_undeclared_entity_is_malformed_on_the_fast_path_too():
         parse_enterprise_page(record("<TenDN>&nbsp;</TenDN>"))
 
 
+def test_a_record_nested_thousands_deep_is_malformed_not_an_internal_error():
+    depth = 3000  # past libxml2's limit (read by expat then) and past Python's recursion limit
+    body = record("<A>" * depth + "x" + "</A>" * depth)
+    with pytest.raises(XmlPageError, match="nests elements too deeply"):
+        parse_enterprise_page(body)
+    value = parse_enterprise_page(record("<A>" * 50 + "x" + "</A>" * 50)).records[0]["A"]
+    for _ in range(49):  # ordinary nesting is still read, all the way down
+        value = value["A"]
+    assert value == "x"
+
+
 def test_cyclic_collection_is_back_on_after_a_page_even_a_broken_one():
     assert gc.isenabled()
     parse_enterprise_page(SPEC_EXAMPLE.encode())
