@@ -352,18 +352,24 @@ class BusinessRegistryClient:
                     send_next(offset)(resp)
             return then
 
+        def take_ahead(offset: int | None) -> Future[requests.Response] | None:
+            """The request sent ahead for `offset`, if any; any other one (a step back, an early end) is not
+            wanted: waited out and dropped before another request goes out, so none overtakes."""
+            with lock:
+                sent = ahead.pop(offset, None) if offset is not None else None
+                unwanted = list(ahead.values())
+                ahead.clear()
+            for future in unwanted:
+                self.http.settle(future)
+                stats.wasted_requests += 1
+            return sent
+
         try:
             while pager.has_next_page:
                 params: dict[str, Any] = {}
                 pager.update_request(params)
                 offset = params[pager.offset_param]
-                with lock:
-                    sent = ahead.pop(offset, None)
-                    unwanted = list(ahead.values())  # a step back or an early end: not wanted, may not overtake
-                    ahead.clear()
-                for future in unwanted:
-                    self.http.settle(future)
-                    stats.wasted_requests += 1
+                sent = take_ahead(offset)
                 waiting[0] = offset if sent is not None else None
                 try:
                     page = self.fetch_page(day, offset, page_size, sent=sent, on_response=send_next(offset))
@@ -371,12 +377,7 @@ class BusinessRegistryClient:
                     waiting[0] = None
                 yield from self._take(page, pager, stats, seen, day, offset, params)
         finally:
-            with lock:
-                unwanted = list(ahead.values())
-                ahead.clear()
-            for future in unwanted:
-                self.http.settle(future)
-                stats.wasted_requests += 1
+            take_ahead(None)
             self.http.close()
         log.info(
             "business registry walk from %s: %d records in %d pages (%d requests, %d step-backs, %d repeats skipped)",

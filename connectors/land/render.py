@@ -79,12 +79,11 @@ def select_list(columns: Sequence[Column], alias: str = "t") -> sql.Composed:
 
 def render_rows(columns: Sequence[Column], rows: Sequence[tuple[Any, ...]]) -> tuple[pa.StructArray, pa.Array]:
     """Fetched rows (UTF-8 text per column, as bytes or str, as `select_list` asks) -> (the columns as one
-    Arrow struct array of strings, the payload per row). Arrow turns the tuples into columns in one call; the rest is vectorised: the payload
-    is one element-wise join of the columns and the literal text between them (`{"id":`, `,"ma_xa":"`, ...).
-    A string column without nulls has its quotes in that literal text; only a column with nulls needs a
-    pass of its own (a null is `null`, unquoted)."""
-    # psycopg2 hands the text over as bytes (`BYTES`, see extract.row_batches: no Python string decoded
-    # per value); Arrow checks the UTF-8 of whole columns when it casts them to strings.
+    Arrow struct array of strings, the payload per row). Arrow turns the tuples into columns in one call
+    and checks the UTF-8 of whole columns when it casts them to strings (psycopg2 hands bytes over, see
+    extract.row_batches); the rest is vectorised: the payload is one element-wise join of the columns and
+    the literal text between them (`{"id":`, `,"ma_xa":"`, ...). A string column without nulls has its
+    quotes in that literal text; only a column with nulls needs a pass of its own (a null is `null`)."""
     fetched = pa.array(rows, type=pa.struct([(c.name, pa.binary()) for c in columns]))
     fetched = fetched.cast(pa.struct([(c.name, pa.string()) for c in columns]))
     pieces: list[Any] = []
