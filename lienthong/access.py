@@ -6,19 +6,36 @@ application to the warehouse (`apply_access`), in ONE transaction and idempotent
 
 * schema `lienthong_access`: the masking functions (IDs keep their last 3 characters, names their initials,
   dates and timestamps their year, addresses their commune code). Plain SQL, IMMUTABLE, so they inline;
-* schema `lienthong_private`: the pseudonymization key and `pseudonym(text)`, keyed HMAC-SHA256 as hex.
-  The embedded server has no pgcrypto (its build ships no pgcrypto extension), so HMAC is computed from the
-  core `sha256()` function: HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) (RFC 2104). The two padded
-  keys are derived in Python from `LIENTHONG_PSEUDONYM_KEY` and stored in a table only the owner can read;
-  the key itself is never sent to the server, and neither the key nor the pads appear in any view
-  definition: views call the SECURITY DEFINER function. Agencies get EXECUTE on it but no USAGE on the
-  private schema, so they cannot call it by name (no oracle to pseudonymize guessed IDs);
+* schema `lienthong_private`: per-agency pseudonymization keys and `pseudonym(agency, text)`, keyed
+  HMAC-SHA256 as hex. Each agency's key is derived from the platform key `LIENTHONG_PSEUDONYM_KEY`
+  (`agency_key`: HMAC of the agency's name under the platform key), so two agencies' pseudonyms of one person
+  differ and cannot be joined with each other; within one agency they are stable and join. The embedded
+  server has no pgcrypto (its build ships no pgcrypto extension), so HMAC is computed from the core
+  `sha256()` function: HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) (RFC 2104). The padded keys are
+  derived in Python and stored in a table only the owner can read; the platform key is never sent to the
+  server, and neither a key nor its pads appear in any view definition: views call the SECURITY DEFINER
+  function with their agency's name. Agencies get EXECUTE on it but no USAGE on the private schema, so they
+  cannot call it by name (no oracle to pseudonymize guessed IDs, nor to compute another agency's pseudonyms);
 * per agency: a LOGIN role (password from `LIENTHONG_AGENCY_PASSWORD_<AGENCY>`, sent as a SCRAM-SHA-256
   verifier computed client-side, so the clear password never reaches the server or its logs), member of
   the group `lienthong_agency`; a schema `agency_<name>` with one security-barrier view per granted dataset
   over `published.<dataset>` (hidden columns left out, masked / pseudonymized ones as function calls, an
   optional row filter from `rows: {column: [values]}`); USAGE on that schema and SELECT on its views only.
-  Everything else is revoked: `published`, `lienthong_ops`, `lienthong_private` and other agencies' schemas.
+  Everything else is revoked: `published`, `lienthong_ops`, `lienthong_private` and other agencies' schemas;
+* agency roles read and never write or hoard: no TEMP and no CREATE on the database (revoked from PUBLIC, the
+  platform's own role keeps TEMP), no CREATE on any schema, no large objects (the creating functions are
+  revoked from PUBLIC), so an agency owns nothing it could pass on to another; a connection limit and
+  per-role statement, idle-in-transaction, idle-session and temp-file limits (`limits:` in agencies.yaml,
+  defaults in `DEFAULT_LIMITS`). What could not be enforced (a server where the platform's role is no
+  superuser) is reported and logged, never silently skipped.
+
+A row filter holds for the entity, not for one view: each published contract names the entity a row is
+(`entity`), each nested column the entity its items are (`itemEntity`), and a column that names records in
+free text the entities it mentions (`mentions`). When an agency's grant filters a dataset of entity E, every
+other granted dataset of entity E is filtered the same way and every nested list of E items it can read keeps
+only the items passing the filter (the same column names in the items); where that is impossible (the items
+lack the column, mix entities, or the column mentions E in free text) the configuration is refused with the
+agency, dataset and column named: hide the column or drop the filter.
 
 Nested (jsonb) columns can be visible, pseudonymized (the whole JSON text) or hidden, never masked.
 
@@ -30,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -64,6 +82,21 @@ MIN_KEY_BYTES = 16
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")  # agency_<name> stays within PostgreSQL's 63-byte identifiers
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FILTER_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
+# Per-role limits applied when an agency's entry has no `limits:` (PostgreSQL units in the strings).
+DEFAULT_LIMITS: dict[str, int | str] = {
+    "connections": 20,
+    "statement_timeout": "30s",
+    "idle_in_transaction_session_timeout": "60s",
+    "idle_session_timeout": "1h",
+    "temp_file_limit": "1GB",
+}
+_DURATION = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)$")
+_SIZE = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB|TB)$")
+_LIMIT_FORMATS = {"statement_timeout": _DURATION, "idle_in_transaction_session_timeout": _DURATION,
+                  "idle_session_timeout": _DURATION, "temp_file_limit": _SIZE}
+# Functions that create large objects: any role may call them unless EXECUTE is revoked from PUBLIC.
+_LARGE_OBJECT_CREATORS = ("lo_create(oid)", "lo_creat(integer)", "lo_from_bytea(oid, bytea)", "lo_import(text)",
+                          "lo_import(text, oid)")
 
 
 class AccessConfigError(ValueError):
@@ -83,6 +116,8 @@ class DatasetGrant:
     dataset: str
     columns: dict[str, str]  # every contract column -> mode ('hidden' when not listed)
     rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # nested column -> the row filter its items must pass (carried from a filter on the items' entity)
+    nested_rows: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
 
     @property
     def readable(self) -> list[str]:
@@ -97,6 +132,7 @@ class Agency:
     purpose: str
     role: str
     grants: dict[str, DatasetGrant]
+    limits: dict[str, int | str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     @property
     def schema(self) -> str:
@@ -148,7 +184,7 @@ def parse_agencies(doc: Any, contracts: dict[str, Contract], path: str | Path = 
         _expect(isinstance(name, str) and bool(_NAME.match(name)), path,
                 "an agency name is lower-case letters, digits and '_' (at most 50), starting with a letter", agency=str(name))
         _expect(isinstance(raw, dict), path, "an agency must be a mapping", agency=name)
-        unknown = set(raw) - {"title", "purpose", "role", "datasets"}
+        unknown = set(raw) - {"title", "purpose", "role", "datasets", "limits"}
         _expect(not unknown, path, f"unknown field(s) {sorted(unknown)}", agency=name)
         purpose = raw.get("purpose")
         _expect(isinstance(purpose, str) and len(purpose.strip()) >= 20, path,
@@ -166,8 +202,102 @@ def parse_agencies(doc: Any, contracts: dict[str, Contract], path: str | Path = 
             _expect(ds in published, path, f"unknown dataset (published datasets: {', '.join(sorted(published))})",
                     agency=name, dataset=str(ds))
             grants[ds] = _grant(spec, published[ds], path, name)
-        agencies[name] = Agency(name, str(raw.get("title") or name), " ".join(purpose.split()), role, grants)
+        grants = carry_row_filters(grants, published, path, name)
+        agencies[name] = Agency(name, str(raw.get("title") or name), " ".join(purpose.split()), role, grants,
+                                _limits(raw.get("limits"), path, name))
     return agencies
+
+
+def _limits(raw: Any, path: Path, agency: str) -> dict[str, int | str]:
+    """The agency's per-role limits: DEFAULT_LIMITS overridden by its `limits:` mapping."""
+    raw = raw or {}
+    _expect(isinstance(raw, dict), path, "limits must be a mapping", agency=agency)
+    unknown = set(raw) - set(DEFAULT_LIMITS)
+    _expect(not unknown, path, f"unknown limit(s) {sorted(unknown)} (known: {', '.join(DEFAULT_LIMITS)})", agency=agency)
+    limits = {**DEFAULT_LIMITS, **raw}
+    conns = limits["connections"]
+    _expect(isinstance(conns, int) and not isinstance(conns, bool) and 1 <= conns <= 1000, path,
+            "limits.connections: an integer from 1 to 1000", agency=agency)
+    for name, pattern in _LIMIT_FORMATS.items():
+        value = limits[name]
+        _expect(isinstance(value, str) and bool(pattern.match(value)), path,
+                f"limits.{name}: {value!r} is not a PostgreSQL {'duration (e.g. 30s, 5min)' if pattern is _DURATION else 'size (e.g. 512MB)'}",
+                agency=agency)
+    return limits
+
+
+def _entities(value: Any) -> frozenset[str]:
+    """An `entity` / `itemEntity` / `mentions` property: one name or a list of names."""
+    if value is None:
+        return frozenset()
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+def _narrow(into: dict[str, tuple[Any, ...]], extra: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    """Two row filters at once: a column filtered by both keeps the values both allow."""
+    out = dict(into)
+    for col, values in extra.items():
+        out[col] = tuple(v for v in out[col] if v in values) if col in out else values
+    return out
+
+
+def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Contract], path: Path,
+                      agency: str) -> dict[str, DatasetGrant]:
+    """Make each row filter hold for its entity wherever the agency can read that entity (module docstring).
+
+    Returns the grants with the filters carried into other datasets' rows and nested lists; raises
+    AccessConfigError where a column shows filtered records that cannot be filtered."""
+    filters: dict[str, dict[str, tuple[Any, ...]]] = {}  # entity -> {column: allowed values}
+    typed: dict[str, dict[str, str]] = {}  # entity -> {column: logical type}
+    origin: dict[str, str] = {}
+    for ds, g in grants.items():
+        if not g.rows:
+            continue
+        entity = published[ds].custom.get("entity")
+        _expect(isinstance(entity, str), path, "a row filter needs the contract to name the entity a row is "
+                "(customProperty 'entity'), so that it can hold wherever that entity appears", agency=agency, dataset=ds)
+        filters[entity] = _narrow(filters.get(entity, {}), g.rows)
+        typed.setdefault(entity, {}).update({c: published[ds].field(c).logical_type for c in g.rows})
+        origin.setdefault(entity, ds)
+    if not filters:
+        return grants
+    out = {}
+    for ds, g in grants.items():
+        contract = published[ds]
+        rows = g.rows
+        entity = contract.custom.get("entity")
+        if entity in filters:
+            for col in filters[entity]:
+                _expect(col in contract.field_names, path, f"the row filter on {origin[entity]} limits {entity} records, "
+                        f"which this dataset holds without column {col!r}: grant it with the same filter or not at all",
+                        agency=agency, dataset=ds)
+            rows = _narrow(rows, filters[entity])
+        nested: dict[str, dict[str, tuple[Any, ...]]] = {}
+        for col in g.readable:
+            f = contract.field(col)
+            where = {"agency": agency, "dataset": ds, "column": col}
+            mentioned = _entities(f.custom.get("mentions")) & filters.keys()
+            _expect(not mentioned, path, f"names {', '.join(sorted(mentioned))} records in free text, which the row "
+                    f"filter on {origin[min(mentioned)] if mentioned else ''} limits and which cannot be filtered here: "
+                    "hide the column or drop the filter", **where)
+            if f.logical_type not in ("array", "object"):
+                continue
+            items = _entities(f.custom.get("itemEntity"))
+            _expect(bool(items), path, "a nested column must declare the entity of its items (customProperty "
+                    "'itemEntity') when the agency has a row filter", **where)
+            hit = items & filters.keys()
+            if not hit:
+                continue
+            (e,) = hit if len(hit) == 1 else (None,)
+            members = {c.name: c.logical_type for c in f.children}
+            carried = (e is not None and len(items) == 1 and f.logical_type == "array" and f.item_type == "object"
+                       and all(members.get(c) == typed[e][c] for c in filters[e]))
+            _expect(carried, path, f"holds {', '.join(sorted(hit))} records that the row filter on "
+                    f"{origin[min(hit)]} limits, but its items cannot be filtered by {sorted(filters[min(hit)])}: "
+                    "hide the column or drop the filter", **where)
+            nested[col] = filters[e]  # type: ignore[index]
+        out[ds] = DatasetGrant(ds, g.columns, rows, nested)
+    return out
 
 
 def _grant(spec: Any, contract: Contract, path: Path, agency: str) -> DatasetGrant:
@@ -247,29 +377,33 @@ CREATE OR REPLACE FUNCTION {ACCESS_SCHEMA}.mask_address(v text, commune text) RE
 CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA};
 REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC;
 COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS 'lienthong.access: pseudonymization key; no agency may use this schema';
-CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.pseudonym_key (
-  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+-- One key for all agencies (before per-agency keys): its views are rebuilt below, in the same transaction.
+DROP FUNCTION IF EXISTS {PRIVATE_SCHEMA}.pseudonym(text) CASCADE;
+DROP TABLE IF EXISTS {PRIVATE_SCHEMA}.pseudonym_key;
+CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.agency_pseudonym_key (
+  agency text PRIMARY KEY,
   inner_pad bytea NOT NULL CHECK (length(inner_pad) = 64),
   outer_pad bytea NOT NULL CHECK (length(outer_pad) = 64),
   fingerprint text NOT NULL,
   set_at timestamptz NOT NULL DEFAULT now()
 );
-REVOKE ALL ON TABLE {PRIVATE_SCHEMA}.pseudonym_key FROM PUBLIC;
-CREATE OR REPLACE FUNCTION {PRIVATE_SCHEMA}.pseudonym(v text) RETURNS text
+REVOKE ALL ON TABLE {PRIVATE_SCHEMA}.agency_pseudonym_key FROM PUBLIC;
+CREATE OR REPLACE FUNCTION {PRIVATE_SCHEMA}.pseudonym(agency text, v text) RETURNS text
   LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE k record;
 BEGIN
-  SELECT inner_pad, outer_pad INTO k FROM {PRIVATE_SCHEMA}.pseudonym_key;
+  SELECT inner_pad, outer_pad INTO k FROM {PRIVATE_SCHEMA}.agency_pseudonym_key WHERE agency_pseudonym_key.agency = pseudonym.agency;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'no pseudonymization key: apply lienthong.access with {KEY_ENV} set';
+    RAISE EXCEPTION 'no pseudonymization key for agency %: apply lienthong.access with {KEY_ENV} set', agency;
   END IF;
   RETURN encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(v, 'UTF8'))), 'hex');
 END
 $fn$;
-REVOKE ALL ON FUNCTION {PRIVATE_SCHEMA}.pseudonym(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {PRIVATE_SCHEMA}.pseudonym(text, text) FROM PUBLIC;
 """
+PSEUDONYM_FN = f"{PRIVATE_SCHEMA}.pseudonym(text, text)"
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
@@ -281,8 +415,15 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
 
 
 def pseudonym(value: str, key: bytes) -> str:
-    """What `lienthong_private.pseudonym(value)` returns under `key` (for checks and tests)."""
+    """HMAC-SHA256 of `value` under `key`, as hex: `lienthong_private.pseudonym(agency, value)` returns this
+    under `agency_key(platform key, agency)` (for checks and tests)."""
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def agency_key(key: bytes, agency: str) -> bytes:
+    """The agency's own pseudonymization key, derived from the platform key (HMAC-based key derivation with the
+    agency's name as context), so that one person's pseudonyms differ from agency to agency."""
+    return hmac.new(key, b"lienthong pseudonym key for agency " + agency.encode("utf-8"), hashlib.sha256).digest()
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -312,15 +453,29 @@ def pseudonym_key(required: bool) -> bytes | None:
     return key
 
 
-def column_expression(grant: DatasetGrant, contract: Contract, column: str) -> sql.Composable:
-    """The SELECT-list expression of one column of an agency view (mode 'hidden' has none)."""
+def _nested_filter(column: str, rows: dict[str, tuple[Any, ...]]) -> sql.Composable:
+    """The items of a jsonb list that pass the row filter, in their order; NULL when none (as published)."""
+    ident = sql.Identifier(column)
+    conds = sql.SQL(" AND ").join(
+        sql.SQL("_item -> {} IN ({})").format(
+            sql.Literal(c), sql.SQL(", ").join(sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(v))) for v in values))
+        for c, values in rows.items())
+    return sql.SQL("(CASE WHEN jsonb_typeof({c}) = 'array' THEN (SELECT jsonb_agg(_item ORDER BY _ord) FROM "
+                   "jsonb_array_elements({c}) WITH ORDINALITY AS _items(_item, _ord) WHERE {w}) END)").format(
+        c=ident, w=conds)
+
+
+def column_expression(grant: DatasetGrant, contract: Contract, column: str, agency: str) -> sql.Composable:
+    """The SELECT-list expression of one column of `agency`'s view (mode 'hidden' has none)."""
     mode = grant.columns[column]
     f = contract.field(column)
     ident = sql.Identifier(column)
+    value: sql.Composable = _nested_filter(column, grant.nested_rows[column]) if column in grant.nested_rows else ident
     if mode == "visible":
-        return ident
+        return value if value is ident else sql.SQL("{} AS {}").format(value, ident)
     if mode == "pseudonymized":
-        return sql.SQL("{}.pseudonym(({})::text) AS {}").format(sql.Identifier(PRIVATE_SCHEMA), ident, ident)
+        return sql.SQL("{}.pseudonym({}, ({})::text) AS {}").format(
+            sql.Identifier(PRIVATE_SCHEMA), sql.Literal(agency), value, ident)
     if mode == "masked":
         kind = f.custom.get("mask") or "year"
         fn = sql.Identifier(ACCESS_SCHEMA, f"mask_{kind}")
@@ -330,9 +485,9 @@ def column_expression(grant: DatasetGrant, contract: Contract, column: str) -> s
     raise ValueError(f"column {column} is hidden")
 
 
-def view_select(grant: DatasetGrant, contract: Contract) -> sql.Composed:
-    """SELECT ... FROM published.<dataset> [WHERE row filter] for one agency's view."""
-    cols = sql.SQL(", ").join(column_expression(grant, contract, c) for c in grant.readable)
+def view_select(grant: DatasetGrant, contract: Contract, agency: str) -> sql.Composed:
+    """SELECT ... FROM published.<dataset> [WHERE row filter] for `agency`'s view."""
+    cols = sql.SQL(", ").join(column_expression(grant, contract, c, agency) for c in grant.readable)
     query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(PUBLISHED_SCHEMA, contract.name))
     if grant.rows:
         conds = [sql.SQL("{} IN ({})").format(sql.Identifier(c), sql.SQL(", ").join(map(sql.Literal, values)))
@@ -348,6 +503,9 @@ class AgencyReport:
     views: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     password_set: bool = False
+    limits: dict[str, int | str] = field(default_factory=dict)
+    # restrictions the server would not let the platform's role apply (e.g. superuser-only settings)
+    not_enforced: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -381,15 +539,65 @@ def apply_access(url: str | None = None, agencies_path: str | Path | None = None
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PUBLISHED_SCHEMA)))
             cur.execute(FUNCTIONS_SQL)
             if key:
-                _store_key(conn, key)
+                _store_keys(conn, key, [a.name for a in agencies.values() if a.uses_pseudonyms])
             _ensure_group(cur)
+            database_wide = _restrict_database(cur)
             for agency in agencies.values():
-                report.agencies[agency.name] = _apply_agency(conn, agency, contracts, path)
+                rep = _apply_agency(conn, agency, contracts, path)
+                rep.not_enforced[:0] = database_wide
+                rep.not_enforced += _write_rights(cur, agency.role)
+                report.agencies[agency.name] = rep
             report.retired_roles = _retire(conn, agencies)
     for name, a in report.agencies.items():
         log.info("access applied: agency %s (role %s): views %s%s", name, a.role, a.views,
                  f"; skipped {a.skipped}" if a.skipped else "")
+        if a.not_enforced:
+            log.warning("agency %s (role %s): NOT enforced on this server: %s", name, a.role, "; ".join(a.not_enforced))
     return report
+
+
+def _try(cur, statement: sql.Composable | str) -> bool:
+    """Run one statement; False (and nothing changed) when the platform's role lacks the privilege for it."""
+    cur.execute("SAVEPOINT try_restrict")
+    try:
+        cur.execute(statement)
+    except pg_errors.InsufficientPrivilege:
+        cur.execute("ROLLBACK TO SAVEPOINT try_restrict")
+        return False
+    cur.execute("RELEASE SAVEPOINT try_restrict")
+    return True
+
+
+def _restrict_database(cur) -> list[str]:
+    """Take from PUBLIC (and so from every agency role) what would let a reader write: TEMP and CREATE on the
+    database, CREATE on schema public, the functions that create large objects. PostgreSQL grants these to
+    PUBLIC by default and cannot deny a PUBLIC privilege to one role, so they go for all; the platform's own
+    role keeps TEMP. Returns what the server refused."""
+    db = sql.Identifier(cur.connection.info.dbname)
+    refused = []
+    cur.execute(sql.SQL("REVOKE TEMPORARY, CREATE ON DATABASE {} FROM PUBLIC").format(db))
+    cur.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO CURRENT_USER").format(db))
+    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'public'")
+    if cur.fetchone() and not _try(cur, "REVOKE CREATE ON SCHEMA public FROM PUBLIC"):
+        refused.append("CREATE on schema public could not be revoked from PUBLIC")
+    for fn in _LARGE_OBJECT_CREATORS:
+        # REVOKE by a non-owner is only a warning: the result is checked per role in _write_rights.
+        _try(cur, f"REVOKE EXECUTE ON FUNCTION pg_catalog.{fn} FROM PUBLIC")
+    return refused
+
+
+def _write_rights(cur, role: str) -> list[str]:
+    """Anything `role` could still create, write or keep in the warehouse (empty when it is read-only)."""
+    cur.execute("""SELECT 'TEMP on the database' WHERE has_database_privilege(%(r)s, current_database(), 'TEMP')
+                   UNION ALL SELECT 'CREATE on the database' WHERE has_database_privilege(%(r)s, current_database(), 'CREATE')
+                   UNION ALL SELECT 'CREATE on schema ' || nspname FROM pg_namespace
+                     WHERE has_schema_privilege(%(r)s, oid, 'CREATE')""", {"r": role})
+    rights = [r[0] for r in cur.fetchall()]
+    for fn in _LARGE_OBJECT_CREATORS:
+        cur.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, f"pg_catalog.{fn}"))
+        if cur.fetchone()[0]:
+            rights.append(f"EXECUTE on {fn} (creates large objects)")
+    return rights
 
 
 def _quiet(cur) -> None:
@@ -404,23 +612,27 @@ def _quiet(cur) -> None:
             cur.execute("ROLLBACK TO SAVEPOINT quiet")
 
 
-def _store_key(conn: connection, key: bytes) -> None:
-    inner, outer = hmac_pads(key)
+def _store_keys(conn: connection, key: bytes, agencies: list[str]) -> None:
+    """Each agency's padded key (derived from the platform `key`); agencies that no longer use one lose it."""
     fp = key_fingerprint(key)
     with conn.cursor() as cur:
         _quiet(cur)
-        cur.execute(f"SELECT fingerprint FROM {PRIVATE_SCHEMA}.pseudonym_key")
-        old = cur.fetchone()
-        if old and old[0] != fp:
-            log.warning("the pseudonymization key changed (fingerprint %s -> %s): every pseudonym changes", old[0], fp)
-        cur.execute(
-            f"""INSERT INTO {PRIVATE_SCHEMA}.pseudonym_key AS k (singleton, inner_pad, outer_pad, fingerprint, set_at)
-                VALUES (true, %s, %s, %s, now())
-                ON CONFLICT (singleton) DO UPDATE SET inner_pad = EXCLUDED.inner_pad, outer_pad = EXCLUDED.outer_pad,
-                  fingerprint = EXCLUDED.fingerprint,
-                  set_at = CASE WHEN k.fingerprint = EXCLUDED.fingerprint THEN k.set_at ELSE now() END""",
-            (inner, outer, fp),
-        )
+        cur.execute(f"SELECT DISTINCT fingerprint FROM {PRIVATE_SCHEMA}.agency_pseudonym_key")
+        old = {r[0] for r in cur.fetchall()} - {fp}
+        if old:
+            log.warning("the pseudonymization key changed (fingerprint %s -> %s): every pseudonym changes",
+                        ", ".join(sorted(old)), fp)
+        cur.execute(f"DELETE FROM {PRIVATE_SCHEMA}.agency_pseudonym_key WHERE NOT (agency = ANY(%s))", (agencies,))
+        for agency in agencies:
+            inner, outer = hmac_pads(agency_key(key, agency))
+            cur.execute(
+                f"""INSERT INTO {PRIVATE_SCHEMA}.agency_pseudonym_key AS k (agency, inner_pad, outer_pad, fingerprint, set_at)
+                    VALUES (%s, %s, %s, %s, now())
+                    ON CONFLICT (agency) DO UPDATE SET inner_pad = EXCLUDED.inner_pad, outer_pad = EXCLUDED.outer_pad,
+                      fingerprint = EXCLUDED.fingerprint,
+                      set_at = CASE WHEN k.fingerprint = EXCLUDED.fingerprint THEN k.set_at ELSE now() END""",
+                (agency, inner, outer, fp),
+            )
 
 
 def _ensure_group(cur) -> None:
@@ -449,8 +661,8 @@ def _ensure_role(cur, agency: Agency, path: Path) -> bool:
         raise AccessConfigError(path, f"role {agency.role!r} exists and is not an agency role "
                                 f"managed by lienthong (not a member of {AGENCY_GROUP}); choose another name",
                                 agency=agency.name)
-    cur.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
-                .format(role))
+    cur.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
+                        "CONNECTION LIMIT {}").format(role, sql.Literal(agency.limits["connections"])))
     password = os.environ.get(agency.password_env)
     if password:
         verifier = encrypt_password(password, agency.role, cur.connection, "scram-sha-256")
@@ -479,6 +691,15 @@ def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contrac
         cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(conn.info.dbname), role))
         cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
             role, sql.Identifier(conn.info.dbname), schema))
+        rep.limits = dict(agency.limits)
+        for setting, value in agency.limits.items():
+            if setting == "connections":
+                continue
+            # temp_file_limit is a superuser setting: a role cannot raise it for itself. The timeouts are
+            # defaults a session could change with SET; PostgreSQL has no per-role ceiling for them.
+            if not _try(cur, sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    role, sql.Identifier(conn.info.dbname), sql.Identifier(setting), sql.Literal(value))):
+                rep.not_enforced.append(f"{setting} = {value} (the platform's role may not set it)")
         # Rebuilt from the configuration each time: what the file no longer grants disappears.
         cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
         cur.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
@@ -487,7 +708,7 @@ def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contrac
         for private in (PUBLISHED_SCHEMA, OPS_SCHEMA, PRIVATE_SCHEMA):
             cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC, {}").format(sql.Identifier(private), role))
             cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC, {}").format(sql.Identifier(private), role))
-        cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}.pseudonym(text) FROM {}").format(sql.Identifier(PRIVATE_SCHEMA), role))
+        cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM {}").format(sql.SQL(PSEUDONYM_FN), role))
         for ds, grant in agency.grants.items():
             contract = contracts[ds]
             have = _published_columns(cur, ds)
@@ -503,18 +724,19 @@ def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contrac
                 log.warning("agency %s: dataset %s skipped: %s", agency.name, ds, rep.skipped[ds])
                 continue
             view = sql.Identifier(agency.schema, ds)
-            cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {}").format(view, view_select(grant, contract)))
+            cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {}").format(
+                view, view_select(grant, contract, agency.name)))
             modes = ", ".join(f"{c}: {m}" for c, m in grant.columns.items() if m != "visible")
             cur.execute(sql.SQL("COMMENT ON VIEW {} IS %s").format(view),
                         (f"{contract.id} for agency {agency.name}; {modes or 'all columns visible'}"
-                         + (f"; rows where {dict(grant.rows)}" if grant.rows else ""),))
+                         + (f"; rows where {dict(grant.rows)}" if grant.rows else "")
+                         + "".join(f"; {c} items where {dict(r)}" for c, r in grant.nested_rows.items()),))
             cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, role))
             rep.views.append(ds)
         cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
         if agency.uses_pseudonyms:
             # EXECUTE only: without USAGE on the private schema the role cannot name the function itself.
-            cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.pseudonym(text) TO {}").format(
-                sql.Identifier(PRIVATE_SCHEMA), role))
+            cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(PSEUDONYM_FN), role))
     return rep
 
 
@@ -533,8 +755,7 @@ def _retire(conn: connection, agencies: dict[str, Agency]) -> list[str]:
             for (schema,) in cur.fetchall():
                 cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
-            cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}.pseudonym(text) FROM {}").format(
-                sql.Identifier(PRIVATE_SCHEMA), sql.Identifier(role)))
+            cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM {}").format(sql.SQL(PSEUDONYM_FN), sql.Identifier(role)))
             retired.append(role)
             log.warning("agency role %s is no longer configured: schema dropped, login removed", role)
     return retired

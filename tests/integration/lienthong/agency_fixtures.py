@@ -33,7 +33,9 @@ AN = {"citizen_id": "031085001234", "legacy_id": "031234567", "full_name": "Nguy
       "death_date": None, "source_updated_at": T,
       "enterprises": [{"enterprise_code": "0100233488", "enterprise_name": "Công ty TNHH An Phát",
                        "enterprise_status": "DANG_HOAT_DONG", "title": "Giám đốc"}],
-      "parcels": [{"province_code": "31", "commune_code_2025": "11311", "map_sheet": 12, "parcel_number": 345,
+      "parcels": [{"province_code": "01", "commune_code_2025": "00070", "map_sheet": 3, "parcel_number": 18,
+                   "area_m2": 52.0, "land_use": "ODT", "certificate_serial": "GH55667788", "share_percent": 50.0},
+                  {"province_code": "31", "commune_code_2025": "11311", "map_sheet": 12, "parcel_number": 345,
                    "area_m2": 120.5, "land_use": "ODT", "certificate_serial": "AB12345678", "share_percent": 100.0}]}
 BINH = {**AN, "citizen_id": "031192004567", "legacy_id": "031765432", "full_name": "Trần Thị Bình",
         "birth_date": date(1992, 7, 15), "sex": "NU", "residence_address": "Số 8 Văn Cao", "enterprises": None,
@@ -41,7 +43,9 @@ BINH = {**AN, "citizen_id": "031192004567", "legacy_id": "031765432", "full_name
 CUONG = {**AN, "citizen_id": "001050007890", "legacy_id": "011223344", "full_name": "Lê Văn Cường",
          "birth_date": date(1950, 1, 1), "birth_date_precision": "year", "residence_address": "Số 3 Hàng Bạc",
          "residence_commune_code": "00070", "residence_commune_code_2025": "00070", "residence_province_code": "01",
-         "status": "DA_MAT", "death_date": date(2024, 5, 6), "enterprises": None, "parcels": None}
+         "status": "DA_MAT", "death_date": date(2024, 5, 6), "enterprises": None,
+         "parcels": [{"province_code": "01", "commune_code_2025": "00070", "map_sheet": 3, "parcel_number": 17,
+                      "area_m2": 64.0, "land_use": "ODT", "certificate_serial": "EF11223344", "share_percent": 100.0}]}
 CITIZENS = [AN, BINH, CUONG]
 
 AN_PHAT = {"enterprise_code": "0100233488", "name": "Công ty TNHH An Phát", "english_name": "An Phat Co., Ltd",
@@ -49,7 +53,9 @@ AN_PHAT = {"enterprise_code": "0100233488", "name": "Công ty TNHH An Phát", "e
            "head_office_address": "Số 5 Lê Lợi", "head_office_commune_code_2025": "11311", "duplicate_codes": [],
            "representatives": [{"position": 0, "full_name": "Nguyễn Văn An", "citizen_id": "031085001234",
                                 "title": "Giám đốc", "link_method": "exact_id", "link_band": "accept"}],
-           "land": [{"province_code": "31", "parcel_id": 1002, "commune_code_2025": "11311", "map_sheet": 12,
+           "land": [{"province_code": "01", "parcel_id": 2003, "commune_code_2025": "00070", "map_sheet": 3,
+                     "parcel_number": 19, "certificate_serial": "KL99001122", "share_percent": 100.0},
+                    {"province_code": "31", "parcel_id": 1002, "commune_code_2025": "11311", "map_sheet": 12,
                      "parcel_number": 345, "certificate_serial": "CD87654321", "share_percent": 100.0}]}
 BRANCH = {"enterprise_code": "0314409058-002", "name": "Chi nhánh Công ty Cổ phần Bình Minh",
           "english_name": None, "legal_form": "CO_PHAN", "status": "TAM_NGUNG", "founded_on": date(2018, 9, 9),
@@ -79,6 +85,17 @@ PARCELS = [
                   "enterprise_code": None, "enterprise_name": None, "share_percent": 100.0,
                   "certificate_serial": "EF11223344", "certificate_status": "HIEU_LUC", "link_method": "exact_id",
                   "link_band": "accept"}]},
+    {"province_code": "01", "commune_code_original": "00070", "map_sheet": 3, "parcel_number": 18, "parcel_id": 2002,
+     "commune_code_2025": "00070", "area_m2": 52.0, "land_use": "ODT", "address": "Số 5 Hàng Bạc",
+     "holders": [{"holder_type": "CA_NHAN", "person_key": "031085001234", "full_name": "Nguyễn Văn An",
+                  "enterprise_code": None, "enterprise_name": None, "share_percent": 50.0,
+                  "certificate_serial": "GH55667788", "certificate_status": "HIEU_LUC", "link_method": "exact_id",
+                  "link_band": "accept"}]},
+    {"province_code": "01", "commune_code_original": "00070", "map_sheet": 3, "parcel_number": 19, "parcel_id": 2003,
+     "commune_code_2025": "00070", "area_m2": 300.0, "land_use": "TMD", "address": "Số 7 Hàng Bạc",
+     "holders": [{"holder_type": "TO_CHUC", "person_key": None, "full_name": None, "enterprise_code": "0100233488",
+                  "enterprise_name": "Công ty TNHH An Phát", "share_percent": 100.0, "certificate_serial": "KL99001122",
+                  "certificate_status": "HIEU_LUC", "link_method": "exact_id", "link_band": "accept"}]},
 ]
 
 FINDINGS = [

@@ -30,6 +30,7 @@ from psycopg2 import errors
 from lienthong.access import (
     KEY_ENV,
     PASSWORD_ENV_PREFIX,
+    agency_key,
     apply_access,
     hmac_pads,
     load_agencies,
@@ -138,7 +139,7 @@ def test_pseudonymized_columns_are_stable_keyed_hmac_hex_and_differ_from_the_cle
     query = "SELECT citizen_id, status FROM agency_statistics_office.citizen_profile"
     first = select(conns["statistics_office"], query)
     assert len(first) == len(CITIZENS)
-    expected = {pseudonym(c["citizen_id"], key) for c in CITIZENS}
+    expected = {pseudonym(c["citizen_id"], agency_key(key, "statistics_office")) for c in CITIZENS}
     assert {r["citizen_id"] for r in first} == expected
     assert all(HEX64.match(r["citizen_id"]) for r in first)
     assert not expected & {c["citizen_id"] for c in CITIZENS}
@@ -147,11 +148,20 @@ def test_pseudonymized_columns_are_stable_keyed_hmac_hex_and_differ_from_the_cle
         assert sorted(map(str, select(again, query))) == sorted(map(str, first))  # stable across sessions
     finally:
         again.close()
-    # the same key gives the same pseudonym to the auditors: a nested column is pseudonymized whole
+    # the auditors' pseudonyms come from their own key: a nested column is pseudonymized whole
     audit = select(conns["auditors"], "SELECT citizen_id, enterprises, parcels FROM agency_auditors.citizen_profile")
-    assert {r["citizen_id"] for r in audit} == expected
+    assert {r["citizen_id"] for r in audit} == {pseudonym(c["citizen_id"], agency_key(key, "auditors")) for c in CITIZENS}
     assert all(HEX64.match(r["enterprises"]) for r in audit if r["enterprises"] is not None)
-    assert sum(r["parcels"] is None for r in audit) == 2
+    assert sum(r["parcels"] is None for r in audit) == sum(c["parcels"] is None for c in CITIZENS)
+
+
+def test_two_agencies_pseudonyms_of_one_person_differ_and_do_not_join(conns):
+    stats = select(conns["statistics_office"], "SELECT citizen_id, birth_date FROM agency_statistics_office.citizen_profile")
+    audit = select(conns["auditors"], "SELECT citizen_id, birth_date FROM agency_auditors.citizen_profile")
+    assert len(stats) == len(audit) == len(CITIZENS)
+    assert not {r["citizen_id"] for r in stats} & {r["citizen_id"] for r in audit}
+    # each agency's pseudonyms still count and join within it: one per citizen, stable
+    assert len({r["citizen_id"] for r in stats}) == len({r["citizen_id"] for r in audit}) == len(CITIZENS)
 
 
 @pytest.mark.parametrize(("agency", "dataset", "column"), [
@@ -181,7 +191,7 @@ def test_a_dataset_not_granted_is_not_readable(conns):
 @pytest.mark.parametrize("agency", list(AGENCIES))
 @pytest.mark.parametrize("relation", ["published.citizen_profile", "published.citizen_profile__v000001",
                                       "published.quality_summary", "lienthong_ops.publication",
-                                      "lienthong_private.pseudonym_key"])
+                                      "lienthong_private.agency_pseudonym_key"])
 def test_published_tables_bookkeeping_and_the_key_table_are_refused(conns, agency, relation):
     with pytest.raises(errors.InsufficientPrivilege), conns[agency].cursor() as cur:
         cur.execute(f"SELECT * FROM {relation}")
@@ -189,7 +199,9 @@ def test_published_tables_bookkeeping_and_the_key_table_are_refused(conns, agenc
 
 def test_an_agency_cannot_call_the_pseudonymization_function_itself(conns):
     with pytest.raises(errors.InsufficientPrivilege), conns["statistics_office"].cursor() as cur:
-        cur.execute("SELECT lienthong_private.pseudonym('031085001234')")
+        cur.execute("SELECT lienthong_private.pseudonym('statistics_office', '031085001234')")
+    with pytest.raises(errors.InsufficientPrivilege), conns["auditors"].cursor() as cur:
+        cur.execute("SELECT lienthong_private.pseudonym('statistics_office', '031085001234')")
 
 
 def test_the_row_filter_limits_the_land_department_to_its_province(conns):
@@ -221,7 +233,8 @@ def test_the_key_appears_in_no_view_or_function_definition(published_db, applied
         defs += [r["d"] for r in select(conn, "SELECT prosrc AS d FROM pg_proc")]
         uses = [r["d"] for r in select(conn, "SELECT definition AS d FROM pg_views WHERE schemaname LIKE 'agency\\_%%'")]
     assert any("pseudonym(" in d for d in uses)  # the views call the function...
-    for secret in (key, inner.hex(), outer.hex()):
+    derived = [pad.hex() for name in AGENCIES for pad in hmac_pads(agency_key(key.encode(), name))]
+    for secret in (key, inner.hex(), outer.hex(), *derived):
         assert not any(secret in d for d in defs)  # ...and hold no key material
 
 

@@ -108,3 +108,77 @@ def test_hmac_from_the_stored_pads_is_rfc2104_hmac_sha256():
             message = value.encode()
             by_pads = hashlib.sha256(outer + hashlib.sha256(inner + message).digest()).hexdigest()
             assert by_pads == hmac.new(key, message, hashlib.sha256).hexdigest() == pseudonym(value, key)
+
+
+# --- a row filter holds for its entity wherever the agency reads it ---------------------------------------------
+
+def test_every_published_contract_names_its_entity_and_every_nested_column_its_items():
+    for name, c in CONTRACTS.items():
+        if c.custom.get("zone") != "published":
+            continue
+        assert isinstance(c.custom.get("entity"), str), f"{name}: no customProperty 'entity'"
+        for f in c.fields:
+            if f.logical_type in ("array", "object"):
+                assert f.custom.get("itemEntity"), f"{name}.{f.name}: no customProperty 'itemEntity'"
+
+
+def test_the_land_filter_is_carried_into_the_nested_parcel_lists():
+    land = parse(DOC)["land_department"]
+    assert land.grants["parcel_register"].rows == {"province_code": ("31",)}
+    assert land.grants["citizen_profile"].nested_rows == {"parcels": {"province_code": ("31",)}}
+    assert land.grants["enterprise_profile"].nested_rows == {"land": {"province_code": ("31",)}}
+    assert land.grants["citizen_profile"].rows == {}  # citizens are not parcels: all of them stay
+    assert not any(g.nested_rows or g.rows for a, ag in parse(DOC).items() if a != "land_department"
+                   for g in ag.grants.values())
+
+
+def test_the_nested_filter_is_applied_before_pseudonymizing_the_list():
+    from lienthong.access import view_select
+
+    doc = copy.deepcopy(DOC)
+    doc["agencies"]["land_department"]["datasets"]["citizen_profile"]["columns"]["parcels"] = "pseudonymized"
+    grant = parse(doc)["land_department"].grants["citizen_profile"]
+    text = str(view_select(grant, CONTRACTS["citizen_profile"], "land_department"))
+    at = text.index("pseudonym")
+    assert "jsonb_array_elements" in text[at:] and '"31"' in text[at:]
+
+
+def _with(agency: str, dataset: str, columns: dict[str, str], rows: dict | None = None):
+    doc = copy.deepcopy(DOC)
+    spec = doc["agencies"][agency]["datasets"].setdefault(dataset, {"columns": {}})
+    spec["columns"].update(columns)
+    if rows is not None:
+        spec["rows"] = rows
+    return doc
+
+
+@pytest.mark.parametrize(("doc", "where", "problem"), [
+    # a person filter, and the agency reads persons inside the enterprises' representative lists: their items
+    # carry no residence province
+    (_with("tax_department", "citizen_profile", {}, {"residence_province_code": ["31"]}),
+     "dataset 'enterprise_profile', column 'representatives'", "cannot be filtered"),
+    # a parcel filter, and the findings name certificates in free text
+    (_with("land_department", "reconciliation_findings", {"finding_id": "visible", "subject": "visible"}),
+     "dataset 'reconciliation_findings', column 'subject'", "free text"),
+    # a parcel filter on a column the enterprises' land lists do not carry (the citizens' parcel lists do)
+    (_with("land_department", "parcel_register", {}, {"province_code": ["31"], "land_use": ["ODT"]}),
+     "dataset 'enterprise_profile', column 'land'", "cannot be filtered"),
+    # a person filter, and parcel holders mix persons and enterprises in one list
+    (_with("single_window_desk", "citizen_profile", {}, {"residence_province_code": ["31"]}),
+     "column 'representatives'", "cannot be filtered"),
+])
+def test_a_filter_that_cannot_hold_everywhere_is_refused(doc, where, problem):
+    with pytest.raises(AccessConfigError, match=problem) as exc:
+        parse(doc)
+    assert where in str(exc.value)
+
+
+def test_hiding_the_unfilterable_column_makes_the_filter_acceptable():
+    doc = _with("tax_department", "citizen_profile", {}, {"residence_province_code": ["31"]})
+    doc["agencies"]["tax_department"]["datasets"]["enterprise_profile"]["columns"].pop("representatives")
+    tax = parse(doc)["tax_department"]
+    assert tax.grants["citizen_profile"].rows == {"residence_province_code": ("31",)}
+    doc["agencies"]["tax_department"]["datasets"]["parcel_register"] = {"columns": {"parcel_id": "visible",
+                                                                                   "holders": "visible"}}
+    with pytest.raises(AccessConfigError, match="column 'holders'.*cannot be filtered"):
+        parse(doc)
