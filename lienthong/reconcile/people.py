@@ -115,7 +115,9 @@ def with_names(columns: dict[str, Any], full_names: pa.Array) -> dict[str, Any]:
 # --- the model -------------------------------------------------------------------------------------------
 
 
-def _settings(link_type: str = "link_only") -> Any:
+def _settings(link_type: str = "link_only", *, probability_two_random_records_match: float = 0.0001) -> Any:
+    """The model's settings (Splink's SettingsCreator); the prior is given here, before the Linker exists,
+    because Splink's public API sets it only through the settings (or estimates it, which we do not)."""
     from splink import SettingsCreator, block_on
 
     # Comparisons as plain level dicts: each level's SQL is ours (Vietnamese names, IDs, communes), and the
@@ -174,6 +176,7 @@ def _settings(link_type: str = "link_only") -> Any:
     ])
     return SettingsCreator(
         link_type=link_type,
+        probability_two_random_records_match=probability_two_random_records_match,
         comparisons=[name, birth, ident, place, street],
         # Candidate pairs: every rule pairs a name (or part of one) with a second field, so that no rule
         # pairs a common name with the whole registry (66M pairs for 100k records at 1M citizens).
@@ -334,14 +337,15 @@ def _probabilistic_links(
     n_left = con.execute("SELECT count(*) FROM l").fetchone()[0]
     n_right = con.execute("SELECT count(*) FROM r").fetchone()[0]
     n_id_matches = con.execute("SELECT count(*) FROM exact_links").fetchone()[0]
-    linker = Linker([db.register("l_train", dataset_display_name="left"),
-                     db.register("r_train", dataset_display_name="right")], _settings(), log_level=logging.WARNING)
-    tf = db.register("tf_name", table_name="tf_name_registered")
-    linker.table_management.register_term_frequency_lookup(tf, "name_fold")
     # Prior: the share of left records with a partner in the registry (estimated by the share the exact
     # passes linked; a lower bound), spread over the registry.
     expected = n_id_matches / max(1, n_left)
-    linker._settings_obj._probability_two_random_records_match = max(min(1.0, expected / max(1, n_right)), 1e-12)
+    prior = max(min(1.0, expected / max(1, n_right)), 1e-12)
+    linker = Linker([db.register("l_train", dataset_display_name="left"),
+                     db.register("r_train", dataset_display_name="right")],
+                    _settings(probability_two_random_records_match=prior), log_level=logging.WARNING)
+    tf = db.register("tf_name", table_name="tf_name_registered")
+    linker.table_management.register_term_frequency_lookup(tf, "name_fold")
     t0 = time.monotonic()
     linker.training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
     t1 = time.monotonic()
