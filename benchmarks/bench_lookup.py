@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "benchmark": "single-window citizen lookup over HTTP (GET /v1/citizens/{id}/profile, agency single_window_desk)",
         "published_rows": args.rows, "load_seconds": round(load_s, 2), "connections": args.connections,
-        "server": "uvicorn, 1 worker, 8 database connections per agency, access log written per request",
+        "server": f"uvicorn, 1 worker, up to {settings.singlewindow_pool_size} database connections per agency "
+                  f"(opened on first use), access log written per request",
         "machine_cpus": os.cpu_count(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_lookup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         **load, "access_log": audit,

@@ -45,6 +45,19 @@ class Settings:
     # How many past runs the audit report's trend plots show.
     audit_trend_runs: int = 30
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
+    # The single-window lookup service (lienthong/singlewindow), per worker process: connections are opened on
+    # first use, up to these sizes; at start the service refuses a configuration that does not fit the server.
+    singlewindow_pool_size: int = 4  # reader connections per agency
+    singlewindow_log_pool_size: int = 4  # access-log connections
+    singlewindow_db_headroom: int = 5  # server connections left free beyond those in use at start
+    singlewindow_read_timeout: float = 5.0  # seconds a read may take (statement_timeout)
+    singlewindow_log_timeout: float = 2.0  # seconds an access-log write may wait or take (lock/statement timeout)
+    # Failed API keys: after this many from one client address (counted until it has been quiet for the
+    # window), the client waits backoff seconds (429 + Retry-After), doubled per further failure up to the max.
+    singlewindow_auth_failures: int = 10
+    singlewindow_auth_window: float = 600.0
+    singlewindow_auth_backoff: float = 1.0
+    singlewindow_auth_backoff_max: float = 900.0
 
     # zones on disk
     @property
@@ -97,6 +110,15 @@ def load_settings() -> Settings:
         match_review=_probability("MATCH_REVIEW", "0.80"),
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,
         audit_trend_runs=int(_env("AUDIT_TREND_RUNS", "30")),
+        singlewindow_pool_size=int(_env("SINGLEWINDOW_POOL_SIZE", "4")),
+        singlewindow_log_pool_size=int(_env("SINGLEWINDOW_LOG_POOL_SIZE", "4")),
+        singlewindow_db_headroom=int(_env("SINGLEWINDOW_DB_HEADROOM", "5")),
+        singlewindow_read_timeout=float(_env("SINGLEWINDOW_READ_TIMEOUT", "5")),
+        singlewindow_log_timeout=float(_env("SINGLEWINDOW_LOG_TIMEOUT", "2")),
+        singlewindow_auth_failures=int(_env("SINGLEWINDOW_AUTH_FAILURES", "10")),
+        singlewindow_auth_window=float(_env("SINGLEWINDOW_AUTH_WINDOW", "600")),
+        singlewindow_auth_backoff=float(_env("SINGLEWINDOW_AUTH_BACKOFF", "1")),
+        singlewindow_auth_backoff_max=float(_env("SINGLEWINDOW_AUTH_BACKOFF_MAX", "900")),
     )
 
 

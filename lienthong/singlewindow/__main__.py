@@ -2,14 +2,26 @@
 
 Configuration comes from the environment only (never the command line, which other users can see):
 LIENTHONG_DATABASE_URL (else the embedded warehouse), LIENTHONG_SINGLEWINDOW_KEYS (JSON agency -> API key),
-LIENTHONG_AGENCY_PASSWORD_<AGENCY> for each agency with a key. Uvicorn's access log is off: request lines
-carry personal IDs; the service writes its own line per request (no key) and the audit record in the database.
+LIENTHONG_AGENCY_PASSWORD_<AGENCY> for each agency with a key, and the LIENTHONG_SINGLEWINDOW_* tunables
+(pool sizes, timeouts, back-off: see the README). Uvicorn's access log is off: request lines carry personal
+IDs; the service writes its own line per request (no key) and the audit record in the database.
+
+With `--workers N`, the start-up check (do N workers' pools fit the server?) runs once here, before any worker
+starts: a configuration that does not fit stops with the settings to change named, instead of workers
+failing and being restarted in a loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+
+# Passed to the worker processes, which build the app through `_factory`.
+WORKERS_ENV = "LIENTHONG_SINGLEWINDOW_WORKERS"
+LOG_LEVEL_ENV = "LIENTHONG_SINGLEWINDOW_LOG_LEVEL"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,32 +29,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8600, help="port (default 8600; 0 picks a free one)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--pool-size", type=int, default=8, help="database connections per agency and worker")
+    parser.add_argument("--pool-size", type=int, default=None,
+                        help="database connections per agency and worker (default: LIENTHONG_SINGLEWINDOW_POOL_SIZE, 4)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
 
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.workers > 1:
-        import os
+    from lienthong.singlewindow.pools import StartupError
 
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    if args.pool_size is not None:
         os.environ["LIENTHONG_SINGLEWINDOW_POOL_SIZE"] = str(args.pool_size)
-        uvicorn.run("lienthong.singlewindow.__main__:_factory", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, access_log=False, log_level=args.log_level)
-        return
-    from lienthong.singlewindow.app import create_app
+    try:
+        if args.workers > 1:
+            from lienthong.singlewindow.app import preflight
 
-    uvicorn.run(create_app(pool_size=args.pool_size), host=args.host, port=args.port, access_log=False,
-                log_level=args.log_level)
+            preflight(args.workers)
+            os.environ[WORKERS_ENV] = str(args.workers)
+            os.environ[LOG_LEVEL_ENV] = args.log_level
+            uvicorn.run("lienthong.singlewindow.__main__:_factory", factory=True, host=args.host, port=args.port,
+                        workers=args.workers, access_log=False, log_level=args.log_level)
+            return
+        from lienthong.singlewindow.app import create_app
+
+        app = create_app()
+    except StartupError as exc:
+        sys.exit(f"lienthong.singlewindow: not started: {exc}")
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level)
 
 
 def _factory():
-    import os
-
+    """The app of one worker process (`--workers N`)."""
+    logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "info").upper(), format=LOG_FORMAT)
     from lienthong.singlewindow.app import create_app
 
-    return create_app(pool_size=int(os.environ.get("LIENTHONG_SINGLEWINDOW_POOL_SIZE", "8")))
+    return create_app(workers=int(os.environ.get(WORKERS_ENV, "1")))
 
 
 if __name__ == "__main__":

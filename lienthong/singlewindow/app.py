@@ -9,9 +9,14 @@ or the Airflow connection `lienthong_singlewindow` (extra `{"keys": {...}}`), ar
 exactly the columns schemas/agencies.yaml grants, masked or pseudonymized as granted.
 
 Status codes: 400 malformed key (the reason names what is wrong), 401 no or unknown API key, 403 dataset not
-granted (or not to be looked up by that key), 404 no such record, 503 warehouse unavailable or the access
+granted (or not to be looked up by that key), 404 no such record, 429 too many wrong API keys from this client
+(Retry-After: see `throttle`), 500 the warehouse failed on the lookup, 503 warehouse unavailable or the access
 could not be logged (fail closed: see `audit`). Every request that reaches a dataset is logged in
-`lienthong_ops.access_log` before the answer is sent.
+`lienthong_ops.access_log` before the answer is sent; every refused key in `lienthong_ops.auth_failure`.
+
+Connections (`pools`): per worker, a pool per agency and one for the log, sized by the settings
+LIENTHONG_SINGLEWINDOW_POOL_SIZE and _LOG_POOL_SIZE, opened on first use; at start the service checks that
+all workers' pools fit the server (`pools.check_room`) and refuses to start otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -29,21 +35,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import psycopg2
+import psycopg
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
-from psycopg2 import errors as pg_errors
-from psycopg2 import sql
+from psycopg import errors as pg_errors
+from psycopg import sql
 from pydantic import BaseModel
 
 from lienthong.access import Agency, load_agencies
 from lienthong.contracts import Contract, load_contracts
-from lienthong.singlewindow import validation
-from lienthong.singlewindow.audit import AccessLog, AccessRecord
+from lienthong.settings import Settings
+from lienthong.singlewindow import pools, validation
+from lienthong.singlewindow.audit import (
+    AccessLog,
+    AccessRecord,
+    AuthFailure,
+    ensure_access_log,
+    log_session_options,
+)
+from lienthong.singlewindow.config import ServiceConfig
 from lienthong.singlewindow.readers import AgencyReaders
+from lienthong.singlewindow.throttle import FailureThrottle
 
 log = logging.getLogger("lienthong.singlewindow")
 
@@ -79,9 +95,9 @@ PARCEL = Lookup("parcel_register", ("commune_code_2025", "map_sheet", "parcel_nu
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
 
 
 def load_api_keys(agencies: dict[str, Agency]) -> dict[str, str]:
@@ -124,15 +140,42 @@ def load_passwords(agencies: dict[str, Agency], names) -> dict[str, str]:
     return passwords
 
 
+def check_start(url: str, agencies: dict[str, Agency], served: list[str], config: ServiceConfig, workers: int) -> None:
+    """On one connection, closed again: refuse to start when `workers` workers' pools could outgrow the server
+    (`pools.check_room`), warn when the server would log the IDs looked up, create the audit tables."""
+    roles = {name: agencies[name].role for name in served}
+    plan = pools.PoolPlan(workers, roles, config.pool_size, config.log_pool_size, config.db_headroom)
+    try:
+        conn = psycopg.connect(url, application_name=f"{pools.APP_NAME}-start", options=log_session_options(
+            max(config.log_timeout, 10.0)), connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise pools.StartupError(f"cannot reach the warehouse ({type(exc).__name__})") from None
+    with conn:
+        pools.check_room(plan, pools.server_room(conn, list(roles.values())))
+        for risk in pools.parameter_logging_risks(pools.logging_settings(conn)):
+            log.warning("the PostgreSQL server may log the IDs looked up: %s", risk)
+        ensure_access_log(conn)
+    log.info("connections: up to %d per worker (%d agencies x %d + %d for the access log), %d worker(s)",
+             plan.per_worker, len(roles), config.pool_size, config.log_pool_size, workers)
+
+
 class Service:
     """Authentication, validation, the read as the agency, and the audit record of one lookup."""
 
     def __init__(self, url: str, agencies: dict[str, Agency], contracts: dict[str, Contract], keys: dict[str, str],
-                 passwords: dict[str, str], pool_size: int):
+                 passwords: dict[str, str], config: ServiceConfig):
         self.agencies, self.contracts = agencies, contracts
         self._keys = [(name, key.encode()) for name, key in keys.items()]
-        self.readers = AgencyReaders(url, agencies, passwords, pool_size)
-        self.audit = AccessLog(url, pool_size)
+        self.readers = AgencyReaders(url, agencies, passwords, config.pool_size, config.read_timeout)
+        self.audit = AccessLog(url, config.log_pool_size, config.log_timeout)
+        self.throttle = FailureThrottle(config.auth_failures, config.auth_window, config.auth_backoff,
+                                        config.auth_backoff_max)
+
+    def record_auth_failure(self, failure: AuthFailure) -> None:
+        try:
+            self.audit.write_auth_failure(failure)
+        except Exception as exc:  # the caller gets its 401 all the same: nothing was to be returned
+            log.error("request %s: refused key not recorded (%s)", failure.request_id, type(exc).__name__)
 
     def authenticate(self, given: str | None) -> Agency | None:
         if not given:
@@ -190,9 +233,13 @@ class Service:
         except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedTable, pg_errors.UndefinedColumn):
             # The database, not this service, has the last word on what the agency may read.
             raise ServiceError(403, f"dataset {spec.dataset} is not available to agency {agency.name} in the warehouse") from None
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, pg_errors.QueryCanceled) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # incl. timeouts and a full pool
             log.error("agency %s: warehouse unavailable (%s)", agency.name, type(exc).__name__)
             raise ServiceError(503, "the warehouse is unavailable") from None
+        except psycopg.Error as exc:  # answered and recorded like any other outcome, not an unlogged 500
+            log.error("agency %s: the warehouse failed on a lookup of %s (%s)", agency.name, spec.dataset,
+                      type(exc).__name__)
+            raise ServiceError(500, "the warehouse could not answer this lookup") from None
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def close(self) -> None:
@@ -205,6 +252,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No API key, or an unknown one (header `X-API-Key`)."},
     403: {"model": Problem, "description": "The dataset is not granted to the calling agency (or not by this key)."},
     404: {"model": Problem, "description": "No record with this key."},
+    429: {"model": Problem, "description": "Too many wrong API keys from this client; header Retry-After (seconds)."},
+    500: {"model": Problem, "description": "The warehouse failed on this lookup (recorded in the access log)."},
     503: {"model": Problem, "description": "The warehouse is unavailable or the access could not be logged."},
 }
 
@@ -214,9 +263,25 @@ _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The cal
 
 async def _caller(request: Request, given: Annotated[str | None, Security(_API_KEY)]) -> Agency:
     # async: pure CPU work, so it runs on the event loop rather than costing a thread hop per request
-    agency = request.app.state.service.authenticate(given)
+    service: Service = request.app.state.service
+    client = request.client.host if request.client else "unknown"
+    wait = service.throttle.wait(client)
+    if wait > 0:  # checked before the key: a waiting client learns nothing about any key
+        log.info("client %s refused: too many wrong API keys, %.0f s to wait", client, math.ceil(wait))
+        raise ServiceError(429, "too many wrong API keys from this client; try again later",
+                           headers={"Retry-After": str(math.ceil(wait))})
+    agency = service.authenticate(given)
     if agency is None:
-        raise ServiceError(401, "missing or unknown API key (header X-API-Key)")
+        failures, backoff = service.throttle.failed(client)
+        route = getattr(request.scope.get("route"), "path", "?")  # the template: the path itself holds an ID
+        request_id = uuid.uuid4().hex
+        log.warning("request %s: %s API key from %s on %s (%d in a row%s)", request_id,
+                    "unknown" if given else "missing", client, route, failures,
+                    f"; must wait {backoff:.0f} s" if backoff else "")
+        await run_in_threadpool(service.record_auth_failure, AuthFailure(
+            client, route, "unknown" if given else "missing", failures, backoff, request_id))
+        raise ServiceError(401, "missing or unknown API key (header X-API-Key)", headers={"X-Request-ID": request_id})
+    service.throttle.succeeded(client)
     return agency
 
 
@@ -231,13 +296,8 @@ def _record_schema(contract: Contract, description: str) -> dict[str, Any]:
     return {"type": "object", "description": description, "properties": props}
 
 
-def create_app(url: str | None = None, *, agencies_path: str | Path | None = None,
-               api_keys: dict[str, str] | None = None, passwords: dict[str, str] | None = None,
-               pool_size: int = 8, check_logins: bool = True) -> FastAPI:
-    """The service over the warehouse `url` (default: the platform's, `lienthong.db.warehouse_url`).
-
-    `url` is the platform's own connection (used for the access log only); reads log in as each agency's role
-    on the same server. Keys and passwords default to the environment (see module docstring)."""
+def _inputs(url: str | None, agencies_path: str | Path | None, api_keys: dict[str, str] | None,
+            passwords: dict[str, str] | None):
     from lienthong.db import warehouse_url
 
     url = url or warehouse_url()
@@ -245,7 +305,31 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
     agencies = load_agencies(agencies_path, contracts)
     keys = api_keys if api_keys is not None else load_api_keys(agencies)
     pw = passwords if passwords is not None else load_passwords(agencies, keys)
-    service = Service(url, agencies, contracts, keys, pw, pool_size)
+    return url, contracts, agencies, keys, pw
+
+
+def preflight(workers: int, settings: Settings | None = None, *, pool_size: int | None = None) -> None:
+    """The start-up checks of `create_app` without building the service: run once before `workers` worker
+    processes are started, so that a configuration that does not fit stops the service, not each worker."""
+    config = ServiceConfig.from_settings(settings, pool_size=pool_size)
+    url, _, agencies, keys, _ = _inputs(None, None, None, None)
+    check_start(url, agencies, list(keys), config, workers)
+
+
+def create_app(url: str | None = None, *, agencies_path: str | Path | None = None,
+               api_keys: dict[str, str] | None = None, passwords: dict[str, str] | None = None,
+               pool_size: int | None = None, workers: int = 1, settings: Settings | None = None,
+               check_logins: bool = True) -> FastAPI:
+    """The service over the warehouse `url` (default: the platform's, `lienthong.db.warehouse_url`).
+
+    `url` is the platform's own connection (used for the access log only); reads log in as each agency's role
+    on the same server. Keys and passwords default to the environment (see module docstring), pool sizes,
+    timeouts and the back-off to `settings` (`pool_size` overrides LIENTHONG_SINGLEWINDOW_POOL_SIZE). `workers`
+    is how many processes serve this app: the start-up check counts their pools together."""
+    config = ServiceConfig.from_settings(settings, pool_size=pool_size)
+    url, contracts, agencies, keys, pw = _inputs(url, agencies_path, api_keys, passwords)
+    check_start(url, agencies, list(keys), config, workers)
+    service = Service(url, agencies, contracts, keys, pw, config)
     if check_logins:
         service.readers.check_logins()
 
@@ -266,7 +350,7 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
 
     @app.exception_handler(ServiceError)
     def _service_error(request: Request, exc: ServiceError) -> Response:
-        return JSONBody({"detail": exc.detail}, status_code=exc.status)
+        return JSONBody({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -315,13 +399,14 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
             validation.commune_code(commune), validation.positive_int(sheet, "the map sheet"),
             validation.positive_int(parcel, "the parcel number")))
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness and warehouse reachability",
-             responses={503: {"model": Problem, "description": "The warehouse is unreachable."}})
+    @app.get("/healthz", tags=["operations"], summary="Liveness, and whether the access log can be written",
+             responses={503: {"model": Problem, "description": "The access log cannot be written now (warehouse "
+                                                               "unreachable, or the table locked past the timeout)."}})
     def healthz() -> Response:
         try:
-            service.audit.ping()
+            service.audit.check_writable()  # within LIENTHONG_SINGLEWINDOW_LOG_TIMEOUT
         except Exception as exc:
-            log.error("health check: warehouse unreachable (%s)", type(exc).__name__)
+            log.error("health check: the access log cannot be written (%s)", type(exc).__name__)
             return JSONBody({"status": "unavailable"}, status_code=503)
         return JSONBody({"status": "ok"})
 

@@ -9,11 +9,8 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -29,8 +26,10 @@ from agency_fixtures import (
     published_database,
     secrets_in_env,
 )
-from psycopg2 import errors
-from psycopg2 import sql as pgsql
+from psycopg import errors
+from psycopg import sql as pgsql
+from psycopg2 import errors as pg2_errors
+from singlewindow_service import Server, running_service
 from stdnum.vn import mst
 
 from lienthong.access import apply_access, load_agencies
@@ -41,15 +40,6 @@ pytestmark = pytest.mark.integration
 
 AGENCIES = load_agencies()
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Server:
-    def __init__(self, base: str, log_path: Path, keys: dict[str, str], env: dict[str, str]):
-        self.base, self.log_path, self.keys, self.env = base, log_path, keys, env
-
-    def get(self, path: str, agency: str | None = None, key: str | None = None) -> requests.Response:
-        headers = {"X-API-Key": key if key is not None else self.keys[agency]} if (agency or key) else {}
-        return requests.get(self.base + path, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +58,8 @@ def server(warehouse, tmp_path_factory) -> Iterator[Server]:
     env = {**os.environ, **secret_env, "LIENTHONG_DATABASE_URL": url,
            "LIENTHONG_SINGLEWINDOW_KEYS": json.dumps(keys), "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path_factory.mktemp("singlewindow") / "server.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lienthong.singlewindow", "--host", "127.0.0.1", "--port", "0",
-                                 "--log-level", "debug", "--pool-size", "2"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base = None
-        deadline = time.monotonic() + 60
-        while base is None and time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
-            base = found.group(1) if found else time.sleep(0.2)
-        assert base, f"the service did not start:\n{log_path.read_text(errors='replace')[-3000:]}"
-        yield Server(base, log_path, keys, secret_env)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_service(env, log_path, keys, "--pool-size", "2", secret_env=secret_env) as server:
+        yield server
 
 
 def log_rows(url: str, after: int) -> list[tuple]:
@@ -283,8 +257,9 @@ def test_the_agency_roles_cannot_read_the_access_log(warehouse, server):
     url, _ = warehouse
     conn = agency_connect(url, "auditors")
     try:
-        with pytest.raises(errors.InsufficientPrivilege), conn.cursor() as cur:
-            cur.execute("SELECT * FROM lienthong_ops.access_log")
+        for table in ("access_log", "auth_failure"):
+            with pytest.raises(pg2_errors.InsufficientPrivilege), conn.cursor() as cur:
+                cur.execute(f"SELECT * FROM lienthong_ops.{table}")
     finally:
         conn.close()
 
