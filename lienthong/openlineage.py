@@ -35,6 +35,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,13 @@ def ensure_events_dir() -> None:
         if path.startswith("file://"):
             path = path[len("file://"):]
         if path and "://" not in path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            from lienthong.private_files import private_umask
+
+            # created here, 0700/0600, because the listener appends to the file after the task's own
+            # umask window has closed (lienthong.private_files)
+            with private_umask():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     except Exception as exc:  # lineage must never stop Airflow from starting
         log.warning("OpenLineage: could not prepare the events folder: %s", exc)
 

@@ -15,6 +15,7 @@ from typing import Any
 from lienthong.db import connect, warehouse_url
 from lienthong.openlineage import reports_lineage
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ _FROM_INTEGRATED = ("citizen_profile", "enterprise_profile", "parcel_register")
 
 
 @reports_lineage
+@writes_data_dir
 def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Walk the population registry (JSON, cursor paging) from the watermark and land every page in raw."""
     from connectors.population.ingest import ingest
@@ -41,6 +43,7 @@ def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str
 
 
 @reports_lineage
+@writes_data_dir
 def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Walk the business registry (XML, offset paging) from the watermark and land every record in raw."""
     from connectors.business.ingest import ingest
@@ -49,6 +52,7 @@ def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, 
 
 
 @reports_lineage
+@writes_data_dir
 def ingest_land(run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
     """Extract one province's land registry (three tables, one snapshot) incrementally into raw."""
     from connectors.land.ingest import ingest
@@ -61,6 +65,7 @@ class NothingToStage(LookupError):
 
 
 @reports_lineage
+@writes_data_dir
 def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Stage a dataset from all its raw landings; record the run and its conservation check."""
     from lienthong.contracts import contract
@@ -97,6 +102,7 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
 
 
 @reports_lineage
+@writes_data_dir
 def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Run the dataset's Great Expectations suite and the quality gate on a staged run.
 
@@ -141,6 +147,7 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
 
 
 @reports_lineage
+@writes_data_dir
 def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Link the staged sources across agencies; write golden records and links; sync the findings."""
     from lienthong.reconcile.run import reconcile as do_reconcile
@@ -199,6 +206,7 @@ def latest_reconciliation(url: str) -> dict[str, Any]:
 
 
 @reports_lineage
+@writes_data_dir
 def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Publish a dataset from the latest reconciliation (or store), if its quality gate passed and its
     content changed."""

@@ -15,11 +15,13 @@ from connectors.base.schema import SourceSchema
 from connectors.business.client import ENTITY, INCREMENTAL, MAX_LIMIT, SOURCE, BusinessRegistryClient
 from lienthong.contracts import contract
 from lienthong.db import warehouse_url
+from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+@writes_data_dir
 def ingest(run_id: str, settings: Settings, *, scope: str = "", client: BusinessRegistryClient | None = None) -> dict[str, Any]:
     """Land the enterprises changed since the watermark; returns a JSON-able summary (rows, pages,
     watermark_from/to, landing path, requests made, walk statistics). `scope` and `client` are for tests

@@ -48,6 +48,7 @@ from connectors.land.extract import (
     next_watermark,
 )
 from lienthong.db import warehouse_url
+from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def scope_of(province: str, table: str) -> str:
     return f"{province}/{table}"
 
 
+@writes_data_dir
 def ingest(
     run_id: str,
     province: str,

@@ -14,9 +14,11 @@ from connectors.base.schema import SourceSchema
 from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
 from lienthong.contracts import contract
 from lienthong.db import warehouse_url
+from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
 
+@writes_data_dir
 def ingest(run_id: str, settings: Settings, *, scope: str = "", client: PopulationRegistryClient | None = None) -> dict[str, Any]:
     """Land the citizens changed since the watermark; returns a JSON-able summary (rows, pages,
     watermark_from/to, landing path, records flagged, new fields, requests made)."""

@@ -22,6 +22,7 @@ from lienthong.audit import plots
 from lienthong.audit.collect import collect, latest_run_id
 from lienthong.audit.store import record_report, report_folder, report_id_for
 from lienthong.db import connect, warehouse_url
+from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def write_report(figures: dict[str, Any], reports_dir: Path) -> Path:
     return folder
 
 
+@writes_data_dir
 def build_report(run_id: str | None = None, *, publish_run_id: str | None = None, audit_run_id: str | None = None,
                  settings: Settings | None = None) -> dict[str, Any]:
     """Collect, write and record the report on integrate run `run_id` (default: the newest one)."""
