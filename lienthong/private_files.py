@@ -87,8 +87,11 @@ def private_data_dir(settings: Settings) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     with private_umask():
         root.mkdir(mode=DIR_MODE, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.geteuid():
+        return root  # a reader running as another user (e.g. a UI process): the owner's processes see to it
     want = root_mode(settings)
-    have = stat.S_IMODE(root.stat().st_mode)
+    have = stat.S_IMODE(st.st_mode)
     marker = root / MARKER
     try:
         if have != want:
@@ -101,7 +104,7 @@ def private_data_dir(settings: Settings) -> Path:
                             "0700/0600 (%d could not be changed)", root, changed, failed)
             with private_umask():
                 marker.write_text("folders 0700, files 0600 (lienthong.private_files)\n", encoding="utf-8")
-    except OSError as exc:  # a reader running as another user (e.g. a UI process) must still start
+    except OSError as exc:  # e.g. a read-only mount: the platform must still start
         log.warning("cannot make the data dir %s private: %s", root, exc)
     return root
 
@@ -110,6 +113,7 @@ def _tighten_tree(root: Path) -> tuple[int, int]:
     """Take group and other bits off every folder and regular file under `root` (symlinks and sockets left
     alone: a symlink's mode means nothing, a server's socket is its own business). Counts changed, failed."""
     changed = failed = 0
+    first_error: OSError | None = None
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(folder, name)
@@ -122,7 +126,9 @@ def _tighten_tree(root: Path) -> tuple[int, int]:
                 continue  # removed meanwhile (a temporary file of a running task)
             except OSError as exc:
                 failed += 1
-                log.warning("cannot tighten %s: %s", path, exc)
+                first_error = first_error or exc
+    if first_error is not None:
+        log.warning("%d folders/files under %s could not be tightened, e.g. %s", failed, root, first_error)
     return changed, failed
 
 

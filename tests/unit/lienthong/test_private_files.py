@@ -140,6 +140,15 @@ def test_the_root_stays_traversable_for_an_embedded_warehouse_run_by_another_use
     assert mode(data_dir) == private_files.TRAVERSABLE_ROOT_MODE == 0o711
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give the data dir to another user")
+def test_a_data_dir_of_another_user_is_left_to_its_owner(tmp_path, umask_022):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    os.chown(data_dir, 65534, 65534)
+    private_data_dir(settings_at(data_dir))
+    assert mode(data_dir) == 0o755 and not (data_dir / MARKER).exists()
+
+
 def test_writes_data_dir_makes_the_data_dir_private_and_writes_under_the_private_umask(tmp_path, umask_022):
     @writes_data_dir
     def land(run_id: str, settings: Settings | None = None) -> Path:
