@@ -72,7 +72,7 @@ from connectors.base.errors import AuthError, SourceError, TransientSourceError
 from connectors.base.http import HttpClient
 from connectors.base.ingest import Incremental
 from connectors.base.landing import canonical_json
-from connectors.base.paging import OffsetPaginator
+from connectors.base.paging import OffsetPaginator, Page, paginate
 from connectors.business.xml import EnterprisePage, TruncatedXmlError, XmlPageError, parse_enterprise_page
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,16 @@ class ContinuousOffsetPaginator(OffsetPaginator):
     and a step back when records before the current place moved away (see the module docstring).
     `accepted` says whether the page just given to `update_state` may be used."""
 
-    def __init__(self, limit: int, offset_param: str = "offset", limit_param: str = "limit"):
+    def __init__(
+        self,
+        limit: int,
+        offset_param: str = "offset",
+        limit_param: str = "limit",
+        total_of: Callable[[Any], Any] | None = None,
+    ):
         if limit < 2:
             raise ValueError("a continuous offset walk needs pages of at least 2 records (one is the overlap)")
-        super().__init__(limit, offset_param, limit_param)
+        super().__init__(limit, offset_param, limit_param, total_of)
         self.cursor: OrderKey | None = None  # largest key of the accepted pages
         self.last_version: bytes | None = None  # the last record of the last accepted page (P)
         self.anchor = 0  # where P was when its page was served
@@ -189,9 +195,7 @@ class ContinuousOffsetPaginator(OffsetPaginator):
         return False
 
     def update_state(self, page: Any, items: list[Any]) -> None:
-        total = page.get("total") if isinstance(page, dict) else None
-        if total is not None:
-            self.total = int(total)
+        total = self.read_total(page)
         if not self.continues(items):
             self.accepted = False
             self.step = max(1, self.step * 2)
@@ -211,7 +215,7 @@ class ContinuousOffsetPaginator(OffsetPaginator):
         # below what we asked then still gets read to the end, and one that repeats an item at a page
         # boundary is not cut one record short. A page holding only P cannot advance: the end as well.
         short = n < self.limit
-        end = short and (total is None or self.offset + n >= int(total) or n <= 1)
+        end = short and (total is None or self.offset + n >= total or n <= 1)
         if n:
             self.last_version = version_digest(items[-1])
             self.anchor = self.offset + n - 1
@@ -316,12 +320,13 @@ class BusinessRegistryClient:
 
     def iter_enterprise_pages(self, since: str, page_size: int = MAX_LIMIT) -> Iterator[list[dict[str, Any]]]:
         """Every enterprise updated on or after the local date of `since`, at least once, each version
-        once; one list per accepted page (possibly empty when a page held only repeats)."""
+        once; one list per accepted page (possibly empty when a page held only repeats). The loop is the
+        shared `paginate` driving a `ContinuousOffsetPaginator`; sending ahead lives in its `fetch`."""
         if not 2 <= page_size <= MAX_LIMIT:
             raise ValueError(f"page_size must be 2..{MAX_LIMIT}, got {page_size}")
         day = tu_ngay(since)
         stats = self.last_walk = WalkStats(tu_ngay=day)
-        pager = ContinuousOffsetPaginator(page_size)
+        pager = ContinuousOffsetPaginator(page_size, total_of=lambda page: page.total)
         seen: set[bytes] = set()
         # The next page's request goes out as soon as this page's body is in, and is parsed meanwhile
         # (see `full_page`). `ahead` holds such requests by offset. Whichever thread has the answer first
@@ -364,18 +369,20 @@ class BusinessRegistryClient:
                 stats.wasted_requests += 1
             return sent
 
+        def fetch(request: dict[str, Any]) -> EnterprisePage:
+            """The page the paginator asks for: its answer sent ahead if there is one, else sent now; a full
+            page's answer sends the request for the page after it."""
+            offset = request[pager.offset_param]
+            sent = take_ahead(offset)
+            waiting[0] = offset if sent is not None else None
+            try:
+                return self.fetch_page(day, offset, page_size, sent=sent, on_response=send_next(offset))
+            finally:
+                waiting[0] = None
+
         try:
-            while pager.has_next_page:
-                params: dict[str, Any] = {}
-                pager.update_request(params)
-                offset = params[pager.offset_param]
-                sent = take_ahead(offset)
-                waiting[0] = offset if sent is not None else None
-                try:
-                    page = self.fetch_page(day, offset, page_size, sent=sent, on_response=send_next(offset))
-                finally:
-                    waiting[0] = None
-                yield from self._take(page, pager, stats, seen, day, offset, params)
+            for page in paginate(fetch, pager, source=SOURCE, items=lambda answer: answer.records):
+                yield from self._take(page, pager, stats, seen, day)
         finally:
             take_ahead(None)
             self.http.close()
@@ -385,12 +392,12 @@ class BusinessRegistryClient:
         )
 
     def _take(
-        self, page: EnterprisePage, pager: ContinuousOffsetPaginator, stats: WalkStats, seen: set[bytes], day: str,
-        offset: int, params: dict[str, Any],
+        self, page: Page, pager: ContinuousOffsetPaginator, stats: WalkStats, seen: set[bytes], day: str
     ) -> Iterator[list[dict[str, Any]]]:
-        """Account for one answered page: continuity check, step back or the page's new versions."""
+        """Account for one answered page (the paginator has read it): a step back, or the page's new
+        versions."""
         stats.requests += 1
-        pager.update_state({"total": page.total}, page.records)
+        offset = page.request[pager.offset_param]
         if not pager.accepted:
             stats.step_backs += 1
             log.info(
@@ -402,12 +409,12 @@ class BusinessRegistryClient:
                 raise SourceError(
                     f"the enterprise list kept shifting under the walk ({pager.step_backs} step-backs for "
                     f"{pager.pages_accepted} pages); last at offset {offset}",
-                    url=self.page_url(params | {"tuNgay": day}),
+                    url=self.page_url(page.request | {"tuNgay": day}),
                 )
             return
         stats.pages_accepted += 1
         fresh = []
-        for record in page.records:
+        for record in page.items:
             digest = version_digest(record)
             if digest in seen:
                 stats.repeats_skipped += 1

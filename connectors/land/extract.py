@@ -28,7 +28,7 @@ from psycopg2 import sql
 
 from connectors.base.errors import SchemaDriftError, SourceError, TransientSourceError
 from connectors.base.landing import record_hashes
-from connectors.base.paging import KeysetPaginator
+from connectors.base.paging import KeysetPaginator, paginate
 from connectors.land.render import CURSOR_FIELD, Column, render_rows, select_list
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,10 @@ class Fetched:
         finally:
             self._cursor.close()
 
+    def close(self) -> None:
+        """Drop the answer without reading its rows."""
+        self._cursor.close()
+
 
 class LandRegistryExtractor:
     """A read-only REPEATABLE READ session on one province's database. Every query of one `with` block
@@ -343,33 +347,36 @@ class LandRegistryExtractor:
         if table not in self.columns:
             self.check_schema((table,))
         query, params = keyset_query(table, start, self.columns[table])
-        # The paginator keeps the keyset position and ends the walk on a short fetch; the rows come from
-        # one streaming query, so the position is what the watermark is made of, not the next query's bound.
+        # The walk is the shared `paginate` driving a KeysetPaginator whose fetch is one FETCH from the
+        # server-side cursor: the rows come from one streaming query, so the keyset position is what the
+        # watermark is made of (and what shows the walk advances), not the next query's bound; the
+        # paginator ends the walk on a short fetch.
         names = [c.name for c in self.columns[table]]
         key_at, cursor_at = names.index(KEY_FIELD), names.index(CURSOR_FIELD)
         paginator = KeysetPaginator(self.batch_size, start=None if start is None else (start.ts, start.id),
                                     key=lambda row: (_text(row[cursor_at]), int(row[key_at])))
         name = sql.Identifier(f"lienthong_land_{table}")
         declare = sql.SQL("DECLARE {} NO SCROLL CURSOR FOR ").format(name) + query
-        fetch = sql.SQL("FETCH FORWARD %s FROM {}").format(name)
+        fetch_next = sql.SQL("FETCH FORWARD %s FROM {}").format(name)
+
+        def fetch(request: dict[str, Any]) -> Fetched:
+            cur = conn.cursor()
+            # Every column comes as text (see keyset_query), taken as UTF-8 bytes: psycopg2 then skips
+            # decoding a Python string per value (about 0.35 µs a row, measured) and Arrow checks the
+            # UTF-8 column-wise (render.render_rows).
+            psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
+            self._execute(cur, fetch_next, (request["limit"],))
+            return Fetched(cur, self._wrap, query)
+
         with conn.cursor() as cur:
             self._execute(cur, declare, params)
         try:
-            while paginator.has_next_page:
-                request: dict[str, Any] = {}
-                paginator.update_request(request)
-                cur = conn.cursor()
-                # Every column comes as text (see keyset_query), taken as UTF-8 bytes: psycopg2 then skips
-                # decoding a Python string per value (about 0.35 µs a row, measured) and Arrow checks the
-                # UTF-8 column-wise (render.render_rows).
-                psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
-                self._execute(cur, fetch, (request["limit"],))
-                fetched = Fetched(cur, self._wrap, query)
-                paginator.update_state(None, fetched)
+            for page in paginate(fetch, paginator, source=f"{SOURCE} {self.where} {table}"):
+                fetched = page.items
                 if len(fetched):
                     yield fetched
                 else:
-                    cur.close()
+                    fetched.close()
         finally:
             try:
                 with conn.cursor() as cur:

@@ -16,7 +16,7 @@ from connectors.base.auth import OAuth2ClientCredentials
 from connectors.base.errors import AuthError, SourceError
 from connectors.base.http import HttpClient, json_body
 from connectors.base.ingest import Incremental
-from connectors.base.paging import CursorPaginator
+from connectors.base.paging import CursorPaginator, paginate
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,16 @@ class PopulationRegistryClient:
         """Every citizen updated at or after `updated_since`, one list per page, in server order."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
-        paginator = CursorPaginator()
-        while paginator.has_next_page:
-            params: dict[str, Any] = {"updated_since": updated_since, "page_size": page_size}
-            paginator.update_request(params)
-            page = self._call("GET", CITIZENS_PATH, params=params)
-            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-                raise SourceError("citizens page has no items list", url=self.http.url(CITIZENS_PATH), body=str(page)[:200])
-            items = page["items"]
-            paginator.update_state(page, items)
-            yield items
+        params = {"updated_since": updated_since, "page_size": page_size}
+        pages = paginate(lambda request: self._call("GET", CITIZENS_PATH, params=request), CursorPaginator(), params,
+                         source=SOURCE, items=self._citizen_items)
+        for page in pages:
+            yield page.items
+
+    def _citizen_items(self, page: Any) -> list[dict[str, Any]]:
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            raise SourceError("citizens page has no items list", url=self.http.url(CITIZENS_PATH), body=str(page)[:200])
+        return page["items"]
 
     def batch_get(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """Look up citizens by ID (chunks of at most 100); returns (items, not found ids)."""
