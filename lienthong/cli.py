@@ -5,6 +5,7 @@ sets `run` to a function taking the parsed arguments and returning the exit code
 
     lienthong lineage <dataset> [--version N] [--json]   where a published version came from
     lienthong report [--run RUN_ID] [--publish-run ID]   (re)write the audit report of an integrate run
+    lienthong explain-link <dataset> <record key> [--run RUN_ID] [--svg PATH]   why a record was linked
 """
 
 from __future__ import annotations
@@ -70,7 +71,43 @@ def register_report(subparsers: Any) -> None:
     p.set_defaults(run=_report)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report]
+def _explain_link(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lienthong.reconcile.explain import ExplainError, UnknownDataset, explain_link, render
+
+    try:
+        explanation = explain_link(args.dataset, args.record_key, run_id=args.run_id,
+                                   svg=Path(args.svg) if args.svg else None)
+    except UnknownDataset as exc:
+        print(f"lienthong explain-link: {exc}", file=sys.stderr)
+        return 2
+    except ExplainError as exc:
+        print(f"lienthong explain-link: {exc}", file=sys.stderr)
+        return 1
+    print(render(explanation))
+    return 0
+
+
+def register_explain_link(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "explain-link",
+        help="why a source record was linked (the rule, or the model's match weights)",
+        description="Find the link of one source record in an integrated link table of a reconcile run and say why "
+                    "it was made: the rule of an exact or legacy-ID link, or, for a link the model made, the pair "
+                    "rescored with the run's saved Splink model over the run's staged inputs, as Splink's waterfall "
+                    "(prior, per comparison the level that fired, its Bayes factor and match weight, total, "
+                    "probability). Personal values are masked as in the audit report.",
+    )
+    p.add_argument("dataset", help="integrated link table: enterprise_representative_link or parcel_holder_link")
+    p.add_argument("record_key", help="the source record's key: <enterprise_code>#<position> of a legal "
+                                      "representative, <province_code>:<holder_id> of a land holder")
+    p.add_argument("--run", dest="run_id", help="reconcile run id (default: the newest that saved its link models)")
+    p.add_argument("--svg", help="also write Splink's waterfall chart of a model-made link to this SVG file")
+    p.set_defaults(run=_explain_link)
+
+
+COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link]
 
 
 def build_parser() -> argparse.ArgumentParser:

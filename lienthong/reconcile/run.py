@@ -2,7 +2,9 @@
 
 Owns the order of the steps, where the integrated files go (`<data>/integrated/<dataset>/run=<run>/`,
 written atomically, one folder per run so a rerun replaces its own output), the run's record in
-`lienthong_ops.reconcile_run`, and the findings sync. Logs one line per step with counts and rates.
+`lienthong_ops.reconcile_run`, and the findings sync. Logs one line per step with counts and rates. The run's
+trained link models are saved beside its outputs (`lienthong.reconcile.explain.save_models`); their paths are
+returned as `model_paths`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,8 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[d
              person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
     org_links = link_holder_organisations(org_holders, ent, edup)
     step("link_organisations")
+    # the trained models, for `reconcile` to save beside the outputs (popped there: not ledger metrics)
+    metrics["models"] = {"representative_citizen": rep_result.model, "holder_citizen": holder_result.model}
     metrics["links"] = {
         "representative_citizen": rep_result.counts,
         "holder_citizen": holder_result.counts,
@@ -117,6 +122,8 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema, record_reconcile_run, sync_findings
     from lienthong.pipeline import latest_integration
+    from lienthong.reconcile.explain import save_models
+    from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
     from lienthong.staging import write_atomic
 
@@ -134,6 +141,11 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
         outputs[name] = {"path": str(path), "rows": table.num_rows, "content_hash": _hash(table)}
     metrics["inputs"] = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"],
                                 "rows": staged[name].num_rows} for name, info in inputs.items()}
+    model_paths = save_models(
+        s.integrated_dir, run_id, metrics.pop("models"),
+        inputs={name: info["staged_path"] for name, info in inputs.items()},
+        outputs={name: o["path"] for name, o in outputs.items()},
+        bands=asdict(LinkBands(accept=s.match_accept, review=s.match_review)))
     with connect(url) as conn:
         ensure_findings_schema(conn)
         changes = sync_findings(conn, run_id, found)
@@ -143,4 +155,4 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
                              metrics=metrics, outputs=outputs)
     log.info("integrated zone written: %s; findings %s", {n: o["rows"] for n, o in outputs.items()}, changes)
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
-            "seconds": metrics["seconds"]}
+            "seconds": metrics["seconds"], "model_paths": model_paths}
