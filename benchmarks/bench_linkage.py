@@ -83,10 +83,10 @@ def child(size: int) -> dict:
     run_dir = WORK / f"run-{size}"
     os.environ["LIENTHONG_DATA_DIR"] = str(run_dir)
     from lienthong.contracts import contract
+    from lienthong.linkscore import link_accuracy
     from lienthong.reconcile.run import reconcile_tables
     from lienthong.settings import load_settings
     from lienthong.staging import StagePlan, stage_json_source
-    from sandbox.accuracy import link_accuracy
 
     settings = load_settings()
     t0 = time.monotonic()
@@ -142,10 +142,10 @@ def _person_inputs(size: int) -> tuple[pa.Table, dict[str, pa.Table], pa.Table]:
 
 
 def _scorer(size: int, staged_citizens: pa.Table):
-    """score(link_type, links) -> precision / recall / F1 of accepted links, judged as sandbox.accuracy
+    """score(link_type, links) -> precision / recall / F1 of accepted links, judged as lienthong.linkscore
     judges the integrated tables (a link is right when the citizen it names is a record of the same true
     person; recall over records whose person has a record in the staged registry)."""
-    from sandbox.accuracy import _score, _truth_maps
+    from lienthong.linkscore import _score, _truth_maps
 
     truth = _truth_maps(WORK / f"data-{size}" / "truth")
     citizen_person = truth["citizen"]

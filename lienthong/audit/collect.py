@@ -266,7 +266,7 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[dict[str, Any]], settings
         return []
     import pyarrow.parquet as pq
 
-    from sandbox.accuracy import link_accuracy
+    from lienthong.linkscore import link_accuracy
 
     try:
         paths = {s["dataset"]: s["staged_path"] for s in stages}

@@ -37,7 +37,7 @@ def _tables(summary) -> dict[str, pa.Table]:
 
 
 def test_links_meet_the_accuracy_targets_against_ground_truth(province):
-    from sandbox.accuracy import link_accuracy
+    from lienthong.linkscore import link_accuracy
 
     stages = province["stages"]
     acc = link_accuracy(_tables(province["summary"]), pq.read_table(stages["citizen"]["staged_path"]),

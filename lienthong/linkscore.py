@@ -1,9 +1,18 @@
-"""Link accuracy against the sandbox ground truth: precision, recall and F1 per link type.
+"""Link accuracy against a ground truth: precision, recall and F1 per link type.
 
-Owns how an integrated link is judged. A link is a true positive when the record it links to is a record
-of the same true entity (`truth/links.parquet`); recall counts only what could be linked: source records
-whose true person (or enterprise) has a record in the staged registry it is linked against (a citizen
-quarantined for an unusable birth date cannot be found, and is reported separately, not hidden).
+Owns how an integrated link is judged against known true entities. The truth is an input file, not the
+simulator: `<truth dir>/links.parquet`, one row per source record, with columns `dataset` (`citizen`,
+`enterprise`, `representative`, `land_holder`), `record_key` (the source record's key: the citizen ID, the
+enterprise code, `<enterprise code>#<position>` for a representative (position from 0, in the registry's
+order), `<province>:<holder id>` for a land holder), `person_id` (int64, the true person; set for citizens,
+representatives and person holders) and `enterprise_id` (int64, the true enterprise; set for enterprises
+and organisation holders). The sandbox writes such a file beside its data (docs/sandbox.md, "Ground truth
+columns"); a clerical review sample of real records can be written in the same format.
+
+A link is a true positive when the record it links to is a record of the same true entity; recall counts
+only what could be linked: source records whose true person (or enterprise) has a record in the staged
+registry it is linked against (a citizen quarantined for an unusable birth date cannot be found, and is
+reported separately, not hidden).
 
 Link types: representative -> citizen, land holder (person) -> citizen, land holder (organisation) ->
 enterprise. Only accepted links count as positive; `review` is reported beside them.
