@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m lienthong.demo
+	$(BIN)/python -m devstack.demo
 
 # The local Airflow stack (no Docker): UI on localhost, the asset-driven chain run by the real scheduler.
 up: $(STAMP)
-	$(BIN)/python -m lienthong.localstack up
+	$(BIN)/python -m devstack.localstack up
 
 down:
-	$(BIN)/python -m lienthong.localstack down
+	$(BIN)/python -m devstack.localstack down
 
 # The real-browser test (tests/e2e/test_audit_ui.py) drives the system Chromium, never a downloaded one:
 # installed here when missing (as root, Debian package `chromium`), else how to install it is printed.

@@ -12,7 +12,7 @@ from typing import Any
 
 @dataclass
 class AirflowWorld:
-    runner: Any  # lienthong.demo.AirflowRunner
+    runner: Any  # devstack.demo.AirflowRunner
     endpoints: Any  # sandbox.runner.SandboxEndpoints
     data: Path  # the generated sandbox files (and ground truth)
     settings: Any  # lienthong.settings.Settings of this world
@@ -24,8 +24,8 @@ class AirflowWorld:
 def airflow_world(root: Path, *, citizens: int, seed: int = 20261120, extra_env: dict[str, str] | None = None) -> Iterator[AirflowWorld]:
     """A generated province, its running sandbox, a private warehouse and a migrated Airflow home; the data
     dir is this world's for the duration, and everything started is stopped on exit."""
+    from devstack.demo import AirflowRunner
     from lienthong.db import stop_embedded, warehouse_url
-    from lienthong.demo import AirflowRunner
     from lienthong.settings import load_settings
     from sandbox.generator import GeneratorConfig, generate
     from sandbox.runner import run_sandbox

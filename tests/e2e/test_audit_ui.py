@@ -1,6 +1,6 @@
 """The auditors' view in a real browser: headless Chromium against the running Airflow API server.
 
-The local stack (lienthong.localstack) runs the whole chain with the real scheduler, the `audit_report` DAG
+The local stack (devstack.localstack) runs the whole chain with the real scheduler, the `audit_report` DAG
 included, exactly as tests/e2e/test_scheduler_chain.py does (its helpers are reused); the report under test is
 the newest row of `lienthong_ops.audit_report`. Chromium (the system's, never a downloaded one) logs in on
 Airflow's own login page, opens the plugin's report page through the API server, checks that the plots and
@@ -54,7 +54,7 @@ def audited(tmp_path_factory):
     import psycopg2
     import psycopg2.extras
 
-    from lienthong.localstack import down, up
+    from devstack.localstack import down, up
 
     base = tmp_path_factory.mktemp("audit-stack")
     stack = api = None

@@ -1,4 +1,4 @@
-"""End to end with the real scheduler: the local stack (lienthong.localstack) runs the asset-driven chain.
+"""End to end with the real scheduler: the local stack (devstack.localstack) runs the asset-driven chain.
 
 The test only unpauses the DAGs and triggers the three ingestion DAGs through Airflow's REST API (v2);
 `integrate` and `publish` must then be started by the scheduler from the Asset events alone. Afterwards the
@@ -128,7 +128,7 @@ def chain(tmp_path_factory):
     """Start the stack, run the chain through the scheduler, collect what the checks need, stop the stack."""
     import psycopg2
 
-    from lienthong.localstack import down, up
+    from devstack.localstack import down, up
 
     base = tmp_path_factory.mktemp("stack")
     result: dict[str, Any] = {"error": None, "seconds": {}}

@@ -22,7 +22,7 @@ CITIZENS = 1500
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from lienthong.demo import collect_summary, run_chain
+    from devstack.demo import collect_summary, run_chain
 
     with airflow_world(tmp_path_factory.mktemp("e2e"), citizens=CITIZENS) as world:
         runner, settings, url, endpoints, root = world.runner, world.settings, world.url, world.endpoints, world.root

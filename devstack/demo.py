@@ -28,7 +28,7 @@ from lienthong.openlineage import openlineage_env
 from lienthong.private_files import private_data_dir, private_umask
 from lienthong.settings import Settings, load_settings
 
-log = logging.getLogger("lienthong.demo")
+log = logging.getLogger("devstack.demo")
 REPO = Path(__file__).resolve().parent.parent
 CHAIN = ("ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report")
 

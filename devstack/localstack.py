@@ -15,7 +15,7 @@ Owns: starting and stopping the stack's processes and the files that describe it
 Processes: `python -m sandbox.serve` and `airflow api-server|scheduler|dag-processor|triggerer`, each in its
 own session (process group) so that stopping it also stops the workers it forked; LocalExecutor; the simple
 auth manager with one `admin` user. Secrets reach the processes through their environment, never a file in
-the repo. Used by `python -m lienthong.localstack up|down|status` and by the real-scheduler e2e test.
+the repo. Used by `python -m devstack.localstack up|down|status` and by the real-scheduler e2e test.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import requests
 
 from lienthong.openlineage import openlineage_env
 
-log = logging.getLogger("lienthong.localstack")
+log = logging.getLogger("devstack.localstack")
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = REPO / "var" / "stack"
@@ -660,7 +660,7 @@ def _print_up(stack: Stack) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lienthong.localstack", description=__doc__.split("\n")[0]
+        prog="python -m devstack.localstack", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument(
