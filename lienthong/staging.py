@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.base.landing import safe_run_id
 from lienthong.contracts import Contract, Field
+from lienthong.paths import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -379,8 +379,8 @@ def stage_json_source(
     ).hexdigest()
     con.close()
 
-    staged_path = write_atomic(staged, Path(staged_dir) / contract.name / f"run={safe_run_id(run_id)}" / f"{contract.name}.parquet")
-    q_path = write_atomic(quarantined, Path(quarantine_dir) / contract.name / f"run={safe_run_id(run_id)}" / "quarantine.parquet")
+    staged_path = write_atomic(staged, run_folder(staged_dir, contract.name, run_id) / f"{contract.name}.parquet")
+    q_path = write_atomic(quarantined, run_folder(quarantine_dir, contract.name, run_id) / "quarantine.parquet")
     result = StageResult(
         dataset=contract.name,
         run_id=run_id,

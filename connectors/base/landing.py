@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -25,6 +24,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lienthong.paths import safe_run_id
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ _PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": [c for c in _SMALL_COLUMNS if c not in ("_key", "_updated_at")],
     "write_statistics": _SMALL_COLUMNS,
 }
-
-
-def safe_run_id(run_id: str) -> str:
-    """A run id usable as a folder name (Airflow run ids contain ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
 
 
 def canonical_json_bytes(item: Any) -> bytes:

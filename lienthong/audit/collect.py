@@ -148,7 +148,7 @@ def _quality_datasets(cur, run_id: str, settings: Settings) -> list[dict[str, An
 
 def data_docs_pages(reports_dir: Path, run_id: str) -> dict[str, str]:
     """Suite name -> this run's Data Docs validation page, relative to the reports dir."""
-    from connectors.base.landing import safe_run_id
+    from lienthong.paths import safe_run_id
 
     base = Path(reports_dir) / "data_docs" / "validations"
     pages: dict[str, str] = {}

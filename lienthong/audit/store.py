@@ -14,8 +14,8 @@ from typing import Any
 from psycopg2.extensions import connection
 from psycopg2.extras import Json
 
-from connectors.base.landing import safe_run_id
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from lienthong.paths import safe_run_id
 
 AUDIT_DDL = f"""
 CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.audit_report (

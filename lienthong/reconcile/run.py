@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lienthong.paths import run_folder
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def integrated_path(integrated_dir: Path, dataset: str, run_id: str) -> Path:
-    from connectors.base.landing import safe_run_id
 
-    return Path(integrated_dir) / dataset / f"run={safe_run_id(run_id)}" / f"{dataset}.parquet"
+    return run_folder(integrated_dir, dataset, run_id) / f"{dataset}.parquet"
 
 
 def _hash(table: pa.Table) -> str:

@@ -10,9 +10,10 @@ import pytest
 
 from connectors.base.errors import SourceError, TransientSourceError
 from connectors.base.http import parse_retry_after
-from connectors.base.landing import RawLanding, safe_run_id
+from connectors.base.landing import RawLanding
 from connectors.base.paging import CursorPaginator, OffsetPaginator
 from connectors.base.retry import call_with_retry, wait_retry_after_or_backoff
+from lienthong.paths import safe_run_id
 
 
 def test_cursor_paginator_continues_past_an_empty_page_with_a_token():
