@@ -262,6 +262,8 @@ def _build_docs(context: Any, suite: Any, masked: Any, run_id: str, reports_dir:
         ValidationResultIdentifier,
     )
 
+    from lienthong.audit.datadocs import escaped_for_docs, offline_site
+
     suite_id = ExpectationSuiteIdentifier(name=suite.name)
     gx_run = RunIdentifier(run_name=safe_run_id(run_id))
     # As ValidationDefinition.run does: the pages show the run's name and time from the result's meta.
@@ -272,9 +274,13 @@ def _build_docs(context: Any, suite: Any, masked: Any, run_id: str, reports_dir:
     )
     with _docs_lock(reports_dir):
         context.suites.add_or_update(suite)
-        context.validation_results_store.store_validation_results(masked, result_id, suite_id)
+        # The stored copy is only rendered: values from the data escaped, so no page shows one as markup.
+        context.validation_results_store.store_validation_results(escaped_for_docs(masked), result_id, suite_id)
+        started = time.time()
         # Only this run's pages are rendered; the index is rebuilt from every stored result.
         urls = context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=[suite_id, result_id])
+        # GX's pages load their scripts and styles from CDNs: they get the site's own pinned copies instead.
+        offline_site(Path(reports_dir) / "data_docs", since=started)
     return urls[DOCS_SITE].removeprefix("file://")
 
 

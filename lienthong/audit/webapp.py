@@ -10,12 +10,19 @@ local stack), so it works behind a proxy path and inside the Airflow UI's iframe
     ./files/audit/<id>/...          a report's folder (report.html, figures.json, csv/*.csv), read-only
     ./files/data_docs/...           the GX Data Docs the reports link to as `../../data_docs/...`
 
+Every response carries a Content-Security-Policy that lets no other host supply a script, style, font or
+image (`content_security_policy`): the app's own pages and the reports run no script at all; a Data Docs page
+runs the vendored copies of the libraries GX loads from CDNs (lienthong.audit.datadocs, served from this
+package at `files/data_docs/static/lienthong/...`) and, if the pipeline built it with the data's values
+escaped, its own inline scripts, allowed by their hashes (`_data_docs_page`).
+Numeric query parameters are bounded, so a value out of range is a 422, never a server error.
+
 Every route needs an Airflow user allowed to read the runs of the `audit_report` DAG. Plugin apps are not
 protected by Airflow, so `require_user` calls Airflow's own `get_user` (the `Authorization: Bearer` JWT, else
 the UI's `_token` cookie) and the configured auth manager's `is_authorized_dag`. Without a valid token a
 browser asking for a page is sent to Airflow's login (`api/v2/auth/login?next=...`, what the Airflow UI does
 itself on a 401) and anything else gets 401; a user without the permission gets 403. Personal values in
-findings are masked with lienthong.masking before they leave the app; pages load nothing from elsewhere.
+findings are masked with lienthong.masking before they leave the app.
 """
 
 from __future__ import annotations
@@ -24,18 +31,21 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lienthong.audit.datadocs import SITE_STATIC, STATIC, offline_text, script_hashes, to_site_root
 from lienthong.masking import mask_json
 
 log = logging.getLogger(__name__)
@@ -46,13 +56,49 @@ SERVED_FOLDERS = ("audit", "data_docs")
 """The only folders of the reports dir that `files/` serves."""
 PAGE_SIZES = (25, 50, 100, 250)
 DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+"""The largest `limit` lienthong.findings.query_findings accepts."""
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint: one more is an error in the warehouse, so it is refused here."""
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "webapp"
+_APP_STATIC = ("data_docs", *SITE_STATIC.split("/"))
+"""`files/data_docs/static/lienthong/...`: the vendored Data Docs assets, served from this package."""
 
-# Own pages and audit reports are self-contained: nothing may be loaded from another origin.
-_SELF_CONTAINED_CSP = ("default-src 'self' data: 'unsafe-inline'; connect-src 'self'; form-action 'self'; "
-                       "base-uri 'none'; frame-ancestors 'self'")
-# GX Data Docs pull their scripts and styles from CDNs; only framing is restricted.
-_DATA_DOCS_CSP = "frame-ancestors 'self'"
+
+def content_security_policy(script_src: Sequence[str] = ("'none'",)) -> str:
+    """The Content-Security-Policy of a response: only `script_src` differs between them.
+
+    Nothing is loaded from another origin. Inline styles stay allowed (the pages, the reports' SVG and GX's
+    pages style elements in place); scripts never inline unless `script_src` names their hashes, never
+    evaluated from strings, never from elsewhere.
+    """
+    return "; ".join((
+        "default-src 'none'",
+        "script-src " + " ".join(script_src),
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'self'",  # the Airflow UI shows the app in an iframe
+    ))
+
+
+CSP = content_security_policy()
+"""The policy of every response without a script: the app's pages, reports, JSON, files, errors."""
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",  # audit data is not for shared caches
+}
+
+
+def _secured(response: Response) -> Response:
+    """`response` with the CSP (unless the route set its own) and the other security headers."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 class NotAuthorized(HTTPException):
@@ -130,7 +176,8 @@ class _Where:
 def resolve_served_file(reports_dir: Path, relative: str) -> Path:
     """The file `relative` under `reports_dir` if the files route may serve it, else HTTPException 404.
 
-    Only files under `audit/<report id>/` and `data_docs/`; no empty, `.` or `..` segment, no hidden name
+    Only files under `audit/<report id>/` and `data_docs/` (`data_docs/static/lienthong/` is this package's
+    `static/`, see lienthong.audit.datadocs); no empty, `.` or `..` segment, no hidden name
     (a report being written is a hidden temporary folder), no backslash or NUL; and, after resolving links, the
     file must still lie inside the served folder.
     """
@@ -144,8 +191,13 @@ def resolve_served_file(reports_dir: Path, relative: str) -> Path:
 
         if len(parts) < 3 or report_id_for(parts[1]) != parts[1]:
             raise refused
-    base = (Path(reports_dir) / parts[0]).resolve()
-    target = (base / Path(*parts[1:])).resolve()
+    base, inner = (Path(reports_dir) / parts[0]).resolve(), parts[1:]
+    if tuple(parts[:len(_APP_STATIC)]) == _APP_STATIC:
+        # the site's copy of the vendored assets: served from this package, whatever the data dir holds
+        base, inner = STATIC.resolve(), parts[len(_APP_STATIC):]
+        if not inner:
+            raise refused
+    target = (base / Path(*inner)).resolve()
     if not target.is_relative_to(base) or not target.is_file():
         raise refused
     return target
@@ -214,22 +266,36 @@ class FindingFilter:
         return urlencode({k: v for k, v in values.items() if v not in (None, "") and not (k == "offset" and v == 0)})
 
 
-def _finding_filter(request: Request) -> FindingFilter:
-    """The browser's filters from the query string; an empty value means "any" (what the form sends)."""
-    q = request.query_params
+def finding_filter(
+    type_: Annotated[str | None, Query(alias="type")] = None,
+    agency: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> FindingFilter:
+    """The browser's filters from the query string; an empty text value means "any" (what the form sends).
+    A number that is not a whole number in range is refused by FastAPI (422) before the warehouse is asked."""
 
-    def text(name: str) -> str | None:
-        return (q.get(name) or "").strip() or None
+    def text(value: str | None) -> str | None:
+        return (value or "").strip() or None
 
-    def number(name: str, default: int) -> int:
-        raw = text(name)
-        try:
-            return default if raw is None else int(raw)
-        except ValueError:
-            raise HTTPException(status_code=422, detail=f"{name} must be a whole number, got {raw!r}") from None
+    return FindingFilter(type=text(type_), agency=text(agency), status=text(status), severity=text(severity),
+                         limit=limit, offset=offset)
 
-    return FindingFilter(type=text("type"), agency=text("agency"), status=text("status"), severity=text("severity"),
-                         limit=number("limit", DEFAULT_PAGE_SIZE), offset=number("offset", 0))
+
+def _data_docs_page(target: Path, inside_site: str) -> HTMLResponse:
+    """A Data Docs page as the browser gets it: scripts and styles from the vendored copies, and a CSP that
+    runs exactly the page's own inline scripts and handlers (their hashes).
+
+    A page that still names a CDN was built before lienthong.quality rewrote the links and escaped the data's
+    values (lienthong.audit.datadocs): its links are rewritten here, but its inline code cannot be told from
+    markup that came with a value, so none of it runs (its styles and tables still show).
+    """
+    text = target.read_text(encoding="utf-8", errors="replace")
+    html = offline_text(text, to_site_root(inside_site))
+    hashes = script_hashes(html) if html == text else []
+    return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(("'self'", *hashes))})
 
 
 # ------------------------------------------------------------------------------------------ the app
@@ -257,6 +323,23 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
             return _page("error.html.j2", status_code=exc.status_code, status=exc.status_code, detail=exc.detail)
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_html(request):
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}" for e in exc.errors())
+            return _page("error.html.j2", status_code=422, status=422, detail=detail)
+        return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        # Starlette answers an unhandled error outside every middleware (and then re-raises it for the server to
+        # log): the headers are set here.
+        if _wants_html(request):
+            response: Response = _page("error.html.j2", status_code=500, status=500, detail="Internal Server Error")
+        else:
+            response = JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+        return _secured(response)
+
     @app.exception_handler(psycopg2.OperationalError)
     async def _warehouse_down(request: Request, exc: psycopg2.OperationalError) -> Response:
         log.warning("audit view: the warehouse is not reachable: %s", exc)
@@ -267,14 +350,7 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        path = request.scope.get("path", "")
-        response.headers.setdefault(
-            "Content-Security-Policy", _DATA_DOCS_CSP if "/files/data_docs/" in path else _SELF_CONTAINED_CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Cache-Control", "no-store")  # audit data is not for shared caches
-        return response
+        return _secured(await call_next(request))
 
     def reports_rows() -> list[dict[str, Any]]:
         from lienthong.audit.store import list_reports
@@ -316,10 +392,9 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
         ]})
 
     @app.get("/findings", response_class=HTMLResponse)
-    def findings_html(request: Request) -> HTMLResponse:
+    def findings_html(flt: Annotated[FindingFilter, Depends(finding_filter)]) -> HTMLResponse:
         from lienthong.findings import AGENCIES, SEVERITIES, TAXONOMY
 
-        flt = _finding_filter(request)
         total, rows, summary = findings_page(flt)
         pages = max(1, math.ceil(total / flt.limit))
         return _page(
@@ -331,13 +406,18 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
         )
 
     @app.get("/api/findings")
-    def findings_json(request: Request) -> JSONResponse:
-        flt = _finding_filter(request)
+    def findings_json(flt: Annotated[FindingFilter, Depends(finding_filter)]) -> JSONResponse:
         total, rows, _ = findings_page(flt, summary=False)
         return JSONResponse({"total": total, "limit": flt.limit, "offset": flt.offset, "findings": rows})
 
     @app.get("/files/{relative:path}")
-    def files(relative: str) -> FileResponse:
-        return FileResponse(resolve_served_file(where.reports(), relative))
+    def files(relative: str) -> Response:
+        target = resolve_served_file(where.reports(), relative)
+        if relative.startswith("data_docs/") and target.suffix.lower() in (".html", ".htm"):
+            return _data_docs_page(target, relative.removeprefix("data_docs/"))
+        response = FileResponse(target)
+        if tuple(relative.split("/")[:len(_APP_STATIC)]) == _APP_STATIC:
+            response.headers["Cache-Control"] = "private, max-age=86400"  # versioned third-party files
+        return response
 
     return app

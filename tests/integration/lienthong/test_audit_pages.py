@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lienthong.audit.store import record_report, report_folder, report_id_for
-from lienthong.audit.webapp import create_app, require_user
+from lienthong.audit.webapp import MAX_OFFSET, create_app, require_user
 from lienthong.db import connect, ensure_database, warehouse_url
 from lienthong.findings import Finding, query_findings, sync_findings
 
@@ -164,6 +164,18 @@ def test_unknown_filter_values_are_refused_with_422(warehouse, query):
     assert warehouse.client.get("/api/findings", params=query).status_code == 422
     page = warehouse.client.get("/findings", params=query, headers={"accept": "text/html"})
     assert page.status_code == 422 and 'id="error"' in page.text
+
+
+def test_the_largest_offset_is_an_empty_page_and_one_more_is_422_not_a_server_error(warehouse):
+    # PostgreSQL's OFFSET is a bigint: 2**63 used to reach the warehouse and come back as a 500
+    last = warehouse.client.get("/api/findings", params={"offset": str(MAX_OFFSET)})
+    assert last.status_code == 200 and last.json()["total"] == 10 and last.json()["findings"] == []
+    page = warehouse.client.get("/findings", params={"offset": str(MAX_OFFSET)}, headers={"accept": "text/html"})
+    assert page.status_code == 200 and 'id="no-findings"' in page.text and 'id="next"' not in page.text
+    for value in (str(MAX_OFFSET + 1), "9" * 40):
+        assert warehouse.client.get("/api/findings", params={"offset": value}).status_code == 422
+        html = warehouse.client.get("/findings", params={"offset": value}, headers={"accept": "text/html"})
+        assert html.status_code == 422 and 'id="error"' in html.text
 
 
 def test_query_findings_counts_all_matches_and_returns_one_page(url, warehouse):

@@ -1,10 +1,14 @@
 """The auditors' app without a database: who gets in (Airflow's token, the auth manager's verdict), where a
-browser without a token is sent, which files the read-only route serves, and how the plugin registers it.
+browser without a token is sent, which files the read-only route serves, the Content-Security-Policy of every
+response, how Data Docs pages are served, numeric parameters out of range, and how the plugin registers it.
 Pages that read the warehouse are tested in tests/integration/lienthong/test_audit_pages.py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +20,26 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from lienthong.audit import webapp
-from lienthong.audit.webapp import create_app, require_user, resolve_served_file
+from lienthong.audit.datadocs import STATIC, offsite_loads
+from lienthong.audit.webapp import MAX_OFFSET, MAX_PAGE_SIZE, create_app, require_user, resolve_served_file
 
 REPO = Path(__file__).resolve().parents[3]
 REPORT_ID = "manual__2026-11-22T10_00_00_00_00"
 HTML = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+NO_WAREHOUSE = "postgresql://nobody@/none?host=/nonexistent-socket-dir"
+# A Data Docs page as GX 1.24 writes it (the CDN links of its templates, its inline code), three folders down.
+GX_PAGE = """<!DOCTYPE html><html><head>
+<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"/>
+<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>
+<script src="https://cdn.jsdelivr.net/npm/vega-embed@6"></script>
+<style>.navbar-brand a { background: url('https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/x.png') }</style>
+</head><body>
+<img src="https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1&dataContextId=c">
+<button onclick="showAllValidations()">Show All</button>
+<script>
+    function showAllValidations() { $(".hide").fadeIn(); }
+</script>
+</body></html>"""
 
 
 @pytest.fixture
@@ -36,6 +55,8 @@ def reports_dir(tmp_path: Path) -> Path:
     (root / "audit" / f".{REPORT_ID}.tmp-123" / "report.html").write_text("half written", encoding="utf-8")
     (root / "data_docs" / "validations").mkdir(parents=True)
     (root / "data_docs" / "index.html").write_text("<h1>Data Docs</h1>", encoding="utf-8")
+    (root / "data_docs" / "validations" / "s" / "r").mkdir(parents=True)
+    (root / "data_docs" / "validations" / "s" / "r" / "gx.html").write_text(GX_PAGE, encoding="utf-8")
     (root / "secret.txt").write_text("not for the browser", encoding="utf-8")
     (root / "quarantine").mkdir()
     (root / "quarantine" / "rows.json").write_text("[]", encoding="utf-8")
@@ -166,7 +187,7 @@ def test_a_reports_files_are_served_read_only(client: TestClient):
     page = client.get(f"/files/audit/{REPORT_ID}/report.html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<svg>" in page.text
-    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "default-src 'none'; script-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert client.get(f"/files/audit/{REPORT_ID}/csv/trends.csv").text == "run_id\nr1\n"
     assert client.get("/files/data_docs/index.html").status_code == 200
@@ -264,3 +285,146 @@ def test_an_unreachable_warehouse_is_a_503_naming_it(reports_dir: Path):
     assert api.status_code == 503 and "warehouse is not reachable" in api.json()["detail"]
     page = client.get("/", headers=HTML)
     assert page.status_code == 503 and "warehouse is not reachable" in page.text
+
+
+# ------------------------------------------------------------------------------------------ CSP on every response
+
+
+def _policy(resp) -> dict[str, list[str]]:
+    """The response's CSP as {directive: sources}, checked to let no other host supply anything."""
+    header = resp.headers.get("content-security-policy")
+    assert header, (resp.request.method, resp.request.url, resp.status_code)
+    directives = {d.split()[0]: d.split()[1:] for d in header.split(";") if d.strip()}
+    assert directives["default-src"] == ["'none'"] and directives["frame-ancestors"] == ["'self'"]
+    keywords = {"'self'", "'none'", "'unsafe-hashes'", "data:"}
+    for name, sources in directives.items():
+        assert all(s in keywords or re.fullmatch(r"'sha256-[A-Za-z0-9+/]+={0,2}'", s)
+                   or (name == "style-src" and s == "'unsafe-inline'") for s in sources), (name, sources)
+    assert "data:" not in directives["script-src"]
+    return directives
+
+
+def test_every_response_carries_a_csp_that_lets_no_other_host_supply_a_script(reports_dir: Path):
+    app = create_app(reports_dir=reports_dir, database_url=NO_WAREHOUSE)
+    app.dependency_overrides[require_user] = lambda: SimpleNamespace(username="auditor")
+    client = TestClient(app)
+    anonymous = TestClient(create_app(reports_dir=reports_dir, database_url=NO_WAREHOUSE))
+    broken = create_app(reports_dir=reports_dir, database_url=NO_WAREHOUSE)
+    broken.dependency_overrides[require_user] = lambda: 1 / 0  # any bug in a request
+    crashing = TestClient(broken, raise_server_exceptions=False)
+    vendored = "/files/data_docs/static/lienthong/vendor/jquery-3.7.1/jquery.min.js"
+    requests = [
+        (client, "GET", "/", HTML, 503), (client, "GET", "/api/reports", {}, 503),
+        (client, "GET", "/findings", HTML, 503), (client, "GET", "/api/findings", {}, 503),
+        (client, "GET", "/api/findings?offset=-1", {}, 422), (client, "GET", "/findings?limit=abc", HTML, 422),
+        (client, "GET", f"/files/audit/{REPORT_ID}/report.html", HTML, 200),
+        (client, "GET", f"/files/audit/{REPORT_ID}/csv/trends.csv", {}, 200),
+        (client, "GET", "/files/data_docs/index.html", HTML, 200),
+        (client, "GET", "/files/data_docs/validations/s/r/gx.html", HTML, 200),
+        (client, "GET", vendored, {}, 200),
+        (client, "GET", "/files/secret.txt", {}, 404), (client, "GET", "/files/secret.txt", HTML, 404),
+        (client, "GET", "/no/such/page", HTML, 404), (client, "GET", "/api/nothing", {}, 404),
+        (client, "POST", f"/files/audit/{REPORT_ID}/report.html", {}, 405),
+        (anonymous, "GET", "/api/reports", {}, 401), (anonymous, "GET", "/", HTML, 307),
+        (crashing, "GET", "/api/reports", {}, 500), (crashing, "GET", "/findings", HTML, 500),
+    ]
+    for who, method, path, headers, status in requests:
+        resp = who.request(method, path, headers=headers, follow_redirects=False)
+        assert resp.status_code == status, (method, path, resp.status_code, resp.text[:200])
+        directives = _policy(resp)
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        if "/files/data_docs/" in path and path.endswith(".html"):
+            assert directives["script-src"][0] == "'self'"  # the vendored libraries
+        else:
+            assert directives["script-src"] == ["'none'"], path  # nothing the app serves runs a script
+    assert crashing.get("/api/reports").json() == {"detail": "Internal Server Error"}
+
+
+# ------------------------------------------------------------------------------------------ Data Docs
+
+
+def _sha256(code: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+
+
+def test_a_data_docs_page_written_with_cdn_links_is_served_with_the_vendored_copies_and_no_inline_code(
+        client: TestClient):
+    # a page GX wrote before the pipeline rewrote its links (and escaped its values): links are rewritten on
+    # the way out, but its inline code cannot be told from markup that came with the data, so none runs
+    path = "/files/data_docs/validations/s/r/gx.html"
+    page = client.get(path)
+    assert page.status_code == 200 and offsite_loads(page.text) == []
+    assert "https://" not in page.text and "dataContextId" not in page.text
+    assert _policy(page)["script-src"] == ["'self'"]
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "../../../static/lienthong/vendor/jquery-3.7.1/jquery.min.js" in refs
+    assert "../../../static/lienthong/vega-embed-ast.js" in refs
+    from urllib.parse import urljoin
+
+    for ref in refs:
+        if "static/lienthong/" in ref:  # served from this package, whatever the data dir holds
+            asset = client.get(urljoin(f"http://testserver{path}", ref))
+            assert asset.status_code == 200, ref
+            assert asset.content == (STATIC / ref.split("static/lienthong/", 1)[1]).read_bytes()
+            assert "max-age" in asset.headers["cache-control"]
+
+
+def test_a_data_docs_page_the_pipeline_built_runs_exactly_its_own_inline_code(client: TestClient, reports_dir: Path):
+    from lienthong.audit.datadocs import offline_site
+
+    offline_site(reports_dir / "data_docs")  # what lienthong.quality does after GX built the site
+    page = client.get("/files/data_docs/validations/s/r/gx.html")
+    assert page.status_code == 200
+    script = _policy(page)["script-src"]
+    assert script == ["'self'", "'unsafe-hashes'", _sha256("\n    function showAllValidations() { $(\".hide\").fadeIn(); }\n"),
+                      _sha256("showAllValidations()")]
+    # the site's copy is never what the app serves: a changed copy does not reach the browser
+    copy = reports_dir / "data_docs" / "static" / "lienthong" / "vendor" / "jquery-3.7.1" / "jquery.min.js"
+    copy.write_text("alert('changed')")
+    served = client.get("/files/data_docs/static/lienthong/vendor/jquery-3.7.1/jquery.min.js")
+    assert served.content == (STATIC / "vendor" / "jquery-3.7.1" / "jquery.min.js").read_bytes()
+
+
+@pytest.mark.parametrize("path", ["/files/data_docs/static/lienthong/", "/files/data_docs/static/lienthong/vendor",
+                                  "/files/data_docs/static/lienthong/%2e%2e/datadocs.py",
+                                  "/files/data_docs/static/lienthong/vendor/../../datadocs.py",
+                                  "/files/data_docs/static/lienthong/__pycache__/x.pyc"])
+def test_the_vendored_route_serves_nothing_outside_the_packages_static_folder(client: TestClient, path: str):
+    assert client.get(path).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------ numeric parameters
+
+
+@pytest.fixture
+def no_warehouse(reports_dir: Path) -> TestClient:
+    """A logged-in client of an app whose warehouse is unreachable: a request that passed validation is a 503."""
+    app = create_app(reports_dir=reports_dir, database_url=NO_WAREHOUSE)
+    app.dependency_overrides[require_user] = lambda: SimpleNamespace(username="auditor")
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("path", ["/api/findings", "/findings"])
+@pytest.mark.parametrize("name", ["limit", "offset"])
+@pytest.mark.parametrize("value", [str(MAX_OFFSET + 1), "1" + "0" * 40, "-1", "-9223372036854775809", "abc", "1e3",
+                                   "0x10", ""])
+def test_a_numeric_parameter_out_of_range_or_not_a_number_is_422_before_the_warehouse(no_warehouse, path, name, value):
+    api = no_warehouse.get(path, params={name: value})
+    assert api.status_code == 422, (api.status_code, api.text[:300])
+    page = no_warehouse.get(path, params={name: value}, headers=HTML)
+    assert page.status_code == 422
+    if path == "/findings":
+        assert 'id="error"' in page.text and name in page.text
+    else:
+        assert api.json()["detail"][0]["loc"] == ["query", name]
+
+
+@pytest.mark.parametrize(("name", "value"), [("limit", "0"), ("limit", str(MAX_PAGE_SIZE + 1))])
+def test_a_page_size_outside_what_the_warehouse_query_takes_is_422(no_warehouse, name, value):
+    assert no_warehouse.get("/api/findings", params={name: value}).status_code == 422
+
+
+@pytest.mark.parametrize("query", [{"offset": str(MAX_OFFSET)}, {"limit": str(MAX_PAGE_SIZE)}, {"limit": "1"}])
+def test_the_bounds_themselves_are_accepted(no_warehouse, query):
+    # accepted: the request goes on to the warehouse (unreachable here)
+    assert no_warehouse.get("/api/findings", params=query).status_code == 503
