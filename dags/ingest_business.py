@@ -26,6 +26,14 @@ DAG_ID = "ingest_business"
 CONN_ID = "business_registry"  # resolved inside the task (lienthong.connections)
 POOL = "business_registry"
 
+
+def land_business(run_id: str) -> dict:
+    """The task's work: lienthong.pipeline.ingest_business (imported when the task runs, not at parse time)."""
+    from lienthong.pipeline import ingest_business
+
+    return ingest_business(run_id)
+
+
 dag: DAG = single_source_ingest_dag(
-    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_BUSINESS_ENTERPRISES, pool=POOL, pipeline_function="ingest_business", tags=["business"]
+    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_BUSINESS_ENTERPRISES, pool=POOL, run=land_business, tags=["business"]
 )

@@ -21,6 +21,14 @@ DAG_ID = "ingest_population"
 CONN_ID = "population_registry"  # resolved inside the task (lienthong.connections)
 POOL = "population_registry"
 
+
+def land_population(run_id: str) -> dict:
+    """The task's work: lienthong.pipeline.ingest_population (imported when the task runs, not at parse time)."""
+    from lienthong.pipeline import ingest_population
+
+    return ingest_population(run_id)
+
+
 dag: DAG = single_source_ingest_dag(
-    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_POPULATION_CITIZENS, pool=POOL, pipeline_function="ingest_population", tags=["population"]
+    dag_id=DAG_ID, doc_md=__doc__, asset=RAW_POPULATION_CITIZENS, pool=POOL, run=land_population, tags=["population"]
 )

@@ -49,7 +49,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ from psycopg2.extensions import connection, encrypt_password
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
 from lienthong.ops import ensure_ops_schema
+from lienthong.settings import env_secret
 from lienthong.yamltext import safe_load
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,7 @@ def key_fingerprint(key: bytes) -> str:
 def pseudonym_key(required: bool) -> bytes | None:
     """The pseudonymization key: env LIENTHONG_PSEUDONYM_KEY, else the password of Airflow connection
     `lienthong_pseudonym_key`. Missing when `required` is a clear error."""
-    value = os.environ.get(KEY_ENV)
+    value = env_secret(KEY_ENV)
     if not value and required:
         try:
             from lienthong.connections import get_connection
@@ -663,7 +663,7 @@ def _ensure_role(cur, agency: Agency, path: Path) -> bool:
                                 agency=agency.name)
     cur.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
                         "CONNECTION LIMIT {}").format(role, sql.Literal(agency.limits["connections"])))
-    password = os.environ.get(agency.password_env)
+    password = env_secret(agency.password_env)
     if password:
         verifier = encrypt_password(password, agency.role, cur.connection, "scram-sha-256")
         cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier)))

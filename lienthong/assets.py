@@ -1,16 +1,22 @@
 """The Airflow Assets the pipelines produce and consume (names and URIs in one place).
 
-Imported by DAG files at parse time, so it imports nothing but `airflow.sdk.Asset`.
+Imported by DAG files at parse time, so it imports nothing but `airflow.sdk.Asset` and the dataset graph
+(lienthong.datasets, plain constants).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Asset
 
+from lienthong.datasets import INTEGRATED as INTEGRATED_DATASETS
+from lienthong.datasets import PUBLISHED as PUBLISHED_DATASETS
+from lienthong.datasets import STAGED as STAGED_DATASETS
+
+__all__ = ["INTEGRATED_DATASETS", "PUBLISHED_DATASETS", "STAGED_DATASETS"]
+
 RAW_POPULATION_CITIZENS = Asset(name="raw_population_citizens", uri="lienthong://raw/population_registry/citizens")
 RAW_BUSINESS_ENTERPRISES = Asset(name="raw_business_enterprises", uri="lienthong://raw/business_registry/enterprises")
 RAW_LAND = Asset(name="raw_land", uri="lienthong://raw/land_registry")
-STAGED_DATASETS = ("citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate")
 
 
 def staged(dataset: str) -> Asset:
@@ -19,10 +25,6 @@ def staged(dataset: str) -> Asset:
 
 
 STAGED_CITIZEN = staged("citizen")
-
-
-INTEGRATED_DATASETS = ("person_master", "enterprise_master", "parcel_master", "enterprise_representative_link",
-                       "parcel_holder_link")
 
 
 def integrated(dataset: str) -> Asset:
@@ -35,8 +37,6 @@ def published(dataset: str) -> Asset:
     return Asset(name=f"published_{dataset}", uri=f"lienthong://published/{dataset}")
 
 
-PUBLISHED_DATASETS = ("citizen_profile", "enterprise_profile", "parcel_register", "reconciliation_findings",
-                      "quality_summary")
 PUBLISHED_CITIZEN_PROFILE = published("citizen_profile")
 
 # Emitted by the publish DAG's last task once every dataset's publication has been tried (published,

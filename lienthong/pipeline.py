@@ -20,17 +20,6 @@ from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# Published dataset -> the staged datasets whose quality gate it depends on (the store-backed datasets
-# publish whatever the stores hold: they are the record of quality and reconciliation themselves).
-PUBLICATIONS: dict[str, list[str]] = {
-    "citizen_profile": ["citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate"],
-    "enterprise_profile": ["enterprise", "legal_representative", "land_holder", "parcel", "certificate"],
-    "parcel_register": ["parcel", "land_holder", "certificate"],
-    "reconciliation_findings": [],
-    "quality_summary": [],
-}
-# Which rows builder of lienthong.profiles makes each dataset, and from what.
-_FROM_INTEGRATED = ("citizen_profile", "enterprise_profile", "parcel_register")
 
 
 @reports_lineage
@@ -212,12 +201,15 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
     content changed."""
     from lienthong import profiles
     from lienthong.contracts import contract
+    from lienthong.datasets import from_integrated, staged_inputs
     from lienthong.publish import publish as do_publish
 
     s = settings or load_settings()
     url = warehouse_url(s)
     c = contract(dataset)
-    sources = {name: latest_integration(name, url) for name in PUBLICATIONS[dataset]}
+    # The quality gates of every staged dataset it derives from (the store-backed datasets publish whatever the
+    # stores hold: they are the record of quality and reconciliation themselves).
+    sources = {name: latest_integration(name, url) for name in staged_inputs(dataset)}
     gate = all(info["gate_passed"] for info in sources.values())
     failed = [f"{name}: quality not run" for name, info in sources.items() if info["gate_passed"] is None]
     failed += [f"{name}: {info['failed_critical']} critical rule(s) failed" for name, info in sources.items() if info["failed_critical"]]
@@ -225,15 +217,15 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"], "ingest_runs": info["ingest_runs"]}
         for name, info in sources.items()
     }
-    if dataset in _FROM_INTEGRATED:
+    if from_integrated(dataset):
         rec = latest_reconciliation(url)
         paths = {name: out["path"] for name, out in rec["outputs"].items()}
         paths.update({name: sources[name]["staged_path"] for name in ("citizen", "legal_representative", "land_holder")
                       if name in sources})
-        rows = getattr(profiles, dataset)(c, paths)
+        rows = profiles.FROM_INTEGRATED[dataset](c, paths)
         lineage["reconcile"] = {"run_id": rec["run_id"], "outputs": rec["outputs"]}
     else:
-        rows = getattr(profiles, dataset)(c, url)
+        rows = profiles.FROM_STORES[dataset](c, url)
     result = do_publish(
         c,
         {},

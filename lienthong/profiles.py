@@ -16,6 +16,7 @@ All joins are DuckDB SQL over Parquet files; the two store-backed datasets are r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -158,3 +159,10 @@ def quality_summary(contract: Contract, url: str) -> pa.Table:
         FROM lienthong_ops.quality_result r JOIN lienthong_ops.quality_run q USING (run_id, dataset)
         ORDER BY r.run_id, r.dataset, r.rule
     """, contract)
+
+
+# Which builder makes each published dataset: from the integrated zone's files, or from the warehouse stores.
+FROM_INTEGRATED: dict[str, Callable[[Contract, dict[str, str]], pa.Table]] = {
+    "citizen_profile": citizen_profile, "enterprise_profile": enterprise_profile, "parcel_register": parcel_register}
+FROM_STORES: dict[str, Callable[[Contract, str], pa.Table]] = {
+    "reconciliation_findings": reconciliation_findings, "quality_summary": quality_summary}

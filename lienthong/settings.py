@@ -7,6 +7,7 @@ environment the caller passes in). Every setting is documented in the README.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class Settings:
     ground_truth_dir: Path | None = None
     # How many past runs the audit report's trend plots show.
     audit_trend_runs: int = 30
+    # DuckDB's memory limit in staging (spills to disk beyond it), as DuckDB writes it: '2GB', '512MB'.
+    duckdb_memory: str = "2GB"
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
     # The single-window lookup service (lienthong/singlewindow), per worker process: connections are opened on
     # first use, up to these sizes; at start the service refuses a configuration that does not fit the server.
@@ -95,15 +98,34 @@ class Settings:
         return f"{self.land_conn_id_prefix}{province}"
 
 
+def parse_schedule(value: str | None) -> str | None:
+    """An ingestion schedule as written in LIENTHONG_INGEST_SCHEDULE: a cron expression or preset (default
+    `@daily`); `none`, `manual` or empty -> None (triggered by hand only)."""
+    if value is None:
+        return "@daily"
+    return None if value.strip() in ("", "none", "None", "manual") else value.strip()
+
+
+def ingest_schedule() -> str | None:
+    """The ingestion schedule alone (DAG files read it at parse time, without the rest of the settings)."""
+    return parse_schedule(os.environ.get(ENV_PREFIX + "INGEST_SCHEDULE"))
+
+
+def env_secret(name: str) -> str | None:
+    """A secret passed through the environment (an agency password, a key, an AIRFLOW_CONN_* URI): read here
+    like every other setting, but never stored in Settings, so it cannot end up in a repr or a log."""
+    value = os.environ.get(name)
+    return value if value else None
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment (called at task run time, never at DAG parse time)."""
     provinces = tuple(p.strip() for p in (_env("LAND_PROVINCES", "31,01") or "").split(",") if p.strip())
-    schedule = _env("INGEST_SCHEDULE", "@daily")
     return Settings(
         data_dir=Path(_env("DATA_DIR") or _default_data_dir()).expanduser().resolve(),
         database_url=_env("DATABASE_URL"),
         land_provinces=provinces,
-        ingest_schedule=None if schedule in ("none", "None", "manual") else schedule,
+        ingest_schedule=ingest_schedule(),
         page_size=int(_env("PAGE_SIZE", "500")),
         http_timeout=float(_env("HTTP_TIMEOUT", "30")),
         retry_attempts=int(_env("RETRY_ATTEMPTS", "6")),
@@ -113,6 +135,7 @@ def load_settings() -> Settings:
         match_review=_probability("MATCH_REVIEW", "0.80"),
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,
         audit_trend_runs=int(_env("AUDIT_TREND_RUNS", "30")),
+        duckdb_memory=_duckdb_memory(_env("DUCKDB_MEMORY", "2GB") or "2GB"),
         singlewindow_pool_size=int(_env("SINGLEWINDOW_POOL_SIZE", "4")),
         singlewindow_log_pool_size=int(_env("SINGLEWINDOW_LOG_POOL_SIZE", "4")),
         singlewindow_db_headroom=int(_env("SINGLEWINDOW_DB_HEADROOM", "5")),
@@ -132,3 +155,9 @@ def _probability(name: str, default: str) -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: a match probability must be in (0, 1]")
     return value
+
+
+def _duckdb_memory(raw: str) -> str:
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw.strip(), re.IGNORECASE):
+        raise ValueError(f"{ENV_PREFIX}DUCKDB_MEMORY={raw!r}: a size such as 2GB or 512MB")
+    return raw.strip()

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from lienthong.contracts import Contract, Field
 from lienthong.paths import run_folder
+from lienthong.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def stage_json_source(
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     # Bound DuckDB's memory (it spills to disk beyond this) so staging a national table stays within a worker.
-    con.execute(f"SET memory_limit = '{os.environ.get('LIENTHONG_DUCKDB_MEMORY', '2GB')}'")
+    con.execute(f"SET memory_limit = '{load_settings().duckdb_memory}'")
     spill = Path(staged_dir).parent / "tmp" / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET temp_directory = '{spill}'")

@@ -23,6 +23,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from lienthong.datasets import STAGED
+
 log = logging.getLogger(__name__)
 
 AGENCY = {
@@ -67,7 +69,7 @@ def _plain(table: pa.Table) -> pa.Table:
 
 def connect(inputs: Inputs) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    for name in ("citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate"):
+    for name in STAGED:
         con.register(f"{name}_in", _plain(getattr(inputs, name)))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
         con.unregister(f"{name}_in")

@@ -19,10 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lienthong import adminunits
+from lienthong.datasets import STAGED
 from lienthong.reconcile.people import fold_commune, person_table, with_names
 from lienthong.standardize.text import fold_key
 
-INPUT_DATASETS = ("citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate")
+INPUT_DATASETS = STAGED  # the reconciliation reads every staged dataset
 
 
 def read_staged(path: str | Path, columns: list[str] | None = None) -> pa.Table:
