@@ -2,6 +2,11 @@
 
 The client maps the spec's faults onto `TransientSourceError` (429 with Retry-After, 502/503/504, dropped
 connections, truncated bodies) so the retry policy can handle them, and everything else onto `SourceError`.
+
+TLS and proxies come from the connection's extras (`lienthong.connections.ConnInfo.http_options`: verify,
+cert, proxies, timeout, as Airflow's HttpHook names them). The hook itself is not used: its session sends
+the connection's login/password as basic auth and its other extras as headers, and this client keeps its
+own session for the retry policy, the send-ahead thread and the 1 MiB body reads below.
 """
 
 from __future__ import annotations
@@ -36,25 +41,45 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+TimeoutValue = float | tuple[float, float]  # seconds, or (connect, read) as requests takes it
+Cert = str | tuple[str, str]  # a PEM file with certificate and key, or (certificate, key)
+
+
 class HttpClient:
-    """requests.Session + base URL + timeout + retry; `auth` may refresh itself on 401."""
+    """requests.Session + base URL + timeout + retry; `auth` may refresh itself on 401.
+
+    `verify` (False, or a CA bundle file or directory), `cert` (a client certificate) and `proxies` are set
+    on the session and also passed with every request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE and
+    the proxy variables of the environment override what is set on a session alone. Left at their defaults,
+    requests behaves as it always does (the environment's CA bundle and proxies included)."""
 
     def __init__(
         self,
         base_url: str,
         *,
-        timeout: float = 30.0,
+        timeout: TimeoutValue = 30.0,
         attempts: int = 6,
         max_wait: float = 30.0,
         initial_wait: float = 0.5,
         headers: dict[str, str] | None = None,
         session: requests.Session | None = None,
+        verify: bool | str = True,
+        cert: Cert | None = None,
+        proxies: dict[str, str] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.attempts, self.max_wait, self.initial_wait = attempts, max_wait, initial_wait
         self.session = session or requests.Session()
         self.session.headers.update({"User-Agent": "lienthong-connector/0.1", **(headers or {})})
+        self.send_options: dict[str, Any] = {}  # given to every request, see the class docstring
+        if verify is not True:
+            self.session.verify = self.send_options["verify"] = verify
+        if cert is not None:
+            self.session.cert = self.send_options["cert"] = cert
+        if proxies:
+            self.session.proxies.update(proxies)
+            self.send_options["proxies"] = dict(proxies)
         self.requests_made = 0
         self._ahead: ThreadPoolExecutor | None = None
 
@@ -66,7 +91,7 @@ class HttpClient:
         url = self.url(path)
         self.requests_made += 1
         try:
-            resp = self.session.request(method, url, timeout=self.timeout, stream=True, **kw)
+            resp = self.session.request(method, url, timeout=self.timeout, stream=True, **{**self.send_options, **kw})
             # Reading the body here turns a connection dropped mid-body into an error we can retry.
             read_body(resp)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:

@@ -69,7 +69,7 @@ import requests
 
 from connectors.base.auth import ApiKeyAuth
 from connectors.base.errors import AuthError, SourceError, TransientSourceError
-from connectors.base.http import HttpClient
+from connectors.base.http import Cert, HttpClient, TimeoutValue
 from connectors.base.ingest import Incremental
 from connectors.base.landing import canonical_json
 from connectors.base.paging import OffsetPaginator, Page, paginate
@@ -247,24 +247,29 @@ class BusinessRegistryClient:
         base_url: str,
         api_key: str,
         *,
-        timeout: float = 30.0,
+        timeout: TimeoutValue = 30.0,
         attempts: int = 6,
         max_wait: float = 30.0,
         initial_wait: float = 0.5,
+        verify: bool | str = True,
+        cert: Cert | None = None,
+        proxies: dict[str, str] | None = None,
         conn_id: str = SOURCE,
     ):
-        self.http = HttpClient(base_url, timeout=timeout, attempts=attempts, max_wait=max_wait, initial_wait=initial_wait)
+        self.http = HttpClient(base_url, timeout=timeout, attempts=attempts, max_wait=max_wait, initial_wait=initial_wait,
+                               verify=verify, cert=cert, proxies=proxies)
         self.auth = ApiKeyAuth(api_key)
         self.conn_id = conn_id
         self.last_walk = WalkStats()
 
     @classmethod
     def from_connection(cls, conn_id: str = SOURCE, **kw: Any) -> BusinessRegistryClient:
-        """Build from an Airflow http connection: host/port/schema, password = API key."""
+        """Build from an Airflow http connection: host/port/schema, password = API key; extras
+        `verify`/`cert`/`proxies`/`timeout` (over the defaults given in `kw`)."""
         from lienthong.connections import get_connection
 
         conn = get_connection(conn_id)
-        return cls(conn.base_url(), conn.password or "", conn_id=conn_id, **kw)
+        return cls(conn.base_url(), conn.password or "", conn_id=conn_id, **{**kw, **conn.http_options()})
 
     def page_url(self, params: dict[str, Any]) -> str:
         return requests.Request("GET", self.http.url(ENTERPRISES_PATH), params=params).prepare().url or ""

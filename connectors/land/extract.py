@@ -48,7 +48,9 @@ SPEC_COLUMNS: dict[str, tuple[str, ...]] = {
                         "ngay_cap", "trang_thai", "cap_nhat_luc", "da_xoa"),
 }  # fmt: skip
 DEFAULT_BATCH_SIZE = 5000
+# Session defaults; the DSN's own (a connection's extras, lienthong.connections.ConnInfo.postgres_dsn) win.
 APPLICATION_NAME = "lienthong-land-connector"
+DEFAULT_CONNECT_TIMEOUT = 30
 # RFC 3339 in UTC with fixed microseconds (timestamptz's precision): equal instants give equal text and
 # the text sorts like the instant, in the payload, `_updated_at` and the watermark alike.
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # = render.PG_TS_FORMAT, the same text rendered by the server
@@ -226,10 +228,15 @@ class LandRegistryExtractor:
     sees the same snapshot (taken by the first statement in `__enter__`), so a parcel and its certificate
     changed together by the cadastral system are seen both or neither."""
 
-    def __init__(self, dsn: str, *, batch_size: int = DEFAULT_BATCH_SIZE, connect_timeout: int = 30):
+    def __init__(self, dsn: str, *, batch_size: int = DEFAULT_BATCH_SIZE, connect_timeout: int | None = None):
+        """`connect_timeout`: seconds; default: the DSN's, else DEFAULT_CONNECT_TIMEOUT. The DSN's
+        application_name is kept too (else APPLICATION_NAME); every other DSN keyword reaches libpq as is."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.dsn, self.batch_size, self.connect_timeout = dsn, batch_size, connect_timeout
+        given = psycopg2.extensions.parse_dsn(dsn)
+        self.dsn, self.batch_size = dsn, batch_size
+        self.connect_timeout = connect_timeout or int(given.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT)
+        self.application_name = given.get("application_name") or APPLICATION_NAME
         self.where = describe_dsn(dsn)
         self.conn: psycopg2.extensions.connection | None = None
         self.snapshot_at: datetime | None = None
@@ -241,7 +248,7 @@ class LandRegistryExtractor:
 
     def __enter__(self) -> LandRegistryExtractor:
         try:
-            conn = psycopg2.connect(self.dsn, application_name=APPLICATION_NAME, connect_timeout=self.connect_timeout)
+            conn = psycopg2.connect(self.dsn, application_name=self.application_name, connect_timeout=self.connect_timeout)
         except psycopg2.OperationalError as exc:
             raise TransientSourceError(f"cannot connect to the land registry: {exc}".strip(), url=self.where) from exc
         self.conn = conn

@@ -14,7 +14,7 @@ from typing import Any
 
 from connectors.base.auth import OAuth2ClientCredentials
 from connectors.base.errors import AuthError, SourceError
-from connectors.base.http import HttpClient, json_body
+from connectors.base.http import Cert, HttpClient, TimeoutValue, json_body
 from connectors.base.ingest import Incremental
 from connectors.base.paging import CursorPaginator, paginate
 
@@ -58,22 +58,27 @@ class PopulationRegistryClient:
         client_secret: str,
         *,
         scope: str = "citizens.read",
-        timeout: float = 30.0,
+        timeout: TimeoutValue = 30.0,
         attempts: int = 6,
         max_wait: float = 30.0,
         initial_wait: float = 0.5,
+        verify: bool | str = True,
+        cert: Cert | None = None,
+        proxies: dict[str, str] | None = None,
     ):
-        self.http = HttpClient(base_url, timeout=timeout, attempts=attempts, max_wait=max_wait, initial_wait=initial_wait)
+        self.http = HttpClient(base_url, timeout=timeout, attempts=attempts, max_wait=max_wait, initial_wait=initial_wait,
+                               verify=verify, cert=cert, proxies=proxies)
         self.auth = OAuth2ClientCredentials(self.http, TOKEN_PATH, client_id, client_secret, scope)
 
     @classmethod
     def from_connection(cls, conn_id: str = SOURCE, **kw: Any) -> PopulationRegistryClient:
-        """Build from an Airflow http connection: host/port/schema, login = client id, password = secret."""
+        """Build from an Airflow http connection: host/port/schema, login = client id, password = secret;
+        extras `scope`, and `verify`/`cert`/`proxies`/`timeout` (over the defaults given in `kw`)."""
         from lienthong.connections import get_connection
 
         conn = get_connection(conn_id)
         scope = conn.extra.get("scope", "citizens.read")
-        return cls(conn.base_url(), conn.login or "", conn.password or "", scope=scope, **kw)
+        return cls(conn.base_url(), conn.login or "", conn.password or "", scope=scope, **{**kw, **conn.http_options()})
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         """An authorised call; on 401 the token is refreshed and the call retried once."""

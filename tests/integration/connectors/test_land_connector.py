@@ -189,11 +189,11 @@ class Runner:
         self.monkeypatch = monkeypatch
         self.runs = 0
 
-    def register(self, dsn: str) -> str:
+    def register(self, dsn: str, extra: dict[str, Any] | None = None) -> str:
         alias = "t" + uuid.uuid4().hex[:10]
         p = psycopg2.extensions.parse_dsn(dsn)
         conn = {"conn_type": "postgres", "host": p.get("host"), "port": int(p["port"]) if p.get("port") else None,
-                "schema": p.get("dbname"), "login": p.get("user"), "password": p.get("password")}
+                "schema": p.get("dbname"), "login": p.get("user"), "password": p.get("password"), "extra": extra}
         conn_id = self.settings.land_conn_id(alias)
         self.monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({k: v for k, v in conn.items() if v}))
         return alias
@@ -460,6 +460,37 @@ def test_watermark_does_not_advance_when_landing_fails(
     retry = runner.run(alias, overlap=timedelta(0))
     for table in TABLES:
         assert landed_ids(retry, table) == land.ids(table)[:1], "nothing was lost: the retry lands the change"
+
+
+# --- the connection's extras ------------------------------------------------------------------------------
+def test_the_connections_extras_are_in_effect_on_the_connectors_session(
+    minimal: LandDb, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = runner.register(minimal.reader_dsn, extra={
+        "application_name": "lienthong-land-extras-test", "options": "-c statement_timeout=4321 -c work_mem=8MB",
+        "connect_timeout": 9, "keepalives": True, "target_session_attrs": "any",
+        # not libpq's: Airflow's own and the land connector's, which read them itself
+        "cursor": "dictcursor", "sqlalchemy_scheme": "postgresql+psycopg2", "batch_size": 2, "overlap_seconds": 0,
+    })
+    seen: dict[str, Any] = {}
+    real = LandRegistryExtractor.check_schema
+
+    def look(self: LandRegistryExtractor, tables: Any = TABLES) -> Any:
+        with self.conn.cursor() as cur:  # the connector's own session, inside its snapshot
+            cur.execute("SELECT application_name, current_setting('statement_timeout'), current_setting('work_mem'),"
+                        " current_setting('transaction_read_only'), current_setting('transaction_isolation')"
+                        " FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            seen["session"] = cur.fetchone()
+        seen["connect_timeout"] = self.connect_timeout
+        return real(self, tables)
+
+    monkeypatch.setattr(LandRegistryExtractor, "check_schema", look)
+    summary = runner.run(alias)
+    assert seen["session"] == ("lienthong-land-extras-test", "4321ms", "8MB", "on", "repeatable read"), \
+        "the extras are in effect and the connector's read-only snapshot still holds"
+    assert seen["connect_timeout"] == 9
+    assert summary["batch_size"] == 2 and summary["overlap_seconds"] == 0
+    assert summary["tables"]["thua_dat"]["pages"] == math.ceil(len(MINIMAL_ROWS["thua_dat"]) / 2)
 
 
 # --- spec-following but not the sandbox: drift and clock ---------------------------------------------------
