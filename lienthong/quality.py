@@ -34,10 +34,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from connectors.base.landing import safe_run_id
 from lienthong.contracts import Contract, QualityRule
 from lienthong.db import connect
 from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from lienthong.paths import safe_run_id
 
 log = logging.getLogger(__name__)
 
