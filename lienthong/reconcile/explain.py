@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lienthong.masking import mask_by_key, mask_id
+from lienthong.paths import run_folder
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = "link_models"
 MANIFEST = "manifest.json"
-# Splink's `predict_between` threshold in `people._probabilistic_links`: pairs below it were never ranked.
-PREDICT_THRESHOLD = 0.01
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,7 @@ class LinkNotFound(ExplainError):
 
 def models_dir(integrated_dir: Path, run_id: str) -> Path:
     """`<integrated>/link_models/run=<run>/`, laid out like the integrated datasets of the same run."""
-    from lienthong.reconcile.run import integrated_path
-
-    return integrated_path(integrated_dir, MODELS_DIR, run_id).parent
+    return run_folder(integrated_dir, MODELS_DIR, run_id)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -191,9 +188,6 @@ class Explanation:
     svg_path: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def explain_link(dataset: str, record_key: str, *, run_id: str | None = None, svg: Path | None = None,
                  integrated_dir: Path | None = None) -> Explanation:
@@ -280,10 +274,11 @@ def _masked(record: dict[str, Any]) -> dict[str, Any]:
 def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[str, Any], *,
                            citizen_id: str | None, svg: Path | None) -> None:
     import duckdb
-    from splink import DuckDBAPI, Linker
+    import pyarrow.parquet as pq
+    from splink import DuckDBAPI
 
     from lienthong.reconcile import sources
-    from lienthong.reconcile.people import PERSON_COLUMNS
+    from lienthong.reconcile.people import PERSON_COLUMNS, name_frequencies, score_rest
 
     entry = manifest["models"].get(spec.model)
     if entry is None:
@@ -303,29 +298,17 @@ def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[s
     left = _source_record(spec, manifest["inputs"][spec.source], out.record_key)
     if left.num_rows != 1:
         raise ExplainError(f"record {out.record_key!r} is {left.num_rows} rows in the staged {spec.source} file")
-    import pyarrow.parquet as pq
-
     registry = sources.citizens_as_people(pq.read_table(manifest["inputs"]["citizen"]))
 
-    # The scoring step of `people._probabilistic_links`, for this one record: same tables, same term
-    # frequencies (from the registry), same dataset names, same threshold.
+    # The scoring step of the run (`people.score_rest`) for this one record: the same tables, term
+    # frequencies from the same registry, the same threshold.
     con = duckdb.connect()
     con.register("l_in", left.select(PERSON_COLUMNS))
     con.register("r_in", registry.select(PERSON_COLUMNS))
     con.execute("CREATE TABLE l_rest AS SELECT * FROM l_in")
     con.execute("CREATE TABLE r AS SELECT * FROM r_in")
-    con.execute("""
-        CREATE TABLE tf_name AS
-        SELECT name_fold, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_fold
-        FROM r WHERE name_fold IS NOT NULL GROUP BY name_fold
-    """)
     db = DuckDBAPI(connection=con)
-    rest, reg = db.register("l_rest", dataset_display_name="left_rest"), db.register("r", dataset_display_name="right_all")
-    linker = Linker([rest, reg], settings, log_level=logging.WARNING)
-    linker.table_management.register_term_frequency_lookup(db.register("tf_name", table_name="tf_name_registered"),
-                                                           "name_fold")
-    pred = linker.inference.predict_between(rest, reg, threshold_match_probability=PREDICT_THRESHOLD,
-                                            warning_mode="never")
+    linker, pred = score_rest(db, settings, name_frequencies(con, db))
     pairs = pred.as_record_list()
     con.close()
 

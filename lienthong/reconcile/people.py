@@ -309,6 +309,34 @@ def _exact_links(con: duckdb.DuckDBPyConnection) -> pa.Table:
     return con.execute("SELECT * FROM exact_links").fetch_arrow_table()
 
 
+# Pairs the model scores below this probability are not candidates at all (not even runners-up).
+PREDICT_THRESHOLD = 0.01
+
+
+def name_frequencies(con: duckdb.DuckDBPyConnection, db: Any) -> Any:
+    """Table `tf_name` from the registry table `r`, registered with Splink (`db`) as the term frequencies of
+    `name_fold`: a name common among citizens is weak evidence anywhere, whichever source it comes from."""
+    con.execute("""
+        CREATE TABLE tf_name AS
+        SELECT name_fold, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_fold
+        FROM r WHERE name_fold IS NOT NULL GROUP BY name_fold
+    """)
+    return db.register("tf_name", table_name="tf_name_registered")
+
+
+def score_rest(db: Any, model: dict[str, Any], tf: Any) -> tuple[Any, Any]:
+    """Score table `l_rest` against the whole registry `r` with a trained model: (the scoring Linker, its
+    predictions). The run scores through here, and `explain` rescores one record through here."""
+    from splink import Linker
+
+    rest, registry = db.register("l_rest", dataset_display_name="left_rest"), db.register("r", dataset_display_name="right_all")
+    scorer = Linker([rest, registry], model, log_level=logging.WARNING)
+    scorer.table_management.register_term_frequency_lookup(tf, "name_fold")
+    pred = scorer.inference.predict_between(rest, registry, threshold_match_probability=PREDICT_THRESHOLD,
+                                            warning_mode="never")
+    return scorer, pred
+
+
 def _probabilistic_links(
     con: duckdb.DuckDBPyConnection, bands: LinkBands, *, train_sample: int, seed: int
 ) -> tuple[pa.Table, dict[str, Any]]:
@@ -328,12 +356,7 @@ def _probabilistic_links(
         UNION
         SELECT * FROM (SELECT * FROM r USING SAMPLE reservoir({int(train_sample)} ROWS) REPEATABLE ({int(seed)}))
     """)
-    # Name frequencies come from the registry: a name common among citizens is weak evidence anywhere.
-    con.execute("""
-        CREATE TABLE tf_name AS
-        SELECT name_fold, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_fold
-        FROM r WHERE name_fold IS NOT NULL GROUP BY name_fold
-    """)
+    tf = name_frequencies(con, db)
     n_left = con.execute("SELECT count(*) FROM l").fetchone()[0]
     n_right = con.execute("SELECT count(*) FROM r").fetchone()[0]
     n_id_matches = con.execute("SELECT count(*) FROM exact_links").fetchone()[0]
@@ -344,7 +367,6 @@ def _probabilistic_links(
     linker = Linker([db.register("l_train", dataset_display_name="left"),
                      db.register("r_train", dataset_display_name="right")],
                     _settings(probability_two_random_records_match=prior), log_level=logging.WARNING)
-    tf = db.register("tf_name", table_name="tf_name_registered")
     linker.table_management.register_term_frequency_lookup(tf, "name_fold")
     t0 = time.monotonic()
     linker.training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
@@ -357,11 +379,8 @@ def _probabilistic_links(
              model["probability_two_random_records_match"])
 
     # Score only the left records the exact passes left over, against the whole registry.
-    rest, registry = db.register("l_rest", dataset_display_name="left_rest"), db.register("r", dataset_display_name="right_all")
-    scorer = Linker([rest, registry], model, log_level=logging.WARNING)
-    scorer.table_management.register_term_frequency_lookup(tf, "name_fold")
     t3 = time.monotonic()
-    pred = scorer.inference.predict_between(rest, registry, threshold_match_probability=0.01, warning_mode="never")
+    _, pred = score_rest(db, model, tf)
     pred_name = pred.physical_name
     log.info("scored %s candidate pairs in %.1f s", con.execute(f"SELECT count(*) FROM {pred_name}").fetchone()[0],
              time.monotonic() - t3)
