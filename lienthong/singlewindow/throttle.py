@@ -1,6 +1,7 @@
 """Back-off for clients that keep presenting wrong API keys: after `threshold` failures from one client address
-(counted until the client has been quiet for `window` seconds), every request from it is refused (429 with
-Retry-After) for `backoff` seconds, doubled with each further failure up to `backoff_max`; a right key resets it.
+(counted until the client has been quiet for `window` seconds after its last failure or wait), every request
+from it is refused (429 with Retry-After) for `backoff` seconds, doubled with each further failure up to
+`backoff_max`; a right key resets it.
 
 The state is in-process (per worker) and bounded: at most `max_clients` addresses are tracked, the least
 recently failing forgotten first. Written by hand: the rate-limit libraries (limits, slowapi) count requests in
@@ -44,7 +45,7 @@ class FailureThrottle:
         now = self._clock()
         with self._lock:
             state = self._clients.pop(client, None) or _Client()
-            if now - state.last_failure > self.window:
+            if now - max(state.last_failure, state.blocked_until) > self.window:  # quiet since its wait ended
                 state = _Client()
             state.failures += 1
             state.last_failure = now
