@@ -10,13 +10,38 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 ENV_PREFIX = "LIENTHONG_"
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(ENV_PREFIX + name)
     return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: an integer") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: a number") from exc
 
 
 def _default_data_dir() -> Path:
@@ -126,25 +151,25 @@ def load_settings() -> Settings:
         database_url=_env("DATABASE_URL"),
         land_provinces=provinces,
         ingest_schedule=ingest_schedule(),
-        page_size=int(_env("PAGE_SIZE", "500")),
-        http_timeout=float(_env("HTTP_TIMEOUT", "30")),
-        retry_attempts=int(_env("RETRY_ATTEMPTS", "6")),
-        retry_max_wait=float(_env("RETRY_MAX_WAIT", "30")),
-        published_retention=int(_env("PUBLISHED_RETENTION", "5")),
+        page_size=_env_int("PAGE_SIZE", 500),
+        http_timeout=_env_float("HTTP_TIMEOUT", 30.0),
+        retry_attempts=_env_int("RETRY_ATTEMPTS", 6),
+        retry_max_wait=_env_float("RETRY_MAX_WAIT", 30.0),
+        published_retention=_env_int("PUBLISHED_RETENTION", 5),
         match_accept=_probability("MATCH_ACCEPT", "0.95"),
         match_review=_probability("MATCH_REVIEW", "0.80"),
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,
-        audit_trend_runs=int(_env("AUDIT_TREND_RUNS", "30")),
+        audit_trend_runs=_env_int("AUDIT_TREND_RUNS", 30),
         duckdb_memory=_duckdb_memory(_env("DUCKDB_MEMORY", "2GB") or "2GB"),
-        singlewindow_pool_size=int(_env("SINGLEWINDOW_POOL_SIZE", "4")),
-        singlewindow_log_pool_size=int(_env("SINGLEWINDOW_LOG_POOL_SIZE", "4")),
-        singlewindow_db_headroom=int(_env("SINGLEWINDOW_DB_HEADROOM", "5")),
-        singlewindow_read_timeout=float(_env("SINGLEWINDOW_READ_TIMEOUT", "5")),
-        singlewindow_log_timeout=float(_env("SINGLEWINDOW_LOG_TIMEOUT", "2")),
-        singlewindow_auth_failures=int(_env("SINGLEWINDOW_AUTH_FAILURES", "10")),
-        singlewindow_auth_window=float(_env("SINGLEWINDOW_AUTH_WINDOW", "600")),
-        singlewindow_auth_backoff=float(_env("SINGLEWINDOW_AUTH_BACKOFF", "1")),
-        singlewindow_auth_backoff_max=float(_env("SINGLEWINDOW_AUTH_BACKOFF_MAX", "900")),
+        singlewindow_pool_size=_env_int("SINGLEWINDOW_POOL_SIZE", 4),
+        singlewindow_log_pool_size=_env_int("SINGLEWINDOW_LOG_POOL_SIZE", 4),
+        singlewindow_db_headroom=_env_int("SINGLEWINDOW_DB_HEADROOM", 5),
+        singlewindow_read_timeout=_env_float("SINGLEWINDOW_READ_TIMEOUT", 5.0),
+        singlewindow_log_timeout=_env_float("SINGLEWINDOW_LOG_TIMEOUT", 2.0),
+        singlewindow_auth_failures=_env_int("SINGLEWINDOW_AUTH_FAILURES", 10),
+        singlewindow_auth_window=_env_float("SINGLEWINDOW_AUTH_WINDOW", 600.0),
+        singlewindow_auth_backoff=_env_float("SINGLEWINDOW_AUTH_BACKOFF", 1.0),
+        singlewindow_auth_backoff_max=_env_float("SINGLEWINDOW_AUTH_BACKOFF_MAX", 900.0),
         airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
     )
 
