@@ -154,7 +154,11 @@ def check_start(url: str, agencies: dict[str, Agency], served: list[str], config
         pools.check_room(plan, pools.server_room(conn, list(roles.values())))
         for risk in pools.parameter_logging_risks(pools.logging_settings(conn)):
             log.warning("the PostgreSQL server may log the IDs looked up: %s", risk)
-        ensure_access_log(conn)
+        try:
+            ensure_access_log(conn)
+        except psycopg.OperationalError as exc:  # a lock held past the timeout, the server gone
+            raise pools.StartupError(f"the audit tables could not be created or checked ({type(exc).__name__}): "
+                                     "is lienthong_ops.access_log locked by another session?") from None
     log.info("connections: up to %d per worker (%d agencies x %d + %d for the access log), %d worker(s)",
              plan.per_worker, len(roles), config.pool_size, config.log_pool_size, workers)
 

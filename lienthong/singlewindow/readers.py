@@ -10,6 +10,7 @@ service code does. The service reads only `agency_<name>.<dataset>` views; Postg
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from lienthong.access import Agency
-from lienthong.singlewindow.pools import APP_NAME, Pool, session_options
+from lienthong.singlewindow.pools import APP_NAME, Pool, StartupError, session_options
 
 STATEMENT_TIMEOUT_S = 5.0
 
@@ -59,9 +60,15 @@ class AgencyReaders:
         """Log in once as every agency (fails early on a wrong password or a missing role); the connection is
         closed again: the pools open theirs on first use."""
         for agency in self._passwords:
-            with psycopg.connect(self._url, autocommit=True, application_name=f"{APP_NAME}-{agency}",
-                                 connect_timeout=max(2, int(self._timeout)), **self._connect_kwargs(agency)) as conn:
-                conn.execute("SELECT 1")
+            try:
+                with psycopg.connect(self._url, autocommit=True, application_name=f"{APP_NAME}-{agency}",
+                                     connect_timeout=max(2, math.ceil(self._timeout)),
+                                     **self._connect_kwargs(agency)) as conn:
+                    conn.execute("SELECT 1")
+            except psycopg.OperationalError as exc:
+                raise StartupError(f"agency {agency} cannot log in as role {self._agencies[agency].role} "
+                                   f"({type(exc).__name__}): check {self._agencies[agency].password_env} and "
+                                   "that lienthong.access was applied") from None
 
     def close(self) -> None:
         with self._lock:
