@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder, XMLParser
 
 from defusedxml import DefusedXmlException
@@ -44,7 +44,7 @@ LIST_CONTAINERS = frozenset({"NganhNghe"})
 
 # What `parse_xml` returns: an lxml element or, on the strict path, an ElementTree one. The mapping below
 # uses only what both offer (tag, text, attrib, len, iteration, get, itertext).
-Node = Element | etree._Element
+Node: TypeAlias = Element | etree._Element
 
 
 class XmlPageError(ValueError):
