@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 ISSUE_SEP = ";"
 
-ArrayLike = pa.Array | pa.ChunkedArray
+ArrayLike: TypeAlias = pa.Array | pa.ChunkedArray
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,18 @@ class Standardized:
 
 def as_array(arr: ArrayLike | Sequence[Any], type_: pa.DataType | None = None) -> pa.Array:
     """One contiguous, non-dictionary Arrow array (chunked arrays combined, dictionaries decoded)."""
+    out: pa.Array
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    elif not isinstance(arr, pa.Array):
-        arr = pa.array(arr, type=type_)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if type_ is not None and arr.type != type_:
-        arr = arr.cast(type_)
-    return arr
+        out = arr.combine_chunks()
+    elif isinstance(arr, pa.Array):
+        out = arr
+    else:
+        out = pa.array(arr, type=type_)
+    if pa.types.is_dictionary(out.type):
+        out = out.dictionary_decode()
+    if type_ is not None and out.type != type_:
+        out = out.cast(type_)
+    return out
 
 
 def distinct(arr: ArrayLike | Sequence[Any]) -> tuple[pa.Array, pa.Array]:
@@ -99,23 +102,21 @@ def distinct_rows(*columns: ArrayLike | None) -> tuple[list[tuple], pa.Array]:
     if any(len(c) != n for c in present):
         raise ValueError(f"key columns differ in length: {[len(c) for c in present]}")
     key = np.zeros(n, dtype=np.int64)
-    dictionaries: list[list | None] = []
-    codes: list[np.ndarray | None] = []
+    # Per column: (its distinct values + None for the null code, each row's code); None for an absent column.
+    coded: list[tuple[list[Any], np.ndarray] | None] = []
     for col in columns:
         if col is None:
-            dictionaries.append(None)
-            codes.append(None)
+            coded.append(None)
             continue
         dictionary, indices = distinct(col)
         size = len(dictionary) + 1  # the last code stands for null
         idx = indices.fill_null(size - 1).to_numpy().astype(np.int64)
         # Re-number the combined key after each column so it stays below the row count (no overflow).
         key = pc.dictionary_encode(pa.array(key * size + idx)).indices.to_numpy().astype(np.int64)
-        dictionaries.append(dictionary.to_pylist() + [None])
-        codes.append(idx)
+        coded.append((dictionary.to_pylist() + [None], idx))
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     combos = [
-        tuple(None if d is None else d[c[i]] for d, c in zip(dictionaries, codes, strict=True))
+        tuple(None if dc is None else dc[0][dc[1][i]] for dc in coded)
         for i in first.tolist()
     ]
     return combos, pa.array(inverse.astype(np.int32))

@@ -111,7 +111,10 @@ def parse_dates(arr: ArrayLike | Sequence[str | None], forms: str | Sequence[str
     blank = to_bool_numpy(pc.equal(dictionary, ""))
     values = pa.array(days.astype(np.int32), pa.date32(), mask=~parsed)
     prec = pc.take(pa.array(["day", "month", "year"]), pa.array(precision.astype(np.int32), mask=~parsed))
-    issue = np.where(variant, "date_format_variant", np.where(parsed | blank, None, "unparseable"))
+    # Null where parsed in an expected form or blank; a variant form wins over the other codes.
+    issue = np.full(n, None, dtype=object)
+    issue[~(parsed | blank)] = "unparseable"
+    issue[variant] = "date_format_variant"
     return ParsedDates(
         values=pc.take(values, indices),
         repaired=pc.take(pa.array(variant), indices),
