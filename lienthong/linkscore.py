@@ -91,7 +91,7 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
             if t is not None:
                 org_pairs.append((t, ent_truth.get(r["enterprise_code"]) if r["enterprise_code"] else None, r["band"]))
 
-    result = {
+    result: dict[str, Any] = {
         "representative_citizen": _score(rep_pairs, sum(1 for t, _, _ in rep_pairs if t in in_registry)),
         "holder_citizen": _score(person_pairs, sum(1 for t, _, _ in person_pairs if t in in_registry)),
         "holder_enterprise": _score(org_pairs, sum(1 for t, _, _ in org_pairs if t in in_business)),

@@ -105,11 +105,11 @@ def _build_vni() -> tuple[dict[str, bytes], dict[bytes, str]]:
     for ch, code in zip(_toned("i"), _VNI_I, strict=True):
         lower[ch] = bytes([code])
     enc: dict[str, bytes] = {}
-    for ch, code in lower.items():
-        enc[ch] = code
+    for ch, seq in lower.items():
+        enc[ch] = seq
         # Capitals: ASCII base upper-cased, every byte >= 0xC0 moved down by 0x20 (Ù for ù, Ô for ô ...).
-        enc[ch.upper()] = bytes(b - 0x20 if b >= 0xE0 else (b - 0x20 if 0x61 <= b <= 0x7A else b) for b in code)
-    dec = {code: ch for ch, code in enc.items()}
+        enc[ch.upper()] = bytes(b - 0x20 if b >= 0xE0 else (b - 0x20 if 0x61 <= b <= 0x7A else b) for b in seq)
+    dec = {seq: ch for ch, seq in enc.items()}
     return enc, dec
 
 
