@@ -98,8 +98,8 @@ class Field:
     def postgres_type(self) -> str:
         if self.logical_type in ("array", "object"):
             return "jsonb"
-        if self.physical_type and _DECIMAL.match(self.physical_type):
-            p, s = _DECIMAL.match(self.physical_type).groups()
+        if self.physical_type and (decimal := _DECIMAL.match(self.physical_type)):
+            p, s = decimal.groups()
             return f"numeric({p},{s})"
         return {
             "string": "text",
@@ -112,8 +112,8 @@ class Field:
 
 
 def _scalar_arrow(logical: str, physical: str | None) -> pa.DataType:
-    if physical and _DECIMAL.match(physical):
-        p, s = _DECIMAL.match(physical).groups()
+    if physical and (decimal := _DECIMAL.match(physical)):
+        p, s = decimal.groups()
         return pa.decimal128(int(p), int(s))
     return {
         "string": pa.string(),

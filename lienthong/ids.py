@@ -19,11 +19,11 @@ _CENTURY_BASE = {1900: 0, 2000: 2, 2100: 4}
 
 
 def is_personal_id(value: str | None) -> bool:
-    return bool(value) and bool(_PERSONAL_ID.match(value))
+    return bool(value and _PERSONAL_ID.match(value))
 
 
 def is_legacy_id(value: str | None) -> bool:
-    return bool(value) and bool(_LEGACY_ID.match(value))
+    return bool(value and _LEGACY_ID.match(value))
 
 
 def century_sex_digit(birth_year: int, sex: str | None) -> set[int]:
