@@ -382,9 +382,9 @@ def render(e: Explanation) -> str:
             lines.append(f"bands: accept >= {e.bands.get('accept')} with a margin >= {e.bands.get('min_margin_bits')} "
                          f"bits over the runner-up, review >= {e.bands.get('review')}")
     if e.runner_up:
-        r = e.runner_up
-        lines.append(f"runner-up: {r['citizen']}, match weight {r['match_weight']:+.4f} "
-                     f"(probability {r['probability']:.6f}), margin {r['margin_bits']:.4f} bits")
+        ru = e.runner_up
+        lines.append(f"runner-up: {ru['citizen']}, match weight {ru['match_weight']:+.4f} "
+                     f"(probability {ru['probability']:.6f}), margin {ru['margin_bits']:.4f} bits")
     elif e.method == "probabilistic" and e.steps:
         lines.append("runner-up: none above the scoring threshold")
     lines.extend(f"note: {n}" for n in e.notes)

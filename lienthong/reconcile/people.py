@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -115,7 +115,7 @@ def with_names(columns: dict[str, Any], full_names: pa.Array) -> dict[str, Any]:
 # --- the model -------------------------------------------------------------------------------------------
 
 
-def _settings(link_type: str = "link_only", *, probability_two_random_records_match: float = 0.0001) -> Any:
+def _settings(link_type: Literal["link_only", "link_and_dedupe", "dedupe_only"] = "link_only", *, probability_two_random_records_match: float = 0.0001) -> Any:
     """The model's settings (Splink's SettingsCreator); the prior is given here, before the Linker exists,
     because Splink's public API sets it only through the settings (or estimates it, which we do not)."""
     from splink import SettingsCreator, block_on
@@ -248,7 +248,7 @@ def link_people(
     exact = _exact_links(con)
     seconds["exact"] = time.monotonic() - t0
     con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
-    n_rest = con.execute("SELECT count(*) FROM l_rest").fetchone()[0]
+    n_rest = _count(con, "SELECT count(*) FROM l_rest")
     t1 = time.monotonic()
     prob, model = _probabilistic_links(con, bands, train_sample=train_sample, seed=seed) if n_rest else (None, {})
     seconds["probabilistic"] = time.monotonic() - t1
@@ -280,6 +280,11 @@ def link_people(
     con.close()
     log.info("linked %d records to %d: %s in %.1f s", left.num_rows, right.num_rows, counts, seconds["total"])
     return LinkResult(links=links, seconds=seconds, counts=counts, model=model)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _exact_links(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -357,9 +362,9 @@ def _probabilistic_links(
         SELECT * FROM (SELECT * FROM r USING SAMPLE reservoir({int(train_sample)} ROWS) REPEATABLE ({int(seed)}))
     """)
     tf = name_frequencies(con, db)
-    n_left = con.execute("SELECT count(*) FROM l").fetchone()[0]
-    n_right = con.execute("SELECT count(*) FROM r").fetchone()[0]
-    n_id_matches = con.execute("SELECT count(*) FROM exact_links").fetchone()[0]
+    n_left = _count(con, "SELECT count(*) FROM l")
+    n_right = _count(con, "SELECT count(*) FROM r")
+    n_id_matches = _count(con, "SELECT count(*) FROM exact_links")
     # Prior: the share of left records with a partner in the registry (estimated by the share the exact
     # passes linked; a lower bound), spread over the registry.
     expected = n_id_matches / max(1, n_left)
@@ -382,7 +387,7 @@ def _probabilistic_links(
     t3 = time.monotonic()
     _, pred = score_rest(db, model, tf)
     pred_name = pred.physical_name
-    log.info("scored %s candidate pairs in %.1f s", con.execute(f"SELECT count(*) FROM {pred_name}").fetchone()[0],
+    log.info("scored %s candidate pairs in %.1f s", _count(con, f"SELECT count(*) FROM {pred_name}"),
              time.monotonic() - t3)
     # unique_id_l / _r: which side is the left table depends on Splink's ordering; normalise.
     con.execute(f"""
