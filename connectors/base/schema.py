@@ -31,7 +31,8 @@ class SourceSchema:
     def from_contract(cls, *contracts: Any) -> SourceSchema:
         """Top-level source field names from the contracts' `sourceField` paths (and their key/cursor); give
         every contract staged from the same source records (e.g. enterprise and legal_representative)."""
-        known, required = set(), set()
+        known: set[str] = set()
+        required: set[str] = set()
         for contract in contracts:
             one = cls._one(contract)
             known |= one.known_fields
@@ -40,7 +41,8 @@ class SourceSchema:
 
     @classmethod
     def _one(cls, contract: Any) -> SourceSchema:
-        known, required = set(), set()
+        known: set[str] = set()
+        required: set[str] = set()
         if contract.custom.get("unnest"):
             known.add(contract.custom["unnest"])
         for f in contract.fields:
