@@ -254,8 +254,9 @@ def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Cont
         if not g.rows:
             continue
         entity = published[ds].custom.get("entity")
-        _expect(isinstance(entity, str), path, "a row filter needs the contract to name the entity a row is "
-                "(customProperty 'entity'), so that it can hold wherever that entity appears", agency=agency, dataset=ds)
+        if not isinstance(entity, str):
+            raise AccessConfigError(path, "a row filter needs the contract to name the entity a row is (customProperty "
+                                    "'entity'), so that it can hold wherever that entity appears", agency=agency, dataset=ds)
         filters[entity] = _narrow(filters.get(entity, {}), g.rows)
         typed.setdefault(entity, {}).update({c: published[ds].field(c).logical_type for c in g.rows})
         origin.setdefault(entity, ds)
@@ -292,10 +293,11 @@ def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Cont
             members = {c.name: c.logical_type for c in f.children}
             carried = (e is not None and len(items) == 1 and f.logical_type == "array" and f.item_type == "object"
                        and all(members.get(c) == typed[e][c] for c in filters[e]))
-            _expect(carried, path, f"holds {', '.join(sorted(hit))} records that the row filter on "
-                    f"{origin[min(hit)]} limits, but its items cannot be filtered by {sorted(filters[min(hit)])}: "
-                    "hide the column or drop the filter", **where)
-            nested[col] = filters[e]  # type: ignore[index]
+            if e is None or not carried:  # carried implies e; the check on e tells the type checker so
+                raise AccessConfigError(path, f"holds {', '.join(sorted(hit))} records that the row filter on "
+                                        f"{origin[min(hit)]} limits, but its items cannot be filtered by "
+                                        f"{sorted(filters[min(hit)])}: hide the column or drop the filter", **where)
+            nested[col] = filters[e]
         out[ds] = DatasetGrant(ds, g.columns, rows, nested)
     return out
 
@@ -322,7 +324,8 @@ def _grant(spec: Any, contract: Contract, path: Path, agency: str) -> DatasetGra
         _expect(col in fields, path, "unknown column in rows", **where)
         f = fields[col]
         types = _FILTER_TYPES.get(f.logical_type)
-        _expect(types is not None, path, f"rows cannot filter a {f.logical_type} column", **where)
+        if types is None:
+            raise AccessConfigError(path, f"rows cannot filter a {f.logical_type} column", **where)
         _expect(isinstance(values, list) and bool(values), path, "rows: a non-empty list of allowed values", **where)
         for v in values:
             ok = isinstance(v, types) and (f.logical_type == "boolean" or not isinstance(v, bool))
@@ -336,8 +339,9 @@ def _mask_kind(f: Field, contract: Contract, path: Path, where: dict[str, str]) 
         raise AccessConfigError(path, "a nested column cannot be masked (masking applies to the whole column): "
                                 "use visible, pseudonymized or hidden", **where)
     kind = f.custom.get("mask") or ("year" if f.logical_type in ("date", "timestamp") else None)
-    _expect(kind in MASKS, path, f"the contract gives no masking for this column (property 'mask': one of {', '.join(MASKS)})",
-            **where)
+    if not isinstance(kind, str) or kind not in MASKS:
+        raise AccessConfigError(path, "the contract gives no masking for this column (property 'mask': one of "
+                                f"{', '.join(MASKS)})", **where)
     if kind == "year":
         _expect(f.logical_type in ("date", "timestamp"), path, "mask 'year' needs a date or timestamp column", **where)
     elif f.logical_type != "string":

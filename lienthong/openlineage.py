@@ -433,7 +433,7 @@ def datasets_of(report: dict[str, Any]) -> tuple[list[InputDataset], list[Output
 
 def outlet_datasets(outlets: list[Any]) -> list[Dataset]:
     """The task's declared `lienthong://<zone>/<name>` outlets as output datasets (schema from the contract)."""
-    out = []
+    out: list[Dataset] = []
     for asset in outlets or []:
         uri = str(getattr(asset, "uri", "") or "")
         if not uri.startswith(f"{NAMESPACE}://"):
