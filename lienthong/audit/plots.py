@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display here, and none needed
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-_STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+_STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays text: smaller files, searchable, rendered with the page's fonts
     "font.size": 9,
     "axes.spines.top": False,
