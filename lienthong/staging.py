@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from lienthong.contracts import Contract, Field
 from lienthong.paths import run_folder
 from lienthong.settings import load_settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -221,16 +224,16 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
     a row id), one typing and checking the standardized `src` relation. Returns ((extract, type), fields)."""
     contract = plan.contract
     by_name = {f.name: f for f in contract.fields}
-    prefix = plan.unnest + "." if plan.unnest else None
+    unnest = plan.unnest
     src_cols, typed_cols, reasons, staged = [], [], [], []
     root_paths: list[str] = []
     for f in contract.fields:
         derived = f.custom.get("derivedFrom")
         src = f"src_{f.name}"
         if f.source_field:
-            if prefix and f.source_field.startswith(prefix):
-                inner = _quote(f.source_field[len(prefix):])
-                path = f"'$.{_quote(plan.unnest)}[' || _pos || '].{inner}'"
+            if unnest and f.source_field.startswith(unnest + "."):
+                inner = _quote(f.source_field[len(unnest) + 1:])
+                path = f"'$.{_quote(unnest)}[' || _pos || '].{inner}'"
             else:
                 path = None
             if f.logical_type == "array":
@@ -245,10 +248,9 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
             else:
                 src_cols.append(f"json_extract_string(payload, {path}) AS {src}")
                 typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
-        elif derived in by_name and f.custom.get("standardize") and by_name[derived].source_field:
+        elif derived in by_name and f.custom.get("standardize") and (origin_field := by_name[derived].source_field):
             # A standardized copy of another field (e.g. the 2025 commune code of an original code).
-            origin = by_name[derived]
-            src_cols.append(f"json_extract_string(payload, {_lit(_json_path(origin.source_field))}) AS {src}")
+            src_cols.append(f"json_extract_string(payload, {_lit(_json_path(origin_field))}) AS {src}")
             typed_cols.append(f"{_typed_expr(f, src)} AS {f.name}")
         elif derived in by_name and f.name == f"{derived}_catalogue_version":
             src_cols.append(f"CAST(NULL AS VARCHAR) AS {src}")  # filled in by the land_use standardizer
@@ -291,6 +293,14 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
     return sql, staged
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """The value of a one-row aggregate query (count, coalesce(sum))."""
+    row = con.execute(sql).fetchone()
+    if row is None:
+        raise RuntimeError(f"staging: an aggregate query returned no row: {sql}")
+    return row[0]
+
+
 def stage_json_source(
     contract: Contract,
     raw_files: list[Path],
@@ -320,7 +330,7 @@ def stage_json_source(
     if not files:
         raise FileNotFoundError(f"no raw landing found for {contract.name}")
     con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
-    raw_rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]
+    raw_rows = _scalar(con, "SELECT count(*) FROM raw")
     key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
     upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
     if plan.updated_parse == "dmy_local_datetime":
@@ -341,10 +351,10 @@ def stage_json_source(
         # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
         n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
         con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
-        raw_rows = con.execute(f"SELECT coalesce(sum({n}), 0) FROM raw").fetchone()[0]
+        raw_rows = _scalar(con, f"SELECT coalesce(sum({n}), 0) FROM raw")
     else:
         con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
-    rows_in = con.execute("SELECT count(*) FROM latest").fetchone()[0]
+    rows_in = _scalar(con, "SELECT count(*) FROM latest")
     (extract_sql, typed_sql), staged_fields = build_stage_sql(plan)
     con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
     applied = _standardize(con, contract)
@@ -466,8 +476,8 @@ def quarantine_failed_rows(
     moved = staged.take(pa.array(positions, pa.int64()))
     keep = pa.compute.invert(pa.compute.is_in(pa.array(range(staged.num_rows), pa.int64()), value_set=pa.array(positions, pa.int64())))
     rules_of: dict[int, list[str]] = {}
-    for rule, rows in failed_rows.items():
-        for p in rows:
+    for rule, failed in failed_rows.items():
+        for p in failed:
             rules_of.setdefault(p, []).append(rule)
     con = duckdb.connect()
     con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
