@@ -195,6 +195,7 @@ class Service:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         rows: list[dict[str, Any]] = []
+        body: dict[str, Any]  # one record, a page of records, or an error's detail
         try:
             values = parse()
             key_text = "/".join(map(str, values))

@@ -136,8 +136,8 @@ def server_room(conn: psycopg.Connection, roles: list[str]) -> ServerRoom:
                      AND pid <> pg_backend_pid() AND coalesce(application_name, '') NOT LIKE %s)::int""",
         (APP_NAME + "%",)).fetchone()
     assert row is not None
-    limits = dict(conn.execute("SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname = ANY(%s)",
-                               (roles,)).fetchall())
+    limits: dict[str, int] = dict(conn.execute("SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname = ANY(%s)",
+                                               (roles,)).fetchall())
     return ServerRoom(row[0], row[1], row[2], limits)
 
 

@@ -46,7 +46,8 @@ class AgencyReaders:
                                            wait=self._timeout, **self._connect_kwargs(agency))
             return self._pools[agency]
 
-    def query(self, agency: str, statement: sql.Composable | str, params: Sequence[Any]) -> tuple[list[str], list[tuple]]:
+    def query(self, agency: str, statement: sql.SQL | sql.Composed | str,
+              params: Sequence[Any]) -> tuple[list[str], list[tuple]]:
         """Column names and rows of one statement run as the agency (run again once on a fresh connection if
         the pooled one was broken: a read may be repeated)."""
         def read(conn: psycopg.Connection) -> tuple[list[str], list[tuple]]:

@@ -23,8 +23,20 @@ MAX_INPUT = 64  # longer than any valid key: refused before anything else looks 
 MAX_SHEET_OR_PARCEL = 99_999
 _DIGITS = re.compile(r"[0-9]+")
 _TAX_CODE = re.compile(r"[0-9]{10}(-?[0-9]{3})?")
+
+
+def _century_of_digit() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for century in (1900, 2000, 2100):
+        base = id_rules.century_base(century)
+        if base is None:
+            raise RuntimeError(f"lienthong.ids gives no personal-ID digit for the {century}s")
+        out |= {base: century, base + 1: century}
+    return out
+
+
 # 4th digit of a personal ID -> the century of birth (0/1 1900s, 2/3 2000s, 4/5 2100s; even male, odd female)
-_CENTURY_OF_DIGIT = {id_rules.century_base(c) + sex: c for c in (1900, 2000, 2100) for sex in (0, 1)}
+_CENTURY_OF_DIGIT = _century_of_digit()
 
 
 class InvalidKey(ValueError):
