@@ -62,7 +62,7 @@ from psycopg2.extensions import connection, encrypt_password
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
 from lienthong.ops import ensure_ops_schema
-from lienthong.settings import env_secret
+from lienthong.settings import passed_env
 from lienthong.yamltext import safe_load
 
 log = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ def key_fingerprint(key: bytes) -> str:
 def pseudonym_key(required: bool) -> bytes | None:
     """The pseudonymization key: env LIENTHONG_PSEUDONYM_KEY, else the password of Airflow connection
     `lienthong_pseudonym_key`. Missing when `required` is a clear error."""
-    value = env_secret(KEY_ENV)
+    value = passed_env(KEY_ENV)
     if not value and required:
         try:
             from lienthong.connections import get_connection
@@ -667,7 +667,7 @@ def _ensure_role(cur, agency: Agency, path: Path) -> bool:
                                 agency=agency.name)
     cur.execute(sql.SQL("ALTER ROLE {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
                         "CONNECTION LIMIT {}").format(role, sql.Literal(agency.limits["connections"])))
-    password = env_secret(agency.password_env)
+    password = passed_env(agency.password_env)
     if password:
         verifier = encrypt_password(password, agency.role, cur.connection, "scram-sha-256")
         cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier)))

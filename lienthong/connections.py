@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lienthong.settings import passed_env
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def _from_airflow(conn: Any, conn_id: str) -> ConnInfo:
 
 def get_connection(conn_id: str) -> ConnInfo:
     """Resolve an Airflow connection by id (inside a task via Airflow, else from AIRFLOW_CONN_<ID>)."""
-    env = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    env = passed_env(f"AIRFLOW_CONN_{conn_id.upper()}")
     from airflow.sdk import Connection
 
     if env:

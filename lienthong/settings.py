@@ -136,9 +136,10 @@ def ingest_schedule() -> str | None:
     return parse_schedule(os.environ.get(ENV_PREFIX + "INGEST_SCHEDULE"))
 
 
-def env_secret(name: str) -> str | None:
-    """A secret passed through the environment (an agency password, a key, an AIRFLOW_CONN_* URI): read here
-    like every other setting, but never stored in Settings, so it cannot end up in a repr or a log."""
+def passed_env(name: str) -> str | None:
+    """A value passed to this process through the environment that is not a platform setting: a secret (an
+    agency password, a key, an AIRFLOW_CONN_* URI) or a hand-over from a parent process. Read here like every
+    other setting, but never stored in Settings, so it cannot end up in a repr or a log."""
     value = os.environ.get(name)
     return value if value else None
 

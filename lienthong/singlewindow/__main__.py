@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 
+from lienthong.settings import passed_env
+
 # Passed to the worker processes, which build the app through `_factory`.
 WORKERS_ENV = "LIENTHONG_SINGLEWINDOW_WORKERS"
 LOG_LEVEL_ENV = "LIENTHONG_SINGLEWINDOW_LOG_LEVEL"
@@ -63,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _factory():
     """The app of one worker process (`--workers N`)."""
-    logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "info").upper(), format=LOG_FORMAT)
+    logging.basicConfig(level=(passed_env(LOG_LEVEL_ENV) or "info").upper(), format=LOG_FORMAT)
     from lienthong.singlewindow.app import create_app
 
-    return create_app(workers=int(os.environ.get(WORKERS_ENV, "1")))
+    return create_app(workers=int(passed_env(WORKERS_ENV) or "1"))
 
 
 if __name__ == "__main__":
