@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from pydantic import BaseModel
 
 from lienthong.access import Agency, load_agencies
 from lienthong.contracts import Contract, load_contracts
-from lienthong.settings import Settings
+from lienthong.settings import Settings, passed_env
 from lienthong.singlewindow import pools, validation
 from lienthong.singlewindow.audit import (
     AccessLog,
@@ -102,7 +101,7 @@ class ServiceError(Exception):
 
 def load_api_keys(agencies: dict[str, Agency]) -> dict[str, str]:
     """Agency -> API key from LIENTHONG_SINGLEWINDOW_KEYS (else the connection's extra); errors never show a key."""
-    raw = os.environ.get(KEYS_ENV)
+    raw = passed_env(KEYS_ENV)
     if raw:
         try:
             keys = json.loads(raw)
@@ -133,7 +132,7 @@ def load_api_keys(agencies: dict[str, Agency]) -> dict[str, str]:
 def load_passwords(agencies: dict[str, Agency], names) -> dict[str, str]:
     passwords = {}
     for name in names:
-        pw = os.environ.get(agencies[name].password_env)
+        pw = passed_env(agencies[name].password_env)
         if not pw:
             raise RuntimeError(f"agency {name!r} has an API key but {agencies[name].password_env} is not set")
         passwords[name] = pw
