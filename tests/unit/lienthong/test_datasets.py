@@ -51,3 +51,25 @@ def test_the_ingest_schedule_is_parsed_in_one_place(monkeypatch):
         assert dagconfig.ingest_schedule() == settings.load_settings().ingest_schedule == expected, raw
     assert dagconfig.ingest_schedule is settings.ingest_schedule
 
+
+
+def test_no_module_reads_the_environment_outside_settings():
+    """Settings are read in one place: elsewhere `os.environ` may only be written (for a child process)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    offenders = []
+    for folder in ("lienthong", "connectors", "dags", "plugins"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path == root / "lienthong" / "settings.py":
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            written = {id(t.value) for node in ast.walk(tree) if isinstance(node, ast.Assign | ast.AugAssign)
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                       if isinstance(t, ast.Subscript)}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                        and isinstance(node.value, ast.Name) and node.value.id == "os" and id(node) not in written):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, offenders
