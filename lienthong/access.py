@@ -92,6 +92,9 @@ DEFAULT_LIMITS: dict[str, int | str] = {
 }
 _DURATION = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB|TB)$")
+# Set for every agency role: the server never writes the values bound to an agency's statements into its log
+# (the single window binds looked-up IDs as parameters). Superuser settings: a role cannot change them.
+_ROLE_LOGGING = {"log_parameter_max_length": "0", "log_parameter_max_length_on_error": "0"}
 _LIMIT_FORMATS = {"statement_timeout": _DURATION, "idle_in_transaction_session_timeout": _DURATION,
                   "idle_session_timeout": _DURATION, "temp_file_limit": _SIZE}
 # Functions that create large objects: any role may call them unless EXECUTE is revoked from PUBLIC.
@@ -696,7 +699,7 @@ def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contrac
         cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
             role, sql.Identifier(conn.info.dbname), schema))
         rep.limits = dict(agency.limits)
-        for setting, value in agency.limits.items():
+        for setting, value in {**agency.limits, **_ROLE_LOGGING}.items():
             if setting == "connections":
                 continue
             # temp_file_limit is a superuser setting: a role cannot raise it for itself. The timeouts are

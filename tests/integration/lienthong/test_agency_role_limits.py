@@ -121,6 +121,19 @@ def test_temp_space_is_limited_and_the_agency_cannot_lift_the_limit(warehouse):
         conn.close()
 
 
+def test_bound_values_never_reach_the_server_log_and_the_agency_cannot_change_that(warehouse):
+    conn = agency_connect(warehouse[0], "single_window_desk")
+    try:
+        with conn.cursor() as cur:
+            for setting in ("log_parameter_max_length", "log_parameter_max_length_on_error"):
+                cur.execute(f"SHOW {setting}")
+                assert cur.fetchone()[0] == "0", setting
+        with pytest.raises(errors.InsufficientPrivilege), conn.cursor() as cur:
+            cur.execute("SET log_parameter_max_length = -1")
+    finally:
+        conn.close()
+
+
 def test_an_idle_transaction_is_ended(warehouse):
     conn = agency_connect(warehouse[0], "statistics_office")
     conn.autocommit = False
