@@ -36,6 +36,8 @@ MODES = ["population-bare", "population-connector", "business-bare", "business-c
 def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
     import requests
 
+    from lienthong.db import warehouse_url
+    from lienthong.runs import Ledger
     from lienthong.settings import load_settings
     from sandbox.runner import read_endpoints
 
@@ -43,6 +45,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
     os.environ.update(ep.airflow_conn_env())
     os.environ["LIENTHONG_DATA_DIR"] = str(data_dir)
     settings = load_settings()
+    store = Ledger(warehouse_url(settings))  # watermarks and run records of the connector runs
     run_id = f"bench-{mode}-{time.time_ns()}"
     # Import what the connector runs before the clock starts, as the bare loops do (a second or two of
     # imports is not throughput, and it would weigh on small sizes only). airflow.sdk is what
@@ -72,7 +75,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
         from lienthong.contracts import contract
 
         client = PopulationRegistryClient(ep.population_url, ep.client_id, ep.client_secret)
-        res = run_ingestion(source=SOURCE, entity=ENTITY, run_id=run_id, raw_dir=settings.raw_dir, incremental=INCREMENTAL,
+        res = run_ingestion(store=store, source=SOURCE, entity=ENTITY, run_id=run_id, raw_dir=settings.raw_dir, incremental=INCREMENTAL,
                             pages=lambda since: client.iter_citizen_pages("1970-01-01T00:00:00Z", 1000), scope=run_id,
                             schema=SourceSchema.from_contract(contract("citizen")))
         rows = res.rows
@@ -90,7 +93,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
     elif mode == "business-connector":
         from connectors.business.ingest import ingest
 
-        rows = ingest(run_id, settings)["rows"]
+        rows = ingest(run_id, settings, store=store)["rows"]
     elif mode == "land-bare":
         import psycopg2
 
@@ -121,7 +124,7 @@ def child(mode: str, endpoints_file: Path, data_dir: Path) -> dict:
         from connectors.land.ingest import ingest
 
         for province in sorted(ep.land_dsns):
-            summary = ingest(run_id, province, settings)
+            summary = ingest(run_id, province, settings, store=store)
             rows += sum(t["rows"] for t in summary["tables"].values())
     else:
         raise SystemExit(f"unknown mode {mode}")
@@ -201,13 +204,9 @@ def _run_child(mode: str, endpoints: Path, data_dir: Path) -> dict:
 
 
 def _forget_watermarks(url: str) -> None:
-    from lienthong.db import connect
-    from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+    from lienthong.runs import Ledger
 
-    with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {OPS_SCHEMA}.watermark")
+    Ledger(url).forget_watermarks()
 
 
 def main() -> int:

@@ -105,52 +105,36 @@ def run_chain(runner: AirflowRunner, label: str) -> dict[str, str]:
 
 def collect_summary(settings: Settings, url: str) -> dict[str, Any]:
     """Rows per zone, quarantine by reason, publications, and where things are — from the warehouse."""
+    from lienthong import runs
     from lienthong.db import connect
-    from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+    from lienthong.findings import ensure_findings_schema, findings_summary
 
     out: dict[str, Any] = {"data_dir": str(settings.data_dir)}
     with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                f"""SELECT source, count(*), coalesce(sum(rows_landed), 0), max(watermark_to)
-                    FROM {OPS_SCHEMA}.ingest_run WHERE status = 'success' GROUP BY source ORDER BY source"""
-            )
-            out["ingest"] = [dict(zip(["source", "runs", "rows_landed", "watermark"], r, strict=True)) for r in cur.fetchall()]
-            cur.execute(
-                f"""SELECT DISTINCT ON (dataset) dataset, run_id, raw_rows, duplicates_removed, rows_in, rows_staged,
-                           rows_quarantined, conservation_ok, raw_runs
-                    FROM {OPS_SCHEMA}.stage_run ORDER BY dataset, created_at DESC"""
-            )
-            keys = ["dataset", "run_id", "raw_rows", "duplicates_removed", "rows_in", "rows_staged", "rows_quarantined",
-                    "conservation_ok", "raw_runs"]
-            out["staging"] = [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
-            cur.execute(
-                f"""SELECT dataset, version, row_count, status, table_name, parquet_path, run_id
-                    FROM {OPS_SCHEMA}.publication ORDER BY dataset, version"""
-            )
-            keys = ["dataset", "version", "rows", "status", "table", "parquet_path", "run_id"]
-            out["publications"] = [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
-            cur.execute(
-                f"""SELECT DISTINCT ON (dataset) dataset, gate_passed, failed_critical, failed_warning
-                    FROM {OPS_SCHEMA}.quality_run ORDER BY dataset, created_at DESC"""
-            )
-            out["quality"] = [dict(zip(["dataset", "gate_passed", "failed_critical", "failed_warning"], r, strict=True))
-                              for r in cur.fetchall()]
-        from lienthong.findings import ensure_findings_schema, findings_summary
-
+        out["ingest"] = runs.ingest_totals(conn)
+        out["staging"] = [
+            {"dataset": st.dataset, "run_id": st.run_id, "raw_rows": st.raw_rows,
+             "duplicates_removed": st.duplicates_removed, "rows_in": st.rows_in, "rows_staged": st.rows_staged,
+             "rows_quarantined": st.rows_quarantined, "conservation_ok": st.conservation_ok,
+             "quarantine_by_rule": dict(st.quarantine_by_rule), "repairs": dict(st.repairs),
+             "findings": dict(st.findings)}
+            for st in runs.latest_stage_runs(conn)
+        ]
+        out["publications"] = [
+            {"dataset": p.dataset, "version": p.version, "rows": p.row_count, "status": p.status, "table": p.table_name,
+             "parquet_path": p.parquet_path, "run_id": p.run_id}
+            for p in runs.publications(conn)
+        ]
+        out["quality"] = [
+            {"dataset": q.dataset, "gate_passed": q.gate_passed, "failed_critical": q.failed_critical,
+             "failed_warning": q.failed_warning}
+            for q in runs.latest_quality_runs(conn)
+        ]
+        rec = runs.latest_reconcile_run(conn)
+        out["reconcile"] = None if rec is None else {"run_id": rec.run_id, "counts": rec.counts,
+                                                     "links": (rec.metrics or {}).get("links")}
         ensure_findings_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute("""SELECT run_id, counts, metrics->'links' FROM lienthong_ops.reconcile_run
-                           WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1""")
-            row = cur.fetchone()
-            out["reconcile"] = dict(zip(["run_id", "counts", "links"], row, strict=True)) if row else None
         out["findings"] = findings_summary(conn)
-    for st in out["staging"]:
-        details = st.pop("raw_runs") or {}
-        st["quarantine_by_rule"] = details.get("quarantine_by_rule", {})
-        st["repairs"] = details.get("repairs", {})
-        st["findings"] = details.get("findings", {})
     return out
 
 

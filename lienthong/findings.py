@@ -10,11 +10,12 @@ and SQL of three tables:
   merely seen again by a later run writes no event ('seen' is allowed by the table but not written): a run
   over a large, mostly unchanged set would otherwise add one row per open finding per run. `last_seen_run`
   and `last_seen_at` in `finding` say when it was last seen;
-* `reconcile_run`: one row per reconciliation run (counts, metrics, outputs), replaced on a rerun.
 
 `sync_findings` takes the complete set of findings a run found and moves every finding through its lifecycle
 (new, still open, reopened, resolved) with set-based SQL over a temporary table loaded with COPY, so a run
-with hundreds of thousands of findings costs a handful of statements.
+with hundreds of thousands of findings costs a handful of statements. The reconciliation run itself is recorded
+in the run ledger (`lienthong.runs`), in the same transaction as its sync when the caller asks for it
+(`commit=False`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from functools import cached_property
 from typing import Any
 
 from psycopg2.extensions import connection
-from psycopg2.extras import Json
 
-from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 """Severities, most severe first."""
@@ -229,59 +229,16 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.finding_event (
   PRIMARY KEY (finding_id, run_id, event)
 );
 CREATE INDEX IF NOT EXISTS finding_event_run_idx ON {OPS_SCHEMA}.finding_event (run_id);
-CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.reconcile_run (
-  run_id text PRIMARY KEY,
-  started_at timestamptz NOT NULL,
-  finished_at timestamptz,
-  status text NOT NULL,
-  counts jsonb,
-  metrics jsonb,
-  outputs jsonb
-);
 """
 
 
 def ensure_findings_schema(conn: connection) -> None:
-    """Create the bookkeeping schema and the findings tables if missing (safe to call concurrently).
-
-    Runs in the caller's transaction and does not commit (like `ensure_ops_schema`).
-    """
-    ensure_ops_schema(conn)
+    """Create the bookkeeping schema (with the run ledger) and the findings tables if missing (safe to call
+    concurrently). Runs in the caller's transaction and does not commit."""
+    ensure_ledger(conn)
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_ddl'))")
         cur.execute(FINDINGS_DDL)
-
-
-def record_reconcile_run(
-    conn: connection,
-    run_id: str,
-    *,
-    started_at: datetime,
-    finished_at: datetime | None,
-    status: str,
-    counts: Mapping[str, Any] | None,
-    metrics: Mapping[str, Any] | None,
-    outputs: Mapping[str, Any] | None,
-) -> None:
-    """Record reconciliation run `run_id`; a rerun of the same run_id replaces the row.
-
-    Runs in the caller's transaction and does not commit.
-    """
-    ensure_findings_schema(conn)
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""INSERT INTO {OPS_SCHEMA}.reconcile_run
-                  (run_id, started_at, finished_at, status, counts, metrics, outputs)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (run_id) DO UPDATE SET
-                  started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
-                  counts = EXCLUDED.counts, metrics = EXCLUDED.metrics, outputs = EXCLUDED.outputs""",
-            (run_id, started_at, finished_at, status, _json(counts), _json(metrics), _json(outputs)),
-        )
-
-
-def _json(value: Mapping[str, Any] | None) -> Json | None:
-    return None if value is None else Json(dict(value), dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
 _LOAD_TABLE = "_lienthong_finding_load"
@@ -296,6 +253,7 @@ def sync_findings(
     *,
     scope: Iterable[str] | None = None,
     now: datetime | None = None,
+    commit: bool = True,
 ) -> dict[str, int]:
     """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
 
@@ -311,6 +269,9 @@ def sync_findings(
     Transactions: the schema is first ensured and committed on its own (so the DDL locks are not held for
     the whole sync), then everything else happens in one transaction that this function commits (rolled
     back on error). Work pending on `conn` is committed with it. Concurrent syncs are serialised.
+    With `commit=False` the sync is part of the caller's transaction instead (e.g. the reconciliation's record
+    in the run ledger goes with it): nothing is committed or rolled back here, the schema must have been
+    ensured (and committed) before, and the sync's lock and `work_mem` hold until the caller commits.
 
     A rerun of the same `run_id` with the same set changes nothing (no row, no event, no timestamp); a rerun
     with a different set records the differences as transitions of that run. The counts describe what the
@@ -333,20 +294,19 @@ def sync_findings(
             raise ValueError(f"finding {finding.finding_id} is of type {finding.type!r}, outside scope {types}")
         latest[finding.finding_id] = finding
 
+    if not commit:
+        if conn.autocommit:
+            raise ValueError("commit=False needs a connection in a transaction, not in autocommit mode")
+        counts = _sync(conn, run_id, now, types, latest.values())
+        counts["found"] = len(latest)
+        return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
     autocommit = conn.autocommit
     if autocommit:  # (psycopg2 refuses to set it at all inside a transaction, even to its current value)
         conn.autocommit = False
     try:
         ensure_findings_schema(conn)
         conn.commit()
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
-            # Current statistics (a large earlier sync may not be auto-analysed yet, and the planner would
-            # then choose nested loops over hundreds of thousands of rows) and room for the hash joins.
-            cur.execute(f"ANALYZE {OPS_SCHEMA}.finding, {OPS_SCHEMA}.finding_event")
-            cur.execute("SET LOCAL work_mem = '64MB'")
-            _load(cur, latest.values())
-            counts = _apply(cur, run_id, now, types)
+        counts = _sync(conn, run_id, now, types, latest.values())
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -356,6 +316,19 @@ def sync_findings(
             conn.autocommit = True
     counts["found"] = len(latest)
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
+
+
+def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findings: Iterable[Finding]) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
+        # Current statistics (a large earlier sync may not be auto-analysed yet, and the planner would
+        # then choose nested loops over hundreds of thousands of rows) and room for the hash joins.
+        cur.execute(f"ANALYZE {OPS_SCHEMA}.finding, {OPS_SCHEMA}.finding_event")
+        cur.execute("SET LOCAL work_mem = '64MB'")
+        _load(cur, findings)
+        counts = _apply(cur, run_id, now, types)
+        cur.execute(f"DROP TABLE {_SYNC_TABLE}")  # (dropped at commit anyway; now, for a caller's next sync)
+    return counts
 
 
 def _load(cur, findings: Iterable[Finding]) -> None:

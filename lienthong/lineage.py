@@ -11,11 +11,12 @@ Only run ids, counts, times, watermarks, hashes and rule outcomes are read and s
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lienthong.ops import OPS_SCHEMA
+from lienthong import runs
 from lienthong.settings import Settings, load_settings
 
 MAX_SCOPE_LINES = 3  # ingest scopes listed one per line per source; more (many provinces) are summed up
@@ -32,17 +33,6 @@ def _url(settings: Settings) -> str:
         raise LineageNotFound(f"no warehouse under {settings.data_dir}: nothing has been published from this data "
                               "dir (set LIENTHONG_DATA_DIR or LIENTHONG_DATABASE_URL)")
     return warehouse_url(settings)
-
-
-def _rows(cur, sql: str, params: tuple) -> list[dict[str, Any]]:
-    cur.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-def _table_exists(cur, table: str) -> bool:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{OPS_SCHEMA}.{table}",))
-    return bool(cur.fetchone()[0])
 
 
 def _source_of(staged_dataset: str, settings: Settings) -> tuple[str | None, str | None]:
@@ -70,15 +60,12 @@ def published_lineage(dataset: str, version: int | None = None, *, settings: Set
     from lienthong.db import connect
 
     s = settings or load_settings()
-    with connect(url or _url(s)) as conn, conn.cursor() as cur:
-        if not _table_exists(cur, "publication"):
+    with connect(url or _url(s)) as conn:
+        if runs.ledger_version(conn) == 0:  # a read-only command: it creates no bookkeeping in a bare warehouse
             raise LineageNotFound(f"no published dataset {dataset!r}: nothing has been published yet")
-        versions = _rows(cur, f"""SELECT version, run_id, content_hash, row_count, contract_version, table_name,
-                                         parquet_path, status, published_at
-                                  FROM {OPS_SCHEMA}.publication WHERE dataset = %s ORDER BY version""", (dataset,))
+        versions = [asdict(v) for v in runs.publications(conn, dataset)]
         if not versions:
-            cur.execute(f"SELECT DISTINCT dataset FROM {OPS_SCHEMA}.publication ORDER BY 1")
-            known = ", ".join(r[0] for r in cur.fetchall()) or "none"
+            known = ", ".join(runs.published_datasets(conn)) or "none"
             raise LineageNotFound(f"no published dataset {dataset!r} (published datasets: {known})")
         pointer = Path(s.published_dir) / dataset / "CURRENT"
         text = pointer.read_text().strip() if pointer.is_file() else ""
@@ -118,36 +105,35 @@ def published_lineage(dataset: str, version: int | None = None, *, settings: Set
         lineage = dict(manifest.get("lineage") or {})
         rec = lineage.pop("reconcile", None)
         if rec:
-            row = None
-            if _table_exists(cur, "reconcile_run"):
-                found = _rows(cur, f"""SELECT started_at, finished_at, status, counts, metrics->'links' AS links
-                                       FROM {OPS_SCHEMA}.reconcile_run WHERE run_id = %s""", (rec["run_id"],))
-                row = found[0] if found else None
+            found = runs.reconcile_run(conn, rec["run_id"])
+            row = None if found is None else {"started_at": found.started_at, "finished_at": found.finished_at,
+                                              "status": found.status, "counts": found.counts,
+                                              "links": (found.metrics or {}).get("links")}
             out["reconcile"] = {"run_id": rec["run_id"], **(row or {}),
                                 "outputs": {n: {"rows": o.get("rows"), "content_hash": o.get("content_hash")}
                                             for n, o in (rec.get("outputs") or {}).items()}}
         for name, src in lineage.items():
             run_id = src.get("integrate_run_id")
-            stage = _rows(cur, f"""SELECT created_at, rows_in, rows_staged, rows_quarantined, conservation_ok
-                                   FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s AND dataset = %s""", (run_id, name))
-            quality = _rows(cur, f"""SELECT gate_passed, evaluated, failed_critical, failed_warning
-                                     FROM {OPS_SCHEMA}.quality_run WHERE run_id = %s AND dataset = %s""", (run_id, name))
+            stage = runs.stage_run(conn, run_id, name)
+            quality = runs.quality_run(conn, run_id, name)
             source, entity = _source_of(name, s)
-            runs = [r for r in src.get("ingest_runs") or [] if _feeds(r, source, entity)]
+            fed = [r for r in src.get("ingest_runs") or [] if _feeds(r, source, entity)]
             landed = {}
-            if runs:
-                for r in _rows(cur, f"""SELECT run_id, source, scope, finished_at, status FROM {OPS_SCHEMA}.ingest_run
-                                        WHERE run_id = ANY(%s) AND source = ANY(%s)""",
-                               (sorted({r["run_id"] for r in runs}), sorted({r["source"] for r in runs}))):
-                    landed[(r["run_id"], r["source"], r["scope"])] = r
+            if fed:
+                for r in runs.ingest_runs(conn, {r["run_id"] for r in fed}, {r["source"] for r in fed}):
+                    landed[(r.run_id, r.source, r.scope)] = r
             out["sources"][name] = {
                 "integrate_run_id": run_id,
                 "staged_path": src.get("staged_path"),
-                **(stage[0] if stage else {}),
-                "quality": quality[0] if quality else None,
+                **({"created_at": stage.created_at, "rows_in": stage.rows_in, "rows_staged": stage.rows_staged,
+                    "rows_quarantined": stage.rows_quarantined, "conservation_ok": stage.conservation_ok}
+                   if stage else {}),
+                "quality": None if quality is None else {
+                    "gate_passed": quality.gate_passed, "evaluated": quality.evaluated,
+                    "failed_critical": quality.failed_critical, "failed_warning": quality.failed_warning},
                 "ingest_runs": [
-                    {**r, "finished_at": landed.get((r["run_id"], r["source"], r["scope"]), {}).get("finished_at")}
-                    for r in runs
+                    {**r, "finished_at": getattr(landed.get((r["run_id"], r["source"], r["scope"])), "finished_at", None)}
+                    for r in fed
                 ],
             }
     return out

@@ -7,19 +7,17 @@ event's extra).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from lienthong import runs
 from lienthong.db import connect, warehouse_url
 from lienthong.openlineage import reports_lineage
-from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
-
 
 
 @reports_lineage
@@ -28,7 +26,8 @@ def ingest_population(run_id: str, settings: Settings | None = None) -> dict[str
     """Walk the population registry (JSON, cursor paging) from the watermark and land every page in raw."""
     from connectors.population.ingest import ingest
 
-    return ingest(run_id, settings or load_settings())
+    s = settings or load_settings()
+    return ingest(run_id, s, store=runs.Ledger(warehouse_url(s)))
 
 
 @reports_lineage
@@ -37,7 +36,8 @@ def ingest_business(run_id: str, settings: Settings | None = None) -> dict[str, 
     """Walk the business registry (XML, offset paging) from the watermark and land every record in raw."""
     from connectors.business.ingest import ingest
 
-    return ingest(run_id, settings or load_settings())
+    s = settings or load_settings()
+    return ingest(run_id, s, store=runs.Ledger(warehouse_url(s)))
 
 
 @reports_lineage
@@ -46,7 +46,8 @@ def ingest_land(run_id: str, province: str, settings: Settings | None = None) ->
     """Extract one province's land registry (three tables, one snapshot) incrementally into raw."""
     from connectors.land.ingest import ingest
 
-    return ingest(run_id, province, settings or load_settings())
+    s = settings or load_settings()
+    return ingest(run_id, province, s, store=runs.Ledger(warehouse_url(s)))
 
 
 class NothingToStage(LookupError):
@@ -74,19 +75,11 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[s
         quarantine_dir=s.quarantine_dir,
     )
     with connect(warehouse_url(s)) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s AND dataset = %s", (run_id, dataset))
-            cur.execute(
-                f"""INSERT INTO {OPS_SCHEMA}.stage_run (run_id, dataset, raw_rows, duplicates_removed, rows_in, rows_staged,
-                    rows_quarantined, conservation_ok, staged_path, content_hash, raw_runs, started_at)
-                    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
-                (run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
-                 result.rows_quarantined, result.conservation_ok, result.staged_path, result.content_hash,
-                 json.dumps({"raw_runs": result.raw_runs, "quarantine_path": result.quarantine_path,
-                             "quarantine_by_rule": result.quarantine_by_rule, "repairs": result.repairs,
-                             "findings": result.findings}), started_at),
-            )
+        runs.record_stage_run(conn, runs.StageRun(
+            run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
+            result.rows_quarantined, staged_path=result.staged_path, content_hash=result.content_hash,
+            quarantine_path=result.quarantine_path, started_at=started_at, inputs=tuple(result.raw_runs),
+            quarantine_by_rule=result.quarantine_by_rule, repairs=result.repairs, findings=result.findings))
     return result.as_dict()
 
 
@@ -124,13 +117,8 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
             StagePlan.from_contract(c).raw_files(s.raw_dir), failing, critical,
         )
         n = len({p for rows in failing.values() for p in rows})
-        with connect(warehouse_url(s)) as conn, conn.cursor() as cur:
-            cur.execute(
-                f"""UPDATE {OPS_SCHEMA}.stage_run SET rows_staged = rows_staged - %s, rows_quarantined = rows_quarantined + %s,
-                    raw_runs = jsonb_set(raw_runs, '{{quarantine_by_rule}}', raw_runs->'quarantine_by_rule' || %s::jsonb)
-                    WHERE run_id = %s AND dataset = %s""",
-                (n, n, json.dumps(moved), run_id, dataset),
-            )
+        with connect(warehouse_url(s)) as conn:
+            runs.record_quarantine_moved(conn, run_id, dataset, n, moved)
         out["moved_to_quarantine"] = moved
     return out
 
@@ -145,53 +133,34 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
 
 def latest_integration(dataset: str, url: str) -> dict[str, Any]:
-    """The newest staged run of a dataset with its quality verdict (what publication works from)."""
-    with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                f"""SELECT s.run_id, s.staged_path, s.content_hash, s.raw_runs, s.rows_in, s.rows_staged,
-                           s.rows_quarantined, q.gate_passed, q.failed_critical
-                    FROM {OPS_SCHEMA}.stage_run s LEFT JOIN {OPS_SCHEMA}.quality_run q
-                      ON q.run_id = s.run_id AND q.dataset = s.dataset
-                    WHERE s.dataset = %s ORDER BY s.created_at DESC LIMIT 1""",
-                (dataset,),
-            )
-            row = cur.fetchone()
-            if row is None:
-                raise LookupError(f"no staged run of {dataset} yet: run the integrate DAG first")
-            keys = ["run_id", "staged_path", "content_hash", "raw_runs", "rows_in", "rows_staged", "rows_quarantined",
-                    "gate_passed", "failed_critical"]
-            info = dict(zip(keys, row, strict=True))
-            raw_runs = (info["raw_runs"] or {}).get("raw_runs", [])
-            # Run ids are shared across the ingestion DAGs (same schedule): only this dataset's source counts.
-            from lienthong.contracts import contract
+    """The newest staged run of a dataset with its quality verdict (what publication works from) and the
+    successful ingest runs of its source whose landings it read."""
+    from lienthong.contracts import contract
 
-            cur.execute(
-                f"""SELECT run_id, source, scope, watermark_from, watermark_to, rows_landed FROM {OPS_SCHEMA}.ingest_run
-                    WHERE run_id = ANY(%s) AND source = %s AND status = 'success' ORDER BY started_at""",
-                (raw_runs, contract(dataset).custom.get("sourceSystem")),
-            )
-            info["ingest_runs"] = [
-                dict(zip(["run_id", "source", "scope", "watermark_from", "watermark_to", "rows_landed"], r, strict=True))
-                for r in cur.fetchall()
-            ]
-    return info
+    with connect(url) as conn:
+        stage = runs.latest_stage_run(conn, dataset)
+        if stage is None:
+            raise LookupError(f"no staged run of {dataset} yet: run the integrate DAG first")
+        quality = runs.quality_run(conn, stage.run_id, dataset)
+        # Run ids are shared across the ingestion DAGs (same schedule): only this dataset's source counts.
+        ingested = runs.stage_run_ingests(conn, stage.run_id, dataset, contract(dataset).custom.get("sourceSystem"))
+    return {
+        "run_id": stage.run_id, "staged_path": stage.staged_path, "content_hash": stage.content_hash,
+        "rows_in": stage.rows_in, "rows_staged": stage.rows_staged, "rows_quarantined": stage.rows_quarantined,
+        "gate_passed": quality.gate_passed if quality else None,
+        "failed_critical": quality.failed_critical if quality else None,
+        "ingest_runs": [{"run_id": r.run_id, "source": r.source, "scope": r.scope, "watermark_from": r.watermark_from,
+                         "watermark_to": r.watermark_to, "rows_landed": r.rows_landed} for r in ingested],
+    }
 
 
 def latest_reconciliation(url: str) -> dict[str, Any]:
     """The newest successful reconciliation run: its id and the integrated files it wrote."""
-    from lienthong.findings import ensure_findings_schema
-
     with connect(url) as conn:
-        ensure_findings_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute("""SELECT run_id, outputs, metrics FROM lienthong_ops.reconcile_run
-                           WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1""")
-            row = cur.fetchone()
-    if row is None:
+        rec = runs.latest_reconcile_run(conn)
+    if rec is None:
         raise LookupError("no reconciliation yet: the integrate DAG reconciles once every source is staged")
-    return {"run_id": row[0], "outputs": row[1], "inputs": (row[2] or {}).get("inputs", {})}
+    return {"run_id": rec.run_id, "outputs": rec.outputs, "inputs": (rec.metrics or {}).get("inputs", {})}
 
 
 @reports_lineage

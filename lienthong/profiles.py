@@ -153,12 +153,19 @@ def reconciliation_findings(contract: Contract, url: str) -> pa.Table:
 
 
 def quality_summary(contract: Contract, url: str) -> pa.Table:
-    return _from_postgres(url, """
-        SELECT r.run_id, r.dataset, r.rule, r.expectation, r.column_name, r.severity, r.success, r.element_count,
-               r.unexpected_count, r.unexpected_percent, r.tolerance, q.created_at AS evaluated_at
-        FROM lienthong_ops.quality_result r JOIN lienthong_ops.quality_run q USING (run_id, dataset)
-        ORDER BY r.run_id, r.dataset, r.rule
-    """, contract)
+    """Every rule result of every quality run (from the run ledger), by run, dataset and rule."""
+    from lienthong import runs
+    from lienthong.db import connect
+
+    with connect(url) as conn:
+        quality = runs.quality_runs(conn)
+    rows = [{"run_id": q.run_id, "dataset": q.dataset, "rule": r.rule, "expectation": r.expectation,
+             "column_name": r.column_name, "severity": r.severity, "success": r.success,
+             "element_count": r.element_count, "unexpected_count": r.unexpected_count,
+             "unexpected_percent": r.unexpected_percent, "tolerance": r.tolerance, "evaluated_at": q.created_at}
+            for q in quality for r in q.results]
+    schema = contract.arrow_schema()
+    return pa.table({f.name: pa.array([row[f.name] for row in rows], f.type) for f in schema}, schema=schema)
 
 
 # Which builder makes each published dataset: from the integrated zone's files, or from the warehouse stores.

@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lienthong import runs
 from lienthong.contracts import Contract
 from lienthong.db import connect
-from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +115,12 @@ def content_hash(table: pa.Table, contract: Contract) -> str:
 
 def last_publication(dataset: str, url: str | None = None) -> dict[str, Any] | None:
     with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                f"""SELECT version, content_hash, row_count, table_name, parquet_path, run_id, published_at
-                    FROM {OPS_SCHEMA}.publication WHERE dataset = %s AND status = 'published'
-                    ORDER BY version DESC LIMIT 1""",
-                (dataset,),
-            )
-            row = cur.fetchone()
-    if not row:
+        last = runs.last_publication(conn, dataset)
+    if last is None:
         return None
-    keys = ["version", "content_hash", "row_count", "table_name", "parquet_path", "run_id", "published_at"]
-    return dict(zip(keys, row, strict=True))
+    return {"version": last.version, "content_hash": last.content_hash, "row_count": last.row_count,
+            "table_name": last.table_name, "parquet_path": last.parquet_path, "run_id": last.run_id,
+            "published_at": last.published_at}
 
 
 def _write_parquet_version(table: pa.Table, folder: Path, manifest: dict[str, Any]) -> Path:
@@ -242,7 +235,7 @@ def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         removed.append(str(tmp))
     with connect(url) as conn:
-        ensure_ops_schema(conn)
+        recorded = runs.publications(conn, dataset)
         with conn.cursor() as cur:
             cur.execute(
                 """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -250,16 +243,14 @@ def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -
                 (PUBLISHED_SCHEMA, dataset + "\\_\\_v%"),
             )
             tables = [r[0] for r in cur.fetchall()]
-            cur.execute(f"SELECT table_name, version FROM {OPS_SCHEMA}.publication WHERE dataset = %s", (dataset,))
-            recorded = cur.fetchall()
-            known = {r[0] for r in recorded}
+            known = {p.table_name for p in recorded}
             for t in tables:
                 if t not in known:
                     cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{t}"')
                     removed.append(f"{PUBLISHED_SCHEMA}.{t}")
     # A version folder is renamed into place before its transaction commits: a publish killed after that
     # leaves a complete folder no publication record names. Anything above the newest recorded version goes.
-    newest = max((r[1] for r in recorded), default=0)
+    newest = max((p.version for p in recorded), default=0)
     for folder in ds_dir.glob("v[0-9]*"):
         if folder.is_dir() and folder.name[1:].isdigit() and int(folder.name[1:]) > newest:
             shutil.rmtree(folder, ignore_errors=True)
@@ -337,11 +328,8 @@ def publish(
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 _switch_view(cur, view, full)
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
-                cur.execute(
-                    f"""INSERT INTO {OPS_SCHEMA}.publication (dataset, version, run_id, content_hash, row_count,
-                        contract_version, table_name, parquet_path, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,'published')""",
-                    (name, version, run_id, digest, table.num_rows, published.version, tname, str(folder)),
-                )
+                runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
+                                                               published.version, tname, str(folder)))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # never referenced: the pointer and the view were not moved
         raise
@@ -374,14 +362,8 @@ def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: s
         return
     cutoff = current - keep
     with connect(url) as conn:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT version, table_name FROM {OPS_SCHEMA}.publication WHERE dataset = %s AND status = 'published' AND version <= %s",
-                (dataset, cutoff),
-            )
-            for version, tname in cur.fetchall():
-                cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{tname}"')
-                cur.execute(
-                    f"UPDATE {OPS_SCHEMA}.publication SET status = 'expired' WHERE dataset = %s AND version = %s", (dataset, version)
-                )
-                shutil.rmtree(ds_dir / version_name(version), ignore_errors=True)
+        for old in runs.publications(conn, dataset, status="published", up_to_version=cutoff):
+            with conn.cursor() as cur:
+                cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{old.table_name}"')
+            runs.expire_publication(conn, dataset, old.version)
+            shutil.rmtree(ds_dir / version_name(old.version), ignore_errors=True)

@@ -34,9 +34,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from lienthong import runs
 from lienthong.contracts import Contract, QualityRule
 from lienthong.db import connect
-from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
 from lienthong.paths import safe_run_id
 
 log = logging.getLogger(__name__)
@@ -414,24 +414,16 @@ def verdict(result: QualityResult, contract: Contract) -> dict[str, Any]:
 
 def _store(result: QualityResult, url: str | None) -> None:
     with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {OPS_SCHEMA}.quality_result WHERE run_id = %s AND dataset = %s", (result.run_id, result.dataset))
-            cur.execute(f"DELETE FROM {OPS_SCHEMA}.quality_run WHERE run_id = %s AND dataset = %s", (result.run_id, result.dataset))
-            cur.execute(
-                f"""INSERT INTO {OPS_SCHEMA}.quality_run (run_id, dataset, suite, success, gate_passed, evaluated,
-                    failed_critical, failed_warning) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)""",
-                (result.run_id, result.dataset, result.suite, result.gx_success, result.gate_passed, len(result.outcomes),
-                 len(result.failed_critical), len(result.failed_warning)),
-            )
-            for o in result.outcomes:
-                cur.execute(
-                    f"""INSERT INTO {OPS_SCHEMA}.quality_result (run_id, dataset, rule, expectation, column_name, severity,
-                        success, element_count, unexpected_count, unexpected_percent, tolerance, details)
-                        VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
-                    (result.run_id, result.dataset, o.rule, o.expectation, o.column, o.severity, o.success, o.element_count,
-                     o.unexpected_count, 100.0 * o.unexpected_count / o.element_count if o.element_count else 0.0, o.tolerance,
-                     json.dumps({"unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined,
-                                "failed_rows": len(result.failed_rows.get(o.rule, [])),
-                                "data_docs_path": result.data_docs_path or None})),
-                )
+        runs.record_quality_run(conn, runs.QualityRun(
+            result.run_id, result.dataset, result.suite, result.gx_success, result.gate_passed, len(result.outcomes),
+            len(result.failed_critical), len(result.failed_warning),
+            results=[runs.RuleResult(
+                o.rule, o.expectation, o.column, o.severity, o.success, element_count=o.element_count,
+                unexpected_count=o.unexpected_count,
+                unexpected_percent=100.0 * o.unexpected_count / o.element_count if o.element_count else 0.0,
+                tolerance=o.tolerance,
+                details={"unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined,
+                         "failed_rows": len(result.failed_rows.get(o.rule, [])),
+                         "data_docs_path": result.data_docs_path or None},
+            ) for o in result.outcomes],
+        ))

@@ -1,28 +1,67 @@
-"""One ingestion run for one (source, scope): read the watermark, walk the source, land the pages,
-commit the landing, then — and only then — advance the watermark and record the run.
+"""The ingestion-run protocol, once for every connector: read the watermarks, walk the source and land what it
+yields, commit the landings, then — and only then — move the watermarks and mark the run successful, together.
 
-The connector supplies the walk (`pages(since)` yielding lists of items) and declares which field is the
-record key and which is the incremental cursor; everything else is shared here.
+`run_job` drives it for an `IngestJob` (the connector's walk and landing over one or more scopes) against the
+`IngestStore` the caller hands in (`connectors.base.state`); a failure anywhere before the commit aborts the
+job's landings and records the run as failed, watermarks untouched.
+
+`run_ingestion` is the job of a paged HTTP source with one scope: the connector supplies the walk
+(`pages(since)` yielding lists of items) and declares which field is the record key and which is the
+incremental cursor; everything else is shared here. The land connector's job covers a province's three tables
+(`connectors.land.ingest`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from connectors.base.landing import RawLanding
 from connectors.base.readahead import read_ahead
 from connectors.base.schema import SchemaWatch, SourceSchema
-from connectors.base.state import WatermarkStore
-from lienthong.db import connect
-from lienthong.ops import OPS_SCHEMA, ensure_ops_schema
+from connectors.base.state import IngestOutcome, IngestStore
 
 log = logging.getLogger(__name__)
+
+
+class IngestJob(Protocol):
+    """One connector's part of an ingestion run."""
+
+    source: str
+    scopes: Sequence[str]
+    initial_mark: str | None
+    """Where a scope without a watermark starts (recorded as the run's `watermark_from`)."""
+
+    def land(self, marks: Mapping[str, str | None]) -> list[IngestOutcome]:
+        """Walk every scope from its mark, land what comes and commit the landings; one outcome per scope."""
+        ...
+
+    def abort(self) -> None:
+        """Remove whatever `land` left uncommitted (called when it raised)."""
+        ...
+
+
+def run_job(job: IngestJob, store: IngestStore, run_id: str) -> list[IngestOutcome]:
+    """Run `job` as ingestion run `run_id` (see the module docstring); returns its outcomes."""
+    marks = {scope: store.watermark(job.source, scope) or job.initial_mark for scope in job.scopes}
+    started = datetime.now(UTC)
+    store.ingest_started(run_id, job.source, marks, started)
+    try:
+        outcomes = job.land(marks)
+    except BaseException as exc:
+        # A landing committed before a later one failed stays (a rerun of this run replaces it); without the
+        # watermark move its rows are fetched again next run and deduplicated in staging.
+        job.abort()
+        store.ingest_failed(run_id, job.source, marks, started, f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    # The watermarks move only now that the landings they cover are in place, with the run's success mark.
+    store.ingest_succeeded(run_id, job.source, started, outcomes)
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -55,8 +94,58 @@ class IngestResult:
         return asdict(self)
 
 
+class _PagedJob:
+    """A paged source with one scope: every page lands as it comes; the new watermark is the newest cursor
+    value seen (never before the old one)."""
+
+    initial_mark: str | None
+
+    def __init__(self, source: str, entity: str, scope: str, run_id: str, raw_dir: Path, incremental: Incremental,
+                 pages: Callable[[str], Iterator[list[dict[str, Any]]]],
+                 page_payloads: Callable[[list[dict[str, Any]]], list[str]] | None, schema: SourceSchema | None):
+        self.source, self.entity, self.scope, self.run_id, self.raw_dir = source, entity, scope, run_id, raw_dir
+        self.scopes = (scope,)
+        self.initial_mark = incremental.initial_value
+        self.incremental, self.pages, self.page_payloads = incremental, pages, page_payloads
+        self.watch = SchemaWatch(schema, source, incremental.key_field, incremental.cursor_field, incremental.parse)
+        self.landing: RawLanding | None = None
+
+    def land(self, marks: Mapping[str, str | None]) -> list[IngestOutcome]:
+        inc = self.incremental
+        since = marks[self.scope] or inc.initial_value
+        landing = self.landing = RawLanding(self.raw_dir, self.source, self.entity, self.run_id)
+        max_seen: datetime = inc.parse(since)
+        # the next page is fetched while this one lands (connectors.base.readahead)
+        for items in read_ahead(self.pages(since), name=f"{self.source}-pages"):
+            issues = self.watch.check_page(items, landing.pages + 1)
+            landing.write_page(
+                items,
+                key_field=inc.key_field,
+                updated_field=inc.cursor_field,
+                payloads=self.page_payloads(items) if self.page_payloads else None,
+                issues=issues,
+            )
+            for item in items:
+                raw = item.get(inc.cursor_field) if isinstance(item, dict) else None
+                if raw is None:
+                    continue
+                try:
+                    seen = inc.parse(str(raw))
+                except ValueError:
+                    continue  # an unparseable cursor is landed as is and quarantined in staging
+                if seen > max_seen:
+                    max_seen = seen
+        path = landing.commit()
+        return [IngestOutcome(self.scope, landing.rows, landing.pages, since, inc.render(max_seen), str(path))]
+
+    def abort(self) -> None:
+        if self.landing is not None:
+            self.landing.abort()
+
+
 def run_ingestion(
     *,
+    store: IngestStore,
     source: str,
     entity: str,
     run_id: str,
@@ -64,79 +153,22 @@ def run_ingestion(
     incremental: Incremental,
     pages: Callable[[str], Iterator[list[dict[str, Any]]]],
     scope: str = "",
-    warehouse_url: str | None = None,
     page_payloads: Callable[[list[dict[str, Any]]], list[str]] | None = None,
     schema: SourceSchema | None = None,
 ) -> IngestResult:
-    """Land every page `pages(since)` yields; see the module docstring. With `schema`, records are checked
-    (flags, drift, vanished required fields) as they land."""
-    store = WatermarkStore(warehouse_url)
-    since = store.get(source, scope) or incremental.initial_value
-    started = datetime.now(UTC)
+    """Land every page `pages(since)` yields as run `run_id` of (source, scope), with watermark and run record
+    in `store`; see the module docstring. With `schema`, records are checked (flags, drift, vanished required
+    fields) as they land."""
     t0 = time.monotonic()
-    landing = RawLanding(raw_dir, source, entity, run_id)
-    record_ingest_run(warehouse_url, run_id, source, scope, started, "running", watermark_from=since)
-    max_seen: datetime = incremental.parse(since)
-    watch = SchemaWatch(schema, source, incremental.key_field, incremental.cursor_field, incremental.parse)
-    try:
-        # the next page is fetched while this one lands (connectors.base.readahead)
-        for items in read_ahead(pages(since), name=f"{source}-pages"):
-            issues = watch.check_page(items, landing.pages + 1)
-            landing.write_page(
-                items,
-                key_field=incremental.key_field,
-                updated_field=incremental.cursor_field,
-                payloads=page_payloads(items) if page_payloads else None,
-                issues=issues,
-            )
-            for item in items:
-                raw = item.get(incremental.cursor_field) if isinstance(item, dict) else None
-                if raw is None:
-                    continue
-                try:
-                    seen = incremental.parse(str(raw))
-                except ValueError:
-                    continue  # an unparseable cursor is landed as is and quarantined in staging
-                if seen > max_seen:
-                    max_seen = seen
-        path = landing.commit()
-    except BaseException as exc:
-        landing.abort()
-        record_ingest_run(warehouse_url, run_id, source, scope, started, "failed", watermark_from=since, error=str(exc)[:2000])
-        raise
-    new_mark = incremental.render(max_seen)
-    # The watermark moves only now that the pages it covers are in place.
-    store.advance(source, new_mark, run_id, scope)
+    job = _PagedJob(source, entity, scope, run_id, raw_dir, incremental, pages, page_payloads, schema)
+    (out,) = run_job(job, store, run_id)
     result = IngestResult(
-        source, scope, entity, run_id, landing.rows, landing.pages, since, new_mark, str(path), time.monotonic() - t0,
-        flagged=watch.flagged, new_fields=sorted(watch.new_fields),
-    )
-    record_ingest_run(
-        warehouse_url, run_id, source, scope, started, "success",
-        rows=landing.rows, pages=landing.pages, watermark_from=since, watermark_to=new_mark, landing_path=str(path),
+        source, scope, entity, run_id, out.rows, out.pages, str(out.watermark_from), str(out.watermark_to),
+        out.landing_path, time.monotonic() - t0, flagged=job.watch.flagged, new_fields=sorted(job.watch.new_fields),
     )
     log.info(
         "%s%s: %d rows in %d pages, watermark %s -> %s (%.1fs, %.0f rows/s)",
-        source, f"/{scope}" if scope else "", result.rows, result.pages, since, new_mark, result.seconds,
-        result.rows / max(result.seconds, 1e-9),
+        source, f"/{scope}" if scope else "", result.rows, result.pages, result.watermark_from, result.watermark_to,
+        result.seconds, result.rows / max(result.seconds, 1e-9),
     )
     return result
-
-
-def record_ingest_run(url, run_id, source, scope, started, status, *, rows=None, pages=None, watermark_from=None,
-                watermark_to=None, landing_path=None, error=None) -> None:
-    with connect(url) as conn:
-        ensure_ops_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                f"""INSERT INTO {OPS_SCHEMA}.ingest_run
-                    (run_id, source, scope, started_at, finished_at, status, rows_landed, pages,
-                     watermark_from, watermark_to, landing_path, error)
-                    VALUES (%s,%s,%s,%s, CASE WHEN %s = 'running' THEN NULL ELSE now() END, %s,%s,%s,%s,%s,%s,%s)
-                    ON CONFLICT (run_id, source, scope) DO UPDATE SET
-                      started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
-                      rows_landed = EXCLUDED.rows_landed, pages = EXCLUDED.pages,
-                      watermark_from = EXCLUDED.watermark_from, watermark_to = EXCLUDED.watermark_to,
-                      landing_path = EXCLUDED.landing_path, error = EXCLUDED.error""",
-                (run_id, source, scope, started, status, status, rows, pages, watermark_from, watermark_to, landing_path, error),
-            )

@@ -12,9 +12,9 @@ from typing import Any
 
 from connectors.base.ingest import run_ingestion
 from connectors.base.schema import SourceSchema
+from connectors.base.state import IngestStore
 from connectors.business.client import ENTITY, INCREMENTAL, MAX_LIMIT, SOURCE, BusinessRegistryClient
 from lienthong.contracts import contract
-from lienthong.db import warehouse_url
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @writes_data_dir
-def ingest(run_id: str, settings: Settings, *, scope: str = "", client: BusinessRegistryClient | None = None) -> dict[str, Any]:
+def ingest(run_id: str, settings: Settings, *, store: IngestStore, scope: str = "", client: BusinessRegistryClient | None = None) -> dict[str, Any]:
     """Land the enterprises changed since the watermark; returns a JSON-able summary (rows, pages,
     watermark_from/to, landing path, requests made, walk statistics). `scope` and `client` are for tests
     and for running against another server than the configured connection."""
@@ -35,6 +35,7 @@ def ingest(run_id: str, settings: Settings, *, scope: str = "", client: Business
     # the registry pages at most 500 records; the platform-wide page size may be larger
     page_size = max(2, min(settings.page_size, MAX_LIMIT))
     result = run_ingestion(
+        store=store,
         source=SOURCE,
         entity=ENTITY,
         run_id=run_id,
@@ -42,7 +43,6 @@ def ingest(run_id: str, settings: Settings, *, scope: str = "", client: Business
         incremental=INCREMENTAL,
         pages=lambda since: client.iter_enterprise_pages(since, page_size),
         scope=scope,
-        warehouse_url=warehouse_url(settings),
         schema=SourceSchema.from_contract(contract("enterprise"), contract("legal_representative")),
     )
     out = result.as_dict()

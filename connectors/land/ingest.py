@@ -1,6 +1,7 @@
 """One land registry ingestion run for one province: read the three watermarks, extract the three tables
 from one snapshot, land each as raw Parquet, commit the landings, then — only then — advance the three
-watermarks together and record the run.
+watermarks together with the run's success mark (the shared run protocol, `connectors.base.ingest.run_job`,
+against the store the caller hands in).
 
 Owns: the land connector's run (what `lienthong.pipeline.ingest_land` calls), its raw layout and its
 watermark policy.
@@ -30,14 +31,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors.base.ingest import record_ingest_run
+from connectors.base.ingest import run_job
 from connectors.base.landing import RawLanding
 from connectors.base.readahead import read_ahead
-from connectors.base.state import WatermarkStore
+from connectors.base.state import IngestOutcome, IngestStore
 from connectors.land.extract import (
     DEFAULT_BATCH_SIZE,
     SOURCE,
@@ -47,7 +49,6 @@ from connectors.land.extract import (
     LandRegistryExtractor,
     next_watermark,
 )
-from lienthong.db import warehouse_url
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
@@ -66,92 +67,46 @@ def ingest(
     province: str,
     settings: Settings,
     *,
+    store: IngestStore,
     batch_size: int | None = None,
     overlap: timedelta | None = None,
 ) -> dict[str, Any]:
-    """Extract `province`'s land registry incrementally into raw; returns a JSON-able summary (rows,
-    tombstones, pages, watermarks and landing path per table). `batch_size`/`overlap` override the
-    connection's extras."""
+    """Extract `province`'s land registry incrementally into raw, with watermarks and run records in `store`;
+    returns a JSON-able summary (rows, tombstones, pages, watermarks and landing path per table).
+    `batch_size`/`overlap` override the connection's extras."""
     from lienthong.connections import get_connection
 
     conn_info = get_connection(settings.land_conn_id(province))
     batch_size = batch_size or int(conn_info.extra.get("batch_size", DEFAULT_BATCH_SIZE))
     if overlap is None:
         overlap = timedelta(seconds=float(conn_info.extra.get("overlap_seconds", DEFAULT_OVERLAP.total_seconds())))
-    url = warehouse_url(settings)
-    store = WatermarkStore(url)
-    scopes = {t: scope_of(province, t) for t in TABLES}
-    marks_from = {t: store.get(SOURCE, scopes[t]) for t in TABLES}
-    started = datetime.now(UTC)
     t0 = time.monotonic()
-    for t in TABLES:
-        record_ingest_run(url, run_id, SOURCE, scopes[t], started, "running", watermark_from=marks_from[t])
-
-    landings: dict[str, RawLanding] = {}
-    last: dict[str, Keyset | None] = dict.fromkeys(TABLES)
-    tombstones = dict.fromkeys(TABLES, 0)
-    starts: dict[str, Keyset | None] = {}
-    try:
-        starts = {t: Keyset.decode(m).rewind(overlap) if m else None for t, m in marks_from.items()}
-        with LandRegistryExtractor(conn_info.postgres_dsn(), batch_size=batch_size) as extractor:
-            extra_columns = extractor.check_schema()
-            snapshot_at: datetime = extractor.snapshot_at or datetime.now(UTC)  # set by __enter__
-            for t in TABLES:
-                landing = landings[t] = RawLanding(settings.raw_dir, SOURCE, f"{province}/{t}", run_id)
-                # the database answers the next FETCH (asked from another thread) while this answer becomes
-                # tuples, columns and payloads and lands
-                for fetched in read_ahead(extractor.row_batches(t, starts[t]), name=f"land-{province}-{t}"):
-                    batch = Batch.from_rows(t, fetched.rows(), extractor.columns[t])
-                    landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads,
-                                          hashes=batch.hashes)
-                    tombstones[t] += batch.tombstones
-                    last[t] = batch.last
-        # The snapshot is released before the (slower) file moves; the watermarks wait for all three.
-        paths: dict[str, Path] = {t: landings[t].commit() for t in TABLES}
-    except BaseException as exc:
-        # A landing committed before a later one failed stays (a rerun of this run replaces it); without
-        # the watermark move its rows are fetched again next run and deduplicated in staging.
-        for landing in landings.values():
-            landing.abort()
-        for t in TABLES:
-            record_ingest_run(url, run_id, SOURCE, scopes[t], started, "failed", watermark_from=marks_from[t],
-                              error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-
-    old = {t: Keyset.decode(m) if m else None for t, m in marks_from.items()}
-    new = {t: next_watermark(old[t], last[t], snapshot_at) for t in TABLES}
-    marks_to = {t: None if new[t] is None else new[t].encode() for t in TABLES}
-    for t in TABLES:
-        if last[t] is not None and new[t] is not None and new[t].ts < last[t].ts:
-            log.warning("land registry %s: rows dated up to %s are after the source's clock (%s); "
-                        "watermark held at the source's clock", scopes[t], last[t].ts, snapshot_at)
-    advance_together(url, {scopes[t]: marks_to[t] for t in TABLES if marks_to[t] and marks_to[t] != marks_from[t]},
-                     run_id)
+    job = _ProvinceJob(run_id, province, settings.raw_dir, conn_info.postgres_dsn(), batch_size, overlap)
+    outcomes = {o.scope: o for o in run_job(job, store, run_id)}
 
     tables: dict[str, dict[str, Any]] = {}
     for t in TABLES:
-        lnd = landings[t]
-        record_ingest_run(url, run_id, SOURCE, scopes[t], started, "success", rows=lnd.rows, pages=lnd.pages,
-                          watermark_from=marks_from[t], watermark_to=marks_to[t], landing_path=str(paths[t]))
+        out = outcomes[scope_of(province, t)]
         tables[t] = {
-            "rows": lnd.rows,
-            "tombstones": tombstones[t],
-            "pages": lnd.pages,
-            "read_from": None if starts[t] is None else starts[t].encode(),
-            "watermark_from": marks_from[t],
-            "watermark_to": marks_to[t],
-            "landing_path": str(paths[t]),
-            "extra_columns": extra_columns[t],
+            "rows": out.rows,
+            "tombstones": job.tombstones[t],
+            "pages": out.pages,
+            "read_from": None if job.starts[t] is None else job.starts[t].encode(),
+            "watermark_from": out.watermark_from,
+            "watermark_to": out.watermark_to,
+            "landing_path": out.landing_path,
+            "extra_columns": job.extra_columns[t],
         }
     seconds = time.monotonic() - t0
     total = sum(v["rows"] for v in tables.values())
     log.info("land registry %s: %d rows (%s) from the snapshot at %s in %.1fs (%.0f rows/s)", province, total,
-             ", ".join(f"{t}={tables[t]['rows']}" for t in TABLES), snapshot_at, seconds, total / max(seconds, 1e-9))
+             ", ".join(f"{t}={tables[t]['rows']}" for t in TABLES), job.snapshot_at, seconds,
+             total / max(seconds, 1e-9))
     return {
         "source": SOURCE,
         "province": province,
         "run_id": run_id,
-        "snapshot_at": snapshot_at.astimezone(UTC).isoformat(),
+        "snapshot_at": job.snapshot_at.astimezone(UTC).isoformat(),
         "overlap_seconds": overlap.total_seconds(),
         "batch_size": batch_size,
         "rows": total,
@@ -160,6 +115,55 @@ def ingest(
     }
 
 
-def advance_together(url: str, marks: dict[str, str], run_id: str) -> None:
-    """Advance a province's table watermarks in ONE warehouse transaction: they move together or not at all."""
-    WatermarkStore(url).advance_many(SOURCE, marks, run_id)
+class _ProvinceJob:
+    """A province's three tables, extracted from one snapshot: one scope (`<province>/<table>`) per table."""
+
+    source = SOURCE
+    initial_mark = None  # no watermark: the whole table
+
+    def __init__(self, run_id: str, province: str, raw_dir: Path, dsn: str, batch_size: int, overlap: timedelta):
+        self.run_id, self.province, self.raw_dir, self.dsn = run_id, province, raw_dir, dsn
+        self.batch_size, self.overlap = batch_size, overlap
+        self.scopes = tuple(scope_of(province, t) for t in TABLES)
+        self.landings: dict[str, RawLanding] = {}
+        self.tombstones = dict.fromkeys(TABLES, 0)
+        self.starts: dict[str, Keyset | None] = {}
+        self.extra_columns: dict[str, list[str]] = {}
+        self.snapshot_at = datetime.now(UTC)
+
+    def land(self, marks: Mapping[str, str | None]) -> list[IngestOutcome]:
+        marks_from = {t: marks[scope_of(self.province, t)] for t in TABLES}
+        last: dict[str, Keyset | None] = dict.fromkeys(TABLES)
+        self.starts = {t: Keyset.decode(m).rewind(self.overlap) if m else None for t, m in marks_from.items()}
+        with LandRegistryExtractor(self.dsn, batch_size=self.batch_size) as extractor:
+            self.extra_columns = extractor.check_schema()
+            self.snapshot_at = extractor.snapshot_at or datetime.now(UTC)  # set by __enter__
+            for t in TABLES:
+                landing = self.landings[t] = RawLanding(self.raw_dir, SOURCE, f"{self.province}/{t}", self.run_id)
+                # the database answers the next FETCH (asked from another thread) while this answer becomes
+                # tuples, columns and payloads and lands
+                for fetched in read_ahead(extractor.row_batches(t, self.starts[t]), name=f"land-{self.province}-{t}"):
+                    batch = Batch.from_rows(t, fetched.rows(), extractor.columns[t])
+                    landing.write_columns(keys=batch.keys, updated=batch.updated, payloads=batch.payloads,
+                                          hashes=batch.hashes)
+                    self.tombstones[t] += batch.tombstones
+                    last[t] = batch.last
+        # The snapshot is released before the (slower) file moves; the watermarks wait for all three.
+        paths: dict[str, Path] = {t: self.landings[t].commit() for t in TABLES}
+
+        outcomes = []
+        for t in TABLES:
+            old = Keyset.decode(marks_from[t]) if marks_from[t] else None
+            new = next_watermark(old, last[t], self.snapshot_at)
+            if last[t] is not None and new is not None and new.ts < last[t].ts:
+                log.warning("land registry %s: rows dated up to %s are after the source's clock (%s); "
+                            "watermark held at the source's clock", scope_of(self.province, t), last[t].ts,
+                            self.snapshot_at)
+            lnd = self.landings[t]
+            outcomes.append(IngestOutcome(scope_of(self.province, t), lnd.rows, lnd.pages, marks_from[t],
+                                          None if new is None else new.encode(), str(paths[t])))
+        return outcomes
+
+    def abort(self) -> None:
+        for landing in self.landings.values():
+            landing.abort()

@@ -11,15 +11,15 @@ from typing import Any
 
 from connectors.base.ingest import run_ingestion
 from connectors.base.schema import SourceSchema
+from connectors.base.state import IngestStore
 from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
 from lienthong.contracts import contract
-from lienthong.db import warehouse_url
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings
 
 
 @writes_data_dir
-def ingest(run_id: str, settings: Settings, *, scope: str = "", client: PopulationRegistryClient | None = None) -> dict[str, Any]:
+def ingest(run_id: str, settings: Settings, *, store: IngestStore, scope: str = "", client: PopulationRegistryClient | None = None) -> dict[str, Any]:
     """Land the citizens changed since the watermark; returns a JSON-able summary (rows, pages,
     watermark_from/to, landing path, records flagged, new fields, requests made)."""
     client = client or PopulationRegistryClient.from_connection(
@@ -29,6 +29,7 @@ def ingest(run_id: str, settings: Settings, *, scope: str = "", client: Populati
         max_wait=settings.retry_max_wait,
     )
     result = run_ingestion(
+        store=store,
         source=SOURCE,
         entity=ENTITY,
         run_id=run_id,
@@ -36,7 +37,6 @@ def ingest(run_id: str, settings: Settings, *, scope: str = "", client: Populati
         incremental=INCREMENTAL,
         pages=lambda since: client.iter_citizen_pages(since, settings.page_size),
         scope=scope,
-        warehouse_url=warehouse_url(settings),
         schema=SourceSchema.from_contract(contract("citizen")),
     )
     out = result.as_dict()

@@ -24,13 +24,14 @@ import json
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from lienthong import runs
 from lienthong.db import connect, warehouse_url
 from lienthong.findings import TAXONOMY, ensure_findings_schema
 from lienthong.masking import mask_by_key, mask_id, mask_json, mask_name, mask_year
-from lienthong.ops import OPS_SCHEMA
 from lienthong.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,11 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def latest_run_id(url: str) -> str:
     """The integrate run the next report is about: the newest run that staged something."""
-    with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT run_id FROM {OPS_SCHEMA}.stage_run ORDER BY created_at DESC LIMIT 1")
-        row = cur.fetchone()
-    if row is None:
+    with connect(url) as conn:
+        run_id = runs.latest_staged_run_id(conn)
+    if run_id is None:
         raise LookupError("nothing to report on yet: no integrate run has staged a dataset")
-    return row[0]
+    return run_id
 
 
 def collect(run_id: str, settings: Settings, *, publish_run_id: str | None = None) -> dict[str, Any]:
@@ -68,31 +68,28 @@ def collect(run_id: str, settings: Settings, *, publish_run_id: str | None = Non
     url = warehouse_url(settings)
     with connect(url) as conn:
         ensure_findings_schema(conn)
+        stages = runs.stage_runs(conn, run_id)
+        if not stages:
+            raise LookupError(f"run {run_id!r}: no staged dataset recorded for this run")
+        found = runs.reconcile_run(conn, run_id)
+        rec = found.as_dict() if found else None
+        quality = runs.quality_runs(conn, run_id)
+        figures: dict[str, Any] = {
+            "run_id": run_id,
+            "publish_run_id": publish_run_id,
+            "generated_at": datetime.now(UTC).isoformat(),
+            "quality": _quality(quality),
+            "quality_datasets": _quality_datasets(quality, run_id, settings),
+            "conservation": _conservation(stages),
+            "quarantine": _quarantine(stages),
+            "quarantine_examples": _quarantine_examples(stages, settings),
+            "links": _links(rec),
+            "accuracy": _accuracy(rec, stages, settings),
+            "publications": _publications(conn, run_id, publish_run_id),
+        }
         with conn.cursor() as cur:
-            stages = _rows(cur, f"""SELECT dataset, started_at, created_at AS finished_at, raw_rows, duplicates_removed,
-                                           rows_in, rows_staged, rows_quarantined, conservation_ok, raw_runs,
-                                           staged_path
-                                    FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s ORDER BY dataset""", (run_id,))
-            if not stages:
-                raise LookupError(f"run {run_id!r}: no staged dataset recorded for this run")
-            reconcile = _rows(cur, """SELECT run_id, started_at, finished_at, status, counts, metrics, outputs
-                                      FROM lienthong_ops.reconcile_run WHERE run_id = %s""", (run_id,))
-            rec = reconcile[0] if reconcile else None
-            figures: dict[str, Any] = {
-                "run_id": run_id,
-                "publish_run_id": publish_run_id,
-                "generated_at": datetime.now(UTC).isoformat(),
-                "quality": _quality(cur, run_id),
-                "quality_datasets": _quality_datasets(cur, run_id, settings),
-                "conservation": _conservation(stages),
-                "quarantine": _quarantine(stages),
-                "quarantine_examples": _quarantine_examples(stages, settings),
-                "links": _links(rec),
-                "accuracy": _accuracy(rec, stages, settings),
-                "publications": _publications(cur, run_id, publish_run_id),
-            }
             figures.update(_findings(cur, run_id))
-            figures["trends"] = _trends(cur, run_id, settings.audit_trend_runs)
+        figures["trends"] = _trends(conn, run_id, settings.audit_trend_runs)
     this = next(t for t in figures["trends"] if t["run_id"] == run_id)
     figures["run"] = {
         "run_id": run_id, "started_at": this["started_at"], "finished_at": this["finished_at"],
@@ -121,29 +118,36 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- quality
 
-def _quality(cur, run_id: str) -> list[dict[str, Any]]:
-    rows = _rows(cur, f"""SELECT dataset, rule, expectation, column_name AS column, severity, success, element_count,
-                                 unexpected_count, round(unexpected_percent::numeric, 4)::float AS unexpected_percent,
-                                 tolerance, details
-                          FROM {OPS_SCHEMA}.quality_result WHERE run_id = %s ORDER BY dataset, rule""", (run_id,))
-    for r in rows:
-        details = r.pop("details") or {}
-        r["unexpected_staged"] = details.get("unexpected_staged")
-        r["unexpected_quarantined"] = details.get("unexpected_quarantined")
+def _round4(value: float | None) -> float | None:
+    """Rounded to 4 decimals as PostgreSQL's `round(value::numeric, 4)` does: from the value's 15 significant
+    digits, halves away from zero (Python's round() works on the binary value, halves to even)."""
+    if value is None:
+        return None
+    return float(Decimal(format(value, ".15g")).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def _quality(quality: list[runs.QualityRun]) -> list[dict[str, Any]]:
+    rows = []
+    for q in quality:
+        for r in q.results:
+            details = r.details or {}
+            rows.append({
+                "dataset": q.dataset, "rule": r.rule, "expectation": r.expectation, "column": r.column_name,
+                "severity": r.severity, "success": r.success, "element_count": r.element_count,
+                "unexpected_count": r.unexpected_count, "unexpected_percent": _round4(r.unexpected_percent),
+                "tolerance": r.tolerance, "unexpected_staged": details.get("unexpected_staged"),
+                "unexpected_quarantined": details.get("unexpected_quarantined"),
+            })
     return rows
 
 
-def _quality_datasets(cur, run_id: str, settings: Settings) -> list[dict[str, Any]]:
-    rows = _rows(cur, f"""SELECT q.dataset, q.suite, q.evaluated, q.gate_passed, q.failed_critical, q.failed_warning,
-                                 count(r.rule) FILTER (WHERE r.success) AS passed
-                          FROM {OPS_SCHEMA}.quality_run q
-                          LEFT JOIN {OPS_SCHEMA}.quality_result r USING (run_id, dataset)
-                          WHERE q.run_id = %s GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY q.dataset""", (run_id,))
+def _quality_datasets(quality: list[runs.QualityRun], run_id: str, settings: Settings) -> list[dict[str, Any]]:
     docs = data_docs_pages(settings.reports_dir, run_id)
-    for r in rows:
-        r["pass_rate"] = round(r["passed"] / r["evaluated"], 4) if r["evaluated"] else None
-        r["data_docs"] = docs.get(r["suite"])
-    return rows
+    return [{
+        "dataset": q.dataset, "suite": q.suite, "evaluated": q.evaluated, "gate_passed": q.gate_passed,
+        "failed_critical": q.failed_critical, "failed_warning": q.failed_warning, "passed": q.passed,
+        "pass_rate": round(q.passed / q.evaluated, 4) if q.evaluated else None, "data_docs": docs.get(q.suite),
+    } for q in quality]
 
 
 def data_docs_pages(reports_dir: Path, run_id: str) -> dict[str, str]:
@@ -164,25 +168,25 @@ def data_docs_pages(reports_dir: Path, run_id: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- conservation, quarantine
 
-def _conservation(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _conservation(stages: list[runs.StageRun]) -> list[dict[str, Any]]:
     return [
-        {"dataset": s["dataset"], "raw_rows": s["raw_rows"], "duplicates_removed": s["duplicates_removed"],
-         "rows_in": s["rows_in"], "rows_staged": s["rows_staged"], "rows_quarantined": s["rows_quarantined"],
-         "difference": s["rows_in"] - s["rows_staged"] - s["rows_quarantined"], "conservation_ok": s["conservation_ok"]}
+        {"dataset": s.dataset, "raw_rows": s.raw_rows, "duplicates_removed": s.duplicates_removed,
+         "rows_in": s.rows_in, "rows_staged": s.rows_staged, "rows_quarantined": s.rows_quarantined,
+         "difference": s.rows_in - s.rows_staged - s.rows_quarantined, "conservation_ok": s.conservation_ok}
         for s in stages
     ]
 
 
-def _quarantine(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _quarantine(stages: list[runs.StageRun]) -> list[dict[str, Any]]:
     out = []
     for s in stages:
-        by_rule = (s["raw_runs"] or {}).get("quarantine_by_rule") or {}
-        out += [{"dataset": s["dataset"], "reason": rule, "rows": n}
+        by_rule = s.quarantine_by_rule
+        out += [{"dataset": s.dataset, "reason": rule, "rows": n}
                 for rule, n in sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0]))]
     return out
 
 
-def _quarantine_examples(stages: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+def _quarantine_examples(stages: list[runs.StageRun], settings: Settings) -> list[dict[str, Any]]:
     """A few quarantined records per dataset and reason, every source value masked unless the contract
     marks its field as not personal."""
     import duckdb
@@ -191,10 +195,10 @@ def _quarantine_examples(stages: list[dict[str, Any]], settings: Settings) -> li
 
     out: list[dict[str, Any]] = []
     for s in stages:
-        path = (s["raw_runs"] or {}).get("quarantine_path")
-        if not path or not Path(path).exists() or not s["rows_quarantined"]:
+        path = s.quarantine_path
+        if not path or not Path(path).exists() or not s.rows_quarantined:
             continue
-        c = contract(s["dataset"])
+        c = contract(s.dataset)
         key_public = not any(c.field(k).is_personal for k in c.primary_key)
         con = duckdb.connect()
         rows = con.execute(
@@ -207,7 +211,7 @@ def _quarantine_examples(stages: list[dict[str, Any]], settings: Settings) -> li
         con.close()
         for rule, key, reasons, payload in rows:
             out.append({
-                "dataset": s["dataset"], "reason": rule,
+                "dataset": s.dataset, "reason": rule,
                 "record_key": key if key_public else mask_id(key),
                 "reasons": "; ".join(_mask_reason(r, key, key_public) for r in reasons or []),
                 "record": json.dumps(_mask_payload(payload, c), ensure_ascii=False, sort_keys=True),
@@ -260,7 +264,7 @@ def _links(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
-def _accuracy(rec: dict[str, Any] | None, stages: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+def _accuracy(rec: dict[str, Any] | None, stages: list[runs.StageRun], settings: Settings) -> list[dict[str, Any]]:
     truth = settings.ground_truth_dir
     if not rec or truth is None or not (Path(truth) / "links.parquet").exists():
         return []
@@ -269,7 +273,7 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[dict[str, Any]], settings
     from lienthong.linkscore import link_accuracy
 
     try:
-        paths = {s["dataset"]: s["staged_path"] for s in stages}
+        paths = {s.dataset: s.staged_path for s in stages}
         tables = {name: pq.read_table(out["path"]) for name, out in (rec["outputs"] or {}).items()
                   if name in ("enterprise_representative_link", "parcel_holder_link")}
         acc = link_accuracy(tables, pq.read_table(paths["citizen"]), pq.read_table(paths["enterprise"]), truth)
@@ -282,18 +286,14 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[dict[str, Any]], settings
 
 # -------------------------------------------------------------------------------------- publications
 
-def _publications(cur, run_id: str, publish_run_id: str | None) -> list[dict[str, Any]]:
+def _publications(conn, run_id: str, publish_run_id: str | None) -> list[dict[str, Any]]:
     if publish_run_id:
-        where, params = "run_id = %s", (publish_run_id,)
+        found = runs.publications(conn, run_id=publish_run_id)
     else:  # the versions written after this run's reconciliation and before the next integrate run
-        where = f"""published_at >= (SELECT max(created_at) FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s)
-                    AND published_at < coalesce((SELECT min(created_at) FROM {OPS_SCHEMA}.stage_run
-                      WHERE created_at > (SELECT max(created_at) FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s)
-                        AND run_id <> %s), 'infinity')"""
-        params = (run_id, run_id, run_id)
-    return _plain(_rows(cur, f"""SELECT dataset, version, status, row_count AS rows, content_hash, contract_version,
-                                        published_at, run_id AS publish_run_id
-                                 FROM {OPS_SCHEMA}.publication WHERE {where} ORDER BY dataset, version""", params))
+        found = runs.publications_after_staging(conn, run_id)
+    return _plain([{"dataset": p.dataset, "version": p.version, "status": p.status, "rows": p.row_count,
+                    "content_hash": p.content_hash, "contract_version": p.contract_version,
+                    "published_at": p.published_at, "publish_run_id": p.run_id} for p in found])
 
 
 # ------------------------------------------------------------------------------------------ findings
@@ -332,34 +332,22 @@ def _findings(cur, run_id: str) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------- trends
 
-def _trends(cur, run_id: str, limit: int) -> list[dict[str, Any]]:
+def _trends(conn, run_id: str, limit: int) -> list[dict[str, Any]]:
     """One point per integrate run up to and including `run_id` (the last `limit` of them), oldest first."""
-    runs = _rows(cur, f"""
-        WITH s AS (
-          SELECT run_id, min(coalesce(started_at, created_at)) AS started_at, max(created_at) AS staged_at,
-                 sum(raw_rows) AS rows_raw, sum(rows_in) AS rows_in, sum(rows_staged) AS rows_staged,
-                 sum(rows_quarantined) AS rows_quarantined
-          FROM {OPS_SCHEMA}.stage_run GROUP BY run_id)
-        SELECT s.*, r.finished_at AS reconciled_at, r.counts
-        FROM s LEFT JOIN lienthong_ops.reconcile_run r ON r.run_id = s.run_id AND r.status = 'success'
-        WHERE s.staged_at <= (SELECT max(created_at) FROM {OPS_SCHEMA}.stage_run WHERE run_id = %s)
-        ORDER BY s.staged_at DESC LIMIT %s""", (run_id, limit))
-    runs.reverse()
-    ids = [r["run_id"] for r in runs]
-    quality = {row[0]: row[1:] for row in _fetch(cur, f"""
-        SELECT run_id, count(*) FILTER (WHERE success), count(*) FROM {OPS_SCHEMA}.quality_result
-        WHERE run_id = ANY(%s) GROUP BY run_id""", (ids,))}
-    open_by_type = _open_by_type(cur, runs)
-    publications = _rows(cur, f"SELECT dataset, row_count, published_at FROM {OPS_SCHEMA}.publication "
-                              "WHERE status = 'published' ORDER BY published_at")
+    integrate_runs = runs.integrate_run_totals(conn, run_id, limit)
+    integrate_runs.reverse()
+    quality = runs.rule_pass_counts(conn, [r["run_id"] for r in integrate_runs])
+    with conn.cursor() as cur:
+        open_by_type = _open_by_type(cur, integrate_runs)
+    publications = sorted(runs.publications(conn, status="published"), key=lambda p: p.published_at)
     points = []
-    for i, r in enumerate(runs):
+    for i, r in enumerate(integrate_runs):
         finished = r["reconciled_at"] or r["staged_at"]
-        until = runs[i + 1]["started_at"] if i + 1 < len(runs) else None
+        until = integrate_runs[i + 1]["started_at"] if i + 1 < len(integrate_runs) else None
         served: dict[str, int] = {}
         for p in publications:  # the version of each dataset served once this run's publications were done
-            if until is None or p["published_at"] < until:
-                served[p["dataset"]] = p["row_count"]
+            if until is None or p.published_at < until:
+                served[p.dataset] = p.row_count
         passed, evaluated = quality.get(r["run_id"], (0, 0))
         counts = {k: v for k, v in (r["counts"] or {}).items() if k != "findings" and isinstance(v, int)}
         by_type = open_by_type.get(r["run_id"], {})

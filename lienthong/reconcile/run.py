@@ -119,8 +119,9 @@ def _count(links: pa.Table) -> dict[str, int]:
 
 def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Reconcile the newest staged run of every source; write the integrated zone; sync the findings."""
+    from lienthong import runs
     from lienthong.db import connect, warehouse_url
-    from lienthong.findings import ensure_findings_schema, record_reconcile_run, sync_findings
+    from lienthong.findings import ensure_findings_schema, sync_findings
     from lienthong.pipeline import latest_integration
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
@@ -148,11 +149,13 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
         bands=asdict(LinkBands(accept=s.match_accept, review=s.match_review)))
     with connect(url) as conn:
         ensure_findings_schema(conn)
-        changes = sync_findings(conn, run_id, found)
-    with connect(url) as conn:
-        record_reconcile_run(conn, run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
-                             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
-                             metrics=metrics, outputs=outputs)
+        conn.commit()  # the DDL locks are not held through the sync
+        # the findings' sync and the run's record: one transaction, committed together (or neither)
+        changes = sync_findings(conn, run_id, found, commit=False)
+        runs.record_reconcile_run(conn, runs.ReconcileRun(
+            run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
+            counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
+            metrics=metrics, outputs=outputs))
     log.info("integrated zone written: %s; findings %s", {n: o["rows"] for n, o in outputs.items()}, changes)
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
             "seconds": metrics["seconds"], "model_paths": model_paths}

@@ -45,7 +45,7 @@ def _staged_and_quarantined(settings) -> list[str]:
 
 
 def test_killed_extract_then_rerun_loses_and_duplicates_nothing(env):
-    from connectors.base.state import WatermarkStore
+    from lienthong.runs import Ledger
 
     runner, ep, settings = env["runner"], env["endpoints"], env["settings"]
     # Slow the walk down (one 429 with Retry-After: 1 every other page) so it can be killed in the middle.
@@ -67,7 +67,7 @@ def test_killed_extract_then_rerun_loses_and_duplicates_nothing(env):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    assert WatermarkStore(env["url"]).get("population_registry") is None, "a killed run must not move the watermark"
+    assert Ledger(env["url"]).watermark("population_registry") is None, "a killed run must not move the watermark"
     committed = [p for p in raw.rglob("part-*.parquet") if ".tmp-" not in p.parent.name]
     assert committed == [], "nothing of the killed run may be committed"
 
@@ -82,6 +82,7 @@ def test_incremental_run_fetches_only_changes_and_stages_like_a_full_reextract(e
     from connectors.base.ingest import run_ingestion
     from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
     from lienthong.contracts import contract
+    from lienthong.runs import Ledger
     from lienthong.staging import StagePlan, stage_json_source
 
     runner, ep, settings = env["runner"], env["endpoints"], env["settings"]
@@ -103,7 +104,7 @@ def test_incremental_run_fetches_only_changes_and_stages_like_a_full_reextract(e
     client = PopulationRegistryClient(ep.population_url, ep.client_id, ep.client_secret)
     full = run_ingestion(source=SOURCE, entity=ENTITY, run_id="full", raw_dir=tmp_path / "raw", incremental=INCREMENTAL,
                          pages=lambda since: client.iter_citizen_pages("1970-01-01T00:00:00Z", 500),
-                         scope=f"full-{tmp_path.name}", warehouse_url=env["url"])
+                         scope=f"full-{tmp_path.name}", store=Ledger(env["url"]))
     assert full.rows == len(served)
     refull = stage_json_source(c, plan.raw_files(tmp_path / "raw"), run_id="full", staged_dir=tmp_path / "s2",
                                quarantine_dir=tmp_path / "q2")

@@ -14,11 +14,11 @@ from lienthong.findings import (
     Finding,
     findings_summary,
     open_findings,
-    record_reconcile_run,
     run_changes,
     sync_findings,
 )
 from lienthong.ops import OPS_SCHEMA
+from lienthong.runs import ReconcileRun, record_reconcile_run
 
 pytestmark = pytest.mark.integration
 
@@ -260,11 +260,11 @@ def test_sync_commits_work_pending_on_the_connection(url):
 
 def test_reconcile_run_is_replaced_on_rerun(url):
     with connect(url) as conn:
-        record_reconcile_run(conn, "r1", started_at=T0, finished_at=None, status="running", counts=None,
-                             metrics=None, outputs=None)
-        record_reconcile_run(conn, "r1", started_at=T0, finished_at=T0 + timedelta(minutes=3), status="success",
-                             counts={"found": 3, "new": 3}, metrics={"match_rate": 0.97},
-                             outputs={"report": "reports/r1/Báo cáo.html"})
+        record_reconcile_run(conn, ReconcileRun("r1", started_at=T0, finished_at=None, status="running"))
+        record_reconcile_run(conn, ReconcileRun("r1", started_at=T0, finished_at=T0 + timedelta(minutes=3),
+                                                status="success", counts={"found": 3, "new": 3},
+                                                metrics={"match_rate": 0.97},
+                                                outputs={"report": "reports/r1/Báo cáo.html"}))
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT run_id, finished_at, status, counts, metrics, outputs FROM {OPS_SCHEMA}.reconcile_run")
         assert cur.fetchall() == [("r1", T0 + timedelta(minutes=3), "success", {"found": 3, "new": 3},

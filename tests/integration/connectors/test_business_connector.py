@@ -21,10 +21,10 @@ import pytest
 import requests
 
 from connectors.base.errors import AuthError, TransientSourceError
-from connectors.base.state import WatermarkStore
 from connectors.business.client import LOCAL_TZ, SOURCE, BusinessRegistryClient, parse_update_time
 from connectors.business.ingest import ingest
 from lienthong.db import warehouse_url
+from lienthong.runs import Ledger
 from lienthong.settings import Settings
 
 from .minimal_business_server import MinimalBusinessServer, sample_records
@@ -245,21 +245,21 @@ def test_a_5xx_that_never_passes_fails_with_the_url_offset_and_status(registry):
 
 def test_watermark_does_not_advance_when_the_run_fails(registry, tmp_path):
     scope = f"test-{registry.name}-{tmp_path.name}"
-    store = WatermarkStore()
-    first = ingest("r1", settings_for(tmp_path), scope=scope, client=client_for(registry))
+    store = Ledger()
+    first = ingest("r1", settings_for(tmp_path), store=Ledger(), scope=scope, client=client_for(registry))
     assert first["rows"] == len(registry.source)
-    assert store.get(SOURCE, scope) == first["watermark_to"]
+    assert store.watermark(SOURCE, scope) == first["watermark_to"]
 
     registry.touch([registry.source[0][0]])  # something new to fetch, so a successful run would move the mark
     registry.set_faults(server_error_every=1)
     with pytest.raises(TransientSourceError):
-        ingest("r2", settings_for(tmp_path), scope=scope, client=client_for(registry, attempts=2, max_wait=0.05))
-    assert store.get(SOURCE, scope) == first["watermark_to"]
+        ingest("r2", settings_for(tmp_path), store=Ledger(), scope=scope, client=client_for(registry, attempts=2, max_wait=0.05))
+    assert store.watermark(SOURCE, scope) == first["watermark_to"]
     assert not [p for p in tmp_path.rglob("run=r2*")], "the failed run left no landing behind"
 
 
 def test_the_watermark_is_rfc3339_utc_of_the_newest_local_update_time(registry, tmp_path):
-    result = ingest("r1", settings_for(tmp_path), scope=f"test-{registry.name}-{tmp_path.name}", client=client_for(registry))
+    result = ingest("r1", settings_for(tmp_path), store=Ledger(), scope=f"test-{registry.name}-{tmp_path.name}", client=client_for(registry))
     newest = max(parse_update_time(t) for _, t in registry.source)
     assert result["watermark_to"] == newest.strftime("%Y-%m-%dT%H:%M:%SZ")
     landed = pq.read_table(result["landing_path"])
@@ -269,12 +269,12 @@ def test_the_watermark_is_rfc3339_utc_of_the_newest_local_update_time(registry, 
 
 def test_incremental_run_fetches_only_touched_records_and_the_watermark_day(registry, tmp_path):
     scope = f"test-{registry.name}-{tmp_path.name}"
-    first = ingest("r1", settings_for(tmp_path), scope=scope, client=client_for(registry))
+    first = ingest("r1", settings_for(tmp_path), store=Ledger(), scope=scope, client=client_for(registry))
     assert first["rows"] == len(registry.source)
 
     touched = [code for code, _ in sorted(registry.source, key=lambda v: datetime.strptime(v[1], LOCAL_FORMAT))[:3]]
     registry.touch(touched)
-    second = ingest("r2", settings_for(tmp_path), scope=scope, client=client_for(registry))
+    second = ingest("r2", settings_for(tmp_path), store=Ledger(), scope=scope, client=client_for(registry))
 
     mark_day = parse_update_time(first["watermark_to"]).astimezone(LOCAL_TZ).date()
     same_day = {code for code, t in registry.source if datetime.strptime(t, LOCAL_FORMAT).date() >= mark_day}
@@ -287,5 +287,5 @@ def test_incremental_run_fetches_only_touched_records_and_the_watermark_day(regi
 def test_ingest_takes_the_server_and_api_key_from_the_business_registry_connection(registry, tmp_path, monkeypatch):
     for name, value in registry.conn_env().items():
         monkeypatch.setenv(name, value)
-    result = ingest("r1", settings_for(tmp_path), scope=f"test-{registry.name}-{tmp_path.name}")
+    result = ingest("r1", settings_for(tmp_path), store=Ledger(), scope=f"test-{registry.name}-{tmp_path.name}")
     assert result["rows"] == len(registry.source) and result["requests"] >= 1

@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base.errors import SchemaDriftError
-from connectors.base.state import WatermarkStore
 from connectors.land import ingest as land_ingest
 from connectors.land.extract import SOURCE, SPEC_COLUMNS, TABLES, Keyset, LandRegistryExtractor
 from lienthong.db import connect, ensure_database, warehouse_url
 from lienthong.ops import OPS_SCHEMA
+from lienthong.runs import Ledger
 from lienthong.settings import Settings, load_settings
 from sandbox.runner import SandboxEndpoints
 
@@ -200,13 +200,13 @@ class Runner:
 
     def run(self, alias: str, **kw: Any) -> dict[str, Any]:
         self.runs += 1
-        summary = land_ingest.ingest(f"run-{self.runs}", alias, self.settings, **kw)
+        summary = land_ingest.ingest(f"run-{self.runs}", alias, self.settings, store=Ledger(self.settings.database_url), **kw)
         assert json.loads(json.dumps(summary)) == summary, "the summary is JSON-able"
         return summary
 
     def watermarks(self, alias: str) -> dict[str, str | None]:
-        store = WatermarkStore(self.settings.database_url)
-        return {t: store.get(SOURCE, f"{alias}/{t}") for t in TABLES}
+        store = Ledger(self.settings.database_url)
+        return {t: store.watermark(SOURCE, f"{alias}/{t}") for t in TABLES}
 
 
 def landed(summary: dict[str, Any], table: str) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ import requests
 
 from connectors.base.errors import AuthError, TransientSourceError
 from connectors.base.ingest import run_ingestion
-from connectors.base.state import WatermarkStore
 from connectors.population.client import ENTITY, INCREMENTAL, SOURCE, PopulationRegistryClient
+from lienthong.runs import Ledger
 from sandbox.runner import SandboxEndpoints
 
 from .minimal_population_server import MinimalPopulationRegistry, ServeInThread
@@ -155,7 +155,7 @@ def test_batch_get_finds_known_ids_and_reports_unknown_ones(sandbox, sandbox_dat
 
 
 def test_watermark_does_not_advance_when_landing_fails(sandbox, tmp_path):
-    store = WatermarkStore()
+    store = Ledger()
     scope = f"test-{tmp_path.name}"
     client = client_for(sandbox)
 
@@ -164,21 +164,21 @@ def test_watermark_does_not_advance_when_landing_fails(sandbox, tmp_path):
         raise RuntimeError("disk full while landing")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        run_ingestion(source=SOURCE, entity=ENTITY, run_id="r-fail", raw_dir=tmp_path, incremental=INCREMENTAL,
+        run_ingestion(store=store, source=SOURCE, entity=ENTITY, run_id="r-fail", raw_dir=tmp_path, incremental=INCREMENTAL,
                       pages=failing_pages, scope=scope)
-    assert store.get(SOURCE, scope) is None
+    assert store.watermark(SOURCE, scope) is None
     assert list(tmp_path.rglob("*.parquet")) == [], "an aborted landing leaves no parts behind"
 
 
 def test_incremental_run_fetches_only_changed_records(sandbox, sandbox_data, tmp_path):
     scope = f"test-{tmp_path.name}"
     client = client_for(sandbox)
-    first = run_ingestion(source=SOURCE, entity=ENTITY, run_id="r1", raw_dir=tmp_path, incremental=INCREMENTAL,
+    first = run_ingestion(store=Ledger(), source=SOURCE, entity=ENTITY, run_id="r1", raw_dir=tmp_path, incremental=INCREMENTAL,
                           pages=lambda since: client.iter_citizen_pages(since, 100), scope=scope)
     assert first.rows == len(served_ids(sandbox_data))
     changed = served_ids(sandbox_data)[:5]
     requests.post(sandbox.population_url + "/_sandbox/touch", json={"ids": changed}, timeout=10).raise_for_status()
-    second = run_ingestion(source=SOURCE, entity=ENTITY, run_id="r2", raw_dir=tmp_path, incremental=INCREMENTAL,
+    second = run_ingestion(store=Ledger(), source=SOURCE, entity=ENTITY, run_id="r2", raw_dir=tmp_path, incremental=INCREMENTAL,
                            pages=lambda since: client.iter_citizen_pages(since, 100), scope=scope)
     landed = pq.read_table(second.landing_path).column("_key").to_pylist()
     assert set(changed) <= set(landed)
@@ -198,7 +198,7 @@ def test_unknown_new_field_is_landed_and_reported_as_drift(minimal_registry, tmp
             r["soDienThoai"] = "0912345678"
         registry.records[5]["soDinhDanh"] = None
         client = PopulationRegistryClient(url, registry.client_id, registry.client_secret, initial_wait=0.01)
-        result = run_ingestion(source=SOURCE, entity=ENTITY, run_id="drift", raw_dir=tmp_path, incremental=INCREMENTAL,
+        result = run_ingestion(store=Ledger(), source=SOURCE, entity=ENTITY, run_id="drift", raw_dir=tmp_path, incremental=INCREMENTAL,
                                pages=lambda since: client.iter_citizen_pages(since, 100), scope=f"t-{tmp_path.name}",
                                schema=SourceSchema.from_contract(contract("citizen")))
     finally:
@@ -225,9 +225,9 @@ def test_required_field_vanishing_from_the_source_fails_the_run_and_keeps_the_wa
             r.pop("hoVaTen")
         client = PopulationRegistryClient(url, registry.client_id, registry.client_secret, initial_wait=0.01)
         with pytest.raises(SchemaDriftError, match="required field 'hoVaTen' is absent from all .* records of page 1"):
-            run_ingestion(source=SOURCE, entity=ENTITY, run_id="gone", raw_dir=tmp_path, incremental=INCREMENTAL,
+            run_ingestion(store=Ledger(), source=SOURCE, entity=ENTITY, run_id="gone", raw_dir=tmp_path, incremental=INCREMENTAL,
                           pages=lambda since: client.iter_citizen_pages(since, 100), scope=scope,
                           schema=SourceSchema.from_contract(contract("citizen")))
     finally:
         registry.records[:] = saved
-    assert WatermarkStore().get(SOURCE, scope) is None
+    assert Ledger().watermark(SOURCE, scope) is None
