@@ -9,7 +9,7 @@ against `/api/v2`, so no third-party host may supply one. This module owns:
   source; SHA256SUMS: the bytes), and the map from each URL to its copy (`CDN_ASSETS`);
 - the rewrite of a page or style sheet to relative links into the site's own copy (`offline_text`), done
   when the pipeline builds the docs (`offline_site`, called by lienthong.quality) and again by the app when it
-  serves a page (a page built before this existed still works);
+  serves a page (a page built before still shows, styled);
 - the copy of a validation result that GX renders (`escaped_for_docs`): GX 1.24 writes some values from the
   data into its pages as raw HTML (the table of unexpected values), so a value `<script>...</script>` in a
   non-personal column would become a script on the page. In that copy every string of the results is
@@ -83,7 +83,7 @@ _GX_CSS_URL = re.compile(r"url\(\s*(['\"]?)" + re.escape(GX_WEB_ASSETS) + r"[^)'
 # which a CSP without 'unsafe-eval' refuses. Our small script, loaded right after vega-embed, makes vega-embed's
 # AST interpreter (`ast: true`) the default.
 VEGA_EMBED_AST = "vega-embed-ast.js"
-_VEGA_EMBED_TAG = re.compile(r"""(<script\b[^>]*\bsrc=["'])([^"']*/vega-embed-6\.29\.0/vega-embed\.min\.js)(["'][^>]*>\s*</script>)""")
+_VEGA_EMBED_TAG = re.compile(r"""<script\b[^>]*\bsrc=["'][^"']*/vega-embed-6\.29\.0/vega-embed\.min\.js["'][^>]*>\s*</script>""")
 # A resource a page would load from another host: a script, style sheet, image, frame... (links to follow
 # are not loads) or a CSS url()/@import.
 _OFFSITE_LOAD = re.compile(

@@ -5,12 +5,15 @@ included, exactly as tests/e2e/test_scheduler_chain.py does (its helpers are reu
 the newest row of `lienthong_ops.audit_report`. Chromium (the system's, never a downloaded one) logs in on
 Airflow's own login page, opens the plugin's report page through the API server, checks that the plots and
 tables are in the DOM, filters the findings browser, opens the view from the Airflow UI's navigation, and
-keeps full-page screenshots in `artifacts/` (audit-report.png, audit-findings.png, audit-nav.png). Requests
-without a login are refused.
+keeps full-page screenshots in `artifacts/` (audit-report.png, audit-findings.png, audit-nav.png,
+audit-data-docs.png). Requests without a login are refused. Every request the pages make stays on this host
+and every response carries a CSP that lets no other host supply a script: Data Docs render styled with their
+vendored libraries, a GX chart included.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -40,6 +43,10 @@ AUDIT_DAG = "audit_report"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 UI_TIMEOUT_MS = 30_000
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# Collects the page's CSP violations (blocked scripts, styles, images...); injected by the browser, not the page.
+CSP_VIOLATIONS = ("window.__csp = []; document.addEventListener('securitypolicyviolation', "
+                  "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
 def _chromium() -> str | None:
@@ -243,3 +250,125 @@ def test_the_audit_reports_open_from_the_airflow_navigation(audited, session):
     frame.locator(f'tr[data-report-id="{rid}"]').wait_for()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audit-nav.png"))
+
+
+# ------------------------------------------------------------------------------------------ nothing from elsewhere
+
+
+def _gx_chart_page(site: Path) -> str:
+    """A Data Docs page with a chart, rendered by GX's own page view and rewritten as lienthong.quality does
+    (the platform's expectations draw no chart; vega must still run without 'unsafe-eval')."""
+    import altair as alt
+    import pandas as pd
+    from great_expectations.render import (
+        RenderedDocumentContent,
+        RenderedGraphContent,
+        RenderedSectionContent,
+    )
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    from lienthong.audit.datadocs import offline_site
+
+    chart = alt.Chart(pd.DataFrame({"run": ["a", "b", "c"], "failing": [3, 1, 2]})).mark_bar().encode(
+        x="run", y="failing")
+    doc = RenderedDocumentContent(
+        renderer_type="ExpectationSuitePageRenderer", page_title="e2e chart", expectation_suite_name="e2e_chart",
+        sections=[RenderedSectionContent(section_name="chart", content_blocks=[
+            RenderedGraphContent(graph=chart.to_json(), header="Failing rows per run")])])
+    started = time.time()
+    (site / "expectations" / "e2e_chart.html").write_text(DefaultJinjaPageView().render(doc), encoding="utf-8")
+    offline_site(site, since=started)
+    return "files/data_docs/expectations/e2e_chart.html"
+
+
+def _csp_script_sources(header: str | None) -> list[str]:
+    assert header, "no Content-Security-Policy"
+    directives = {d.split()[0]: d.split()[1:] for d in header.split(";") if d.strip()}
+    assert directives["default-src"] == ["'none'"], header
+    return directives["script-src"]
+
+
+def test_pages_load_nothing_from_elsewhere_and_data_docs_run_their_vendored_libraries(audited, session):
+    context = session.context
+    site = audited.stack.paths.data_dir / "reports" / "data_docs"
+    chart = _gx_chart_page(site)
+    requests: list[str] = []
+    responses: list = []
+    def on_request(request) -> None:
+        requests.append(request.url)
+
+    def on_response(response) -> None:
+        responses.append(response)
+
+    context.on("request", on_request)
+    context.on("response", on_response)
+    page = context.new_page()
+    page.add_init_script(CSP_VIOLATIONS)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text[:300]}"))
+    try:
+        rid = audited.report["report_id"]
+        page.goto(f"{audited.url}/files/audit/{rid}/report.html")
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("() => getComputedStyle(document.querySelector('.cards')).display") == "flex"
+        assert page.evaluate("() => window.__csp") == []
+        runs = page.locator('a[href*="data_docs/validations/"]')
+        assert runs.count() > 0, "the report links no Data Docs page of its run"
+        validation = urljoin(page.url, runs.first.get_attribute("href"))
+
+        docs = {"index": f"{audited.url}/files/data_docs/index.html", "validation": validation,
+                "chart": f"{audited.url}/{chart}"}
+        for name, url in docs.items():
+            page.goto(url)
+            page.wait_for_load_state("networkidle")
+            if name == "chart":  # vega-embed draws asynchronously, on a canvas
+                page.locator(".vega-embed canvas").first.wait_for(timeout=UI_TIMEOUT_MS)
+            state = page.evaluate("""() => ({
+                jquery: typeof window.jQuery === 'function' && window.jQuery.fn.jquery,
+                table: !!(window.jQuery && window.jQuery.fn.bootstrapTable),
+                vega: typeof window.vegaEmbed === 'function',
+                navbar: getComputedStyle(document.querySelector('nav.navbar')).position,
+                font: getComputedStyle(document.body).fontFamily,
+                tables: document.querySelectorAll('.bootstrap-table').length,
+                charts: Array.from(document.querySelectorAll('.vega-embed canvas')).filter(c => c.width > 50).length,
+                violations: window.__csp,
+            })""")
+            # vendored scripts ran (no CDN is reachable here) and bootstrap styles apply (sticky-top, font stack)
+            assert state["jquery"] == "3.7.1" and state["table"] and state["vega"], (name, state)
+            assert state["navbar"] == "sticky" and "apple-system" in state["font"], (name, state)
+            assert state["violations"] == [], (name, state, console)  # no inline script of GX's was refused
+            if name == "chart":
+                assert state["charts"] == 1, (state, console)  # vega drew it without 'unsafe-eval'
+            else:
+                assert state["tables"] >= 1, (name, state)  # bootstrap-table ran (the index: its inline scripts)
+            if name == "index":
+                page.evaluate("document.fonts.ready")
+                assert page.evaluate("() => document.fonts.check('900 16px \"Font Awesome 6 Free\"')"), "icons"
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "audit-data-docs-index.png"), full_page=True)
+            if name == "validation":
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "audit-data-docs.png"), full_page=True)
+
+        page.goto(f"{audited.url}/findings")
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("() => getComputedStyle(document.querySelector('nav')).display") == "flex"
+        assert page.evaluate("() => window.__csp") == []
+        headers = [(r.url, r.all_headers()) for r in responses]  # while the page is open
+    finally:
+        context.remove_listener("request", on_request)
+        context.remove_listener("response", on_response)
+        page.close()
+
+    offsite = [u for u in requests if urlsplit(u).hostname not in LOCAL_HOSTS]
+    assert not offsite, offsite
+    assert any("/static/lienthong/vendor/jquery-3.7.1/jquery.min.js" in u for u in requests)
+    ours = [(url, h) for url, h in headers if urlsplit(url).path.startswith(PLUGIN + "/")]
+    assert len(ours) > 20 and {urlsplit(url).path for url, _ in headers} - {urlsplit(url).path for url, _ in ours} <= {
+        "/favicon.ico"}  # the browser may ask the API server for its icon
+    for url, h in ours:
+        script = _csp_script_sources(h.get("content-security-policy"))
+        assert not [s for s in script if s not in ("'self'", "'none'", "'unsafe-hashes'")
+                    and not re.fullmatch(r"'sha256-[A-Za-z0-9+/]+={0,2}'", s)], (url, script)
+        is_data_docs_page = "/files/data_docs/" in url and url.endswith(".html")
+        assert (script[0] == "'self'") if is_data_docs_page else (script == ["'none'"]), (url, script)
