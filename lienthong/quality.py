@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -38,6 +38,9 @@ from lienthong import runs
 from lienthong.contracts import Contract, QualityRule
 from lienthong.db import connect
 from lienthong.paths import safe_run_id
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +137,25 @@ def expectations_for(contract: Contract, rows: int, columns: set[str]) -> list[t
             continue
         mostly = _mostly(rule, rows)
         meta = {"rule": rule.name, "severity": rule.severity}
+        exp: Expectation
         if rule.metric == "nullValues":
-            exp = E.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly, meta=meta)
+            exp = E.ExpectColumnValuesToNotBeNull(column=_column(contract, rule), mostly=mostly, meta=meta)
         elif rule.metric == "duplicateValues":
             pk = contract.primary_key
             if col in pk and len(pk) > 1:
                 exp = E.ExpectCompoundColumnsToBeUnique(column_list=pk, mostly=mostly, meta=meta)
             else:
-                exp = E.ExpectColumnValuesToBeUnique(column=col, mostly=mostly, meta=meta)
+                exp = E.ExpectColumnValuesToBeUnique(column=_column(contract, rule), mostly=mostly, meta=meta)
         elif rule.metric == "invalidValues" and "pattern" in rule.arguments:
-            exp = E.ExpectColumnValuesToMatchRegex(column=col, regex=rule.arguments["pattern"], mostly=mostly, meta=meta)
+            exp = E.ExpectColumnValuesToMatchRegex(column=_column(contract, rule), regex=rule.arguments["pattern"],
+                                                   mostly=mostly, meta=meta)
         elif rule.metric == "invalidValues" and "validValues" in rule.arguments:
-            exp = E.ExpectColumnValuesToBeInSet(column=col, value_set=list(rule.arguments["validValues"]), mostly=mostly, meta=meta)
+            exp = E.ExpectColumnValuesToBeInSet(column=_column(contract, rule),
+                                                value_set=list(rule.arguments["validValues"]), mostly=mostly, meta=meta)
         elif rule.metric == "invalidValues":
             exp = E.ExpectColumnValuesToBeBetween(
-                column=col, min_value=rule.arguments.get("minValue"), max_value=rule.arguments.get("maxValue"), mostly=mostly, meta=meta
+                column=_column(contract, rule), min_value=rule.arguments.get("minValue"),
+                max_value=rule.arguments.get("maxValue"), mostly=mostly, meta=meta
             )
         elif rule.implementation == "personal_id_matches_birth":
             if not set(PERSONAL_ID_COLUMNS) <= columns:
@@ -162,6 +169,13 @@ def expectations_for(contract: Contract, rows: int, columns: set[str]) -> list[t
             continue
         out.append((rule, exp))
     return out
+
+
+def _column(contract: Contract, rule: QualityRule) -> str:
+    """The column of a column rule (GX refuses such an expectation without one)."""
+    if rule.column is None:
+        raise ValueError(f"contract {contract.name}: rule {rule.name} ({rule.metric}) names no column")
+    return rule.column
 
 
 def _quarantined_for(rule: QualityRule, quarantine_by_rule: dict[str, int]) -> int:
@@ -417,7 +431,7 @@ def _store(result: QualityResult, url: str | None) -> None:
         runs.record_quality_run(conn, runs.QualityRun(
             result.run_id, result.dataset, result.suite, result.gx_success, result.gate_passed, len(result.outcomes),
             len(result.failed_critical), len(result.failed_warning),
-            results=[runs.RuleResult(
+            results=tuple(runs.RuleResult(
                 o.rule, o.expectation, o.column, o.severity, o.success, element_count=o.element_count,
                 unexpected_count=o.unexpected_count,
                 unexpected_percent=100.0 * o.unexpected_count / o.element_count if o.element_count else 0.0,
@@ -425,5 +439,5 @@ def _store(result: QualityResult, url: str | None) -> None:
                 details={"unexpected_staged": o.unexpected_staged, "unexpected_quarantined": o.unexpected_quarantined,
                          "failed_rows": len(result.failed_rows.get(o.rule, [])),
                          "data_docs_path": result.data_docs_path or None},
-            ) for o in result.outcomes],
+            ) for o in result.outcomes),
         ))
