@@ -114,7 +114,8 @@ def ingest_runs(conn: connection, run_ids: Iterable[str], sources: Iterable[str]
                 status: str | None = None) -> list[IngestRun]:
     """The records of runs `run_ids` (of `sources`, with `status`), oldest first."""
     ensure_ledger(conn)
-    where, params = ["run_id = ANY(%s)"], [sorted(set(run_ids))]
+    where: list[str] = ["run_id = ANY(%s)"]
+    params: list[Any] = [sorted(set(run_ids))]
     if sources is not None:
         where.append("source = ANY(%s)")
         params.append(sorted(set(sources)))
@@ -217,8 +218,9 @@ def _stage_runs(cur, where: str, params: Sequence[Any], order: str) -> list[Stag
     for r in rows:
         key = (r["run_id"], r["dataset"])
         by_kind = reasons.get(key, {})
-        out.append(StageRun(**r, inputs=tuple(inputs.get(key, ())),
-                            **{name: by_kind.get(kind, {}) for kind, name in _REASON_FIELDS.items()}))
+        # {field: rows per reason} for the three Mapping fields _REASON_FIELDS names
+        per_reason: dict[str, Any] = {name: by_kind.get(kind, {}) for kind, name in _REASON_FIELDS.items()}
+        out.append(StageRun(**r, inputs=tuple(inputs.get(key, ())), **per_reason))
     return out
 
 
