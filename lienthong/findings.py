@@ -345,7 +345,8 @@ def _load(cur, findings: Iterable[Finding]) -> None:
             ) ON COMMIT DROP"""
     )
     copy = f"COPY {_LOAD_TABLE} (finding_id, type, severity, agency, subject, evidence) FROM STDIN WITH (FORMAT csv)"
-    batch: list[tuple[str, ...]] = []
+    # agency and severity are typed optional for the constructor; __post_init__ fills in the type's defaults.
+    batch: list[tuple[str | None, ...]] = []
     for finding in findings:
         subject = json.dumps(finding.subject, sort_keys=True, ensure_ascii=False)
         batch.append((finding.finding_id, finding.type, finding.severity, finding.agency, subject,
@@ -366,7 +367,7 @@ def _load(cur, findings: Iterable[Finding]) -> None:
     cur.execute(f"ANALYZE {_SYNC_TABLE}")
 
 
-def _copy(cur, statement: str, rows: list[tuple[str, ...]]) -> None:
+def _copy(cur, statement: str, rows: list[tuple[str | None, ...]]) -> None:
     # Every field quoted: in PostgreSQL's CSV an unquoted empty field would be NULL. Quotes are doubled by the
     # csv module; tabs, newlines and backslashes need no escaping inside a quoted CSV field.
     buffer = io.StringIO()

@@ -173,7 +173,7 @@ def _gate(q: dict[str, Any] | None) -> str:
     return f"gate {verdict} ({q.get('failed_critical', 0)} critical, {q.get('failed_warning', 0)} warning failed)"
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

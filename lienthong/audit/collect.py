@@ -332,6 +332,12 @@ def _findings(cur, run_id: str) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------- trends
 
+def _published_at(p: runs.Publication) -> datetime:
+    if p.published_at is None:  # the ledger sets it on insert (NOT NULL DEFAULT now())
+        raise ValueError(f"publication {p.dataset} v{p.version} read from the ledger without published_at")
+    return p.published_at
+
+
 def _trends(conn, run_id: str, limit: int) -> list[dict[str, Any]]:
     """One point per integrate run up to and including `run_id` (the last `limit` of them), oldest first."""
     integrate_runs = runs.integrate_run_totals(conn, run_id, limit)
@@ -339,7 +345,7 @@ def _trends(conn, run_id: str, limit: int) -> list[dict[str, Any]]:
     quality = runs.rule_pass_counts(conn, [r["run_id"] for r in integrate_runs])
     with conn.cursor() as cur:
         open_by_type = _open_by_type(cur, integrate_runs)
-    publications = sorted(runs.publications(conn, status="published"), key=lambda p: p.published_at)
+    publications = sorted(runs.publications(conn, status="published"), key=_published_at)
     points = []
     for i, r in enumerate(integrate_runs):
         finished = r["reconciled_at"] or r["staged_at"]
