@@ -30,12 +30,19 @@ log = logging.getLogger(__name__)
 
 
 class IngestJob(Protocol):
-    """One connector's part of an ingestion run."""
+    """One connector's part of an ingestion run. Its attributes are read-only here (properties), so a job may
+    hold narrower types: a tuple of scopes, None as the only initial mark."""
 
-    source: str
-    scopes: Sequence[str]
-    initial_mark: str | None
-    """Where a scope without a watermark starts (recorded as the run's `watermark_from`)."""
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def scopes(self) -> Sequence[str]: ...
+
+    @property
+    def initial_mark(self) -> str | None:
+        """Where a scope without a watermark starts (recorded as the run's `watermark_from`)."""
+        ...
 
     def land(self, marks: Mapping[str, str | None]) -> list[IngestOutcome]:
         """Walk every scope from its mark, land what comes and commit the landings; one outcome per scope."""

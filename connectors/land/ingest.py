@@ -87,11 +87,12 @@ def ingest(
     tables: dict[str, dict[str, Any]] = {}
     for t in TABLES:
         out = outcomes[scope_of(province, t)]
+        start = job.starts[t]
         tables[t] = {
             "rows": out.rows,
             "tombstones": job.tombstones[t],
             "pages": out.pages,
-            "read_from": None if job.starts[t] is None else job.starts[t].encode(),
+            "read_from": None if start is None else start.encode(),
             "watermark_from": out.watermark_from,
             "watermark_to": out.watermark_to,
             "landing_path": out.landing_path,
@@ -153,11 +154,12 @@ class _ProvinceJob:
 
         outcomes = []
         for t in TABLES:
-            old = Keyset.decode(marks_from[t]) if marks_from[t] else None
-            new = next_watermark(old, last[t], self.snapshot_at)
-            if last[t] is not None and new is not None and new.ts < last[t].ts:
+            mark, seen = marks_from[t], last[t]
+            old = Keyset.decode(mark) if mark else None
+            new = next_watermark(old, seen, self.snapshot_at)
+            if seen is not None and new is not None and new.ts < seen.ts:
                 log.warning("land registry %s: rows dated up to %s are after the source's clock (%s); "
-                            "watermark held at the source's clock", scope_of(self.province, t), last[t].ts,
+                            "watermark held at the source's clock", scope_of(self.province, t), seen.ts,
                             self.snapshot_at)
             lnd = self.landings[t]
             outcomes.append(IngestOutcome(scope_of(self.province, t), lnd.rows, lnd.pages, marks_from[t],
