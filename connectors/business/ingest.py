@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 @writes_data_dir
 def ingest(run_id: str, settings: Settings, *, store: IngestStore, scope: str = "", client: BusinessRegistryClient | None = None) -> dict[str, Any]:
-    """Land the enterprises changed since the watermark; returns a JSON-able summary (rows, pages,
-    watermark_from/to, landing path, requests made, walk statistics). `scope` and `client` are for tests
-    and for running against another server than the configured connection."""
+    """Land the enterprises changed since the watermark, with watermark and run records in `store`; returns a
+    JSON-able summary (rows, pages, watermark_from/to, landing path, requests made, walk statistics). `scope`
+    and `client` are for tests and for running against another server than the configured connection."""
     client = client or BusinessRegistryClient.from_connection(
         settings.business_conn_id,
         timeout=settings.http_timeout,

@@ -20,8 +20,9 @@ from lienthong.settings import Settings
 
 @writes_data_dir
 def ingest(run_id: str, settings: Settings, *, store: IngestStore, scope: str = "", client: PopulationRegistryClient | None = None) -> dict[str, Any]:
-    """Land the citizens changed since the watermark; returns a JSON-able summary (rows, pages,
-    watermark_from/to, landing path, records flagged, new fields, requests made)."""
+    """Land the citizens changed since the watermark, with watermark and run records in `store`; returns a
+    JSON-able summary (rows, pages, watermark_from/to, landing path, records flagged, new fields, requests
+    made)."""
     client = client or PopulationRegistryClient.from_connection(
         settings.population_conn_id,
         timeout=settings.http_timeout,
