@@ -122,10 +122,10 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     from lienthong import runs
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema, sync_findings
-    from lienthong.pipeline import latest_integration
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
+    from lienthong.runs.latest import latest_integration
     from lienthong.staging import write_atomic
 
     s = settings or load_settings()

@@ -14,12 +14,11 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg2.extensions import connection
 from psycopg2.extras import Json
 
-from connectors.base.state import IngestOutcome
 from lienthong.runs.records import (
     AuditReport,
     IngestRun,
@@ -30,6 +29,9 @@ from lienthong.runs.records import (
     StageRun,
 )
 from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
+
+if TYPE_CHECKING:  # the connectors' protocol, implemented structurally here; never imported at run time
+    from connectors.base.state import IngestOutcome
 
 log = logging.getLogger(__name__)
 
