@@ -155,7 +155,7 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
         runs.record_reconcile_run(conn, runs.ReconcileRun(
             run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
-            metrics=metrics, outputs=outputs))
+            metrics=metrics, outputs=outputs, model_paths=model_paths))
     log.info("integrated zone written: %s; findings %s", {n: o["rows"] for n, o in outputs.items()}, changes)
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
             "seconds": metrics["seconds"], "model_paths": model_paths}

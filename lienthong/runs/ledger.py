@@ -366,7 +366,7 @@ def rule_pass_counts(conn: connection, run_ids: Iterable[str]) -> dict[str, tupl
 
 # ------------------------------------------------------------------------------------ reconcile runs
 
-_RECONCILE_COLUMNS = ("run_id", "started_at", "finished_at", "status", "counts", "metrics", "outputs")
+_RECONCILE_COLUMNS = ("run_id", "started_at", "finished_at", "status", "counts", "metrics", "outputs", "model_paths")
 
 
 def record_reconcile_run(conn: connection, run: ReconcileRun) -> None:
@@ -374,13 +374,15 @@ def record_reconcile_run(conn: connection, run: ReconcileRun) -> None:
     ensure_ledger(conn)
     with conn.cursor() as cur:
         cur.execute(
-            f"""INSERT INTO {_S}.reconcile_run (run_id, started_at, finished_at, status, counts, metrics, outputs)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
+            f"""INSERT INTO {_S}.reconcile_run (run_id, started_at, finished_at, status, counts, metrics, outputs,
+                                                  model_paths)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_id) DO UPDATE SET
                   started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
-                  counts = EXCLUDED.counts, metrics = EXCLUDED.metrics, outputs = EXCLUDED.outputs""",
+                  counts = EXCLUDED.counts, metrics = EXCLUDED.metrics, outputs = EXCLUDED.outputs,
+                  model_paths = EXCLUDED.model_paths""",
             (run.run_id, run.started_at, run.finished_at, run.status, _json(run.counts), _json(run.metrics),
-             _json(run.outputs)),
+             _json(run.outputs), _json(run.model_paths)),
         )
 
 

@@ -138,9 +138,10 @@ class ReconcileRun:
     counts: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] | None = None
     outputs: Mapping[str, Any] | None = None
+    model_paths: Mapping[str, Any] | None = None  # link model name -> its saved Splink JSON
 
     def __post_init__(self) -> None:
-        _frozen_dict(self, "counts", "metrics", "outputs")
+        _frozen_dict(self, "counts", "metrics", "outputs", "model_paths")
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "started_at": self.started_at, "finished_at": self.finished_at,

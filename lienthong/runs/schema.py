@@ -195,10 +195,18 @@ INSERT INTO {OPS_SCHEMA}.stage_run_reason (run_id, dataset, kind, reason, rows)
 ALTER TABLE {OPS_SCHEMA}.stage_run DROP COLUMN raw_runs;
 """
 
+# The trained link models of a reconciliation run (saved beside its outputs): name -> path of Splink's JSON.
+_V3 = f"""
+ALTER TABLE {OPS_SCHEMA}.reconcile_run ADD COLUMN model_paths jsonb;
+COMMENT ON COLUMN {OPS_SCHEMA}.reconcile_run.model_paths IS
+  'Each trained link model of the run (Splink JSON saved beside its outputs): model name -> file path';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bookkeeping tables as before the ledger was versioned", _V1),
     Migration(2, "stage_run.raw_runs (jsonb) split into stage_run.quarantine_path, stage_run_input and "
                  "stage_run_reason", _V2),
+    Migration(3, "reconcile_run.model_paths: the link models each reconciliation trained and saved", _V3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

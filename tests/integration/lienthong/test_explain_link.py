@@ -65,6 +65,12 @@ def test_each_reconcile_run_saves_its_link_models_beside_its_outputs_and_they_lo
         linker = Linker(DuckDBAPI().register(PERSON_SCHEMA.empty_table()), settings=str(path))
         assert linker.misc.save_model_to_json() == saved
         assert 0 < saved["probability_two_random_records_match"] < 1
+    # ...and referenced from the run ledger's record of the reconciliation
+    from lienthong import runs
+    from lienthong.db import connect, warehouse_url
+
+    with connect(warehouse_url()) as conn:
+        assert runs.reconcile_run(conn, "r1").model_paths == paths
     manifest = json.loads((integrated / "link_models" / "run=r1" / "manifest.json").read_text())
     assert manifest["run_id"] == "r1"
     assert manifest["inputs"]["citizen"] == reconciled["stages"]["citizen"]["staged_path"]

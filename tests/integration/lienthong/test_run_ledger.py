@@ -108,14 +108,16 @@ LEDGER_V1_TABLES = ("watermark", "ingest_run", "stage_run", "quality_run", "qual
 
 
 def snapshot(url: str, *, stage_columns: str) -> dict[str, list[tuple]]:
-    """Every row of the ledger's version-1 tables and the findings (stage_run: the columns both versions have)."""
+    """Every row of the ledger's version-1 tables and the findings (stage_run and reconcile_run: the columns every
+    version has)."""
     out = {}
     for table in (*LEDGER_V1_TABLES, "finding"):
-        columns = stage_columns if table == "stage_run" else "*"
+        columns = {"stage_run": stage_columns, "reconcile_run": RECONCILE_COMMON}.get(table, "*")
         out[table] = query(url, f"SELECT {columns} FROM lienthong_ops.{table} ORDER BY 1, 2")
     return out
 
 
+RECONCILE_COMMON = "run_id, started_at, finished_at, status, counts, metrics, outputs"
 STAGE_COMMON = ("run_id, dataset, created_at, raw_rows, duplicates_removed, rows_in, rows_staged, rows_quarantined, "
                 "conservation_ok, staged_path, content_hash, started_at")
 
@@ -132,6 +134,8 @@ def test_a_warehouse_made_before_the_ledger_is_upgraded_with_its_history_kept(ur
         [m.version for m in runs.MIGRATIONS]
     assert "adopted" in query(url, "SELECT description FROM lienthong_ops.schema_version WHERE version = 1")[0][0]
     assert snapshot(url, stage_columns=STAGE_COMMON) == before, "every old row is still there, unchanged"
+    # version 3: reconciliations before it trained models nobody recorded
+    assert query(url, "SELECT count(*) FROM lienthong_ops.reconcile_run WHERE model_paths IS NOT NULL") == [(0,)]
 
     # what stage_run.raw_runs held is in real columns and tables now
     assert not query(url, """SELECT 1 FROM information_schema.columns WHERE table_schema = 'lienthong_ops'
