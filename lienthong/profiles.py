@@ -19,23 +19,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from lienthong.contracts import Contract
+from lienthong.duck import session
 
 
-def _con(paths: dict[str, str]) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    for name, path in paths.items():
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({json.dumps(str(path))})")
-    return con
-
-
-def _finish(con: duckdb.DuckDBPyConnection, sql: str, contract: Contract) -> pa.Table:
-    table = con.execute(sql).fetch_arrow_table()
-    con.close()
+def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
+    """The rows `sql` selects from views over the given Parquet files, in the contract's schema."""
+    with session(purpose="profiles") as con:
+        for name, path in paths.items():
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({json.dumps(str(path))})")
+        table = con.execute(sql).fetch_arrow_table()
     schema = contract.arrow_schema()
     return table.select(schema.names).cast(schema)
 
@@ -43,8 +38,7 @@ def _finish(con: duckdb.DuckDBPyConnection, sql: str, contract: Contract) -> pa.
 def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
     flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels")]
     cols = ", ".join(f'c."{n}"' for n in flat)
-    con = _con(paths)
-    return _finish(con, f"""
+    return _build(paths, f"""
         WITH person_of AS (
           SELECT unnest(citizen_ids) AS citizen_id, person_key FROM person_master WHERE in_population_registry
         ), ents AS (
@@ -73,8 +67,7 @@ def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
 
 
 def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    con = _con(paths)
-    return _finish(con, """
+    return _build(paths, """
         WITH reps AS (
           SELECT l.master_enterprise_code AS enterprise_code,
                  list({'position': l.position, 'full_name': coalesce(pm.full_name, r.full_name),
@@ -102,8 +95,7 @@ def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
 
 
 def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    con = _con(paths)
-    return _finish(con, """
+    return _build(paths, """
         WITH holders AS (
           SELECT h.province_code, h.parcel_id,
                  list({'holder_type': h.holder_type, 'person_key': h.person_key,

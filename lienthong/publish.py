@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from lienthong import runs
 from lienthong.contracts import Contract
 from lienthong.db import connect
+from lienthong.duck import session
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,6 @@ def table_name(dataset: str, version: int) -> str:
 
 def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
     """Rows of the published dataset from the staged ones, by each field's `derivedFrom`."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
     # `<dataset>.<column>` fields are projected; fields built elsewhere (`derivedFrom: reconcile`) are null here.
     projected = [f for f in published.fields if "." in str(f.custom.get("derivedFrom", ""))]
     sources = {f.custom["derivedFrom"].split(".", 1)[0] for f in projected}
@@ -84,10 +81,10 @@ def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
     (source,) = sources
     select = ", ".join(f'"{f.custom["derivedFrom"].split(".", 1)[1]}" AS "{f.name}"' for f in projected)
     order = ", ".join(f'"{k}"' for k in published.primary_key)
-    table = con.execute(
-        f"SELECT {select} FROM read_parquet({json.dumps(staged_paths[source])}) ORDER BY {order}"
-    ).fetch_arrow_table()
-    con.close()
+    with session(purpose="publish-project") as con:
+        table = con.execute(
+            f"SELECT {select} FROM read_parquet({json.dumps(staged_paths[source])}) ORDER BY {order}"
+        ).fetch_arrow_table()
     schema = published.arrow_schema()
     columns = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema]
     return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
@@ -101,15 +98,11 @@ def content_hash(table: pa.Table, contract: Contract) -> str:
     not matter, any changed value changes it; ~8x faster than an md5 per row sorted and concatenated (0.5 s
     vs 4.6 s at 1M rows). It is a change detector, not a signature: the manifest's per-file SHA-256 is what
     verifies the files. Stable while DuckDB's hash is (DuckDB is pinned)."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("t", table)
-    row = con.execute(
-        "SELECT count(*), sum(hash(t)::HUGEINT), bit_xor(hash(t)), sum(hash(t, 'lienthong')::HUGEINT) FROM t"
-    ).fetchone()
-    con.close()
+    with session(purpose="publish-hash") as con:
+        con.register("t", table)
+        row = con.execute(
+            "SELECT count(*), sum(hash(t)::HUGEINT), bit_xor(hash(t)), sum(hash(t, 'lienthong')::HUGEINT) FROM t"
+        ).fetchone()
     return hashlib.sha256(f"{contract.id}@{contract.version}:{row}".encode()).hexdigest()
 
 
@@ -163,14 +156,10 @@ def _nested_as_json(batch: pa.RecordBatch) -> pa.Table:
     nested = [f.name for f in batch.schema if pa.types.is_nested(f.type)]
     if not nested:
         return table
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("b", table)
-    replace = ", ".join(f'CAST(to_json("{n}") AS VARCHAR) AS "{n}"' for n in nested)
-    out = con.execute(f"SELECT * REPLACE ({replace}) FROM b").fetch_arrow_table()
-    con.close()
+    with session(purpose="publish-json") as con:
+        con.register("b", table)
+        replace = ", ".join(f'CAST(to_json("{n}") AS VARCHAR) AS "{n}"' for n in nested)
+        out = con.execute(f"SELECT * REPLACE ({replace}) FROM b").fetch_arrow_table()
     return out
 
 

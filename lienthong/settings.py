@@ -44,6 +44,20 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: a number") from exc
 
 
+# A DuckDB session's threads by default: the CPUs this process may run on, at most this many, so one task's
+# query does not take every core of a worker that runs other tasks beside it.
+DUCKDB_THREADS_CAP = 8
+
+
+def default_duckdb_threads() -> int:
+    """The CPUs available to this process (its affinity mask, which containers and taskset narrow), capped."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, DUCKDB_THREADS_CAP))
+
+
 def _default_data_dir() -> Path:
     return Path.cwd() / "var" / "data"
 
@@ -70,8 +84,10 @@ class Settings:
     ground_truth_dir: Path | None = None
     # How many past runs the audit report's trend plots show.
     audit_trend_runs: int = 30
-    # DuckDB's memory limit in staging (spills to disk beyond it), as DuckDB writes it: '2GB', '512MB'.
+    # Every DuckDB session (lienthong.duck): its memory limit (it spills to disk beyond it), as DuckDB writes
+    # it ('2GB', '512MB'), and its threads.
     duckdb_memory: str = "2GB"
+    duckdb_threads: int = field(default_factory=default_duckdb_threads)
     contracts_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "schemas")
     # The single-window lookup service (lienthong/singlewindow), per worker process: connections are opened on
     # first use, up to these sizes; at start the service refuses a configuration that does not fit the server.
@@ -162,6 +178,7 @@ def load_settings() -> Settings:
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,
         audit_trend_runs=_env_int("AUDIT_TREND_RUNS", 30),
         duckdb_memory=_duckdb_memory(_env("DUCKDB_MEMORY", "2GB") or "2GB"),
+        duckdb_threads=_duckdb_threads(),
         singlewindow_pool_size=_env_int("SINGLEWINDOW_POOL_SIZE", 4),
         singlewindow_log_pool_size=_env_int("SINGLEWINDOW_LOG_POOL_SIZE", 4),
         singlewindow_db_headroom=_env_int("SINGLEWINDOW_DB_HEADROOM", 5),
@@ -181,6 +198,13 @@ def _probability(name: str, default: str) -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: a match probability must be in (0, 1]")
     return value
+
+
+def _duckdb_threads() -> int:
+    threads = _env_int("DUCKDB_THREADS", default_duckdb_threads())
+    if threads < 1:
+        raise ValueError(f"{ENV_PREFIX}DUCKDB_THREADS={threads!r}: at least 1")
+    return threads
 
 
 def _duckdb_memory(raw: str) -> str:

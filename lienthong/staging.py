@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lienthong.contracts import Contract, Field
+from lienthong.duck import session
 from lienthong.paths import run_folder
 from lienthong.settings import load_settings
 
@@ -313,82 +314,74 @@ def stage_json_source(
 ) -> StageResult:
     """Stage every raw landing of a source as the latest version per key; see the module docstring.
     Key and cursor fields come from the contract (the keyword arguments override them)."""
-    import duckdb
-
     plan = StagePlan.from_contract(contract)
     if key_source_field or updated_source_field:
         plan = replace(plan, key_field=key_source_field or plan.key_field, updated_field=updated_source_field or plan.updated_field)
     t0 = time.monotonic()
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    # Bound DuckDB's memory (it spills to disk beyond this) so staging a national table stays within a worker.
-    con.execute(f"SET memory_limit = '{load_settings().duckdb_memory}'")
-    spill = Path(staged_dir).parent / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET temp_directory = '{spill}'")
     files = [str(p) for p in raw_files]
     if not files:
         raise FileNotFoundError(f"no raw landing found for {contract.name}")
-    con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
-    raw_rows = _scalar(con, "SELECT count(*) FROM raw")
-    key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
-    upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
-    if plan.updated_parse == "dmy_local_datetime":
-        upd = f"try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S')"
-    else:
-        upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
-    identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
-    # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
-    con.execute(
-        f"""CREATE TEMP TABLE latest_parent AS
-            SELECT * EXCLUDE (rn) FROM (
-              SELECT *, row_number() OVER (
-                PARTITION BY coalesce({identity}, _record_hash)
-                ORDER BY {upd} DESC NULLS LAST, _ingested_at DESC, _record_hash) AS rn
-              FROM raw) WHERE rn = 1"""
-    )
-    if plan.unnest:
-        # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
-        n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
-        con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
-        raw_rows = _scalar(con, f"SELECT coalesce(sum({n}), 0) FROM raw")
-    else:
-        con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
-    rows_in = _scalar(con, "SELECT count(*) FROM latest")
-    (extract_sql, typed_sql), staged_fields = build_stage_sql(plan)
-    con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
-    applied = _standardize(con, contract)
-    con.register("standardized", applied.table)
-    replaced = [c for c in applied.table.column_names if c.startswith("src_")]
-    keep = f"e.* EXCLUDE ({', '.join(replaced)})" if replaced else "e.*"
-    con.execute(f"CREATE TEMP VIEW src AS SELECT {keep}, s.* EXCLUDE (_rid) FROM extracted e JOIN standardized s USING (_rid)")
-    con.execute(f"CREATE TEMP TABLE typed AS {typed_sql}")
-
-    schema = pa.schema(
-        [pa.field(f.name, f.arrow_type(), nullable=not f.required) for f in staged_fields] + PLATFORM_COLUMNS,
-        metadata={b"contract_id": contract.id.encode(), b"contract_version": contract.version.encode()},
-    )
-    cols = ", ".join([f.name for f in staged_fields] + ["_source_run_id", "_record_hash", "_ingested_at", "_repairs", "_findings"])
-    key_order = ", ".join(contract.primary_key)
-    staged = con.execute(f"SELECT {cols} FROM typed WHERE len(_reasons) = 0 ORDER BY {key_order}").fetch_arrow_table()
-    staged = staged.cast(schema)
-    quarantined = con.execute(
-        f"""SELECT {_lit(contract.name)} AS dataset, {_lit(run_id)} AS run_id, _source_key AS record_key,
-                   list_transform(_reasons, r -> 'record ' || coalesce(_source_key, '<no key>') || ': ' || split_part(r, '|', 1) || ': ' || split_part(r, '|', 3)) AS reasons,
-                   list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)) AS rules,
-                   payload, _source_run_id, _record_hash, _ingested_at
-            FROM typed WHERE len(_reasons) > 0 ORDER BY _record_hash"""
-    ).fetch_arrow_table().cast(QUARANTINE_SCHEMA)
-    by_rule = dict(
+    # A bounded session (memory limit, spill folder, threads) so staging a national table stays within a worker.
+    with session(load_settings(), purpose="staging") as con:
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
+        raw_rows = _scalar(con, "SELECT count(*) FROM raw")
+        key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+        upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
+        if plan.updated_parse == "dmy_local_datetime":
+            upd = f"try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S')"
+        else:
+            upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
+        identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
+        # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
         con.execute(
-            "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM typed) GROUP BY r ORDER BY r"
-        ).fetchall()
-    )
-    raw_runs = [r[0] for r in con.execute("SELECT DISTINCT _run_id FROM raw ORDER BY 1").fetchall()]
-    content_hash = hashlib.sha256(
-        (contract.version + "\n" + "\n".join(staged.column("_record_hash").to_pylist())).encode()
-    ).hexdigest()
-    con.close()
+            f"""CREATE TEMP TABLE latest_parent AS
+                SELECT * EXCLUDE (rn) FROM (
+                  SELECT *, row_number() OVER (
+                    PARTITION BY coalesce({identity}, _record_hash)
+                    ORDER BY {upd} DESC NULLS LAST, _ingested_at DESC, _record_hash) AS rn
+                  FROM raw) WHERE rn = 1"""
+        )
+        if plan.unnest:
+            # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
+            n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
+            con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
+            raw_rows = _scalar(con, f"SELECT coalesce(sum({n}), 0) FROM raw")
+        else:
+            con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
+        rows_in = _scalar(con, "SELECT count(*) FROM latest")
+        (extract_sql, typed_sql), staged_fields = build_stage_sql(plan)
+        con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
+        applied = _standardize(con, contract)
+        con.register("standardized", applied.table)
+        replaced = [c for c in applied.table.column_names if c.startswith("src_")]
+        keep = f"e.* EXCLUDE ({', '.join(replaced)})" if replaced else "e.*"
+        con.execute(f"CREATE TEMP VIEW src AS SELECT {keep}, s.* EXCLUDE (_rid) FROM extracted e JOIN standardized s USING (_rid)")
+        con.execute(f"CREATE TEMP TABLE typed AS {typed_sql}")
+
+        schema = pa.schema(
+            [pa.field(f.name, f.arrow_type(), nullable=not f.required) for f in staged_fields] + PLATFORM_COLUMNS,
+            metadata={b"contract_id": contract.id.encode(), b"contract_version": contract.version.encode()},
+        )
+        cols = ", ".join([f.name for f in staged_fields] + ["_source_run_id", "_record_hash", "_ingested_at", "_repairs", "_findings"])
+        key_order = ", ".join(contract.primary_key)
+        staged = con.execute(f"SELECT {cols} FROM typed WHERE len(_reasons) = 0 ORDER BY {key_order}").fetch_arrow_table()
+        staged = staged.cast(schema)
+        quarantined = con.execute(
+            f"""SELECT {_lit(contract.name)} AS dataset, {_lit(run_id)} AS run_id, _source_key AS record_key,
+                       list_transform(_reasons, r -> 'record ' || coalesce(_source_key, '<no key>') || ': ' || split_part(r, '|', 1) || ': ' || split_part(r, '|', 3)) AS reasons,
+                       list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)) AS rules,
+                       payload, _source_run_id, _record_hash, _ingested_at
+                FROM typed WHERE len(_reasons) > 0 ORDER BY _record_hash"""
+        ).fetch_arrow_table().cast(QUARANTINE_SCHEMA)
+        by_rule = dict(
+            con.execute(
+                "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM typed) GROUP BY r ORDER BY r"
+            ).fetchall()
+        )
+        raw_runs = [r[0] for r in con.execute("SELECT DISTINCT _run_id FROM raw ORDER BY 1").fetchall()]
+        content_hash = hashlib.sha256(
+            (contract.version + "\n" + "\n".join(staged.column("_record_hash").to_pylist())).encode()
+        ).hexdigest()
 
     staged_path = write_atomic(staged, run_folder(staged_dir, contract.name, run_id) / f"{contract.name}.parquet")
     q_path = write_atomic(quarantined, run_folder(quarantine_dir, contract.name, run_id) / "quarantine.parquet")
@@ -467,8 +460,6 @@ def quarantine_failed_rows(
     """Move the staged rows that failed a critical expectation (positions in the staged file) to quarantine,
     with the expectation as the reason and the full original record (looked up in raw by record hash).
     Rewrites both files atomically; returns {rule: rows moved}. A row failing several rules moves once."""
-    import duckdb
-
     positions = sorted({p for rows in failed_rows.values() for p in rows})
     if not positions:
         return {}
@@ -479,13 +470,12 @@ def quarantine_failed_rows(
     for rule, failed in failed_rows.items():
         for p in failed:
             rules_of.setdefault(p, []).append(rule)
-    con = duckdb.connect()
-    con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
-    payloads = dict(con.execute(
-        f"SELECT DISTINCT _record_hash, payload FROM read_parquet({json.dumps([str(f) for f in raw_files])}, union_by_name = true) "
-        "WHERE _record_hash IN (SELECT h FROM moved_hashes)"
-    ).fetchall())
-    con.close()
+    with session(load_settings(), purpose="quarantine") as con:
+        con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
+        payloads = dict(con.execute(
+            f"SELECT DISTINCT _record_hash, payload FROM read_parquet({json.dumps([str(f) for f in raw_files])}, union_by_name = true) "
+            "WHERE _record_hash IN (SELECT h FROM moved_hashes)"
+        ).fetchall())
     pk = [n for n in staged.column_names if not n.startswith("_")][:1]
     keys = moved.column(pk[0]).to_pylist() if pk else [None] * moved.num_rows
     rows = []

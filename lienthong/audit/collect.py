@@ -30,6 +30,7 @@ from typing import Any
 
 from lienthong import runs
 from lienthong.db import connect, warehouse_url
+from lienthong.duck import session
 from lienthong.findings import TAXONOMY, ensure_findings_schema
 from lienthong.masking import mask_by_key, mask_id, mask_json, mask_name, mask_year
 from lienthong.settings import Settings
@@ -189,8 +190,6 @@ def _quarantine(stages: list[runs.StageRun]) -> list[dict[str, Any]]:
 def _quarantine_examples(stages: list[runs.StageRun], settings: Settings) -> list[dict[str, Any]]:
     """A few quarantined records per dataset and reason, every source value masked unless the contract
     marks its field as not personal."""
-    import duckdb
-
     from lienthong.contracts import contract
 
     out: list[dict[str, Any]] = []
@@ -200,15 +199,14 @@ def _quarantine_examples(stages: list[runs.StageRun], settings: Settings) -> lis
             continue
         c = contract(s.dataset)
         key_public = not any(c.field(k).is_personal for k in c.primary_key)
-        con = duckdb.connect()
-        rows = con.execute(
-            """WITH q AS (SELECT unnest(rules) AS rule, record_key, reasons, payload FROM read_parquet(?))
-               SELECT rule, record_key, reasons, payload FROM q
-               QUALIFY row_number() OVER (PARTITION BY rule ORDER BY record_key) <= ?
-               ORDER BY rule, record_key""",
-            [str(path), EXAMPLES_PER_REASON],
-        ).fetchall()
-        con.close()
+        with session(settings, purpose="audit") as con:
+            rows = con.execute(
+                """WITH q AS (SELECT unnest(rules) AS rule, record_key, reasons, payload FROM read_parquet(?))
+                   SELECT rule, record_key, reasons, payload FROM q
+                   QUALIFY row_number() OVER (PARTITION BY rule ORDER BY record_key) <= ?
+                   ORDER BY rule, record_key""",
+                [str(path), EXAMPLES_PER_REASON],
+            ).fetchall()
         for rule, key, reasons, payload in rows:
             out.append({
                 "dataset": s.dataset, "reason": rule,

@@ -18,16 +18,21 @@ the same source is not merged here (cross-source linkage handles typos).
 
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 
+from lienthong.duck import session
 from lienthong.standardize.text import fold_key
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 DUPLICATE_SCHEMA = pa.schema([("record_key", pa.string()), ("survivor_key", pa.string()),
                               ("cluster_size", pa.int64())])
 
 
-def _clusters(con: duckdb.DuckDBPyConnection, source: str, key: str, group: list[str], order: str) -> pa.Table:
+def _clusters(con: DuckDBPyConnection, source: str, key: str, group: list[str], order: str) -> pa.Table:
     cols = ", ".join(group)
     not_null = " AND ".join(f"{g} IS NOT NULL" for g in group[:1])
     return con.execute(f"""
@@ -42,34 +47,34 @@ def _clusters(con: duckdb.DuckDBPyConnection, source: str, key: str, group: list
 
 
 def citizen_duplicates(citizens: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    con.register("c0", citizens.select(["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision",
-                                        "sex", "residence_commune_code_2025", "household_id", "source_updated_at"])
-                 .append_column("name_fold", fold_key(citizens["full_name"].combine_chunks())))
-    con.execute("CREATE TABLE c AS SELECT * FROM c0 WHERE birth_date IS NOT NULL")
-    return _clusters(con, "c", "citizen_id",
-                     ["name_fold", "birth_date", "birth_date_precision", "sex", "residence_commune_code_2025",
-                      "coalesce(household_id, '')"],
-                     "legacy_id IS NULL, source_updated_at, citizen_id")
+    with session(purpose="dedupe") as con:
+        con.register("c0", citizens.select(["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision",
+                                            "sex", "residence_commune_code_2025", "household_id", "source_updated_at"])
+                     .append_column("name_fold", fold_key(citizens["full_name"].combine_chunks())))
+        con.execute("CREATE TABLE c AS SELECT * FROM c0 WHERE birth_date IS NOT NULL")
+        return _clusters(con, "c", "citizen_id",
+                         ["name_fold", "birth_date", "birth_date_precision", "sex", "residence_commune_code_2025",
+                          "coalesce(household_id, '')"],
+                         "legacy_id IS NULL, source_updated_at, citizen_id")
 
 
 def enterprise_duplicates(enterprises: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    con.register("e0", enterprises.select(["enterprise_code", "name", "founded_on", "head_office_commune_code_2025",
-                                           "source_updated_at"])
-                 .append_column("name_fold", fold_key(enterprises["name"].combine_chunks())))
-    return _clusters(con, "e0", "enterprise_code",
-                     ["name_fold", "founded_on", "coalesce(head_office_commune_code_2025, '')"],
-                     "source_updated_at, enterprise_code")
+    with session(purpose="dedupe") as con:
+        con.register("e0", enterprises.select(["enterprise_code", "name", "founded_on", "head_office_commune_code_2025",
+                                               "source_updated_at"])
+                     .append_column("name_fold", fold_key(enterprises["name"].combine_chunks())))
+        return _clusters(con, "e0", "enterprise_code",
+                         ["name_fold", "founded_on", "coalesce(head_office_commune_code_2025, '')"],
+                         "source_updated_at, enterprise_code")
 
 
 def holder_duplicates(holders: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    con.register("h0", holders.select(["province_code", "holder_id", "holder_type", "name", "document_number",
-                                       "address", "deleted"])
-                 .append_column("name_fold", fold_key(holders["name"].combine_chunks())))
-    con.execute("""CREATE TABLE h AS SELECT province_code || ':' || holder_id AS holder_key, * FROM h0
-                   WHERE NOT coalesce(deleted, false)""")
-    return _clusters(con, "h", "holder_key",
-                     ["name_fold", "province_code", "holder_type", "coalesce(document_number, 'addr:' || coalesce(address, ''))"],
-                     "holder_id")
+    with session(purpose="dedupe") as con:
+        con.register("h0", holders.select(["province_code", "holder_id", "holder_type", "name", "document_number",
+                                           "address", "deleted"])
+                     .append_column("name_fold", fold_key(holders["name"].combine_chunks())))
+        con.execute("""CREATE TABLE h AS SELECT province_code || ':' || holder_id AS holder_key, * FROM h0
+                       WHERE NOT coalesce(deleted, false)""")
+        return _clusters(con, "h", "holder_key",
+                         ["name_fold", "province_code", "holder_type", "coalesce(document_number, 'addr:' || coalesce(address, ''))"],
+                         "holder_id")

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lienthong.duck import session
 from lienthong.masking import mask_by_key, mask_id
 from lienthong.paths import run_folder
 
@@ -192,8 +193,6 @@ class Explanation:
 def explain_link(dataset: str, record_key: str, *, run_id: str | None = None, svg: Path | None = None,
                  integrated_dir: Path | None = None) -> Explanation:
     """Explain the link of one source record (its key in `LINK_DATASETS[dataset].key_format`)."""
-    import duckdb
-
     if dataset not in LINK_DATASETS:
         raise UnknownDataset(f"unknown link dataset {dataset!r}: explain-link knows {', '.join(LINK_DATASETS)}")
     spec = LINK_DATASETS[dataset]
@@ -205,11 +204,10 @@ def explain_link(dataset: str, record_key: str, *, run_id: str | None = None, sv
     path = manifest["outputs"].get(dataset)
     if not path or not Path(path).is_file():
         raise ExplainError(f"{dataset} of reconcile run {manifest['run_id']!r} is not on disk ({path})")
-    con = duckdb.connect()
-    rel = con.execute(f"SELECT * FROM read_parquet(?) WHERE {spec.key_sql} = ? LIMIT 1", [path, record_key])
-    cols = [d[0] for d in rel.description]
-    row = rel.fetchone()
-    con.close()
+    with session(purpose="explain-link") as con:
+        rel = con.execute(f"SELECT * FROM read_parquet(?) WHERE {spec.key_sql} = ? LIMIT 1", [path, record_key])
+        cols = [d[0] for d in rel.description]
+        row = rel.fetchone()
     if row is None:
         raise LinkNotFound(f"no link for record key {record_key!r} in {dataset} of reconcile run "
                            f"{manifest['run_id']!r} (keys are written {spec.key_format})")
@@ -273,7 +271,6 @@ def _masked(record: dict[str, Any]) -> dict[str, Any]:
 
 def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[str, Any], *,
                            citizen_id: str | None, svg: Path | None) -> None:
-    import duckdb
     import pyarrow.parquet as pq
     from splink import DuckDBAPI
 
@@ -302,15 +299,14 @@ def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[s
 
     # The scoring step of the run (`people.score_rest`) for this one record: the same tables, term
     # frequencies from the same registry, the same threshold.
-    con = duckdb.connect()
-    con.register("l_in", left.select(PERSON_COLUMNS))
-    con.register("r_in", registry.select(PERSON_COLUMNS))
-    con.execute("CREATE TABLE l_rest AS SELECT * FROM l_in")
-    con.execute("CREATE TABLE r AS SELECT * FROM r_in")
-    db = DuckDBAPI(connection=con)
-    linker, pred = score_rest(db, settings, name_frequencies(con, db))
-    pairs = pred.as_record_list()
-    con.close()
+    with session(purpose="explain-link") as con:
+        con.register("l_in", left.select(PERSON_COLUMNS))
+        con.register("r_in", registry.select(PERSON_COLUMNS))
+        con.execute("CREATE TABLE l_rest AS SELECT * FROM l_in")
+        con.execute("CREATE TABLE r AS SELECT * FROM r_in")
+        db = DuckDBAPI(connection=con)
+        linker, pred = score_rest(db, settings, name_frequencies(con, db))
+        pairs = pred.as_record_list()
 
     def right_id(p: dict[str, Any]) -> str:
         return p["unique_id_r"] if p["source_dataset_l"] == "left_rest" else p["unique_id_l"]

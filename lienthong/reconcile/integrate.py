@@ -67,8 +67,9 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in _BOOKKEEPING if c in table.column_names and c not in ("_repairs",)])
 
 
-def connect(inputs: Inputs) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def load(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
+    """The inputs as tables of the session `con` (a `lienthong.duck` session), with the shared macro and
+    the person tables every builder below reads."""
     for name in STAGED:
         con.register(f"{name}_in", _plain(getattr(inputs, name)))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
@@ -112,7 +113,6 @@ def connect(inputs: Inputs) -> duckdb.DuckDBPyConnection:
           FROM l JOIN person_record r ON r.dataset = l.dataset AND r.record_key = l.left_id
           LEFT JOIN person_of_citizen p ON p.citizen_id = l.right_id;
     """)
-    return con
 
 
 def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:

@@ -23,6 +23,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lienthong.duck import session
+from lienthong.settings import Settings
 from lienthong.standardize.common import map_distinct
 from lienthong.standardize.text import fold_key
 
@@ -227,31 +229,30 @@ def link_people(
     *,
     train_sample: int = 200_000,
     seed: int = 42,
-    memory_limit: str | None = None,
+    settings: Settings | None = None,
 ) -> LinkResult:
     """Link each left person record to at most one right record (the registry).
 
     Exact personal ID first, then legacy ID, each confirmed by the name or the birth year agreeing (a
     mistyped ID that happens to be another citizen's is not confirmed and goes on to the model); then the
     Splink model for the rest. Returns one row per left record: linked (`accept`), for review, or not
-    linked (`reject`, right_id null when there was no candidate at all)."""
+    linked (`reject`, right_id null when there was no candidate at all). DuckDB (and Splink on it) runs in
+    one session bounded by the settings (`lienthong.duck`; the environment's when none are given)."""
     bands = bands or LinkBands()
     t0 = time.monotonic()
     seconds: dict[str, float] = {}
-    con = duckdb.connect()
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.register("left_in", left.select(PERSON_COLUMNS))
-    con.register("right_in", right.select(PERSON_COLUMNS))
-    con.execute("CREATE TABLE l AS SELECT * FROM left_in")
-    con.execute("CREATE TABLE r AS SELECT * FROM right_in")
-    exact = _exact_links(con)
-    seconds["exact"] = time.monotonic() - t0
-    con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
-    n_rest = _count(con, "SELECT count(*) FROM l_rest")
-    t1 = time.monotonic()
-    prob, model = _probabilistic_links(con, bands, train_sample=train_sample, seed=seed) if n_rest else (None, {})
-    seconds["probabilistic"] = time.monotonic() - t1
+    with session(settings, purpose="link-people") as con:
+        con.register("left_in", left.select(PERSON_COLUMNS))
+        con.register("right_in", right.select(PERSON_COLUMNS))
+        con.execute("CREATE TABLE l AS SELECT * FROM left_in")
+        con.execute("CREATE TABLE r AS SELECT * FROM right_in")
+        exact = _exact_links(con)
+        seconds["exact"] = time.monotonic() - t0
+        con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
+        n_rest = _count(con, "SELECT count(*) FROM l_rest")
+        t1 = time.monotonic()
+        prob, model = _probabilistic_links(con, bands, train_sample=train_sample, seed=seed) if n_rest else (None, {})
+        seconds["probabilistic"] = time.monotonic() - t1
     parts = [exact]
     if prob is not None:
         parts.append(prob)
@@ -277,7 +278,6 @@ def link_people(
     for row in pa.TableGroupBy(links, ["method", "band"]).aggregate([("left_id", "count")]).to_pylist():
         counts[f"{row['method']}_{row['band']}"] = row["left_id_count"]
     seconds["total"] = time.monotonic() - t0
-    con.close()
     log.info("linked %d records to %d: %s in %.1f s", left.num_rows, right.num_rows, counts, seconds["total"])
     return LinkResult(links=links, seconds=seconds, counts=counts, model=model)
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lienthong.duck import session
 from lienthong.paths import run_folder
 from lienthong.settings import Settings, load_settings
 
@@ -71,11 +72,12 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[d
              cdup.num_rows, edup.num_rows, hdup.num_rows)
     registry = sources.citizens_as_people(cit)
     step("prepare_registry")
-    rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands)
+    rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands, settings=settings)
     step("link_representatives")
     log.info("representatives -> citizens: %s (%.0f records/s)", rep_result.counts,
              reps.num_rows / max(metrics["seconds"]["link_representatives"], 1e-9))
-    holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands)
+    holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands,
+                                       settings=settings)
     step("link_land_holders")
     log.info("land holders -> citizens: %s (%.0f records/s)", holder_result.counts,
              person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
@@ -90,23 +92,23 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[d
         "model_seconds": {"representative_citizen": rep_result.seconds, "holder_citizen": holder_result.seconds},
     }
 
-    con = integrate.connect(integrate.Inputs(
-        citizen=cit, enterprise=ent, legal_representative=reps, land_holder=staged["land_holder"],
-        parcel=staged["parcel"], certificate=staged["certificate"], citizen_duplicates=cdup,
-        enterprise_duplicates=edup, holder_duplicates=hdup, representative_links=rep_result.links,
-        holder_person_links=holder_result.links, holder_organisation_links=org_links,
-    ))
-    tables = {
-        "person_master": integrate.person_master(con),
-        "enterprise_master": integrate.enterprise_master(con),
-        "parcel_master": integrate.parcel_master(con),
-        "enterprise_representative_link": integrate.representative_link(con),
-        "parcel_holder_link": integrate.holder_link(con),
-    }
-    step("golden_records")
-    found = integrate.findings(con)
-    step("findings")
-    con.close()
+    with session(settings, purpose="integrate") as con:
+        integrate.load(con, integrate.Inputs(
+            citizen=cit, enterprise=ent, legal_representative=reps, land_holder=staged["land_holder"],
+            parcel=staged["parcel"], certificate=staged["certificate"], citizen_duplicates=cdup,
+            enterprise_duplicates=edup, holder_duplicates=hdup, representative_links=rep_result.links,
+            holder_person_links=holder_result.links, holder_organisation_links=org_links,
+        ))
+        tables = {
+            "person_master": integrate.person_master(con),
+            "enterprise_master": integrate.enterprise_master(con),
+            "parcel_master": integrate.parcel_master(con),
+            "enterprise_representative_link": integrate.representative_link(con),
+            "parcel_holder_link": integrate.holder_link(con),
+        }
+        step("golden_records")
+        found = integrate.findings(con)
+        step("findings")
     return tables, found, metrics
 
 

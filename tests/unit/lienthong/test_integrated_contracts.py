@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from lienthong.contracts import contract
+from lienthong.duck import session
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -173,21 +174,19 @@ def produced() -> dict[str, pa.Table]:
                   source_updated_at=ts) for h in (1, 2)]
     dup = pa.Table.from_pylist([dict(record_key=k, survivor_key=s, cluster_size=2) for k, s in (
         ("0100000001", "0100000001"), ("0100000002", "0100000001"))], schema=DUPLICATE_SCHEMA)
-    con = integrate.connect(integrate.Inputs(
-        citizen=_staged("citizen", cit), enterprise=_staged("enterprise", ent),
-        legal_representative=_staged("legal_representative", reps), land_holder=_staged("land_holder", holders),
-        parcel=_staged("parcel", parcels), certificate=_staged("certificate", certs),
-        citizen_duplicates=DUPLICATE_SCHEMA.empty_table(), enterprise_duplicates=dup,
-        holder_duplicates=DUPLICATE_SCHEMA.empty_table(),
-        representative_links=_link([("0100000001#0", "001080000001", "exact_id", 1.0, "accept", None, None),
-                                    ("0100000002#0", "001080000002", "probabilistic", 0.4, "reject", None, None)]),
-        holder_person_links=_link([("31:1", None, "probabilistic", None, "reject", None, None)]),
-        holder_organisation_links=_link([("31:2", "0100000001", "exact_id", 1.0, "accept", None, None)]),
-    ))
-    try:
+    with session(purpose="test") as con:
+        integrate.load(con, integrate.Inputs(
+            citizen=_staged("citizen", cit), enterprise=_staged("enterprise", ent),
+            legal_representative=_staged("legal_representative", reps), land_holder=_staged("land_holder", holders),
+            parcel=_staged("parcel", parcels), certificate=_staged("certificate", certs),
+            citizen_duplicates=DUPLICATE_SCHEMA.empty_table(), enterprise_duplicates=dup,
+            holder_duplicates=DUPLICATE_SCHEMA.empty_table(),
+            representative_links=_link([("0100000001#0", "001080000001", "exact_id", 1.0, "accept", None, None),
+                                        ("0100000002#0", "001080000002", "probabilistic", 0.4, "reject", None, None)]),
+            holder_person_links=_link([("31:1", None, "probabilistic", None, "reject", None, None)]),
+            holder_organisation_links=_link([("31:2", "0100000001", "exact_id", 1.0, "accept", None, None)]),
+        ))
         return {ds: getattr(integrate, fn)(con) for ds, fn in PRODUCER.items()}
-    finally:
-        con.close()
 
 
 def test_produced_table_matches_the_contract(name, produced):
