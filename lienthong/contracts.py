@@ -6,7 +6,13 @@ rules (Great Expectations suites, the quality gate). Nothing else restates a fie
 
 The YAML follows the Open Data Contract Standard v3.1 shape, restricted to the subset in
 `contract.schema.json`; a bad contract raises `ContractError` naming the file, the path inside it and
-what is wrong.
+what is wrong. A staged contract (customProperty zone: staged) with no quality rule is refused: its suite
+would be empty and the quality gate would pass anything.
+
+Quality rules beyond ODCS's library metrics (lienthong.quality maps each to a GX expectation):
+`futureValues` (a date, or an integer year, after the run's date), a schema-level `duplicateValues` with
+`arguments.properties` (a key over several columns), and `arguments.onlyWhere: column=VALUE` (the rule
+applies to those rows only; warning rules, since staging pre-checks critical ones without the condition).
 """
 
 from __future__ import annotations
@@ -44,12 +50,30 @@ class QualityRule:
     name: str
     severity: str  # critical | warning
     column: str | None = None
-    metric: str | None = None  # nullValues | duplicateValues | invalidValues | rowCount
+    metric: str | None = None  # nullValues | duplicateValues | invalidValues | futureValues | rowCount
     implementation: str | None = None  # custom check name
     arguments: dict[str, Any] = field(default_factory=dict)
     max_fraction: float | None = None  # tolerance as a fraction of rows
     max_rows: int | None = None  # tolerance as a count of rows
     description: str = ""
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the rule reads: its own, a schema-level key's `properties`, an `onlyWhere` column."""
+        cols = [self.column] if self.column else []
+        cols += [c for c in self.arguments.get("properties") or [] if c not in cols]
+        if (where := self.only_where) and where[0] not in cols:
+            cols.append(where[0])
+        return cols
+
+    @property
+    def only_where(self) -> tuple[str, str] | None:
+        """(column, value) when the rule applies only to rows whose column equals value (`onlyWhere`)."""
+        raw = self.arguments.get("onlyWhere")
+        if not raw:
+            return None
+        col, value = str(raw).split("=", 1)
+        return col, value
 
     @property
     def tolerance_text(self) -> str:
@@ -235,9 +259,22 @@ def _rule(raw: dict[str, Any], column: str | None, where: str, file: Path) -> Qu
     if raw.get("metric") == "invalidValues" and not ({"pattern", "validValues", "minValue", "maxValue"} & args.keys()):
         raise ContractError(file, where + ".arguments", "invalidValues needs pattern, validValues, minValue or maxValue")
     metric = raw.get("metric")
-    name = raw.get("name") or f"{column or 'dataset'}:{metric or raw.get('implementation')}"
+    if "properties" in args and not (metric == "duplicateValues" and column is None):
+        raise ContractError(file, where + ".arguments.properties",
+                            "properties (a key over several columns) is for a schema-level duplicateValues rule")
+    if metric == "duplicateValues" and column is None and "properties" not in args:
+        raise ContractError(file, where + ".arguments", "a schema-level duplicateValues rule needs properties")
+    if metric == "futureValues" and column is None:
+        raise ContractError(file, where, "futureValues is a column rule")
+    if "onlyWhere" in args and raw["severity"] == "critical" and metric == "invalidValues":
+        # Staging quarantines the rows a critical invalidValues rule rejects, with no row condition.
+        raise ContractError(file, where + ".arguments.onlyWhere", "onlyWhere is for warning rules only")
+    label = "+".join(args["properties"]) if "properties" in args else column or "dataset"
+    name = raw.get("name") or f"{label}:{metric or raw.get('implementation')}"
     if metric == "invalidValues":
         name += ":" + ("pattern" if "pattern" in args else "validValues" if "validValues" in args else "range")
+    if "onlyWhere" in args and not raw.get("name"):
+        name += f"[{args['onlyWhere']}]"
     return QualityRule(
         name=name,
         severity=raw["severity"],
@@ -270,6 +307,10 @@ def _field(raw: dict[str, Any], where: str, file: Path) -> Field:
     quality = tuple(
         _rule(q, raw["name"], f"{where}.quality[{i}]", file) for i, q in enumerate(raw.get("quality") or [])
     )
+    for i, rule in enumerate(quality):
+        if rule.metric == "futureValues" and raw["logicalType"] not in ("date", "integer"):
+            raise ContractError(file, f"{where}.quality[{i}]",
+                                "futureValues needs a date (or an integer year) column, not " + raw["logicalType"])
     return Field(
         name=raw["name"],
         logical_type=raw["logicalType"],
@@ -287,6 +328,23 @@ def _field(raw: dict[str, Any], where: str, file: Path) -> Field:
         item_type=item_type,
         quality=quality,
     )
+
+
+def _check_rules(fields: tuple[Field, ...], dataset_rules: tuple[QualityRule, ...], file: Path) -> None:
+    """Rule names are unique (results are matched to rules by name); the columns a rule reads exist."""
+    names = {f.name for f in fields}
+    seen: set[str] = set()
+    located = [(f"$.schema[0].properties[{i}].quality[{j}]", r) for i, f in enumerate(fields) for j, r in enumerate(f.quality)]
+    located += [(f"$.schema[0].quality[{j}]", r) for j, r in enumerate(dataset_rules)]
+    for where, rule in located:
+        if rule.name in seen:
+            raise ContractError(file, where, f"duplicate quality rule name {rule.name!r}: give the rule a name")
+        seen.add(rule.name)
+        if "onlyWhere" in rule.arguments and "=" not in str(rule.arguments["onlyWhere"]):
+            raise ContractError(file, where + ".arguments.onlyWhere", "onlyWhere must be column=VALUE")
+        missing = [c for c in rule.columns if c not in names]
+        if missing:
+            raise ContractError(file, where + ".arguments", f"rule {rule.name} reads unknown columns {missing}")
 
 
 def parse_contract(doc: Any, file: str | Path = "<memory>") -> Contract:
@@ -316,7 +374,11 @@ def parse_contract(doc: Any, file: str | Path = "<memory>") -> Contract:
     dataset_rules = tuple(
         _rule(q, None, f"$.schema[0].quality[{i}]", file) for i, q in enumerate(obj.get("quality") or [])
     )
+    _check_rules(fields, dataset_rules, file)
     custom = _custom(doc.get("customProperties"))
+    if custom.get("zone") == "staged" and not dataset_rules and not any(f.quality for f in fields):
+        # A staged dataset feeds the quality gate: with no rule its suite is empty and the gate passes anything.
+        raise ContractError(file, "$.schema[0]", "a staged contract needs at least one quality rule")
     if "ownerAgency" not in custom:
         raise ContractError(file, "$.customProperties", "missing ownerAgency")
     fresh = None

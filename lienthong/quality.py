@@ -1,8 +1,10 @@
 """Validation with Great Expectations, suites generated from the contracts, the quality gate, Data Docs.
 
-Every contract quality rule becomes one expectation (nullValues -> not null, duplicateValues -> unique,
-invalidValues -> regex / value set / range, custom checks -> the platform's own expectations in
-`lienthong.expectations`), with `mostly` from the rule's tolerance. A rule's failing rows are those GX finds
+Every contract quality rule becomes one expectation (nullValues -> not null, duplicateValues -> unique, or
+compound unique for a schema-level rule over `properties`, invalidValues -> regex / value set / range,
+futureValues -> between with the run's date (or year) as maximum, custom checks -> the platform's own
+expectations in `lienthong.expectations`), with `mostly` from the rule's tolerance; a rule with `onlyWhere:
+column=VALUE` becomes a GX row condition. A rule's failing rows are those GX finds
 in staged data plus those standardization already quarantined for it; the gate fails when a critical rule's
 failing share exceeds its tolerance.
 
@@ -22,6 +24,7 @@ loggers kept at WARNING.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CUSTOM_CHECKS = {"personal_id_matches_birth"}
+# The agencies' dates are Vietnamese calendar dates: "not in the future" means after today in Vietnam
+# (UTC+7), or a certificate issued this morning would fail a run between 00:00 and 07:00 local time.
+LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "Asia/Ho_Chi_Minh")
 DOCS_SITE = "lienthong"
 # Result keys that carry row values or row identities; never written out for personal columns.
 _ROW_VALUE_KEYS = (
@@ -123,40 +129,52 @@ def _mostly(rule: QualityRule, rows: int) -> float:
     return max(0.0, 1.0 - (rule.max_rows or 0) / rows)
 
 
-def expectations_for(contract: Contract, rows: int, columns: set[str]) -> list[tuple[QualityRule, Any]]:
-    """(rule, GX expectation) for every contract rule whose columns are present."""
+def expectations_for(
+    contract: Contract, rows: int, columns: set[str], today: dt.date | None = None
+) -> list[tuple[QualityRule, Any]]:
+    """(rule, GX expectation) for every contract rule whose columns are present. `today` is the date a
+    futureValues rule measures against (default: today in Vietnam)."""
     import great_expectations as gx
 
     from lienthong.expectations import PERSONAL_ID_COLUMNS, ExpectPersonalIdToMatchBirth
 
     E = gx.expectations
+    today = today or dt.datetime.now(LOCAL_TZ).date()
     out: list[tuple[QualityRule, Any]] = []
     for rule in contract.rules:
         col = rule.column
-        if col is not None and col not in columns:
+        if not set(rule.columns) <= columns:
             continue
         mostly = _mostly(rule, rows)
         meta = {"rule": rule.name, "severity": rule.severity}
+        kw: dict[str, Any] = {"mostly": mostly, "meta": meta}
+        if where := rule.only_where:
+            kw.update(row_condition=f"{where[0]}=={where[1]!r}", condition_parser="pandas")
         exp: Expectation
         if rule.metric == "nullValues":
-            exp = E.ExpectColumnValuesToNotBeNull(column=_column(contract, rule), mostly=mostly, meta=meta)
+            exp = E.ExpectColumnValuesToNotBeNull(column=_column(contract, rule), **kw)
+        elif rule.metric == "duplicateValues" and col is None:
+            exp = E.ExpectCompoundColumnsToBeUnique(column_list=list(rule.arguments["properties"]), **kw)
         elif rule.metric == "duplicateValues":
             pk = contract.primary_key
             if col in pk and len(pk) > 1:
-                exp = E.ExpectCompoundColumnsToBeUnique(column_list=pk, mostly=mostly, meta=meta)
+                exp = E.ExpectCompoundColumnsToBeUnique(column_list=pk, **kw)
             else:
-                exp = E.ExpectColumnValuesToBeUnique(column=_column(contract, rule), mostly=mostly, meta=meta)
+                exp = E.ExpectColumnValuesToBeUnique(column=_column(contract, rule), **kw)
         elif rule.metric == "invalidValues" and "pattern" in rule.arguments:
-            exp = E.ExpectColumnValuesToMatchRegex(column=_column(contract, rule), regex=rule.arguments["pattern"],
-                                                   mostly=mostly, meta=meta)
+            exp = E.ExpectColumnValuesToMatchRegex(column=_column(contract, rule), regex=rule.arguments["pattern"], **kw)
         elif rule.metric == "invalidValues" and "validValues" in rule.arguments:
             exp = E.ExpectColumnValuesToBeInSet(column=_column(contract, rule),
-                                                value_set=list(rule.arguments["validValues"]), mostly=mostly, meta=meta)
+                                                value_set=list(rule.arguments["validValues"]), **kw)
         elif rule.metric == "invalidValues":
             exp = E.ExpectColumnValuesToBeBetween(
                 column=_column(contract, rule), min_value=rule.arguments.get("minValue"),
-                max_value=rule.arguments.get("maxValue"), mostly=mostly, meta=meta
+                max_value=rule.arguments.get("maxValue"), **kw
             )
+        elif rule.metric == "futureValues":
+            # A date column is compared with today; an integer column holds a year (land holders' nam_sinh).
+            latest: dt.date | int = today if contract.field(_column(contract, rule)).logical_type == "date" else today.year
+            exp = E.ExpectColumnValuesToBeBetween(column=_column(contract, rule), max_value=latest, **kw)
         elif rule.implementation == "personal_id_matches_birth":
             if not set(PERSONAL_ID_COLUMNS) <= columns:
                 log.warning("contract %s: rule %s needs columns %s; skipped", contract.name, rule.name, PERSONAL_ID_COLUMNS)
@@ -318,7 +336,7 @@ def validate(
     # A fresh RangeIndex: GX reports a failing row by its index label, which is then its file position.
     # Only the columns the suite reads: the staged file also holds wide per-record lists (_repairs, ...)
     # whose conversion to pandas objects dominated time and memory at a million rows.
-    needed = {r.column for r in contract.rules if r.column} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
+    needed = {c for r in contract.rules for c in r.columns} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
     available = set(pq.read_schema(staged_path).names)
     df = pq.read_table(staged_path, columns=[c for c in contract.field_names if c in needed & available]).to_pandas()
     rows = len(df)

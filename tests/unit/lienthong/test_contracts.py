@@ -141,3 +141,77 @@ def test_tolerances_are_read_from_the_rules():
     rule = next(r for r in c.rules if r.name == "citizen_id:invalidValues:pattern")
     assert rule.severity == "critical" and rule.max_fraction == pytest.approx(0.01)
     assert rule.allows(1, 100) and not rule.allows(2, 100)
+
+
+def _strip_rules(doc):
+    doc["schema"][0].pop("quality", None)
+    for p in doc["schema"][0]["properties"]:
+        p.pop("quality", None)
+
+
+def test_a_staged_contract_without_any_quality_rule_is_refused_naming_the_file(tmp_path):
+    path = _write(tmp_path, "no_rules", _strip_rules)
+    with pytest.raises(ContractError, match=r"no_rules\.yaml: at \$\.schema\[0\]: a staged contract needs at least one quality rule"):
+        load_contract_file(path)
+
+
+def test_a_contract_outside_the_staged_zone_may_have_no_rule(tmp_path):
+    def published(doc):
+        _strip_rules(doc)
+        for p in doc["customProperties"]:
+            if p["property"] == "zone":
+                p["value"] = "published"
+
+    assert load_contract_file(_write(tmp_path, "no_rules_published", published)).rules == []
+
+
+def test_every_shipped_staged_contract_has_a_critical_rule_and_a_key_uniqueness_rule():
+    for name in STAGED:
+        c = contract(name)
+        assert any(r.severity == "critical" for r in c.rules), name
+        assert any(r.metric == "duplicateValues" for r in c.rules), name
+
+
+def _add_rule(index: int, rule: dict, dataset: bool = False):
+    def mutate(doc):
+        target = doc["schema"][0] if dataset else doc["schema"][0]["properties"][index]
+        target.setdefault("quality", []).append(rule)
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "error"),
+    [
+        # full_name (index 2) is a string: no "future" for it
+        ("future_on_text", _add_rule(2, {"metric": "futureValues", "mustBe": 0, "severity": "warning"}),
+         r"properties\[2\]\.quality\[1\]: futureValues needs a date"),
+        ("key_on_column", _add_rule(0, {"metric": "duplicateValues", "arguments": {"properties": ["citizen_id", "sex"]},
+                                        "mustBe": 0, "severity": "critical"}),
+         r"properties\[0\]\.quality\[3\]\.arguments\.properties: properties .* schema-level duplicateValues"),
+        ("key_unknown_column", _add_rule(0, {"name": "k", "metric": "duplicateValues", "arguments": {"properties": ["citizen_id", "nope"]},
+                                             "mustBe": 0, "severity": "critical"}, dataset=True),
+         r"quality\[1\]\.arguments: rule k reads unknown columns \['nope'\]"),
+        ("key_without_columns", _add_rule(0, {"metric": "duplicateValues", "mustBe": 0, "severity": "critical"}, dataset=True),
+         r"quality\[1\]\.arguments: a schema-level duplicateValues rule needs properties"),
+        ("critical_only_where", _add_rule(2, {"metric": "invalidValues", "arguments": {"pattern": "^A", "onlyWhere": "sex=NAM"},
+                                              "mustBe": 0, "severity": "critical"}),
+         r"quality\[1\]\.arguments\.onlyWhere: onlyWhere is for warning rules only"),
+        ("same_rule_twice", _add_rule(0, {"metric": "nullValues", "mustBe": 0, "severity": "warning"}),
+         r"properties\[0\]\.quality\[3\]: duplicate quality rule name 'citizen_id:nullValues'"),
+    ],
+)
+def test_new_rule_vocabulary_is_checked_with_file_and_path(tmp_path, name, mutate, error):
+    with pytest.raises(ContractError, match=rf"{name}\.yaml: at .*{error}"):
+        load_contract_file(_write(tmp_path, name, mutate))
+
+
+def test_the_new_rule_vocabulary_is_read_into_the_rules():
+    parcel = contract("parcel")
+    key = next(r for r in parcel.rules if r.name == "parcel_natural_key_unique")
+    assert key.column is None and key.severity == "critical" and key.max_rows == 0
+    assert key.columns == ["province_code", "commune_code_original", "map_sheet", "parcel_number"]
+    holder = contract("land_holder")
+    cccd = next(r for r in holder.rules if r.name == "document_number:invalidValues:pattern[document_type=CCCD]")
+    assert cccd.only_where == ("document_type", "CCCD") and cccd.columns == ["document_number", "document_type"]
+    issued = next(r for r in contract("certificate").rules if r.name == "issued_on:futureValues")
+    assert issued.severity == "warning" and issued.max_fraction == pytest.approx(0.001)

@@ -210,3 +210,70 @@ def test_data_docs_index_lists_every_run(tmp_path, stored):
         result = quality.validate(contract("citizen"), path, run_id=run, reports_dir=tmp_path / "reports")
     index = Path(result.data_docs_path).read_text(encoding="utf-8")
     assert "run_a" in index and "run_b" in index
+
+
+def write_contract_rows(path: Path, name: str, rows: list[dict]) -> Path:
+    """A staged file of contract `name` with the columns used in `rows`, typed by the contract."""
+    full = contract(name).arrow_schema()
+    schema = pa.schema([pa.field(n, full.field(n).type) for n in rows[0]])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def test_future_values_become_a_between_expectation_with_the_run_date_or_year_as_maximum():
+    import great_expectations as gx
+
+    today = dt.date(2026, 12, 5)
+    cert, holder = contract("certificate"), contract("land_holder")
+    exp = dict((r.name, e) for r, e in quality.expectations_for(cert, 10, {"issued_on"}, today=today))["issued_on:futureValues"]
+    assert isinstance(exp, gx.expectations.ExpectColumnValuesToBeBetween)
+    assert (exp.column, exp.min_value, exp.max_value, exp.mostly) == ("issued_on", None, today, pytest.approx(0.999))
+    year = dict((r.name, e) for r, e in quality.expectations_for(holder, 10, {"birth_year"}, today=today))
+    assert year["birth_year:futureValues"].max_value == 2026
+
+
+def test_a_future_issue_date_is_counted_and_today_in_vietnam_is_not(tmp_path, stored):
+    today = dt.datetime.now(quality.LOCAL_TZ).date()
+    rows = [{"certificate_id": i, "province_code": "31", "issued_on": dt.date(2020, 1, 1)} for i in range(10)]
+    rows[3]["issued_on"] = today
+    rows[6]["issued_on"] = dt.date(2999, 1, 1)
+    path = write_contract_rows(tmp_path / "certificate.parquet", "certificate", rows)
+    # with Data Docs: the suite, whose maximum is a date, is stored and rendered
+    result = quality.validate(contract("certificate"), path, run_id="r1", reports_dir=tmp_path / "reports")
+    outcome = next(o for o in result.outcomes if o.rule == "issued_on:futureValues")
+    assert (outcome.expectation, outcome.unexpected_staged, outcome.severity) == ("expect_column_values_to_be_between", 1, "warning")
+    assert not outcome.success  # 1 of 10 is over the 0.1 % tolerance
+    assert result.gate_passed  # a warning does not stop the publication
+    assert "issued_on:futureValues" not in result.failed_rows
+
+
+def test_a_key_over_several_columns_fails_both_rows_sharing_it(tmp_path, stored):
+    rows = [{"province_code": "31", "parcel_id": i, "commune_code_original": "11311", "map_sheet": 1, "parcel_number": i}
+            for i in range(1, 7)]
+    rows[4]["parcel_number"] = 2           # same commune, sheet and number as parcel 2
+    rows[5].update(province_code="01")     # the same key in another province's registry is no clash
+    rows[5]["parcel_number"] = 1
+    path = write_contract_rows(tmp_path / "parcel.parquet", "parcel", rows)
+    result = quality.validate(contract("parcel"), path, run_id="r1")
+    outcome = next(o for o in result.outcomes if o.rule == "parcel_natural_key_unique")
+    assert outcome.expectation == "expect_compound_columns_to_be_unique"
+    assert result.failed_rows["parcel_natural_key_unique"] == [1, 4]
+    assert result.failed_keys["parcel_natural_key_unique"] == [
+        {"province_code": "31", "parcel_id": 2}, {"province_code": "31", "parcel_id": 5}]
+    assert not result.gate_passed and [o.rule for o in result.failed_critical] == ["parcel_natural_key_unique"]
+
+
+def test_a_rule_only_where_applies_to_the_rows_of_that_document_type(tmp_path, stored):
+    docs = [("CCCD", "031185004321"), ("CCCD", "03118500432"), ("CMND", "031456789"), ("CMND", "031185004321"),
+            ("MST", "0100233488"), ("MST", "0314409058-002"), (None, None)]
+    rows = [{"province_code": "31", "holder_id": i, "holder_type": "CA_NHAN", "document_type": t, "document_number": n}
+            for i, (t, n) in enumerate(docs, 1)]
+    path = write_contract_rows(tmp_path / "land_holder.parquet", "land_holder", rows)
+    result = quality.validate(contract("land_holder"), path, run_id="r1")
+    staged = {o.rule: o.unexpected_staged for o in result.outcomes if o.column == "document_number"}
+    assert staged == {
+        "document_number:invalidValues:pattern[document_type=CCCD]": 1,  # 11 digits
+        "document_number:invalidValues:pattern[document_type=CMND]": 1,  # a 12-digit number typed CMND
+        "document_number:invalidValues:pattern[document_type=MST]": 0,
+    }
+    assert result.gate_passed
