@@ -281,9 +281,10 @@ def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Cont
             f = contract.field(col)
             where = {"agency": agency, "dataset": ds, "column": col}
             mentioned = _entities(f.custom.get("mentions")) & filters.keys()
-            _expect(not mentioned, path, f"names {', '.join(sorted(mentioned))} records in free text, which the row "
-                    f"filter on {origin[min(mentioned)] if mentioned else ''} limits and which cannot be filtered here: "
-                    "hide the column or drop the filter", **where)
+            if mentioned:
+                raise AccessConfigError(path, f"names {', '.join(sorted(mentioned))} records in free text, which the "
+                                        f"row filter on {origin[min(mentioned)]} limits and which cannot be filtered "
+                                        "here: hide the column or drop the filter", **where)
             if f.logical_type not in ("array", "object"):
                 continue
             items = _entities(f.custom.get("itemEntity"))
@@ -292,14 +293,15 @@ def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Cont
             hit = items & filters.keys()
             if not hit:
                 continue
-            (e,) = hit if len(hit) == 1 else (None,)
+            e = min(hit)
             members = {c.name: c.logical_type for c in f.children}
-            carried = (e is not None and len(items) == 1 and f.logical_type == "array" and f.item_type == "object"
-                       and all(members.get(c) == typed[e][c] for c in filters[e]))
-            if e is None or not carried:  # carried implies e; the check on e tells the type checker so
+            # One entity per list (a mixed list has items the filter's columns do not apply to), a list of
+            # objects, and every filter column among the items' members with the type it has in the dataset.
+            if (len(items) > 1 or f.logical_type != "array" or f.item_type != "object"
+                    or any(members.get(c) != typed[e][c] for c in filters[e])):
                 raise AccessConfigError(path, f"holds {', '.join(sorted(hit))} records that the row filter on "
-                                        f"{origin[min(hit)]} limits, but its items cannot be filtered by "
-                                        f"{sorted(filters[min(hit)])}: hide the column or drop the filter", **where)
+                                        f"{origin[e]} limits, but its items cannot be filtered by "
+                                        f"{sorted(filters[e])}: hide the column or drop the filter", **where)
             nested[col] = filters[e]
         out[ds] = DatasetGrant(ds, g.columns, rows, nested)
     return out
