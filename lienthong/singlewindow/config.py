@@ -12,15 +12,17 @@ from lienthong.singlewindow.pools import StartupError
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    pool_size: int = 4
-    log_pool_size: int = 4
-    db_headroom: int = 5
-    read_timeout: float = 5.0
-    log_timeout: float = 2.0
-    auth_failures: int = 10
-    auth_window: float = 600.0
-    auth_backoff: float = 1.0
-    auth_backoff_max: float = 900.0
+    """The `singlewindow_*` settings without their prefix (defaults live in Settings only)."""
+
+    pool_size: int
+    log_pool_size: int
+    db_headroom: int
+    read_timeout: float
+    log_timeout: float
+    auth_failures: int
+    auth_window: float
+    auth_backoff: float
+    auth_backoff_max: float
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: int | float | None) -> ServiceConfig:

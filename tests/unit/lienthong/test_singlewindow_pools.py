@@ -4,9 +4,11 @@ would log the IDs looked up, and out-of-range tunables."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from lienthong.settings import load_settings
+from lienthong.settings import Settings, load_settings
 from lienthong.singlewindow.config import ServiceConfig
 from lienthong.singlewindow.pools import (
     PoolPlan,
@@ -82,7 +84,9 @@ def test_parameters_logged_on_error_are_named():
 def test_the_defaults_come_from_the_settings(monkeypatch):
     for name in ("POOL_SIZE", "LOG_POOL_SIZE", "LOG_TIMEOUT", "AUTH_FAILURES"):
         monkeypatch.delenv(f"LIENTHONG_SINGLEWINDOW_{name}", raising=False)
-    assert ServiceConfig.from_settings(load_settings()) == ServiceConfig()
+    declared = {f.name.removeprefix("singlewindow_"): f.default for f in dataclasses.fields(Settings)
+                if f.name.startswith("singlewindow_")}
+    assert dataclasses.asdict(ServiceConfig.from_settings(load_settings())) == declared
     monkeypatch.setenv("LIENTHONG_SINGLEWINDOW_POOL_SIZE", "2")
     monkeypatch.setenv("LIENTHONG_SINGLEWINDOW_LOG_TIMEOUT", "0.5")
     config = ServiceConfig.from_settings(load_settings())
