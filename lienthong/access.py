@@ -61,7 +61,7 @@ from psycopg2.extensions import connection, encrypt_password
 
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
-from lienthong.ops import ensure_ops_schema
+from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
 from lienthong.settings import passed_env
 from lienthong.yamltext import safe_load
 
@@ -72,7 +72,6 @@ MASKS = ("id", "name", "year", "address")
 ACCESS_SCHEMA = "lienthong_access"
 PRIVATE_SCHEMA = "lienthong_private"
 PUBLISHED_SCHEMA = "published"
-OPS_SCHEMA = "lienthong_ops"
 AGENCY_GROUP = "lienthong_agency"
 KEY_ENV = "LIENTHONG_PSEUDONYM_KEY"
 KEY_CONN_ID = "lienthong_pseudonym_key"
@@ -544,7 +543,7 @@ def apply_access(url: str | None = None, agencies_path: str | Path | None = None
     with connect(url) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_access'))")
-            ensure_ops_schema(conn)
+            ensure_ledger(conn)
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PUBLISHED_SCHEMA)))
             cur.execute(FUNCTIONS_SQL)
             if key:

@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from lienthong.ops import OPS_SCHEMA
+from lienthong.runs.schema import OPS_SCHEMA
 from lienthong.singlewindow.pools import APP_NAME, Pool, session_options
 
 ACCESS_LOG_DDL = f"""

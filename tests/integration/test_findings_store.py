@@ -17,8 +17,8 @@ from lienthong.findings import (
     run_changes,
     sync_findings,
 )
-from lienthong.ops import OPS_SCHEMA
 from lienthong.runs import ReconcileRun, record_reconcile_run
+from lienthong.runs.schema import OPS_SCHEMA
 
 pytestmark = pytest.mark.integration
 

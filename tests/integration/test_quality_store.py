@@ -11,7 +11,7 @@ import pytest
 from connectors.base.landing import RawLanding
 from lienthong.contracts import contract
 from lienthong.db import connect
-from lienthong.ops import OPS_SCHEMA
+from lienthong.runs.schema import OPS_SCHEMA
 from lienthong.staging import stage_json_source
 
 pytestmark = pytest.mark.integration

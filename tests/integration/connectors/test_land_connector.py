@@ -33,8 +33,8 @@ from connectors.base.errors import SchemaDriftError
 from connectors.land import ingest as land_ingest
 from connectors.land.extract import SOURCE, SPEC_COLUMNS, TABLES, Keyset, LandRegistryExtractor
 from lienthong.db import connect, ensure_database, warehouse_url
-from lienthong.ops import OPS_SCHEMA
 from lienthong.runs import Ledger
+from lienthong.runs.schema import OPS_SCHEMA
 from lienthong.settings import Settings, load_settings
 from sandbox.runner import SandboxEndpoints
 
