@@ -5,14 +5,18 @@ Turns raw landings into the staged zone and validates them, whenever fresh raw d
 
 For each staged dataset (citizen; enterprise and legal_representative; parcel, land_holder, certificate):
 
-1. **stage_<dataset>** — latest version per source key from every raw landing; fields, types and text
-   normalisation from the dataset's contract; unusable records go to quarantine with a reason naming
-   record and field; checks `rows_in == rows_staged + rows_quarantined`. Skipped when the source has not
-   landed anything yet.
-2. **validate_<dataset>** — the Great Expectations suite generated from the contract; results stored in the
-   warehouse; the quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`.
+1. **stage_<dataset>** — merges the raw landings not staged yet into the dataset's staged and quarantine
+   Delta tables (newest version per source key; fields, types and text normalisation from the dataset's
+   contract; unusable records go to quarantine with a reason naming record and field); checks
+   `rows_in == rows_staged + rows_quarantined + rows_unchanged` on the change. Skipped when the source has
+   not landed anything yet; does nothing (one log line) when nothing new landed.
+2. **validate_<dataset>** — the Great Expectations suite generated from the contract on the changed rows
+   (uniqueness on the whole table), the gate on the dataset's state; results stored in the warehouse; the
+   quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`. Skipped when staging
+   changed nothing.
 
-Then **reconcile** (once every dataset is validated): duplicates inside each source; legal
+Then **reconcile** (when at least one dataset changed, skipped when every staged version is the one the last
+reconciliation used): duplicates inside each source; legal
 representatives and land holders linked to citizens (exact ID, legacy ID, then a Splink model; bands
 accept / review / reject from `LIENTHONG_MATCH_ACCEPT` / `LIENTHONG_MATCH_REVIEW`); organisation holders
 linked to enterprises; golden records with provenance; findings synced with their lifecycle. Emits the
@@ -69,8 +73,12 @@ def integrate():
 
             @task(task_id=f"validate_{dataset}", outlets=[staged(dataset)])
             def validate_one(stage_summary: dict, *, run_id=None, outlet_events=None) -> dict:
+                from airflow.sdk.exceptions import AirflowSkipException
+
                 from lienthong.pipeline import validate
 
+                if stage_summary["mode"] == "none":
+                    raise AirflowSkipException(f"{dataset}: no new raw landing, the staged table is unchanged")
                 verdict = validate(dataset, run_id, stage_summary)
                 outlet_events[staged(dataset)].extra = {
                     "rows_in": stage_summary["rows_in"],
@@ -85,11 +93,19 @@ def integrate():
 
         validated.append(stage_and_validate())
 
-    @task(outlets=[integrated(d) for d in INTEGRATED_DATASETS])
+    # Runs when at least one dataset changed (the others' validation is skipped when nothing landed).
+    @task(outlets=[integrated(d) for d in INTEGRATED_DATASETS], trigger_rule="none_failed_min_one_success")
     def reconcile(*, run_id=None, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from lienthong.pipeline import reconcile as do_reconcile
 
-        summary = do_reconcile(run_id)
+        try:
+            summary = do_reconcile(run_id)
+        except LookupError as exc:  # a source has not been staged yet: nothing to reconcile with
+            raise AirflowSkipException(str(exc)) from exc
+        if summary.get("unchanged"):
+            raise AirflowSkipException(f"no staged dataset changed since reconciliation {summary['since']}")
         for dataset, out in summary["outputs"].items():
             outlet_events[integrated(dataset)].extra = {"rows": out["rows"], "content_hash": out["content_hash"],
                                                          "run_id": run_id}

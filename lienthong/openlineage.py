@@ -247,9 +247,11 @@ def quality_metrics_facet(verdict: dict[str, Any], rows: int | None) -> Any:
 
 
 def _files(path: str | Path | None) -> list[Path]:
+    from lienthong import zones
+
     if not path:
         return []
-    p = Path(path)
+    p = Path(zones.split_ref(path)[0])
     if p.is_file():
         return [p]
     if p.is_dir():
@@ -275,6 +277,10 @@ def output_statistics(rows: int | None, path: str | Path | None = None) -> Any:
 def _parquet_schema(path: str | Path | None) -> Any:
     import pyarrow.parquet as pq
 
+    from lienthong import zones
+
+    if path and zones.is_table(path):  # a Delta table version (staged, quarantine)
+        return arrow_schema_facet(zones.schema(path))
     files = _files(path)
     return arrow_schema_facet(pq.read_schema(files[0])) if files else None
 
@@ -282,6 +288,10 @@ def _parquet_schema(path: str | Path | None) -> Any:
 def _parquet_rows(path: str | Path | None) -> int | None:
     import pyarrow.parquet as pq
 
+    from lienthong import zones
+
+    if path and zones.is_table(path):
+        return int(zones.dataset(path).count_rows())
     files = _files(path)
     return sum(pq.read_metadata(f).num_rows for f in files) if files else None
 

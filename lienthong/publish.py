@@ -81,10 +81,11 @@ def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
     (source,) = sources
     select = ", ".join(f'"{f.custom["derivedFrom"].split(".", 1)[1]}" AS "{f.name}"' for f in projected)
     order = ", ".join(f'"{k}"' for k in published.primary_key)
+    from lienthong import zones
+
     with session(purpose="publish-project") as con:
-        table = con.execute(
-            f"SELECT {select} FROM read_parquet({json.dumps(staged_paths[source])}) ORDER BY {order}"
-        ).fetch_arrow_table()
+        zones.register(con, "staged", staged_paths[source])
+        table = con.execute(f"SELECT {select} FROM staged ORDER BY {order}").fetch_arrow_table()
     schema = published.arrow_schema()
     columns = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema]
     return pa.Table.from_arrays(columns, names=schema.names).cast(schema)

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
-
 from lienthong import runs
 from lienthong.contracts import Contract, QualityRule
 from lienthong.db import connect
@@ -97,7 +95,9 @@ class QualityResult:
     outcomes: list[RuleOutcome] = field(default_factory=list)
     failed_rows: dict[str, list[int]] = field(default_factory=dict)
     failed_keys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    failed_merge_keys: dict[str, list[str]] = field(default_factory=dict)
     staged_path: str = ""
+    rows_changed: int = 0
     seconds: float = 0.0
     gx_seconds: float = 0.0
     result_path: str = ""
@@ -130,10 +130,11 @@ def _mostly(rule: QualityRule, rows: int) -> float:
 
 
 def expectations_for(
-    contract: Contract, rows: int, columns: set[str], today: dt.date | None = None
+    contract: Contract, rows: int, columns: set[str], today: dt.date | None = None, *, changed_only: str | None = None
 ) -> list[tuple[QualityRule, Any]]:
     """(rule, GX expectation) for every contract rule whose columns are present. `today` is the date a
-    futureValues rule measures against (default: today in Vietnam)."""
+    futureValues rule measures against (default: today in Vietnam). With `changed_only` (a boolean column of
+    the batch), row-level expectations look at the rows where it is true only (uniqueness looks at all)."""
     import great_expectations as gx
 
     from lienthong.expectations import PERSONAL_ID_COLUMNS, ExpectPersonalIdToMatchBirth
@@ -148,8 +149,11 @@ def expectations_for(
         mostly = _mostly(rule, rows)
         meta = {"rule": rule.name, "severity": rule.severity}
         kw: dict[str, Any] = {"mostly": mostly, "meta": meta}
-        if where := rule.only_where:
-            kw.update(row_condition=f"{where[0]}=={where[1]!r}", condition_parser="pandas")
+        conditions = [f"{where[0]}=={where[1]!r}"] if (where := rule.only_where) else []
+        if changed_only and _dataset_level(contract, rule) is None:
+            conditions.append(f"{changed_only}==True")
+        if conditions:
+            kw.update(row_condition=" & ".join(f"({c})" for c in conditions), condition_parser="pandas")
         exp: Expectation
         if rule.metric == "nullValues":
             exp = E.ExpectColumnValuesToNotBeNull(column=_column(contract, rule), **kw)
@@ -180,7 +184,8 @@ def expectations_for(
                 log.warning("contract %s: rule %s needs columns %s; skipped", contract.name, rule.name, PERSONAL_ID_COLUMNS)
                 continue
             exp = ExpectPersonalIdToMatchBirth(
-                column_list=list(PERSONAL_ID_COLUMNS), mostly=mostly, meta=meta, description=rule.description or None
+                column_list=list(PERSONAL_ID_COLUMNS), mostly=mostly, meta=meta, description=rule.description or None,
+                **{k: v for k, v in kw.items() if k in ("row_condition", "condition_parser")},
             )
         else:
             log.warning("contract %s: rule %s has no expectation yet; skipped", contract.name, rule.name)
@@ -197,6 +202,11 @@ def _column(contract: Contract, rule: QualityRule) -> str:
 
 
 def _quarantined_for(rule: QualityRule, quarantine_by_rule: dict[str, int]) -> int:
+    moved = quarantine_by_rule.get(f"expectation:{rule.name}", 0)  # failed this expectation in an earlier run
+    return moved + _quarantined_by_staging(rule, quarantine_by_rule)
+
+
+def _quarantined_by_staging(rule: QualityRule, quarantine_by_rule: dict[str, int]) -> int:
     if rule.metric == "invalidValues":
         return quarantine_by_rule.get(f"invalid:{rule.name}", 0)
     if rule.metric == "nullValues" and rule.column:
@@ -321,26 +331,37 @@ def validate(
     staged_path: str | Path,
     *,
     run_id: str,
+    since_version: int = -1,
     rows_in: int | None = None,
     quarantine_by_rule: dict[str, int] | None = None,
     reports_dir: Path | None = None,
     warehouse_url: str | None = None,
 ) -> QualityResult:
-    """Run the contract's suite on a staged dataset, apply the gate, store the results (and Data Docs when
-    `reports_dir` is given). See the module docstring for what `failed_rows` / `failed_keys` hold."""
+    """Run the contract's suite on a staged table version, apply the gate, store the results (and Data Docs
+    when `reports_dir` is given). See the module docstring for what `failed_rows` / `failed_keys` hold.
+
+    Validate the change, gate the whole: row-level expectations run on the rows written after staged version
+    `since_version` (the last one validated; -1: every row), dataset-level ones (uniqueness) on the whole
+    version. The batch GX gets is the changed rows plus every row of the version that shares a uniqueness
+    rule's value with another row (a DuckDB aggregate finds them), with `_changed` telling them apart
+    (row-level expectations carry the row condition `_changed`): a value is duplicated in that batch exactly
+    when it is in the version, so GX's own expectations give the whole-table verdict. The gate measures
+    each rule against the dataset's state: `rows_in` rows (staged + quarantined), the failures GX found plus
+    `quarantine_by_rule` (the quarantine table's rows per rule)."""
     import great_expectations as gx
+
+    from lienthong import zones
 
     for name in _GX_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     t0 = time.monotonic()
-    # A fresh RangeIndex: GX reports a failing row by its index label, which is then its file position.
-    # Only the columns the suite reads: the staged file also holds wide per-record lists (_repairs, ...)
+    # Only the columns the suite reads: the staged table also holds wide per-record lists (_repairs, ...)
     # whose conversion to pandas objects dominated time and memory at a million rows.
     needed = {c for r in contract.rules for c in r.columns} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
-    available = set(pq.read_schema(staged_path).names)
-    df = pq.read_table(staged_path, columns=[c for c in contract.field_names if c in needed & available]).to_pandas()
-    rows = len(df)
-    rows_in = rows if rows_in is None else rows_in
+    available = set(zones.schema(staged_path).names)
+    columns = [c for c in contract.field_names if c in needed & available]
+    df, rows_changed, rows_total = _change_batch(contract, str(staged_path), columns, since_version)
+    rows_in = rows_total if rows_in is None else rows_in
     quarantine_by_rule = quarantine_by_rule or {}
     suite_name = f"{contract.name}@{contract.version}"
 
@@ -349,7 +370,7 @@ def validate(
     source = context.data_sources.add_pandas(name=f"staged_{contract.name}")
     asset = source.add_dataframe_asset(name=contract.name)
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
-    pairs = expectations_for(contract, rows, set(df.columns))
+    pairs = expectations_for(contract, max(rows_in, 1), set(columns), changed_only="_changed")
     suite = gx.ExpectationSuite(name=suite_name, expectations=[exp for _, exp in pairs])
     # COMPLETE gives every failing row's index; the index query (a pandas expression) is not needed.
     res = batch.validate(suite, result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
@@ -381,7 +402,9 @@ def validate(
         outcomes=outcomes,
         failed_rows=failed_rows,
         failed_keys=failed_keys,
+        failed_merge_keys={name: [str(k) for k in df["_merge_key"].iloc[positions]] for name, positions in failed_rows.items()},
         staged_path=str(staged_path),
+        rows_changed=rows_changed,
     )
     if reports_dir is not None:
         t_docs = time.monotonic()
@@ -393,17 +416,56 @@ def validate(
         path = out / f"{contract.name}.json"
         result.result_path = str(path)
         gate = result.as_dict(include_keys=_keys_are_public(contract))
+        gate.pop("failed_merge_keys", None)
         path.write_text(json.dumps({"gate": gate, "great_expectations": masked.to_json_dict()}, indent=2, default=str))
     result.gx_seconds = gx_seconds
     result.seconds = time.monotonic() - t0
     _store(result, warehouse_url)
     log.info(
-        "quality %s: %d rules, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
-        contract.name, len(outcomes), "passed" if result.gate_passed else "FAILED",
+        "quality %s: %d rules on %d changed of %d rows, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
+        contract.name, len(outcomes), rows_changed, rows_total, "passed" if result.gate_passed else "FAILED",
         [o.rule for o in result.failed_critical], [o.rule for o in result.failed_warning],
         {k: len(v) for k, v in failed_rows.items()}, result.seconds, result.gx_seconds,
     )
     return result
+
+
+def _dataset_level(contract: Contract, rule: QualityRule) -> list[str] | None:
+    """The columns a dataset-level rule (uniqueness) compares across rows, None for a row-level rule."""
+    if rule.metric != "duplicateValues":
+        return None
+    if rule.column is None:
+        return list(rule.arguments["properties"])
+    pk = list(contract.primary_key)
+    return pk if rule.column in pk and len(pk) > 1 else [rule.column]
+
+
+def _change_batch(contract: Contract, staged: str, columns: list[str], since_version: int) -> tuple[Any, int, int]:
+    """(pandas batch, changed rows, rows in the version): the rows written after `since_version`, plus every
+    row sharing a uniqueness rule's (non-null) value with another row, `_changed` telling them apart; a fresh
+    RangeIndex, so GX's failing row index is a position in the batch."""
+    from lienthong import zones
+    from lienthong.duck import session
+    from lienthong.settings import load_settings
+
+    duplicated = []
+    for rule in contract.rules:
+        cols = _dataset_level(contract, rule)
+        if cols is None or not set(cols) <= set(columns):
+            continue
+        tup = ", ".join(f'"{c}"' for c in cols)
+        duplicated.append(f"({tup}) IN (SELECT ({tup}) FROM t WHERE NOT ({' AND '.join(f'{chr(34)}{c}{chr(34)} IS NULL' for c in cols)}) "
+                          f"GROUP BY ALL HAVING count(*) > 1)")
+    changed = f"_staged_version > {int(since_version)}"
+    select = ", ".join(f'"{c}"' for c in columns)
+    with session(load_settings(), purpose="quality") as con:
+        zones.register(con, "t", staged)
+        total = int((con.execute("SELECT count(*) FROM t").fetchone() or (0,))[0])
+        where = " OR ".join([changed, *duplicated])
+        table = con.execute(f"SELECT {select}, _merge_key, {changed} AS _changed FROM t WHERE {where} "
+                            "ORDER BY _merge_key").fetch_arrow_table()
+    df = table.to_pandas()
+    return df, int(df["_changed"].sum()) if len(df) else 0, total
 
 
 def _keys_at(df: Any, key: list[str], positions: list[int]) -> list[dict[str, Any]]:

@@ -1,15 +1,26 @@
 """Raw -> staged for sources landed as JSON payloads: contract-typed rows, or quarantine with a reason.
 
-The plan comes from the contract: each field's `sourceField` (a dotted path into the payload), its logical
-type and `parse` rule, and its critical quality rules. It runs as one DuckDB query over the raw Parquet
-(vectorised, no Python loop per row):
+The staged and quarantine zones are Delta Lake tables (`lienthong.zones`), one per dataset, kept current by
+merging the change: each run reads only the raw landings no earlier run staged (the caller finds them in the
+ledger) and commits what they change. The plan comes from the contract: each field's `sourceField` (a
+dotted path into the payload), its logical type and `parse` rule, and its critical quality rules. It runs
+as DuckDB queries over the new raw Parquet (vectorised, no Python loop per row):
 
-1. collapse exact repeats (same record hash) and keep the latest version of each source key;
+1. keep one version per record identity (source key, with the province for a per-province source): the
+   first in `VERSION_ORDER` (newest source update time, then the smaller record hash, then the first
+   landing). The order depends on the records only, never on when or in which batches they landed, so
+   merging changes one after another gives what one pass over every landing gives (`lienthong rebuild`);
 2. extract and type every field (text to Unicode NFC, trimmed; dates and times parsed; UTC);
 3. collect, per row, the reasons it cannot be used (a required field missing, an unparseable value, a
    critical pattern or value-set rule broken), each naming the record key and the field;
-4. write staged rows and quarantined rows (with the full original payload), and check conservation:
-   rows_in == rows_staged + rows_quarantined.
+4. compare each identity's version with the one the tables hold: where the new one comes first in the
+   order, its rows replace the identity's rows (staged when usable, quarantined with the full original
+   payload and its reasons otherwise; a child dataset's rows beyond the new list are deleted) in one MERGE
+   commit per table; an older or identical version changes nothing;
+5. check conservation on the change: rows_in == rows_staged + rows_quarantined + rows_unchanged.
+
+A run with no new landing reads and writes nothing. Every staged row carries `_staged_version`, the table
+version that wrote it, so validation can take exactly the rows changed since the version it last checked.
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lienthong import zones
 from lienthong.contracts import Contract, Field
 from lienthong.duck import session
-from lienthong.paths import run_folder
+from lienthong.paths import safe_run_id
 from lienthong.settings import load_settings
 
 if TYPE_CHECKING:
@@ -43,7 +54,15 @@ PLATFORM_COLUMNS = [
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC")),
     pa.field("_repairs", pa.list_(pa.string())),  # what standardization changed in this record (field:code)
     pa.field("_findings", pa.list_(pa.string())),  # what it noticed but kept (field:code)
+    pa.field("_identity", pa.string()),  # the source record: key (province|key per province), '#hash' without one
+    pa.field("_merge_key", pa.string()),  # the row: the identity, '#<position>' added for a child row
+    pa.field("_source_updated_at", pa.timestamp("us", tz="UTC")),  # the source's update time of this version
+    pa.field("_staged_version", pa.int64()),  # the staged table version that wrote the row
 ]
+PLATFORM_NAMES = [f.name for f in PLATFORM_COLUMNS]
+# Which version of a record wins (SQL ORDER BY: the first row wins). Records only, never landing batches.
+VERSION_ORDER = "_source_updated_at DESC NULLS LAST, _record_hash, _ingested_at"
+
 QUARANTINE_SCHEMA = pa.schema(
     [
         pa.field("dataset", pa.string()),
@@ -55,6 +74,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("_source_run_id", pa.string()),
         pa.field("_record_hash", pa.string()),
         pa.field("_ingested_at", pa.timestamp("us", tz="UTC")),
+        pa.field("_identity", pa.string()),
+        pa.field("_merge_key", pa.string()),
+        pa.field("_source_updated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
@@ -104,6 +126,7 @@ class StageResult:
     rows_in: int
     rows_staged: int
     rows_quarantined: int
+    rows_unchanged: int
     staged_path: str
     quarantine_path: str
     content_hash: str
@@ -112,10 +135,12 @@ class StageResult:
     seconds: float
     repairs: dict[str, int] = field(default_factory=dict)
     findings: dict[str, int] = field(default_factory=dict)
+    mode: str = "change"  # change | rebuild | none (no new landing: nothing read or written)
+    deleted: int = 0  # rows the change removed (a child list that got shorter)
 
     @property
     def conservation_ok(self) -> bool:
-        return self.rows_in == self.rows_staged + self.rows_quarantined
+        return self.rows_in == self.rows_staged + self.rows_quarantined + self.rows_unchanged
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -277,8 +302,10 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
         record_key = f"split_part(_entity, '/', 1) || ':' || {key_src}"
     if plan.unnest:
         record_key = f"{key_src} || '#' || CAST(_pos AS VARCHAR)"
+    merge_key = "_identity || '#' || CAST(_pos AS VARCHAR)" if plan.unnest else "_identity"
     extract_sql = f"""
       SELECT row_number() OVER () AS _rid, payload, _run_id, _record_hash, _ingested_at, {record_key} AS _source_key,
+             _identity, {merge_key} AS _merge_key, _source_updated_at,
              {"_pos, " if plan.unnest else ""}{", ".join(src_cols)}
       FROM (SELECT *, json_extract_string(payload, [{", ".join(_lit(p) for p in root_paths) or "'$.__none__'"}]) AS _v
             FROM latest) AS latest
@@ -286,6 +313,7 @@ def build_stage_sql(plan: StagePlan) -> tuple[tuple[str, str], list[Field]]:
     typed_sql = f"""
     SELECT {", ".join(typed_cols)},
            _run_id AS _source_run_id, _record_hash, _ingested_at, _source_key, payload,
+           _identity, _merge_key, _source_updated_at,
            list_concat(list_filter([{", ".join(reasons) or "NULL"}], x -> x IS NOT NULL), _std_reasons) AS _reasons,
            _repairs, _findings
     FROM src
@@ -309,108 +337,245 @@ def stage_json_source(
     run_id: str,
     staged_dir: Path,
     quarantine_dir: Path,
+    full: bool = False,
     key_source_field: str | None = None,
     updated_source_field: str | None = None,
 ) -> StageResult:
-    """Stage every raw landing of a source as the latest version per key; see the module docstring.
-    Key and cursor fields come from the contract (the keyword arguments override them)."""
+    """Merge the records of `raw_files` (the landings not staged yet) into the dataset's staged and quarantine
+    tables; see the module docstring. With `full`, the tables are replaced by what `raw_files` (then every
+    landing) hold: the rebuild. Key and cursor fields come from the contract (the keyword arguments override
+    them). With no file, nothing is written and the result says so."""
     plan = StagePlan.from_contract(contract)
     if key_source_field or updated_source_field:
         plan = replace(plan, key_field=key_source_field or plan.key_field, updated_field=updated_source_field or plan.updated_field)
     t0 = time.monotonic()
+    staged_table, quarantine_table = table_paths(contract.name, staged_dir, quarantine_dir)
+    schema, staged_fields = staged_schema(contract)
+    if not raw_files and not full:
+        return _nothing_to_stage(contract, run_id, staged_table, quarantine_table, schema, t0)
     files = [str(p) for p in raw_files]
-    if not files:
-        raise FileNotFoundError(f"no raw landing found for {contract.name}")
     # A bounded session (memory limit, spill folder, threads) so staging a national table stays within a worker.
     with session(load_settings(), purpose="staging") as con:
-        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
-        raw_rows = _scalar(con, "SELECT count(*) FROM raw")
-        key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
-        upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
-        if plan.updated_parse == "dmy_local_datetime":
-            upd = f"try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S')"
+        raw_rows, rows_in, applied = _typed_delta(con, plan, files)
+        current = {} if full else _register_current(con, staged_table, quarantine_table)
+        # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
+        # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
+        if current:
+            con.execute("""CREATE TEMP TABLE held AS
+                SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
+                WHERE _identity IN (SELECT _identity FROM typed)
+                UNION ALL
+                SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
+                WHERE _identity IN (SELECT _identity FROM typed)""")
         else:
-            upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
-        identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
-        # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
-        con.execute(
-            f"""CREATE TEMP TABLE latest_parent AS
-                SELECT * EXCLUDE (rn) FROM (
-                  SELECT *, row_number() OVER (
-                    PARTITION BY coalesce({identity}, _record_hash)
-                    ORDER BY {upd} DESC NULLS LAST, _ingested_at DESC, _record_hash) AS rn
-                  FROM raw) WHERE rn = 1"""
-        )
-        if plan.unnest:
-            # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
-            n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
-            con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
-            raw_rows = _scalar(con, f"SELECT coalesce(sum({n}), 0) FROM raw")
-        else:
-            con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
-        rows_in = _scalar(con, "SELECT count(*) FROM latest")
-        (extract_sql, typed_sql), staged_fields = build_stage_sql(plan)
-        con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
-        applied = _standardize(con, contract)
-        con.register("standardized", applied.table)
-        replaced = [c for c in applied.table.column_names if c.startswith("src_")]
-        keep = f"e.* EXCLUDE ({', '.join(replaced)})" if replaced else "e.*"
-        con.execute(f"CREATE TEMP VIEW src AS SELECT {keep}, s.* EXCLUDE (_rid) FROM extracted e JOIN standardized s USING (_rid)")
-        con.execute(f"CREATE TEMP TABLE typed AS {typed_sql}")
-
-        schema = pa.schema(
-            [pa.field(f.name, f.arrow_type(), nullable=not f.required) for f in staged_fields] + PLATFORM_COLUMNS,
-            metadata={b"contract_id": contract.id.encode(), b"contract_version": contract.version.encode()},
-        )
-        cols = ", ".join([f.name for f in staged_fields] + ["_source_run_id", "_record_hash", "_ingested_at", "_repairs", "_findings"])
-        key_order = ", ".join(contract.primary_key)
-        staged = con.execute(f"SELECT {cols} FROM typed WHERE len(_reasons) = 0 ORDER BY {key_order}").fetch_arrow_table()
-        staged = staged.cast(schema)
-        quarantined = con.execute(
+            con.execute("CREATE TEMP TABLE held (_identity VARCHAR, _source_updated_at TIMESTAMPTZ, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
+        con.execute(f"""CREATE TEMP TABLE winners AS
+            SELECT _identity FROM (
+              SELECT _identity, src, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}, src) AS rn
+              FROM (SELECT DISTINCT _identity, _source_updated_at, _record_hash, _ingested_at, 1 AS src FROM typed
+                    UNION ALL SELECT *, 0 AS src FROM held))
+            WHERE rn = 1 AND src = 1""")
+        con.execute("CREATE TEMP VIEW changed AS SELECT * FROM typed WHERE _identity IN (SELECT _identity FROM winners)")
+        rows_staged = _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) = 0")
+        rows_quarantined = _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) > 0")
+        held_version = zones.version(staged_table)
+        next_version = 0 if held_version is None else held_version + 1  # the version this run's commit makes
+        cols = ", ".join([_quote(f.name) for f in staged_fields] + [_quote(c) for c in PLATFORM_NAMES])
+        staged_rows = con.execute(
+            f"""SELECT {cols.replace('"_staged_version"', f'CAST({next_version} AS BIGINT) AS _staged_version')},
+                       'upsert' AS _op FROM changed WHERE len(_reasons) = 0"""
+            + ("" if full or not current else f"""
+                UNION ALL BY NAME
+                SELECT _merge_key, {_partition_select(plan, contract)} 'delete' AS _op FROM cur_staged
+                WHERE _identity IN (SELECT _identity FROM winners)
+                  AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) = 0)""")
+            + " ORDER BY " + ", ".join(_quote(k) for k in contract.primary_key)
+        ).fetch_arrow_table()
+        quarantine_rows = con.execute(
             f"""SELECT {_lit(contract.name)} AS dataset, {_lit(run_id)} AS run_id, _source_key AS record_key,
                        list_transform(_reasons, r -> 'record ' || coalesce(_source_key, '<no key>') || ': ' || split_part(r, '|', 1) || ': ' || split_part(r, '|', 3)) AS reasons,
                        list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)) AS rules,
-                       payload, _source_run_id, _record_hash, _ingested_at
-                FROM typed WHERE len(_reasons) > 0 ORDER BY _record_hash"""
-        ).fetch_arrow_table().cast(QUARANTINE_SCHEMA)
-        by_rule = dict(
-            con.execute(
-                "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM typed) GROUP BY r ORDER BY r"
-            ).fetchall()
-        )
+                       payload, _source_run_id, _record_hash, _ingested_at, _identity, _merge_key, _source_updated_at,
+                       'upsert' AS _op
+                FROM changed WHERE len(_reasons) > 0"""
+            + ("" if full or not current else """
+                UNION ALL BY NAME
+                SELECT _merge_key, 'delete' AS _op FROM cur_quarantine
+                WHERE _identity IN (SELECT _identity FROM winners)
+                  AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) > 0)""")
+            + " ORDER BY _merge_key"
+        ).fetch_arrow_table()
+        by_rule = dict(con.execute(
+            "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM changed) GROUP BY r ORDER BY r"
+        ).fetchall())
         raw_runs = [r[0] for r in con.execute("SELECT DISTINCT _run_id FROM raw ORDER BY 1").fetchall()]
-        content_hash = hashlib.sha256(
-            (contract.version + "\n" + "\n".join(staged.column("_record_hash").to_pylist())).encode()
-        ).hexdigest()
 
-    staged_path = write_atomic(staged, run_folder(staged_dir, contract.name, run_id) / f"{contract.name}.parquet")
-    q_path = write_atomic(quarantined, run_folder(quarantine_dir, contract.name, run_id) / "quarantine.parquet")
+    staged_rows = staged_rows.cast(pa.schema(list(schema) + [pa.field(zones.OP, pa.string())]))
+    quarantine_rows = quarantine_rows.cast(pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())]))
+    meta = {"lienthong.contract_version": contract.version, "lienthong.mode": "rebuild" if full else "change"}
+    partition = _partition_by(plan, contract)
+    # Quarantine first: a kill between the two commits leaves a record in both tables at most (the rerun's merge
+    # settles it), never in neither.
+    if full:
+        q = zones.create(quarantine_table, quarantine_rows.drop_columns([zones.OP]), run_id=run_id, metadata=meta)
+        s = zones.create(staged_table, staged_rows.drop_columns([zones.OP]), run_id=run_id, partition_by=partition, metadata=meta)
+    else:
+        _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
+        _ensure_table(staged_table, schema, run_id, partition)
+        q = zones.merge(quarantine_table, quarantine_rows, key="_merge_key", run_id=run_id, metadata=meta)
+        s = zones.merge(staged_table, staged_rows, key="_merge_key", run_id=run_id, partition_by=partition, metadata=meta)
     result = StageResult(
         dataset=contract.name,
         run_id=run_id,
         raw_rows=raw_rows,
         duplicates_removed=raw_rows - rows_in,
         rows_in=rows_in,
-        rows_staged=staged.num_rows,
-        rows_quarantined=quarantined.num_rows,
-        staged_path=str(staged_path),
-        quarantine_path=str(q_path),
-        content_hash=content_hash,
+        rows_staged=rows_staged,
+        rows_quarantined=rows_quarantined,
+        rows_unchanged=rows_in - rows_staged - rows_quarantined,
+        staged_path=zones.ref(staged_table, _required(s.version)),
+        quarantine_path=zones.ref(quarantine_table, _required(q.version)),
+        content_hash=content_hash(contract, zones.ref(staged_table, _required(s.version))),
         raw_runs=raw_runs,
         quarantine_by_rule=by_rule,
         seconds=time.monotonic() - t0,
         repairs=dict(sorted(applied.repair_counts.items())),
         findings=dict(sorted(applied.finding_counts.items())),
+        mode="rebuild" if full else "change",
+        deleted=s.deleted + q.deleted - (rows_staged + rows_quarantined - s.inserted - s.updated - q.inserted - q.updated),
     )
     log.info(
-        "staged %s: raw %d, in %d, staged %d, quarantined %d (%.1fs)",
-        contract.name, raw_rows, rows_in, result.rows_staged, result.rows_quarantined, result.seconds,
+        "staged %s (%s): raw %d, in %d, staged %d, quarantined %d, unchanged %d -> %s (%.1fs)",
+        contract.name, result.mode, raw_rows, rows_in, rows_staged, rows_quarantined, result.rows_unchanged,
+        result.staged_path, result.seconds,
     )
     if not result.conservation_ok:
         raise ConservationError(
-            f"{contract.name} run {run_id}: rows_in {rows_in} != staged {result.rows_staged} + quarantined {result.rows_quarantined}"
+            f"{contract.name} run {run_id}: rows_in {rows_in} != staged {result.rows_staged} + quarantined "
+            f"{result.rows_quarantined} + unchanged {result.rows_unchanged}"
         )
     return result
+
+
+def _required(version: int | None) -> int:
+    if version is None:
+        raise RuntimeError("staging: a table has no committed version after its commit")
+    return version
+
+
+def _nothing_to_stage(contract: Contract, run_id: str, staged_table: Path, quarantine_table: Path,
+                      schema: pa.Schema, t0: float) -> StageResult:
+    """No landing since the last staging run: nothing is read or written, and the result points at the
+    versions the tables are at."""
+    _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
+    plan = StagePlan.from_contract(contract)
+    _ensure_table(staged_table, schema, run_id, _partition_by(plan, contract))
+    staged = zones.ref(staged_table, _required(zones.version(staged_table)))
+    log.info("%s: no new raw landing since the last staging run; staged stays at %s", contract.name, staged)
+    return StageResult(
+        dataset=contract.name, run_id=run_id, raw_rows=0, duplicates_removed=0, rows_in=0, rows_staged=0,
+        rows_quarantined=0, rows_unchanged=0, staged_path=staged,
+        quarantine_path=zones.ref(quarantine_table, _required(zones.version(quarantine_table))),
+        content_hash=content_hash(contract, staged), raw_runs=[], quarantine_by_rule={},
+        seconds=time.monotonic() - t0, mode="none",
+    )
+
+
+def _ensure_table(path: Path, schema: pa.Schema, run_id: str, partition: list[str] | None) -> None:
+    if not zones.is_table(path):
+        zones.create(path, schema.empty_table(), run_id=run_id, partition_by=partition,
+                     metadata={"lienthong.mode": "create"})
+
+
+def _partition_by(plan: StagePlan, contract: Contract) -> list[str] | None:
+    """The staged table's partition column: the province of a `partitionedBy: province` source."""
+    if not plan.per_province:
+        return None
+    return [f.name for f in contract.fields if f.custom.get("derivedFrom") == "connection"][:1] or None
+
+
+def _partition_select(plan: StagePlan, contract: Contract) -> str:
+    cols = _partition_by(plan, contract) or []
+    return "".join(f"{_quote(c)}, " for c in cols)
+
+
+def _register_current(con: duckdb.DuckDBPyConnection, staged_table: Path, quarantine_table: Path) -> dict[str, str]:
+    """Make the tables' newest versions readable as `cur_staged` / `cur_quarantine` ({} when there are none)."""
+    if not (zones.is_table(staged_table) and zones.is_table(quarantine_table)):
+        return {}
+    out = {}
+    for name, path in (("cur_staged", staged_table), ("cur_quarantine", quarantine_table)):
+        zones.register(con, name, path)
+        out[name] = str(path)
+    return out
+
+
+def table_paths(dataset: str, staged_dir: Path, quarantine_dir: Path) -> tuple[Path, Path]:
+    """Where a dataset's staged and quarantine tables live."""
+    return Path(staged_dir) / dataset, Path(quarantine_dir) / dataset
+
+
+def staged_schema(contract: Contract) -> tuple[pa.Schema, list[Field]]:
+    """The staged table's schema (contract fields, then the platform's columns; every column nullable: the
+    contract's required fields are enforced by staging itself) and the contract fields it holds."""
+    _, fields = build_stage_sql(StagePlan.from_contract(contract))
+    schema = pa.schema(
+        [pa.field(f.name, f.arrow_type()) for f in fields] + PLATFORM_COLUMNS,
+        metadata={b"contract_id": contract.id.encode(), b"contract_version": contract.version.encode()},
+    )
+    return schema, fields
+
+
+def content_hash(contract: Contract, staged: str) -> str:
+    """An order-independent fingerprint of a staged version: the contract version, the row count and the XOR
+    of every row's (merge key, record hash) hash (DuckDB's 64-bit hash, computed where the data is)."""
+    with session(load_settings(), purpose="staging") as con:
+        zones.register(con, "t", staged)
+        n, x = con.execute("SELECT count(*), coalesce(bit_xor(hash(_merge_key, _record_hash)), 0) FROM t").fetchone() or (0, 0)
+    return hashlib.sha256(f"{contract.version}\n{n}\n{x}".encode()).hexdigest()
+
+
+def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str]) -> tuple[int, int, Any]:
+    """Read `files` and build the temp table `typed`: the latest version of each identity in them, extracted,
+    standardized, typed, with its reasons. Returns (raw rows, rows in, the standardization's counts)."""
+    contract = plan.contract
+    if files:
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
+    else:
+        con.execute("CREATE TEMP TABLE raw (payload VARCHAR, _entity VARCHAR, _run_id VARCHAR, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
+    raw_rows = _scalar(con, "SELECT count(*) FROM raw")
+    key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+    upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
+    if plan.updated_parse == "dmy_local_datetime":
+        upd = f"timezone('Asia/Ho_Chi_Minh', try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S'))"
+    else:
+        upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
+    identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
+    # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
+    con.execute(
+        f"""CREATE TEMP TABLE latest_parent AS
+            SELECT * EXCLUDE (rn) FROM (
+              SELECT *, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}) AS rn
+              FROM (SELECT *, coalesce({identity}, '#' || _record_hash) AS _identity, {upd} AS _source_updated_at
+                    FROM raw)) WHERE rn = 1"""
+    )
+    if plan.unnest:
+        # A child dataset: one row per element of the parent's list, numbered from 0 in the source's order.
+        n = f"CAST(coalesce(json_array_length(payload, {_lit(_json_path(plan.unnest))}), 0) AS BIGINT)"
+        con.execute(f"CREATE TEMP TABLE latest AS SELECT *, unnest(range({n})) AS _pos FROM latest_parent")
+        raw_rows = _scalar(con, f"SELECT coalesce(sum({n}), 0) FROM raw")
+    else:
+        con.execute("CREATE TEMP VIEW latest AS SELECT * FROM latest_parent")
+    rows_in = _scalar(con, "SELECT count(*) FROM latest")
+    (extract_sql, typed_sql), _ = build_stage_sql(plan)
+    con.execute(f"CREATE TEMP TABLE extracted AS {extract_sql}")
+    applied = _standardize(con, contract)
+    con.register("standardized", applied.table)
+    replaced = [c for c in applied.table.column_names if c.startswith("src_")]
+    keep = f"e.* EXCLUDE ({', '.join(replaced)})" if replaced else "e.*"
+    con.execute(f"CREATE TEMP VIEW src AS SELECT {keep}, s.* EXCLUDE (_rid) FROM extracted e JOIN standardized s USING (_rid)")
+    con.execute(f"CREATE TEMP TABLE typed AS {typed_sql}")
+    return raw_rows, rows_in, applied
 
 
 def _standardize(con, contract: Contract):
@@ -444,59 +609,117 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def remove_stage_output(path: str | Path) -> None:
-    shutil.rmtree(Path(path).parent, ignore_errors=True)
+@dataclass(frozen=True)
+class Moved:
+    """What `quarantine_failed_rows` did: rows moved, per rule, and the versions it left the tables at."""
+
+    rows: int
+    by_rule: dict[str, int]
+    staged_path: str
+    quarantine_path: str
 
 
 def quarantine_failed_rows(
-    dataset: str,
+    contract: Contract,
     run_id: str,
-    staged_path: str | Path,
-    quarantine_path: str | Path,
-    raw_files: list[Path],
-    failed_rows: dict[str, list[int]],
+    staged_ref: str,
+    raw_dir: Path,
+    failed: dict[str, list[str]],
     expectations: dict[str, str],
-) -> dict[str, int]:
-    """Move the staged rows that failed a critical expectation (positions in the staged file) to quarantine,
-    with the expectation as the reason and the full original record (looked up in raw by record hash).
-    Rewrites both files atomically; returns {rule: rows moved}. A row failing several rules moves once."""
-    positions = sorted({p for rows in failed_rows.values() for p in rows})
-    if not positions:
-        return {}
-    staged = pq.read_table(staged_path)
-    moved = staged.take(pa.array(positions, pa.int64()))
-    keep = pa.compute.invert(pa.compute.is_in(pa.array(range(staged.num_rows), pa.int64()), value_set=pa.array(positions, pa.int64())))
-    rules_of: dict[int, list[str]] = {}
-    for rule, failed in failed_rows.items():
-        for p in failed:
-            rules_of.setdefault(p, []).append(rule)
+    *,
+    quarantine_dir: Path,
+) -> Moved:
+    """Move the staged rows that failed a critical expectation (by `_merge_key`) to quarantine, with the
+    expectation as the reason and the full original record (looked up by record hash in the landings of the
+    runs that brought them). Quarantine is committed before the staged rows are deleted, so a kill between
+    the two leaves the rows in both tables (validation of the same change moves them again), never in
+    neither. A row failing several rules moves once."""
+    keys = sorted({k for ks in failed.values() for k in ks})
+    staged_path, _ = zones.split_ref(staged_ref)
+    quarantine_table = Path(quarantine_dir) / contract.name
+    if not keys:
+        return Moved(0, {}, staged_ref, zones.ref(quarantine_table, _required(zones.version(quarantine_table))))
+    rules_of: dict[str, list[str]] = {}
+    for rule, ks in failed.items():
+        for k in ks:
+            rules_of.setdefault(k, []).append(rule)
+    plan = StagePlan.from_contract(contract)
+    pk = list(contract.primary_key)
     with session(load_settings(), purpose="quarantine") as con:
-        con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
-        payloads = dict(con.execute(
-            f"SELECT DISTINCT _record_hash, payload FROM read_parquet({json.dumps([str(f) for f in raw_files])}, union_by_name = true) "
-            "WHERE _record_hash IN (SELECT h FROM moved_hashes)"
-        ).fetchall())
-    pk = [n for n in staged.column_names if not n.startswith("_")][:1]
-    keys = moved.column(pk[0]).to_pylist() if pk else [None] * moved.num_rows
+        zones.register(con, "staged", staged_ref)
+        con.register("moved_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        moved = con.execute(
+            "SELECT * FROM staged WHERE _merge_key IN (SELECT k FROM moved_keys) ORDER BY _merge_key").fetch_arrow_table()
+        runs_of_rows = {r for r in moved.column("_source_run_id").to_pylist() if r}
+        files = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in {safe_run_id(r) for r in runs_of_rows}]
+        payloads: dict[str, str] = {}
+        if files:
+            con.register("moved_hashes", pa.table({"h": moved.column("_record_hash")}))
+            payloads = dict(con.execute(
+                f"SELECT DISTINCT _record_hash, payload FROM read_parquet({json.dumps(files)}, union_by_name = true) "
+                "WHERE _record_hash IN (SELECT h FROM moved_hashes)").fetchall())
     rows = []
-    for i, pos in enumerate(positions):
-        rules = sorted(rules_of[pos])
+    for r in moved.to_pylist():
+        key = ", ".join(str(r[k]) for k in pk) if pk else r["_merge_key"]
+        rules = sorted(rules_of[r["_merge_key"]])
         rows.append({
-            "dataset": dataset, "run_id": run_id, "record_key": None if keys[i] is None else str(keys[i]),
-            "reasons": [f"record {keys[i]}: expectation {expectations.get(r, r)} failed (rule {r})" for r in rules],
-            "rules": [f"expectation:{r}" for r in rules],
-            "payload": payloads.get(moved.column("_record_hash")[i].as_py(), ""),
-            "_source_run_id": moved.column("_source_run_id")[i].as_py(),
-            "_record_hash": moved.column("_record_hash")[i].as_py(),
-            "_ingested_at": moved.column("_ingested_at")[i].as_py(),
+            "dataset": contract.name, "run_id": run_id, "record_key": key,
+            "reasons": [f"record {key}: expectation {expectations.get(x, x)} failed (rule {x})" for x in rules],
+            "rules": [f"expectation:{x}" for x in rules],
+            "payload": payloads.get(r["_record_hash"], ""),
+            **{c: r[c] for c in ("_source_run_id", "_record_hash", "_ingested_at", "_identity", "_merge_key",
+                                 "_source_updated_at")},
+            zones.OP: "upsert",
         })
-    quarantine = pa.concat_tables([pq.read_table(quarantine_path).cast(QUARANTINE_SCHEMA),
-                                   pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)])
-    write_atomic(staged.filter(keep), Path(staged_path))
-    write_atomic(quarantine, Path(quarantine_path))
+    q_schema = pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())])
+    q = zones.merge(quarantine_table, pa.Table.from_pylist(rows, schema=q_schema), key="_merge_key", run_id=run_id,
+                    metadata={"lienthong.mode": "expectation"})
+    deletes = moved.select(["_merge_key"] + (_partition_by(plan, contract) or []))
+    deletes = deletes.append_column(zones.OP, pa.array(["delete"] * deletes.num_rows, pa.string()))
+    full = zones.schema(staged_path)
+    deletes = pa.table({n: deletes[n] if n in deletes.column_names else pa.nulls(deletes.num_rows, full.field(n).type)
+                        for n in [*full.names, zones.OP]})
+    s = zones.merge(staged_path, deletes, key="_merge_key", run_id=run_id,
+                    partition_by=_partition_by(plan, contract), metadata={"lienthong.mode": "expectation"})
     counts: dict[str, int] = {}
-    for pos in positions:
-        for r in rules_of[pos]:
-            counts[f"expectation:{r}"] = counts.get(f"expectation:{r}", 0) + 1
-    log.info("%s run %s: moved %d rows that failed critical expectations to quarantine: %s", dataset, run_id, len(positions), counts)
-    return counts
+    for k in keys:
+        for x in rules_of[k]:
+            counts[f"expectation:{x}"] = counts.get(f"expectation:{x}", 0) + 1
+    log.info("%s run %s: moved %d rows that failed critical expectations to quarantine: %s",
+             contract.name, run_id, len(keys), counts)
+    return Moved(moved.num_rows, counts, zones.ref(staged_path, _required(s.version)),
+                 zones.ref(quarantine_table, _required(q.version)))
+
+
+def _landing_run(path: Path) -> str:
+    """The run folder name (`run=<id>`) of a raw part file, without the prefix."""
+    return path.parent.name.removeprefix("run=")
+
+
+def landing_of(path: Path, raw_dir: Path) -> str:
+    """A raw part file's landing: its folder relative to the raw zone (what the ledger records as staged)."""
+    return str(Path(path).parent.relative_to(raw_dir))
+
+
+def state_check(contract: Contract, staged_dir: Path, quarantine_dir: Path) -> dict[str, Any]:
+    """The full-state check of a dataset's tables: each row's merge key unique within its table and in one
+    table only. Returns the counts and `ok`."""
+    staged_table, quarantine_table = table_paths(contract.name, staged_dir, quarantine_dir)
+    with session(load_settings(), purpose="staging") as con:
+        zones.register(con, "s", staged_table)
+        zones.register(con, "q", quarantine_table)
+        row = con.execute("""SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM q),
+                                    (SELECT count(*) - count(DISTINCT _merge_key) FROM s),
+                                    (SELECT count(*) - count(DISTINCT _merge_key) FROM q),
+                                    (SELECT count(*) FROM s WHERE _merge_key IN (SELECT _merge_key FROM q))""").fetchone()
+    staged, quarantined, dup_s, dup_q, both = row or (0, 0, 0, 0, 0)
+    return {"dataset": contract.name, "staged": staged, "quarantined": quarantined, "duplicate_staged": dup_s,
+            "duplicate_quarantined": dup_q, "in_both": both, "ok": dup_s == dup_q == both == 0}
+
+
+def quarantine_by_rule(quarantine_ref: str) -> dict[str, int]:
+    """Rows per rule in a quarantine table version (a row quarantined for two rules counts for both)."""
+    with session(load_settings(), purpose="quarantine") as con:
+        zones.register(con, "q", quarantine_ref)
+        return dict(con.execute(
+            "SELECT r, count(*) FROM (SELECT unnest(list_distinct(rules)) AS r FROM q) GROUP BY r ORDER BY r").fetchall())

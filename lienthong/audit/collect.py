@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from lienthong import runs
+from lienthong import runs, zones
 from lienthong.db import connect, warehouse_url
 from lienthong.duck import session
 from lienthong.findings import TAXONOMY, ensure_findings_schema
@@ -195,17 +195,20 @@ def _quarantine_examples(stages: list[runs.StageRun], settings: Settings) -> lis
     out: list[dict[str, Any]] = []
     for s in stages:
         path = s.quarantine_path
-        if not path or not Path(path).exists() or not s.rows_quarantined:
+        if not path or not Path(zones.split_ref(path)[0]).exists() or not s.rows_quarantined:
             continue
         c = contract(s.dataset)
         key_public = not any(c.field(k).is_personal for k in c.primary_key)
         with session(settings, purpose="audit") as con:
+            zones.register(con, "quarantined", path)
+            # this run's quarantined records (the table also holds those of earlier runs)
             rows = con.execute(
-                """WITH q AS (SELECT unnest(rules) AS rule, record_key, reasons, payload FROM read_parquet(?))
+                """WITH q AS (SELECT unnest(rules) AS rule, record_key, reasons, payload FROM quarantined
+                              WHERE run_id = ?)
                    SELECT rule, record_key, reasons, payload FROM q
                    QUALIFY row_number() OVER (PARTITION BY rule ORDER BY record_key) <= ?
                    ORDER BY rule, record_key""",
-                [str(path), EXAMPLES_PER_REASON],
+                [s.run_id, EXAMPLES_PER_REASON],
             ).fetchall()
         for rule, key, reasons, payload in rows:
             out.append({
@@ -274,7 +277,7 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[runs.StageRun], settings:
         paths = {s.dataset: s.staged_path for s in stages}
         tables = {name: pq.read_table(out["path"]) for name, out in (rec["outputs"] or {}).items()
                   if name in ("enterprise_representative_link", "parcel_holder_link")}
-        acc = link_accuracy(tables, pq.read_table(paths["citizen"]), pq.read_table(paths["enterprise"]), truth)
+        acc = link_accuracy(tables, zones.read_table(paths["citizen"]), zones.read_table(paths["enterprise"]), truth)
     except (KeyError, OSError, ValueError) as exc:  # a partial run: say so rather than fail the report
         log.warning("link accuracy not computed for run %s: %s", rec["run_id"], exc)
         return []

@@ -243,11 +243,10 @@ def _organisation_rule(link: dict[str, Any]) -> str:
 
 def _source_record(spec: LinkDataset, staged_path: str, record_key: str) -> pa.Table:
     """The left record in the person shape, mapped exactly as `reconcile.run.reconcile_tables` maps it."""
-    import pyarrow.parquet as pq
-
+    from lienthong import zones
     from lienthong.reconcile import sources
 
-    table = pq.read_table(staged_path)
+    table = zones.read_table(staged_path)
     if spec.source == "legal_representative":
         table = table.filter(pc.equal(sources.representative_key(table), record_key))
         return sources.representatives_as_people(table)

@@ -19,7 +19,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lienthong.duck import session
 from lienthong.paths import run_folder
@@ -119,6 +118,16 @@ def _count(links: pa.Table) -> dict[str, int]:
     return out
 
 
+def _read_staged(dataset: str, reference: str) -> pa.Table:
+    """A staged table version in primary-key order (a merged table's files hold rows in commit order; the
+    linkage's sampling and tie-breaks must see the same order whatever the history of merges)."""
+    from lienthong import zones
+    from lienthong.contracts import contract
+
+    table = zones.read_table(reference)
+    return table.sort_by([(k, "ascending") for k in contract(dataset).primary_key])
+
+
 def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Reconcile the newest staged run of every source; write the integrated zone; sync the findings."""
     from lienthong import runs
@@ -134,7 +143,15 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     url = warehouse_url(s)
     started = datetime.now(UTC)
     inputs = {name: latest_integration(name, url) for name in INPUT_DATASETS}
-    staged = {name: pq.read_table(info["staged_path"]) for name, info in inputs.items()}
+    with connect(url) as conn:
+        last = runs.latest_reconcile_run(conn)
+    held = {name: i.get("staged_path") for name, i in ((last.metrics or {}).get("inputs") or {}).items()} if last else {}
+    if last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}:
+        # The same staged versions as the last reconciliation: its outputs stand; nothing is written.
+        log.info("reconcile: no staged dataset changed since reconciliation %s; nothing to do", last.run_id)
+        return {"run_id": run_id, "unchanged": True, "since": last.run_id, "outputs": last.outputs or {},
+                "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {}}
+    staged = {name: _read_staged(name, info["staged_path"]) for name, info in inputs.items()}
     log.info("reconciling %s", {name: t.num_rows for name, t in staged.items()})
     tables, found, metrics = reconcile_tables(staged, s)
 

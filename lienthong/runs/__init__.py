@@ -22,6 +22,7 @@ from lienthong.runs.ledger import (
     ingest_totals,
     integrate_run_totals,
     last_publication,
+    last_validated_staged_path,
     latest_quality_runs,
     latest_reconcile_run,
     latest_stage_run,
@@ -44,6 +45,7 @@ from lienthong.runs.ledger import (
     stage_run,
     stage_run_ingests,
     stage_runs,
+    staged_landings,
     watermark,
 )
 from lienthong.runs.records import (
@@ -69,10 +71,10 @@ __all__ = [
     "LATEST_VERSION", "LEDGER_TABLES", "MIGRATIONS", "OPS_SCHEMA", "AuditReport", "IngestRun", "Ledger",
     "LedgerVersionError", "Publication", "QualityRun", "ReconcileRun", "RuleResult", "StageRun",
     "advance_watermarks", "audit_report", "audit_reports", "ensure_ledger", "expire_publication",
-    "forget_watermarks", "ingest_runs", "ingest_totals", "integrate_run_totals", "last_publication",
+    "forget_watermarks", "ingest_runs", "ingest_totals", "integrate_run_totals", "last_publication", "last_validated_staged_path",
     "latest_quality_runs", "latest_reconcile_run", "latest_stage_run", "latest_stage_runs", "latest_staged_run_id",
     "ledger_version", "publications", "publications_after_staging", "published_datasets", "quality_run",
     "quality_runs", "reconcile_run", "record_audit_report", "record_ingest_run", "record_publication",
     "record_quality_run", "record_quarantine_moved", "record_reconcile_run", "record_stage_run", "rule_pass_counts",
-    "stage_run", "stage_run_ingests", "stage_runs", "watermark",
+    "stage_run", "stage_run_ingests", "stage_runs", "staged_landings", "watermark",
 ]

@@ -156,7 +156,7 @@ def ingest_totals(conn: connection) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------- stage runs
 
 _STAGE_COLUMNS = ("run_id", "dataset", "raw_rows", "duplicates_removed", "rows_in", "rows_staged", "rows_quarantined",
-                  "staged_path", "content_hash", "quarantine_path", "started_at", "created_at")
+                  "staged_path", "content_hash", "quarantine_path", "started_at", "created_at", "rows_unchanged", "mode")
 _REASON_FIELDS = {"quarantine": "quarantine_by_rule", "repair": "repairs", "finding": "findings"}
 
 
@@ -167,12 +167,18 @@ def record_stage_run(conn: connection, run: StageRun) -> None:
         cur.execute(f"DELETE FROM {_S}.stage_run WHERE run_id = %s AND dataset = %s", (run.run_id, run.dataset))
         cur.execute(
             f"""INSERT INTO {_S}.stage_run (run_id, dataset, raw_rows, duplicates_removed, rows_in, rows_staged,
-                rows_quarantined, conservation_ok, staged_path, content_hash, quarantine_path, started_at)
-                VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
+                rows_quarantined, conservation_ok, staged_path, content_hash, quarantine_path, started_at,
+                rows_unchanged, mode)
+                VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
             (run.run_id, run.dataset, run.raw_rows, run.duplicates_removed, run.rows_in, run.rows_staged,
              run.rows_quarantined, run.conservation_ok, run.staged_path, run.content_hash, run.quarantine_path,
-             run.started_at),
+             run.started_at, run.rows_unchanged, run.mode),
         )
+        if run.mode == "rebuild":
+            cur.execute(f"DELETE FROM {_S}.stage_landing WHERE dataset = %s", (run.dataset,))
+        cur.executemany(f"""INSERT INTO {_S}.stage_landing (dataset, landing, run_id) VALUES (%s, %s, %s)
+                            ON CONFLICT (dataset, landing) DO NOTHING""",
+                        [(run.dataset, landing, run.run_id) for landing in sorted(set(run.landings))])
         cur.executemany(f"INSERT INTO {_S}.stage_run_input (run_id, dataset, ingest_run_id) VALUES (%s, %s, %s)",
                         [(run.run_id, run.dataset, i) for i in sorted(set(run.inputs))])
         cur.executemany(
@@ -182,13 +188,16 @@ def record_stage_run(conn: connection, run: StageRun) -> None:
         )
 
 
-def record_quarantine_moved(conn: connection, run_id: str, dataset: str, rows: int, by_rule: Mapping[str, int]) -> None:
+def record_quarantine_moved(conn: connection, run_id: str, dataset: str, rows: int, by_rule: Mapping[str, int],
+                            staged_path: str | None = None, quarantine_path: str | None = None) -> None:
     """`rows` staged rows of run (run_id, dataset) moved to quarantine after validation; `by_rule` the rows per
-    rule (a row failing two rules counts for both), set as those rules' quarantine counts."""
+    rule (a row failing two rules counts for both), set as those rules' quarantine counts; the table versions
+    the move left (when given) become the run's staged and quarantine versions."""
     ensure_ledger(conn)
     with conn.cursor() as cur:
-        cur.execute(f"""UPDATE {_S}.stage_run SET rows_staged = rows_staged - %s, rows_quarantined = rows_quarantined + %s
-                        WHERE run_id = %s AND dataset = %s""", (rows, rows, run_id, dataset))
+        cur.execute(f"""UPDATE {_S}.stage_run SET rows_staged = rows_staged - %s, rows_quarantined = rows_quarantined + %s,
+                               staged_path = coalesce(%s, staged_path), quarantine_path = coalesce(%s, quarantine_path)
+                        WHERE run_id = %s AND dataset = %s""", (rows, rows, staged_path, quarantine_path, run_id, dataset))
         cur.executemany(
             f"""INSERT INTO {_S}.stage_run_reason (run_id, dataset, kind, reason, rows)
                 SELECT %s, %s, 'quarantine', %s, %s
@@ -224,6 +233,27 @@ def _stage_runs(cur, where: str, params: Sequence[Any], order: str) -> list[Stag
         per_reason: dict[str, Any] = {name: by_kind.get(kind, {}) for kind, name in _REASON_FIELDS.items()}
         out.append(StageRun(**r, inputs=tuple(inputs.get(key, ())), **per_reason))
     return out
+
+
+def last_validated_staged_path(conn: connection, dataset: str, *, before_run_id: str) -> str | None:
+    """The staged version (`stage_run.staged_path`) the newest validated staging run of `dataset` other than
+    `before_run_id` left, or None."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT s.staged_path FROM {_S}.stage_run s
+                        JOIN {_S}.quality_run q ON q.run_id = s.run_id AND q.dataset = s.dataset
+                        WHERE s.dataset = %s AND s.run_id <> %s ORDER BY s.created_at DESC LIMIT 1""",
+                    (dataset, before_run_id))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def staged_landings(conn: connection, dataset: str) -> set[str]:
+    """The raw landings `dataset`'s staged table has merged (its staged position)."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT landing FROM {_S}.stage_landing WHERE dataset = %s", (dataset,))
+        return {r[0] for r in cur.fetchall()}
 
 
 def stage_run(conn: connection, run_id: str, dataset: str) -> StageRun | None:

@@ -70,14 +70,22 @@ class StageRun:
     quarantine_by_rule: Mapping[str, int] = field(default_factory=dict)
     repairs: Mapping[str, int] = field(default_factory=dict)
     findings: Mapping[str, int] = field(default_factory=dict)
+    rows_unchanged: int = 0
+    """Rows of the change whose version the tables already held (or a newer one)."""
+    mode: str = "full"
+    """`change` (merged the new landings), `rebuild` (replaced from every landing), `none` (no new landing),
+    `full` (a per-run copy of everything, before staging merged changes)."""
+    landings: tuple[str, ...] = ()
+    """The raw landings (folders relative to the raw zone) this run merged: the dataset's staged position."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "landings", tuple(self.landings))
         _frozen_dict(self, "quarantine_by_rule", "repairs", "findings")
 
     @property
     def conservation_ok(self) -> bool:
-        return self.rows_in == self.rows_staged + self.rows_quarantined
+        return self.rows_in == self.rows_staged + self.rows_quarantined + self.rows_unchanged
 
     @property
     def finished_at(self) -> datetime | None:

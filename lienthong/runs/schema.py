@@ -202,15 +202,31 @@ COMMENT ON COLUMN {OPS_SCHEMA}.reconcile_run.model_paths IS
   'Each trained link model of the run (Splink JSON saved beside its outputs): model name -> file path';
 """
 
+# Staging merges the change into Delta tables: the landings each dataset has merged (its staged position), the
+# rows of a change that changed nothing, and what kind of run it was.
+_V4 = f"""
+CREATE TABLE {OPS_SCHEMA}.stage_landing (
+  dataset text NOT NULL,
+  landing text NOT NULL,
+  run_id text NOT NULL,
+  PRIMARY KEY (dataset, landing)
+);
+COMMENT ON TABLE {OPS_SCHEMA}.stage_landing IS
+  'The raw landings (folder relative to the raw zone) each dataset''s staged table has merged, and the run that did';
+ALTER TABLE {OPS_SCHEMA}.stage_run ADD COLUMN rows_unchanged bigint NOT NULL DEFAULT 0;
+ALTER TABLE {OPS_SCHEMA}.stage_run ADD COLUMN mode text NOT NULL DEFAULT 'full';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bookkeeping tables as before the ledger was versioned", _V1),
     Migration(2, "stage_run.raw_runs (jsonb) split into stage_run.quarantine_path, stage_run_input and "
                  "stage_run_reason", _V2),
     Migration(3, "reconcile_run.model_paths: the link models each reconciliation trained and saved", _V3),
+    Migration(4, "stage_landing (the landings each staged table merged), stage_run.rows_unchanged and mode", _V4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
-LEDGER_TABLES = ("watermark", "ingest_run", "stage_run", "stage_run_input", "stage_run_reason", "quality_run",
+LEDGER_TABLES = ("watermark", "ingest_run", "stage_run", "stage_run_input", "stage_run_reason", "stage_landing", "quality_run",
                  "quality_result", "reconcile_run", "publication", "audit_report", "schema_version")
 """Every table of the ledger, all in `OPS_SCHEMA`, all read and written by `lienthong.runs` only."""
 

@@ -1,13 +1,11 @@
-"""Staging from raw JSON payloads: typing, NFC, dedupe, quarantine reasons, conservation."""
+"""Staging from raw JSON payloads: typing, NFC, dedupe, quarantine reasons, conservation, merging the change."""
 
 from __future__ import annotations
 
 import unicodedata
 
-import pyarrow.parquet as pq
-import pytest
-
 from connectors.base.landing import RawLanding
+from lienthong import zones
 from lienthong.contracts import contract
 from lienthong.staging import stage_json_source
 
@@ -41,7 +39,7 @@ def test_valid_records_are_typed_and_names_are_nfc(tmp_path):
     nfd = unicodedata.normalize("NFD", "Trần Thị Bình")
     land(tmp_path, "r1", [citizen("031203001234"), citizen("031185004321", name=nfd, dob="1985-00-00")])
     result = stage(tmp_path)
-    table = pq.read_table(result.staged_path).to_pylist()
+    table = zones.read_table(result.staged_path).to_pylist()
     by_id = {r["citizen_id"]: r for r in table}
     assert by_id["031185004321"]["full_name"] == "Trần Thị Bình"
     assert unicodedata.is_normalized("NFC", by_id["031185004321"]["full_name"])
@@ -64,7 +62,7 @@ def test_bad_records_go_to_quarantine_with_a_reason_naming_record_and_field(tmp_
     ])
     result = stage(tmp_path)
     assert (result.rows_in, result.rows_staged, result.rows_quarantined) == (6, 1, 5)
-    q = {r["record_key"]: r for r in pq.read_table(result.quarantine_path).to_pylist()}
+    q = {r["record_key"]: r for r in zones.read_table(result.quarantine_path).to_pylist()}
     assert any("required" in x and "citizen_id (soDinhDanh) is missing" in x for x in q[None]["reasons"])
     assert any("record 03120300123X" in x and "citizen_id (soDinhDanh)" in x and "does not match" in x for x in q["03120300123X"]["reasons"])
     assert any("unparseable" in x and "birth_date (ngaySinh) = 14/05/2003" in x for x in q["031203009999"]["reasons"])
@@ -80,7 +78,7 @@ def test_repeats_across_pages_and_runs_are_deduplicated_keeping_the_latest(tmp_p
     land(tmp_path, "r2", [citizen("031203001234", name="A New", updated="2026-11-21T08:00:00+07:00")])
     result = stage(tmp_path, "r2")
     assert result.raw_rows == 3 and result.rows_in == 1 and result.duplicates_removed == 2
-    rows = pq.read_table(result.staged_path).to_pylist()
+    rows = zones.read_table(result.staged_path).to_pylist()
     assert [r["full_name"] for r in rows] == ["A New"]
     assert rows[0]["_source_run_id"] == "r2"
 
@@ -90,10 +88,13 @@ def test_same_input_gives_same_content_hash(tmp_path):
     assert stage(tmp_path, "a").content_hash == stage(tmp_path, "b").content_hash
 
 
-def test_no_raw_files_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no raw landing found for citizen"):
-        stage_json_source(contract("citizen"), [], key_source_field="soDinhDanh", updated_source_field="capNhatLuc",
-                          run_id="r", staged_dir=tmp_path, quarantine_dir=tmp_path)
+def test_no_new_landing_reads_and_writes_nothing(tmp_path):
+    land(tmp_path, "r1", [citizen("031203001234")])
+    first = stage(tmp_path)
+    result = stage_json_source(contract("citizen"), [], run_id="r2", staged_dir=tmp_path / "staged",
+                               quarantine_dir=tmp_path / "quarantine")
+    assert result.mode == "none" and result.rows_in == 0 and result.conservation_ok
+    assert result.staged_path == first.staged_path and result.quarantine_path == first.quarantine_path
 
 
 def test_rows_failing_a_critical_expectation_move_to_quarantine_with_their_original_record(tmp_path):
@@ -101,13 +102,16 @@ def test_rows_failing_a_critical_expectation_move_to_quarantine_with_their_origi
 
     land(tmp_path, "r1", [citizen(f"03120300{i:04d}") for i in range(5)])
     result = stage(tmp_path)
-    files = sorted((tmp_path / "raw").rglob("*.parquet"))
-    before = pq.read_table(result.staged_path).column("citizen_id").to_pylist()
-    moved = quarantine_failed_rows("citizen", "r1", result.staged_path, result.quarantine_path, files,
-                                   {"sex:invalidValues:validValues": [1, 3]}, {"sex:invalidValues:validValues": "expect_column_values_to_be_in_set"})
-    assert moved == {"expectation:sex:invalidValues:validValues": 2}
-    after = pq.read_table(result.staged_path).column("citizen_id").to_pylist()
-    q = pq.read_table(result.quarantine_path).to_pylist()
+    before = zones.read_table(result.staged_path).column("citizen_id").to_pylist()
+    rule = "sex:invalidValues:validValues"
+    moved = quarantine_failed_rows(contract("citizen"), "r1", result.staged_path, tmp_path / "raw",
+                                   {rule: [before[1], before[3]]}, {rule: "expect_column_values_to_be_in_set"},
+                                   quarantine_dir=tmp_path / "quarantine")
+    assert moved.by_rule == {f"expectation:{rule}": 2} and moved.rows == 2
+    after = zones.read_table(moved.staged_path).column("citizen_id").to_pylist()
+    q = zones.read_table(moved.quarantine_path).to_pylist()
     assert sorted(after + [r["record_key"] for r in q]) == sorted(before)
     assert {r["record_key"] for r in q} == {before[1], before[3]}
     assert all("expect_column_values_to_be_in_set" in r["reasons"][0] and r["payload"].startswith("{") for r in q)
+    # the version validated before the move still reads as it was
+    assert sorted(zones.read_table(result.staged_path).column("citizen_id").to_pylist()) == sorted(before)

@@ -1,0 +1,184 @@
+"""The staged and quarantine zones as Delta Lake tables (delta-rs through the `deltalake` package).
+
+One table per dataset and zone (`<zone dir>/<dataset>/`, `_delta_log/` inside): every staging run commits
+its change atomically (a MERGE on the row's merge key: insert, update, delete in one commit), every commit
+is a version readers can pin, old versions stay readable until `vacuum` removes their files after the
+retention setting. Nothing is copied per run: disk per run is the files the change rewrites.
+
+A pinned version is written `<table dir>@v<N>` (the time-travel syntax Databricks SQL uses): that string is
+what the ledger keeps as a stage run's `staged_path` and what the next steps read, so a reader always sees
+exactly the version that was validated, whatever has been committed since. `read_table` also reads a plain
+Parquet file (the per-run copies earlier releases wrote and older ledger rows still name).
+
+DuckDB reads a version through delta-rs' Arrow dataset (`dataset(ref)`), so the SQL stays DuckDB's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
+
+_REF = re.compile(r"^(?P<path>.+)@v(?P<version>[0-9]+)$")
+OP = "_op"  # the merge source's column saying what a row does: 'upsert' or 'delete' (not stored)
+
+
+def ref(path: str | Path, version: int) -> str:
+    """The reference to version `version` of the table at `path`."""
+    return f"{path}@v{version}"
+
+
+def split_ref(reference: str | Path) -> tuple[str, int | None]:
+    """(table dir or file, version or None) of a reference."""
+    m = _REF.match(str(reference))
+    return (m["path"], int(m["version"])) if m else (str(reference), None)
+
+
+def is_table(path: str | Path) -> bool:
+    return (Path(split_ref(path)[0]) / "_delta_log").is_dir()
+
+
+def open_table(reference: str | Path) -> DeltaTable:
+    """The Delta table a reference names, at its pinned version (the newest when none is given)."""
+    from deltalake import DeltaTable
+
+    path, version = split_ref(reference)
+    return DeltaTable(path, version=version)
+
+
+def version(path: str | Path) -> int | None:
+    """The newest committed version of the table at `path` (None when there is no table)."""
+    return open_table(split_ref(path)[0]).version() if is_table(path) else None
+
+
+def dataset(reference: str | Path) -> pads.Dataset:
+    """An Arrow dataset over a table version (or a Parquet file): DuckDB scans it with filters pushed down."""
+    if is_table(reference):
+        return open_table(reference).to_pyarrow_dataset()
+    import pyarrow.dataset as pads
+
+    return pads.dataset(split_ref(reference)[0], format="parquet")
+
+
+def register(con: Any, name: str, reference: str | Path) -> None:
+    """Make a table version (or a Parquet file) readable in DuckDB session `con` as view `name`.
+
+    DuckDB reads the version's own Parquet files with its native reader (filters and projections pushed
+    down, streamed within the session's memory limit); the partition folders give the partition columns.
+    Not through the Arrow dataset: delta-rs' MERGE writes text columns as Arrow `string_view`, and Arrow's
+    dataset scan cannot compare those with the table schema's `string` when DuckDB pushes a filter into it."""
+    if not is_table(reference):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_text(split_ref(reference)[0])})")
+        return
+    table = open_table(reference)
+    files = table.file_uris()
+    if not files:  # an empty version: its schema, no rows
+        con.register(name + "__empty", table.to_pyarrow_dataset().schema.empty_table())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}__empty")
+        return
+    partitions = table.metadata().partition_columns
+    listed = "[" + ", ".join(_sql_text(f) for f in files) + "]"
+    hive = ", hive_partitioning = true, hive_types_autocast = false" if partitions else ", hive_partitioning = false"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({listed}, union_by_name = true{hive})")
+
+
+def _sql_text(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def read_table(reference: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A table version (or a Parquet file) as one Arrow table; `columns` limits what is read."""
+    return dataset(reference).to_table(columns=columns)
+
+
+def schema(reference: str | Path) -> pa.Schema:
+    return dataset(reference).schema
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What one commit did: the version it made (None when there was nothing to write) and its row counts."""
+
+    version: int | None
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+def _properties(run_id: str, metadata: dict[str, str] | None) -> Any:
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata={"lienthong.run_id": run_id, **(metadata or {})})
+
+
+def create(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
+           metadata: dict[str, str] | None = None) -> Commit:
+    """Create the table at `path` holding `rows` (or replace what a table there holds, in one commit)."""
+    from deltalake import write_deltalake
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite", partition_by=partition_by or None,
+                    commit_properties=_properties(run_id, metadata))
+    return Commit(version(path), inserted=rows.num_rows)
+
+
+def merge(path: str | Path, rows: pa.Table, *, key: str, run_id: str, partition_by: list[str] | None = None,
+          metadata: dict[str, str] | None = None) -> Commit:
+    """Apply `rows` to the table at `path` in ONE commit, matched on column `key`: a row whose `_op` is
+    'upsert' replaces the row with its key or is inserted, one whose `_op` is 'delete' removes it. Creates the
+    table from the upserts when there is none. `rows` carries the table's columns plus `_op`."""
+    if rows.num_rows == 0:
+        return Commit(version(path))
+    if not is_table(path):
+        upserts = rows.filter(pa.compute.equal(rows[OP], "upsert")).drop_columns([OP])
+        return create(path, upserts, run_id=run_id, partition_by=partition_by, metadata=metadata)
+    table = open_table(path)
+    # Partition columns in the match condition let delta-rs skip the partitions the change does not touch.
+    on = " AND ".join([f"t.{_q(key)} = s.{_q(key)}"] + [f"t.{_q(c)} = s.{_q(c)}" for c in partition_by or []])
+    stats = (
+        table.merge(rows, on, source_alias="s", target_alias="t", commit_properties=_properties(run_id, metadata))
+        .when_matched_delete(f"s.{OP} = 'delete'")
+        .when_matched_update_all(f"s.{OP} = 'upsert'", except_cols=[OP])
+        .when_not_matched_insert_all(f"s.{OP} = 'upsert'", except_cols=[OP])
+        .execute()
+    )
+    return Commit(version(path), int(stats.get("num_target_rows_inserted", 0)),
+                  int(stats.get("num_target_rows_updated", 0)), int(stats.get("num_target_rows_deleted", 0)))
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def maintain(path: str | Path, *, retention_hours: int, run_id: str) -> dict[str, Any]:
+    """Compact small files (a new version with the same rows) and remove the files no version within
+    `retention_hours` needs. Returns what it did."""
+    if not is_table(path):
+        return {}
+    table = open_table(path)
+    compacted = table.optimize.compact(commit_properties=_properties(run_id, {"lienthong.maintenance": "compact"}))
+    removed = open_table(path).vacuum(retention_hours=retention_hours, dry_run=False,
+                                      enforce_retention_duration=False)
+    out = {"files_added": compacted.get("numFilesAdded", 0), "files_removed": compacted.get("numFilesRemoved", 0),
+           "vacuumed": len(removed)}
+    log.info("%s: compacted (%s) and vacuumed %d files older than %dh", path, out, len(removed), retention_hours)
+    return out
+
+
+def contract_version(path: str | Path) -> str | None:
+    """The contract version the table's newest staging commit was written under (None when unrecorded)."""
+    for commit in open_table(split_ref(path)[0]).history(50):
+        found = commit.get("lienthong.contract_version")
+        if found:
+            return str(found)
+    return None
