@@ -336,6 +336,7 @@ def validate(
     quarantine_by_rule: dict[str, int] | None = None,
     reports_dir: Path | None = None,
     warehouse_url: str | None = None,
+    store: bool = True,
 ) -> QualityResult:
     """Run the contract's suite on a staged table version, apply the gate, store the results (and Data Docs
     when `reports_dir` is given). See the module docstring for what `failed_rows` / `failed_keys` hold.
@@ -420,7 +421,8 @@ def validate(
         path.write_text(json.dumps({"gate": gate, "great_expectations": masked.to_json_dict()}, indent=2, default=str))
     result.gx_seconds = gx_seconds
     result.seconds = time.monotonic() - t0
-    _store(result, warehouse_url)
+    if store:
+        _store(result, warehouse_url)
     log.info(
         "quality %s: %d rules on %d changed of %d rows, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
         contract.name, len(outcomes), rows_changed, rows_total, "passed" if result.gate_passed else "FAILED",

@@ -277,7 +277,7 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[runs.StageRun], settings:
         paths = {s.dataset: s.staged_path for s in stages}
         tables = {name: pq.read_table(out["path"]) for name, out in (rec["outputs"] or {}).items()
                   if name in ("enterprise_representative_link", "parcel_holder_link")}
-        acc = link_accuracy(tables, zones.read_table(paths["citizen"]), zones.read_table(paths["enterprise"]), truth)
+        acc = link_accuracy(tables, zones.read_table(paths["citizen"] or ""), zones.read_table(paths["enterprise"] or ""), truth)
     except (KeyError, OSError, ValueError) as exc:  # a partial run: say so rather than fail the report
         log.warning("link accuracy not computed for run %s: %s", rec["run_id"], exc)
         return []
