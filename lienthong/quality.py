@@ -458,14 +458,17 @@ def _change_batch(contract: Contract, staged: str, columns: list[str], since_ver
         tup = ", ".join(f'"{c}"' for c in cols)
         duplicated.append(f"({tup}) IN (SELECT ({tup}) FROM t WHERE NOT ({' AND '.join(f'{chr(34)}{c}{chr(34)} IS NULL' for c in cols)}) "
                           f"GROUP BY ALL HAVING count(*) > 1)")
-    changed = f"_staged_version > {int(since_version)}"
     select = ", ".join(f'"{c}"' for c in columns)
     with session(load_settings(), purpose="quality") as con:
         zones.register(con, "t", staged)
+        if "_staged_version" in {r[0] for r in con.execute("DESCRIBE t").fetchall()}:
+            changed, key, order = f"_staged_version > {int(since_version)}", "_merge_key", "ORDER BY _merge_key"
+        else:  # a plain staged Parquet file (earlier releases' per-run copies): every row, in file order
+            changed, key, order = "true", "CAST(row_number() OVER () - 1 AS VARCHAR)", ""
         total = int((con.execute("SELECT count(*) FROM t").fetchone() or (0,))[0])
         where = " OR ".join([changed, *duplicated])
-        table = con.execute(f"SELECT {select}, _merge_key, {changed} AS _changed FROM t WHERE {where} "
-                            "ORDER BY _merge_key").fetch_arrow_table()
+        table = con.execute(f"SELECT {select}, {key} AS _merge_key, {changed} AS _changed FROM t WHERE {where} "
+                            f"{order}").fetch_arrow_table()
     df = table.to_pandas()
     return df, int(df["_changed"].sum()) if len(df) else 0, total
 
