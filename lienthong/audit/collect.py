@@ -269,13 +269,12 @@ def _accuracy(rec: dict[str, Any] | None, stages: list[runs.StageRun], settings:
     truth = settings.ground_truth_dir
     if not rec or truth is None or not (Path(truth) / "links.parquet").exists():
         return []
-    import pyarrow.parquet as pq
 
     from lienthong.linkscore import link_accuracy
 
     try:
         paths = {s.dataset: s.staged_path for s in stages}
-        tables = {name: pq.read_table(out["path"]) for name, out in (rec["outputs"] or {}).items()
+        tables = {name: zones.read_table(out["path"]) for name, out in (rec["outputs"] or {}).items()
                   if name in ("enterprise_representative_link", "parcel_holder_link")}
         acc = link_accuracy(tables, zones.read_table(paths["citizen"] or ""), zones.read_table(paths["enterprise"] or ""), truth)
     except (KeyError, OSError, ValueError) as exc:  # a partial run: say so rather than fail the report

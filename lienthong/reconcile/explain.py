@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lienthong import zones
 from lienthong.duck import session
 from lienthong.masking import mask_by_key, mask_id
 from lienthong.paths import run_folder
@@ -202,10 +203,11 @@ def explain_link(dataset: str, record_key: str, *, run_id: str | None = None, sv
         integrated_dir = load_settings().integrated_dir
     manifest = run_manifest(integrated_dir, run_id)
     path = manifest["outputs"].get(dataset)
-    if not path or not Path(path).is_file():
+    if not path or not (zones.is_table(path) or Path(path).is_file()):
         raise ExplainError(f"{dataset} of reconcile run {manifest['run_id']!r} is not on disk ({path})")
     with session(purpose="explain-link") as con:
-        rel = con.execute(f"SELECT * FROM read_parquet(?) WHERE {spec.key_sql} = ? LIMIT 1", [path, record_key])
+        zones.register(con, "links", path)
+        rel = con.execute(f"SELECT * FROM links WHERE {spec.key_sql} = ? LIMIT 1", [record_key])
         cols = [d[0] for d in rel.description]
         row = rel.fetchone()
     if row is None:
@@ -270,7 +272,6 @@ def _masked(record: dict[str, Any]) -> dict[str, Any]:
 
 def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[str, Any], *,
                            citizen_id: str | None, svg: Path | None) -> None:
-    import pyarrow.parquet as pq
     from splink import DuckDBAPI
 
     from lienthong.reconcile import sources
@@ -288,13 +289,14 @@ def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[s
     # which change what `predict` returns, not the weights.
     settings = {**json.loads(text), "retain_matching_columns": True, "retain_intermediate_calculation_columns": True}
     for name in (spec.source, "citizen"):
-        if not Path(manifest["inputs"].get(name, "")).is_file():
+        found = manifest["inputs"].get(name, "")
+        if not (zones.is_table(found) or Path(found).is_file()):
             raise ExplainError(f"the staged {name} file reconcile run {manifest['run_id']!r} read is gone "
                                f"({manifest['inputs'].get(name)}): the link cannot be rescored")
     left = _source_record(spec, manifest["inputs"][spec.source], out.record_key)
     if left.num_rows != 1:
         raise ExplainError(f"record {out.record_key!r} is {left.num_rows} rows in the staged {spec.source} file")
-    registry = sources.citizens_as_people(pq.read_table(manifest["inputs"]["citizen"]))
+    registry = sources.citizens_as_people(zones.read_table(manifest["inputs"]["citizen"]))
 
     # The scoring step of the run (`people.score_rest`) for this one record: the same tables, term
     # frequencies from the same registry, the same threshold.

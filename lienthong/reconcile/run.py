@@ -1,7 +1,7 @@
 """One reconciliation run: staged zone -> links -> integrated zone + findings (the `integrate` DAG's last task).
 
-Owns the order of the steps, where the integrated files go (`<data>/integrated/<dataset>/run=<run>/`,
-written atomically, one folder per run so a rerun replaces its own output), the run's record in
+Owns the order of the steps, where the integrated tables go (`<data>/integrated/<dataset>/`, a Delta table
+each, one commit per reconciliation replacing its rows; the version is what the ledger names), the run's record in
 `lienthong_ops.reconcile_run`, and the findings sync. Logs one line per step with counts and rates. The run's
 trained link models are saved beside its outputs (`lienthong.reconcile.explain.save_models`); their paths are
 returned as `model_paths`.
@@ -20,17 +20,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lienthong import zones
 from lienthong.duck import session
-from lienthong.paths import run_folder
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 
 
-def integrated_path(integrated_dir: Path, dataset: str, run_id: str) -> Path:
-
-    return run_folder(integrated_dir, dataset, run_id) / f"{dataset}.parquet"
+def integrated_table(integrated_dir: Path, dataset: str) -> Path:
+    """Where an integrated dataset's Delta table lives; each reconciliation commits one version of it."""
+    return Path(integrated_dir) / dataset
 
 
 def _hash(table: pa.Table) -> str:
@@ -137,7 +137,6 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
     from lienthong.runs.latest import latest_integration
-    from lienthong.staging import write_atomic
 
     s = settings or load_settings()
     url = warehouse_url(s)
@@ -157,8 +156,11 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
 
     outputs: dict[str, Any] = {}
     for name, table in tables.items():
-        path = write_atomic(table, integrated_path(s.integrated_dir, name, run_id))
-        outputs[name] = {"path": str(path), "rows": table.num_rows, "content_hash": _hash(table)}
+        # One commit per dataset replacing its rows: readers pin the version (`<table>@v<N>`) the ledger names.
+        commit = zones.create(integrated_table(s.integrated_dir, name), table, run_id=run_id,
+                              metadata={"lienthong.mode": "reconcile"})
+        path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
+        outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
     metrics["inputs"] = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"],
                                 "rows": staged[name].num_rows} for name, info in inputs.items()}
     model_paths = save_models(

@@ -12,11 +12,9 @@ unique ids links are keyed by:
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lienthong import adminunits
 from lienthong.datasets import STAGED
@@ -24,12 +22,6 @@ from lienthong.reconcile.people import fold_commune, person_table, with_names
 from lienthong.standardize.text import fold_key
 
 INPUT_DATASETS = STAGED  # the reconciliation reads every staged dataset
-
-
-def read_staged(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """One staged file (without the staging bookkeeping columns unless asked for)."""
-    table = pq.read_table(path, columns=columns)
-    return table
 
 
 def representative_key(table: pa.Table) -> pa.Array:

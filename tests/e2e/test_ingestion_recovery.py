@@ -37,10 +37,10 @@ def _served(data: Path) -> list[str]:
 
 
 def _staged_and_quarantined(settings) -> list[str]:
-    staged_file = max(settings.staged_dir.joinpath("citizen").glob("run=*/citizen.parquet"), key=lambda p: p.stat().st_mtime)
-    q_file = max(settings.quarantine_dir.joinpath("citizen").glob("run=*/quarantine.parquet"), key=lambda p: p.stat().st_mtime)
-    keys = pq.read_table(staged_file).column("citizen_id").to_pylist()
-    keys += [k for k in pq.read_table(q_file).column("record_key").to_pylist() if k]
+    from lienthong import zones
+
+    keys = zones.read_table(settings.staged_dir / "citizen").column("citizen_id").to_pylist()
+    keys += [k for k in zones.read_table(settings.quarantine_dir / "citizen").column("record_key").to_pylist() if k]
     return sorted(keys)
 
 

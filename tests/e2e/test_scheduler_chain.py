@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from lienthong import zones
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CITIZENS = 600
@@ -217,7 +219,7 @@ def test_published_view_returns_exactly_the_staged_citizen_rows(chain):
     # the flat columns come from the staged citizen; the nested ones from reconciliation
     source = {f.name: f.custom["derivedFrom"].split(".", 1)[1] for f in fields
               if f.custom["derivedFrom"].startswith("citizen.")}
-    staged = pq.read_table(chain["staged_path"], columns=sorted(set(source.values()))).to_pylist()
+    staged = zones.read_table(chain["staged_path"], columns=sorted(set(source.values()))).to_pylist()
     expected = sorted(
         ({name: row[col] for name, col in source.items()} for row in staged), key=lambda r: r["citizen_id"]
     )

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from lienthong import zones
+
 pytestmark = pytest.mark.integration
 
 CITIZENS = 1500
@@ -71,8 +73,8 @@ def three_runs(tmp_path_factory):
 
         # the representative to be recorded as deceased: an exact link to an active enterprise
         rec_out = pipeline.latest_reconciliation(pipeline.warehouse_url(settings))["outputs"]
-        links = pq.read_table(rec_out["enterprise_representative_link"]["path"]).to_pylist()
-        ents = {e["enterprise_code"]: e["status"] for e in pq.read_table(rec_out["enterprise_master"]["path"]).to_pylist()}
+        links = zones.read_table(rec_out["enterprise_representative_link"]["path"]).to_pylist()
+        ents = {e["enterprise_code"]: e["status"] for e in zones.read_table(rec_out["enterprise_master"]["path"]).to_pylist()}
         originals = {r["soDinhDanh"]: r for r in _citizen_records(settings.raw_dir) if r.get("soDinhDanh")}
         alive = {k for k, r in originals.items() if r.get("trangThai") == "CON_SONG" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.get("ngaySinh") or "")}
         rep_id = next(lk["citizen_id"] for lk in sorted(links, key=lambda x: (x["enterprise_code"], x["position"]))

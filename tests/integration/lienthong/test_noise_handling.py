@@ -10,6 +10,8 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import pytest
 
+from lienthong import zones
+
 pytestmark = pytest.mark.integration
 
 HIGH = {
@@ -50,8 +52,8 @@ def staged(tmp_path_factory):
                                        staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
             out[name] = {
                 "result": result,
-                "staged": {r["_key"]: r for r in _with_keys(pq.read_table(result.staged_path).to_pylist(), c)},
-                "quarantined": {r["record_key"]: r for r in pq.read_table(result.quarantine_path).to_pylist()},
+                "staged": {r["_key"]: r for r in _with_keys(zones.read_table(result.staged_path).to_pylist(), c)},
+                "quarantined": {r["record_key"]: r for r in zones.read_table(result.quarantine_path).to_pylist()},
             }
         noise = defaultdict(set)
         originals = {}

@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from lienthong import zones
+
 pytestmark = pytest.mark.integration
 
 CITIZENS = 4000
@@ -33,15 +35,15 @@ def province(tmp_path_factory):
 
 
 def _tables(summary) -> dict[str, pa.Table]:
-    return {name: pq.read_table(out["path"]) for name, out in summary["outputs"].items()}
+    return {name: zones.read_table(out["path"]) for name, out in summary["outputs"].items()}
 
 
 def test_links_meet_the_accuracy_targets_against_ground_truth(province):
     from lienthong.linkscore import link_accuracy
 
     stages = province["stages"]
-    acc = link_accuracy(_tables(province["summary"]), pq.read_table(stages["citizen"]["staged_path"]),
-                        pq.read_table(stages["enterprise"]["staged_path"]), province["truth"])
+    acc = link_accuracy(_tables(province["summary"]), zones.read_table(stages["citizen"]["staged_path"]),
+                        zones.read_table(stages["enterprise"]["staged_path"]), province["truth"])
     assert acc["representative_citizen"]["linkable"] > 200
     assert acc["holder_citizen"]["linkable"] > 1500
     assert acc["representative_citizen"]["f1"] >= 0.99, acc["representative_citizen"]
@@ -233,7 +235,7 @@ def planted(province):
     from lienthong.findings import Finding
 
     stages = province["stages"]
-    base = {name: pq.read_table(s["staged_path"]) for name, s in stages.items()}
+    base = {name: zones.read_table(s["staged_path"]) for name, s in stages.items()}
     tables, expect = _plant(base, base)
     url = ensure_database(warehouse_url(), "reconcile_planted")
     ids = {t: Finding(type=t, subject=subj).finding_id for t, subj in expect.items()}
