@@ -76,6 +76,9 @@ class Settings:
     retry_attempts: int = 6
     retry_max_wait: float = 30.0
     published_retention: int = 5
+    # The staged, quarantine and integrated Delta tables: the hours an old version stays readable (time travel)
+    # before `vacuum` removes the files only it needed; each run compacts the small files its change wrote.
+    zone_retention_hours: int = 168
     # Probabilistic linkage bands (Splink match probability): >= accept is linked, >= review goes to a
     # reviewer as a finding, below review is rejected.
     match_accept: float = 0.95
@@ -173,6 +176,7 @@ def load_settings() -> Settings:
         retry_attempts=_env_int("RETRY_ATTEMPTS", 6),
         retry_max_wait=_env_float("RETRY_MAX_WAIT", 30.0),
         published_retention=_env_int("PUBLISHED_RETENTION", 5),
+        zone_retention_hours=_env_int("ZONE_RETENTION_HOURS", 168),
         match_accept=_probability("MATCH_ACCEPT", "0.95"),
         match_review=_probability("MATCH_REVIEW", "0.80"),
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,

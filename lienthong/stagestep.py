@@ -28,6 +28,7 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
     run, its conservation check and the landings it merged. A run with no new landing writes and records
     nothing (`mode: none`). The tables are rebuilt from every landing when asked (`rebuild`), when they do not
     exist, or when they were written under another version of the contract."""
+    from lienthong import zones
     from lienthong.contracts import contract
     from lienthong.staging import StagePlan, landing_of, stage_json_source, staged_schema, table_paths
 
@@ -58,6 +59,8 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
                 quarantine_by_rule=result.quarantine_by_rule, repairs=result.repairs, findings=result.findings,
                 rows_unchanged=result.rows_unchanged, mode=result.mode,
                 landings=tuple(sorted({landing_of(f, s.raw_dir) for f in new}))))
+        for table in table_paths(dataset, s.staged_dir, s.quarantine_dir):
+            zones.maintain(table, retention_hours=s.zone_retention_hours, run_id=run_id)
     return result.as_dict()
 
 

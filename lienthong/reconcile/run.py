@@ -161,6 +161,7 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
                               metadata={"lienthong.mode": "reconcile"})
         path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
         outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
+        zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours, run_id=run_id)
     metrics["inputs"] = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"],
                                 "rows": staged[name].num_rows} for name, info in inputs.items()}
     model_paths = save_models(
