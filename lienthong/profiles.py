@@ -10,12 +10,11 @@ lists as list<struct>), ordered by the primary key:
 - `reconciliation_findings`: the findings store as it stands (every status);
 - `quality_summary`: every stored quality result.
 
-All joins are DuckDB SQL over Parquet files; the two store-backed datasets are read from PostgreSQL.
+All joins are DuckDB SQL over the zones' tables; the two store-backed datasets are read from PostgreSQL.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,10 +25,13 @@ from lienthong.duck import session
 
 
 def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
-    """The rows `sql` selects from views over the given Parquet files, in the contract's schema."""
+    """The rows `sql` selects from views over the given zone tables (a Delta table version or a Parquet file,
+    `lienthong.zones` references), in the contract's schema."""
+    from lienthong import zones
+
     with session(purpose="profiles") as con:
         for name, path in paths.items():
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({json.dumps(str(path))})")
+            zones.register(con, name, path)
         table = con.execute(sql).fetch_arrow_table()
     schema = contract.arrow_schema()
     return table.select(schema.names).cast(schema)
