@@ -49,7 +49,7 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
             done = runs.staged_landings(conn, dataset)
         new = [f for f in files if landing_of(f, s.raw_dir) not in done]
     result = stage_json_source(c, new, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
-                               full=bool(why))
+                               full=bool(why), raw_dir=s.raw_dir)
     if result.mode != "none":
         with connect(url) as conn:
             runs.record_stage_run(conn, runs.StageRun(

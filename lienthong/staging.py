@@ -338,13 +338,18 @@ def stage_json_source(
     staged_dir: Path,
     quarantine_dir: Path,
     full: bool = False,
+    raw_dir: Path | None = None,
     key_source_field: str | None = None,
     updated_source_field: str | None = None,
 ) -> StageResult:
     """Merge the records of `raw_files` (the landings not staged yet) into the dataset's staged and quarantine
     tables; see the module docstring. With `full`, the tables are replaced by what `raw_files` (then every
     landing) hold: the rebuild. Key and cursor fields come from the contract (the keyword arguments override
-    them). With no file, nothing is written and the result says so."""
+    them). With no file, nothing is written and the result says so.
+
+    Records quarantined only because a uniqueness rule found their value twice (in validation) are staged
+    again with every change, from their landing in `raw_dir`: the duplicate may be gone, and validation moves
+    them back if it is not. Without `raw_dir` they stay where they are."""
     plan = StagePlan.from_contract(contract)
     if key_source_field or updated_source_field:
         plan = replace(plan, key_field=key_source_field or plan.key_field, updated_field=updated_source_field or plan.updated_field)
@@ -356,17 +361,18 @@ def stage_json_source(
     files = [str(p) for p in raw_files]
     # A bounded session (memory limit, spill folder, threads) so staging a national table stays within a worker.
     with session(load_settings(), purpose="staging") as con:
-        raw_rows, rows_in, applied = _typed_delta(con, plan, files)
         current = {} if full else _register_current(con, staged_table, quarantine_table)
+        held_back = _uniqueness_held(con, plan, raw_dir) if current and raw_dir is not None else ([], [])
+        raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back)
         # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
         # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
         if current:
-            con.execute("""CREATE TEMP TABLE held AS
+            con.execute(f"""CREATE TEMP TABLE held AS
                 SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
                 WHERE _identity IN (SELECT _identity FROM typed)
                 UNION ALL
                 SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
-                WHERE _identity IN (SELECT _identity FROM typed)""")
+                WHERE _identity IN (SELECT _identity FROM typed) AND NOT {_only_uniqueness(plan.contract)}""")
         else:
             con.execute("CREATE TEMP TABLE held (_identity VARCHAR, _source_updated_at TIMESTAMPTZ, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
         con.execute(f"""CREATE TEMP TABLE winners AS
@@ -535,14 +541,47 @@ def content_hash(contract: Contract, staged: str) -> str:
     return hashlib.sha256(f"{contract.version}\n{n}\n{x}".encode()).hexdigest()
 
 
-def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str]) -> tuple[int, int, Any]:
-    """Read `files` and build the temp table `typed`: the latest version of each identity in them, extracted,
-    standardized, typed, with its reasons. Returns (raw rows, rows in, the standardization's counts)."""
+def _uniqueness_rules(contract: Contract) -> list[str]:
+    return [f"expectation:{r.name}" for r in contract.rules if r.metric == "duplicateValues"]
+
+
+def _only_uniqueness(contract: Contract) -> str:
+    """SQL: a quarantine row is there only because validation found its value duplicated."""
+    rules = _uniqueness_rules(contract)
+    if not rules:
+        return "false"
+    return f"(len(rules) > 0 AND list_has_all([{', '.join(_lit(r) for r in rules)}], rules))"
+
+
+def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, raw_dir: Path) -> tuple[list[str], list[str]]:
+    """(landing files, record hashes) of the records quarantined only by a uniqueness rule."""
+    found = con.execute(f"SELECT DISTINCT _source_run_id, _record_hash FROM cur_quarantine "
+                        f"WHERE {_only_uniqueness(plan.contract)}").fetchall()
+    if not found:
+        return [], []
+    run_folders = {safe_run_id(r) for r, _ in found if r}
+    files = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in run_folders]
+    return files, sorted({h for _, h in found})
+
+
+def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
+                 recheck: tuple[list[str], list[str]] = ([], [])) -> tuple[int, int, Any]:
+    """Read `files` (plus the records `recheck` names: landing files, record hashes) and build the temp table
+    `typed`: the latest version of each identity in them, extracted, standardized, typed, with its reasons.
+    Returns (raw rows, rows in, the standardization's counts)."""
     contract = plan.contract
     if files:
         con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
     else:
         con.execute("CREATE TEMP TABLE raw (payload VARCHAR, _entity VARCHAR, _run_id VARCHAR, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
+    recheck_files, recheck_hashes = recheck
+    if recheck_files and recheck_hashes:
+        con.register("recheck_hashes", pa.table({"h": pa.array(recheck_hashes, pa.string())}))
+        con.execute(f"""INSERT INTO raw BY NAME
+                        SELECT payload, _entity, _run_id, _record_hash, _ingested_at
+                        FROM read_parquet({json.dumps(recheck_files)}, union_by_name = true)
+                        WHERE _record_hash IN (SELECT h FROM recheck_hashes)
+                          AND _record_hash NOT IN (SELECT _record_hash FROM raw)""")
     raw_rows = _scalar(con, "SELECT count(*) FROM raw")
     key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
     upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
