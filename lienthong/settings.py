@@ -79,6 +79,9 @@ class Settings:
     # The staged, quarantine and integrated Delta tables: the hours an old version stays readable (time travel)
     # before `vacuum` removes the files only it needed; each run compacts the small files its change wrote.
     zone_retention_hours: int = 168
+    # A full stage (first load, rebuild) of a source with more raw rows than this runs in parts of about this
+    # many rows (hash buckets of the record identity), so its memory follows the part, not the source.
+    stage_chunk_rows: int = 500_000
     # Probabilistic linkage bands (Splink match probability): >= accept is linked, >= review goes to a
     # reviewer as a finding, below review is rejected.
     match_accept: float = 0.95
@@ -177,6 +180,7 @@ def load_settings() -> Settings:
         retry_max_wait=_env_float("RETRY_MAX_WAIT", 30.0),
         published_retention=_env_int("PUBLISHED_RETENTION", 5),
         zone_retention_hours=_env_int("ZONE_RETENTION_HOURS", 168),
+        stage_chunk_rows=_env_int("STAGE_CHUNK_ROWS", 500_000),
         match_accept=_probability("MATCH_ACCEPT", "0.95"),
         match_review=_probability("MATCH_REVIEW", "0.80"),
         ground_truth_dir=Path(truth).expanduser().resolve() if (truth := _env("GROUND_TRUTH_DIR")) else None,

@@ -73,6 +73,8 @@ def _rebuild_needed(c: Any, staged_table: Any, schema: Any) -> str | None:
     held = zones.schema(staged_table)
     if [(f.name, f.type) for f in held] != [(f.name, f.type) for f in schema]:
         return f"the table's columns differ from contract {c.name} {c.version}'s"
+    if zones.last_mode(staged_table) == "rebuild-partial":
+        return "a rebuild of the table was interrupted"
     written = zones.contract_version(staged_table)
     if written is not None and written != c.version:
         return f"written under contract version {written}, now {c.version}"

@@ -359,82 +359,58 @@ def stage_json_source(
     if not raw_files and not full:
         return _nothing_to_stage(contract, run_id, staged_table, quarantine_table, schema, t0)
     files = [str(p) for p in raw_files]
-    # A bounded session (memory limit, spill folder, threads) so staging a national table stays within a worker.
-    with session(load_settings(), purpose="staging") as con:
-        current = {} if full else _register_current(con, staged_table, quarantine_table)
-        held_back = _uniqueness_held(con, plan, raw_dir) if current and raw_dir is not None else ([], [])
-        raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back)
-        # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
-        # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
-        if current:
-            con.execute(f"""CREATE TEMP TABLE held AS
-                SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
-                WHERE _identity IN (SELECT _identity FROM typed)
-                UNION ALL
-                SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
-                WHERE _identity IN (SELECT _identity FROM typed) AND NOT {_only_uniqueness(plan.contract)}""")
-        else:
-            con.execute("CREATE TEMP TABLE held (_identity VARCHAR, _source_updated_at TIMESTAMPTZ, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
-        con.execute(f"""CREATE TEMP TABLE winners AS
-            SELECT _identity FROM (
-              SELECT _identity, src, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}, src) AS rn
-              FROM (SELECT DISTINCT _identity, _source_updated_at, _record_hash, _ingested_at, 1 AS src FROM typed
-                    UNION ALL SELECT *, 0 AS src FROM held))
-            WHERE rn = 1 AND src = 1""")
-        con.execute("CREATE TEMP VIEW changed AS SELECT * FROM typed WHERE _identity IN (SELECT _identity FROM winners)")
-        rows_staged = _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) = 0")
-        rows_quarantined = _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) > 0")
-        held_version = zones.version(staged_table)
-        next_version = 0 if held_version is None else held_version + 1  # the version this run's commit makes
-        cols = ", ".join([_quote(f.name) for f in staged_fields] + [_quote(c) for c in PLATFORM_NAMES])
-        staged_rows = con.execute(
-            f"""SELECT {cols.replace('"_staged_version"', f'CAST({next_version} AS BIGINT) AS _staged_version')},
-                       'upsert' AS _op FROM changed WHERE len(_reasons) = 0"""
-            + ("" if full or not current else f"""
-                UNION ALL BY NAME
-                SELECT _merge_key, {_partition_select(plan, contract)} 'delete' AS _op FROM cur_staged
-                WHERE _identity IN (SELECT _identity FROM winners)
-                  AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) = 0)""")
-            + " ORDER BY " + ", ".join(_quote(k) for k in contract.primary_key)
-        ).fetch_arrow_table()
-        quarantine_rows = con.execute(
-            f"""SELECT {_lit(contract.name)} AS dataset, {_lit(run_id)} AS run_id, _source_key AS record_key,
-                       list_transform(_reasons, r -> 'record ' || coalesce(_source_key, '<no key>') || ': ' || split_part(r, '|', 1) || ': ' || split_part(r, '|', 3)) AS reasons,
-                       list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)) AS rules,
-                       payload, _source_run_id, _record_hash, _ingested_at, _identity, _merge_key, _source_updated_at,
-                       'upsert' AS _op
-                FROM changed WHERE len(_reasons) > 0"""
-            + ("" if full or not current else """
-                UNION ALL BY NAME
-                SELECT _merge_key, 'delete' AS _op FROM cur_quarantine
-                WHERE _identity IN (SELECT _identity FROM winners)
-                  AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) > 0)""")
-            + " ORDER BY _merge_key"
-        ).fetch_arrow_table()
-        by_rule = dict(con.execute(
-            "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM changed) GROUP BY r ORDER BY r"
-        ).fetchall())
-        raw_runs = [r[0] for r in con.execute("SELECT DISTINCT _run_id FROM raw ORDER BY 1").fetchall()]
-
-    staged_rows = staged_rows.cast(pa.schema(list(schema) + [pa.field(zones.OP, pa.string())]))
-    quarantine_rows = quarantine_rows.cast(pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())]))
-    meta = {"lienthong.contract_version": contract.version, "lienthong.mode": "rebuild" if full else "change"}
     partition = _partition_by(plan, contract)
-    # Quarantine first: a kill between the two commits leaves a record in both tables at most (the rerun's merge
-    # settles it), never in neither.
-    if full:
-        q = zones.create(quarantine_table, quarantine_rows.drop_columns([zones.OP]), run_id=run_id, metadata=meta)
-        s = zones.create(staged_table, staged_rows.drop_columns([zones.OP]), run_id=run_id, partition_by=partition, metadata=meta)
-    else:
-        _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
-        _ensure_table(staged_table, schema, run_id, partition)
-        q = zones.merge(quarantine_table, quarantine_rows, key="_merge_key", run_id=run_id, metadata=meta)
-        s = zones.merge(staged_table, staged_rows, key="_merge_key", run_id=run_id, partition_by=partition, metadata=meta)
+    # A full stage of a large source runs in parts, each a disjoint share of the record identities (a hash
+    # bucket), so memory follows the part, not the source; the first part replaces the tables, the others
+    # append. Until the last part's staged commit, the table's newest commit says "rebuild-partial", and a
+    # run finding that (a rebuild killed half-way) rebuilds again.
+    parts = _parts(files, load_settings().stage_chunk_rows) if full else 1
+    totals = {"raw_rows": 0, "rows_in": 0, "rows_staged": 0, "rows_quarantined": 0, "deleted": 0}
+    by_rule: dict[str, int] = {}
+    repairs: dict[str, int] = {}
+    found: dict[str, int] = {}
+    raw_runs: set[str] = set()
+    s = q = zones.Commit(None)
+    for part in range(parts):
+        held_version = zones.version(staged_table)
+        next_version = 0 if held_version is None else held_version + 1  # the version this part's commit makes
+        # A bounded session (memory limit, spill folder, threads) so staging a national table stays within a worker.
+        with session(load_settings(), purpose="staging") as con:
+            out = _stage_part(con, plan, files, run_id=run_id, full=full, raw_dir=raw_dir, staged_table=staged_table,
+                              quarantine_table=quarantine_table, staged_fields=staged_fields,
+                              next_version=next_version, bucket=(part, parts) if parts > 1 else None)
+        staged_rows = out.pop("staged_rows").cast(pa.schema(list(schema) + [pa.field(zones.OP, pa.string())]))
+        quarantine_rows = out.pop("quarantine_rows").cast(pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())]))
+        last = part == parts - 1
+        meta = {"lienthong.contract_version": contract.version,
+                "lienthong.mode": ("rebuild" if last else "rebuild-partial") if full else "change"}
+        # Quarantine first: a kill between the two commits leaves a record in both tables at most (the rerun's
+        # merge settles it), never in neither.
+        if full:
+            write = zones.create if part == 0 else zones.append
+            q = write(quarantine_table, quarantine_rows.drop_columns([zones.OP]), run_id=run_id, metadata=meta)
+            s = write(staged_table, staged_rows.drop_columns([zones.OP]), run_id=run_id, partition_by=partition, metadata=meta)
+        else:
+            _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
+            _ensure_table(staged_table, schema, run_id, partition)
+            q = zones.merge(quarantine_table, quarantine_rows, key="_merge_key", run_id=run_id, metadata=meta)
+            s = zones.merge(staged_table, staged_rows, key="_merge_key", run_id=run_id, partition_by=partition, metadata=meta)
+        for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
+            totals[k] += out[k]
+        totals["deleted"] += s.deleted + q.deleted
+        for target, counts in ((by_rule, out["by_rule"]), (repairs, out["repairs"]), (found, out["findings"])):
+            for k, v in counts.items():
+                target[k] = target.get(k, 0) + v
+        raw_runs |= set(out["raw_runs"])
+        if parts > 1:
+            log.info("staged %s part %d of %d: %d rows in, %d staged, %d quarantined", contract.name, part + 1, parts,
+                     out["rows_in"], out["rows_staged"], out["rows_quarantined"])
+    rows_in, rows_staged, rows_quarantined = totals["rows_in"], totals["rows_staged"], totals["rows_quarantined"]
     result = StageResult(
         dataset=contract.name,
         run_id=run_id,
-        raw_rows=raw_rows,
-        duplicates_removed=raw_rows - rows_in,
+        raw_rows=totals["raw_rows"],
+        duplicates_removed=totals["raw_rows"] - rows_in,
         rows_in=rows_in,
         rows_staged=rows_staged,
         rows_quarantined=rows_quarantined,
@@ -442,17 +418,17 @@ def stage_json_source(
         staged_path=zones.ref(staged_table, _required(s.version)),
         quarantine_path=zones.ref(quarantine_table, _required(q.version)),
         content_hash=content_hash(contract, zones.ref(staged_table, _required(s.version))),
-        raw_runs=raw_runs,
-        quarantine_by_rule=by_rule,
+        raw_runs=sorted(raw_runs),
+        quarantine_by_rule=dict(sorted(by_rule.items())),
         seconds=time.monotonic() - t0,
-        repairs=dict(sorted(applied.repair_counts.items())),
-        findings=dict(sorted(applied.finding_counts.items())),
+        repairs=dict(sorted(repairs.items())),
+        findings=dict(sorted(found.items())),
         mode="rebuild" if full else "change",
-        deleted=s.deleted + q.deleted - (rows_staged + rows_quarantined - s.inserted - s.updated - q.inserted - q.updated),
+        deleted=totals["deleted"],
     )
     log.info(
         "staged %s (%s): raw %d, in %d, staged %d, quarantined %d, unchanged %d -> %s (%.1fs)",
-        contract.name, result.mode, raw_rows, rows_in, rows_staged, rows_quarantined, result.rows_unchanged,
+        contract.name, result.mode, result.raw_rows, rows_in, rows_staged, rows_quarantined, result.rows_unchanged,
         result.staged_path, result.seconds,
     )
     if not result.conservation_ok:
@@ -461,6 +437,77 @@ def stage_json_source(
             f"{result.rows_quarantined} + unchanged {result.rows_unchanged}"
         )
     return result
+
+
+def _parts(files: list[str], chunk_rows: int) -> int:
+    """How many parts a full stage of `files` takes: their rows (from the Parquet footers) per `chunk_rows`."""
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    return max(1, -(-rows // max(chunk_rows, 1)))
+
+
+def _stage_part(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str], *, run_id: str, full: bool,
+                raw_dir: Path | None, staged_table: Path, quarantine_table: Path, staged_fields: list[Field],
+                next_version: int, bucket: tuple[int, int] | None) -> dict[str, Any]:
+    """Stage one part (all of a change, or one hash bucket of a full stage) in session `con`: the rows to
+    write to each table (with `_op`) and the counts."""
+    contract = plan.contract
+    current = {} if full else _register_current(con, staged_table, quarantine_table)
+    held_back = _uniqueness_held(con, plan, raw_dir) if current and raw_dir is not None else ([], [])
+    raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back, bucket=bucket)
+    # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
+    # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
+    if current:
+        con.execute(f"""CREATE TEMP TABLE held AS
+            SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
+            WHERE _identity IN (SELECT _identity FROM typed)
+            UNION ALL
+            SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
+            WHERE _identity IN (SELECT _identity FROM typed) AND NOT {_only_uniqueness(contract)}""")
+    else:
+        con.execute("CREATE TEMP TABLE held (_identity VARCHAR, _source_updated_at TIMESTAMPTZ, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
+    con.execute(f"""CREATE TEMP TABLE winners AS
+        SELECT _identity FROM (
+          SELECT _identity, src, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}, src) AS rn
+          FROM (SELECT DISTINCT _identity, _source_updated_at, _record_hash, _ingested_at, 1 AS src FROM typed
+                UNION ALL SELECT *, 0 AS src FROM held))
+        WHERE rn = 1 AND src = 1""")
+    con.execute("CREATE TEMP VIEW changed AS SELECT * FROM typed WHERE _identity IN (SELECT _identity FROM winners)")
+    cols = ", ".join([_quote(f.name) for f in staged_fields] + [_quote(c) for c in PLATFORM_NAMES])
+    staged_rows = con.execute(
+        f"""SELECT {cols.replace('"_staged_version"', f'CAST({next_version} AS BIGINT) AS _staged_version')},
+                   'upsert' AS _op FROM changed WHERE len(_reasons) = 0"""
+        + ("" if not current else f"""
+            UNION ALL BY NAME
+            SELECT _merge_key, {_partition_select(plan, contract)} 'delete' AS _op FROM cur_staged
+            WHERE _identity IN (SELECT _identity FROM winners)
+              AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) = 0)""")
+        + " ORDER BY " + ", ".join(_quote(k) for k in contract.primary_key)
+    ).fetch_arrow_table()
+    quarantine_rows = con.execute(
+        f"""SELECT {_lit(contract.name)} AS dataset, {_lit(run_id)} AS run_id, _source_key AS record_key,
+                   list_transform(_reasons, r -> 'record ' || coalesce(_source_key, '<no key>') || ': ' || split_part(r, '|', 1) || ': ' || split_part(r, '|', 3)) AS reasons,
+                   list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)) AS rules,
+                   payload, _source_run_id, _record_hash, _ingested_at, _identity, _merge_key, _source_updated_at,
+                   'upsert' AS _op
+            FROM changed WHERE len(_reasons) > 0"""
+        + ("" if not current else """
+            UNION ALL BY NAME
+            SELECT _merge_key, 'delete' AS _op FROM cur_quarantine
+            WHERE _identity IN (SELECT _identity FROM winners)
+              AND _merge_key NOT IN (SELECT _merge_key FROM changed WHERE len(_reasons) > 0)""")
+        + " ORDER BY _merge_key"
+    ).fetch_arrow_table()
+    return {
+        "raw_rows": raw_rows, "rows_in": rows_in,
+        "rows_staged": _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) = 0"),
+        "rows_quarantined": _scalar(con, "SELECT count(*) FROM changed WHERE len(_reasons) > 0"),
+        "staged_rows": staged_rows, "quarantine_rows": quarantine_rows,
+        "by_rule": dict(con.execute(
+            "SELECT r, count(*) FROM (SELECT unnest(list_distinct(list_transform(_reasons, r -> split_part(r, '|', 1) || ':' || split_part(r, '|', 2)))) AS r FROM changed) GROUP BY r ORDER BY r"
+        ).fetchall()),
+        "raw_runs": [r[0] for r in con.execute("SELECT DISTINCT _run_id FROM raw ORDER BY 1").fetchall()],
+        "repairs": dict(applied.repair_counts), "findings": dict(applied.finding_counts),
+    }
 
 
 def _required(version: int | None) -> int:
@@ -565,13 +612,18 @@ def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, raw_dir: P
 
 
 def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
-                 recheck: tuple[list[str], list[str]] = ([], [])) -> tuple[int, int, Any]:
+                 recheck: tuple[list[str], list[str]] = ([], []), bucket: tuple[int, int] | None = None) -> tuple[int, int, Any]:
     """Read `files` (plus the records `recheck` names: landing files, record hashes) and build the temp table
     `typed`: the latest version of each identity in them, extracted, standardized, typed, with its reasons.
     Returns (raw rows, rows in, the standardization's counts)."""
     contract = plan.contract
     if files:
-        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true)")
+        where = ""
+        if bucket is not None:  # one share of the identities: every version of a record falls in the same part
+            key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+            ident = f"_entity || '|' || {key}" if plan.per_province else key
+            where = f" WHERE hash(coalesce({ident}, '#' || _record_hash)) % {bucket[1]} = {bucket[0]}"
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true){where}")
     else:
         con.execute("CREATE TEMP TABLE raw (payload VARCHAR, _entity VARCHAR, _run_id VARCHAR, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
     recheck_files, recheck_hashes = recheck

@@ -132,6 +132,25 @@ def create(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[
     return Commit(version(path), inserted=rows.num_rows)
 
 
+def append(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
+           metadata: dict[str, str] | None = None) -> Commit:
+    """Add `rows` to the table at `path` in one commit (rows whose keys the table does not hold yet)."""
+    from deltalake import write_deltalake
+
+    write_deltalake(str(path), rows, mode="append", partition_by=partition_by or None,
+                    commit_properties=_properties(run_id, metadata))
+    return Commit(version(path), inserted=rows.num_rows)
+
+
+def last_mode(path: str | Path) -> str | None:
+    """The `lienthong.mode` of the table's newest commit that names one (maintenance commits name theirs as
+    `lienthong.maintenance` and are skipped)."""
+    for commit in open_table(split_ref(path)[0]).history(50):
+        if commit.get("lienthong.mode"):
+            return str(commit["lienthong.mode"])
+    return None
+
+
 def merge(path: str | Path, rows: pa.Table, *, key: str, run_id: str, partition_by: list[str] | None = None,
           metadata: dict[str, str] | None = None) -> Commit:
     """Apply `rows` to the table at `path` in ONE commit, matched on column `key`: a row whose `_op` is

@@ -115,3 +115,23 @@ def test_rows_failing_a_critical_expectation_move_to_quarantine_with_their_origi
     assert all("expect_column_values_to_be_in_set" in r["reasons"][0] and r["payload"].startswith("{") for r in q)
     # the version validated before the move still reads as it was
     assert sorted(zones.read_table(result.staged_path).column("citizen_id").to_pylist()) == sorted(before)
+
+
+def test_a_full_stage_in_parts_equals_one_pass(tmp_path, monkeypatch):
+    from lienthong.rebuild import compare
+
+    land(tmp_path, "r1", [citizen(f"03120300{i:04d}") for i in range(12)] + [citizen("bad")])
+    land(tmp_path, "r2", [citizen("031203000003", name="Đổi Tên", updated="2026-11-21T08:00:00+07:00")])
+    files = sorted((tmp_path / "raw").rglob("*.parquet"))
+    one = stage_json_source(contract("citizen"), files, run_id="one", staged_dir=tmp_path / "s1",
+                            quarantine_dir=tmp_path / "q1", full=True)
+    monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "4")
+    parts = stage_json_source(contract("citizen"), files, run_id="one", staged_dir=tmp_path / "s2",
+                              quarantine_dir=tmp_path / "q2", full=True)
+    assert zones.version(tmp_path / "s2" / "citizen") >= 3  # one commit per part
+    assert zones.last_mode(tmp_path / "s2" / "citizen") == "rebuild"
+    assert (parts.rows_in, parts.rows_staged, parts.rows_quarantined) == (one.rows_in, one.rows_staged, one.rows_quarantined) == (13, 12, 1)
+    assert compare(one.staged_path, parts.staged_path, exclude=("_staged_version",))["equal"]
+    assert compare(one.quarantine_path, parts.quarantine_path)["equal"]
+    names = {r["citizen_id"]: r["full_name"] for r in zones.read_table(parts.staged_path).to_pylist()}
+    assert names["031203000003"] == "Đổi Tên"
