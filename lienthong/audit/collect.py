@@ -5,7 +5,7 @@ publications) and how each figure is computed:
 
 - quality: every expectation of every staged dataset with its unexpected counts, and per dataset the pass
   rate and the gate (from `quality_run` / `quality_result`);
-- conservation: rows in = staged + quarantined per dataset (`stage_run`);
+- conservation of each run's change: rows in = staged + quarantined + unchanged per dataset (`stage_run`);
 - quarantine by dataset and reason, with a few example records (masked: `lienthong.masking`);
 - findings by type, severity and responsible agency: open after the run, and what the run opened, reopened
   and resolved (`finding_event`), with the new and resolved findings listed (masked);
@@ -173,7 +173,9 @@ def _conservation(stages: list[runs.StageRun]) -> list[dict[str, Any]]:
     return [
         {"dataset": s.dataset, "raw_rows": s.raw_rows, "duplicates_removed": s.duplicates_removed,
          "rows_in": s.rows_in, "rows_staged": s.rows_staged, "rows_quarantined": s.rows_quarantined,
-         "difference": s.rows_in - s.rows_staged - s.rows_quarantined, "conservation_ok": s.conservation_ok}
+         "rows_unchanged": s.rows_unchanged, "mode": s.mode,
+         "difference": s.rows_in - s.rows_staged - s.rows_quarantined - s.rows_unchanged,
+         "conservation_ok": s.conservation_ok}
         for s in stages
     ]
 
