@@ -15,7 +15,7 @@ INTEGRATED: tuple[str, ...] = ("person_master", "enterprise_master", "parcel_mas
 PUBLISHED: tuple[str, ...] = ("citizen_profile", "enterprise_profile", "parcel_register", "reconciliation_findings",
                               "quality_summary")
 # The warehouse stores some published datasets are read from (lienthong_ops tables, not zone datasets).
-STORES: tuple[str, ...] = ("finding", "quality_result", "quality_run")
+STORES: tuple[str, ...] = ("finding", "finding_event", "quality_result", "quality_run")
 
 # Each integrated and published dataset's contract `derivedFrom`, as written there.
 DERIVED_FROM: dict[str, tuple[str, ...]] = {
@@ -29,7 +29,7 @@ DERIVED_FROM: dict[str, tuple[str, ...]] = {
     "enterprise_profile": ("enterprise_master", "enterprise_representative_link", "person_master",
                            "legal_representative", "parcel_holder_link", "parcel_master"),
     "parcel_register": ("parcel_master", "parcel_holder_link", "person_master", "enterprise_master", "land_holder"),
-    "reconciliation_findings": ("finding",),
+    "reconciliation_findings": ("finding", "finding_event"),
     "quality_summary": ("quality_result", "quality_run"),
 }
 

@@ -7,10 +7,14 @@ lists as list<struct>), ordered by the primary key:
   parcels they hold through a valid certificate (links in the `accept` band only);
 - `enterprise_profile`: the enterprise golden record with its representatives and land;
 - `parcel_register`: the parcel golden record with its holders and certificates;
-- `reconciliation_findings`: the findings store as it stands (every status);
-- `quality_summary`: every stored quality result.
+- `reconciliation_findings`: the findings store as it stands (every status, with its lifecycle);
+- `quality_summary`: the current outcome of every quality rule per staged dataset (its latest validation).
 
-All joins are DuckDB SQL over the zones' tables; the two store-backed datasets are read from PostgreSQL.
+All joins are DuckDB SQL over the zones' tables; the two store-backed datasets are read from PostgreSQL. They
+describe the state of the stores, never which run last looked at them (no run ids, no "last seen" or
+"evaluated at" times): a run that finds the same findings and the same quality outcomes builds the same rows,
+so publication (by content fingerprint) writes no new version; a finding opened, resolved or reopened, or a
+rule whose outcome or counts changed, does.
 """
 
 from __future__ import annotations
@@ -132,32 +136,58 @@ def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
 
 
 def reconciliation_findings(contract: Contract, url: str) -> pa.Table:
+    """Every finding (open or resolved) with its lifecycle. `status_since` is when it took its current status:
+    resolved -> `resolved_at`; open -> its latest 'opened' or 'reopened' event (`first_seen_at` for a finding
+    without events). A run that merely sees an open finding again changes no column here (its `last_seen_*`,
+    which every run moves, is bookkeeping and not published)."""
     from lienthong.db import connect
     from lienthong.findings import TAXONOMY, ensure_findings_schema
 
     with connect(url) as conn:
         ensure_findings_schema(conn)
     table = _from_postgres(url, """
-        SELECT finding_id, type, '' AS title, severity, agency, status, subject::text AS subject,
-               evidence::text AS evidence, first_seen_at, last_seen_at, resolved_at, times_reopened
-        FROM lienthong_ops.finding ORDER BY finding_id
+        SELECT f.finding_id, f.type, '' AS title, f.severity, f.agency, f.status, f.subject::text AS subject,
+               f.evidence::text AS evidence, f.first_seen_at,
+               CASE WHEN f.status = 'resolved' THEN f.resolved_at ELSE coalesce(e.opened_at, f.first_seen_at) END
+                 AS status_since,
+               f.resolved_at, f.times_reopened
+        FROM lienthong_ops.finding f
+        LEFT JOIN (SELECT finding_id, max(at) AS opened_at FROM lienthong_ops.finding_event
+                   WHERE event IN ('opened', 'reopened') GROUP BY finding_id) e USING (finding_id)
+        ORDER BY f.finding_id
     """, contract)
     titles = pa.array([TAXONOMY[t].title for t in table["type"].to_pylist()], pa.string())
     return table.set_column(table.schema.get_field_index("title"), table.schema.field("title"), titles)
 
 
 def quality_summary(contract: Contract, url: str) -> pa.Table:
-    """Every rule result of every quality run (from the run ledger), by run, dataset and rule."""
+    """The current outcome of every quality rule, by dataset and rule: the rule results of each staged dataset's
+    latest validation (from the run ledger), with `outcome_since`, when the dataset's unbroken series of
+    validations ending with the latest one started giving the rule this outcome (pass or fail). Which run
+    validated last, and when, is not a column: validating unchanged data again changes no row."""
     from lienthong import runs
     from lienthong.db import connect
 
     with connect(url) as conn:
         quality = runs.quality_runs(conn)
-    rows = [{"run_id": q.run_id, "dataset": q.dataset, "rule": r.rule, "expectation": r.expectation,
-             "column_name": r.column_name, "severity": r.severity, "success": r.success,
-             "element_count": r.element_count, "unexpected_count": r.unexpected_count,
-             "unexpected_percent": r.unexpected_percent, "tolerance": r.tolerance, "evaluated_at": q.created_at}
-            for q in quality for r in q.results]
+    history: dict[str, list[runs.QualityRun]] = {}
+    for q in sorted(quality, key=lambda q: (q.created_at, q.run_id)):
+        history.setdefault(q.dataset, []).append(q)
+    rows = []
+    for dataset in sorted(history):
+        *earlier, latest = history[dataset]
+        outcomes = [{r.rule: r.success for r in q.results} for q in earlier]
+        for r in sorted(latest.results, key=lambda r: r.rule):
+            since = latest.created_at
+            for q, outcome in zip(reversed(earlier), reversed(outcomes), strict=True):
+                if outcome.get(r.rule) != r.success:  # the other outcome, or not evaluated then
+                    break
+                since = q.created_at
+            rows.append({"dataset": dataset, "rule": r.rule, "expectation": r.expectation,
+                         "column_name": r.column_name, "severity": r.severity, "success": r.success,
+                         "element_count": r.element_count, "unexpected_count": r.unexpected_count,
+                         "unexpected_percent": r.unexpected_percent, "tolerance": r.tolerance,
+                         "outcome_since": since})
     schema = contract.arrow_schema()
     return pa.table({f.name: pa.array([row[f.name] for row in rows], f.type) for f in schema}, schema=schema)
 

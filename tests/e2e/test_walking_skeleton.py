@@ -86,9 +86,9 @@ def test_second_run_without_source_change_publishes_nothing_new_and_duplicates_n
     pubs2 = chain["after_second"]["publications"]
     from lienthong.assets import PUBLISHED_DATASETS
 
-    # The two store-backed datasets change with every run by design: quality_summary gains the run's results
-    # and reconciliation_findings the run's last_seen_at. The three built from the data stay unchanged.
-    stable = set(PUBLISHED_DATASETS) - {"quality_summary", "reconciliation_findings"}
+    # The store-backed reconciliation_findings included: it describes the findings' state, not which run last
+    # saw them. quality_summary has a test of its own below.
+    stable = set(PUBLISHED_DATASETS) - {"quality_summary"}
     assert {p["dataset"] for p in pubs1} == set(PUBLISHED_DATASETS)
     assert {(p["dataset"], p["version"]) for p in pubs1 if p["dataset"] in stable} == {(d, 1) for d in stable}
     assert {(p["dataset"], p["version"]) for p in pubs2 if p["dataset"] in stable} == {(d, 1) for d in stable}, \
@@ -97,6 +97,20 @@ def test_second_run_without_source_change_publishes_nothing_new_and_duplicates_n
     (s2,) = [s for s in chain["after_second"]["staging"] if s["dataset"] == "citizen"]
     assert (s2["rows_in"], s2["rows_staged"], s2["rows_quarantined"]) == (s1["rows_in"], s1["rows_staged"], s1["rows_quarantined"])
     assert len(chain["view_ids"]) == s1["rows_staged"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 18: a no-change run still validates each dataset on the rows it re-landed (mode 'change', none of "
+    "them changed), and lienthong.quality counts a warning rule's failures among the changed rows only, so the "
+    "stored outcome of a warning rule failing on unchanged rows drops to 0 and quality_summary changes"))
+def test_second_run_without_source_change_publishes_no_new_quality_summary(chain):
+    # quality_summary is the current outcome per dataset and rule (no run ids, no evaluation times): it changes
+    # only when a stored outcome does.
+    pubs1 = [(p["dataset"], p["version"]) for p in chain["after_first"]["publications"]]
+    pubs2 = [(p["dataset"], p["version"]) for p in chain["after_second"]["publications"]]
+    assert ("quality_summary", 1) in pubs1
+    assert [p for p in pubs2 if p[0] == "quality_summary"] == [("quality_summary", 1)], \
+        "an unchanged source must not publish a new version"
 
 
 def test_published_parquet_version_has_a_manifest_matching_the_view(chain):

@@ -102,16 +102,16 @@ FINDINGS = [
     {"finding_id": "deceased_certificate_holder:0123456789abcdef", "type": "deceased_certificate_holder",
      "title": "Land certificate held by a deceased citizen", "severity": "high", "agency": "land_registry",
      "status": "open", "subject": json.dumps({"certificate_no": "EF11223344", "citizen_id": "001050007890"}),
-     "evidence": json.dumps({"date_of_death": "2024-05-06"}), "first_seen_at": T, "last_seen_at": T,
+     "evidence": json.dumps({"date_of_death": "2024-05-06"}), "first_seen_at": T, "status_since": T,
      "resolved_at": None, "times_reopened": 0},
 ]
 QUALITY = [
-    {"run_id": "r1", "dataset": "citizen", "rule": "citizen_id:nullValues", "expectation": "expect_column_values_to_not_be_null",
+    {"dataset": "citizen", "rule": "citizen_id:nullValues", "expectation": "expect_column_values_to_not_be_null",
      "column_name": "citizen_id", "severity": "critical", "success": True, "element_count": 3, "unexpected_count": 0,
-     "unexpected_percent": 0.0, "tolerance": "<= 0 rows", "evaluated_at": T},
-    {"run_id": "r1", "dataset": "citizen", "rule": "sex:invalidValues:validValues", "expectation": "expect_column_values_to_be_in_set",
+     "unexpected_percent": 0.0, "tolerance": "<= 0 rows", "outcome_since": T},
+    {"dataset": "citizen", "rule": "sex:invalidValues:validValues", "expectation": "expect_column_values_to_be_in_set",
      "column_name": "sex", "severity": "warning", "success": True, "element_count": 3, "unexpected_count": 0,
-     "unexpected_percent": 0.0, "tolerance": "<= 1.00% of rows", "evaluated_at": T},
+     "unexpected_percent": 0.0, "tolerance": "<= 1.00% of rows", "outcome_since": T},
 ]
 ROWS: dict[str, list[dict[str, Any]]] = {"citizen_profile": CITIZENS, "enterprise_profile": ENTERPRISES,
                                          "parcel_register": PARCELS, "reconciliation_findings": FINDINGS,

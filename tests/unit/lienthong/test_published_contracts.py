@@ -16,7 +16,7 @@ PRIMARY_KEYS = {
     "enterprise_profile": ["enterprise_code"],
     "parcel_register": ["province_code", "commune_code_original", "map_sheet", "parcel_number", "parcel_id"],
     "reconciliation_findings": ["finding_id"],
-    "quality_summary": ["run_id", "dataset", "rule"],
+    "quality_summary": ["dataset", "rule"],
 }
 
 # nested column -> its struct members, in order
