@@ -96,6 +96,9 @@ class QualityResult:
     failed_rows: dict[str, list[int]] = field(default_factory=dict)
     failed_keys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failed_merge_keys: dict[str, list[str]] = field(default_factory=dict)
+    # row-level warning rules -> the changed rows (by `_merge_key`) that fail them: what validation records
+    # in the rows' `_failed_rules`
+    flagged: dict[str, list[str]] = field(default_factory=dict)
     staged_path: str = ""
     rows_changed: int = 0
     seconds: float = 0.0
@@ -361,7 +364,7 @@ def validate(
     needed = {c for r in contract.rules for c in r.columns} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
     available = set(zones.schema(staged_path).names)
     columns = [c for c in contract.field_names if c in needed & available]
-    df, rows_changed, rows_total = _change_batch(contract, str(staged_path), columns, since_version)
+    df, rows_changed, rows_total, held = _change_batch(contract, str(staged_path), columns, since_version)
     rows_in = rows_total if rows_in is None else rows_in
     quarantine_by_rule = quarantine_by_rule or {}
     suite_name = f"{contract.name}@{contract.version}"
@@ -379,6 +382,7 @@ def validate(
 
     outcomes: list[RuleOutcome] = []
     failed_rows: dict[str, list[int]] = {}
+    flagged: dict[str, list[str]] = {}
     by_rule = {r.expectation_config.meta.get("rule"): r for r in res.results}
     for rule, exp in pairs:
         r = by_rule.get(rule.name)
@@ -388,6 +392,12 @@ def validate(
         unexpected = int(details.get("unexpected_count") or 0)
         if rule.severity == "critical" and unexpected:
             failed_rows[rule.name] = sorted({int(i) for i in details.get("unexpected_index_list") or []})
+        if _dataset_level(contract, rule) is None:
+            if rule.severity != "critical" and unexpected:
+                positions = sorted({int(i) for i in details.get("unexpected_index_list") or []})
+                flagged[rule.name] = [str(k) for k in df["_merge_key"].iloc[positions]]
+            # the rows validated earlier that still fail it (their `_failed_rules`), besides the change's
+            unexpected += held.get(rule.name, 0)
         quarantined = _quarantined_for(rule, quarantine_by_rule)
         ok = rule.allows(unexpected + quarantined, rows_in)
         outcomes.append(
@@ -404,6 +414,7 @@ def validate(
         failed_rows=failed_rows,
         failed_keys=failed_keys,
         failed_merge_keys={name: [str(k) for k in df["_merge_key"].iloc[positions]] for name, positions in failed_rows.items()},
+        flagged=flagged,
         staged_path=str(staged_path),
         rows_changed=rows_changed,
     )
@@ -418,6 +429,7 @@ def validate(
         result.result_path = str(path)
         gate = result.as_dict(include_keys=_keys_are_public(contract))
         gate.pop("failed_merge_keys", None)
+        gate.pop("flagged", None)
         path.write_text(json.dumps({"gate": gate, "great_expectations": masked.to_json_dict()}, indent=2, default=str))
     result.gx_seconds = gx_seconds
     result.seconds = time.monotonic() - t0
@@ -442,10 +454,11 @@ def _dataset_level(contract: Contract, rule: QualityRule) -> list[str] | None:
     return pk if rule.column in pk and len(pk) > 1 else [rule.column]
 
 
-def _change_batch(contract: Contract, staged: str, columns: list[str], since_version: int) -> tuple[Any, int, int]:
-    """(pandas batch, changed rows, rows in the version): the rows written after `since_version`, plus every
-    row sharing a uniqueness rule's (non-null) value with another row, `_changed` telling them apart; a fresh
-    RangeIndex, so GX's failing row index is a position in the batch."""
+def _change_batch(contract: Contract, staged: str, columns: list[str], since_version: int) -> tuple[Any, int, int, dict[str, int]]:
+    """(pandas batch, changed rows, rows in the version, {rule: unchanged rows failing it}): the batch is the
+    rows written after `since_version`, plus every row sharing a uniqueness rule's (non-null) value with
+    another row, `_changed` telling them apart; a fresh RangeIndex, so GX's failing row index is a position
+    in the batch. The unchanged rows' failures are read from their `_failed_rules`."""
     from lienthong import zones
     from lienthong.duck import session
     from lienthong.settings import load_settings
@@ -461,8 +474,13 @@ def _change_batch(contract: Contract, staged: str, columns: list[str], since_ver
     select = ", ".join(f'"{c}"' for c in columns)
     with session(load_settings(), purpose="quality") as con:
         zones.register(con, "t", staged)
-        if "_staged_version" in {r[0] for r in con.execute("DESCRIBE t").fetchall()}:
+        present = {r[0] for r in con.execute("DESCRIBE t").fetchall()}
+        held: dict[str, int] = {}
+        if "_staged_version" in present:
             changed, key, order = f"_staged_version > {int(since_version)}", "_merge_key", "ORDER BY _merge_key"
+            if "_failed_rules" in present:
+                held = dict(con.execute(f"SELECT r, count(*) FROM (SELECT unnest(_failed_rules) AS r FROM t "
+                                        f"WHERE NOT ({changed})) GROUP BY r").fetchall())
         else:  # a plain staged Parquet file (earlier releases' per-run copies): every row, in file order
             changed, key, order = "true", "CAST(row_number() OVER () - 1 AS VARCHAR)", ""
         total = int((con.execute("SELECT count(*) FROM t").fetchone() or (0,))[0])
@@ -470,7 +488,7 @@ def _change_batch(contract: Contract, staged: str, columns: list[str], since_ver
         table = con.execute(f"SELECT {select}, {key} AS _merge_key, {changed} AS _changed FROM t WHERE {where} "
                             f"{order}").fetch_arrow_table()
     df = table.to_pandas()
-    return df, int(df["_changed"].sum()) if len(df) else 0, total
+    return df, int(df["_changed"].sum()) if len(df) else 0, total, held
 
 
 def _keys_at(df: Any, key: list[str], positions: list[int]) -> list[dict[str, Any]]:

@@ -77,10 +77,10 @@ def check(settings: Settings, datasets: list[str] | None = None) -> dict[str, An
     current tables. Returns per dataset and table the comparison, and `equal` overall."""
     from lienthong.contracts import contract
     from lienthong.quality import validate
+    from lienthong.stagestep import apply_verdict
     from lienthong.staging import (
         StagePlan,
         quarantine_by_rule,
-        quarantine_failed_rows,
         stage_json_source,
         table_paths,
     )
@@ -101,13 +101,9 @@ def check(settings: Settings, datasets: list[str] | None = None) -> dict[str, An
             result = validate(c, staged.staged_path, run_id=run_id, since_version=-1,
                               rows_in=staged.rows_staged + staged.rows_quarantined,
                               quarantine_by_rule=quarantine_by_rule(q_ref), store=False)
-            critical = {o.rule: o.expectation for o in result.outcomes if o.severity == "critical"}
-            failing = {r: k for r, k in result.failed_merge_keys.items() if r in critical and k}
-            s_ref = staged.staged_path
-            if failing:
-                moved = quarantine_failed_rows(c, run_id, s_ref, settings.raw_dir, failing, critical,
-                                               quarantine_dir=scratch / "quarantine")
-                s_ref, q_ref = moved.staged_path, moved.quarantine_path
+            moved = apply_verdict(c, run_id, result, staged.staged_path, raw_dir=settings.raw_dir,
+                                  quarantine_dir=scratch / "quarantine")
+            s_ref, q_ref = moved.staged_path, moved.quarantine_path
             out["datasets"][name] = {
                 "staged": compare(current_staged, s_ref, exclude=NOT_COMPARED["staged"]),
                 "quarantine": compare(current_quarantine, q_ref, exclude=NOT_COMPARED["quarantine"]),

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from lienthong import runs
 from lienthong.db import connect, warehouse_url
@@ -90,7 +93,7 @@ def validate_dataset(dataset: str, run_id: str, stage_summary: dict[str, Any], s
     from lienthong.contracts import contract
     from lienthong.quality import validate as run_validation
     from lienthong.quality import verdict
-    from lienthong.staging import quarantine_by_rule, quarantine_failed_rows
+    from lienthong.staging import quarantine_by_rule
 
     s = settings
     url = warehouse_url(s)
@@ -110,18 +113,40 @@ def validate_dataset(dataset: str, run_id: str, stage_summary: dict[str, Any], s
         warehouse_url=url,
     )
     out = verdict(result, c)
+    applied = apply_verdict(c, run_id, result, staged_ref, raw_dir=s.raw_dir, quarantine_dir=s.quarantine_dir)
+    out["moved_to_quarantine"] = applied.by_rule
+    if applied.staged_path != staged_ref:
+        with connect(url) as conn:
+            runs.record_quarantine_moved(conn, run_id, dataset, applied.rows, applied.by_rule,
+                                         staged_path=applied.staged_path, quarantine_path=applied.quarantine_path)
+        out["staged_path"] = applied.staged_path
+    return out
+
+
+def apply_verdict(c: Any, run_id: str, result: Any, staged_ref: str, *, raw_dir: Path, quarantine_dir: Path) -> Any:
+    """What a validation does to the tables: record on each changed row the warning rules it fails
+    (`_failed_rules`, one commit), then move the rows failing a critical rule to quarantine
+    (`staging.quarantine_failed_rows`). Returns the move (`staging.Moved`) with the versions left."""
+    from lienthong import zones
+    from lienthong.staging import Moved, quarantine_failed_rows
+
+    if result.flagged:
+        rules_of: dict[str, list[str]] = {}
+        for rule, keys in result.flagged.items():
+            for k in keys:
+                rules_of.setdefault(k, []).append(rule)
+        rows = pa.table({"_merge_key": pa.array(sorted(rules_of), pa.string()),
+                         "_failed_rules": pa.array([sorted(rules_of[k]) for k in sorted(rules_of)], pa.list_(pa.string()))})
+        path = zones.split_ref(staged_ref)[0]
+        commit = zones.set_column(path, rows, key="_merge_key", column="_failed_rules", run_id=run_id,
+                                  metadata={"lienthong.mode": "validation"})
+        staged_ref = zones.ref(path, commit.version or 0)
     critical = {o.rule: o.expectation for o in result.outcomes if o.severity == "critical"}
     failing = {rule: keys for rule, keys in result.failed_merge_keys.items() if rule in critical and keys}
-    out["moved_to_quarantine"] = {}
     if failing:
-        moved = quarantine_failed_rows(c, run_id, staged_ref, s.raw_dir, failing, critical,
-                                       quarantine_dir=s.quarantine_dir)
-        with connect(url) as conn:
-            runs.record_quarantine_moved(conn, run_id, dataset, moved.rows, moved.by_rule,
-                                         staged_path=moved.staged_path, quarantine_path=moved.quarantine_path)
-        out["moved_to_quarantine"] = moved.by_rule
-        out["staged_path"] = moved.staged_path
-    return out
+        return quarantine_failed_rows(c, run_id, staged_ref, raw_dir, failing, critical, quarantine_dir=quarantine_dir)
+    q_table = Path(quarantine_dir) / c.name
+    return Moved(0, {}, staged_ref, zones.ref(q_table, zones.version(q_table) or 0))
 
 
 def _count(reference: str) -> int:

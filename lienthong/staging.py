@@ -58,6 +58,9 @@ PLATFORM_COLUMNS = [
     pa.field("_merge_key", pa.string()),  # the row: the identity, '#<position>' added for a child row
     pa.field("_source_updated_at", pa.timestamp("us", tz="UTC")),  # the source's update time of this version
     pa.field("_staged_version", pa.int64()),  # the staged table version that wrote the row
+    # the row-level warning rules the row fails, set by validation of the change that wrote it (so the state's
+    # failures per rule are an aggregate, not a revalidation of every row)
+    pa.field("_failed_rules", pa.list_(pa.string())),
 ]
 PLATFORM_NAMES = [f.name for f in PLATFORM_COLUMNS]
 # Which version of a record wins (SQL ORDER BY: the first row wins). Records only, never landing batches.
@@ -474,7 +477,8 @@ def _stage_part(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str
     con.execute("CREATE TEMP VIEW changed AS SELECT * FROM typed WHERE _identity IN (SELECT _identity FROM winners)")
     cols = ", ".join([_quote(f.name) for f in staged_fields] + [_quote(c) for c in PLATFORM_NAMES])
     staged_rows = con.execute(
-        f"""SELECT {cols.replace('"_staged_version"', f'CAST({next_version} AS BIGINT) AS _staged_version')},
+        f"""SELECT {cols.replace('"_staged_version"', f'CAST({next_version} AS BIGINT) AS _staged_version')
+                        .replace('"_failed_rules"', 'CAST(NULL AS VARCHAR[]) AS _failed_rules')},
                    'upsert' AS _op FROM changed WHERE len(_reasons) = 0"""
         + ("" if not current else f"""
             UNION ALL BY NAME

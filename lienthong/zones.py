@@ -175,6 +175,22 @@ def merge(path: str | Path, rows: pa.Table, *, key: str, run_id: str, partition_
                   int(stats.get("num_target_rows_updated", 0)), int(stats.get("num_target_rows_deleted", 0)))
 
 
+def set_column(path: str | Path, rows: pa.Table, *, key: str, column: str, run_id: str,
+               partition_by: list[str] | None = None, metadata: dict[str, str] | None = None) -> Commit:
+    """Set `column` of the rows whose `key` is in `rows` (columns: key, column, partition columns) in ONE
+    commit; other columns and rows are left as they are."""
+    if rows.num_rows == 0:
+        return Commit(version(path))
+    on = " AND ".join([f"t.{_q(key)} = s.{_q(key)}"] + [f"t.{_q(c)} = s.{_q(c)}" for c in partition_by or []])
+    stats = (
+        open_table(path).merge(rows, on, source_alias="s", target_alias="t",
+                               commit_properties=_properties(run_id, metadata))
+        .when_matched_update(updates={_q(column): f"s.{_q(column)}"})
+        .execute()
+    )
+    return Commit(version(path), updated=int(stats.get("num_target_rows_updated", 0)))
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
