@@ -1,5 +1,5 @@
-"""An incremental run against a full one: change 1 % of the source records, run the pipeline again from
-the watermarks, and compare every stage.
+"""Three pipeline runs in one benchmark: a full one, one after 1 % of the source records changed, and one with
+no source change at all; every stage compared, per task its peak RSS, per run the disk it added (issue 18).
 
     .venv/bin/python benchmarks/bench_incremental.py --citizens 100000 [--changed 0.01] [--result PATH]
 
@@ -14,14 +14,30 @@ for the whole benchmark:
 2. change `--changed` of the source records in each system, as an edit in the agency system would: the
    population and business APIs' `POST /_sandbox/touch` (the record's update time becomes one second after
    the newest the registry holds), `sandbox.land_db.touch_land` on each province's three tables (update time = now);
-3. incremental run: the same steps; ingestion starts from the watermarks the full run left, staging and
-   validation re-run over the whole raw zone, reconciliation over the whole staged zone.
+3. change run: the same steps; ingestion starts from the watermarks the full run left, staging merges the
+   landings not staged yet into the Delta tables, validation checks the changed rows, reconciliation runs
+   when a staged version changed;
+4. no-change run: the same steps again with nothing changed at the sources. Whatever the connectors fetch
+   again at their inclusive boundaries (below) lands again and staging finds it unchanged.
 
-Each run is a child process of its own (its peak RSS is its own; the parent holds the sandbox). Records, per
-stage, seconds for both runs and their ratio; per source, rows fetched by the incremental run against the
+Each step (each ingestion, each `stage_<ds>`, each `validate_<ds>`, reconcile) is a child process of its own,
+as an Airflow task is: its peak RSS (VmHWM) is the task's. The stage summary goes to the validate child in a
+temporary JSON file, as the DAG's XCom; validation is skipped when staging had no new landing (`mode:
+none`), as the DAG skips it. Reconcile runs in every run (the DAG skips it when every validation was skipped)
+and may answer `unchanged`. Per step: `seconds` (the step's function; the modules it imports are loaded
+before the clock starts, `import_s`), `cpu_s` (its CPU seconds, every thread of the process), `process_s`
+(the child's wall time: interpreter, imports, step, exit). The machine's load average is recorded around each
+run: on a shared machine the wall times move with other work, CPU seconds much less.
+
+Records, per stage, the seconds of the three runs and the ratios change/full and no-change/full (on the
+steps' seconds and on the processes' wall time); per task its peak RSS; per run the bytes it added under each
+zone of the data dir (raw, staged, quarantine, integrated; a du-style walk before and after the run), and
+the issue's targets as booleans: change run <= 0.05 of the full run for staging and validation, no-change
+run <= 0.02 of a full run, peak RSS <= 4 GiB per task. Per source, rows fetched by the change run against the
 records changed, and the rows a correct incremental walk must fetch besides them: the records at the
 watermark's own instant (population: `updated_since` is inclusive), on the watermark's day (business: `tuNgay`
-has day granularity), or inside the land connector's 15-minute overlap window before the watermark.
+has day granularity), or inside the land connector's 15-minute overlap window before the watermark; and
+what the no-change run fetched again.
 
 Writes benchmarks/results/incremental.json (or `--result`) and prints a table.
 """
@@ -34,6 +50,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,53 +71,77 @@ def _log(msg: str) -> None:
 
 
 
-# ---- child: one pipeline run ----------------------------------------------------------------------------
-def child(label: str, provinces: list[str]) -> dict:
-    """One run of the pipeline (the functions the DAG tasks call), timed per step."""
+# ---- child: one pipeline step ---------------------------------------------------------------------------
+# The modules each step's function imports when it runs: imported before the clock starts, so a step's
+# `seconds` is its work and `import_s` the imports a fresh task process pays first.
+PRELOAD = {
+    "ingest_population": ("connectors.population.ingest",),
+    "ingest_business": ("connectors.business.ingest",),
+    "ingest_land": ("connectors.land.ingest",),
+    "stage": ("lienthong.stagestep", "lienthong.staging", "lienthong.zones", "deltalake", "duckdb"),
+    "validate": ("lienthong.stagestep", "lienthong.staging", "lienthong.quality", "lienthong.zones",
+                 "great_expectations"),
+    "reconcile": ("lienthong.reconcile.run", "lienthong.reconcile.people", "lienthong.reconcile.integrate",
+                  "lienthong.reconcile.dedupe", "lienthong.reconcile.sources", "lienthong.reconcile.organisations",
+                  "lienthong.reconcile.explain", "lienthong.findings", "lienthong.runs.latest"),
+}
+
+
+def _rows(reference: str | None) -> int | None:
+    """Rows of a staged or quarantine table version (None when there is none)."""
+    from lienthong import zones
+
+    return int(zones.dataset(reference).count_rows()) if reference else None
+
+
+def step_child(kind: str, run_id: str, arg: str | None, summary_file: Path | None) -> dict:
+    """One pipeline step (the function the DAG task calls) in this process, timed; this process's peak RSS is
+    the task's."""
+    import importlib
+
+    t0 = time.monotonic()
     from lienthong import pipeline
 
-    run_id = f"bench-incr-{label}-{time.time_ns()}"
-    steps: dict[str, dict] = {}
-
-    def timed(name: str, fn, *args):
-        t0 = time.monotonic()
-        out = fn(*args)
-        seconds = time.monotonic() - t0
-        steps[name] = {"seconds": round(seconds, 3), "rss_mib": rss_mib("VmRSS")}
-        return out, steps[name]
-
-    for source, fn in (("population", pipeline.ingest_population), ("business", pipeline.ingest_business)):
-        r, s = timed(f"ingest_{source}", fn, run_id)
-        # walk_s: the connector's own walk (watermark to landing commit), without imports and client set-up
-        s.update(rows=r["rows"], pages=r["pages"], requests=r.get("requests"), walk_s=r.get("seconds"),
-                 watermark_from=r.get("watermark_from"), watermark_to=r.get("watermark_to"))
-        _log(f"{label}: ingest_{source} {r['rows']} rows, {r['pages']} pages in {s['seconds']:.1f} s")
-    for province in provinces:
-        r, s = timed(f"ingest_land_{province}", pipeline.ingest_land, run_id, province)
-        s.update(rows=r["rows"], walk_s=r.get("seconds"),
-                 tables={t: {"rows": v["rows"], "read_from": v["read_from"], "watermark_to": v["watermark_to"]}
-                         for t, v in r["tables"].items()})
-        _log(f"{label}: ingest_land {province} {r['rows']} rows in {s['seconds']:.1f} s")
-    for ds in DATASETS:
-        summary, s = timed(f"stage_{ds}", pipeline.stage, ds, run_id)
-        s.update(rows_in=summary["rows_in"], rows_staged=summary["rows_staged"], rows_quarantined=summary["rows_quarantined"],
-                 raw_rows=summary["raw_rows"])
-        verdict, v = timed(f"validate_{ds}", pipeline.validate, ds, run_id, summary)
-        v.update(gate_passed=verdict["gate_passed"])
-        _log(f"{label}: {ds} staged {summary['rows_staged']} of {summary['raw_rows']} raw rows in {s['seconds']:.1f} s, "
-             f"validated in {v['seconds']:.1f} s (gate {'passed' if verdict['gate_passed'] else 'FAILED'})")
-    rec, s = timed("reconcile", pipeline.reconcile, run_id)
-    s.update(rows={n: o["rows"] for n, o in rec["outputs"].items()})
-    _log(f"{label}: reconcile in {s['seconds']:.1f} s")
-
-    def total(prefix: str) -> float:
-        return round(sum(v["seconds"] for k, v in steps.items() if k.startswith(prefix)), 3)
-
-    stages = {"ingest_population": total("ingest_population"), "ingest_business": total("ingest_business"),
-              "ingest_land": total("ingest_land_"), "stage": total("stage_"), "validate": total("validate_"),
-              "reconcile": total("reconcile")}
-    return {"run": label, "run_id": run_id, "stages_s": stages, "total_s": round(sum(stages.values()), 3), "steps": steps,
-            "peak_rss_mib": rss_mib()}
+    for module in PRELOAD[kind]:
+        importlib.import_module(module)
+    import_s = time.monotonic() - t0
+    out: dict = {}
+    c0, t0 = time.process_time(), time.monotonic()
+    if kind == "ingest_population":
+        r = pipeline.ingest_population(run_id)
+    elif kind == "ingest_business":
+        r = pipeline.ingest_business(run_id)
+    elif kind == "ingest_land":
+        r = pipeline.ingest_land(run_id, arg)
+    elif kind == "stage":
+        r = pipeline.stage(arg, run_id)
+    elif kind == "validate":
+        r = pipeline.validate(arg, run_id, json.loads(summary_file.read_text()))
+    else:
+        r = pipeline.reconcile(run_id)
+    seconds, cpu_s = time.monotonic() - t0, time.process_time() - c0
+    out.update(seconds=round(seconds, 3), cpu_s=round(cpu_s, 3), import_s=round(import_s, 3), peak_rss_mib=rss_mib())
+    if kind in ("ingest_population", "ingest_business"):
+        # walk_s: the connector's own walk (watermark to landing commit), without client set-up
+        out.update(rows=r["rows"], pages=r["pages"], requests=r.get("requests"), walk_s=r.get("seconds"),
+                   watermark_from=r.get("watermark_from"), watermark_to=r.get("watermark_to"))
+    elif kind == "ingest_land":
+        out.update(rows=r["rows"], walk_s=r.get("seconds"),
+                   tables={t: {"rows": v["rows"], "read_from": v["read_from"], "watermark_to": v["watermark_to"]}
+                           for t, v in r["tables"].items()})
+    elif kind == "stage":
+        out["summary"] = r  # handed to the validate step, as the DAG's XCom
+        out.update({k: r.get(k) for k in ("mode", "raw_rows", "rows_in", "rows_staged", "rows_quarantined",
+                                          "rows_unchanged", "deleted", "conservation_ok", "staged_path",
+                                          "quarantine_path")})
+        # after the clock and the peak: the whole tables' rows at the versions this run left
+        out.update(staged_table_rows=_rows(r.get("staged_path")), quarantine_table_rows=_rows(r.get("quarantine_path")))
+    elif kind == "validate":
+        out.update(gate_passed=r["gate_passed"], moved_to_quarantine=r.get("moved_to_quarantine") or {})
+    else:
+        out.update(unchanged=bool(r.get("unchanged")), since=r.get("since"),
+                   rows={n: o["rows"] for n, o in (r.get("outputs") or {}).items()}, parts_s=r.get("seconds") or {})
+    return out
 
 
 # ---- parent: the sandbox, the changes, the comparison -----------------------------------------------------
@@ -178,15 +219,170 @@ def _change_sources(data: Path, ep, fraction: float, now: datetime) -> dict:
     return out
 
 
-def _run_child(label: str, citizens: int, provinces: list[str], env: dict) -> dict:
-    _log(f"{label} run: start")
-    out = subprocess.run([sys.executable, __file__, "--child", label, "--citizens", str(citizens), "--provinces",
-                          ",".join(provinces)], stdout=subprocess.PIPE, text=True, env=env)
+ZONES = ("raw", "staged", "quarantine", "integrated")
+GIB = 1024 ** 3
+RSS_TARGET_MIB = 4 * 1024  # issue 18: peak RSS <= 4 GiB per task
+CHANGE_TARGET = 0.05  # a 1 % change run <= 0.05 of the full run, for staging and validation
+NO_CHANGE_TARGET = 0.02  # a no-change run <= 0.02 of a full run
+
+
+def _disk(data_dir: Path) -> dict[str, dict[str, int]]:
+    """Bytes under each top-level folder of the run's data dir, du-style: allocated blocks (`disk`) and file
+    sizes (`apparent`), each inode counted once."""
+    out: dict[str, dict[str, int]] = {}
+    seen: set[tuple[int, int]] = set()
+    for top in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        disk = apparent = files = 0
+        for root, _dirs, names in os.walk(top):
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except FileNotFoundError:  # a file the warehouse removed while we walked
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                disk += st.st_blocks * 512
+                apparent += st.st_size
+                files += 1
+        out[top.name] = {"disk": disk, "apparent": apparent, "files": files}
+    return out
+
+
+def _disk_added(before: dict, after: dict) -> dict:
+    added = {}
+    for zone in sorted(set(before) | set(after)):
+        b, a = before.get(zone, {}), after.get(zone, {})
+        added[zone] = {k: a.get(k, 0) - b.get(k, 0) for k in ("disk", "apparent", "files")}
+    added["zones_total"] = {k: sum(added.get(z, {}).get(k, 0) for z in ZONES) for k in ("disk", "apparent", "files")}
+    return added
+
+
+def _run_step(kind: str, run_id: str, env: dict, arg: str | None = None, summary: dict | None = None) -> dict:
+    """One step in a child process of its own; its result, with `process_s` (the child's wall time from
+    start to exit: interpreter, imports, the step, exit)."""
+    cmd = [sys.executable, __file__, "--step", kind, "--run-id", run_id] + (["--arg", arg] if arg else [])
+    with tempfile.TemporaryDirectory(prefix="bench-incr-") as tmp:
+        if summary is not None:
+            summary_file = Path(tmp) / "stage-summary.json"
+            summary_file.write_text(json.dumps(summary))
+            cmd += ["--summary-file", str(summary_file)]
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        process_s = time.monotonic() - t0
     if out.returncode != 0:
-        raise SystemExit(f"the {label} run failed (exit {out.returncode})")
+        raise SystemExit(f"step {kind}{' ' + arg if arg else ''} of run {run_id} failed (exit {out.returncode})")
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    _log(f"{label} run: {r['total_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB")
+    r["process_s"] = round(process_s, 3)
     return r
+
+
+def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
+    """One pipeline run as the integrate DAG runs it after the three ingestions, each task a process of its own:
+    validate is skipped when staging had no new landing (`mode: none`), as the DAG skips it."""
+    run_id = f"bench-incr-{label}-{time.time_ns()}"
+    _log(f"{label} run: start ({run_id})")
+    before = _disk(data_dir)
+    load_before = os.getloadavg()  # the machine is shared: the 1-, 5- and 15-minute load when the run started
+    t_run = time.monotonic()
+    steps: dict[str, dict] = {}
+    for source in ("population", "business"):
+        s = steps[f"ingest_{source}"] = _run_step(f"ingest_{source}", run_id, env)
+        _log(f"{label}: ingest_{source} {s['rows']} rows, {s['pages']} pages in {s['seconds']:.1f} s "
+             f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
+    for province in provinces:
+        s = steps[f"ingest_land_{province}"] = _run_step("ingest_land", run_id, env, province)
+        _log(f"{label}: ingest_land {province} {s['rows']} rows in {s['seconds']:.1f} s "
+             f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
+    for ds in DATASETS:
+        s = steps[f"stage_{ds}"] = _run_step("stage", run_id, env, ds)
+        summary = s.pop("summary")
+        _log(f"{label}: stage_{ds} {s['mode']}: in {s['rows_in']}, staged {s['rows_staged']}, quarantined "
+             f"{s['rows_quarantined']}, unchanged {s['rows_unchanged']} (raw {s['raw_rows']}) in {s['seconds']:.1f} s "
+             f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
+        if s["mode"] == "none":
+            steps[f"validate_{ds}"] = {"skipped": True, "seconds": 0.0, "cpu_s": 0.0, "import_s": 0.0,
+                                       "process_s": 0.0, "peak_rss_mib": None}
+            _log(f"{label}: validate_{ds} skipped (no new landing)")
+            continue
+        v = steps[f"validate_{ds}"] = _run_step("validate", run_id, env, ds, summary)
+        _log(f"{label}: validate_{ds} in {v['seconds']:.1f} s (gate {'passed' if v['gate_passed'] else 'FAILED'}; "
+             f"cpu {v['cpu_s']:.1f} s, process {v['process_s']:.1f} s, peak {v['peak_rss_mib']:.0f} MiB)")
+    # The DAG's reconcile runs when at least one validation ran (none_failed_min_one_success); it runs here in
+    # every run, so a no-change run also pays its check of the staged versions.
+    dag_runs_reconcile = any(not steps[f"validate_{ds}"].get("skipped") for ds in DATASETS)
+    s = steps["reconcile"] = _run_step("reconcile", run_id, env)
+    s["dag_would_run"] = dag_runs_reconcile
+    _log(f"{label}: reconcile {'unchanged' if s['unchanged'] else 'ran'} in {s['seconds']:.1f} s "
+         f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
+    wall_s = time.monotonic() - t_run
+    after = _disk(data_dir)
+
+    def total(prefix: str, key: str) -> float:
+        return round(sum(v[key] for k, v in steps.items() if k.startswith(prefix)), 3)
+
+    prefixes = {"ingest_population": "ingest_population", "ingest_business": "ingest_business",
+                "ingest_land": "ingest_land_", "stage": "stage_", "validate": "validate_", "reconcile": "reconcile"}
+    stages = {name: total(p, "seconds") for name, p in prefixes.items()}
+    stages_process = {name: total(p, "process_s") for name, p in prefixes.items()}
+    stages_cpu = {name: total(p, "cpu_s") for name, p in prefixes.items()}
+    peaks = {k: v["peak_rss_mib"] for k, v in steps.items() if v.get("peak_rss_mib") is not None}
+    r = {"run": label, "run_id": run_id, "stages_s": stages, "total_s": round(sum(stages.values()), 3),
+         "stages_process_s": stages_process, "total_process_s": round(sum(stages_process.values()), 3),
+         "stages_cpu_s": stages_cpu, "total_cpu_s": round(sum(stages_cpu.values()), 3),
+         "wall_s": round(wall_s, 3), "loadavg_before": [round(x, 2) for x in load_before],
+         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "steps": steps, "peak_rss_mib_per_task": peaks,
+         "peak_rss_mib": max(peaks.values()), "disk_before": before, "disk_after": after,
+         "disk_added": _disk_added(before, after),
+         "staging_modes": {ds: steps[f"stage_{ds}"]["mode"] for ds in DATASETS}}
+    _log(f"{label} run: load average {r['loadavg_before'][0]:.1f} -> {r['loadavg_after'][0]:.1f}; {r['total_s']:.1f} s in the steps ({r['total_process_s']:.1f} s with process start-up), "
+         f"peak RSS {r['peak_rss_mib']:.0f} MiB, zones +{r['disk_added']['zones_total']['disk'] / 2**20:.1f} MiB")
+    return r
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _compare(full: dict, change: dict, none: dict) -> tuple[list, dict]:
+    """Per stage: seconds of the three runs and the ratios to the full run (step seconds and process wall);
+    the issue's targets, each a boolean."""
+    stages = []
+    for name in STAGES + ("total",):
+        row = {"stage": name}
+        for key, suffix in (("stages_s", ""), ("stages_process_s", "_process"), ("stages_cpu_s", "_cpu")):
+            if name == "total":
+                f, c, n = (r[key.replace("stages", "total")] for r in (full, change, none))
+            else:
+                f, c, n = full[key][name], change[key][name], none[key][name]
+            row.update({f"full_s{suffix}": f, f"change_s{suffix}": c, f"no_change_s{suffix}": n,
+                        f"change_ratio{suffix}": _ratio(c, f), f"no_change_ratio{suffix}": _ratio(n, f)})
+        stages.append(row)
+    by = {s["stage"]: s for s in stages}
+
+    def met(value: float | None, target: float) -> bool | None:
+        return None if value is None else value <= target
+
+    over = {run["run"]: {k: v for k, v in run["peak_rss_mib_per_task"].items() if v > RSS_TARGET_MIB}
+            for run in (full, change, none)}
+    targets = {
+        "change_stage_le_0.05": met(by["stage"]["change_ratio"], CHANGE_TARGET),
+        "change_validate_le_0.05": met(by["validate"]["change_ratio"], CHANGE_TARGET),
+        "no_change_total_le_0.02": met(by["total"]["no_change_ratio"], NO_CHANGE_TARGET),
+        "no_change_per_stage_le_0.02": {s: met(by[s]["no_change_ratio"], NO_CHANGE_TARGET) for s in STAGES},
+        "peak_rss_le_4GiB_every_task": not any(over.values()),
+        "tasks_over_4GiB_mib": over,
+    }
+    # the same three on each task process's wall time (interpreter start, imports, the step, exit), and on the
+    # steps' CPU seconds (all the step process's threads; less sensitive to other load on a shared machine,
+    # blind to the work the warehouse and the sandbox's servers do for it)
+    for label, suffix in (("with_process_start", "_process"), ("on_cpu_seconds", "_cpu")):
+        targets[label] = {
+            "change_stage_le_0.05": met(by["stage"]["change_ratio" + suffix], CHANGE_TARGET),
+            "change_validate_le_0.05": met(by["validate"]["change_ratio" + suffix], CHANGE_TARGET),
+            "no_change_total_le_0.02": met(by["total"]["no_change_ratio" + suffix], NO_CHANGE_TARGET),
+        }
+    return stages, targets
 
 
 def measure(citizens: int, fraction: float, enterprise_ratio: float) -> dict:
@@ -209,49 +405,57 @@ def measure(citizens: int, fraction: float, enterprise_ratio: float) -> dict:
     os.environ["LIENTHONG_DATA_DIR"] = str(work)
     settings = load_settings()
     os.environ["LIENTHONG_DATABASE_URL"] = warehouse_url(settings)
+    t_all = time.monotonic()
     try:
         _log("starting the sandbox (loads the land registries) ...")
         with run_sandbox(data, WORK / f"sbx-{citizens}") as ep:
             os.environ.update(ep.airflow_conn_env())
             provinces = sorted(ep.land_dsns)
-            full = _run_child("full", citizens, provinces, dict(os.environ))
+            full = _run("full", provinces, dict(os.environ), work)
             _log(f"changing {fraction:.1%} of the records in each system ...")
             changes = _change_sources(data, ep, fraction, datetime.now(UTC) - timedelta(seconds=1))
-            incremental = _run_child("incremental", citizens, provinces, dict(os.environ))
+            change = _run("change", provinces, dict(os.environ), work)
+            _log("no source change: the same chain again ...")
+            none = _run("no_change", provinces, dict(os.environ), work)
     finally:
         stop_embedded(settings.embedded_pgdata)
 
-    stages = []
-    for name in STAGES:
-        f, i = full["stages_s"][name], incremental["stages_s"][name]
-        stages.append({"stage": name, "full_s": f, "incremental_s": i, "ratio": round(i / f, 3) if f else None})
-    stages.append({"stage": "total", "full_s": full["total_s"], "incremental_s": incremental["total_s"],
-                   "ratio": round(incremental["total_s"] / full["total_s"], 3)})
+    stages, targets = _compare(full, change, none)
     fetched: dict[str, dict] = {}
-    steps_f, steps_i = full["steps"], incremental["steps"]
-    for source, change in changes.items():
+    sf, sc, sn = full["steps"], change["steps"], none["steps"]
+    for source, ch in changes.items():
         if source in ("population", "business"):
-            got, full_rows = steps_i[f"ingest_{source}"]["rows"], steps_f[f"ingest_{source}"]["rows"]
+            rows = [s[f"ingest_{source}"]["rows"] for s in (sf, sc, sn)]
         else:
             _, province, table = source.split("/")
-            got = steps_i[f"ingest_land_{province}"]["tables"][table]["rows"]
-            full_rows = steps_f[f"ingest_land_{province}"]["tables"][table]["rows"]
-        expected = change["rows_changed"] + change["boundary_rows"]
-        fetched[source] = {**change, "fetched": got, "expected": expected, "as_expected": got == expected,
-                           "full_run_rows": full_rows, "fetched_share_of_full": round(got / full_rows, 4) if full_rows else None}
-    same_staged = {ds: (steps_f[f"stage_{ds}"]["rows_staged"], steps_i[f"stage_{ds}"]["rows_staged"]) for ds in DATASETS}
+            rows = [s[f"ingest_land_{province}"]["tables"][table]["rows"] for s in (sf, sc, sn)]
+        full_rows, got, again = rows
+        expected = ch["rows_changed"] + ch["boundary_rows"]
+        fetched[source] = {**ch, "fetched": got, "expected": expected, "as_expected": got == expected,
+                           "full_run_rows": full_rows, "fetched_share_of_full": _ratio(got, full_rows),
+                           "no_change_run_fetched": again, "no_change_share_of_full": _ratio(again, full_rows)}
+    tables = {ds: {run["run"]: (run["steps"][f"stage_{ds}"]["staged_table_rows"],
+                                run["steps"][f"stage_{ds}"]["quarantine_table_rows"]) for run in (full, change, none)}
+              for ds in DATASETS}
     return {
         "citizens": citizens,
         "changed_fraction": fraction,
         "source": {"data_dir": str(data.relative_to(REPO)), "enterprise_ratio": config.get("enterprise_ratio"),
                    "parcel_ratio": config.get("parcel_ratio"), "counts": config.get("counts")},
         "stages": stages,
+        "targets": targets,
         "fetched_vs_changed": fetched,
         "all_fetches_as_expected": all(v["as_expected"] for v in fetched.values()),
-        "staged_rows_full_vs_incremental": same_staged,
-        "staged_rows_equal": all(a == b for a, b in same_staged.values()),
-        "runs": {"full": full, "incremental": incremental},
-        "peak_rss_mib": max(full["peak_rss_mib"], incremental["peak_rss_mib"]),
+        "staging_modes": {run["run"]: run["staging_modes"] for run in (full, change, none)},
+        "table_rows_staged_quarantined": tables,
+        "table_rows_equal": all(len(set(v.values())) == 1 for v in tables.values()),
+        "disk_added_mib": {run["run"]: {z: round(run["disk_added"][z]["disk"] / 2**20, 2)
+                                        for z in ZONES + ("zones_total",) if z in run["disk_added"]}
+                           for run in (full, change, none)},
+        "peak_rss_mib_per_task": {run["run"]: run["peak_rss_mib_per_task"] for run in (full, change, none)},
+        "runs": {"full": full, "change": change, "no_change": none},
+        "peak_rss_mib": max(full["peak_rss_mib"], change["peak_rss_mib"], none["peak_rss_mib"]),
+        "seconds": round(time.monotonic() - t_all, 1),
         "machine": {"cpus": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -263,11 +467,13 @@ def main() -> int:
     ap.add_argument("--changed", type=float, default=0.01, help="share of each system's records changed (0.01 = 1 %%)")
     ap.add_argument("--enterprise-ratio", type=float, default=0.075, help="only when data-N has to be generated")
     ap.add_argument("--result", type=Path, default=RESULTS, help="where to write the JSON results")
-    ap.add_argument("--child", choices=("full", "incremental"))
-    ap.add_argument("--provinces", default="")
+    ap.add_argument("--step", choices=tuple(PRELOAD), help=argparse.SUPPRESS)  # a child: one pipeline step
+    ap.add_argument("--run-id", help=argparse.SUPPRESS)
+    ap.add_argument("--arg", help=argparse.SUPPRESS)  # the province (ingest_land) or the dataset (stage, validate)
+    ap.add_argument("--summary-file", type=Path, help=argparse.SUPPRESS)  # the stage summary (validate)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, [p for p in args.provinces.split(",") if p])))
+    if args.step:
+        print(json.dumps(step_child(args.step, args.run_id, args.arg, args.summary_file)))
         return 0
     if not 0 < args.changed <= 1:
         ap.error("--changed must be in (0, 1]")
@@ -275,14 +481,26 @@ def main() -> int:
     r = measure(args.citizens, args.changed, args.enterprise_ratio)
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"{'stage':<18} {'full s':>9} {'incr. s':>9} {'ratio':>7}")
+    print(f"{'stage':<18} {'full s':>9} {'1% s':>9} {'none s':>9} {'1%/full':>8} {'none/full':>9} "
+          f"{'cpu 1%/full':>11} {'cpu none/full':>13}")
     for s in r["stages"]:
-        print(f"{s['stage']:<18} {s['full_s']:>9.1f} {s['incremental_s']:>9.1f} {s['ratio'] if s['ratio'] is not None else '-':>7}")
-    print(f"{'source':<24} {'changed':>8} {'boundary':>9} {'fetched':>8} {'full run':>9}")
+        ratios = [s[k] if s[k] is not None else "-" for k in ("change_ratio", "no_change_ratio", "change_ratio_cpu",
+                                                              "no_change_ratio_cpu")]
+        print(f"{s['stage']:<18} {s['full_s']:>9.2f} {s['change_s']:>9.2f} {s['no_change_s']:>9.2f} "
+              f"{ratios[0]:>8} {ratios[1]:>9} {ratios[2]:>11} {ratios[3]:>13}")
+    print(f"{'source':<24} {'changed':>8} {'boundary':>9} {'fetched':>8} {'again':>6} {'full run':>9}")
     for source, f in r["fetched_vs_changed"].items():
-        print(f"{source:<24} {f['rows_changed']:>8} {f['boundary_rows']:>9} {f['fetched']:>8} {f['full_run_rows']:>9}"
+        print(f"{source:<24} {f['rows_changed']:>8} {f['boundary_rows']:>9} {f['fetched']:>8} "
+              f"{f['no_change_run_fetched']:>6} {f['full_run_rows']:>9}"
               f"{'' if f['as_expected'] else '  (expected ' + str(f['expected']) + ')'}")
-    print(f"staged rows equal in both runs: {r['staged_rows_equal']}; peak RSS {r['peak_rss_mib']:.0f} MiB")
+    for run, modes in r["staging_modes"].items():
+        print(f"staging modes, {run}: {modes}")
+    for run, added in r["disk_added_mib"].items():
+        print(f"disk added, {run} (MiB): {added}")
+    for run, peaks in r["peak_rss_mib_per_task"].items():
+        print(f"peak RSS per task, {run} (MiB): {peaks}")
+    print(f"tables' rows equal after the three runs: {r['table_rows_equal']}; targets: "
+          f"{json.dumps({k: v for k, v in r['targets'].items() if k != 'tasks_over_4GiB_mib'})}")
     print(f"results: {args.result}")
     return 0
 
