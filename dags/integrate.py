@@ -77,8 +77,9 @@ def integrate():
 
                 from lienthong.pipeline import validate
 
-                if stage_summary["mode"] == "none":
-                    raise AirflowSkipException(f"{dataset}: no new raw landing, the staged table is unchanged")
+                if stage_summary["mode"] in ("none", "unchanged"):
+                    raise AirflowSkipException(f"{dataset}: nothing new landed ({stage_summary['rows_in']} records "
+                                               "landed again, all already staged): the staged table is unchanged")
                 verdict = validate(dataset, run_id, stage_summary)
                 outlet_events[staged(dataset)].extra = {
                     "rows_in": stage_summary["rows_in"],

@@ -53,7 +53,12 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
         new = [f for f in files if landing_of(f, s.raw_dir) not in done]
     result = stage_json_source(c, new, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
                                full=bool(why), raw_dir=s.raw_dir)
-    if result.mode != "none":
+    landings = tuple(sorted({landing_of(f, s.raw_dir) for f in new}))
+    if result.mode == "unchanged":
+        # Nothing written: the staged version and its validation stand; only the position moves past these landings.
+        with connect(url) as conn:
+            runs.record_staged_landings(conn, dataset, landings, run_id)
+    elif result.mode != "none":
         with connect(url) as conn:
             runs.record_stage_run(conn, runs.StageRun(
                 run_id, dataset, result.raw_rows, result.duplicates_removed, result.rows_in, result.rows_staged,
@@ -61,7 +66,7 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
                 quarantine_path=result.quarantine_path, started_at=started_at, inputs=tuple(result.raw_runs),
                 quarantine_by_rule=result.quarantine_by_rule, repairs=result.repairs, findings=result.findings,
                 rows_unchanged=result.rows_unchanged, mode=result.mode,
-                landings=tuple(sorted({landing_of(f, s.raw_dir) for f in new}))))
+                landings=landings))
         for table in table_paths(dataset, s.staged_dir, s.quarantine_dir):
             zones.maintain(table, retention_hours=s.zone_retention_hours, run_id=run_id)
     return result.as_dict()

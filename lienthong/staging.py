@@ -138,7 +138,7 @@ class StageResult:
     seconds: float
     repairs: dict[str, int] = field(default_factory=dict)
     findings: dict[str, int] = field(default_factory=dict)
-    mode: str = "change"  # change | rebuild | none (no new landing: nothing read or written)
+    mode: str = "change"  # change | rebuild | unchanged (new landings, nothing new in them) | none (no new landing)
     deleted: int = 0  # rows the change removed (a child list that got shorter)
 
     @property
@@ -426,7 +426,8 @@ def stage_json_source(
         seconds=time.monotonic() - t0,
         repairs=dict(sorted(repairs.items())),
         findings=dict(sorted(found.items())),
-        mode="rebuild" if full else "change",
+        # a change none of whose records was new (the inclusive watermark's boundary, a re-landing) wrote nothing
+        mode="rebuild" if full else ("change" if rows_staged or rows_quarantined or totals["deleted"] else "unchanged"),
         deleted=totals["deleted"],
     )
     log.info(

@@ -195,13 +195,20 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def maintain(path: str | Path, *, retention_hours: int, run_id: str) -> dict[str, Any]:
-    """Compact small files (a new version with the same rows) and remove the files no version within
-    `retention_hours` needs. Returns what it did."""
+COMPACT_AT_FILES = 32  # a table's live files beyond which `maintain` compacts
+
+
+def maintain(path: str | Path, *, retention_hours: int, run_id: str, compact_at_files: int = COMPACT_AT_FILES) -> dict[str, Any]:
+    """Compact the table's files once there are more than `compact_at_files` (a new version with the same
+    rows; compacting at every run would rewrite the whole table each time, since all its files are below the
+    target size until it is large) and remove the files no version within `retention_hours` needs. Returns
+    what it did."""
     if not is_table(path):
         return {}
     table = open_table(path)
-    compacted = table.optimize.compact(commit_properties=_properties(run_id, {"lienthong.maintenance": "compact"}))
+    compacted: dict[str, Any] = {}
+    if len(table.file_uris()) > compact_at_files:
+        compacted = table.optimize.compact(commit_properties=_properties(run_id, {"lienthong.maintenance": "compact"}))
     removed = open_table(path).vacuum(retention_hours=retention_hours, dry_run=False,
                                       enforce_retention_duration=False)
     out = {"files_added": compacted.get("numFilesAdded", 0), "files_removed": compacted.get("numFilesRemoved", 0),

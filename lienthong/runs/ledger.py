@@ -235,6 +235,15 @@ def _stage_runs(cur, where: str, params: Sequence[Any], order: str) -> list[Stag
     return out
 
 
+def record_staged_landings(conn: connection, dataset: str, landings: Sequence[str], run_id: str) -> None:
+    """Move `dataset`'s staged position past `landings` without a stage run (their records changed nothing)."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        cur.executemany(f"""INSERT INTO {_S}.stage_landing (dataset, landing, run_id) VALUES (%s, %s, %s)
+                            ON CONFLICT (dataset, landing) DO NOTHING""",
+                        [(dataset, landing, run_id) for landing in sorted(set(landings))])
+
+
 def last_validated_staged_path(conn: connection, dataset: str, *, before_run_id: str) -> str | None:
     """The staged version (`stage_run.staged_path`) the newest validated staging run of `dataset` other than
     `before_run_id` left, or None."""

@@ -135,3 +135,15 @@ def test_a_full_stage_in_parts_equals_one_pass(tmp_path, monkeypatch):
     assert compare(one.quarantine_path, parts.quarantine_path)["equal"]
     names = {r["citizen_id"]: r["full_name"] for r in zones.read_table(parts.staged_path).to_pylist()}
     assert names["031203000003"] == "Đổi Tên"
+
+
+def test_a_relanding_of_records_already_staged_writes_nothing(tmp_path):
+    land(tmp_path, "r1", [citizen("031203001234"), citizen("031185004321", updated="2026-11-21T08:00:00+07:00")])
+    first = stage(tmp_path)
+    land(tmp_path, "r2", [citizen("031203001234"),  # the same record again (an inclusive watermark's boundary)
+                          citizen("031185004321", name="Older", updated="2026-11-19T08:00:00+07:00")])  # late, older
+    new = [f for f in sorted((tmp_path / "raw").rglob("*.parquet")) if "run=r2" in str(f)]
+    again = stage_json_source(contract("citizen"), new, run_id="r2", staged_dir=tmp_path / "staged",
+                              quarantine_dir=tmp_path / "quarantine")
+    assert again.mode == "unchanged" and (again.rows_in, again.rows_unchanged) == (2, 2) and again.conservation_ok
+    assert again.staged_path == first.staged_path and again.quarantine_path == first.quarantine_path

@@ -58,7 +58,8 @@ def test_maintain_compacts_and_vacuum_removes_only_files_no_retained_version_nee
     for i in range(4):
         zones.merge(path, rows([f"k{i}"], [i]), key="_merge_key", run_id=f"r{i}")
     files_before = set(path.rglob("*.parquet"))
-    kept = zones.maintain(path, retention_hours=10_000, run_id="m")
+    assert zones.maintain(path, retention_hours=10_000, run_id="m0") == {"files_added": 0, "files_removed": 0, "vacuumed": 0}
+    kept = zones.maintain(path, retention_hours=10_000, run_id="m", compact_at_files=2)
     assert kept["files_removed"] == 4 and kept["vacuumed"] == 0  # compacted; history still readable
     assert zones.read_table(zones.ref(path, 1)).num_rows == 2
     done = zones.maintain(path, retention_hours=0, run_id="m2")
