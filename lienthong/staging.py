@@ -456,23 +456,34 @@ def _stage_part(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str
     write to each table (with `_op`) and the counts."""
     contract = plan.contract
     current = {} if full else _register_current(con, staged_table, quarantine_table)
-    held_back = _uniqueness_held(con, plan, raw_dir) if current and raw_dir is not None else ([], [])
+    held_back = _uniqueness_held(con, plan, files, raw_dir) if current and raw_dir is not None else ([], [])
     raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back, bucket=bucket)
     # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
     # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
+    # Versions are compared per source record (`latest_parent`: a parent whose child list is now empty counts).
+    # What the tables hold does not count, so the change's version is applied again, for an identity
+    # - with a row quarantined for a duplicated value: all its rows are staged again and revalidated;
+    # - whose rows in the two tables are of different versions: a run stopped between its two commits.
     if current:
         con.execute(f"""CREATE TEMP TABLE held AS
-            SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
-            WHERE _identity IN (SELECT _identity FROM typed)
-            UNION ALL
-            SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
-            WHERE _identity IN (SELECT _identity FROM typed) AND NOT {_only_uniqueness(contract)}""")
+            WITH cur AS (
+              SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_staged
+              WHERE _identity IN (SELECT _identity FROM latest_parent)
+              UNION ALL
+              SELECT _identity, _source_updated_at, _record_hash, _ingested_at FROM cur_quarantine
+              WHERE _identity IN (SELECT _identity FROM latest_parent)),
+            recheck AS (SELECT _identity FROM cur_quarantine
+                        WHERE _identity IN (SELECT _identity FROM latest_parent) AND {_has_uniqueness(contract)}),
+            torn AS (SELECT _identity FROM cur GROUP BY _identity
+                     HAVING count(DISTINCT (_source_updated_at, _record_hash, _ingested_at)) > 1)
+            SELECT DISTINCT * FROM cur
+            WHERE _identity NOT IN (SELECT _identity FROM recheck) AND _identity NOT IN (SELECT _identity FROM torn)""")
     else:
         con.execute("CREATE TEMP TABLE held (_identity VARCHAR, _source_updated_at TIMESTAMPTZ, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
     con.execute(f"""CREATE TEMP TABLE winners AS
         SELECT _identity FROM (
           SELECT _identity, src, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}, src) AS rn
-          FROM (SELECT DISTINCT _identity, _source_updated_at, _record_hash, _ingested_at, 1 AS src FROM typed
+          FROM (SELECT DISTINCT _identity, _source_updated_at, _record_hash, _ingested_at, 1 AS src FROM latest_parent
                 UNION ALL SELECT *, 0 AS src FROM held))
         WHERE rn = 1 AND src = 1""")
     con.execute("CREATE TEMP VIEW changed AS SELECT * FROM typed WHERE _identity IN (SELECT _identity FROM winners)")
@@ -597,23 +608,26 @@ def _uniqueness_rules(contract: Contract) -> list[str]:
     return [f"expectation:{r.name}" for r in contract.rules if r.metric == "duplicateValues"]
 
 
-def _only_uniqueness(contract: Contract) -> str:
-    """SQL: a quarantine row is there only because validation found its value duplicated."""
+def _has_uniqueness(contract: Contract) -> str:
+    """SQL: validation quarantined the row (also) because a uniqueness rule found its value duplicated."""
     rules = _uniqueness_rules(contract)
     if not rules:
         return "false"
-    return f"(len(rules) > 0 AND list_has_all([{', '.join(_lit(r) for r in rules)}], rules))"
+    return f"list_has_any([{', '.join(_lit(r) for r in rules)}], rules)"
 
 
-def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, raw_dir: Path) -> tuple[list[str], list[str]]:
-    """(landing files, record hashes) of the records quarantined only by a uniqueness rule."""
+def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
+                     raw_dir: Path) -> tuple[list[str], list[str]]:
+    """(landing files, record hashes) of the records quarantined (also) by a uniqueness rule, to be staged
+    again with the change (the landings the change reads anyway are not listed twice)."""
     found = con.execute(f"SELECT DISTINCT _source_run_id, _record_hash FROM cur_quarantine "
-                        f"WHERE {_only_uniqueness(plan.contract)}").fetchall()
+                        f"WHERE {_has_uniqueness(plan.contract)}").fetchall()
     if not found:
         return [], []
     run_folders = {safe_run_id(r) for r, _ in found if r}
-    files = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in run_folders]
-    return files, sorted({h for _, h in found})
+    listed = set(files)
+    held = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in run_folders and str(f) not in listed]
+    return held, sorted({h for _, h in found})
 
 
 def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
@@ -637,8 +651,7 @@ def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[st
         con.execute(f"""INSERT INTO raw BY NAME
                         SELECT payload, _entity, _run_id, _record_hash, _ingested_at
                         FROM read_parquet({json.dumps(recheck_files)}, union_by_name = true)
-                        WHERE _record_hash IN (SELECT h FROM recheck_hashes)
-                          AND _record_hash NOT IN (SELECT _record_hash FROM raw)""")
+                        WHERE _record_hash IN (SELECT h FROM recheck_hashes)""")
     raw_rows = _scalar(con, "SELECT count(*) FROM raw")
     key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
     upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"

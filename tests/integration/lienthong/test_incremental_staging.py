@@ -15,8 +15,9 @@ merged change after change, equal a rebuild from every raw landing, row for row.
   between staging's quarantine and staged commits, and between validation's two commits of a move to
   quarantine; the retried task (same run id, in-process) must leave the tables equal to the rebuild, with
   every landed record once.
-- Regression tests pin the product bugs these found, each on a minimal case (strict xfail: it XPASSes once
-  fixed; then remove the marker, and the operation from `KNOWN_BUG_OPS` so the property test draws it).
+- Regression tests pin the divergences from the rebuild these found, each on a minimal case (a child list
+  emptied; records held for a duplicated value that fail another rule too, are landed again, or have a
+  staged sibling row; a run stopped between its two staging commits as a staged record turns invalid).
 """
 
 from __future__ import annotations
@@ -51,12 +52,8 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 CITIZEN = ("citizen",)
 BUSINESS = ("enterprise", "legal_representative")
-# Operations that trigger a known product bug (see the xfail regression tests below): left out of the random
-# mix until fixed, so the property test keeps guarding everything else.
-KNOWN_BUG_OPS = {
-    "empty_list",  # test_a_representative_list_emptied_removes_its_rows
-    "key_variant",  # the three test_uniqueness_held_* tests
-}
+# Operations left out of the random mix (a known divergence under repair goes here, with its regression test).
+KNOWN_BUG_OPS: set[str] = set()
 
 # --- the sources: payload builders -----------------------------------------------------------------------
 
@@ -400,6 +397,8 @@ class Ops:
             item["TinhTrang"] = "HOAT_DONG"
         else:
             reps = item["NguoiDaiDien"]
+            if not reps:  # an emptied list: a representative without a name is added instead
+                reps.append(representative(self.rng))
             reps[self.rng.randrange(len(reps))]["HoTen"] = None
         return item, t
 
@@ -451,7 +450,7 @@ class Ops:
         t = self.clock + self.rng.randint(0, 999)
         return citizen_item(None, t, self.rng), t
 
-    # known product bugs (KNOWN_BUG_OPS)
+    # duplicates and emptied lists (the regression tests below pin their minimal cases)
     def op_key_variant(self) -> tuple[dict[str, Any], int] | None:
         """The key sent with a stray space: another identity, the same key once trimmed (a duplicate)."""
         picked = self._pick(self._ok)
@@ -801,12 +800,9 @@ def test_staging_killed_at_any_point_is_settled_by_the_rerun(platform: Settings,
     assert {"staged-commit", "quarantine-commit", "move"} <= hit, observed
 
 
-# --- 3. product bugs found (strict xfail: each XPASSes once fixed) ------------------------------------------
+# --- 3. regressions: divergences from the rebuild these tests found, each on a minimal case -----------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: a child dataset's rows are not deleted when the parent's list becomes empty (the parent's "
-    "identity has no row in the unnested change, so it is not among the `winners` whose old rows are deleted)"))
 def test_a_representative_list_emptied_removes_its_rows(platform: Settings):
     rng = random.Random(5)
     src = Source("enterprise")
@@ -846,10 +842,6 @@ def _duplicates(platform: Settings, rng: random.Random, src: Source, *, birth: s
     assert_state(platform, src, CITIZEN, "two records with one citizen_id")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: a row quarantined for a uniqueness rule AND another critical rule is never re-staged "
-    "(`_only_uniqueness` wants every rule of the row to be a uniqueness rule), so when its duplicate goes its "
-    "quarantine row keeps the uniqueness rule and reason the rebuild no longer gives it"))
 def test_uniqueness_held_row_failing_another_rule_too_follows_the_rebuild(platform: Settings):
     rng = random.Random(21)
     src = Source("citizen")
@@ -860,11 +852,6 @@ def test_uniqueness_held_row_failing_another_rule_too_follows_the_rebuild(platfo
     assert_state(platform, src, CITIZEN, "the duplicate gone: the variant quarantined for its birth date only")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: when a record held in quarantine for a uniqueness rule is landed again unchanged, the "
-    "re-check skips its first landing (`_record_hash NOT IN raw`) and the held row is left out of `held`, so "
-    "the re-landed copy wins: _source_run_id and _ingested_at name the later landing, while VERSION_ORDER (and "
-    "the rebuild) keep the first"))
 def test_uniqueness_held_record_landed_again_keeps_its_first_landing(platform: Settings):
     rng = random.Random(22)
     src = Source("citizen")
@@ -876,11 +863,6 @@ def test_uniqueness_held_record_landed_again_keeps_its_first_landing(platform: S
     assert_state(platform, src, CITIZEN, "an exact re-landing of a record held for its duplicate")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: a child dataset's row held in quarantine for a uniqueness rule is not re-staged while "
-    "another row of the same record is staged (that row puts the record's version in `held`, so the re-checked "
-    "record does not win); its duplicate partner, re-staged alone, passes validation and stays staged, where "
-    "the rebuild quarantines both"))
 def test_uniqueness_held_representatives_follow_the_rebuild(platform: Settings):
     rng = random.Random(23)
     src = Source("enterprise")
@@ -903,10 +885,6 @@ def test_uniqueness_held_representatives_follow_the_rebuild(platform: Settings):
     assert_state(platform, src, BUSINESS, "an unrelated change: position 0 still duplicated")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug: a run stopped between staging's quarantine commit and its staged commit leaves a record that "
-    "turned invalid in both tables; the rerun finds the quarantine's version equal to the change's (held "
-    "versions win ties) and changes nothing, so the old staged row stays"))
 def test_a_kill_between_the_two_staging_commits_is_settled_when_a_staged_record_turns_invalid(
         platform: Settings, monkeypatch: pytest.MonkeyPatch):
     rng = random.Random(8)
