@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from stdnum.vn import mst
 
@@ -908,3 +909,32 @@ def test_a_kill_between_the_two_staging_commits_is_settled_when_a_staged_record_
     monkeypatch.setattr(zones, "merge", merge)
     assert commits and Path(commits[0]).parent == platform.quarantine_dir
     assert_rerun_settles(platform, src, "scheduled__k2", "rerun after the stop between the commits")
+
+
+# --- 4. the rebuild command ----------------------------------------------------------------------------------
+
+
+def test_the_rebuild_command_finds_a_difference_and_rebuilding_removes_it(platform: Settings, capsys):
+    from lienthong.cli import main
+
+    rng = random.Random(11)
+    src = Source("citizen")
+    land(platform, src, "manual__cli-1", Ops(src, rng, CITIZEN_WEIGHTS).batch(10))
+    stage_and_validate(platform, "citizen", airflow_run_id(11, 0))
+    assert main(["rebuild", "--from", "raw", "--check"]) == 0
+    assert "citizen staged: equal" in capsys.readouterr().out
+
+    staged_table, _ = staging.table_paths("citizen", platform.staged_dir, platform.quarantine_dir)
+    victim = zones.read_table(staged_table, columns=["_merge_key"]).column(0)[0].as_py()
+    zones.merge(staged_table, pa.table({"_merge_key": [victim], zones.OP: ["delete"]}), key="_merge_key", run_id="tamper")
+    assert main(["rebuild", "--from", "raw", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "citizen staged: DIFFERS" in out and '"only_in_b": 1' in out and "DIFFERS from the rebuild" in out
+
+    before = zones.version(staged_table)
+    assert main(["rebuild", "--from", "raw", "--dataset", "citizen", "--no-reconcile", "--run", "manual__rebuild"]) == 0
+    assert "citizen: in" in capsys.readouterr().out
+    since = [c for c in zones.open_table(staged_table).history(20) if c.get("version", -1) > (before or 0)]
+    assert any(c.get("lienthong.mode") == "rebuild" for c in since), since
+    assert main(["rebuild", "--from", "raw", "--check"]) == 0
+    assert victim in zones.read_table(staged_table, columns=["_merge_key"]).column(0).to_pylist()
