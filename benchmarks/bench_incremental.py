@@ -22,9 +22,10 @@ for the whole benchmark:
 
 Each step (each ingestion, each `stage_<ds>`, each `validate_<ds>`, reconcile) is a child process of its own,
 as an Airflow task is: its peak RSS (VmHWM) is the task's. The stage summary goes to the validate child in a
-temporary JSON file, as the DAG's XCom; validation is skipped when staging had no new landing (`mode:
-none`), as the DAG skips it. Reconcile runs in every run (the DAG skips it when every validation was skipped)
-and may answer `unchanged`. Per step: `seconds` (the step's function; the modules it imports are loaded
+temporary JSON file, as the DAG's XCom; validation is skipped when staging changed nothing (`mode` none: no
+new landing; unchanged: new landings whose records were all staged already), as the DAG skips it.
+Reconcile runs in every run (the DAG skips it when every validation was skipped) and may answer `unchanged`.
+Per run, the Delta commits it made (files and bytes added and removed, a MERGE's rows copied and time). Per step: `seconds` (the step's function; the modules it imports are loaded
 before the clock starts, `import_s`), `cpu_s` (its CPU seconds, every thread of the process), `process_s`
 (the child's wall time: interpreter, imports, step, exit). The machine's load average is recorded around each
 run: on a shared machine the wall times move with other work, CPU seconds much less.
@@ -62,6 +63,8 @@ WORK = REPO / "benchmarks" / ".work"
 RESULTS = REPO / "benchmarks" / "results" / "incremental.json"
 DATASETS = ("citizen", "enterprise", "legal_representative", "parcel", "land_holder", "certificate")
 LAND_TABLES = ("thua_dat", "chu_su_dung", "giay_chung_nhan")
+# staging modes after which the integrate DAG skips the dataset's validation (dags/integrate.py)
+SKIP_VALIDATE_MODES = ("none", "unchanged")
 STAGES = ("ingest_population", "ingest_business", "ingest_land", "stage", "validate", "reconcile")
 
 
@@ -277,9 +280,56 @@ def _run_step(kind: str, run_id: str, env: dict, arg: str | None = None, summary
     return r
 
 
+def _commits(data_dir: Path, run_id: str) -> dict[str, list[dict]]:
+    """The Delta commits run `run_id` made, per `<zone>/<table>`, read from the tables' logs: operation, the
+    platform's mode, files and bytes added and removed, and delta-rs' own metrics (a MERGE's rows copied to
+    rewrite the files it touched, its execution time)."""
+    out: dict[str, list[dict]] = {}
+    for zone in ("staged", "quarantine", "integrated"):
+        for log_dir in sorted((data_dir / zone).glob("*/_delta_log")):
+            for entry in sorted(log_dir.glob("*.json")):
+                info: dict = {}
+                added = removed = added_bytes = removed_bytes = 0
+                for line in entry.read_text().splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    if "commitInfo" in action:
+                        info = action["commitInfo"]
+                    elif "add" in action:
+                        added, added_bytes = added + 1, added_bytes + (action["add"].get("size") or 0)
+                    elif "remove" in action:
+                        removed, removed_bytes = removed + 1, removed_bytes + (action["remove"].get("size") or 0)
+                if info.get("lienthong.run_id") != run_id:
+                    continue
+                m = info.get("operationMetrics") or {}
+                out.setdefault(f"{zone}/{log_dir.parent.name}", []).append({
+                    "version": int(entry.stem), "operation": info.get("operation"), "mode": info.get("lienthong.mode"),
+                    "files_added": added, "bytes_added": added_bytes, "files_removed": removed,
+                    "bytes_removed": removed_bytes,
+                    **{k: m[k] for k in ("num_source_rows", "num_target_rows_inserted", "num_target_rows_updated",
+                                         "num_target_rows_deleted", "num_target_rows_copied", "execution_time_ms",
+                                         "scan_time_ms", "rewrite_time_ms") if k in m}})
+    return out
+
+
+def _code() -> dict:
+    """The commit of the code the steps import (the repo `lienthong` comes from) and whether it had local edits."""
+    import lienthong
+
+    root = Path(lienthong.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "lienthong", "connectors", "sandbox", "schemas", "dags")
+    return {"root": str(root), "commit": commit or os.environ.get("BENCH_CODE_COMMIT"),
+            "platform_files_modified": None if dirty is None else bool(dirty)}
+
+
 def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
     """One pipeline run as the integrate DAG runs it after the three ingestions, each task a process of its own:
-    validate is skipped when staging had no new landing (`mode: none`), as the DAG skips it."""
+    validate is skipped when staging changed nothing (`mode` none or unchanged), as the DAG skips it."""
     run_id = f"bench-incr-{label}-{time.time_ns()}"
     _log(f"{label} run: start ({run_id})")
     before = _disk(data_dir)
@@ -300,10 +350,10 @@ def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
         _log(f"{label}: stage_{ds} {s['mode']}: in {s['rows_in']}, staged {s['rows_staged']}, quarantined "
              f"{s['rows_quarantined']}, unchanged {s['rows_unchanged']} (raw {s['raw_rows']}) in {s['seconds']:.1f} s "
              f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
-        if s["mode"] == "none":
+        if s["mode"] in SKIP_VALIDATE_MODES:
             steps[f"validate_{ds}"] = {"skipped": True, "seconds": 0.0, "cpu_s": 0.0, "import_s": 0.0,
                                        "process_s": 0.0, "peak_rss_mib": None}
-            _log(f"{label}: validate_{ds} skipped (no new landing)")
+            _log(f"{label}: validate_{ds} skipped (staging mode {s['mode']}: the staged table is unchanged)")
             continue
         v = steps[f"validate_{ds}"] = _run_step("validate", run_id, env, ds, summary)
         _log(f"{label}: validate_{ds} in {v['seconds']:.1f} s (gate {'passed' if v['gate_passed'] else 'FAILED'}; "
@@ -334,7 +384,8 @@ def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
          "loadavg_after": [round(x, 2) for x in os.getloadavg()], "steps": steps, "peak_rss_mib_per_task": peaks,
          "peak_rss_mib": max(peaks.values()), "disk_before": before, "disk_after": after,
          "disk_added": _disk_added(before, after),
-         "staging_modes": {ds: steps[f"stage_{ds}"]["mode"] for ds in DATASETS}}
+         "staging_modes": {ds: steps[f"stage_{ds}"]["mode"] for ds in DATASETS},
+         "commits": _commits(data_dir, run_id)}
     _log(f"{label} run: load average {r['loadavg_before'][0]:.1f} -> {r['loadavg_after'][0]:.1f}; {r['total_s']:.1f} s in the steps ({r['total_process_s']:.1f} s with process start-up), "
          f"peak RSS {r['peak_rss_mib']:.0f} MiB, zones +{r['disk_added']['zones_total']['disk'] / 2**20:.1f} MiB")
     return r
@@ -457,6 +508,7 @@ def measure(citizens: int, fraction: float, enterprise_ratio: float) -> dict:
         "peak_rss_mib": max(full["peak_rss_mib"], change["peak_rss_mib"], none["peak_rss_mib"]),
         "seconds": round(time.monotonic() - t_all, 1),
         "machine": {"cpus": os.cpu_count()},
+        "code": _code(),
         "date": time.strftime("%Y-%m-%d"),
     }
 
