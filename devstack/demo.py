@@ -6,23 +6,33 @@ private AIRFLOW_HOME), runs the chain a second time to show that an unchanged so
 prints a summary (rows per zone, quarantine by reason, published versions, where files and reports are) and
 stops everything it started.
 
+Everything the demo asks of Airflow runs in one Airflow process (`AirflowRunner.session`, `devstack.dagtest`):
+a fresh process per `airflow dags test` spent most of the demo's time starting Airflow and importing the
+tasks' libraries again. That process migrates Airflow's database and loads what the tasks import while the
+province is generated and the sandbox starts. The seconds of each phase go to `summary.json` (`timings`);
+docs/benchmarks.md ("make demo: where the time goes") has the split.
+
 Knobs (environment): LIENTHONG_DATA_DIR (default ./var/demo), LIENTHONG_DEMO_CITIZENS (default 5000),
 LIENTHONG_DEMO_SEED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
+import selectors
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lienthong.openlineage import openlineage_env
 from lienthong.private_files import private_data_dir, private_umask
@@ -31,6 +41,29 @@ from lienthong.settings import Settings, load_settings
 log = logging.getLogger("devstack.demo")
 REPO = Path(__file__).resolve().parent.parent
 CHAIN = ("ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report")
+# What the chain's tasks import when they first run, loaded in a session's Airflow process while the demo
+# generates the province (`AirflowRunner.preload`): the Execution API app every task talks to, the connectors,
+# DuckDB / Delta Lake, Great Expectations, Splink, the report's templates and plots.
+PRELOAD = (
+    "devstack.dagtest:warm_execution_api",
+    "airflow.sdk.execution_time.task_runner",
+    "lienthong.pipeline",
+    "connectors.population.ingest",
+    "connectors.business.ingest",
+    "connectors.land.ingest",
+    "duckdb",
+    "deltalake",
+    "lienthong.stagestep",
+    "lienthong.staging",
+    "lienthong.quality",
+    "great_expectations",
+    "lienthong.reconcile.run",
+    "splink",
+    "lienthong.publish",
+    "lienthong.profiles",
+    "lienthong.access",
+    "lienthong.audit.render",
+)
 
 
 @dataclass
@@ -43,6 +76,8 @@ class AirflowRunner:
     # The agencies' pseudonymization key, unless one is exported: a new one per runner (a demo's pseudonyms
     # are only stable within that demo). It goes to the task processes' environment, never to a file.
     pseudonym_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    # The Airflow process of an open session (see session()), else None: each command in a process of its own.
+    _worker: _Worker | None = field(default=None, init=False, repr=False)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -63,16 +98,53 @@ class AirflowRunner:
         data_dir = self.extra_env.get("LIENTHONG_DATA_DIR") or env.get("LIENTHONG_DATA_DIR") or load_settings().data_dir
         for key, value in openlineage_env(Path(data_dir).expanduser().resolve()).items():
             env.setdefault(key, value)
+        # The listener emits each event from a thread of the task's process instead of a fork of it. A fork
+        # of a process that has used Delta Lake cannot read a Delta table (its tokio runtime panics: the
+        # integrate tasks' COMPLETE events were lost), and in a session's long-lived process a fork costs
+        # more and can hang on a lock another thread held (execution_timeout, 10 s, then killed).
+        env.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
         env.update(self.extra_env)
         return env
 
     def airflow(self, *args: str, log_name: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-        cmd = [str(Path(sys.executable).parent / "airflow"), *args]
-        out = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        """`airflow <args>`: in the open session's Airflow process if there is one, else in a new process."""
+        if self._worker is not None:
+            out = self._worker.run(list(args), self.env(), timeout=timeout)
+        else:
+            cmd = [str(Path(sys.executable).parent / "airflow"), *args]
+            out = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
         if self.log_dir and log_name:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / f"{log_name}.log").write_text(out.stdout + "\n--- stderr ---\n" + out.stderr)
         return out
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[AirflowRunner]:
+        """Run the `airflow` commands issued inside the block in one Airflow process (`devstack.dagtest`) rather
+        than one process each: Airflow, the DAG files' and the tasks' imports are paid once. Output, logs and
+        states are those of separate `airflow` calls. Reentrant: an inner block uses the open session."""
+        if self._worker is not None:
+            yield self
+            return
+        self._worker = _Worker(self.log_dir)
+        try:
+            yield self
+        finally:
+            worker, self._worker = self._worker, None
+            worker.close()
+
+    def preload(self, modules: tuple[str, ...] = PRELOAD) -> None:
+        """In an open session, import `modules` in its Airflow process now rather than in the first task that
+        needs them (outside a session: nothing to do). A module that fails to load is logged, not fatal."""
+        if self._worker is None:
+            return
+        out = self._worker.preload(list(modules), self.env())
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / "airflow-preload.log").write_text(out.stdout + "\n--- stderr ---\n" + out.stderr)
+        if out.returncode != 0:
+            log.warning("preloading the tasks' modules failed (the tasks import them when they run):\n%s",
+                        out.stderr[-2000:])
 
     def migrate(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -92,14 +164,111 @@ class AirflowRunner:
         return state if out.returncode == 0 else "failed"
 
 
-def run_chain(runner: AirflowRunner, label: str) -> dict[str, str]:
+# Read when used, not when Airflow starts: a session's process takes them from each command (devstack.dagtest).
+COMMAND_ENV_PREFIXES = ("AIRFLOW_CONN_", "LIENTHONG_")
+
+
+def _start_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(COMMAND_ENV_PREFIXES)}
+
+
+class _Worker:
+    """The Airflow process of a session: `python -m devstack.dagtest`, started on the first command and
+    restarted if a later command needs another Airflow environment (home, config, paths), or if it died.
+    Each command carries its whole environment; connections and `LIENTHONG_*` settings may change between
+    commands in one process."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.env: dict[str, str] | None = None
+        self._stderr: IO[Any] | None = None
+
+    def _start(self, env: dict[str, str]) -> subprocess.Popen[str]:
+        self.close()
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._stderr = (self.log_dir / "airflow-session.log").open("a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "devstack.dagtest"], env=env, text=True, bufsize=1,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr or subprocess.DEVNULL)
+        self.env = _start_env(env)
+        return self.proc
+
+    def run(self, args: list[str], env: dict[str, str], *, timeout: float) -> subprocess.CompletedProcess:
+        """`airflow <args>` in the worker; output and exit status as a subprocess.run would give them."""
+        return self._send({"args": args}, env, timeout=timeout, name=["airflow", *args])
+
+    def preload(self, modules: list[str], env: dict[str, str], *, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Import `modules` (`module:function` calls it) in the worker, ahead of the commands that need them."""
+        return self._send({"preload": modules}, env, timeout=timeout, name=["preload", *modules])
+
+    def _send(self, command: dict[str, Any], env: dict[str, str], *, timeout: float,
+              name: list[str]) -> subprocess.CompletedProcess:
+        reuse = self.proc is not None and self.proc.poll() is None and self.env == _start_env(env)
+        proc = self.proc if reuse and self.proc is not None else self._start(env)
+        assert proc.stdin is not None and proc.stdout is not None
+        with tempfile.TemporaryDirectory(prefix="airflow-cmd-") as tmp:
+            out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            command = {**command, "stdout": str(out_path), "stderr": str(err_path), "env": env}
+            try:
+                proc.stdin.write(json.dumps(command) + "\n")
+                proc.stdin.flush()
+                answer = _read_line(proc.stdout, timeout)
+            except OSError:  # it died between two commands
+                answer = ""
+            if answer:
+                code = int(json.loads(answer)["returncode"])
+            else:  # timed out or died: this process is not reused
+                self.close(kill=True)
+                code = proc.returncode if proc.returncode else -9
+            stdout = out_path.read_text(errors="replace") if out_path.exists() else ""
+            stderr = err_path.read_text(errors="replace") if err_path.exists() else ""
+        return subprocess.CompletedProcess(name, code, stdout, stderr)
+
+    def close(self, *, kill: bool = False) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if kill:
+                proc.kill()
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    """One line from a pipe, or '' at its end or after `timeout` seconds."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return ""
+    return stream.readline()
+
+
+def run_chain(runner: AirflowRunner, label: str, timings: dict[str, float] | None = None) -> dict[str, str]:
+    """Run the DAGs of `CHAIN` in order (one Airflow process for all, see `AirflowRunner.session`), printing
+    each one's state and time; stops at the first that does not succeed."""
     states: dict[str, str] = {}
-    for dag_id in CHAIN:
-        t0 = time.monotonic()
-        states[dag_id] = runner.dags_test(dag_id, log_name=f"{label}-{dag_id}")
-        print(f"  {label}: {dag_id:<18} {states[dag_id]:<8} {time.monotonic() - t0:6.1f}s", flush=True)
-        if states[dag_id] != "success":
-            break
+    with runner.session():
+        for dag_id in CHAIN:
+            t0 = time.monotonic()
+            states[dag_id] = runner.dags_test(dag_id, log_name=f"{label}-{dag_id}")
+            seconds = time.monotonic() - t0
+            if timings is not None:
+                timings[f"{label}: {dag_id}"] = round(seconds, 1)
+            print(f"  {label}: {dag_id:<18} {states[dag_id]:<8} {seconds:6.1f}s", flush=True)
+            if states[dag_id] != "success":
+                break
     return states
 
 
@@ -201,38 +370,71 @@ def main() -> int:
     citizens = int(os.environ.get("LIENTHONG_DEMO_CITIZENS", "5000"))
     seed = int(os.environ.get("LIENTHONG_DEMO_SEED", "20261120"))
     t_start = time.monotonic()
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            timings[name] = round(time.monotonic() - t0, 1)
+
+    from concurrent.futures import ThreadPoolExecutor
 
     from lienthong.db import stop_embedded, warehouse_url
     from sandbox.generator import GeneratorConfig, generate
     from sandbox.runner import run_sandbox
 
-    print(f"[1/4] generating a synthetic province: {citizens} citizens, seed {seed}", flush=True)
     sandbox_data = data_dir / "sandbox" / "data"
-    gen = generate(GeneratorConfig(seed=seed, citizens=citizens), sandbox_data)
-    print(f"      {json.dumps({k: v for k, v in gen.items() if k in ('counts', 'rows_per_second', 'seconds')}, default=str)[:300]}")
+    runner = AirflowRunner(home=data_dir / "airflow", log_dir=data_dir / "logs", extra_env={
+        "LIENTHONG_DATA_DIR": str(data_dir),
+        # The sandbox knows the truth: the audit report scores the run's links against it.
+        "LIENTHONG_GROUND_TRUTH_DIR": str(sandbox_data / "truth"),
+    })
 
-    print("[2/4] starting the sandbox agency systems and the embedded warehouse", flush=True)
-    url = warehouse_url(settings)
+    def warm_up() -> None:
+        # Airflow's metadata database and the tasks' imports need neither the province nor the sandbox.
+        with phase("airflow start + db migrate + pools (beside generation)"):
+            runner.migrate()
+        with phase("airflow preload task modules (beside generation)"):
+            runner.preload()
+
     states: dict[str, dict[str, str]] = {}
     try:
-        with run_sandbox(sandbox_data, data_dir / "sandbox" / "state") as endpoints:
-            print(f"      population registry {endpoints.population_url}, business registry {endpoints.business_url}, "
-                  f"land registries {sorted(endpoints.land_dsns)}")
-            runner = AirflowRunner(home=data_dir / "airflow", extra_env=endpoints.airflow_conn_env(), log_dir=data_dir / "logs")
-            runner.extra_env["LIENTHONG_DATA_DIR"] = str(data_dir)
-            # The sandbox knows the truth: the audit report scores the run's links against it.
-            runner.extra_env["LIENTHONG_GROUND_TRUTH_DIR"] = str(sandbox_data / "truth")
-            if not settings.database_url:
-                runner.extra_env["LIENTHONG_DATABASE_URL"] = url
-            print("[3/4] running the pipelines through Airflow", flush=True)
-            runner.migrate()
-            states["first run"] = run_chain(runner, "first run")
-            if all(v == "success" for v in states["first run"].values()):
-                states["second run (no source change)"] = run_chain(runner, "second run")
+        # One Airflow process for everything Airflow does here: both passes of the chain (see session()).
+        with runner.session(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="airflow-warm-up") as background:
+            warming = background.submit(warm_up)
+            print(f"[1/4] generating a synthetic province: {citizens} citizens, seed {seed}", flush=True)
+            with phase("generate province"):
+                gen = generate(GeneratorConfig(seed=seed, citizens=citizens), sandbox_data)
+            print(f"      {json.dumps({k: v for k, v in gen.items() if k in ('counts', 'rows_per_second', 'seconds')}, default=str)[:300]}")
+
+            print("[2/4] starting the sandbox agency systems and the embedded warehouse", flush=True)
+            with phase("start warehouse"):
+                url = warehouse_url(settings)
+            t_sandbox = time.monotonic()
+            with run_sandbox(sandbox_data, data_dir / "sandbox" / "state") as endpoints:
+                timings["start sandbox"] = round(time.monotonic() - t_sandbox, 1)
+                print(f"      population registry {endpoints.population_url}, business registry {endpoints.business_url}, "
+                      f"land registries {sorted(endpoints.land_dsns)}")
+                print("[3/4] running the pipelines through Airflow", flush=True)
+                with phase("wait for the airflow warm-up"):
+                    warming.result()
+                runner.extra_env.update(endpoints.airflow_conn_env())
+                if not settings.database_url:
+                    runner.extra_env["LIENTHONG_DATABASE_URL"] = url
+                states["first run"] = run_chain(runner, "first run", timings)
+                if all(v == "success" for v in states["first run"].values()):
+                    states["second run (no source change)"] = run_chain(runner, "second run", timings)
+                t_stop = time.monotonic()
+            timings["stop sandbox"] = round(time.monotonic() - t_stop, 1)
         print("[4/4] summary", flush=True)
-        summary = collect_summary(settings, url)
+        with phase("summary"):
+            summary = collect_summary(settings, url)
         summary["dag_states"] = states
         summary["seconds"] = round(time.monotonic() - t_start, 1)
+        summary["timings"] = timings
         (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
         print_summary(summary, settings)
     finally:
