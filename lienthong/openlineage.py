@@ -73,12 +73,15 @@ def events_file(data_dir: Path) -> Path:
 def openlineage_env(data_dir: Path) -> dict[str, str]:
     """The `[openlineage]` settings every Airflow process needs: job namespace, the file transport (keys as
     `openlineage.client.transport.file.FileConfig.from_dict` reads them; `append` writes one file, one
-    event per line, instead of a file per event) and this module's extractor."""
+    event per line, instead of a file per event) and this module's extractor. Events are sent from a thread
+    of the task process, not a forked child: a child forked from a process that has used delta-rs (its Rust
+    thread pool) can crash reading a Delta table, and the integrate tasks' completion events were lost so."""
     transport = {"type": "file", "log_file_path": str(events_file(data_dir)), "append": True}
     return {
         "AIRFLOW__OPENLINEAGE__NAMESPACE": NAMESPACE,
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
         "AIRFLOW__OPENLINEAGE__EXTRACTORS": EXTRACTOR,
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
     }
 
 
