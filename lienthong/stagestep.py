@@ -133,7 +133,7 @@ def apply_verdict(c: Any, run_id: str, result: Any, staged_ref: str, *, raw_dir:
     (`_failed_rules`, one commit), then move the rows failing a critical rule to quarantine
     (`staging.quarantine_failed_rows`). Returns the move (`staging.Moved`) with the versions left."""
     from lienthong import zones
-    from lienthong.staging import Moved, quarantine_failed_rows
+    from lienthong.staging import quarantine_failed_rows
 
     if result.flagged:
         rules_of: dict[str, list[str]] = {}
@@ -148,10 +148,8 @@ def apply_verdict(c: Any, run_id: str, result: Any, staged_ref: str, *, raw_dir:
         staged_ref = zones.ref(path, commit.version or 0)
     critical = {o.rule: o.expectation for o in result.outcomes if o.severity == "critical"}
     failing = {rule: keys for rule, keys in result.failed_merge_keys.items() if rule in critical and keys}
-    if failing:
-        return quarantine_failed_rows(c, run_id, staged_ref, raw_dir, failing, critical, quarantine_dir=quarantine_dir)
-    q_table = Path(quarantine_dir) / c.name
-    return Moved(0, {}, staged_ref, zones.ref(q_table, zones.version(q_table) or 0))
+    # with nothing failing, it moves nothing and returns the versions as they are
+    return quarantine_failed_rows(c, run_id, staged_ref, raw_dir, failing, critical, quarantine_dir=quarantine_dir)
 
 
 def _count(reference: str) -> int:

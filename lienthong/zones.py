@@ -19,7 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
@@ -121,34 +121,41 @@ def _properties(run_id: str, metadata: dict[str, str] | None) -> Any:
     return CommitProperties(custom_metadata={"lienthong.run_id": run_id, **(metadata or {})})
 
 
-def create(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
-           metadata: dict[str, str] | None = None) -> Commit:
-    """Create the table at `path` holding `rows` (or replace what a table there holds, in one commit)."""
+def _write(path: str | Path, rows: pa.Table, mode: Literal["overwrite", "append"], *, run_id: str,
+           partition_by: list[str] | None, metadata: dict[str, str] | None) -> Commit:
     from deltalake import write_deltalake
 
     Path(path).mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), rows, mode="overwrite", schema_mode="overwrite", partition_by=partition_by or None,
+    schema_mode: Literal["overwrite"] | None = "overwrite" if mode == "overwrite" else None
+    write_deltalake(str(path), rows, mode=mode, schema_mode=schema_mode, partition_by=partition_by or None,
                     commit_properties=_properties(run_id, metadata))
     return Commit(version(path), inserted=rows.num_rows)
+
+
+def create(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
+           metadata: dict[str, str] | None = None) -> Commit:
+    """Create the table at `path` holding `rows` (or replace what a table there holds, in one commit)."""
+    return _write(path, rows, "overwrite", run_id=run_id, partition_by=partition_by, metadata=metadata)
 
 
 def append(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
            metadata: dict[str, str] | None = None) -> Commit:
     """Add `rows` to the table at `path` in one commit (rows whose keys the table does not hold yet)."""
-    from deltalake import write_deltalake
+    return _write(path, rows, "append", run_id=run_id, partition_by=partition_by, metadata=metadata)
 
-    write_deltalake(str(path), rows, mode="append", partition_by=partition_by or None,
-                    commit_properties=_properties(run_id, metadata))
-    return Commit(version(path), inserted=rows.num_rows)
+
+def _newest(path: str | Path, name: str) -> str | None:
+    """The value of commit property `name` in the table's newest commit (of the last 50) that sets it."""
+    for commit in open_table(split_ref(path)[0]).history(50):
+        if commit.get(name):
+            return str(commit[name])
+    return None
 
 
 def last_mode(path: str | Path) -> str | None:
     """The `lienthong.mode` of the table's newest commit that names one (maintenance commits name theirs as
     `lienthong.maintenance` and are skipped)."""
-    for commit in open_table(split_ref(path)[0]).history(50):
-        if commit.get("lienthong.mode"):
-            return str(commit["lienthong.mode"])
-    return None
+    return _newest(path, "lienthong.mode")
 
 
 def merge(path: str | Path, rows: pa.Table, *, key: str, run_id: str, partition_by: list[str] | None = None,
@@ -161,11 +168,9 @@ def merge(path: str | Path, rows: pa.Table, *, key: str, run_id: str, partition_
     if not is_table(path):
         upserts = rows.filter(pa.compute.equal(rows[OP], "upsert")).drop_columns([OP])
         return create(path, upserts, run_id=run_id, partition_by=partition_by, metadata=metadata)
-    table = open_table(path)
-    # Partition columns in the match condition let delta-rs skip the partitions the change does not touch.
-    on = " AND ".join([f"t.{_q(key)} = s.{_q(key)}"] + [f"t.{_q(c)} = s.{_q(c)}" for c in partition_by or []])
     stats = (
-        table.merge(rows, on, source_alias="s", target_alias="t", commit_properties=_properties(run_id, metadata))
+        open_table(path).merge(rows, _match(key, partition_by), source_alias="s", target_alias="t",
+                               commit_properties=_properties(run_id, metadata))
         .when_matched_delete(f"s.{OP} = 'delete'")
         .when_matched_update_all(f"s.{OP} = 'upsert'", except_cols=[OP])
         .when_not_matched_insert_all(f"s.{OP} = 'upsert'", except_cols=[OP])
@@ -181,14 +186,18 @@ def set_column(path: str | Path, rows: pa.Table, *, key: str, column: str, run_i
     commit; other columns and rows are left as they are."""
     if rows.num_rows == 0:
         return Commit(version(path))
-    on = " AND ".join([f"t.{_q(key)} = s.{_q(key)}"] + [f"t.{_q(c)} = s.{_q(c)}" for c in partition_by or []])
     stats = (
-        open_table(path).merge(rows, on, source_alias="s", target_alias="t",
+        open_table(path).merge(rows, _match(key, partition_by), source_alias="s", target_alias="t",
                                commit_properties=_properties(run_id, metadata))
         .when_matched_update(updates={_q(column): f"s.{_q(column)}"})
         .execute()
     )
     return Commit(version(path), updated=int(stats.get("num_target_rows_updated", 0)))
+
+
+def _match(key: str, partition_by: list[str] | None) -> str:
+    """A MERGE's condition: the key, and the partition columns (so delta-rs skips untouched partitions)."""
+    return " AND ".join(f"t.{_q(c)} = s.{_q(c)}" for c in [key, *(partition_by or [])])
 
 
 def _q(name: str) -> str:
@@ -219,8 +228,4 @@ def maintain(path: str | Path, *, retention_hours: int, run_id: str, compact_at_
 
 def contract_version(path: str | Path) -> str | None:
     """The contract version the table's newest staging commit was written under (None when unrecorded)."""
-    for commit in open_table(split_ref(path)[0]).history(50):
-        found = commit.get("lienthong.contract_version")
-        if found:
-            return str(found)
-    return None
+    return _newest(path, "lienthong.contract_version")
