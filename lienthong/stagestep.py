@@ -133,15 +133,12 @@ def apply_verdict(c: Any, run_id: str, result: Any, staged_ref: str, *, raw_dir:
     (`_failed_rules`, one commit), then move the rows failing a critical rule to quarantine
     (`staging.quarantine_failed_rows`). Returns the move (`staging.Moved`) with the versions left."""
     from lienthong import zones
-    from lienthong.staging import quarantine_failed_rows
+    from lienthong.staging import quarantine_failed_rows, rules_by_key
 
     if result.flagged:
-        rules_of: dict[str, list[str]] = {}
-        for rule, keys in result.flagged.items():
-            for k in keys:
-                rules_of.setdefault(k, []).append(rule)
+        rules_of = rules_by_key(result.flagged)
         rows = pa.table({"_merge_key": pa.array(sorted(rules_of), pa.string()),
-                         "_failed_rules": pa.array([sorted(rules_of[k]) for k in sorted(rules_of)], pa.list_(pa.string()))})
+                         "_failed_rules": pa.array([rules_of[k] for k in sorted(rules_of)], pa.list_(pa.string()))})
         path = zones.split_ref(staged_ref)[0]
         commit = zones.set_column(path, rows, key="_merge_key", column="_failed_rules", run_id=run_id,
                                   metadata={"lienthong.mode": "validation"})

@@ -748,10 +748,7 @@ def quarantine_failed_rows(
     quarantine_table = Path(quarantine_dir) / contract.name
     if not keys:
         return Moved(0, {}, staged_ref, zones.ref(quarantine_table, _required(zones.version(quarantine_table))))
-    rules_of: dict[str, list[str]] = {}
-    for rule, ks in failed.items():
-        for k in ks:
-            rules_of.setdefault(k, []).append(rule)
+    rules_of = rules_by_key(failed)
     plan = StagePlan.from_contract(contract)
     pk = list(contract.primary_key)
     with session(load_settings(), purpose="quarantine") as con:
@@ -798,6 +795,15 @@ def quarantine_failed_rows(
              contract.name, run_id, len(keys), counts)
     return Moved(moved.num_rows, counts, zones.ref(staged_path, _required(s.version)),
                  zones.ref(quarantine_table, _required(q.version)))
+
+
+def rules_by_key(failed: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{rule: merge keys failing it} turned around: {merge key: the rules it fails, sorted}."""
+    out: dict[str, list[str]] = {}
+    for rule, keys in failed.items():
+        for k in keys:
+            out.setdefault(k, []).append(rule)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _landing_run(path: Path) -> str:
