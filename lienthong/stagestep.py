@@ -95,6 +95,7 @@ def validate_dataset(dataset: str, run_id: str, stage_summary: dict[str, Any], s
 
     The verdict (the task's XCom) holds plain types only: the gate, per-rule outcomes, the failing rows of
     critical rules as positions in the batch, and the Data Docs index path (see `quality.verdict`)."""
+    from lienthong import zones
     from lienthong.contracts import contract
     from lienthong.quality import validate as run_validation
     from lienthong.quality import verdict
@@ -118,7 +119,9 @@ def validate_dataset(dataset: str, run_id: str, stage_summary: dict[str, Any], s
         warehouse_url=url,
     )
     out = verdict(result, c)
-    applied = apply_verdict(c, run_id, result, staged_ref, raw_dir=s.raw_dir, quarantine_dir=s.quarantine_dir)
+    # the quarantine table is the one this stage wrote (its summary names it), not the settings' default
+    quarantine_dir = Path(zones.split_ref(stage_summary["quarantine_path"])[0]).parent
+    applied = apply_verdict(c, run_id, result, staged_ref, raw_dir=s.raw_dir, quarantine_dir=quarantine_dir)
     out["moved_to_quarantine"] = applied.by_rule
     if applied.staged_path != staged_ref:
         with connect(url) as conn:
