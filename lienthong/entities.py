@@ -1,0 +1,705 @@
+"""The entity registry: stable, opaque IDs for the real-world entities reconciliation finds.
+
+Owns the mapping from source records (a citizen, a legal representative, a land holder, an enterprise, a
+parcel: `(kind, dataset, record_key)`) to entity IDs that do not move when the clustering is recomputed, the
+rules that carry an ID from one clustering to the next (kept, merged, split, continued, retired, created), the
+event log saying why an ID changed, and the three Delta tables that hold it all under
+`<integrated_dir>/_registry/` (`entity_member`, `entity`, `entity_event`).
+
+A citizen's personal ID is an attribute of a record, not the identity: when a record's key changes (an ID
+correction) or a record merges with its duplicate, the entity stays. Reconciliation hands over the current
+clustering (`CLUSTER_SCHEMA`: cluster keys are arbitrary and change from run to run); `assign` works out
+which entity each cluster is, `commit` writes the difference.
+
+The rules (per kind), as `assign` applies them:
+
+1. A record's prior entity is the active entity its previous member row names.
+2. Heir: an entity's heir cluster is the cluster holding most of its previous members (tie: smallest
+   cluster_key).
+3. A cluster takes, among the entities whose heir it is, the one with most members in it (tie: smallest
+   created_seq, then entity_id); the others are merged into it (status 'merged', `merged_into`).
+4. A cluster that takes no entity but holds records known before is split off: a new entity, event 'split'
+   from the prior entity with most records in it (tie: smallest created_seq, then entity_id).
+5. A cluster of records none of which was known before continues an entity that lost all its members this
+   run when they share a continuity key (a legacy ID, a name|birth|household key) and the match is unique
+   both ways (event 'continued'); otherwise it is a new entity (event 'created').
+6. An entity that lost all its members and was not continued is retired.
+7. A new ID is the kind's letter ('P' person, 'E' enterprise, 'L' land parcel), '-', and the first 16 chars
+   of the lower-case base32 of sha256(f"{kind}|{smallest dataset:record_key of the cluster}|{n}"), n = 0, 1,
+   ... until the ID was never used: a merged or retired ID is never handed out again.
+
+Locality: an entity's fate depends only on the clusters holding its records (and the continuity rule only
+pairs entities that lost every record with clusters of records never seen, all of which a change touches).
+So `assign` may run on a closed subset: `touched_closure` computes the clusters a change touches, every
+entity with a record in them, those entities' other clusters, and so on to a fixed point; `assign` on that
+subset (with the FULL previous entity table, which new IDs and `created_seq` are drawn against) gives the
+same events and the same changed rows as on everything, and `apply` puts the subset's result back into the
+full tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from lienthong import duck, zones
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from lienthong.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KIND_PREFIX = {"person": "P", "enterprise": "E", "parcel": "L"}
+STATUSES = ("active", "merged", "retired")
+EVENTS = ("created", "continued", "split", "merged", "retired")  # also the order of a run's events (seq)
+
+_KEYS = pa.list_(pa.string())
+
+CLUSTER_SCHEMA = pa.schema([
+    ("kind", pa.string()),
+    ("cluster_key", pa.string()),
+    ("dataset", pa.string()),
+    ("record_key", pa.string()),
+    ("continuity", _KEYS),
+])
+MEMBER_SCHEMA = pa.schema([
+    ("kind", pa.string()),
+    ("dataset", pa.string()),
+    ("record_key", pa.string()),
+    ("entity_id", pa.string()),
+    ("continuity", _KEYS),
+    ("since_run", pa.string()),
+])
+ENTITY_SCHEMA = pa.schema([
+    ("entity_id", pa.string()),
+    ("kind", pa.string()),
+    ("status", pa.string()),
+    ("created_run", pa.string()),
+    ("created_seq", pa.int64()),
+    ("updated_run", pa.string()),
+    ("merged_into", pa.string()),
+    ("members", pa.int64()),
+])
+EVENT_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("seq", pa.int64()),
+    ("event", pa.string()),
+    ("kind", pa.string()),
+    ("entity_id", pa.string()),
+    ("other_entity_id", pa.string()),
+    ("evidence", pa.string()),
+])
+KEY_SCHEMA = pa.schema([("kind", pa.string()), ("dataset", pa.string()), ("record_key", pa.string())])
+
+MEMBER_TABLE, ENTITY_TABLE, EVENT_TABLE = "entity_member", "entity", "entity_event"
+_MEMBER_KEY, _MEMBER_PARTITIONS = "record_key", ["kind", "dataset"]
+_ENTITY_KEY, _ENTITY_PARTITIONS = "entity_id", ["kind"]
+_RUN_PROPERTY = "lienthong.run_id"  # the commit property zones writes the run id under
+
+EVIDENCE_RECORDS = 100  # record keys an event's evidence lists at most (the counts are always complete)
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def _member_schema_with_op() -> pa.Schema:
+    return MEMBER_SCHEMA.append(pa.field(zones.OP, pa.string()))
+
+
+def _entity_schema_with_op() -> pa.Schema:
+    return ENTITY_SCHEMA.append(pa.field(zones.OP, pa.string()))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One run's result. `members` and `entities` are the full new tables (merged and retired entities stay
+    forever); `events` is the run's log; `changed_members` / `changed_entities` are the rows that differ from
+    the previous tables, with a `_op` column ('upsert', or 'delete' for a member whose record is gone), ready
+    for `zones.merge`."""
+
+    members: pa.Table
+    entities: pa.Table
+    events: pa.Table
+    changed_members: pa.Table
+    changed_entities: pa.Table
+
+
+def empty_members() -> pa.Table:
+    return MEMBER_SCHEMA.empty_table()
+
+
+def empty_entities() -> pa.Table:
+    return ENTITY_SCHEMA.empty_table()
+
+
+def _require(table: pa.Table, schema: pa.Schema, what: str) -> None:
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}")
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema) -> pa.Table:
+    return con.execute(sql).to_arrow_table().rename_columns(schema.names).cast(schema)
+
+
+def _fail_on(con: duckdb.DuckDBPyConnection, sql: str, message: str) -> None:
+    """Raise ValueError(message with the first offending row) when `sql` returns a row."""
+    row = con.execute(sql + " LIMIT 1").fetchone()
+    if row is not None:
+        raise ValueError(f"{message}: {row}")
+
+
+def _new_id_sql(source: str) -> str:
+    """SELECT over `source` (kind, cluster_key, seed, n) adding the candidate ID of rule 7. Base32 by hand:
+    DuckDB has no base32 function, and 16 chars are 80 bits = the first 20 hex digits of the digest, two
+    40-bit integers of 8 chars each."""
+    chars = []
+    for part in ("v1", "v2"):
+        chars += [f"substr('{_B32}', (({part} >> {35 - 5 * i}) & 31)::INTEGER + 1, 1)" for i in range(8)]
+    prefix = "CASE kind " + " ".join(f"WHEN '{k}' THEN '{p}'" for k, p in KIND_PREFIX.items()) + " END"
+    return f"""
+        WITH h AS (SELECT *, sha256(kind || '|' || seed || '|' || n::VARCHAR) AS hx FROM {source}),
+        v AS (SELECT *, ('0x' || substr(hx, 1, 10))::BIGINT AS v1, ('0x' || substr(hx, 11, 10))::BIGINT AS v2 FROM h)
+        SELECT kind, cluster_key, seed, n, {prefix} || '-' || {' || '.join(chars)} AS entity_id FROM v"""
+
+
+def _records(alias: str = "") -> str:
+    """The list of `dataset:record_key` an event's evidence names (sorted, at most EVIDENCE_RECORDS)."""
+    a = f"{alias}." if alias else ""
+    return (f"list_slice(list({a}dataset || ':' || {a}record_key ORDER BY {a}dataset || ':' || {a}record_key), "
+            f"1, {EVIDENCE_RECORDS})")
+
+
+def assign(previous_members: pa.Table, previous_entities: pa.Table, clusters: pa.Table, run_id: str, *,
+           settings: Settings | None = None) -> Assignment:
+    """The entities of clustering `clusters` (CLUSTER_SCHEMA), carried over from the previous registry
+    (MEMBER_SCHEMA, ENTITY_SCHEMA) by the rules in the module docstring. Pure: the same inputs give
+    byte-identical outputs (every output sorted by its key).
+
+    Set-based SQL in one DuckDB session (bounded by the settings' memory limit, spilling beyond it); the only
+    loop is the rounds of new-ID collision bumping, which end after one round unless a hash collides.
+
+    An active entity with no row in `previous_members` is left as it is: that is what lets `assign` run on a
+    closed subset of members and clusters (see `touched_closure`) with the full entity table."""
+    if not run_id:
+        raise ValueError("run_id: a non-empty string")
+    _require(previous_members, MEMBER_SCHEMA, "previous_members")
+    _require(previous_entities, ENTITY_SCHEMA, "previous_entities")
+    _require(clusters, CLUSTER_SCHEMA, "clusters")
+    with duck.session(settings, purpose="entities") as con:
+        con.register("pm_in_raw", previous_members.select(MEMBER_SCHEMA.names))
+        con.register("pe_in_raw", previous_entities.select(ENTITY_SCHEMA.names))
+        con.register("cl_in_raw", clusters.select(CLUSTER_SCHEMA.names))
+        con.execute("SET VARIABLE run_id = ?", [run_id])
+        _prepare(con)
+        _carry_over(con)
+        _new_ids(con)
+        _outputs(con)
+        return Assignment(
+            members=_fetch(con, "SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm "
+                                   "ORDER BY kind, dataset, record_key", MEMBER_SCHEMA),
+            entities=_fetch(con, "SELECT * FROM ne ORDER BY entity_id", ENTITY_SCHEMA),
+            events=_fetch(con, "SELECT * FROM ev ORDER BY seq", EVENT_SCHEMA),
+            changed_members=_fetch(con, "SELECT * FROM cm ORDER BY kind, dataset, record_key",
+                                   _member_schema_with_op()),
+            changed_entities=_fetch(con, "SELECT * FROM cent ORDER BY entity_id", _entity_schema_with_op()),
+        )
+
+
+def _prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Typed, checked inputs: continuity keys sorted and distinct (so equal sets compare equal)."""
+    kinds = ", ".join(f"'{k}'" for k in KIND_PREFIX)
+    con.execute("""CREATE TEMP TABLE cl AS
+        SELECT kind::VARCHAR AS kind, cluster_key::VARCHAR AS cluster_key, dataset::VARCHAR AS dataset,
+               record_key::VARCHAR AS record_key,
+               list_sort(list_distinct(coalesce(continuity::VARCHAR[], []::VARCHAR[]))) AS continuity
+        FROM cl_in_raw""")
+    con.execute("""CREATE TEMP TABLE pm_in AS
+        SELECT kind::VARCHAR AS kind, dataset::VARCHAR AS dataset, record_key::VARCHAR AS record_key,
+               entity_id::VARCHAR AS entity_id, continuity::VARCHAR[] AS continuity, since_run::VARCHAR AS since_run
+        FROM pm_in_raw""")
+    con.execute("""CREATE TEMP TABLE pe AS
+        SELECT entity_id::VARCHAR AS entity_id, kind::VARCHAR AS kind, status::VARCHAR AS status,
+               created_run::VARCHAR AS created_run, created_seq::BIGINT AS created_seq,
+               updated_run::VARCHAR AS updated_run, merged_into::VARCHAR AS merged_into, members::BIGINT AS members
+        FROM pe_in_raw""")
+    _fail_on(con, f"SELECT kind, cluster_key, dataset, record_key FROM cl WHERE kind IS NULL OR kind NOT IN ({kinds}) "
+                  "OR cluster_key IS NULL OR dataset IS NULL OR record_key IS NULL",
+             f"clusters: a row without a key or with a kind other than {list(KIND_PREFIX)}")
+    _fail_on(con, "SELECT kind, dataset, record_key, count(*) FROM cl GROUP BY ALL HAVING count(*) > 1",
+             "clusters: a record in more than one row")
+    _fail_on(con, "SELECT kind, dataset, record_key, count(*) FROM pm_in GROUP BY ALL HAVING count(*) > 1",
+             "previous_members: a record in more than one row")
+    _fail_on(con, "SELECT entity_id, count(*) FROM pe GROUP BY ALL HAVING count(*) > 1",
+             "previous_entities: an entity_id in more than one row")
+
+
+def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
+    """Rules 1 to 6: which cluster keeps, merges, splits off, continues or retires which entity."""
+    # rule 1: the prior entity of a previous record (active entities only)
+    con.execute("""CREATE TEMP TABLE pm AS
+        SELECT m.kind, m.dataset, m.record_key, m.entity_id, e.created_seq
+        FROM pm_in m JOIN pe e ON e.entity_id = m.entity_id AND e.kind = m.kind AND e.status = 'active'""")
+    con.execute("""CREATE TEMP TABLE cur AS
+        SELECT c.kind, c.cluster_key, c.dataset, c.record_key, c.continuity, p.entity_id AS prior
+        FROM cl c LEFT JOIN pm p ON p.kind = c.kind AND p.dataset = c.dataset AND p.record_key = c.record_key""")
+    # how many of each entity's previous records each cluster holds
+    con.execute("""CREATE TEMP TABLE ec AS
+        SELECT c.kind, c.prior AS entity_id, c.cluster_key, count(*) AS n, any_value(e.created_seq) AS created_seq
+        FROM cur c JOIN pe e ON e.entity_id = c.prior GROUP BY c.kind, c.prior, c.cluster_key""")
+    # rule 2: heirs
+    con.execute("""CREATE TEMP TABLE heir AS
+        SELECT * FROM ec QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY n DESC, cluster_key) = 1""")
+    # rule 3: the entity a cluster takes; the other entities whose heir it is merge into it
+    con.execute("""CREATE TEMP TABLE taken AS
+        SELECT * FROM heir
+        QUALIFY row_number() OVER (PARTITION BY kind, cluster_key ORDER BY n DESC, created_seq, entity_id) = 1""")
+    con.execute("""CREATE TEMP TABLE merged AS
+        SELECT h.kind, h.entity_id, h.cluster_key, h.n, t.entity_id AS merged_into
+        FROM heir h JOIN taken t ON t.kind = h.kind AND t.cluster_key = h.cluster_key
+        WHERE h.entity_id <> t.entity_id""")
+    con.execute("""CREATE TEMP TABLE cs AS
+        SELECT kind, cluster_key, count(*) AS size, count(prior) AS known,
+               min(dataset || ':' || record_key) AS seed
+        FROM cur GROUP BY kind, cluster_key""")
+    # rule 4: clusters of known records that take no entity split off from the prior entity most in them
+    con.execute("""CREATE TEMP TABLE split_src AS
+        SELECT ec.kind, ec.cluster_key, ec.entity_id AS other_entity_id, ec.n
+        FROM ec ANTI JOIN taken t ON t.kind = ec.kind AND t.cluster_key = ec.cluster_key
+        QUALIFY row_number() OVER (PARTITION BY ec.kind, ec.cluster_key
+                                   ORDER BY ec.n DESC, ec.created_seq, ec.entity_id) = 1""")
+    # rule 5: entities that lost every record, clusters of records never seen, paired by a shared continuity
+    # key when the pair is unique both ways
+    con.execute("""CREATE TEMP TABLE orphan AS
+        SELECT DISTINCT p.kind, p.entity_id FROM pm p ANTI JOIN ec ON ec.entity_id = p.entity_id""")
+    con.execute("""CREATE TEMP TABLE pairs AS
+        WITH rk AS (
+            SELECT DISTINCT m.kind, m.entity_id, unnest(m.continuity) AS ckey
+            FROM pm_in m SEMI JOIN orphan o ON o.entity_id = m.entity_id),
+        ck AS (
+            SELECT DISTINCT c.kind, c.cluster_key, unnest(c.continuity) AS ckey
+            FROM cur c SEMI JOIN cs ON cs.kind = c.kind AND cs.cluster_key = c.cluster_key AND cs.known = 0)
+        SELECT rk.kind, rk.entity_id, ck.cluster_key, min(rk.ckey) AS ckey, list(rk.ckey ORDER BY rk.ckey) AS keys
+        FROM rk JOIN ck ON ck.kind = rk.kind AND ck.ckey = rk.ckey
+        GROUP BY rk.kind, rk.entity_id, ck.cluster_key""")
+    con.execute("""CREATE TEMP TABLE cont AS
+        SELECT * FROM pairs
+        QUALIFY count(*) OVER (PARTITION BY kind, entity_id) = 1
+            AND count(*) OVER (PARTITION BY kind, cluster_key) = 1""")
+    # rule 6
+    con.execute("""CREATE TEMP TABLE retired AS
+        SELECT o.kind, o.entity_id FROM orphan o ANTI JOIN cont c ON c.entity_id = o.entity_id""")
+    # clusters that need a new entity: split off (rule 4) or created (rule 5)
+    con.execute("""CREATE TEMP TABLE need AS
+        SELECT cs.kind, cs.cluster_key, cs.seed FROM cs
+        ANTI JOIN taken t ON t.kind = cs.kind AND t.cluster_key = cs.cluster_key
+        ANTI JOIN cont c ON c.kind = cs.kind AND c.cluster_key = cs.cluster_key""")
+
+
+def _new_ids(con: duckdb.DuckDBPyConnection) -> None:
+    """Rule 7: IDs for the clusters in `need`, bumping n until an ID is unused. In a round, a candidate
+    already used is bumped; of candidates equal to each other, the smallest seed keeps it."""
+    con.execute("CREATE TEMP TABLE used AS SELECT entity_id FROM pe")
+    con.execute("CREATE TEMP TABLE pending AS SELECT kind, cluster_key, seed, 0 AS n FROM need")
+    con.execute("CREATE TEMP TABLE newid (kind VARCHAR, cluster_key VARCHAR, seed VARCHAR, entity_id VARCHAR)")
+    while True:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE prop AS {_new_id_sql('pending')}")
+        con.execute("""CREATE OR REPLACE TEMP TABLE win AS
+            SELECT p.* FROM prop p ANTI JOIN used u ON u.entity_id = p.entity_id
+            QUALIFY row_number() OVER (PARTITION BY p.entity_id ORDER BY p.seed, p.kind, p.cluster_key) = 1""")
+        con.execute("INSERT INTO newid SELECT kind, cluster_key, seed, entity_id FROM win")
+        con.execute("INSERT INTO used SELECT entity_id FROM win")
+        con.execute("""CREATE OR REPLACE TEMP TABLE pending AS
+            SELECT p.kind, p.cluster_key, p.seed, p.n + 1 AS n
+            FROM prop p ANTI JOIN win w ON w.kind = p.kind AND w.cluster_key = p.cluster_key""")
+        left = con.execute("SELECT count(*) FROM pending").fetchone()
+        if not left or left[0] == 0:
+            break
+    con.execute("""CREATE TEMP TABLE fresh_entity AS
+        SELECT n.kind, n.cluster_key, n.entity_id, s.other_entity_id,
+               (SELECT coalesce(max(created_seq), 0) FROM pe) + row_number() OVER (ORDER BY n.kind, n.seed) AS created_seq
+        FROM newid n LEFT JOIN split_src s ON s.kind = n.kind AND s.cluster_key = n.cluster_key""")
+
+
+def _outputs(con: duckdb.DuckDBPyConnection) -> None:
+    """The new member and entity tables, the run's events, and the rows that changed."""
+    # the entity of each current cluster
+    con.execute("""CREATE TEMP TABLE ca AS
+        SELECT kind, cluster_key, entity_id, 'kept' AS how FROM taken
+        UNION ALL SELECT kind, cluster_key, entity_id, 'continued' FROM cont
+        UNION ALL SELECT kind, cluster_key, entity_id, 'new' FROM fresh_entity""")
+    con.execute("""CREATE TEMP TABLE nm AS
+        SELECT c.kind, c.dataset, c.record_key, a.entity_id, c.continuity,
+               CASE WHEN c.prior = a.entity_id THEN p.since_run ELSE getvariable('run_id') END AS since_run,
+               c.prior, c.cluster_key
+        FROM cur c JOIN ca a ON a.kind = c.kind AND a.cluster_key = c.cluster_key
+        LEFT JOIN pm_in p ON p.kind = c.kind AND p.dataset = c.dataset AND p.record_key = c.record_key""")
+    con.execute("""CREATE TEMP TABLE cnt AS
+        SELECT entity_id, count(*) AS n, count(*) FILTER (WHERE prior = entity_id) AS stayed
+        FROM nm GROUP BY entity_id""")
+    con.execute("CREATE TEMP TABLE pcnt AS SELECT entity_id, count(*) AS n FROM pm GROUP BY entity_id")
+    # entities in scope (active with a previous record here) and the new ones
+    con.execute("""CREATE TEMP TABLE scope_e AS
+        SELECT e.entity_id, e.kind,
+               CASE WHEN m.entity_id IS NOT NULL THEN 'merged' WHEN r.entity_id IS NOT NULL THEN 'retired'
+                    ELSE 'active' END AS status,
+               e.created_run, e.created_seq,
+               CASE WHEN m.entity_id IS NOT NULL OR r.entity_id IS NOT NULL
+                         OR coalesce(c.n, 0) <> coalesce(c.stayed, 0) OR p.n <> coalesce(c.stayed, 0)
+                    THEN getvariable('run_id') ELSE e.updated_run END AS updated_run,
+               m.merged_into,
+               CASE WHEN m.entity_id IS NOT NULL OR r.entity_id IS NOT NULL THEN 0 ELSE coalesce(c.n, 0) END AS members
+        FROM pe e JOIN pcnt p ON p.entity_id = e.entity_id
+        LEFT JOIN merged m ON m.entity_id = e.entity_id
+        LEFT JOIN retired r ON r.entity_id = e.entity_id
+        LEFT JOIN cnt c ON c.entity_id = e.entity_id""")
+    con.execute("""CREATE TEMP TABLE ne AS
+        SELECT * FROM pe ANTI JOIN scope_e s ON s.entity_id = pe.entity_id
+        UNION ALL SELECT * FROM scope_e
+        UNION ALL
+        SELECT f.entity_id, f.kind, 'active', getvariable('run_id'), f.created_seq, getvariable('run_id'),
+               NULL, c.n
+        FROM fresh_entity f JOIN cnt c ON c.entity_id = f.entity_id""")
+    _events(con)
+    con.execute("""CREATE TEMP TABLE cm AS
+        SELECT n.kind, n.dataset, n.record_key, n.entity_id, n.continuity, n.since_run, 'upsert' AS _op
+        FROM nm n LEFT JOIN pm_in p ON p.kind = n.kind AND p.dataset = n.dataset AND p.record_key = n.record_key
+        WHERE p.record_key IS NULL OR n.entity_id IS DISTINCT FROM p.entity_id
+              OR n.continuity IS DISTINCT FROM p.continuity OR n.since_run IS DISTINCT FROM p.since_run
+        UNION ALL
+        SELECT p.*, 'delete' FROM pm_in p
+        ANTI JOIN cl c ON c.kind = p.kind AND c.dataset = p.dataset AND c.record_key = p.record_key""")
+    con.execute("""CREATE TEMP TABLE cent AS
+        SELECT n.*, 'upsert' AS _op FROM ne n
+        ANTI JOIN pe p ON p.entity_id = n.entity_id AND p.kind IS NOT DISTINCT FROM n.kind
+            AND p.status IS NOT DISTINCT FROM n.status AND p.created_run IS NOT DISTINCT FROM n.created_run
+            AND p.created_seq IS NOT DISTINCT FROM n.created_seq AND p.updated_run IS NOT DISTINCT FROM n.updated_run
+            AND p.merged_into IS NOT DISTINCT FROM n.merged_into AND p.members IS NOT DISTINCT FROM n.members""")
+
+
+def _events(con: duckdb.DuckDBPyConnection) -> None:
+    """The run's events, numbered by (kind, event, entity_id); evidence is compact JSON with sorted lists."""
+    con.execute(f"""CREATE TEMP TABLE crec AS
+        SELECT kind, cluster_key, {_records()} AS records, count(*) AS n FROM cur
+        SEMI JOIN (SELECT kind, cluster_key FROM fresh_entity UNION ALL SELECT kind, cluster_key FROM cont) x
+            USING (kind, cluster_key)
+        GROUP BY kind, cluster_key""")
+    con.execute(f"""CREATE TEMP TABLE erec AS
+        SELECT kind, entity_id, {_records()} AS records, count(*) AS n FROM pm
+        SEMI JOIN (SELECT entity_id FROM retired UNION ALL SELECT entity_id FROM cont) x USING (entity_id)
+        GROUP BY kind, entity_id""")
+    con.execute(f"""CREATE TEMP TABLE ev_raw AS
+        SELECT f.kind, 'created' AS event, f.entity_id, NULL::VARCHAR AS other_entity_id,
+               json_object('records', r.records, 'members', r.n)::VARCHAR AS evidence
+        FROM fresh_entity f JOIN crec r USING (kind, cluster_key) WHERE f.other_entity_id IS NULL
+        UNION ALL
+        SELECT f.kind, 'split', f.entity_id, f.other_entity_id,
+               json_object('records', r.records, 'members', r.n,
+                           'from_records', (SELECT {_records('c')} FROM cur c WHERE c.kind = f.kind
+                                            AND c.cluster_key = f.cluster_key AND c.prior = f.other_entity_id),
+                           'from_members', s.n)::VARCHAR
+        FROM fresh_entity f JOIN crec r USING (kind, cluster_key)
+        JOIN split_src s ON s.kind = f.kind AND s.cluster_key = f.cluster_key
+        WHERE f.other_entity_id IS NOT NULL
+        UNION ALL
+        SELECT c.kind, 'continued', c.entity_id, NULL,
+               json_object('continuity_key', c.ckey, 'continuity_keys', c.keys, 'old_records', o.records,
+                           'new_records', r.records, 'members', r.n)::VARCHAR
+        FROM cont c JOIN crec r USING (kind, cluster_key) JOIN erec o USING (kind, entity_id)
+        UNION ALL
+        SELECT m.kind, 'merged', m.entity_id, m.merged_into,
+               json_object('records', (SELECT {_records('c')} FROM cur c WHERE c.kind = m.kind
+                                       AND c.cluster_key = m.cluster_key AND c.prior = m.entity_id),
+                           'members', m.n)::VARCHAR
+        FROM merged m
+        UNION ALL
+        SELECT r.kind, 'retired', r.entity_id, NULL,
+               json_object('records', o.records, 'members', o.n)::VARCHAR
+        FROM retired r JOIN erec o USING (kind, entity_id)""")
+    order = "CASE event " + " ".join(f"WHEN '{e}' THEN {i}" for i, e in enumerate(EVENTS)) + " END"
+    con.execute(f"""CREATE TEMP TABLE ev AS
+        SELECT getvariable('run_id') AS run_id, row_number() OVER (ORDER BY kind, {order}, entity_id) AS seq,
+               event, kind, entity_id, other_entity_id, evidence
+        FROM ev_raw""")
+
+
+def _key_table(keys: pa.Table | Iterable[tuple[str, str, str]]) -> pa.Table:
+    if isinstance(keys, pa.Table):
+        _require(keys, KEY_SCHEMA, "changed_record_keys")
+        return keys.select(KEY_SCHEMA.names).cast(KEY_SCHEMA)
+    rows = list(keys)
+    return pa.table([pa.array([r[i] for r in rows], pa.string()) for i in range(3)], schema=KEY_SCHEMA)
+
+
+def touched_closure(previous_members: pa.Table, clusters: pa.Table,
+                    changed_record_keys: pa.Table | Iterable[tuple[str, str, str]], *,
+                    settings: Settings | None = None) -> tuple[pa.Table, pa.Table]:
+    """(members_subset, clusters_subset): the smallest closed part of the registry a change touches, on which
+    `assign` (with the full previous entity table) gives what it gives on everything.
+
+    Seeds: the clusters holding a changed record, the entities of changed records' previous member rows, and
+    what a comparison finds by itself: clusters holding a record with no member row, entities with a member
+    row whose record is in no cluster, and clusters whose records are not exactly one entity's previous
+    records. So a record moved between clusters needs no listing; a record whose continuity keys changed
+    (and nothing else) does, or its member row keeps the old keys. Then the fixed point: every entity with a
+    record in a chosen cluster, every cluster holding a record of a chosen entity. Member rows are taken to
+    name active entities, as `assign` writes them."""
+    _require(previous_members, MEMBER_SCHEMA, "previous_members")
+    _require(clusters, CLUSTER_SCHEMA, "clusters")
+    with duck.session(settings, purpose="entities") as con:
+        con.register("pm_in", previous_members)
+        con.register("cl_in", clusters)
+        con.register("ck", _key_table(changed_record_keys))
+        con.execute("""CREATE TEMP TABLE edge AS
+            SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM cl_in c
+            JOIN pm_in m ON m.kind = c.kind AND m.dataset = c.dataset AND m.record_key = c.record_key""")
+        con.execute("""CREATE TEMP TABLE sc AS
+            WITH csz AS (
+                SELECT c.kind, c.cluster_key, count(*) AS size, count(m.entity_id) AS known,
+                       count(DISTINCT m.entity_id) AS ents, any_value(m.entity_id) AS e
+                FROM cl_in c LEFT JOIN pm_in m
+                    ON m.kind = c.kind AND m.dataset = c.dataset AND m.record_key = c.record_key
+                GROUP BY c.kind, c.cluster_key),
+            esz AS (SELECT entity_id, count(*) AS total FROM pm_in GROUP BY entity_id)
+            SELECT kind, cluster_key FROM csz LEFT JOIN esz ON esz.entity_id = csz.e
+            WHERE csz.known < csz.size OR csz.ents <> 1 OR esz.total <> csz.size
+            UNION
+            SELECT c.kind, c.cluster_key FROM cl_in c
+            SEMI JOIN ck ON ck.kind = c.kind AND ck.dataset = c.dataset AND ck.record_key = c.record_key""")
+        con.execute("""CREATE TEMP TABLE se AS
+            SELECT m.entity_id FROM pm_in m
+            SEMI JOIN ck ON ck.kind = m.kind AND ck.dataset = m.dataset AND ck.record_key = m.record_key
+            UNION
+            SELECT m.entity_id FROM pm_in m
+            ANTI JOIN cl_in c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key""")
+        while True:
+            added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
+                SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
+                ANTI JOIN se ON se.entity_id = e.entity_id""")
+            added += _count(con, """INSERT INTO sc SELECT DISTINCT e.kind, e.cluster_key FROM edge e
+                SEMI JOIN se ON se.entity_id = e.entity_id
+                ANTI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key""")
+            if added == 0:
+                break
+        members = con.execute("""SELECT m.* FROM pm_in m SEMI JOIN se ON se.entity_id = m.entity_id
+                                 ORDER BY m.kind, m.dataset, m.record_key""").to_arrow_table()
+        subset = con.execute("""SELECT c.* FROM cl_in c SEMI JOIN sc ON sc.kind = c.kind AND sc.cluster_key = c.cluster_key
+                                ORDER BY c.kind, c.cluster_key, c.dataset, c.record_key""").to_arrow_table()
+    return members.cast(previous_members.schema), subset.cast(clusters.schema)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def apply(previous_members: pa.Table, previous_entities: pa.Table, partial: Assignment, *,
+          settings: Settings | None = None) -> Assignment:
+    """The full result of a run that assigned only its closure: `partial`'s member rows (and deletions)
+    replace the previous rows of the same records, its entity rows replace the previous rows of the same
+    entities. Events and changed rows are the partial's, which are already the run's whole difference."""
+    with duck.session(settings, purpose="entities") as con:
+        con.register("pm", previous_members.select(MEMBER_SCHEMA.names))
+        con.register("pe", previous_entities.select(ENTITY_SCHEMA.names))
+        con.register("nm", partial.members)
+        con.register("cm", partial.changed_members)
+        con.register("ne", partial.entities)
+        members = _fetch(con, """
+            SELECT * FROM pm
+            ANTI JOIN (SELECT kind, dataset, record_key FROM nm UNION ALL
+                       SELECT kind, dataset, record_key FROM cm WHERE _op = 'delete') x
+                ON x.kind = pm.kind AND x.dataset = pm.dataset AND x.record_key = pm.record_key
+            UNION ALL SELECT * FROM nm
+            ORDER BY kind, dataset, record_key""", MEMBER_SCHEMA)
+        entities = _fetch(con, """
+            SELECT * FROM pe ANTI JOIN ne ON ne.entity_id = pe.entity_id
+            UNION ALL SELECT * FROM ne ORDER BY entity_id""", ENTITY_SCHEMA)
+    return Assignment(members, entities, partial.events, partial.changed_members, partial.changed_entities)
+
+
+# --- storage ------------------------------------------------------------------------------------------------
+
+
+def registry_dir(settings: Settings) -> Path:
+    """Where the registry's three tables live: `<integrated_dir>/_registry`."""
+    return settings.integrated_dir / "_registry"
+
+
+def _paths(directory: str | Path) -> dict[str, Path]:
+    return {name: Path(directory) / name for name in (EVENT_TABLE, ENTITY_TABLE, MEMBER_TABLE)}
+
+
+def _version_before(path: Path, run_id: str) -> int | None:
+    """The newest version of the table at `path` not written by `run_id` (skipping that run's trailing
+    commits only); None when the run created the table."""
+    newest = zones.version(path)
+    for commit in zones.open_table(path).history(50):
+        if commit.get(_RUN_PROPERTY) != run_id:
+            return int(commit["version"])
+        newest = int(commit["version"]) - 1
+    return newest if newest is not None and newest >= 0 else None
+
+
+def _read(path: Path, schema: pa.Schema, version: int | None) -> pa.Table:
+    # delta-rs' MERGE writes text as string_view: cast back to the registry's schema
+    return zones.read_table(zones.ref(path, version) if version is not None else path,
+                            columns=schema.names).select(schema.names).cast(schema)
+
+
+def load(directory: str | Path, version: Mapping[str, int | str] | None = None, *,
+         before_run: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """(members, entities) as stored: the newest versions, the versions `version` names per table
+    (`{"entity_member": 12, "entity": "<path>@v9"}`, e.g. the refs `commit` returned), or, with
+    `before_run`, the versions before that run's own trailing commits (what a rerun of a killed run must
+    start from). Empty tables with the schemas when nothing is stored yet."""
+    paths = _paths(directory)
+    out = []
+    for name, schema in ((MEMBER_TABLE, MEMBER_SCHEMA), (ENTITY_TABLE, ENTITY_SCHEMA)):
+        path = paths[name]
+        if not zones.is_table(path):
+            out.append(schema.empty_table())
+            continue
+        pinned: int | None
+        if version is not None and name in version:
+            given = version[name]
+            pinned = given if isinstance(given, int) else zones.split_ref(given)[1]
+        elif before_run is not None:
+            pinned = _version_before(path, before_run)
+            if pinned is None:
+                out.append(schema.empty_table())
+                continue
+        else:
+            pinned = None
+        out.append(_read(path, schema, pinned))
+    return out[0], out[1]
+
+
+def _ensure(path: Path, schema: pa.Schema, run_id: str, partition_by: list[str] | None) -> None:
+    if not zones.is_table(path):
+        zones.create(path, schema.empty_table(), run_id=run_id, partition_by=partition_by)
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def commit(directory: str | Path, assignment: Assignment, run_id: str) -> dict[str, str]:
+    """Write one run's assignment: the run's events, then the changed entity rows, then the changed member
+    rows (each one Delta commit; members and entities as a MERGE of the difference only, tables created on
+    first use). Returns the refs of the three tables after the commit, keyed by table name.
+
+    A kill between commits: after the events, the log names changes the entity and member tables do not hold
+    yet; after the entities, the member table still points records at their previous entities (some now
+    'merged'). Readers that pin the refs a finished commit returned never see either state. A rerun of the
+    same run repairs it: it starts from `load(..., before_run=run_id)`, i.e. the tables as they were before
+    this run's commits, so `assign` computes the same assignment; the run's events are written as a replace
+    of that run's rows (one commit, never doubled), and the entity and member MERGEs upsert rows equal to
+    what the killed attempt wrote. `update` does exactly that."""
+    bad = assignment.events.filter(pa.compute.not_equal(assignment.events["run_id"], run_id))
+    if bad.num_rows:
+        raise ValueError(f"commit of run {run_id!r}: the assignment's events belong to run {bad['run_id'][0]}")
+    paths = _paths(directory)
+    events = paths[EVENT_TABLE]
+    if not zones.is_table(events):
+        zones.create(events, assignment.events, run_id=run_id)
+    elif assignment.events.num_rows:
+        from deltalake import CommitProperties, write_deltalake
+
+        # replaceWhere: the run's earlier events (a killed attempt's) and the new ones swap in one commit
+        write_deltalake(str(events), assignment.events, mode="overwrite", predicate=f"run_id = {_sql_text(run_id)}",
+                        commit_properties=CommitProperties(custom_metadata={_RUN_PROPERTY: run_id}))
+    _ensure(paths[ENTITY_TABLE], ENTITY_SCHEMA, run_id, _ENTITY_PARTITIONS)
+    zones.merge(paths[ENTITY_TABLE], assignment.changed_entities, key=_ENTITY_KEY, run_id=run_id,
+                partition_by=_ENTITY_PARTITIONS)
+    _ensure(paths[MEMBER_TABLE], MEMBER_SCHEMA, run_id, _MEMBER_PARTITIONS)
+    zones.merge(paths[MEMBER_TABLE], assignment.changed_members, key=_MEMBER_KEY, run_id=run_id,
+                partition_by=_MEMBER_PARTITIONS)
+    refs = {name: zones.ref(path, zones.version(path) or 0) for name, path in paths.items()}
+    log.info("entity registry %s: run %s committed %d events, %d entity and %d member rows", directory, run_id,
+             assignment.events.num_rows, assignment.changed_entities.num_rows, assignment.changed_members.num_rows)
+    return refs
+
+
+def update(directory: str | Path, clusters: pa.Table, run_id: str, *,
+           settings: Settings | None = None) -> tuple[Assignment, dict[str, str]]:
+    """One run end to end: load the registry as it was before this run, assign, commit. Safe to rerun."""
+    members, entities = load(directory, before_run=run_id)
+    result = assign(members, entities, clusters, run_id, settings=settings)
+    return result, commit(directory, result, run_id)
+
+
+def _run_order(path: Path) -> dict[str, int]:
+    """run_id -> the version of the newest commit that wrote it (the order the runs' events were written)."""
+    order: dict[str, int] = {}
+    for c in zones.open_table(path).history():
+        run = c.get(_RUN_PROPERTY)
+        if run is not None:
+            order[str(run)] = max(order.get(str(run), -1), int(c["version"]))
+    return order
+
+
+def _chain(con: duckdb.DuckDBPyConnection, entity_id: str) -> list[tuple[str, str, str | None]]:
+    """(entity_id, status, merged_into) of the entity and every entity it was merged into, in order."""
+    rows = con.execute("""
+        WITH RECURSIVE chain(entity_id, status, merged_into, depth) AS (
+            SELECT entity_id, status, merged_into, 0 FROM entity WHERE entity_id = ?
+            UNION ALL
+            SELECT e.entity_id, e.status, e.merged_into, c.depth + 1 FROM chain c
+            JOIN entity e ON e.entity_id = c.merged_into
+            WHERE c.status = 'merged' AND c.depth < 10000)
+        SELECT entity_id, status, merged_into FROM chain ORDER BY depth""", [entity_id]).fetchall()
+    return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+
+def resolve(directory: str | Path, entity_id: str, *, settings: Settings | None = None) -> str:
+    """The entity an ID stands for now: follows `merged_into` to the active entity (or to a retired one,
+    when the entity it ended in lost all its records). KeyError for an ID the registry never gave."""
+    path = _paths(directory)[ENTITY_TABLE]
+    if not zones.is_table(path):
+        raise KeyError(entity_id)
+    with duck.session(settings, purpose="entities") as con:
+        zones.register(con, "entity", path)
+        chain = _chain(con, entity_id)
+    if not chain:
+        raise KeyError(entity_id)
+    return chain[-1][0]
+
+
+def history(directory: str | Path, entity_id: str, *, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The events touching the entity, then those touching each entity it was merged into (so a consumer
+    holding an old ID can follow it through a merge), oldest first: by the order the runs were committed (the
+    events table's commit log; a run whose commit the log no longer holds sorts first, by run_id), then seq.
+    Each event is a dict of EVENT_SCHEMA's columns, `evidence` parsed, plus `chain`: the entity of the chain
+    (the given one first) it was selected for."""
+    paths = _paths(directory)
+    if not zones.is_table(paths[ENTITY_TABLE]):
+        raise KeyError(entity_id)
+    with duck.session(settings, purpose="entities") as con:
+        zones.register(con, "entity", paths[ENTITY_TABLE])
+        chain = [c[0] for c in _chain(con, entity_id)]
+        if not chain:
+            raise KeyError(entity_id)
+        if not zones.is_table(paths[EVENT_TABLE]):
+            return []
+        zones.register(con, "event", paths[EVENT_TABLE])
+        con.register("chain", pa.table({"entity_id": chain, "pos": list(range(len(chain)))}))
+        rows = con.execute("""
+            SELECT e.run_id, e.seq, e.event, e.kind, e.entity_id, e.other_entity_id, e.evidence,
+                   min(c.pos) AS pos
+            FROM event e JOIN chain c ON c.entity_id = e.entity_id OR c.entity_id = e.other_entity_id
+            GROUP BY ALL""").fetchall()
+    order = _run_order(paths[EVENT_TABLE])
+    names = EVENT_SCHEMA.names
+    out = []
+    for row in sorted(rows, key=lambda r: (order.get(r[0], -1), r[0] if r[0] not in order else "", r[1])):
+        event = dict(zip(names, row[:-1], strict=True))
+        event["evidence"] = json.loads(event["evidence"]) if event["evidence"] else {}
+        event["chain"] = chain[row[-1]]
+        out.append(event)
+    return out
