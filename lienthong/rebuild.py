@@ -46,7 +46,9 @@ def rebuild(run_id: str, settings: Settings, datasets: list[str] | None = None, 
         from lienthong.reconcile.run import reconcile as do_reconcile
 
         try:
-            out["reconcile"] = {k: v for k, v in do_reconcile(run_id, settings).items() if k in ("outputs", "findings")}
+            # relinked from scratch with the persisted models (the entity IDs come from the registry)
+            out["reconcile"] = {k: v for k, v in do_reconcile(run_id, settings, relink=True).items()
+                                if k in ("outputs", "findings", "link_state")}
         except LookupError as exc:  # a source never staged
             log.info("rebuild: no reconciliation: %s", exc)
     return out

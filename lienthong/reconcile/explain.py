@@ -2,10 +2,10 @@
 for an auditor (`lienthong explain-link`).
 
 Owns:
-- where a run's trained models go and what is written beside them: `<data>/integrated/link_models/run=<run>/`
-  holds one Splink model per person linkage (`representative_citizen.json`, `holder_citizen.json`, Splink's
-  own settings-and-parameters JSON, loadable by `splink.Linker(tables, settings=path)`) and `manifest.json`
-  (the run's staged inputs and integrated outputs, the bands, each model's sha256);
+- what each run records of the models it used: `<data>/integrated/link_models/run=<run>/manifest.json` names,
+  per person linkage, the persisted model (`lienthong.reconcile.models`: Splink's settings-and-parameters
+  JSON, loadable by `splink.Linker(tables, settings=path)`, and the name frequencies frozen with it), its
+  sha256, and the run's staged inputs, integrated outputs and bands;
 - the explanation of one link of an integrated link table: for the exact passes, the rule that linked it;
   for the model, the record pair rescored with the run's own saved model over the run's own staged inputs,
   shown as Splink's waterfall (prior, then per comparison the level that fired, its Bayes factor and match
@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lienthong import zones
 from lienthong.duck import session
@@ -112,30 +113,31 @@ def _write_text(path: Path, text: str) -> None:
 def save_models(
     integrated_dir: Path,
     run_id: str,
-    models: dict[str, dict[str, Any]],
+    models: dict[str, Any],
     *,
     inputs: dict[str, str],
     outputs: dict[str, str],
     bands: dict[str, float],
 ) -> dict[str, str]:
-    """Write each trained model (Splink's JSON, as `linker.misc.save_model_to_json` writes it) and the run's
-    manifest; return {model name: path}. A linkage that needed no model (every record linked by ID) has none."""
+    """Write the run's manifest naming the persisted model (`lienthong.runs.LinkModelRecord`, files from
+    `lienthong.reconcile.models`) each person linkage used, with its staged inputs, outputs and bands; return
+    {model name: path of its Splink JSON}."""
+    from lienthong.reconcile.models import MODEL_FILE, TF_FILE
+
     folder = models_dir(integrated_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     entries: dict[str, Any] = {}
-    for name, model in models.items():
-        if not model:
-            continue
-        text = json.dumps(model, indent=4)
-        path = folder / f"{name}.json"
-        _write_text(path, text)
+    for name, record in models.items():
+        path = Path(record.path) / MODEL_FILE
+        text = path.read_text(encoding="utf-8")
         paths[name] = str(path)
-        entries[name] = {"file": path.name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        entries[name] = {"file": str(path), "tf_file": str(Path(record.path) / TF_FILE), "model_id": record.model_id,
+                         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     manifest = {"run_id": run_id, "written_at": datetime.now(UTC).isoformat(), "models": entries,
                 "inputs": inputs, "outputs": outputs, "bands": bands}
     _write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
-    log.info("link models of run %s saved: %s", run_id, paths)
+    log.info("link models of run %s: %s", run_id, {n: e["model_id"] for n, e in entries.items()})
     return paths
 
 
@@ -275,7 +277,7 @@ def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[s
     from splink import DuckDBAPI
 
     from lienthong.reconcile import sources
-    from lienthong.reconcile.people import PERSON_COLUMNS, name_frequencies, score_rest
+    from lienthong.reconcile.people import PERSON_COLUMNS, name_frequencies, register_frequencies, score_rest
 
     entry = manifest["models"].get(spec.model)
     if entry is None:
@@ -306,7 +308,11 @@ def _explain_probabilistic(out: Explanation, spec: LinkDataset, manifest: dict[s
         con.execute("CREATE TABLE l_rest AS SELECT * FROM l_in")
         con.execute("CREATE TABLE r AS SELECT * FROM r_in")
         db = DuckDBAPI(connection=con)
-        linker, pred = score_rest(db, settings, name_frequencies(con, db))
+        # the frequencies frozen with the model; a run saved before models were persisted recomputes them
+        # from its registry, as it did then
+        tf_file = entry.get("tf_file")
+        tf = pq.read_table(tf_file) if tf_file and Path(tf_file).is_file() else name_frequencies(con)
+        linker, pred = score_rest(db, settings, register_frequencies(con, db, tf))
         pairs = pred.as_record_list()
 
     def right_id(p: dict[str, Any]) -> str:

@@ -116,6 +116,26 @@ def with_names(columns: dict[str, Any], full_names: pa.Array) -> dict[str, Any]:
 
 # --- the model -------------------------------------------------------------------------------------------
 
+# The model's candidate pairs (Splink blocking rules, each an equality of these expressions over the person
+# shape). Every rule pairs a name (or part of one) with a second field, so that no rule pairs a common name
+# with the whole registry (66M pairs for 100k records at 1M citizens).
+BLOCKING_KEYS: tuple[tuple[str, ...], ...] = (
+    ("name_fold", "birth_year"),
+    ("name_sorted", "birth_year"),
+    ("name_fold", "commune"),
+    ("name_fold", "street"),
+    ("birth_date",),
+    ("family_name", "given_name", "commune"),
+    ("family_name", "birth_year", "street"),
+    ("substr(id_number, 1, 6)", "given_name"),
+    ("substr(id_number, 7, 6)",),
+    ("legacy_id",),
+)
+# Every key on which a registry record can be a candidate of a left record: the exact passes' IDs and the
+# model's blocking keys. A left record's link depends on the registry records sharing one of these with it
+# and on nothing else of the registry (`lienthong.reconcile.linkstate` relinks on that).
+CANDIDATE_KEYS: tuple[tuple[str, ...], ...] = (("id_number",), *BLOCKING_KEYS)
+
 
 def _settings(link_type: Literal["link_only", "link_and_dedupe", "dedupe_only"] = "link_only", *, probability_two_random_records_match: float = 0.0001) -> Any:
     """The model's settings (Splink's SettingsCreator); the prior is given here, before the Linker exists,
@@ -180,25 +200,39 @@ def _settings(link_type: Literal["link_only", "link_and_dedupe", "dedupe_only"] 
         link_type=link_type,
         probability_two_random_records_match=probability_two_random_records_match,
         comparisons=[name, birth, ident, place, street],
-        # Candidate pairs: every rule pairs a name (or part of one) with a second field, so that no rule
-        # pairs a common name with the whole registry (66M pairs for 100k records at 1M citizens).
-        blocking_rules_to_generate_predictions=[
-            block_on("name_fold", "birth_year"),
-            block_on("name_sorted", "birth_year"),
-            block_on("name_fold", "commune"),
-            block_on("name_fold", "street"),
-            block_on("birth_date"),
-            block_on("family_name", "given_name", "commune"),
-            block_on("family_name", "birth_year", "street"),
-            block_on("substr(id_number, 1, 6)", "given_name"),
-            block_on("substr(id_number, 7, 6)"),
-            block_on("legacy_id"),
-        ],
+        blocking_rules_to_generate_predictions=[block_on(*key) for key in BLOCKING_KEYS],
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=False,
         max_iterations=20,
         em_convergence=0.001,
     )
+
+
+TF_SCHEMA = pa.schema([("name_fold", pa.string()), ("tf_name_fold", pa.float64())])
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """A trained person-linkage model: Splink's settings-and-parameters JSON (`splink`) and the term
+    frequencies of folded names it was trained with (`tf`, TF_SCHEMA). The frequencies are frozen with the
+    parameters: a record then scores the same whichever run scores it, so linking only a run's change gives
+    what relinking everything with the same model gives. A name absent from `tf` gets no frequency
+    adjustment."""
+
+    splink: dict[str, Any]
+    tf: pa.Table
+
+    @property
+    def model_id(self) -> str:
+        """Content address of the model: sha256 of the parameters and the frequencies (first 16 hex)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.splink, sort_keys=True).encode("utf-8"))
+        tf = self.tf.sort_by("name_fold")
+        for name, freq in zip(tf["name_fold"].to_pylist(), tf["tf_name_fold"].to_pylist(), strict=True):
+            h.update(f"{name}\t{freq!r}\n".encode())
+        return h.hexdigest()[:16]
 
 
 @dataclass
@@ -208,7 +242,9 @@ class LinkResult:
     links: pa.Table  # LINK_SCHEMA: left_id, right_id, method, score, band, runner_up_id, runner_up_score
     seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
+    # the model that scored the residue: the one given, or the one trained here; None when nothing was left
+    # for the model to score and none was given
+    model: LinkModel | None = None
 
 
 LINK_SCHEMA = pa.schema([
@@ -230,8 +266,12 @@ def link_people(
     train_sample: int = 200_000,
     seed: int = 42,
     settings: Settings | None = None,
+    model: LinkModel | None = None,
 ) -> LinkResult:
     """Link each left person record to at most one right record (the registry).
+
+    With `model`, the residue is scored with it (nothing is trained: a daily run reuses the persisted
+    model); without, a model is trained on these tables and returned in the result.
 
     Exact personal ID first, then legacy ID, each confirmed by the name or the birth year agreeing (a
     mistyped ID that happens to be another citizen's is not confirmed and goes on to the model); then the
@@ -251,7 +291,8 @@ def link_people(
         con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
         n_rest = _count(con, "SELECT count(*) FROM l_rest")
         t1 = time.monotonic()
-        prob, model = _probabilistic_links(con, bands, train_sample=train_sample, seed=seed) if n_rest else (None, {})
+        prob, used = (_probabilistic_links(con, bands, model=model, train_sample=train_sample, seed=seed)
+                      if n_rest else (None, model))
         seconds["probabilistic"] = time.monotonic() - t1
     parts = [exact]
     if prob is not None:
@@ -279,7 +320,7 @@ def link_people(
         counts[f"{row['method']}_{row['band']}"] = row["left_id_count"]
     seconds["total"] = time.monotonic() - t0
     log.info("linked %d records to %d: %s in %.1f s", left.num_rows, right.num_rows, counts, seconds["total"])
-    return LinkResult(links=links, seconds=seconds, counts=counts, model=model)
+    return LinkResult(links=links, seconds=seconds, counts=counts, model=used)
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -318,20 +359,27 @@ def _exact_links(con: duckdb.DuckDBPyConnection) -> pa.Table:
 PREDICT_THRESHOLD = 0.01
 
 
-def name_frequencies(con: duckdb.DuckDBPyConnection, db: Any) -> Any:
-    """Table `tf_name` from the registry table `r`, registered with Splink (`db`) as the term frequencies of
-    `name_fold`: a name common among citizens is weak evidence anywhere, whichever source it comes from."""
-    con.execute("""
-        CREATE TABLE tf_name AS
+def name_frequencies(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The term frequencies of `name_fold` in the registry table `r` (TF_SCHEMA, in name order): a name
+    common among citizens is weak evidence anywhere, whichever source it comes from."""
+    return con.execute("""
         SELECT name_fold, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_fold
-        FROM r WHERE name_fold IS NOT NULL GROUP BY name_fold
-    """)
-    return db.register("tf_name", table_name="tf_name_registered")
+        FROM r WHERE name_fold IS NOT NULL GROUP BY name_fold ORDER BY name_fold
+    """).fetch_arrow_table().cast(TF_SCHEMA)
+
+
+def register_frequencies(con: duckdb.DuckDBPyConnection, db: Any, tf: pa.Table, name: str = "tf_name") -> Any:
+    """`tf` as table `name` of the session, registered with Splink (`db`) as the lookup of `name_fold`."""
+    con.register("tf_name_in", tf.cast(TF_SCHEMA))
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM tf_name_in")
+    con.unregister("tf_name_in")
+    return db.register(name, table_name=f"{name}_registered")
 
 
 def score_rest(db: Any, model: dict[str, Any], tf: Any) -> tuple[Any, Any]:
-    """Score table `l_rest` against the whole registry `r` with a trained model: (the scoring Linker, its
-    predictions). The run scores through here, and `explain` rescores one record through here."""
+    """Score table `l_rest` against the whole registry `r` with a trained model (Splink's JSON) and its
+    registered frequencies: (the scoring Linker, its predictions). The run scores through here, and
+    `explain` rescores one record through here."""
     from splink import Linker
 
     rest, registry = db.register("l_rest", dataset_display_name="left_rest"), db.register("r", dataset_display_name="right_all")
@@ -343,49 +391,17 @@ def score_rest(db: Any, model: dict[str, Any], tf: Any) -> tuple[Any, Any]:
 
 
 def _probabilistic_links(
-    con: duckdb.DuckDBPyConnection, bands: LinkBands, *, train_sample: int, seed: int
-) -> tuple[pa.Table, dict[str, Any]]:
-    from splink import DuckDBAPI, Linker, block_on
+    con: duckdb.DuckDBPyConnection, bands: LinkBands, *, model: LinkModel | None, train_sample: int, seed: int
+) -> tuple[pa.Table, LinkModel]:
+    from splink import DuckDBAPI
 
     db = DuckDBAPI(connection=con)
-    # Training data: a sample of left records, their ID partners, and a random sample of the registry. Two
-    # EM passes: pairs sharing an ID (mostly true matches) give the m values of name, birth and place;
-    # pairs sharing name and birth year give those of the ID itself. Neither needs the whole registry, and
-    # joining the whole registry to itself inside Splink's link_only blocking is what costs time.
-    con.execute(f"CREATE TABLE l_train AS SELECT * FROM l USING SAMPLE reservoir({int(train_sample)} ROWS) "
-                f"REPEATABLE ({int(seed)})")
-    con.execute(f"""
-        CREATE TABLE r_train AS
-        SELECT * FROM r WHERE id_number IN (SELECT id_number FROM l_train)
-                          OR legacy_id IN (SELECT legacy_id FROM l_train)
-        UNION
-        SELECT * FROM (SELECT * FROM r USING SAMPLE reservoir({int(train_sample)} ROWS) REPEATABLE ({int(seed)}))
-    """)
-    tf = name_frequencies(con, db)
-    n_left = _count(con, "SELECT count(*) FROM l")
-    n_right = _count(con, "SELECT count(*) FROM r")
-    n_id_matches = _count(con, "SELECT count(*) FROM exact_links")
-    # Prior: the share of left records with a partner in the registry (estimated by the share the exact
-    # passes linked; a lower bound), spread over the registry.
-    expected = n_id_matches / max(1, n_left)
-    prior = max(min(1.0, expected / max(1, n_right)), 1e-12)
-    linker = Linker([db.register("l_train", dataset_display_name="left"),
-                     db.register("r_train", dataset_display_name="right")],
-                    _settings(probability_two_random_records_match=prior), log_level=logging.WARNING)
-    linker.table_management.register_term_frequency_lookup(tf, "name_fold")
-    t0 = time.monotonic()
-    linker.training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
-    t1 = time.monotonic()
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("id_number"))
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("name_fold", "birth_year"))
-    t2 = time.monotonic()
-    model = linker.misc.save_model_to_json()
-    log.info("model: u in %.1f s, m (EM) in %.1f s; prior %.3g", t1 - t0, t2 - t1,
-             model["probability_two_random_records_match"])
-
+    if model is None:
+        model = train(con, db, train_sample=train_sample, seed=seed)
+    tf = register_frequencies(con, db, model.tf)
     # Score only the left records the exact passes left over, against the whole registry.
     t3 = time.monotonic()
-    _, pred = score_rest(db, model, tf)
+    _, pred = score_rest(db, model.splink, tf)
     pred_name = pred.physical_name
     log.info("scored %s candidate pairs in %.1f s", _count(con, f"SELECT count(*) FROM {pred_name}"),
              time.monotonic() - t3)
@@ -412,4 +428,48 @@ def _probabilistic_links(
         WHERE a.rk = 1
     """).fetch_arrow_table()
     return rows, model
+
+
+
+def train(con: duckdb.DuckDBPyConnection, db: Any, *, train_sample: int = 200_000, seed: int = 42) -> LinkModel:
+    """Train the model on the session's left table `l`, registry `r` and exact links `exact_links`: the
+    name frequencies of the registry, u by random sampling, m by expectation maximisation. A daily run does
+    not call this when a model is persisted (`lienthong.reconcile.models`); retraining is a command."""
+    from splink import Linker, block_on
+
+    # Training data: a sample of left records, their ID partners, and a random sample of the registry. Two
+    # EM passes: pairs sharing an ID (mostly true matches) give the m values of name, birth and place;
+    # pairs sharing name and birth year give those of the ID itself. Neither needs the whole registry, and
+    # joining the whole registry to itself inside Splink's link_only blocking is what costs time.
+    con.execute(f"CREATE TABLE l_train AS SELECT * FROM l USING SAMPLE reservoir({int(train_sample)} ROWS) "
+                f"REPEATABLE ({int(seed)})")
+    con.execute(f"""
+        CREATE TABLE r_train AS
+        SELECT * FROM r WHERE id_number IN (SELECT id_number FROM l_train)
+                          OR legacy_id IN (SELECT legacy_id FROM l_train)
+        UNION
+        SELECT * FROM (SELECT * FROM r USING SAMPLE reservoir({int(train_sample)} ROWS) REPEATABLE ({int(seed)}))
+    """)
+    tf = register_frequencies(con, db, name_frequencies(con), "tf_name_train")
+    n_left = _count(con, "SELECT count(*) FROM l")
+    n_right = _count(con, "SELECT count(*) FROM r")
+    n_id_matches = _count(con, "SELECT count(*) FROM exact_links")
+    # Prior: the share of left records with a partner in the registry (estimated by the share the exact
+    # passes linked; a lower bound), spread over the registry.
+    expected = n_id_matches / max(1, n_left)
+    prior = max(min(1.0, expected / max(1, n_right)), 1e-12)
+    linker = Linker([db.register("l_train", dataset_display_name="left"),
+                     db.register("r_train", dataset_display_name="right")],
+                    _settings(probability_two_random_records_match=prior), log_level=logging.WARNING)
+    linker.table_management.register_term_frequency_lookup(tf, "name_fold")
+    t0 = time.monotonic()
+    linker.training.estimate_u_using_random_sampling(max_pairs=3e6, seed=seed)
+    t1 = time.monotonic()
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("id_number"))
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("name_fold", "birth_year"))
+    t2 = time.monotonic()
+    splink_model = linker.misc.save_model_to_json()
+    log.info("model trained: u in %.1f s, m (EM) in %.1f s; prior %.3g", t1 - t0, t2 - t1,
+             splink_model["probability_two_random_records_match"])
+    return LinkModel(splink=splink_model, tf=con.execute("SELECT * FROM tf_name_train").fetch_arrow_table().cast(TF_SCHEMA))
 

@@ -43,8 +43,12 @@ def _hash(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[dict[str, pa.Table], list, dict]:
-    """The pure part: staged tables in, integrated tables + findings + metrics out (no I/O)."""
+def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
+                     person_links: dict[str, pa.Table] | None = None) -> tuple[dict[str, pa.Table], list, dict]:
+    """The pure part: staged tables in, integrated tables + findings + metrics out (no I/O).
+
+    `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
+    (`linkstate.update`); without them the persons are linked here, with a model trained on these tables."""
     from lienthong.reconcile import dedupe, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
@@ -69,34 +73,36 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[d
     step("dedupe")
     log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
              cdup.num_rows, edup.num_rows, hdup.num_rows)
-    registry = sources.citizens_as_people(cit)
-    step("prepare_registry")
-    rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands, settings=settings)
-    step("link_representatives")
-    log.info("representatives -> citizens: %s (%.0f records/s)", rep_result.counts,
-             reps.num_rows / max(metrics["seconds"]["link_representatives"], 1e-9))
-    holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands,
-                                       settings=settings)
-    step("link_land_holders")
-    log.info("land holders -> citizens: %s (%.0f records/s)", holder_result.counts,
-             person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
+    if person_links is None:
+        registry = sources.citizens_as_people(cit)
+        step("prepare_registry")
+        rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands, settings=settings)
+        step("link_representatives")
+        log.info("representatives -> citizens: %s (%.0f records/s)", rep_result.counts,
+                 reps.num_rows / max(metrics["seconds"]["link_representatives"], 1e-9))
+        holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands,
+                                           settings=settings)
+        step("link_land_holders")
+        log.info("land holders -> citizens: %s (%.0f records/s)", holder_result.counts,
+                 person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
+        rep_links, holder_links = rep_result.links, holder_result.links
+        metrics["links"] = {"representative_citizen": rep_result.counts, "holder_citizen": holder_result.counts,
+                            "model_seconds": {"representative_citizen": rep_result.seconds,
+                                              "holder_citizen": holder_result.seconds}}
+    else:
+        rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
+        metrics["links"] = {"representative_citizen": link_counts(rep_links, cit.num_rows),
+                            "holder_citizen": link_counts(holder_links, cit.num_rows)}
     org_links = link_holder_organisations(org_holders, ent, edup)
     step("link_organisations")
-    # the trained models, for `reconcile` to save beside the outputs (popped there: not ledger metrics)
-    metrics["models"] = {"representative_citizen": rep_result.model, "holder_citizen": holder_result.model}
-    metrics["links"] = {
-        "representative_citizen": rep_result.counts,
-        "holder_citizen": holder_result.counts,
-        "holder_enterprise": _count(org_links),
-        "model_seconds": {"representative_citizen": rep_result.seconds, "holder_citizen": holder_result.seconds},
-    }
+    metrics["links"]["holder_enterprise"] = _count(org_links)
 
     with session(settings, purpose="integrate") as con:
         integrate.load(con, integrate.Inputs(
             citizen=cit, enterprise=ent, legal_representative=reps, land_holder=staged["land_holder"],
             parcel=staged["parcel"], certificate=staged["certificate"], citizen_duplicates=cdup,
-            enterprise_duplicates=edup, holder_duplicates=hdup, representative_links=rep_result.links,
-            holder_person_links=holder_result.links, holder_organisation_links=org_links,
+            enterprise_duplicates=edup, holder_duplicates=hdup, representative_links=rep_links,
+            holder_person_links=holder_links, holder_organisation_links=org_links,
         ))
         tables = {
             "person_master": integrate.person_master(con),
@@ -109,6 +115,13 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings) -> tuple[d
         found = integrate.findings(con)
         step("findings")
     return tables, found, metrics
+
+
+def link_counts(links: pa.Table, registry_rows: int) -> dict[str, int]:
+    """The counts `people.link_people` reports, from a link table: left and right rows, links per method and band."""
+    counts = {"left": links.num_rows, "right": registry_rows,
+              **{f"{m}_{b}": 0 for m in ("exact_id", "legacy_id", "probabilistic") for b in ("accept", "review", "reject")}}
+    return counts | _count(links)
 
 
 def _count(links: pa.Table) -> dict[str, int]:
@@ -128,11 +141,43 @@ def _read_staged(dataset: str, reference: str) -> pa.Table:
     return table.sort_by([(k, "ascending") for k in contract(dataset).primary_key])
 
 
-def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Reconcile the newest staged run of every source; write the integrated zone; sync the findings."""
+def _bases(last: Any, unfinished: list[Any], names: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """Per person input, the staged refs the link state may reflect: the last successful reconciliation's and
+    those of every run started after it that did not finish (it may have written part of the state)."""
+    if last is None:
+        return None
+    out: dict[str, list[str]] = {}
+    for name in names:
+        refs = []
+        for rec in (last, *unfinished):
+            ref = (((rec.metrics or {}).get("inputs") or {}).get(name) or {}).get("staged_path")
+            if ref and ref not in refs:
+                refs.append(ref)
+        out[name] = refs
+    return out
+
+
+def _person_links(link_state_ref: str) -> dict[str, pa.Table]:
+    """The person links of the link state, per link type, in the shape `people.link_people` returns."""
+    from lienthong.reconcile.linkstate import LEFT_DATASETS
+    from lienthong.reconcile.people import LINK_SCHEMA
+
+    table = zones.read_table(link_state_ref)
+    return {link_type: table.filter(pc.equal(table["dataset"], dataset)).select(LINK_SCHEMA.names).cast(LINK_SCHEMA)
+            for dataset, link_type in LEFT_DATASETS.items()}
+
+
+def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = False) -> dict[str, Any]:
+    """Reconcile the newest staged run of every source; write the integrated zone; sync the findings.
+
+    The person links come from the link state (`linkstate.update`): only the records a change touches are
+    relinked, with the persisted models (`models.active`); a link type with no model yet gets one trained on
+    the whole data and persisted. `relink` relinks everything with the persisted models (`lienthong
+    rebuild`)."""
     from lienthong import runs
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema, sync_findings
+    from lienthong.reconcile import linkstate, models
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
@@ -144,15 +189,40 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     inputs = {name: latest_integration(name, url) for name in INPUT_DATASETS}
     with connect(url) as conn:
         last = runs.latest_reconcile_run(conn)
+        unfinished = runs.unfinished_reconcile_runs(conn, last.started_at if last else None)
     held = {name: i.get("staged_path") for name, i in ((last.metrics or {}).get("inputs") or {}).items()} if last else {}
-    if last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}:
+    if not relink and last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}:
         # The same staged versions as the last reconciliation: its outputs stand; nothing is written.
         log.info("reconcile: no staged dataset changed since reconciliation %s; nothing to do", last.run_id)
         return {"run_id": run_id, "unchanged": True, "since": last.run_id, "outputs": last.outputs or {},
                 "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {}}
+    input_metrics = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"]}
+                     for name, info in inputs.items()}
+    with connect(url) as conn:
+        # The start is recorded with the inputs: should this run die after writing part of the link state, the
+        # next run compares against these versions too (`_bases`).
+        runs.record_reconcile_run(conn, runs.ReconcileRun(run_id, started_at=started, finished_at=None,
+                                                          status="running", metrics={"inputs": input_metrics}))
+        persisted = {t: models.active(conn, t) for t in models.LINK_TYPES}
+    bands = LinkBands(accept=s.match_accept, review=s.match_review)
+    state_models = ((last.metrics or {}).get("link_state") or {}).get("models") if last else None
+    update = linkstate.update(
+        s.integrated_dir, {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS},
+        None if relink else _bases(last, unfinished, linkstate.PERSON_INPUTS),
+        {t: (p[1] if p else None) for t, p in persisted.items()}, run_id=run_id, settings=s, bands=bands,
+        state_models=state_models)
+    if update.trained:
+        with connect(url) as conn:
+            for link_type, model in update.trained.items():
+                models.save(conn, s.integrated_dir, link_type, model, run_id=run_id,
+                            summary={"trained_on": {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS}})
+    with connect(url) as conn:
+        records = {t: runs.active_link_model(conn, t) for t in models.LINK_TYPES}
     staged = {name: _read_staged(name, info["staged_path"]) for name, info in inputs.items()}
     log.info("reconciling %s", {name: t.num_rows for name, t in staged.items()})
-    tables, found, metrics = reconcile_tables(staged, s)
+    tables, found, metrics = reconcile_tables(staged, s, person_links=_person_links(update.refs[linkstate.LINKS]))
+    metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
+                             "counts": update.counts, "seconds": update.seconds}
 
     outputs: dict[str, Any] = {}
     for name, table in tables.items():
@@ -162,13 +232,15 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
         path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
         outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
         zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours, run_id=run_id)
-    metrics["inputs"] = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"],
-                                "rows": staged[name].num_rows} for name, info in inputs.items()}
+    for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
+        zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
+                       run_id=run_id)
+    metrics["inputs"] = {name: {**input_metrics[name], "rows": staged[name].num_rows} for name in inputs}
     model_paths = save_models(
-        s.integrated_dir, run_id, metrics.pop("models"),
+        s.integrated_dir, run_id, {t: r for t, r in records.items() if r is not None},
         inputs={name: info["staged_path"] for name, info in inputs.items()},
         outputs={name: o["path"] for name, o in outputs.items()},
-        bands=asdict(LinkBands(accept=s.match_accept, review=s.match_review)))
+        bands=asdict(bands))
     with connect(url) as conn:
         ensure_findings_schema(conn)
         conn.commit()  # the DDL locks are not held through the sync
@@ -178,6 +250,7 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
             run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
             metrics=metrics, outputs=outputs, model_paths=model_paths))
-    log.info("integrated zone written: %s; findings %s", {n: o["rows"] for n, o in outputs.items()}, changes)
+    log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
+             {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
-            "seconds": metrics["seconds"], "model_paths": model_paths}
+            "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"]}

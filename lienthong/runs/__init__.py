@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from lienthong.runs.ledger import (
     Ledger,
+    active_link_model,
     advance_watermarks,
     audit_report,
     audit_reports,
@@ -28,6 +29,7 @@ from lienthong.runs.ledger import (
     latest_stage_run,
     latest_stage_runs,
     latest_staged_run_id,
+    link_models,
     publications,
     publications_after_staging,
     published_datasets,
@@ -36,6 +38,7 @@ from lienthong.runs.ledger import (
     reconcile_run,
     record_audit_report,
     record_ingest_run,
+    record_link_model,
     record_publication,
     record_quality_run,
     record_quarantine_moved,
@@ -47,11 +50,13 @@ from lienthong.runs.ledger import (
     stage_run_ingests,
     stage_runs,
     staged_landings,
+    unfinished_reconcile_runs,
     watermark,
 )
 from lienthong.runs.records import (
     AuditReport,
     IngestRun,
+    LinkModelRecord,
     Publication,
     QualityRun,
     ReconcileRun,
@@ -69,9 +74,9 @@ from lienthong.runs.schema import (
 )
 
 __all__ = [
-    "LATEST_VERSION", "LEDGER_TABLES", "MIGRATIONS", "OPS_SCHEMA", "AuditReport", "IngestRun", "Ledger",
+    "LATEST_VERSION", "LEDGER_TABLES", "MIGRATIONS", "OPS_SCHEMA", "AuditReport", "IngestRun", "Ledger", "LinkModelRecord",
     "LedgerVersionError", "Publication", "QualityRun", "ReconcileRun", "RuleResult", "StageRun",
-    "advance_watermarks", "audit_report", "audit_reports", "ensure_ledger", "expire_publication",
+    "active_link_model", "advance_watermarks", "link_models", "record_link_model", "unfinished_reconcile_runs", "audit_report", "audit_reports", "ensure_ledger", "expire_publication",
     "forget_watermarks", "ingest_runs", "ingest_totals", "integrate_run_totals", "last_publication", "last_validated_staged_path",
     "latest_quality_runs", "latest_reconcile_run", "latest_stage_run", "latest_stage_runs", "latest_staged_run_id",
     "ledger_version", "publications", "publications_after_staging", "published_datasets", "quality_run",

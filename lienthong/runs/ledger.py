@@ -22,6 +22,7 @@ from psycopg2.extras import Json
 from lienthong.runs.records import (
     AuditReport,
     IngestRun,
+    LinkModelRecord,
     Publication,
     QualityRun,
     ReconcileRun,
@@ -440,6 +441,63 @@ def latest_reconcile_run(conn: connection, status: str = "success") -> Reconcile
         found = _rows(cur, f"""SELECT {', '.join(_RECONCILE_COLUMNS)} FROM {_S}.reconcile_run WHERE status = %s
                                ORDER BY finished_at DESC LIMIT 1""", (status,))
     return ReconcileRun(**found[0]) if found else None
+
+
+def unfinished_reconcile_runs(conn: connection, since: datetime | None) -> list[ReconcileRun]:
+    """Reconciliation runs started after `since` (all, when None) that did not succeed: running, failed, or
+    killed. They may have written part of the link state, so the next run compares against their inputs too."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        found = _rows(cur, f"""SELECT {', '.join(_RECONCILE_COLUMNS)} FROM {_S}.reconcile_run
+                               WHERE status <> 'success' AND (%s::timestamptz IS NULL OR started_at > %s)
+                               ORDER BY started_at""", (since, since))
+    return [ReconcileRun(**r) for r in found]
+
+
+# -------------------------------------------------------------------------------------- link models
+
+_LINK_MODEL_COLUMNS = ("link_type", "model_id", "status", "trained_run_id", "path", "sha256", "summary", "trained_at",
+                       "activated_at")
+
+
+def record_link_model(conn: connection, model: LinkModelRecord) -> None:
+    """Insert (or, for the same model id, keep) a model; `active` retires the type's other active model in
+    the same transaction (the caller commits)."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        if model.status == "active":
+            cur.execute(f"""UPDATE {_S}.link_model SET status = 'retired'
+                            WHERE link_type = %s AND status = 'active' AND model_id <> %s""",
+                        (model.link_type, model.model_id))
+        cur.execute(
+            f"""INSERT INTO {_S}.link_model (link_type, model_id, status, trained_run_id, path, sha256, summary,
+                    activated_at)
+                VALUES (%s,%s,%s,%s,%s,%s,%s, CASE WHEN %s = 'active' THEN now() END)
+                ON CONFLICT (link_type, model_id) DO UPDATE SET status = EXCLUDED.status,
+                    activated_at = CASE WHEN EXCLUDED.status = 'active' AND {_S}.link_model.status <> 'active'
+                                        THEN now() ELSE {_S}.link_model.activated_at END""",
+            (model.link_type, model.model_id, model.status, model.trained_run_id, model.path, model.sha256,
+             _json(model.summary), model.status),
+        )
+
+
+def active_link_model(conn: connection, link_type: str) -> LinkModelRecord | None:
+    """The model every reconciliation of `link_type` uses, if one was persisted."""
+    ensure_ledger(conn)
+    with conn.cursor() as cur:
+        found = _rows(cur, f"""SELECT {', '.join(_LINK_MODEL_COLUMNS)} FROM {_S}.link_model
+                               WHERE link_type = %s AND status = 'active'""", (link_type,))
+    return LinkModelRecord(**found[0]) if found else None
+
+
+def link_models(conn: connection, link_type: str | None = None) -> list[LinkModelRecord]:
+    """Every persisted model (of one link type), newest first."""
+    ensure_ledger(conn)
+    where, params = ("WHERE link_type = %s", (link_type,)) if link_type else ("", ())
+    with conn.cursor() as cur:
+        found = _rows(cur, f"""SELECT {', '.join(_LINK_MODEL_COLUMNS)} FROM {_S}.link_model {where}
+                               ORDER BY trained_at DESC, model_id""", params)
+    return [LinkModelRecord(**r) for r in found]
 
 
 # -------------------------------------------------------------------------------------- publications

@@ -156,6 +156,24 @@ class ReconcileRun:
                 "status": self.status, "counts": self.counts, "metrics": self.metrics, "outputs": self.outputs}
 
 
+@dataclass(frozen=True)
+class LinkModelRecord:
+    """A persisted person-link model: where its files are, their hash, and whether it is the one in use."""
+
+    link_type: str
+    model_id: str
+    status: str  # active | retired | candidate
+    trained_run_id: str
+    path: str
+    sha256: str
+    summary: Mapping[str, Any] | None = None
+    trained_at: datetime | None = None
+    activated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _frozen_dict(self, "summary")
+
+
 PUBLICATION_STATUSES = ("published", "expired")
 
 

@@ -217,17 +217,37 @@ ALTER TABLE {OPS_SCHEMA}.stage_run ADD COLUMN rows_unchanged bigint NOT NULL DEF
 ALTER TABLE {OPS_SCHEMA}.stage_run ADD COLUMN mode text NOT NULL DEFAULT 'full';
 """
 
+# Link models are persisted and reused by every reconciliation until a retraining activates another one.
+_V5 = f"""
+CREATE TABLE {OPS_SCHEMA}.link_model (
+  link_type text NOT NULL,
+  model_id text NOT NULL,
+  status text NOT NULL CHECK (status IN ('active', 'retired', 'candidate')),
+  trained_run_id text NOT NULL,
+  trained_at timestamptz NOT NULL DEFAULT now(),
+  activated_at timestamptz,
+  path text NOT NULL,
+  sha256 text NOT NULL,
+  summary jsonb,
+  PRIMARY KEY (link_type, model_id)
+);
+CREATE UNIQUE INDEX link_model_one_active ON {OPS_SCHEMA}.link_model (link_type) WHERE status = 'active';
+COMMENT ON TABLE {OPS_SCHEMA}.link_model IS
+  'Persisted person-link models (Splink parameters and frozen name frequencies, files under path); one active per link type';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bookkeeping tables as before the ledger was versioned", _V1),
     Migration(2, "stage_run.raw_runs (jsonb) split into stage_run.quarantine_path, stage_run_input and "
                  "stage_run_reason", _V2),
     Migration(3, "reconcile_run.model_paths: the link models each reconciliation trained and saved", _V3),
     Migration(4, "stage_landing (the landings each staged table merged), stage_run.rows_unchanged and mode", _V4),
+    Migration(5, "link_model: persisted link models, one active per link type", _V5),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
 LEDGER_TABLES = ("watermark", "ingest_run", "stage_run", "stage_run_input", "stage_run_reason", "stage_landing", "quality_run",
-                 "quality_result", "reconcile_run", "publication", "audit_report", "schema_version")
+                 "quality_result", "reconcile_run", "link_model", "publication", "audit_report", "schema_version")
 """Every table of the ledger, all in `OPS_SCHEMA`, all read and written by `lienthong.runs` only."""
 
 _VERSION_DDL = f"""

@@ -1,0 +1,343 @@
+"""Person links as persistent state, brought up to date by linking only what changed.
+
+Owns three Delta tables under `<integrated>/_state/` (through `lienthong.zones`), each keyed by `_key`:
+
+- `person_registry`: every citizen in the person shape (`sources.citizens_as_people`), `_key` = citizen ID;
+- `person_left`: every left person record (legal representatives; land holders of type person, not
+  deleted) in the person shape with its `dataset`, `_key` = `<dataset>|<unique_id>`;
+- `person_link`: the link of every left person record (`people.LINK_SCHEMA`, its `dataset`, the `model_id`
+  that scored it), keyed like `person_left`.
+
+`update` brings them from the staged versions they reflect to new ones. Why the result equals relinking
+everything with the same model: with a persisted model (parameters and frozen name frequencies,
+`lienthong.reconcile.models`), the link of a left record is a function of that record and of the registry
+records sharing one of its candidate keys (the exact passes' IDs and the model's blocking keys,
+`people.CANDIDATE_KEYS`), nothing else. So a run relinks (a) the left records whose staged rows changed and
+(b) the left records sharing a candidate key with a citizen whose staged row changed (its old or its new
+values), against the whole current registry; every other link stands.
+
+What "changed" is measured against: the staged versions of the last successful reconciliation AND of every
+reconciliation started after it that did not finish (the ledger keeps each run's inputs from its start), so a
+run killed after writing some state is covered: a row is changed when it differs from any of those versions
+(by `_merge_key` and `_record_hash`). A run relinks everything (mode `full`) when there is no state yet, a
+base version is gone (vacuumed), or the model differs from the one the state was linked with.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lienthong import zones
+from lienthong.duck import session
+from lienthong.reconcile import sources
+from lienthong.reconcile.people import (
+    LINK_SCHEMA,
+    PERSON_COLUMNS,
+    PERSON_SCHEMA,
+    LinkBands,
+    LinkModel,
+    link_people,
+)
+from lienthong.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "_state"
+REGISTRY, LEFT, LINKS = "person_registry", "person_left", "person_link"
+KEY = "_key"
+
+# left dataset -> the link type (model) that scores it
+LEFT_DATASETS = {"legal_representative": "representative_citizen", "land_holder": "holder_citizen"}
+PERSON_INPUTS = ("citizen", *LEFT_DATASETS)
+
+REGISTRY_SCHEMA = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
+LEFT_SCHEMA = pa.schema([pa.field(KEY, pa.string()), pa.field("dataset", pa.string()), *PERSON_SCHEMA])
+LINK_STATE_SCHEMA = pa.schema([pa.field(KEY, pa.string()), pa.field("dataset", pa.string()), *LINK_SCHEMA,
+                               pa.field("model_id", pa.string())])
+
+
+def state_dir(integrated_dir: Path) -> Path:
+    return Path(integrated_dir) / STATE_DIR
+
+
+def table_path(integrated_dir: Path, name: str) -> Path:
+    return state_dir(integrated_dir) / name
+
+
+@dataclass
+class Update:
+    """What `update` did: the mode, the refs of the three tables after it, and counts."""
+
+    mode: str  # full | change | unchanged
+    refs: dict[str, str]
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # link type -> model id used
+    trained: dict[str, LinkModel] = field(default_factory=dict)  # link type -> model trained by this update
+
+
+# --- the person shapes of staged rows ----------------------------------------------------------------------
+
+
+def registry_rows(citizens: pa.Table) -> pa.Table:
+    people = sources.citizens_as_people(citizens)
+    return people.add_column(0, KEY, people["unique_id"]).cast(REGISTRY_SCHEMA)
+
+
+def left_rows(dataset: str, staged: pa.Table) -> pa.Table:
+    """The left person records of staged rows of `dataset` (holders: type person and not deleted)."""
+    if dataset == "legal_representative":
+        people = sources.representatives_as_people(staged)
+    elif dataset == "land_holder":
+        staged = staged.filter(pc.invert(pc.fill_null(staged["deleted"], False)))
+        staged = staged.filter(pc.fill_null(pc.equal(staged["holder_type"], "CA_NHAN"), False))
+        people = sources.holders_as_people(staged)
+    else:
+        raise ValueError(f"{dataset!r} is not a left person dataset ({', '.join(LEFT_DATASETS)})")
+    keys = pc.binary_join_element_wise(pa.scalar(dataset), people["unique_id"], "|")
+    out = people.add_column(0, "dataset", pa.array([dataset] * people.num_rows, pa.string()))
+    return out.add_column(0, KEY, keys).cast(LEFT_SCHEMA)
+
+
+def left_record_keys(dataset: str, staged: pa.Table) -> pa.Array:
+    """The `_key` of every staged row of a left dataset, valid as a left record or not (to delete it)."""
+    unique = sources.representative_key(staged) if dataset == "legal_representative" else sources.holder_key(staged)
+    return pc.binary_join_element_wise(pa.scalar(dataset), unique, "|")
+
+
+# --- the change between staged versions ---------------------------------------------------------------------
+
+
+def _changes(con: Any, name: str, bases: list[str], new: str) -> tuple[pa.Table, pa.Table]:
+    """(rows of `new` that differ from at least one base version, rows of any base version not in `new`),
+    compared on `_merge_key` and `_record_hash`."""
+    zones.register(con, f"{name}_new", new)
+    news, olds = [], []
+    for i, base in enumerate(bases):
+        zones.register(con, f"{name}_b{i}", base)
+        news.append(f"SELECT * FROM {name}_new n ANTI JOIN {name}_b{i} b USING (_merge_key, _record_hash)")
+        olds.append(f"SELECT * FROM {name}_b{i} b ANTI JOIN {name}_new n USING (_merge_key, _record_hash)")
+    changed = con.execute(" UNION ".join(news) if news else f"SELECT * FROM {name}_new").fetch_arrow_table()
+    gone = con.execute(" UNION ".join(olds)).fetch_arrow_table() if olds else None
+    return changed, gone if gone is not None else changed.schema.empty_table()
+
+
+def _readable(reference: str) -> bool:
+    try:
+        zones.open_table(reference)
+        return True
+    except Exception:  # a vacuumed version, a removed table: the base cannot be compared against
+        return False
+
+
+# --- which left records a change touches --------------------------------------------------------------------
+
+
+_COLUMN = re.compile(r"\b(" + "|".join(PERSON_COLUMNS) + r")\b")
+
+
+def _qualified(expression: str, alias: str) -> str:
+    return _COLUMN.sub(lambda m: f"{alias}.{m.group(1)}", expression)
+
+
+def dirty_by_registry(con: Any, changed_people: pa.Table) -> set[str]:
+    """`_key`s of the left records (table `person_left` of the session) that share a candidate key
+    (`people.CANDIDATE_KEYS`) with any of `changed_people` (person shapes: the old and new values of changed
+    citizens)."""
+    from lienthong.reconcile.people import CANDIDATE_KEYS
+
+    if changed_people.num_rows == 0:
+        return set()
+    con.register("reg_changed", changed_people.select(PERSON_COLUMNS))
+    parts = []
+    for key in CANDIDATE_KEYS:
+        on = " AND ".join(f"{_qualified(e, 'l')} = {_qualified(e, 'c')}" for e in key)
+        parts.append(f"SELECT l.{KEY} FROM person_left l JOIN reg_changed c ON {on}")
+    found = con.execute(" UNION ".join(parts)).fetchall()
+    con.unregister("reg_changed")
+    return {r[0] for r in found}
+
+
+# --- the update ---------------------------------------------------------------------------------------------
+
+
+def _with_op(table: pa.Table, op: str) -> pa.Table:
+    return table.append_column(zones.OP, pa.array([op] * table.num_rows, pa.string()))
+
+
+def _deletes(keys: set[str]) -> pa.Table:
+    return pa.table({KEY: pa.array(sorted(keys), pa.string()), zones.OP: pa.array(["delete"] * len(keys), pa.string())})
+
+
+def _commit(path: Path, upserts: pa.Table, deletes: set[str], *, run_id: str, full: bool) -> str:
+    """One commit of the table at `path`: all of `upserts` (full: the table's whole content), else a MERGE
+    of the upserts and of the deletes whose key is not upserted. Returns the version's ref."""
+    if full:
+        commit = zones.create(path, upserts, run_id=run_id, metadata={"lienthong.mode": "full"})
+    else:
+        gone = deletes - set(upserts[KEY].to_pylist())
+        rows = _with_op(upserts, "upsert")
+        if gone:
+            rows = pa.concat_tables([rows, _deletes(gone)], promote_options="default")
+        commit = zones.merge(path, rows, key=KEY, run_id=run_id, metadata={"lienthong.mode": "change"})
+    v = commit.version if commit.version is not None else zones.version(path)
+    if v is None:
+        raise RuntimeError(f"link state {path}: no version after its commit")
+    return zones.ref(path, v)
+
+
+def _link(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settings,
+          models: dict[str, LinkModel | None]) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
+    """Link each left dataset's records with its model (trained here when `models` has none for it)."""
+    parts, used, counts = [], {}, {}
+    for dataset, link_type in LEFT_DATASETS.items():
+        rows = left.filter(pc.equal(left["dataset"], dataset))
+        if rows.num_rows == 0:
+            continue
+        result = link_people(rows.select(PERSON_COLUMNS), registry.select(PERSON_COLUMNS), bands,
+                             settings=settings, model=models.get(link_type))
+        if result.model is not None:
+            used[link_type] = result.model
+        counts[link_type] = result.counts
+        links = result.links
+        model_id = result.model.model_id if result.model is not None else None
+        keys = pc.binary_join_element_wise(pa.scalar(dataset), links["left_id"], "|")
+        links = links.add_column(0, "dataset", pa.array([dataset] * links.num_rows, pa.string()))
+        links = links.add_column(0, KEY, keys).append_column("model_id", pa.array([model_id] * links.num_rows, pa.string()))
+        parts.append(links.cast(LINK_STATE_SCHEMA))
+    out = pa.concat_tables(parts) if parts else LINK_STATE_SCHEMA.empty_table()
+    return out.sort_by(KEY), used, counts
+
+
+def update(
+    integrated_dir: Path,
+    inputs: dict[str, str],
+    bases: dict[str, list[str]] | None,
+    models: dict[str, LinkModel | None],
+    *,
+    run_id: str,
+    settings: Settings,
+    bands: LinkBands,
+    state_models: dict[str, str] | None = None,
+) -> Update:
+    """Bring the link state to the staged versions `inputs` (dataset -> staged ref).
+
+    `bases` maps each person input to the staged refs the state may reflect (see the module docstring);
+    None, or a base that is gone, or `state_models` (link type -> model id the state was linked with)
+    differing from `models`, relinks everything. `models` gives each link type's persisted model; a link type
+    without one is trained on the whole data (full mode only) and returned in `Update.models`'s ids and
+    `Update.counts['trained']`."""
+    t0 = time.monotonic()
+    paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
+    model_ids = {t: m.model_id for t, m in models.items() if m is not None}
+    reason = _full_reason(paths, bases, models, state_models, model_ids)
+    if reason:
+        log.info("link state: relinking everything (%s)", reason)
+        return _full(paths, inputs, models, run_id=run_id, settings=settings, bands=bands, t0=t0, reason=reason)
+    assert bases is not None
+    with session(settings, purpose="link-state") as con:
+        changed, gone = {}, {}
+        for name in PERSON_INPUTS:
+            changed[name], gone[name] = _changes(con, name, bases[name], inputs[name])
+    if all(changed[n].num_rows == 0 and gone[n].num_rows == 0 for n in PERSON_INPUTS):
+        refs = {name: zones.ref(p, zones.version(p) or 0) for name, p in paths.items()}
+        log.info("link state: no person record changed since the state's staged versions")
+        return Update("unchanged", refs, {"changed": {n: 0 for n in PERSON_INPUTS}}, {"total": time.monotonic() - t0},
+                      model_ids)
+    t1 = time.monotonic()
+    # the registry: upsert the changed citizens, delete the ones gone
+    reg_new = registry_rows(changed["citizen"])
+    reg_old = registry_rows(gone["citizen"])
+    new_citizen_ids = set(reg_new[KEY].to_pylist())
+    # a citizen whose old row is gone is deleted unless the current version still holds its ID
+    still: set[str] = set()
+    if reg_old.num_rows:
+        with session(settings, purpose="link-state") as con:
+            zones.register(con, "citizens_now", inputs["citizen"])
+            con.register("old_ids", reg_old.select([KEY]))
+            still = {r[0] for r in con.execute(
+                f"SELECT citizen_id FROM citizens_now WHERE citizen_id IN (SELECT {KEY} FROM old_ids)").fetchall()}
+    reg_deletes = set(reg_old[KEY].to_pylist()) - new_citizen_ids - still
+    refs = {REGISTRY: _commit(paths[REGISTRY], reg_new, reg_deletes, run_id=run_id, full=False)}
+    # the left records
+    left_new = pa.concat_tables([left_rows(d, changed[d]) for d in LEFT_DATASETS])
+    touched_left = set()
+    for d in LEFT_DATASETS:
+        for t in (changed[d], gone[d]):
+            if t.num_rows:
+                touched_left |= set(left_record_keys(d, t).to_pylist())
+    left_keys_now = set(left_new[KEY].to_pylist())
+    left_deletes = touched_left - left_keys_now
+    refs[LEFT] = _commit(paths[LEFT], left_new, left_deletes, run_id=run_id, full=False)
+    seconds = {"changes": round(t1 - t0, 3), "state": round(time.monotonic() - t1, 3)}
+    # which left records to relink
+    t2 = time.monotonic()
+    with session(settings, purpose="link-state") as con:
+        zones.register(con, "person_left", refs[LEFT])
+        by_registry = dirty_by_registry(con, pa.concat_tables([reg_new, reg_old]))
+        dirty = (left_keys_now | by_registry) - left_deletes
+        con.register("dirty_keys", pa.table({KEY: pa.array(sorted(dirty), pa.string())}))
+        left = con.execute(f"SELECT * FROM person_left WHERE {KEY} IN (SELECT {KEY} FROM dirty_keys) ORDER BY {KEY}"
+                           ).fetch_arrow_table().cast(LEFT_SCHEMA)
+    registry = zones.read_table(refs[REGISTRY]).sort_by(KEY)
+    seconds["dirty"] = round(time.monotonic() - t2, 3)
+    t3 = time.monotonic()
+    links, used, link_counts = _link(left, registry, bands, settings, models)
+    seconds["link"] = round(time.monotonic() - t3, 3)
+    refs[LINKS] = _commit(paths[LINKS], links, left_deletes, run_id=run_id, full=False)
+    seconds["total"] = round(time.monotonic() - t0, 3)
+    counts = {"changed": {n: changed[n].num_rows for n in PERSON_INPUTS},
+              "gone": {n: gone[n].num_rows for n in PERSON_INPUTS},
+              "registry_upserts": reg_new.num_rows, "registry_deletes": len(reg_deletes),
+              "left_upserts": left_new.num_rows, "left_deletes": len(left_deletes),
+              "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - left_keys_now),
+              "links": link_counts}
+    log.info("link state (change): %d citizens and %d left records changed; relinked %d left records (%d for a "
+             "registry change) in %.1f s", reg_new.num_rows + len(reg_deletes), left_new.num_rows + len(left_deletes),
+             len(dirty), counts["relinked_by_registry_change"], seconds["total"])
+    return Update("change", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | model_ids)
+
+
+def _full_reason(paths: dict[str, Path], bases: dict[str, list[str]] | None, models: dict[str, LinkModel | None],
+                 state_models: dict[str, str] | None, model_ids: dict[str, str]) -> str | None:
+    if bases is None:
+        return "no earlier reconciliation"
+    if not all(zones.is_table(p) for p in paths.values()):
+        return "no link state yet"
+    if any(models.get(t) is None for t in LEFT_DATASETS.values()):
+        return "a link type has no persisted model"
+    if (state_models or {}) != model_ids:
+        return f"the models differ from the ones the state was linked with ({state_models} -> {model_ids})"
+    for name in PERSON_INPUTS:
+        if not bases.get(name):
+            return f"no base version of {name}"
+        for base in bases[name]:
+            if not _readable(base):
+                return f"staged version {base} is gone"
+    return None
+
+
+def _full(paths: dict[str, Path], inputs: dict[str, str], models: dict[str, LinkModel | None], *, run_id: str,
+          settings: Settings, bands: LinkBands, t0: float, reason: str) -> Update:
+    registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
+    left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+    t1 = time.monotonic()
+    links, used, link_counts = _link(left, registry, bands, settings, models)
+    t2 = time.monotonic()
+    refs = {REGISTRY: _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True),
+            LEFT: _commit(paths[LEFT], left, set(), run_id=run_id, full=True),
+            LINKS: _commit(paths[LINKS], links, set(), run_id=run_id, full=True)}
+    trained = sorted(t for t in used if models.get(t) is None)
+    counts = {"registry": registry.num_rows, "left": left.num_rows, "relinked": left.num_rows, "links": link_counts,
+              "trained": trained, "reason": reason}
+    seconds = {"prepare": round(t1 - t0, 3), "link": round(t2 - t1, 3), "total": round(time.monotonic() - t0, 3)}
+    return Update("full", refs, counts, seconds, {t: m.model_id for t, m in used.items()},
+                  trained={t: used[t] for t in trained})
