@@ -47,7 +47,7 @@ def _link_rows(reconciled, dataset: str) -> list[dict]:
     return zones.read_table(reconciled["summary"]["outputs"][dataset]["path"]).to_pylist()
 
 
-def test_each_reconcile_run_saves_its_link_models_beside_its_outputs_and_they_load_into_splink(reconciled):
+def test_each_reconcile_run_names_its_persisted_link_models_and_they_load_into_splink(reconciled):
     from splink import DuckDBAPI, Linker
 
     from lienthong.reconcile.people import PERSON_SCHEMA
@@ -59,7 +59,9 @@ def test_each_reconcile_run_saves_its_link_models_beside_its_outputs_and_they_lo
     integrated = output.parent
     for name, path in paths.items():
         path = Path(path)
-        assert path == integrated / "link_models" / "run=r1" / f"{name}.json"
+        # the persisted model the run used (trained by this first run), named by its content hash
+        assert path.parent.parent == integrated / "link_models" and path.name == "model.json"
+        assert path.parent.name.startswith(f"model={name}-") and (path.parent / "tf_name.parquet").is_file()
         # as private as the integrated outputs of the same run
         assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(next(output.glob("*.parquet")).stat().st_mode)
         saved = json.loads(path.read_text())
