@@ -106,6 +106,7 @@ _RUN_PROPERTY = "lienthong.run_id"  # the commit property zones writes the run i
 
 EVIDENCE_RECORDS = 100  # record keys an event's evidence lists at most (the counts are always complete)
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_RADIX32 = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
 
 
 def _member_schema_with_op() -> pa.Schema:
@@ -148,25 +149,16 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema) -> pa.Ta
     return con.execute(sql).to_arrow_table().rename_columns(schema.names).cast(schema)
 
 
-def _fail_on(con: duckdb.DuckDBPyConnection, sql: str, message: str) -> None:
-    """Raise ValueError(message with the first offending row) when `sql` returns a row."""
-    row = con.execute(sql + " LIMIT 1").fetchone()
-    if row is not None:
-        raise ValueError(f"{message}: {row}")
-
-
 def _new_id_sql(source: str) -> str:
-    """SELECT over `source` (kind, cluster_key, seed, n) adding the candidate ID of rule 7. Base32 by hand:
-    DuckDB has no base32 function, and 16 chars are 80 bits = the first 20 hex digits of the digest, two
-    40-bit integers of 8 chars each."""
-    chars = []
-    for part in ("v1", "v2"):
-        chars += [f"substr('{_B32}', (({part} >> {35 - 5 * i}) & 31)::INTEGER + 1, 1)" for i in range(8)]
+    """SELECT over `source` (kind, cluster_key, seed, n) adding the candidate ID of rule 7. Base32 in SQL:
+    16 chars are 80 bits, the first 20 hex digits of the digest: two 40-bit integers written in radix 32
+    (DuckDB's digits 0-9A-V), each digit then mapped onto RFC 4648's alphabet."""
     prefix = "CASE kind " + " ".join(f"WHEN '{k}' THEN '{p}'" for k, p in KIND_PREFIX.items()) + " END"
+    chars = " || ".join(f"translate(to_base(('0x' || substr(hx, {start}, 10))::BIGINT, 32, 8), '{_RADIX32}', '{_B32}')"
+                        for start in (1, 11))
     return f"""
-        WITH h AS (SELECT *, sha256(kind || '|' || seed || '|' || n::VARCHAR) AS hx FROM {source}),
-        v AS (SELECT *, ('0x' || substr(hx, 1, 10))::BIGINT AS v1, ('0x' || substr(hx, 11, 10))::BIGINT AS v2 FROM h)
-        SELECT kind, cluster_key, seed, n, {prefix} || '-' || {' || '.join(chars)} AS entity_id FROM v"""
+        WITH h AS (SELECT *, sha256(kind || '|' || seed || '|' || n::VARCHAR) AS hx FROM {source})
+        SELECT kind, cluster_key, seed, n, {prefix} || '-' || {chars} AS entity_id FROM h"""
 
 
 def _records(alias: str = "") -> str:
@@ -229,15 +221,22 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
                created_run::VARCHAR AS created_run, created_seq::BIGINT AS created_seq,
                updated_run::VARCHAR AS updated_run, merged_into::VARCHAR AS merged_into, members::BIGINT AS members
         FROM pe_in_raw""")
-    _fail_on(con, f"SELECT kind, cluster_key, dataset, record_key FROM cl WHERE kind IS NULL OR kind NOT IN ({kinds}) "
-                  "OR cluster_key IS NULL OR dataset IS NULL OR record_key IS NULL",
-             f"clusters: a row without a key or with a kind other than {list(KIND_PREFIX)}")
-    _fail_on(con, "SELECT kind, dataset, record_key, count(*) FROM cl GROUP BY ALL HAVING count(*) > 1",
-             "clusters: a record in more than one row")
-    _fail_on(con, "SELECT kind, dataset, record_key, count(*) FROM pm_in GROUP BY ALL HAVING count(*) > 1",
-             "previous_members: a record in more than one row")
-    _fail_on(con, "SELECT entity_id, count(*) FROM pe GROUP BY ALL HAVING count(*) > 1",
-             "previous_entities: an entity_id in more than one row")
+    checks = [
+        (f"clusters: a row without a key or with a kind other than {list(KIND_PREFIX)}",
+         f"""SELECT concat_ws(' ', kind, cluster_key, dataset, record_key) FROM cl
+             WHERE kind IS NULL OR kind NOT IN ({kinds}) OR cluster_key IS NULL OR dataset IS NULL
+                   OR record_key IS NULL"""),
+        ("clusters: a record in more than one row",
+         "SELECT concat_ws(' ', kind, dataset, record_key) FROM cl GROUP BY ALL HAVING count(*) > 1"),
+        ("previous_members: a record in more than one row",
+         "SELECT concat_ws(' ', kind, dataset, record_key) FROM pm_in GROUP BY ALL HAVING count(*) > 1"),
+        ("previous_entities: an entity_id in more than one row",
+         "SELECT entity_id FROM pe GROUP BY ALL HAVING count(*) > 1"),
+    ]
+    union = " UNION ALL ".join(f"SELECT {i} AS i, * FROM ({sql} LIMIT 1)" for i, (_, sql) in enumerate(checks))
+    row = con.execute(f"SELECT * FROM ({union}) ORDER BY i LIMIT 1").fetchone()
+    if row is not None:
+        raise ValueError(f"{checks[row[0]][0]}: {row[1]}")
 
 
 def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
@@ -305,22 +304,18 @@ def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
 def _new_ids(con: duckdb.DuckDBPyConnection) -> None:
     """Rule 7: IDs for the clusters in `need`, bumping n until an ID is unused. In a round, a candidate
     already used is bumped; of candidates equal to each other, the smallest seed keeps it."""
-    con.execute("CREATE TEMP TABLE used AS SELECT entity_id FROM pe")
-    con.execute("CREATE TEMP TABLE pending AS SELECT kind, cluster_key, seed, 0 AS n FROM need")
     con.execute("CREATE TEMP TABLE newid (kind VARCHAR, cluster_key VARCHAR, seed VARCHAR, entity_id VARCHAR)")
+    con.execute("CREATE TEMP TABLE pending AS SELECT kind, cluster_key, seed, 0 AS n FROM need")
     while True:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE prop AS {_new_id_sql('pending')}")
-        con.execute("""CREATE OR REPLACE TEMP TABLE win AS
-            SELECT p.* FROM prop p ANTI JOIN used u ON u.entity_id = p.entity_id
-            QUALIFY row_number() OVER (PARTITION BY p.entity_id ORDER BY p.seed, p.kind, p.cluster_key) = 1""")
-        con.execute("INSERT INTO newid SELECT kind, cluster_key, seed, entity_id FROM win")
-        con.execute("INSERT INTO used SELECT entity_id FROM win")
-        con.execute("""CREATE OR REPLACE TEMP TABLE pending AS
-            SELECT p.kind, p.cluster_key, p.seed, p.n + 1 AS n
-            FROM prop p ANTI JOIN win w ON w.kind = p.kind AND w.cluster_key = p.cluster_key""")
-        left = con.execute("SELECT count(*) FROM pending").fetchone()
-        if not left or left[0] == 0:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE prop AS
+            SELECT *, entity_id IN (SELECT entity_id FROM pe UNION ALL SELECT entity_id FROM newid) AS used,
+                   row_number() OVER (PARTITION BY entity_id ORDER BY seed, kind, cluster_key) AS rank
+            FROM ({_new_id_sql('pending')})""")
+        con.execute("INSERT INTO newid SELECT kind, cluster_key, seed, entity_id FROM prop WHERE NOT used AND rank = 1")
+        if _count(con, "SELECT count(*) FROM prop WHERE used OR rank > 1") == 0:
             break
+        con.execute("""CREATE OR REPLACE TEMP TABLE pending AS
+            SELECT kind, cluster_key, seed, n + 1 AS n FROM prop WHERE used OR rank > 1""")
     con.execute("""CREATE TEMP TABLE fresh_entity AS
         SELECT n.kind, n.cluster_key, n.entity_id, s.other_entity_id,
                (SELECT coalesce(max(created_seq), 0) FROM pe) + row_number() OVER (ORDER BY n.kind, n.seed) AS created_seq
@@ -385,43 +380,49 @@ def _outputs(con: duckdb.DuckDBPyConnection) -> None:
 
 def _events(con: duckdb.DuckDBPyConnection) -> None:
     """The run's events, numbered by (kind, event, entity_id); evidence is compact JSON with sorted lists."""
+    # the records of each (cluster, prior entity) an event names: new and continued clusters' records, the
+    # records a split took from its source, the records a merged entity brought
     con.execute(f"""CREATE TEMP TABLE crec AS
-        SELECT kind, cluster_key, {_records()} AS records, count(*) AS n FROM cur
+        SELECT c.kind, c.cluster_key, {_records('c')} AS records, count(*) AS n FROM cur c
         SEMI JOIN (SELECT kind, cluster_key FROM fresh_entity UNION ALL SELECT kind, cluster_key FROM cont) x
-            USING (kind, cluster_key)
-        GROUP BY kind, cluster_key""")
+            ON x.kind = c.kind AND x.cluster_key = c.cluster_key
+        GROUP BY c.kind, c.cluster_key""")
+    con.execute(f"""CREATE TEMP TABLE prec AS
+        SELECT c.kind, c.cluster_key, c.prior, {_records('c')} AS records FROM cur c
+        SEMI JOIN (SELECT kind, cluster_key, other_entity_id AS prior FROM split_src
+                   UNION ALL SELECT kind, cluster_key, entity_id FROM merged) x
+            ON x.kind = c.kind AND x.cluster_key = c.cluster_key AND x.prior = c.prior
+        GROUP BY c.kind, c.cluster_key, c.prior""")
     con.execute(f"""CREATE TEMP TABLE erec AS
-        SELECT kind, entity_id, {_records()} AS records, count(*) AS n FROM pm
-        SEMI JOIN (SELECT entity_id FROM retired UNION ALL SELECT entity_id FROM cont) x USING (entity_id)
-        GROUP BY kind, entity_id""")
-    con.execute(f"""CREATE TEMP TABLE ev_raw AS
+        SELECT p.kind, p.entity_id, {_records('p')} AS records, count(*) AS n FROM pm p
+        SEMI JOIN (SELECT entity_id FROM retired UNION ALL SELECT entity_id FROM cont) x
+            ON x.entity_id = p.entity_id
+        GROUP BY p.kind, p.entity_id""")
+    con.execute("""CREATE TEMP TABLE ev_raw AS
         SELECT f.kind, 'created' AS event, f.entity_id, NULL::VARCHAR AS other_entity_id,
                json_object('records', r.records, 'members', r.n)::VARCHAR AS evidence
-        FROM fresh_entity f JOIN crec r USING (kind, cluster_key) WHERE f.other_entity_id IS NULL
+        FROM fresh_entity f JOIN crec r ON r.kind = f.kind AND r.cluster_key = f.cluster_key
+        WHERE f.other_entity_id IS NULL
         UNION ALL
         SELECT f.kind, 'split', f.entity_id, f.other_entity_id,
-               json_object('records', r.records, 'members', r.n,
-                           'from_records', (SELECT {_records('c')} FROM cur c WHERE c.kind = f.kind
-                                            AND c.cluster_key = f.cluster_key AND c.prior = f.other_entity_id),
+               json_object('records', r.records, 'members', r.n, 'from_records', p.records,
                            'from_members', s.n)::VARCHAR
-        FROM fresh_entity f JOIN crec r USING (kind, cluster_key)
+        FROM fresh_entity f JOIN crec r ON r.kind = f.kind AND r.cluster_key = f.cluster_key
         JOIN split_src s ON s.kind = f.kind AND s.cluster_key = f.cluster_key
-        WHERE f.other_entity_id IS NOT NULL
+        JOIN prec p ON p.kind = f.kind AND p.cluster_key = f.cluster_key AND p.prior = f.other_entity_id
         UNION ALL
         SELECT c.kind, 'continued', c.entity_id, NULL,
                json_object('continuity_key', c.ckey, 'continuity_keys', c.keys, 'old_records', o.records,
                            'new_records', r.records, 'members', r.n)::VARCHAR
-        FROM cont c JOIN crec r USING (kind, cluster_key) JOIN erec o USING (kind, entity_id)
+        FROM cont c JOIN crec r ON r.kind = c.kind AND r.cluster_key = c.cluster_key
+        JOIN erec o ON o.entity_id = c.entity_id
         UNION ALL
         SELECT m.kind, 'merged', m.entity_id, m.merged_into,
-               json_object('records', (SELECT {_records('c')} FROM cur c WHERE c.kind = m.kind
-                                       AND c.cluster_key = m.cluster_key AND c.prior = m.entity_id),
-                           'members', m.n)::VARCHAR
-        FROM merged m
+               json_object('records', p.records, 'members', m.n)::VARCHAR
+        FROM merged m JOIN prec p ON p.kind = m.kind AND p.cluster_key = m.cluster_key AND p.prior = m.entity_id
         UNION ALL
-        SELECT r.kind, 'retired', r.entity_id, NULL,
-               json_object('records', o.records, 'members', o.n)::VARCHAR
-        FROM retired r JOIN erec o USING (kind, entity_id)""")
+        SELECT r.kind, 'retired', r.entity_id, NULL, json_object('records', o.records, 'members', o.n)::VARCHAR
+        FROM retired r JOIN erec o ON o.entity_id = r.entity_id""")
     order = "CASE event " + " ".join(f"WHEN '{e}' THEN {i}" for i, e in enumerate(EVENTS)) + " END"
     con.execute(f"""CREATE TEMP TABLE ev AS
         SELECT getvariable('run_id') AS run_id, row_number() OVER (ORDER BY kind, {order}, entity_id) AS seq,
