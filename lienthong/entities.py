@@ -547,10 +547,11 @@ def _version_before(path: Path, run_id: str) -> int | None:
     return newest if newest is not None and newest >= 0 else None
 
 
-def _read(path: Path, schema: pa.Schema, version: int | None) -> pa.Table:
-    # delta-rs' MERGE writes text as string_view: cast back to the registry's schema
-    return zones.read_table(zones.ref(path, version) if version is not None else path,
-                            columns=schema.names).select(schema.names).cast(schema)
+def _read(path: Path, schema: pa.Schema, version: int | None, order: list[str]) -> pa.Table:
+    # delta-rs' MERGE writes text as string_view: cast back to the registry's schema; sorted as `assign`
+    # sorts, so a stored table compares equal to the assignment that wrote it
+    table = zones.read_table(zones.ref(path, version) if version is not None else path, columns=schema.names)
+    return table.select(schema.names).cast(schema).sort_by([(c, "ascending") for c in order])
 
 
 def load(directory: str | Path, version: Mapping[str, int | str] | None = None, *,
@@ -561,7 +562,8 @@ def load(directory: str | Path, version: Mapping[str, int | str] | None = None, 
     start from). Empty tables with the schemas when nothing is stored yet."""
     paths = _paths(directory)
     out = []
-    for name, schema in ((MEMBER_TABLE, MEMBER_SCHEMA), (ENTITY_TABLE, ENTITY_SCHEMA)):
+    for name, schema, order in ((MEMBER_TABLE, MEMBER_SCHEMA, ["kind", "dataset", "record_key"]),
+                                (ENTITY_TABLE, ENTITY_SCHEMA, ["entity_id"])):
         path = paths[name]
         if not zones.is_table(path):
             out.append(schema.empty_table())
@@ -577,7 +579,7 @@ def load(directory: str | Path, version: Mapping[str, int | str] | None = None, 
                 continue
         else:
             pinned = None
-        out.append(_read(path, schema, pinned))
+        out.append(_read(path, schema, pinned, order))
     return out[0], out[1]
 
 
