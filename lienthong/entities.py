@@ -603,12 +603,15 @@ def commit(directory: str | Path, assignment: Assignment, run_id: str) -> dict[s
     same run repairs it: it starts from `load(..., before_run=run_id)`, i.e. the tables as they were before
     this run's commits, so `assign` computes the same assignment; the run's events are written as a replace
     of that run's rows (one commit, never doubled), and the entity and member MERGEs upsert rows equal to
-    what the killed attempt wrote. `update` does exactly that."""
+    what the killed attempt wrote. `update` does exactly that. Only the newest run can be rerun: a run that
+    a later run followed (in any of the three tables) is refused, since its rerun would start from the later
+    state."""
     bad = assignment.events.filter(pa.compute.not_equal(assignment.events["run_id"], run_id))
     if bad.num_rows:
         raise ValueError(f"commit of run {run_id!r}: the assignment's events belong to run {bad['run_id'][0]}")
     paths = _paths(directory)
     events = paths[EVENT_TABLE]
+    _refuse_rewriting_history(paths.values(), run_id)
     if not zones.is_table(events):
         zones.create(events, assignment.events, run_id=run_id)
     elif assignment.events.num_rows:
@@ -627,6 +630,22 @@ def commit(directory: str | Path, assignment: Assignment, run_id: str) -> dict[s
     log.info("entity registry %s: run %s committed %d events, %d entity and %d member rows", directory, run_id,
              assignment.events.num_rows, assignment.changed_entities.num_rows, assignment.changed_members.num_rows)
     return refs
+
+
+def _refuse_rewriting_history(paths: Iterable[Path], run_id: str) -> None:
+    """A rerun repairs the newest run only: rerunning a run that later runs have followed would replace its
+    events with ones computed from the later state. Looks at the last 50 commits of each table."""
+    for path in paths:
+        if not zones.is_table(path):
+            continue
+        commits = zones.open_table(path).history(50)
+        trailing = True
+        for c in commits:
+            if c.get(_RUN_PROPERTY) != run_id:
+                trailing = False
+            elif not trailing:
+                raise ValueError(f"entity registry {path.parent}: run {run_id!r} was committed to {path.name} "
+                                 f"before run {commits[0].get(_RUN_PROPERTY)!r}; only the newest run can be rerun")
 
 
 def update(directory: str | Path, clusters: pa.Table, run_id: str, *,

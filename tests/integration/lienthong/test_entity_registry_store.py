@@ -116,6 +116,19 @@ def test_a_rerun_of_a_run_replaces_its_events_instead_of_doubling_them(settings)
     assert members.equals(first.members) and entities.equals(first.entities)
 
 
+def test_a_run_that_later_runs_followed_cannot_be_rerun(settings):
+    directory = en.registry_dir(settings)
+    en.update(directory, clusters(RUN1), "r1", settings=settings)
+    en.update(directory, clusters(RUN2), "r2", settings=settings)
+    with pytest.raises(ValueError, match="run 'r1' was committed to entity_event before run 'r2'"):
+        en.update(directory, clusters(RUN1), "r1", settings=settings)
+    # a run that changed only a member row (a continuity key) counts too
+    changed = [(k, c, d, r, ["nbd:x"] if r == "002" else keys) for k, c, d, r, keys in RUN2]
+    assert en.update(directory, clusters(changed), "r3", settings=settings)[0].events.num_rows == 0
+    with pytest.raises(ValueError, match="run 'r2' was committed to entity_member before run 'r3'"):
+        en.update(directory, clusters(RUN2), "r2", settings=settings)
+
+
 @pytest.mark.parametrize("killed_before", [en.ENTITY_TABLE, en.MEMBER_TABLE])
 def test_a_run_killed_between_its_commits_is_repaired_by_its_rerun(settings, tmp_path, monkeypatch,
                                                                     killed_before):
