@@ -15,7 +15,9 @@ registry it is linked against (a citizen quarantined for an unusable birth date 
 reported separately, not hidden).
 
 Link types: representative -> citizen, land holder (person) -> citizen, land holder (organisation) ->
-enterprise. Only accepted links count as positive; `review` is reported beside them.
+enterprise. Only accepted links count as positive; `review` is reported beside them. Given the staged land
+holders, `holder_citizen_idless` reports the same measures for the person holders whose staged record has no
+document number (the ones linked on name, birth year and place only; `lienthong.reconcile.idless`).
 """
 
 from __future__ import annotations
@@ -56,9 +58,20 @@ def _score(pairs: list[tuple[Any, Any, str]], linkable: int) -> dict[str, Any]:
             "precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6)}
 
 
+def idless_holder_keys(staged_holders: pa.Table) -> set[str]:
+    """`<province>:<holder id>` of the person holders whose staged record has no document number (null or
+    blank)."""
+    person = pc.fill_null(pc.equal(staged_holders["holder_type"], "CA_NHAN"), False)
+    no_doc = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(staged_holders["document_number"]), ""), True)
+    rows = staged_holders.filter(pc.and_(person, no_doc)).select(["province_code", "holder_id"]).to_pylist()
+    return {f"{r['province_code']}:{r['holder_id']}" for r in rows}
+
+
 def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged_enterprises: pa.Table,
-                  truth_dir: str | Path) -> dict[str, Any]:
-    """Precision / recall / F1 of the three link types in the integrated tables."""
+                  truth_dir: str | Path, staged_holders: pa.Table | None = None) -> dict[str, Any]:
+    """Precision / recall / F1 of the three link types in the integrated tables; with `staged_holders` (the
+    staged land_holder table) also `holder_citizen_idless`: `holder_citizen` restricted to the person
+    holders with no document number (it does not enter `all_auto_accepted_precision`)."""
     truth = _truth_maps(Path(truth_dir))
     citizen_person = truth["citizen"]
     in_registry = {citizen_person[k] for k in staged_citizens["citizen_id"].to_pylist() if k in citizen_person}
@@ -77,6 +90,8 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
     holders = holders.select(["province_code", "holder_id", "holder_type", "person_key", "enterprise_code", "band"])
     seen: set[str] = set()
     person_pairs, org_pairs = [], []
+    idless_keys = idless_holder_keys(staged_holders) if staged_holders is not None else set()
+    idless_pairs = []
     for r in holders.to_pylist():
         key = f"{r['province_code']}:{r['holder_id']}"
         if key in seen:
@@ -85,7 +100,10 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
         if r["holder_type"] == "CA_NHAN":
             t = truth.get("land_holder_person", {}).get(key)
             if t is not None:
-                person_pairs.append((t, citizen_person.get(r["person_key"]) if r["person_key"] else None, r["band"]))
+                pair = (t, citizen_person.get(r["person_key"]) if r["person_key"] else None, r["band"])
+                person_pairs.append(pair)
+                if key in idless_keys:
+                    idless_pairs.append(pair)
         else:
             t = truth.get("land_holder_organisation", {}).get(key)
             if t is not None:
@@ -102,4 +120,6 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
     result["registry_citizens_missing_from_staged"] = int(
         pc.sum(pc.invert(pc.is_in(pa.array(list(set(citizen_person.values())), pa.int64()),
                                   pa.array(list(in_registry), pa.int64())))).as_py() or 0)
+    if staged_holders is not None:
+        result["holder_citizen_idless"] = _score(idless_pairs, sum(1 for t, _, _ in idless_pairs if t in in_registry))
     return result

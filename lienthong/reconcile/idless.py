@@ -151,6 +151,9 @@ def idless_inputs(holders: pa.Table, certificates: pa.Table, parcels: pa.Table, 
 
     idless = idless_holders(holders)
     people = holders_as_people(idless)
+    for column in ("id_number", "legacy_id"):  # a blank number is no number
+        people = people.set_column(people.schema.get_field_index(column), PERSON_SCHEMA.field(column),
+                                   pa.nulls(people.num_rows, pa.string()))
     prov, communes = commune_places(parcels["commune_code_original"], parcels["commune_code_2025"])
     parcel_places = pa.table({
         "province_code": parcels["province_code"], "parcel_id": parcels["parcel_id"],
