@@ -25,8 +25,12 @@ The rules (per kind), as `assign` applies them:
    both ways (event 'continued'); otherwise it is a new entity (event 'created').
 6. An entity that lost all its members and was not continued is retired.
 7. A new ID is the kind's letter ('P' person, 'E' enterprise, 'L' land parcel), '-', and the first 16 chars
-   of the lower-case base32 of sha256(f"{kind}|{smallest dataset:record_key of the cluster}|{n}"), n = 0, 1,
-   ... until the ID was never used: a merged or retired ID is never handed out again.
+   of the lower-case base32 of sha256(f"{kind}|{seed}|{n}"), seed the cluster's smallest (as text)
+   f"{dataset}:{record_key}", n = 0, 1, ... until the ID was never used: a merged or retired ID is never
+   handed out again. `created_seq` goes on from the previous maximum, in (kind, seed) order.
+
+A record that moves from one entity to another without a merge or a split (its old entity keeps its heir
+cluster) makes no event: its member row says it (`since_run`), the log records entity-level changes only.
 
 Locality: an entity's fate depends only on the clusters holding its records (and the continuity rule only
 pairs entities that lost every record with clusters of records never seen, all of which a change touches).
@@ -35,6 +39,10 @@ entity with a record in them, those entities' other clusters, and so on to a fix
 subset (with the FULL previous entity table, which new IDs and `created_seq` are drawn against) gives the
 same events and the same changed rows as on everything, and `apply` puts the subset's result back into the
 full tables.
+
+Scale: at 5M records (2.5M entities, 2 threads, 2 GB DuckDB limit) a first run takes about 64 s, a 1 % change
+run 53 s on everything or 39 s through the closure (the closure itself is a full scan); the Assignment's
+tables are Arrow tables in the caller's memory (the full member table and, on a first run, a diff as large).
 """
 
 from __future__ import annotations
