@@ -24,17 +24,22 @@ address (`address`). Candidates the registry's own dedupe puts in one cluster (`
 when given) are one person, counted once under the cluster's survivor.
 
 Must the model agree? Yes. Measured on generated provinces (benchmarks/bench_idless.py ->
-benchmarks/results/idless-holders.json, default noise, 100,000 citizens, 1,243 ID-less person holders), the
-rule alone accepts wrong citizens: the name + birth year + province key at precision 0.989 (5 wrong of 472:
-holders from outside the registry or with a misspelt name who have a namesake of the same year), the parcel
-commune key at 0.09 (the sandbox draws a parcel's commune independently of where its holder lives, so a
-namesake who happens to live there is as likely as the holder; real rural holders live near their land more
-often, but nothing guarantees it), and with the address 0.986-0.993; the model alone accepts none wrong. So
-with `model_links` (the model's links for the same holders, `people.link_people(...).links`) a candidate is
-accepted only when the model's best candidate is the same person at a score >= the review band: the rule
-then settles what the model left to review (a common name whose best candidate the registry shows is the
-only one of that name and year in the province, or the only one at that address), and every link it makes
-is one the model ranked first. Without `model_links` the rule alone decides (kept to measure it).
+benchmarks/results/idless-holders.json; 100,000 citizens, default noise, 1,243 ID-less person holders), the
+rule alone accepts wrong citizens where the model accepts none: name + birth year + province at precision
+0.993 (5 wrong of 674), name in a parcel's commune at 0.09 (31 of 34 wrong: the sandbox draws a parcel's
+commune independently of where its holder lives, so a namesake who happens to live there is as likely as the
+holder; real rural holders live near their land more often, but nothing guarantees it), name in a parcel's
+commune or at the holder's address at 0.986 (4 of 291). Every wrong one was a holder whose person is not in the registry at all (from
+another province) with a namesake who is: no rule on the registry alone can see that, and 0.99 on a link that
+names a citizen to a land title is too low. The model ranked first, at >= review, 952 of the 965 links the
+rule accepted, and none of the 9 wrong ones. So with `model_links` (the model's links for the same holders,
+`people.link_people(...).links`) a candidate is accepted only when the model's best candidate is the same
+person at a score >= the review band: the rule settles what the model left to review (a common name whose
+best candidate the registry shows to be the only one of that name and year in the province, or the only one
+at that address). Measured so, ID-less holders' recall went from 0.934 (the model alone) to 0.969 at
+precision 1.0 (review 53 -> 36); all person holders' from 0.99846 to 0.99913. Without `model_links` the rule
+alone decides (kept to measure it). With no birth year, the parcel's commune adds nearly nothing in the
+sandbox (3 links); the address does the work.
 
 Outcome per holder with a candidate or namesakes: `accept` (score: the model's probability for the pair; 1.0
 without the model; `right_id` the model's record of that person); otherwise `review`, score 1 / (number of
