@@ -112,7 +112,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    from lienthong.rebuild import check, rebuild
+    from lienthong.rebuild import check, check_reconcile, rebuild
     from lienthong.settings import load_settings
 
     settings = load_settings()
@@ -122,8 +122,23 @@ def _rebuild(args: argparse.Namespace) -> int:
             for table, cmp in tables.items():
                 state = "equal" if cmp["equal"] else f"DIFFERS ({json.dumps({k: v for k, v in cmp.items() if k != 'equal'})})"
                 print(f"{name} {table}: {state}")
-        print("incremental state equals the rebuild from raw" if result["equal"] else "incremental state DIFFERS from the rebuild")
-        return 0 if result["equal"] else 1
+        equal = result["equal"]
+        if not args.no_reconcile:
+            rec = check_reconcile(settings)
+            equal = equal and rec["equal"]
+            if rec.get("reconcile") is None and "error" not in rec:
+                print("reconciliation: none yet")
+            elif "error" in rec:
+                print(f"reconciliation: {rec['error']}")
+            else:
+                parts = {**{f"link state {k}": v for k, v in rec["link_state"].items()},
+                         **{f"integrated {k}": v for k, v in rec["integrated"].items()},
+                         "entity registry members": rec["entities"], "open findings": rec["findings"]}
+                for label, cmp in parts.items():
+                    state = "equal" if cmp["equal"] else f"DIFFERS ({json.dumps({k: v for k, v in cmp.items() if k != 'equal'})})"
+                    print(f"reconciliation {rec['reconcile']} {label}: {state}")
+        print("incremental state equals the rebuild from raw" if equal else "incremental state DIFFERS from the rebuild")
+        return 0 if equal else 1
     run_id = args.run_id or "rebuild__" + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     result = rebuild(run_id, settings, args.dataset or None, reconcile=not args.no_reconcile)
     for name, d in result["datasets"].items():

@@ -114,3 +114,70 @@ def check(settings: Settings, datasets: list[str] | None = None) -> dict[str, An
         shutil.rmtree(scratch, ignore_errors=True)
     out["equal"] = all(t["equal"] for d in out["datasets"].values() for t in d.values())
     return out
+
+
+def check_reconcile(settings: Settings) -> dict[str, Any]:
+    """Relink and reconcile the staged versions the last reconciliation read, from scratch (every person
+    record linked again with the persisted models, into a scratch folder), assign entity IDs against the
+    registry as it was before that run, and compare with what the incremental run left: the link state,
+    every integrated table (entity IDs included), the entity registry's members (no event: the same
+    clustering keeps every ID) and the open findings. Changes nothing. Returns per part the comparison and
+    `equal` overall; `{"equal": True, "reconcile": None}` when nothing was reconciled yet."""
+    import json
+
+    from lienthong import entities, runs
+    from lienthong.contracts import contract
+    from lienthong.db import connect, warehouse_url
+    from lienthong.findings import open_findings
+    from lienthong.reconcile import linkstate, models
+    from lienthong.reconcile.people import LinkBands
+    from lienthong.reconcile.run import _person_links, _read_staged, reconcile_tables, with_entity_ids
+
+    url = warehouse_url(settings)
+    with connect(url) as conn:
+        last = runs.latest_reconcile_run(conn)
+        persisted = {t: models.active(conn, t) for t in models.LINK_TYPES}
+        findings_now = {f["finding_id"]: f["evidence"] for f in open_findings(conn)}
+    if last is None or not (last.metrics or {}).get("link_state"):
+        return {"equal": True, "reconcile": None}
+    inputs = {name: info["staged_path"] for name, info in (last.metrics or {})["inputs"].items()}
+    scratch = settings.data_dir / "tmp" / f"rebuild-check-{uuid.uuid4().hex[:8]}"
+    out: dict[str, Any] = {}
+    try:
+        bands = LinkBands(accept=settings.match_accept, review=settings.match_review)
+        update = linkstate.update(scratch, {n: inputs[n] for n in linkstate.PERSON_INPUTS}, None,
+                                  {t: (p[1] if p else None) for t, p in persisted.items()}, run_id="rebuild-check",
+                                  settings=settings, bands=bands)
+        if update.trained:
+            return {"equal": False, "error": f"no persisted model for {sorted(update.trained)}"}
+        held = (last.metrics or {})["link_state"]["refs"]
+        out["link_state"] = {name: compare(held[name], update.refs[name], key="_key")
+                             for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS)}
+        staged = {name: _read_staged(name, ref) for name, ref in inputs.items()}
+        tables, found, metrics = reconcile_tables(staged, settings, person_links=_person_links(update.refs[linkstate.LINKS]))
+        clusters = metrics.pop("clusters")
+        members, ents = entities.load(entities.registry_dir(settings), before_run=last.run_id)
+        assignment = entities.assign(members, ents, clusters, last.run_id, settings=settings)
+        tables = with_entity_ids(tables, clusters, assignment.members, settings)
+        out["integrated"] = {}
+        for name, table in tables.items():
+            ref = zones.ref(scratch / "integrated" / name,
+                            zones.create(scratch / "integrated" / name, table, run_id="rebuild-check").version or 0)
+            out["integrated"][name] = compare((last.outputs or {})[name]["path"], ref,
+                                              key=contract(name).primary_key[0])
+        current, _ = entities.load(entities.registry_dir(settings))
+        stored = zones.ref(scratch / "members_now", zones.create(scratch / "members_now", current, run_id="rebuild-check").version or 0)
+        rebuilt = zones.ref(scratch / "members_rebuilt", zones.create(scratch / "members_rebuilt", assignment.members,
+                                                                      run_id="rebuild-check").version or 0)
+        out["entities"] = compare(stored, rebuilt, key="record_key")
+        recomputed = {f.finding_id: f.evidence for f in found}
+        differing = sorted(k for k in set(recomputed) | set(findings_now)
+                           if json.dumps(recomputed.get(k), sort_keys=True, default=str)
+                           != json.dumps(findings_now.get(k), sort_keys=True, default=str))
+        out["findings"] = {"equal": not differing, "open": len(findings_now), "recomputed": len(recomputed),
+                           "differing": differing[:20]}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    equal = (all(c["equal"] for c in out["link_state"].values()) and all(c["equal"] for c in out["integrated"].values())
+             and out["entities"]["equal"] and out["findings"]["equal"])
+    return {"equal": equal, "reconcile": last.run_id, **out}

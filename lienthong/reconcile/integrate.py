@@ -227,6 +227,58 @@ def holder_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """).fetch_arrow_table()
 
 
+# --- the clustering for the entity registry -----------------------------------------------------------------
+
+
+def clusters(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The current clustering (`lienthong.entities.CLUSTER_SCHEMA`): which source records are one entity.
+
+    - a person: the citizens of one surviving registry record (cluster = its `person_key`), with the
+      representatives and person land holders linked to it (band accept); a person outside the registry is
+      the records giving one 12-digit ID no citizen was linked to (cluster 'NR:' + the ID), as
+      `person_master` has them. Citizens carry their continuity keys: the old 9-digit ID (`legacy:`) and
+      folded name, birth date and household (`nbd:`), so an ID correction keeps the entity;
+    - an enterprise: the business-registry records of one surviving enterprise (cluster = its code) and the
+      organisation land holders linked to it; continuity key: folded name and founding date (`nf:`);
+    - a parcel: its record (cluster = '<province>:<parcel id>'); continuity key: province, 2025 commune, map
+      sheet and parcel number (`sheet:`)."""
+    return con.execute("""
+        SELECT 'person' AS kind, p.person_key AS cluster_key, 'citizen' AS dataset, c.citizen_id AS record_key,
+               list_filter([CASE WHEN c.legacy_id IS NOT NULL THEN 'legacy:' || c.legacy_id END,
+                            'nbd:' || fold(c.full_name) || '|' || coalesce(CAST(c.birth_date::DATE AS VARCHAR), '')
+                              || '|' || coalesce(c.household_id, '')], x -> x IS NOT NULL) AS continuity
+        FROM citizen c JOIN person_of_citizen p USING (citizen_id)
+        UNION ALL
+        SELECT * FROM (
+          SELECT 'person', CASE WHEN band = 'accept' THEN person_key
+                                WHEN length(document_number) = 12 THEN 'NR:' || document_number END AS cluster_key,
+                 dataset, record_key, []::VARCHAR[]
+          FROM person_link) WHERE cluster_key IS NOT NULL
+        UNION ALL
+        SELECT 'enterprise', m.master_code, 'enterprise', m.enterprise_code,
+               ['nf:' || fold(e.name) || '|' || coalesce(CAST(e.founded_on::DATE AS VARCHAR), '')]
+        FROM master_of_enterprise m JOIN enterprise e USING (enterprise_code)
+        UNION ALL
+        SELECT 'enterprise', right_id, 'land_holder', left_id, []::VARCHAR[]
+        FROM holder_organisation_links WHERE band = 'accept' AND right_id IS NOT NULL
+        UNION ALL
+        SELECT 'parcel', province_code || ':' || CAST(parcel_id AS VARCHAR), 'parcel',
+               province_code || ':' || CAST(parcel_id AS VARCHAR),
+               ['sheet:' || province_code || '|' || coalesce(commune_code_2025, '') || '|' || coalesce(map_sheet, '')
+                 || '|' || coalesce(CAST(parcel_number AS VARCHAR), '')]
+        FROM parcel WHERE NOT coalesce(deleted, false)
+        ORDER BY kind, dataset, record_key
+    """).fetch_arrow_table()
+
+
+# Each master's cluster key, as a DuckDB expression over its columns (the entity ID joins on it).
+MASTER_CLUSTER = {
+    "person_master": ("person", "person_key"),
+    "enterprise_master": ("enterprise", "enterprise_code"),
+    "parcel_master": ("parcel", "province_code || ':' || CAST(parcel_id AS VARCHAR)"),
+}
+
+
 # --- findings --------------------------------------------------------------------------------------------
 
 # One query per rule: (type, dataset, subject, evidence). Rules are independent and timed one by one.

@@ -114,6 +114,8 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
         step("golden_records")
         found = integrate.findings(con)
         step("findings")
+        # the clustering for the entity registry (popped by `reconcile`: not a ledger metric)
+        metrics["clusters"] = integrate.clusters(con)
     return tables, found, metrics
 
 
@@ -122,6 +124,14 @@ def link_counts(links: pa.Table, registry_rows: int) -> dict[str, int]:
     counts = {"left": links.num_rows, "right": registry_rows,
               **{f"{m}_{b}": 0 for m in ("exact_id", "legacy_id", "probabilistic") for b in ("accept", "review", "reject")}}
     return counts | _count(links)
+
+
+def _event_counts(events: pa.Table) -> dict[str, dict[str, int]]:
+    """{kind: {event: count}} of a run's entity events."""
+    out: dict[str, dict[str, int]] = {}
+    for row in pa.TableGroupBy(events, ["kind", "event"]).aggregate([("entity_id", "count")]).to_pylist():
+        out.setdefault(row["kind"], {})[row["event"]] = row["entity_id_count"]
+    return out
 
 
 def _count(links: pa.Table) -> dict[str, int]:
@@ -157,6 +167,36 @@ def _bases(last: Any, unfinished: list[Any], names: tuple[str, ...]) -> dict[str
     return out
 
 
+def with_entity_ids(tables: dict[str, pa.Table], clusters: pa.Table, members: pa.Table,
+                    settings: Settings) -> dict[str, pa.Table]:
+    """The masters with their `entity_id` (the entity of their cluster in the registry's members), placed
+    where their contracts put it."""
+    from lienthong.contracts import contract
+    from lienthong.reconcile.integrate import MASTER_CLUSTER
+
+    out = dict(tables)
+    with session(settings, purpose="entity-ids") as con:
+        con.register("clusters", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
+        con.register("members", members.select(["kind", "dataset", "record_key", "entity_id"]))
+        con.execute("""CREATE TABLE cluster_entity AS
+                       SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM clusters c
+                       JOIN members m USING (kind, dataset, record_key)""")
+        for name, (kind, key_sql) in MASTER_CLUSTER.items():
+            con.register("master", tables[name])
+            order = contract(name).field_names
+            select = ", ".join("ce.entity_id" if c == "entity_id" else f'm."{c}"' for c in order)
+            out[name] = con.execute(f"""
+                SELECT {select}
+                FROM (SELECT *, {key_sql} AS _cluster, row_number() OVER () AS _rn FROM master) m
+                LEFT JOIN cluster_entity ce ON ce.kind = '{kind}' AND ce.cluster_key = m._cluster
+                ORDER BY m._rn""").fetch_arrow_table()
+            con.unregister("master")
+            missing = pa.compute.sum(pa.compute.is_null(out[name]["entity_id"]).cast(pa.int64())).as_py() or 0
+            if missing:
+                raise RuntimeError(f"{name}: {missing} rows have no entity in the registry")
+    return out
+
+
 def _person_links(link_state_ref: str) -> dict[str, pa.Table]:
     """The person links of the link state, per link type, in the shape `people.link_people` returns."""
     from lienthong.reconcile.linkstate import LEFT_DATASETS
@@ -174,7 +214,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     relinked, with the persisted models (`models.active`); a link type with no model yet gets one trained on
     the whole data and persisted. `relink` relinks everything with the persisted models (`lienthong
     rebuild`)."""
-    from lienthong import runs
+    from lienthong import entities, runs
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema, sync_findings
     from lienthong.reconcile import linkstate, models
@@ -223,6 +263,16 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     tables, found, metrics = reconcile_tables(staged, s, person_links=_person_links(update.refs[linkstate.LINKS]))
     metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
                              "counts": update.counts, "seconds": update.seconds}
+    # the entity registry: stable IDs for the clustering (committed before the outputs that carry them; a
+    # rerun of this run starts from the registry as it was before this run, so it assigns the same IDs)
+    t0 = time.monotonic()
+    clusters = metrics.pop("clusters")
+    assignment, registry_refs = entities.update(entities.registry_dir(s), clusters, run_id, settings=s)
+    tables = with_entity_ids(tables, clusters, assignment.members, s)
+    metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
+                           "members_changed": assignment.changed_members.num_rows,
+                           "seconds": round(time.monotonic() - t0, 3)}
+    log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
 
     outputs: dict[str, Any] = {}
     for name, table in tables.items():
@@ -253,4 +303,5 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
-            "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"]}
+            "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"],
+            "entities": metrics["entities"]}
