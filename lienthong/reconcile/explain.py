@@ -69,6 +69,9 @@ PERSON_RULES = {
                 "birth year agreeing; an ID the registry holds twice links to the first record in key order",
     "legacy_id": "exact pass 2: the old 9-digit ID (CMND) the record gives is the one in the registry's old-ID "
                  "field of the citizen, confirmed by the name or the birth year agreeing",
+    "unique_name": "ID-less holder: the holder gives no document number; exactly one citizen has its folded name "
+                   "and birth year in the holder's province (or its name at the holder's address), and the model "
+                   "ranks that citizen first (lienthong.reconcile.idless)",
 }
 ORGANISATION_RULES = {
     "exact_id": "tax code: the holder's document number is an enterprise code of the business registry (a code "

@@ -292,6 +292,8 @@ def update(
     t3 = time.monotonic()
     links, used, link_counts = _link(left, registry, bands, settings, models)
     seconds["link"] = round(time.monotonic() - t3, 3)
+    previous_links = zones.ref(paths[LINKS], zones.version(paths[LINKS]) or 0)
+    changed_links = links_changed(previous_links, links, left_deletes, settings)
     refs[LINKS] = _commit(paths[LINKS], links, left_deletes, run_id=run_id, full=False)
     seconds["total"] = round(time.monotonic() - t0, 3)
     counts = {"changed": {n: changed[n].num_rows for n in PERSON_INPUTS},
@@ -299,11 +301,33 @@ def update(
               "registry_upserts": reg_new.num_rows, "registry_deletes": len(reg_deletes),
               "left_upserts": left_new.num_rows, "left_deletes": len(left_deletes),
               "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - left_keys_now),
+              "links_changed": changed_links,
               "links": link_counts}
     log.info("link state (change): %d citizens and %d left records changed; relinked %d left records (%d for a "
              "registry change) in %.1f s", reg_new.num_rows + len(reg_deletes), left_new.num_rows + len(left_deletes),
              len(dirty), counts["relinked_by_registry_change"], seconds["total"])
     return Update("change", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | model_ids)
+
+
+LINK_OUTCOME = ("right_id", "method", "band")  # what a consumer sees of a link (the score may move a little)
+
+
+def links_changed(previous: str, relinked: pa.Table, deleted: set[str], settings: Settings) -> dict[str, int]:
+    """How the relinked records' links differ from the links the state held: new (no link before), removed
+    (the record is gone), changed (another citizen, method or band), same. Only `changed`, `new` and
+    `removed` are links a consumer sees move."""
+    with session(settings, purpose="link-state") as con:
+        zones.register(con, "before", previous)
+        con.register("after", relinked.select([KEY, *LINK_OUTCOME]))
+        con.register("gone", pa.table({KEY: pa.array(sorted(deleted), pa.string())}))
+        same = " AND ".join(f"b.{c} IS NOT DISTINCT FROM a.{c}" for c in LINK_OUTCOME)
+        row = con.execute(f"""
+            SELECT count(*) FILTER (WHERE b.{KEY} IS NULL),
+                   count(*) FILTER (WHERE b.{KEY} IS NOT NULL AND NOT ({same})),
+                   count(*) FILTER (WHERE b.{KEY} IS NOT NULL AND {same}),
+                   (SELECT count(*) FROM before WHERE {KEY} IN (SELECT {KEY} FROM gone))
+            FROM after a LEFT JOIN before b USING ({KEY})""").fetchone() or (0, 0, 0, 0)
+    return {"new": int(row[0]), "changed": int(row[1]), "same": int(row[2]), "removed": int(row[3])}
 
 
 def _full_reason(paths: dict[str, Path], bases: dict[str, list[str]] | None, models: dict[str, LinkModel | None],

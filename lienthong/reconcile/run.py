@@ -49,7 +49,7 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
 
     `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
     (`linkstate.update`); without them the persons are linked here, with a model trained on these tables."""
-    from lienthong.reconcile import dedupe, integrate, people, sources
+    from lienthong.reconcile import dedupe, idless, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
     bands = people.LinkBands(accept=settings.match_accept, review=settings.match_review)
@@ -73,6 +73,7 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
     step("dedupe")
     log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
              cdup.num_rows, edup.num_rows, hdup.num_rows)
+    registry: pa.Table | None = None
     if person_links is None:
         registry = sources.citizens_as_people(cit)
         step("prepare_registry")
@@ -93,6 +94,16 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
         rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
         metrics["links"] = {"representative_citizen": link_counts(rep_links, cit.num_rows),
                             "holder_citizen": link_counts(holder_links, cit.num_rows)}
+    # ID-less person holders: the name unique in the province (or at the holder's address) where the model
+    # ranks the same citizen first (`idless`); re-run whole each time from the staged tables and the model's
+    # links, so the result is the same however those links were made
+    idless_left = idless.idless_inputs(person_holders, staged["certificate"], staged["parcel"], settings=settings)
+    idless_links, _ = idless.link_idless(
+        idless_left, idless.registry_with_places(cit, registry if person_links is None else None), bands,
+        model_links=holder_links, duplicates=cdup, settings=settings)
+    holder_links = idless.combine(idless_links, holder_links, settings=settings)
+    metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_left)
+    step("link_idless_holders")
     org_links = link_holder_organisations(org_holders, ent, edup)
     step("link_organisations")
     metrics["links"]["holder_enterprise"] = _count(org_links)

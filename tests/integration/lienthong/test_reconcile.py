@@ -43,13 +43,18 @@ def test_links_meet_the_accuracy_targets_against_ground_truth(province):
 
     stages = province["stages"]
     acc = link_accuracy(_tables(province["summary"]), zones.read_table(stages["citizen"]["staged_path"]),
-                        zones.read_table(stages["enterprise"]["staged_path"]), province["truth"])
+                        zones.read_table(stages["enterprise"]["staged_path"]), province["truth"],
+                        staged_holders=zones.read_table(stages["land_holder"]["staged_path"]))
     assert acc["representative_citizen"]["linkable"] > 200
     assert acc["holder_citizen"]["linkable"] > 1500
     assert acc["representative_citizen"]["f1"] >= 0.99, acc["representative_citizen"]
     assert acc["holder_citizen"]["f1"] >= 0.99, acc["holder_citizen"]
     assert acc["all_auto_accepted_precision"] >= 0.995, acc
     assert acc["holder_enterprise"]["precision"] >= 0.995, acc["holder_enterprise"]
+    # ID-less person holders are reported as their own row (a subset of holder_citizen)
+    idless = acc["holder_citizen_idless"]
+    assert 0 < idless["records"] < acc["holder_citizen"]["records"], idless
+    assert idless["precision"] >= 0.99, idless
 
 
 def test_integrated_zone_is_written_with_one_row_per_key_and_every_link_method(province):
