@@ -7,6 +7,8 @@ sets `run` to a function taking the parsed arguments and returning the exit code
     lienthong report [--run RUN_ID] [--publish-run ID]   (re)write the audit report of an integrate run
     lienthong explain-link <dataset> <record key> [--run RUN_ID] [--svg PATH]   why a record was linked
     lienthong rebuild --from raw [--dataset D ...] [--check]   recompute the staged zone from raw (or compare)
+    lienthong retrain-models [--activate] [--truth DIR]   retrain the person-link models, compare with the active
+    lienthong link-models [--activate LINK_TYPE MODEL_ID]   list the persisted link models (or activate one)
 """
 
 from __future__ import annotations
@@ -164,7 +166,98 @@ def register_rebuild(subparsers: Any) -> None:
     p.set_defaults(run=_rebuild)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild]
+def _retrain_models(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from lienthong.reconcile.retrain import NoReconciliation, render, retrain
+    from lienthong.settings import load_settings
+
+    settings = load_settings()
+    run_id = args.run_id or "retrain__" + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    truth = Path(args.truth) if args.truth else settings.ground_truth_dir
+    try:
+        result = retrain(settings, run_id=run_id, activate=args.activate, truth_dir=truth)
+    except NoReconciliation as exc:
+        print(f"lienthong retrain-models: {exc}", file=sys.stderr)
+        return 1
+    print(render(result))
+    return 0
+
+
+def register_retrain_models(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "retrain-models",
+        help="retrain the person-link models and compare them with the active ones",
+        description="Train new representative -> citizen and land holder -> citizen models on the staged versions "
+                    "the last reconciliation read, relink every person record with them in a scratch folder and "
+                    "compare with the active models' links: links per method and band, accepted links gained, lost "
+                    "and moved to another citizen, review counts, the Splink parameters that moved most, and with a "
+                    "ground truth precision / recall / F1. The new models are saved as candidates (activate one "
+                    "with `lienthong link-models --activate`); with --activate they become the active models and "
+                    "the next reconciliation relinks everything with them. The comparison is written to "
+                    "<LIENTHONG_DATA_DIR>/reports/retrain/<run>.json (counts and parameters, no personal values).",
+    )
+    p.add_argument("--activate", action="store_true", help="activate the new models now (default: save as candidates)")
+    p.add_argument("--truth", help="ground truth directory (links.parquet, the format of lienthong.linkscore; "
+                                   "default: LIENTHONG_GROUND_TRUTH_DIR when set)")
+    p.add_argument("--run", dest="run_id", help="run id to record the models and the comparison under "
+                                               "(default: retrain__<time>)")
+    p.set_defaults(run=_retrain_models)
+
+
+def _link_models(args: argparse.Namespace) -> int:
+    from lienthong import runs
+    from lienthong.db import connect, warehouse_url
+    from lienthong.reconcile.retrain import UnknownModel, activate
+    from lienthong.settings import load_settings
+
+    settings = load_settings()
+    if args.activate:
+        link_type, model_id = args.activate
+        try:
+            record = activate(settings, link_type, model_id)
+        except UnknownModel as exc:
+            print(f"lienthong link-models: {exc}", file=sys.stderr)
+            return 1
+        print(f"{record.link_type} {record.model_id} is active (since {record.activated_at:%Y-%m-%d %H:%M:%S %Z}); "
+              "the next reconciliation relinks every person record with it")
+        return 0
+    with connect(warehouse_url(settings)) as conn:
+        records = runs.link_models(conn, args.link_type)
+    if not records:
+        print("no link model persisted yet (the first reconciliation trains and saves them)")
+        return 0
+
+    def at(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+    rows = [("link type", "model id", "status", "trained run", "trained at", "activated at")]
+    rows += [(r.link_type, r.model_id, r.status, r.trained_run_id, at(r.trained_at), at(r.activated_at))
+             for r in sorted(records, key=lambda r: (r.link_type, r.status != "active", r.status))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def register_link_models(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "link-models",
+        help="list the persisted person-link models (or activate one)",
+        description="The person-link models in the ledger (lienthong_ops.link_model): link type, model id, status "
+                    "(active: the one every reconciliation scores with; candidate: retrained, awaiting review; "
+                    "retired), the run that trained it, when it was trained and activated. With --activate, make a "
+                    "candidate (or retired) model the active one; the next reconciliation relinks every person "
+                    "record with it.",
+    )
+    p.add_argument("--link-type", help="only this link type (representative_citizen or holder_citizen)")
+    p.add_argument("--activate", nargs=2, metavar=("LINK_TYPE", "MODEL_ID"), help="activate this model")
+    p.set_defaults(run=_link_models)
+
+
+COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild,
+                                         register_retrain_models, register_link_models]
 
 
 def build_parser() -> argparse.ArgumentParser:

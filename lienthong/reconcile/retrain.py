@@ -232,8 +232,9 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
     seconds: dict[str, float] = {}
     try:
         held = (state.get("refs") or {}).get(linkstate.LINKS)
-        if state.get("models") == active_ids and _readable(held):
-            before_ref, before_source = held, f"the link state reconciliation {last.run_id} left"
+        before_ref: str
+        if state.get("models") == active_ids and held and _readable(held):
+            before_ref, before_source = str(held), f"the link state reconciliation {last.run_id} left"
         else:
             log.info("retrain: the link state of %s was linked with %s, the active models are %s: relinking with "
                      "the active models", last.run_id, state.get("models"), active_ids)
@@ -330,3 +331,40 @@ def activate(settings: Settings | None, link_type: str, model_id: str) -> Any:
         active = runs.active_link_model(conn, link_type)
     log.info("link model %s %s activated: the next reconciliation relinks everything with it", link_type, model_id)
     return active
+
+
+def render(report: dict[str, Any], parameters: int = 5) -> str:
+    """The comparison as the text `lienthong retrain-models` prints."""
+
+    def prf(acc: dict[str, Any] | None) -> str:
+        return "-" if not acc else f"{acc['precision']:.4f} / {acc['recall']:.4f} / {acc['f1']:.4f}"
+
+    lines = [f"retrain {report['run_id']}: trained on the staged versions of reconciliation "
+             f"{report['reconcile_run_id']}; before = {report['before']}"]
+    for link_type, e in report["link_types"].items():
+        lines.append(f"{link_type}: {e['model_before'] or '-'} -> {e['model_after'] or '-'} ({e['status']})")
+        if "links" in e:
+            lines.append(f"  {'method_band':<22}{'before':>8}{'after':>8}{'change':>8}")
+            for name, c in e["links"].items():
+                if c["before"] or c["after"]:
+                    lines.append(f"  {name:<22}{c['before']:>8}{c['after']:>8}{c['change']:>+8}")
+            a, r = e["accepted"], e["review"]
+            lines.append(f"  accepted {a['before']} -> {a['after']}: gained {a['gained']}, lost {a['lost']}, "
+                         f"moved to another citizen {a['moved']}; review {r['before']} -> {r['after']} "
+                         f"(entered {r['entered']}, left {r['left']})")
+        p = e["parameters"]
+        lines.append(f"  prior {p['prior']['before']} -> {p['prior']['after']}; parameters moved most "
+                     "(m, u, match weight):")
+        for lv in p["moved_most"][:parameters]:
+            change = "" if lv["weight_change"] is None else f" ({lv['weight_change']:+.2f})"
+            lines.append(f"    {lv['comparison'] + ' / ' + lv['level']:<44} m {lv['m_before']} -> {lv['m_after']}  "
+                         f"u {lv['u_before']} -> {lv['u_after']}  weight {lv['weight_before']} -> "
+                         f"{lv['weight_after']}{change}")
+        if "accuracy" in e:
+            lines.append(f"  precision / recall / F1: {prf(e['accuracy']['before'])} -> {prf(e['accuracy']['after'])}")
+        if "accuracy_idless" in e:
+            lines.append(f"  ID-less holders P / R / F1: {prf(e['accuracy_idless']['before'])} -> "
+                         f"{prf(e['accuracy_idless']['after'])}")
+    lines.append(f"comparison: {report['report']}")
+    lines.append(report["next"])
+    return "\n".join(lines)

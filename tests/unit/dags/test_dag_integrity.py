@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-EXPECTED = {"ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report"}
+EXPECTED = {"ingest_population", "ingest_business", "ingest_land", "integrate", "publish", "audit_report",
+            "retrain_link_models"}
 HEAVY_MODULES = ("great_expectations", "pandas", "duckdb", "pyarrow", "psycopg2", "requests", "lienthong.pipeline",
                  "lienthong.quality", "lienthong.publish", "lienthong.staging", "connectors", "matplotlib",
                  "lienthong.audit")
