@@ -13,7 +13,9 @@ publications) and how each figure is computed:
   (`LIENTHONG_GROUND_TRUTH_DIR`, e.g. a sandbox's `truth/`), link precision / recall / F1;
 - the versions the publish run wrote;
 - trends over the last runs: quality pass rate, record pass rate, open findings by type (counted from the
-  event history, so a past run's count is what was open then), rows per zone, run duration.
+  event history, so a past run's count is what was open then), rows per zone, run duration;
+- over the same runs, the entity registry and the link state: linking mode, records relinked, links moved,
+  entity events and active entities per kind, models, ID-less holders (`lienthong.audit.entity_runs`).
 
 Everything returned is plain JSON (numbers, text, lists, objects) with personal values masked.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lienthong import runs, zones
+from lienthong.audit.entity_runs import entity_runs
 from lienthong.db import connect, warehouse_url
 from lienthong.duck import session
 from lienthong.findings import TAXONOMY, ensure_findings_schema
@@ -91,6 +94,7 @@ def collect(run_id: str, settings: Settings, *, publish_run_id: str | None = Non
         with conn.cursor() as cur:
             figures.update(_findings(cur, run_id))
         figures["trends"] = _trends(conn, run_id, settings.audit_trend_runs)
+        figures["entity_runs"] = entity_runs(conn, figures["trends"], settings)
     this = next(t for t in figures["trends"] if t["run_id"] == run_id)
     figures["run"] = {
         "run_id": run_id, "started_at": this["started_at"], "finished_at": this["finished_at"],

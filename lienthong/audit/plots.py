@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display here, and none needed
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -134,12 +135,81 @@ def quarantine_reasons(quarantine: list[dict[str, Any]]) -> str | None:
         return _svg(fig, "Quarantine by reason")
 
 
+EVENT_COLORS = {"created": "#2ca02c", "continued": "#17becf", "split": "#ff7f0e", "merged": "#9467bd",
+                "retired": "#7f7f7f"}
+LINK_COLORS = {"new": "#2ca02c", "changed": "#ff7f0e", "removed": "#d62728"}
+
+
+def _stacked(ax: Any, rows: list[dict[str, Any]], series: dict[str, list[int | None]], colors: dict[str, str],
+             missing: list[str | None]) -> None:
+    """Stacked bars on a symlog axis (a first run creates thousands of entities, a change run a handful: both
+    stay readable), each bar's total written above it, and `missing[i]` written where run i has no bar."""
+    x = list(range(len(rows)))
+    bottom = [0] * len(rows)
+    for name, ys in series.items():
+        heights = [y or 0 for y in ys]
+        ax.bar(x, heights, bottom=bottom, label=name, color=colors[name], width=0.7)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, max([*bottom, 1]) * 4)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    for i, (total, note) in enumerate(zip(bottom, missing, strict=True)):
+        ax.annotate(note if note else f"{total:,}", (i, max(total, 0)), textcoords="offset points", xytext=(0, 3),
+                    ha="center", fontsize=7, color="#57606a" if note else "#1f2328",
+                    rotation=90 if note else 0, va="bottom")
+
+
+def _not_recorded(row: dict[str, Any]) -> str:
+    status = row["reconcile_status"]
+    return "not reconciled" if status is None else ("not recorded" if status == "success" else f"reconcile {status}")
+
+
+def entity_events(rows: list[dict[str, Any]], run_id: str) -> str | None:
+    """Entity events per run, stacked by event (all kinds together; the table splits them by kind)."""
+    if not rows:
+        return None
+    from lienthong.entities import EVENTS
+
+    series = {e: [r["event_totals"][e] if r["event_totals"] else None for r in rows] for e in EVENTS}
+    missing = [None if r["entities_recorded"] else _not_recorded(r) for r in rows]
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0))
+        _stacked(ax, rows, series, EVENT_COLORS, missing)
+        _mark_current(ax, rows, run_id)
+        ax.set_xticks(list(range(len(rows))), _labels(rows))
+        ax.set_ylabel("entities (symlog)")
+        ax.set_title("Entity events per run")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        return _svg(fig, "Entity events per run")
+
+
+def links_changed(rows: list[dict[str, Any]], run_id: str) -> str | None:
+    """Person links a run moved (new, changed, removed), stacked; a full relink is labelled, not counted."""
+    if not rows:
+        return None
+    series = {k: [r["links"][k] for r in rows] for k in LINK_COLORS}
+    missing = [None if r["link_state_recorded"] and r["mode"] != "full" else
+               ("full relink" if r["mode"] == "full" else _not_recorded(r)) for r in rows]
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0))
+        _stacked(ax, rows, series, LINK_COLORS, missing)
+        _mark_current(ax, rows, run_id)
+        ax.set_xticks(list(range(len(rows))), _labels(rows))
+        ax.set_ylabel("links (symlog)")
+        ax.set_title("Person links changed per run")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        return _svg(fig, "Person links changed per run")
+
+
 def all_plots(figures: dict[str, Any]) -> dict[str, str | None]:
     trends, run_id = figures["trends"], figures["run_id"]
+    entity_rows = figures.get("entity_runs") or []
     return {
         "quality": quality_trend(trends, run_id),
         "findings": findings_trend(trends, run_id),
         "rows": rows_trend(trends, run_id),
         "duration": duration_trend(trends, run_id),
         "quarantine": quarantine_reasons(figures["quarantine"]),
+        "entity_events": entity_events(entity_rows, run_id),
+        "links_changed": links_changed(entity_rows, run_id),
     }
