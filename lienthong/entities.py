@@ -649,11 +649,46 @@ def _refuse_rewriting_history(paths: Iterable[Path], run_id: str) -> None:
         commits = zones.open_table(path).history(50)
         trailing = True
         for c in commits:
+            if c.get("lienthong.mode") == "rollback":
+                break  # what came before was undone (`rollback`): not history a rerun could rewrite
             if c.get(_RUN_PROPERTY) != run_id:
                 trailing = False
             elif not trailing:
                 raise ValueError(f"entity registry {path.parent}: run {run_id!r} was committed to {path.name} "
                                  f"before run {commits[0].get(_RUN_PROPERTY)!r}; only the newest run can be rerun")
+
+
+def rollback(directory: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
+    """Undo what runs that did not finish wrote: each registry table whose history holds a commit of one of
+    `run_ids` is restored (one new commit, delta-rs `restore`) to its version before the oldest such commit.
+    A reconciliation calls this with the runs started since the last successful one, so an assignment
+    never starts from a half-written registry (events of a killed run, entities merged whose members still
+    point at them) whether or not the killed run is retried under its own id. Returns {table: version
+    restored to}; tables with nothing to undo are not touched."""
+    runs = set(run_ids)
+    out: dict[str, int] = {}
+    if not runs:
+        return out
+    for name, path in _paths(directory).items():
+        if not zones.is_table(path):
+            continue
+        table = zones.open_table(path)
+        target: int | None = None
+        for commit in table.history():  # newest first
+            if commit.get(_RUN_PROPERTY) in runs:
+                target = int(commit["version"]) - 1
+        if target is None:
+            continue
+        if target < 0:
+            raise RuntimeError(f"entity registry {path}: created by an unfinished run ({sorted(runs)}); "
+                               "remove the table to start the registry again")
+        from deltalake import CommitProperties
+
+        table.restore(target, commit_properties=CommitProperties(custom_metadata={"lienthong.mode": "rollback"}))
+        out[name] = target
+        log.warning("entity registry %s: rolled back to version %d (commits of unfinished runs %s)", path, target,
+                    sorted(runs))
+    return out
 
 
 def update(directory: str | Path, clusters: pa.Table, run_id: str, *,

@@ -278,6 +278,9 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     # rerun of this run starts from the registry as it was before this run, so it assigns the same IDs)
     t0 = time.monotonic()
     clusters = metrics.pop("clusters")
+    # whatever a run that did not finish (this run's earlier attempt included) wrote into the registry is
+    # undone first, so the assignment starts from the registry the last successful run left
+    entities.rollback(entities.registry_dir(s), [u.run_id for u in unfinished] + [run_id])
     assignment, registry_refs = entities.update(entities.registry_dir(s), clusters, run_id, settings=s)
     tables = with_entity_ids(tables, clusters, assignment.members, s)
     metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
