@@ -31,7 +31,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +39,9 @@ import pyarrow.compute as pc
 from lienthong.paths import safe_run_id
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from lienthong.reconcile.people import LinkModel
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +144,8 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 def compare_parameters(before: dict[str, Any] | None, after: dict[str, Any] | None,
                        top: int = TOP_PARAMETERS) -> dict[str, Any]:
     """The Splink parameters (Splink's model JSON) that moved most: per comparison level m, u and the match
-    weight log2(m/u) before and after, the `top` levels with the largest change of weight first (a level
-    estimated on one side only counts as the largest change), and the prior."""
+    weight log2(m/u) before and after, the `top` levels whose m or u moved, the largest change of weight first
+    (a level estimated on one side only counts as the largest change), and the prior."""
     lb, la = _levels(before), _levels(after)
     rows = []
     for key in [*lb, *(k for k in la if k not in lb)]:
@@ -157,10 +160,34 @@ def compare_parameters(before: dict[str, Any] | None, after: dict[str, Any] | No
         rows.append((rank, {"comparison": key[0], "level": key[1], "m_before": _r(mb), "m_after": _r(ma),
                             "u_before": _r(ub), "u_after": _r(ua), "weight_before": _r(wb), "weight_after": _r(wa),
                             "weight_change": None if change is None else round(change, 3)}))
-    rows.sort(key=lambda r: -r[0])
+    # a level whose m and u are the same (to 4 significant digits) did not move: not listed
+    moved = [(rank, r) for rank, r in rows if (r["m_before"], r["u_before"]) != (r["m_after"], r["u_after"])]
+    moved.sort(key=lambda r: -r[0])
     prior = "probability_two_random_records_match"
     return {"prior": {"before": _r((before or {}).get(prior)), "after": _r((after or {}).get(prior))},
-            "levels": len(rows), "moved_most": [r for _, r in rows[:top]]}
+            "levels": len(rows), "levels_moved": len(moved), "moved_most": [r for _, r in moved[:top]]}
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal JSON values, numbers to 1e-9 relative (the same training can differ in the last bits: DuckDB's
+    parallel sums do not add in a fixed order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+    return bool(a == b)
+
+
+def same_model(a: LinkModel, b: LinkModel) -> bool:
+    """The same parameters and frozen name frequencies (to 1e-9 relative). Not `model_id` equality: Splink's
+    model JSON carries the random `linker_uid` of the Linker that trained it, and the same training can differ
+    in the last bits, so two trainings on the same data never share an id."""
+    pa_, pb = ({k: v for k, v in m.splink.items() if k != "linker_uid"} for m in (a, b))
+    ta, tb = a.tf.sort_by("name_fold"), b.tf.sort_by("name_fold")
+    return (_close(pa_, pb) and ta["name_fold"].equals(tb["name_fold"])
+            and _close(ta["tf_name_fold"].to_pylist(), tb["tf_name_fold"].to_pylist()))
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -206,7 +233,8 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
     their links with the active models' (module docstring), save them as `candidate` (or `active`), and write
     the comparison to `<reports>/retrain/<run id>.json`. Returns the comparison.
 
-    A retrained model identical to the active one (same content id) is not saved again: nothing changes.
+    A retrained model with the active one's parameters and name frequencies (`same_model`) is not saved:
+    nothing changes.
     Raises `NoReconciliation` when no reconciliation finished yet."""
     from lienthong import runs, zones
     from lienthong.db import connect, warehouse_url
@@ -266,8 +294,9 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
                                  "model_after": new.model_id if new is not None else None}
         if new is None:
             entry["status"] = "not trained (no record left for the model to score)"
-        elif new.model_id == active_ids.get(link_type):
-            entry["status"] = "unchanged (the retrained model is the active one)"
+        elif old is not None and same_model(new, old):
+            # not saved: activating it would only relink everything to the same links
+            entry["status"] = "unchanged (the same parameters and name frequencies as the active model)"
         else:
             entry["status"] = "active" if activate else "candidate"
         entry.update(link_cmp.get(link_type, {}))
@@ -336,6 +365,9 @@ def activate(settings: Settings | None, link_type: str, model_id: str) -> Any:
 def render(report: dict[str, Any], parameters: int = 5) -> str:
     """The comparison as the text `lienthong retrain-models` prints."""
 
+    def v(x: float | None) -> str:
+        return "-" if x is None else f"{x:g}"
+
     def prf(acc: dict[str, Any] | None) -> str:
         return "-" if not acc else f"{acc['precision']:.4f} / {acc['recall']:.4f} / {acc['f1']:.4f}"
 
@@ -353,13 +385,14 @@ def render(report: dict[str, Any], parameters: int = 5) -> str:
                          f"moved to another citizen {a['moved']}; review {r['before']} -> {r['after']} "
                          f"(entered {r['entered']}, left {r['left']})")
         p = e["parameters"]
-        lines.append(f"  prior {p['prior']['before']} -> {p['prior']['after']}; parameters moved most "
-                     "(m, u, match weight):")
+        lines.append(f"  prior {v(p['prior']['before'])} -> {v(p['prior']['after'])}; m/u moved in "
+                     f"{p['levels_moved']} of {p['levels']} comparison levels"
+                     + (", most:" if p["moved_most"] else ""))
         for lv in p["moved_most"][:parameters]:
             change = "" if lv["weight_change"] is None else f" ({lv['weight_change']:+.2f})"
-            lines.append(f"    {lv['comparison'] + ' / ' + lv['level']:<44} m {lv['m_before']} -> {lv['m_after']}  "
-                         f"u {lv['u_before']} -> {lv['u_after']}  weight {lv['weight_before']} -> "
-                         f"{lv['weight_after']}{change}")
+            lines.append(f"    {lv['comparison'] + ' / ' + lv['level']:<44} m {v(lv['m_before'])} -> "
+                         f"{v(lv['m_after'])}  u {v(lv['u_before'])} -> {v(lv['u_after'])}  weight "
+                         f"{v(lv['weight_before'])} -> {v(lv['weight_after'])}{change}")
         if "accuracy" in e:
             lines.append(f"  precision / recall / F1: {prf(e['accuracy']['before'])} -> {prf(e['accuracy']['after'])}")
         if "accuracy_idless" in e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pyarrow as pa
@@ -84,8 +85,8 @@ def test_the_parameters_that_moved_most_come_first_with_m_u_and_weight():
                     "id": [("exact", 0.98, 0.0004), ("one digit off", 0.02, 0.0001)]}, 2e-4)
     cmp = compare_parameters(before, after, top=3)
     assert cmp["prior"] == {"before": 1e-4, "after": 2e-4}
-    assert cmp["levels"] == 4
-    first, second, third = cmp["moved_most"]
+    assert cmp["levels"] == 4 and cmp["levels_moved"] == 2
+    first, second = cmp["moved_most"]
     # estimated on one side only: the largest change
     assert (first["comparison"], first["level"], first["m_before"], first["m_after"]) == ("id", "one digit off", None, 0.02)
     assert first["weight_change"] is None
@@ -94,7 +95,12 @@ def test_the_parameters_that_moved_most_come_first_with_m_u_and_weight():
     assert second["u_before"] == 0.001 and second["u_after"] == 0.004
     assert second["weight_change"] == -2.0
     assert math.isclose(second["weight_before"], math.log2(900), rel_tol=1e-3)
-    assert third["weight_change"] == 0.0
+
+
+def test_parameters_that_did_not_move_are_not_listed():
+    model = _model({"name": [("exact", 0.9, 0.001), ("different", 0.1, 0.999)]}, 1e-4)
+    cmp = compare_parameters(model, json.loads(json.dumps(model)) | {"linker_uid": "other"})
+    assert cmp["levels"] == 2 and cmp["levels_moved"] == 0 and cmp["moved_most"] == []
 
 
 def test_parameters_compare_against_no_model_before():
@@ -102,3 +108,19 @@ def test_parameters_compare_against_no_model_before():
     cmp = compare_parameters(None, after)
     assert cmp["prior"] == {"before": None, "after": 1e-4}
     assert cmp["moved_most"][0]["m_before"] is None and cmp["moved_most"][0]["m_after"] == 0.9
+
+
+def test_two_trainings_differing_only_in_the_linker_uid_and_the_last_bits_are_the_same_model():
+    from lienthong.reconcile.people import TF_SCHEMA, LinkModel
+    from lienthong.reconcile.retrain import same_model
+
+    tf = pa.table({"name_fold": ["an", "binh"], "tf_name_fold": [0.25, 0.75]}, schema=TF_SCHEMA)
+    a = LinkModel(_model({"name": [("exact", 0.006410256408882411, 0.001)]}, 1e-4) | {"linker_uid": "ilzhfh3q"}, tf)
+    b = LinkModel(_model({"name": [("exact", 0.00641025640888241, 0.001)]}, 1e-4) | {"linker_uid": "qicygill"},
+                  tf.take([1, 0]))
+    assert a.model_id != b.model_id
+    assert same_model(a, b)
+    c = LinkModel(_model({"name": [("exact", 0.0065, 0.001)]}, 1e-4), tf)
+    assert not same_model(a, c)
+    d = LinkModel(a.splink, pa.table({"name_fold": ["an", "binh"], "tf_name_fold": [0.5, 0.5]}, schema=TF_SCHEMA))
+    assert not same_model(a, d)
