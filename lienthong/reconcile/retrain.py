@@ -389,7 +389,7 @@ def render(report: dict[str, Any], parameters: int = 5) -> str:
                      f"{p['levels_moved']} of {p['levels']} comparison levels"
                      + (", most:" if p["moved_most"] else ""))
         for lv in p["moved_most"][:parameters]:
-            change = "" if lv["weight_change"] is None else f" ({lv['weight_change']:+.2f})"
+            change = "" if lv["weight_change"] is None else f" ({lv['weight_change']:+.3f})"
             lines.append(f"    {lv['comparison'] + ' / ' + lv['level']:<44} m {v(lv['m_before'])} -> "
                          f"{v(lv['m_after'])}  u {v(lv['u_before'])} -> {v(lv['u_after'])}  weight "
                          f"{v(lv['weight_before'])} -> {v(lv['weight_after'])}{change}")
