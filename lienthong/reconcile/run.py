@@ -241,9 +241,13 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     with connect(url) as conn:
         last = runs.latest_reconcile_run(conn)
         unfinished = runs.unfinished_reconcile_runs(conn, last.started_at if last else None)
+        active_ids = {t: r.model_id for t in models.LINK_TYPES if (r := runs.active_link_model(conn, t)) is not None}
     held = {name: i.get("staged_path") for name, i in ((last.metrics or {}).get("inputs") or {}).items()} if last else {}
-    if not relink and last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}:
-        # The same staged versions as the last reconciliation: its outputs stand; nothing is written.
+    linked_with = (((last.metrics or {}).get("link_state") or {}).get("models") or {}) if last else {}
+    if (not relink and last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}
+            and linked_with == active_ids):
+        # The same staged versions and models as the last reconciliation: its outputs stand; nothing is written.
+        # (A model activated since, by `lienthong link-models --activate` or a retraining, relinks everything.)
         log.info("reconcile: no staged dataset changed since reconciliation %s; nothing to do", last.run_id)
         return {"run_id": run_id, "unchanged": True, "since": last.run_id, "outputs": last.outputs or {},
                 "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {}}
