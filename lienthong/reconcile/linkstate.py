@@ -312,7 +312,7 @@ def update(
 LINK_OUTCOME = ("right_id", "method", "band")  # what a consumer sees of a link (the score may move a little)
 
 
-def links_changed(previous: str, relinked: pa.Table, deleted: set[str], settings: Settings) -> dict[str, int]:
+def links_changed(previous: str, relinked: pa.Table, deleted: set[str], settings: Settings | None) -> dict[str, int]:
     """How the relinked records' links differ from the links the state held: new (no link before), removed
     (the record is gone), changed (another citizen, method or band), same. Only `changed`, `new` and
     `removed` are links a consumer sees move."""
