@@ -36,3 +36,20 @@ def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1
         stop_embedded(root / "data" / "warehouse-pg")
         os.environ.clear()
         os.environ.update(saved)
+
+
+@contextmanager
+def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1") -> Iterator[dict]:
+    """`ingested_province`, then every dataset staged and validated and one reconciliation, as the integrate
+    DAG runs them; yields what `ingested_province` yields plus the `settings`, the reconciliation's summary
+    (`first`) and the `stages`."""
+    from lienthong import pipeline
+    from lienthong.reconcile.sources import INPUT_DATASETS
+    from lienthong.settings import load_settings
+
+    with ingested_province(root, citizens=citizens, seed=seed, run_id=run_id) as prov:
+        stages = {}
+        for name in INPUT_DATASETS:
+            stages[name] = pipeline.stage(name, run_id)
+            pipeline.validate(name, run_id, stages[name])
+        yield {**prov, "settings": load_settings(), "first": pipeline.reconcile(run_id), "stages": stages}

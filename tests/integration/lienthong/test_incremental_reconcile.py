@@ -39,17 +39,10 @@ LAND = ("chu_su_dung", "id", "cap_nhat_luc")
 
 @pytest.fixture(scope="module")
 def reconciled(tmp_path_factory):
-    from province import ingested_province
+    from province import reconciled_province
 
-    from lienthong import pipeline
-    from lienthong.reconcile.sources import INPUT_DATASETS
-    from lienthong.settings import load_settings
-
-    with ingested_province(tmp_path_factory.mktemp("increconcile"), citizens=CITIZENS, seed=SEED) as prov:
-        for name in INPUT_DATASETS:
-            pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
-        first = pipeline.reconcile("r1")
-        yield {"root": prov["root"], "settings": load_settings(), "first": first}
+    with reconciled_province(tmp_path_factory.mktemp("increconcile"), citizens=CITIZENS, seed=SEED) as prov:
+        yield prov
 
 
 def _payloads(raw_dir: Path, source: str, entity: str) -> dict[str, dict[str, Any]]:

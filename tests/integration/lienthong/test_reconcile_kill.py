@@ -29,17 +29,10 @@ CHILD = "import sys\nfrom lienthong import pipeline\nprint('ready', flush=True)\
 
 @pytest.fixture(scope="module")
 def reconciled(tmp_path_factory):
-    from province import ingested_province
+    from province import reconciled_province
 
-    from lienthong import pipeline
-    from lienthong.reconcile.sources import INPUT_DATASETS
-    from lienthong.settings import load_settings
-
-    with ingested_province(tmp_path_factory.mktemp("reconcilekill"), citizens=CITIZENS, seed=SEED) as prov:
-        for name in INPUT_DATASETS:
-            pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
-        pipeline.reconcile("r1")
-        yield {"root": prov["root"], "settings": load_settings()}
+    with reconciled_province(tmp_path_factory.mktemp("reconcilekill"), citizens=CITIZENS, seed=SEED) as prov:
+        yield prov
 
 
 def _commits(table: Path) -> int:

@@ -21,17 +21,10 @@ LINK_TYPES = ("representative_citizen", "holder_citizen")
 
 @pytest.fixture(scope="module")
 def province(tmp_path_factory):
-    from province import ingested_province
+    from province import reconciled_province
 
-    from lienthong import pipeline
-    from lienthong.reconcile.sources import INPUT_DATASETS
-    from lienthong.settings import load_settings
-
-    with ingested_province(tmp_path_factory.mktemp("retrain"), citizens=CITIZENS, seed=SEED) as prov:
-        for name in INPUT_DATASETS:
-            pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
-        first = pipeline.reconcile("r1")
-        yield {"settings": load_settings(), "truth": prov["truth"], "first": first, "state": {}}
+    with reconciled_province(tmp_path_factory.mktemp("retrain"), citizens=CITIZENS, seed=SEED) as prov:
+        yield {"settings": prov["settings"], "truth": prov["truth"], "first": prov["first"], "state": {}}
 
 
 def _ledger(settings) -> dict[tuple[str, str], str]:
