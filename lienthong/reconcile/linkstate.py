@@ -138,6 +138,25 @@ def _readable(reference: str) -> bool:
         return False
 
 
+def _moved_keys(new: pa.Table, old: pa.Table, settings: Settings) -> set[str]:
+    """`_key`s whose person shape differs between `new` (current versions) and `old` (base versions): a row of
+    one side that the other does not hold whole. A staged row that changed only in columns a link does not
+    read (an update time, a status) moves nothing."""
+    if new.num_rows == 0 or old.num_rows == 0:
+        return set(new[KEY].to_pylist()) | set(old[KEY].to_pylist())
+    with session(settings, purpose="link-state") as con:
+        con.register("n", new)
+        con.register("o", old.cast(new.schema))
+        cols = ", ".join(f'"{c}"' for c in new.column_names)
+        found = con.execute(f"""SELECT {KEY} FROM (SELECT {cols} FROM n EXCEPT SELECT {cols} FROM o)
+                                UNION SELECT {KEY} FROM (SELECT {cols} FROM o EXCEPT SELECT {cols} FROM n)""").fetchall()
+    return {r[0] for r in found}
+
+
+def _with_keys(table: pa.Table, keys: set[str]) -> pa.Table:
+    return table.filter(pc.is_in(table[KEY], value_set=pa.array(sorted(keys), pa.string())))
+
+
 # --- which left records a change touches --------------------------------------------------------------------
 
 
@@ -266,9 +285,18 @@ def update(
             still = {r[0] for r in con.execute(
                 f"SELECT citizen_id FROM citizens_now WHERE citizen_id IN (SELECT {KEY} FROM old_ids)").fetchall()}
     reg_deletes = set(reg_old[KEY].to_pylist()) - new_citizen_ids - still
-    refs = {REGISTRY: _commit(paths[REGISTRY], reg_new, reg_deletes, run_id=run_id, full=False)}
+    # A staged row that changed in columns a link does not read (an update time, a status) leaves the person
+    # shape as it was: only shapes that are new or gone can move a link.
+    # A key with a shape that moved takes all its versions along (new and every base's): the state may hold
+    # any base's version (a run that did not finish), and each of them may have been a candidate.
+    reg_keys = _moved_keys(reg_new, reg_old, settings)
+    reg_moved_new = _with_keys(reg_new, reg_keys)
+    reg_change = pa.concat_tables([reg_moved_new, _with_keys(reg_old, reg_keys)])
+    refs = {REGISTRY: _commit(paths[REGISTRY], reg_moved_new, reg_deletes, run_id=run_id, full=False)}
     # the left records
     left_new = pa.concat_tables([left_rows(d, changed[d]) for d in LEFT_DATASETS])
+    by_record = _moved_keys(left_new, pa.concat_tables([left_rows(d, gone[d]) for d in LEFT_DATASETS]), settings)
+    left_moved_new = _with_keys(left_new, by_record)
     touched_left = set()
     for d in LEFT_DATASETS:
         for t in (changed[d], gone[d]):
@@ -276,14 +304,14 @@ def update(
                 touched_left |= set(left_record_keys(d, t).to_pylist())
     left_keys_now = set(left_new[KEY].to_pylist())
     left_deletes = touched_left - left_keys_now
-    refs[LEFT] = _commit(paths[LEFT], left_new, left_deletes, run_id=run_id, full=False)
+    refs[LEFT] = _commit(paths[LEFT], left_moved_new, left_deletes, run_id=run_id, full=False)
     seconds = {"changes": round(t1 - t0, 3), "state": round(time.monotonic() - t1, 3)}
     # which left records to relink
     t2 = time.monotonic()
     with session(settings, purpose="link-state") as con:
         zones.register(con, "person_left", refs[LEFT])
-        by_registry = dirty_by_registry(con, pa.concat_tables([reg_new, reg_old]))
-        dirty = (left_keys_now | by_registry) - left_deletes
+        by_registry = dirty_by_registry(con, reg_change)
+        dirty = (by_record | by_registry) - left_deletes
         con.register("dirty_keys", pa.table({KEY: pa.array(sorted(dirty), pa.string())}))
         left = con.execute(f"SELECT * FROM person_left WHERE {KEY} IN (SELECT {KEY} FROM dirty_keys) ORDER BY {KEY}"
                            ).fetch_arrow_table().cast(LEFT_SCHEMA)
@@ -298,13 +326,15 @@ def update(
     seconds["total"] = round(time.monotonic() - t0, 3)
     counts = {"changed": {n: changed[n].num_rows for n in PERSON_INPUTS},
               "gone": {n: gone[n].num_rows for n in PERSON_INPUTS},
-              "registry_upserts": reg_new.num_rows, "registry_deletes": len(reg_deletes),
-              "left_upserts": left_new.num_rows, "left_deletes": len(left_deletes),
-              "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - left_keys_now),
+              "registry_upserts": reg_moved_new.num_rows, "registry_deletes": len(reg_deletes),
+              "registry_keys_moved": len(reg_keys),
+              "left_upserts": left_moved_new.num_rows, "left_deletes": len(left_deletes),
+              "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - by_record),
               "links_changed": changed_links,
               "links": link_counts}
     log.info("link state (change): %d citizens and %d left records changed; relinked %d left records (%d for a "
-             "registry change) in %.1f s", reg_new.num_rows + len(reg_deletes), left_new.num_rows + len(left_deletes),
+             "registry change) in %.1f s", reg_moved_new.num_rows + len(reg_deletes),
+             left_moved_new.num_rows + len(left_deletes),
              len(dirty), counts["relinked_by_registry_change"], seconds["total"])
     return Update("change", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | model_ids)
 

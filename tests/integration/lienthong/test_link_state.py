@@ -220,3 +220,28 @@ def test_a_killed_run_is_covered_by_the_next(staged_province, tmp_path: Path):
     assert _links(inc.refs[linkstate.LINKS]) == _links(full.refs[linkstate.LINKS])
     # with only the last successful base, the undone change would have been missed
     assert inc.counts["relinked"] > 0
+
+
+def test_a_change_that_moves_no_person_shape_relinks_nothing(staged_province, tmp_path: Path):
+    """Rows restaged with a new record hash but the same values a link reads (an update time, a death) are
+    changes of the staged tables, not of any link: nothing is relinked and the links still equal a relink."""
+    from lienthong.reconcile import linkstate
+    from lienthong.reconcile.people import LinkBands
+
+    s = staged_province["settings"]
+    bands = LinkBands(accept=s.match_accept, review=s.match_review)
+    v0 = _reset(staged_province["refs"], "reset-touch")
+    first = linkstate.update(tmp_path / "inc", v0, None, {}, run_id="t0", settings=s, bands=bands)
+    models = dict(first.trained)
+    rng = random.Random(5)
+    cit = zones.read_table(v0["citizen"]).sort_by("_merge_key").to_pylist()
+    holders = zones.read_table(v0["land_holder"]).sort_by("_merge_key").to_pylist()
+    v1 = dict(v0)
+    v1["citizen"] = _apply(v0["citizen"], [_rehash(r, rng) | {"status": "DA_MAT"} for r in cit[::40]], [], "t1")
+    v1["land_holder"] = _apply(v0["land_holder"], [_rehash(r, rng) for r in holders[::40]], [], "t1")
+    inc = linkstate.update(tmp_path / "inc", v1, {n: [v0[n]] for n in linkstate.PERSON_INPUTS}, models,
+                           run_id="t1", settings=s, bands=bands, state_models=first.models)
+    assert inc.mode == "change" and inc.counts["changed"]["citizen"] >= len(cit[::40]), inc.counts
+    assert inc.counts["relinked"] == 0 and inc.counts["registry_keys_moved"] == 0, inc.counts
+    full = linkstate.update(tmp_path / "full", v1, None, models, run_id="f1", settings=s, bands=bands)
+    assert _links(inc.refs[linkstate.LINKS]) == _links(full.refs[linkstate.LINKS])
