@@ -25,15 +25,13 @@ record with them.
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Param, dag, task
 
 from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
-from lienthong.settings import parse_schedule
+from lienthong.settings import retrain_schedule
 
 DAG_ID = "retrain_link_models"
-SCHEDULE = parse_schedule(os.environ.get("LIENTHONG_RETRAIN_SCHEDULE", "@monthly"))
+SCHEDULE = retrain_schedule()
 
 
 @dag(

@@ -153,6 +153,12 @@ def parse_schedule(value: str | None) -> str | None:
     return None if value.strip() in ("", "none", "None", "manual") else value.strip()
 
 
+def retrain_schedule() -> str | None:
+    """The `retrain_link_models` DAG's schedule (LIENTHONG_RETRAIN_SCHEDULE, default `@monthly`; `none` for
+    manual runs only), read alone at DAG parse time like `ingest_schedule`."""
+    return parse_schedule(os.environ.get(ENV_PREFIX + "RETRAIN_SCHEDULE", "@monthly"))
+
+
 def ingest_schedule() -> str | None:
     """The ingestion schedule alone (DAG files read it at parse time, without the rest of the settings)."""
     return parse_schedule(os.environ.get(ENV_PREFIX + "INGEST_SCHEDULE"))

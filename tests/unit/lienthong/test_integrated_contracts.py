@@ -15,23 +15,24 @@ from lienthong.duck import session
 
 REPO = Path(__file__).resolve().parents[3]
 
-# Copied from the SELECT lists in lienthong/reconcile/integrate.py. A change to the SQL must come with the
-# contract change (and this list), or these tests fail.
+# Copied from the SELECT lists in lienthong/reconcile/integrate.py (plus `entity_id`, which
+# `reconcile.run.with_entity_ids` puts into the masters from the entity registry). A change to the SQL must come
+# with the contract change (and this list), or these tests fail.
 INTEGRATED_COLUMNS: dict[str, list[str]] = {
     "person_master": [
-        "person_key", "in_population_registry", "citizen_id", "legacy_id", "citizen_ids", "full_name",
+        "person_key", "entity_id", "in_population_registry", "citizen_id", "legacy_id", "citizen_ids", "full_name",
         "full_name_source", "birth_date", "birth_date_precision", "birth_date_source", "sex",
         "residence_commune_code", "residence_commune_code_2025", "status", "death_date",
         "representative_roles", "land_holder_records",
     ],
     "enterprise_master": [
-        "enterprise_code", "duplicate_codes", "name", "english_name", "legal_form", "status", "founded_on",
+        "enterprise_code", "entity_id", "duplicate_codes", "name", "english_name", "legal_form", "status", "founded_on",
         "charter_capital_vnd", "head_office_address", "head_office_commune_code",
         "head_office_commune_code_2025", "source", "representatives", "land_holder_records",
     ],
     "parcel_master": [
         "province_code", "commune_code_original", "map_sheet", "parcel_number", "parcel_id",
-        "commune_code_2025", "area_m2", "land_use", "land_use_catalogue_version", "address",
+        "commune_code_2025", "area_m2", "land_use", "land_use_catalogue_version", "address", "entity_id",
         "valid_certificates", "share_total",
     ],
     "enterprise_representative_link": [
@@ -186,7 +187,15 @@ def produced() -> dict[str, pa.Table]:
             holder_person_links=_link([("31:1", None, "probabilistic", None, "reject", None, None)]),
             holder_organisation_links=_link([("31:2", "0100000001", "exact_id", 1.0, "accept", None, None)]),
         ))
-        return {ds: getattr(integrate, fn)(con) for ds, fn in PRODUCER.items()}
+        tables = {ds: getattr(integrate, fn)(con) for ds, fn in PRODUCER.items()}
+        clusters = integrate.clusters(con)
+    # the masters get their entity IDs from the registry (here a first run: every entity created)
+    from lienthong import entities
+    from lienthong.reconcile.run import with_entity_ids
+    from lienthong.settings import load_settings
+
+    assignment = entities.assign(entities.empty_members(), entities.empty_entities(), clusters, "test")
+    return with_entity_ids(tables, clusters, assignment.members, load_settings())
 
 
 def test_produced_table_matches_the_contract(name, produced):
