@@ -115,3 +115,33 @@ def test_connector_ratios_are_medians_of_rounds_run_side_by_side() -> None:
     assert out["ratio_connector_to_bare"] == {"business": 0.8, "land": 0.4, "land_same_query": 0.8}
     assert out["medians"]["business-connector"] == {"rows": 1000, "rows_per_s": 70.0, "peak_rss_mib": 300.0}
     assert "population" not in out["ratio_connector_to_bare"]
+
+
+def test_entity_ids_plans_a_share_of_each_system_in_every_kind_of_change() -> None:
+    be = _load("bench_entity_ids")
+    citizens = {f"0310{i:08d}": {"soDinhDanh": f"0310{i:08d}", "hoVaTen": "Lê Văn Phúc", "ngaySinh": "1980-02-29",
+                                 "trangThai": "SONG", "soCmndCu": "031000001", "capNhatLuc": "2026-11-20T12:00:00+07:00"}
+                for i in range(600)}
+    enterprises = {f"02{i:08d}": {"MaSoDN": f"02{i:08d}", "TinhTrang": "HOAT_DONG", "NgayCapNhat": "20/11/2026 00:00:00",
+                                  "NguoiDaiDien": [{"HoTen": "Phan Thị Tâm", "SoGiayTo": "031177379070"}]}
+                   for i in range(300)}
+    holders = {"31": {str(i): {"id": i, "loai": "CA_NHAN", "ho_ten": "Lê Thị Hằng", "so_giay_to": f"0319{i:08d}",
+                               "loai_giay_to": "CCCD", "da_xoa": False, "cap_nhat_luc": "2026-11-20T02:44:18.000000Z"}
+                      for i in range(1, 401)}}
+    src = be.Sources(citizens, enterprises, holders)
+    plan, kinds = be.plan_changes(src, be.random.Random(1), 1, 0.05)
+    again, _ = be.plan_changes(src, be.random.Random(1), 1, 0.05)
+    assert plan == again  # deterministic
+    assert (len(plan["citizens"]), len(plan["enterprises"]), len(plan["holders/31"])) == (30, 15, 20)
+    assert {k.split("_", 1)[1] for k in kinds if k.startswith("citizen_")} == set(be.CITIZEN_KINDS)
+    assert {k.split("_", 1)[1] for k in kinds if k.startswith("holder_")} == set(be.HOLDER_KINDS)
+    assert {k.split("_", 1)[1] for k in kinds if k.startswith("enterprise_")} == set(be.ENTERPRISE_KINDS)
+    new_ids = [c["soDinhDanh"] for c in plan["citizens"] if c["soDinhDanh"] not in citizens]
+    docs = {h["so_giay_to"] for h in holders["31"].values()}
+    assert len(new_ids) == len(set(new_ids)) == kinds["citizen_born"] + kinds["citizen_re_registered"] + kinds["citizen_holder_id"]
+    assert sum(i in docs for i in new_ids) == kinds["citizen_holder_id"]  # the holders' IDs, nobody else's
+    assert {c["capNhatLuc"] for c in plan["citizens"]} == {be.stamps(1)["citizens"]}
+    added = [h["id"] for h in plan["holders/31"] if str(h["id"]) not in holders["31"]]
+    assert added and min(added) > 400
+    be.apply_changes(src, plan)
+    assert len(src.citizens) == 600 + len(new_ids) and src.next_holder_id["31"] == max(added) + 1
