@@ -127,20 +127,24 @@ def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
           FROM citizen c JOIN members m ON m.person_key = c.citizen_id
         ), outside AS (   -- ID given, not in the registry, not linked to a citizen
           SELECT 'NR:' || r.id_given AS person_key, r.full_name, 'business_registry' AS src,
-                 r.birth_date::DATE AS birth_date, 'day' AS precision, 1 AS rank
+                 r.birth_date::DATE AS birth_date, 'day' AS precision, 1 AS rank, r.record_key
           FROM rep r JOIN person_link l ON l.record_key = r.record_key AND l.dataset = 'legal_representative'
           WHERE l.band <> 'accept' AND r.id_given IS NOT NULL AND length(r.id_given) = 12
           UNION ALL
           SELECT 'NR:' || h.document_number, h.name, 'land_registry',
-                 make_date(h.birth_year, 1, 1), CASE WHEN h.birth_year IS NULL THEN NULL ELSE 'year' END, 2
+                 make_date(h.birth_year, 1, 1), CASE WHEN h.birth_year IS NULL THEN NULL ELSE 'year' END, 2,
+                 h.record_key
           FROM holder h JOIN person_link l ON l.record_key = h.record_key AND l.dataset = 'land_holder'
           WHERE l.band <> 'accept' AND h.holder_type = 'CA_NHAN' AND length(h.document_number) = 12
-        ), outside_golden AS (
+        ), outside_golden AS (   -- name and birth date together from one record: the first by source rank,
+                                 -- then record key (two records of one source must not leave it to row order)
           SELECT person_key, false, NULL::VARCHAR, NULL::VARCHAR, []::VARCHAR[],
-                 arg_min(full_name, rank) AS full_name, arg_min(src, rank) AS full_name_source,
-                 arg_min(birth_date, rank) AS birth_date, arg_min(precision, rank),
-                 arg_min(CASE WHEN birth_date IS NULL THEN NULL ELSE src END, rank), NULL::VARCHAR, NULL::VARCHAR,
-                 NULL::VARCHAR, NULL::VARCHAR, NULL::DATE
+                 first(full_name ORDER BY rank, record_key) AS full_name,
+                 first(src ORDER BY rank, record_key) AS full_name_source,
+                 first(birth_date ORDER BY rank, record_key) AS birth_date,
+                 first(precision ORDER BY rank, record_key),
+                 first(CASE WHEN birth_date IS NULL THEN NULL ELSE src END ORDER BY rank, record_key),
+                 NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::DATE
           FROM outside GROUP BY person_key
         ), golden AS (
           SELECT * FROM registry UNION ALL SELECT * FROM outside_golden
@@ -350,14 +354,14 @@ FROM person_link l JOIN citizen c ON c.citizen_id = l.citizen_id WHERE l.method 
     "commune_code_outdated_citizen": """
 SELECT 'commune_code_outdated', 'citizen',
        json_object('dataset', 'citizen', 'commune_code', residence_commune_code),
-       json_object('commune_code_2025', any_value(residence_commune_code_2025), 'records', count(*),
+       json_object('commune_code_2025', min(residence_commune_code_2025), 'records', count(*),
                    'examples', list(citizen_id ORDER BY citizen_id)[1:3])
 FROM citizen WHERE residence_commune_code <> residence_commune_code_2025 GROUP BY residence_commune_code
 """,
     "commune_code_outdated_parcel": """
 SELECT 'commune_code_outdated', 'parcel',
        json_object('dataset', 'parcel', 'province_code', province_code, 'commune_code', commune_code_original),
-       json_object('commune_code_2025', any_value(commune_code_2025), 'records', count(*),
+       json_object('commune_code_2025', min(commune_code_2025), 'records', count(*),
                    'examples', list(CAST(parcel_id AS VARCHAR) ORDER BY parcel_id)[1:3])
 FROM parcel WHERE commune_code_original <> commune_code_2025 AND NOT coalesce(deleted, false)
 GROUP BY province_code, commune_code_original
