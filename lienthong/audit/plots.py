@@ -172,15 +172,7 @@ def entity_events(rows: list[dict[str, Any]], run_id: str) -> str | None:
 
     series = {e: [r["event_totals"][e] if r["event_totals"] else None for r in rows] for e in EVENTS}
     missing = [None if r["entities_recorded"] else _not_recorded(r) for r in rows]
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(7.5, 3.0))
-        _stacked(ax, rows, series, EVENT_COLORS, missing)
-        _mark_current(ax, rows, run_id)
-        ax.set_xticks(list(range(len(rows))), _labels(rows))
-        ax.set_ylabel("entities (symlog)")
-        ax.set_title("Entity events per run")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        return _svg(fig, "Entity events per run")
+    return _stacked_per_run(rows, run_id, series, EVENT_COLORS, missing, "entities (symlog)", "Entity events per run")
 
 
 def links_changed(rows: list[dict[str, Any]], run_id: str) -> str | None:
@@ -190,15 +182,22 @@ def links_changed(rows: list[dict[str, Any]], run_id: str) -> str | None:
     series = {k: [r["links"][k] for r in rows] for k in LINK_COLORS}
     missing = [None if r["link_state_recorded"] and r["mode"] != "full" else
                ("full relink" if r["mode"] == "full" else _not_recorded(r)) for r in rows]
+    return _stacked_per_run(rows, run_id, series, LINK_COLORS, missing, "links (symlog)",
+                            "Person links changed per run")
+
+
+def _stacked_per_run(rows: list[dict[str, Any]], run_id: str, series: dict[str, list[int | None]], colors: dict[str, str],
+                     missing: list[str | None], ylabel: str, title: str) -> str:
+    """One stacked bar per run (`_stacked`), the report's run marked, legend beside: the entity plots' frame."""
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 3.0))
-        _stacked(ax, rows, series, LINK_COLORS, missing)
+        _stacked(ax, rows, series, colors, missing)
         _mark_current(ax, rows, run_id)
         ax.set_xticks(list(range(len(rows))), _labels(rows))
-        ax.set_ylabel("links (symlog)")
-        ax.set_title("Person links changed per run")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        return _svg(fig, "Person links changed per run")
+        return _svg(fig, title)
 
 
 def all_plots(figures: dict[str, Any]) -> dict[str, str | None]:
