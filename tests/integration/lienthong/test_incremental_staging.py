@@ -26,10 +26,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -38,8 +34,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import children
 import pyarrow as pa
 import pytest
+from children import Child
 from stdnum.vn import mst
 
 from connectors.base.landing import RawLanding, canonical_json, record_hash
@@ -675,46 +673,11 @@ def ledger_has(settings: Settings, run_id: str) -> bool:
         return runs.stage_run(conn, run_id, "citizen") is not None
 
 
-@dataclass
-class Child:
-    killed: bool  # SIGKILLed while running (False: it had finished)
-    seconds: float  # from 'ready' to the kill or the end
-
-
 def run_child(run_id: str, log_path: Path, *, validate: bool = False, delay: float | None = None,
               until: Callable[[], bool] | None = None, timeout: float = 240.0) -> Child:
-    """Stage (and validate) the citizens in a child process with the test's environment; SIGKILL it `delay`
-    seconds after it is ready, or as soon as `until()` holds; with neither, let it finish."""
-    with open(log_path, "ab") as err:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, run_id, "1" if validate else "0"], cwd=REPO,
-                                 env=dict(os.environ), stdout=subprocess.PIPE, stderr=err)
-    try:
-        assert child.stdout is not None
-        ready = child.stdout.readline().strip()
-        assert ready == b"ready", f"child did not start: {ready!r}; see {log_path}"
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        if delay is not None:
-            while child.poll() is None and time.monotonic() < t0 + delay:
-                time.sleep(0.002)
-        elif until is not None:
-            while child.poll() is None and not until():
-                assert time.monotonic() < deadline, "the kill trigger never fired"
-                time.sleep(0.0005)
-        killed = False
-        if (delay is not None or until is not None) and child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-            killed = True
-        code = child.wait(timeout=max(1.0, deadline - time.monotonic()))
-        seconds = time.monotonic() - t0
-        assert killed or code == 0, f"child failed ({code}); see {log_path}"
-        return Child(killed, seconds)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    """Stage (and validate) the citizens in a child process (`children.run_child`)."""
+    return children.run_child(CHILD, [run_id, "1" if validate else "0"], log_path, delay=delay, until=until,
+                              timeout=timeout)
 
 
 def assert_rerun_settles(settings: Settings, source: Source, run_id: str, what: str) -> None:

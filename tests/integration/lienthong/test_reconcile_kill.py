@@ -9,21 +9,16 @@ that finished: nothing half-written by the killed run survives.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from children import run_child
 from test_incremental_reconcile import CITIZENS, SEED, change_sources
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[3]
 CHILD = "import sys\nfrom lienthong import pipeline\nprint('ready', flush=True)\npipeline.reconcile(sys.argv[1])\n"
 
 
@@ -41,27 +36,7 @@ def _commits(table: Path) -> int:
 
 def _kill_when(until: Callable[[], bool], run_id: str, log_path: Path, timeout: float = 300.0) -> bool:
     """Run the reconciliation in a child; SIGKILL it as soon as `until()` holds. True if it was killed."""
-    with open(log_path, "ab") as err:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, run_id], cwd=REPO, env=dict(os.environ),
-                                 stdout=subprocess.PIPE, stderr=err)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready", f"child did not start; see {log_path}"
-        deadline = time.monotonic() + timeout
-        while child.poll() is None and not until():
-            assert time.monotonic() < deadline, "the kill trigger never fired"
-            time.sleep(0.001)
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-            return True
-        return False
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    return run_child(CHILD, [run_id], log_path, until=until, timeout=timeout).killed
 
 
 def test_a_killed_reconciliation_is_settled_by_the_next_run(reconciled, tmp_path: Path):
