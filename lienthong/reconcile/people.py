@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import duckdb
@@ -222,9 +223,10 @@ class LinkModel:
     splink: dict[str, Any]
     tf: pa.Table
 
-    @property
+    @cached_property
     def model_id(self) -> str:
-        """Content address of the model: sha256 of the parameters and the frequencies (first 16 hex)."""
+        """Content address of the model: sha256 of the parameters and the frequencies (first 16 hex); computed
+        once per model (a run asks for it per link type, per table written and per ledger row)."""
         import hashlib
         import json
 
