@@ -314,15 +314,23 @@ def link_people(
             "runner_up_id": pa.nulls(n, pa.string()),
             "runner_up_score": pa.nulls(n, pa.float64()),
         }, schema=LINK_SCHEMA)])
-    counts = {
-        "left": left.num_rows, "right": right.num_rows,
-        **{f"{m}_{b}": 0 for m in ("exact_id", "legacy_id", "probabilistic") for b in ("accept", "review", "reject")},
-    }
-    for row in pa.TableGroupBy(links, ["method", "band"]).aggregate([("left_id", "count")]).to_pylist():
-        counts[f"{row['method']}_{row['band']}"] = row["left_id_count"]
+    counts = link_counts(links, right.num_rows)
     seconds["total"] = time.monotonic() - t0
     log.info("linked %d records to %d: %s in %.1f s", left.num_rows, right.num_rows, counts, seconds["total"])
     return LinkResult(links=links, seconds=seconds, counts=counts, model=used)
+
+
+def method_band_counts(links: pa.Table) -> dict[str, int]:
+    """Links per `<method>_<band>` of a LINK_SCHEMA table."""
+    groups = pa.TableGroupBy(links, ["method", "band"]).aggregate([("left_id", "count")]).to_pylist()
+    return {f"{row['method']}_{row['band']}": row["left_id_count"] for row in groups}
+
+
+def link_counts(links: pa.Table, registry_rows: int) -> dict[str, int]:
+    """What `link_people` reports of a person link table (one row per left record): left and right rows and
+    links per method and band, every person method and band present."""
+    zero = {f"{m}_{b}": 0 for m in ("exact_id", "legacy_id", "probabilistic") for b in ("accept", "review", "reject")}
+    return {"left": links.num_rows, "right": registry_rows, **zero, **method_band_counts(links)}
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -92,8 +92,8 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
                                               "holder_citizen": holder_result.seconds}}
     else:
         rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
-        metrics["links"] = {"representative_citizen": link_counts(rep_links, cit.num_rows),
-                            "holder_citizen": link_counts(holder_links, cit.num_rows)}
+        metrics["links"] = {"representative_citizen": people.link_counts(rep_links, cit.num_rows),
+                            "holder_citizen": people.link_counts(holder_links, cit.num_rows)}
     # ID-less person holders: the name unique in the province (or at the holder's address) where the model
     # ranks the same citizen first (`idless`); re-run whole each time from the staged tables and the model's
     # links, so the result is the same however those links were made
@@ -106,7 +106,7 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
     step("link_idless_holders")
     org_links = link_holder_organisations(org_holders, ent, edup)
     step("link_organisations")
-    metrics["links"]["holder_enterprise"] = _count(org_links)
+    metrics["links"]["holder_enterprise"] = people.method_band_counts(org_links)
 
     with session(settings, purpose="integrate") as con:
         integrate.load(con, integrate.Inputs(
@@ -130,25 +130,11 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
     return tables, found, metrics
 
 
-def link_counts(links: pa.Table, registry_rows: int) -> dict[str, int]:
-    """The counts `people.link_people` reports, from a link table: left and right rows, links per method and band."""
-    counts = {"left": links.num_rows, "right": registry_rows,
-              **{f"{m}_{b}": 0 for m in ("exact_id", "legacy_id", "probabilistic") for b in ("accept", "review", "reject")}}
-    return counts | _count(links)
-
-
 def _event_counts(events: pa.Table) -> dict[str, dict[str, int]]:
     """{kind: {event: count}} of a run's entity events."""
     out: dict[str, dict[str, int]] = {}
     for row in pa.TableGroupBy(events, ["kind", "event"]).aggregate([("entity_id", "count")]).to_pylist():
         out.setdefault(row["kind"], {})[row["event"]] = row["entity_id_count"]
-    return out
-
-
-def _count(links: pa.Table) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for row in pa.TableGroupBy(links, ["method", "band"]).aggregate([("left_id", "count")]).to_pylist():
-        out[f"{row['method']}_{row['band']}"] = row["left_id_count"]
     return out
 
 
