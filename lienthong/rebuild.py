@@ -131,7 +131,7 @@ def check_reconcile(settings: Settings) -> dict[str, Any]:
     from lienthong.findings import open_findings
     from lienthong.reconcile import linkstate, models
     from lienthong.reconcile.people import LinkBands
-    from lienthong.reconcile.run import _person_links, _read_staged, reconcile_tables, with_entity_ids
+    from lienthong.reconcile.run import _person_links, reconcile_tables, with_entity_ids
 
     url = warehouse_url(settings)
     with connect(url) as conn:
@@ -153,8 +153,7 @@ def check_reconcile(settings: Settings) -> dict[str, Any]:
         held = (last.metrics or {})["link_state"]["refs"]
         out["link_state"] = {name: compare(held[name], update.refs[name], key="_key")
                              for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS)}
-        staged = {name: _read_staged(name, ref) for name, ref in inputs.items()}
-        tables, found, metrics = reconcile_tables(staged, settings, person_links=_person_links(update.refs[linkstate.LINKS]))
+        tables, found, metrics = reconcile_tables(inputs, settings, person_links=_person_links(update.refs[linkstate.LINKS]))
         clusters = metrics.pop("clusters")
         members, ents = entities.load(entities.registry_dir(settings), before_run=last.run_id)
         assignment = entities.assign(members, ents, clusters, last.run_id, settings=settings)

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from lienthong.datasets import STAGED
+from lienthong.reconcile.idless import CANDIDATE_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,20 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in _BOOKKEEPING if c in table.column_names and c not in ("_repairs",)])
 
 
+@dataclass
+class Links:
+    """What the reconciliation derived from the staged tables: the duplicate clusters and the links."""
+
+    citizen_duplicates: pa.Table
+    enterprise_duplicates: pa.Table
+    holder_duplicates: pa.Table
+    representative_links: pa.Table  # left_id '<code>#<pos>' -> right_id citizen_id
+    holder_person_links: pa.Table  # left_id '<prov>:<id>' -> right_id citizen_id
+    holder_organisation_links: pa.Table  # left_id '<prov>:<id>' -> right_id surviving enterprise code
+    # ID-less person holders left to review: left_id -> the sorted candidate citizen IDs (`idless.link_idless`)
+    idless_candidates: pa.Table | None = None
+
+
 def load(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
     """The inputs as tables of the session `con` (a `lienthong.duck` session), with the shared macro and
     the person tables every builder below reads."""
@@ -74,13 +89,26 @@ def load(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
         con.register(f"{name}_in", _plain(getattr(inputs, name)))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
         con.unregister(f"{name}_in")
+    load_links(con, Links(**{f: getattr(inputs, f) for f in (
+        "citizen_duplicates", "enterprise_duplicates", "holder_duplicates", "representative_links",
+        "holder_person_links", "holder_organisation_links")}))
+
+
+def load_links(con: duckdb.DuckDBPyConnection, links: Links) -> None:
+    """The duplicates and links as tables of `con`, whose staged tables are already there (`load`, or
+    `reconcile.run` reading the staged versions straight into the session), and the derived person tables."""
+    candidates = links.idless_candidates if links.idless_candidates is not None \
+        else CANDIDATE_SCHEMA.empty_table()
     for name in ("citizen_duplicates", "enterprise_duplicates", "holder_duplicates", "representative_links",
                  "holder_person_links", "holder_organisation_links"):
         # Materialised, not left as views over Python objects: a query that scans registered Arrow
         # tables from several DuckDB threads can stall waiting for the GIL.
-        con.register(f"{name}_in", getattr(inputs, name))
+        con.register(f"{name}_in", getattr(links, name))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
         con.unregister(f"{name}_in")
+    con.register("idless_candidates_in", candidates.select(CANDIDATE_SCHEMA.names))
+    con.execute("CREATE TABLE idless_candidates AS SELECT * FROM idless_candidates_in")
+    con.unregister("idless_candidates_in")
     con.execute("""
         CREATE MACRO fold(s) AS regexp_replace(replace(replace(strip_accents(lower(s)), 'đ', 'd'), 'ð', 'd'), '\\s+', ' ', 'g');
         CREATE TABLE person_of_citizen AS
@@ -115,8 +143,7 @@ def load(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
     """)
 
 
-def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute("""
+_PERSON_MASTER_SQL = """
         WITH members AS (
           SELECT person_key, list(citizen_id ORDER BY citizen_id) AS citizen_ids FROM person_of_citizen GROUP BY 1
         ), registry AS (
@@ -160,11 +187,14 @@ def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
         FROM golden g LEFT JOIN roles USING (person_key)
         WHERE g.person_key NOT IN (SELECT record_key FROM citizen_duplicates WHERE record_key <> survivor_key)
         ORDER BY g.person_key
-    """).fetch_arrow_table()
+    """
 
 
-def enterprise_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute("""
+def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.execute(_PERSON_MASTER_SQL).fetch_arrow_table()
+
+
+_ENTERPRISE_MASTER_SQL = """
         WITH members AS (
           SELECT master_code, list(enterprise_code ORDER BY enterprise_code) AS codes
           FROM master_of_enterprise GROUP BY 1
@@ -182,11 +212,14 @@ def enterprise_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
         LEFT JOIN reps ON reps.master_code = e.enterprise_code
         LEFT JOIN land ON land.master_code = e.enterprise_code
         ORDER BY e.enterprise_code
-    """).fetch_arrow_table()
+    """
 
 
-def parcel_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute(f"""
+def enterprise_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.execute(_ENTERPRISE_MASTER_SQL).fetch_arrow_table()
+
+
+_PARCEL_MASTER_SQL = f"""
         WITH certs AS (
           SELECT province_code, parcel_id, count(*) AS n, sum(share_percent) AS share_total
           FROM certificate WHERE NOT coalesce(deleted, false) AND status = '{VALID_CERTIFICATE}' GROUP BY 1, 2
@@ -197,22 +230,28 @@ def parcel_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
         FROM parcel p LEFT JOIN certs c USING (province_code, parcel_id)
         WHERE NOT coalesce(p.deleted, false)
         ORDER BY p.province_code, p.commune_code_original, p.map_sheet, p.parcel_number, p.parcel_id
-    """).fetch_arrow_table()
+    """
 
 
-def representative_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute("""
+def parcel_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.execute(_PARCEL_MASTER_SQL).fetch_arrow_table()
+
+
+_ENTERPRISE_REPRESENTATIVE_LINK_SQL = """
         SELECT r.enterprise_code, coalesce(m.master_code, r.enterprise_code) AS master_enterprise_code, r.position,
                r.title, l.citizen_id, CASE WHEN l.band = 'accept' THEN l.person_key END AS person_key,
                l.method, l.score, l.band
         FROM rep r JOIN person_link l ON l.dataset = 'legal_representative' AND l.record_key = r.record_key
         LEFT JOIN master_of_enterprise m ON m.enterprise_code = r.enterprise_code
         ORDER BY r.enterprise_code, r.position
-    """).fetch_arrow_table()
+    """
 
 
-def holder_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute("""
+def representative_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.execute(_ENTERPRISE_REPRESENTATIVE_LINK_SQL).fetch_arrow_table()
+
+
+_PARCEL_HOLDER_LINK_SQL = """
         WITH links AS (
           SELECT record_key, citizen_id, person_key, NULL::VARCHAR AS enterprise_code, method, score, band
           FROM person_link WHERE dataset = 'land_holder'
@@ -228,7 +267,21 @@ def holder_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
         LEFT JOIN links l ON l.record_key = h.record_key
         WHERE NOT coalesce(c.deleted, false)
         ORDER BY c.province_code, c.certificate_id
-    """).fetch_arrow_table()
+    """
+
+
+def holder_link(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    return con.execute(_PARCEL_HOLDER_LINK_SQL).fetch_arrow_table()
+
+
+# The integrated tables, each the query that builds it from the session `load` filled.
+OUTPUT_SQL = {
+    "person_master": _PERSON_MASTER_SQL,
+    "enterprise_master": _ENTERPRISE_MASTER_SQL,
+    "parcel_master": _PARCEL_MASTER_SQL,
+    "enterprise_representative_link": _ENTERPRISE_REPRESENTATIVE_LINK_SQL,
+    "parcel_holder_link": _PARCEL_HOLDER_LINK_SQL,
+}
 
 
 # --- the clustering for the entity registry -----------------------------------------------------------------
@@ -373,16 +426,22 @@ SELECT 'duplicate_records', ds, json_object('dataset', ds, 'survivor_key', survi
 FROM (SELECT 'citizen' AS ds, * FROM citizen_duplicates UNION ALL SELECT 'enterprise', * FROM enterprise_duplicates
       UNION ALL SELECT 'land_holder', * FROM holder_duplicates) GROUP BY ds, survivor_key
 """,
-    # 10. a probable match a person must confirm
+    # 10. a probable match a person must confirm; an ID-less holder the registry does not single out lists
+    # every candidate citizen (`idless.link_idless`)
     "match_needs_review": """
 SELECT 'match_needs_review', dataset, json_object('dataset', dataset, 'record_key', record_key),
-       json_object('candidate', candidate, 'score', round(score, 4), 'runner_up', runner_up_id,
-                   'runner_up_score', round(runner_up_score, 4), 'method', method)
+       CASE WHEN ic.candidates IS NULL
+            THEN json_object('candidate', candidate, 'score', round(score, 4), 'runner_up', runner_up_id,
+                             'runner_up_score', round(runner_up_score, 4), 'method', method)
+            ELSE json_object('candidate', candidate, 'score', round(score, 4), 'runner_up', runner_up_id,
+                             'runner_up_score', round(runner_up_score, 4), 'method', method,
+                             'candidates', ic.candidates) END
 FROM (SELECT dataset, record_key, citizen_id AS candidate, score, runner_up_id, runner_up_score, method
       FROM person_link WHERE band = 'review'
       UNION ALL
       SELECT 'land_holder', left_id, right_id, score, runner_up_id, runner_up_score, method
-      FROM holder_organisation_links WHERE band = 'review')
+      FROM holder_organisation_links WHERE band = 'review') r
+LEFT JOIN idless_candidates ic ON r.dataset = 'land_holder' AND ic.left_id = r.record_key
 """,
     # 11. co-holders' shares of a parcel do not sum to 100
     "shares_do_not_sum_to_100": f"""

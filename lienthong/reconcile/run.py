@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lienthong import zones
-from lienthong.duck import session
+from lienthong.duck import session, spill_root
 from lienthong.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,114 @@ def _hash(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
-                     person_links: dict[str, pa.Table] | None = None) -> tuple[dict[str, pa.Table], list, dict]:
-    """The pure part: staged tables in, integrated tables + findings + metrics out (no I/O).
+# The staged columns the steps that work on Arrow tables read (duplicates, the person shape, the ID-less and
+# organisation passes); the SQL builders read the session's tables. None: every column the session has.
+_ARROW_COLUMNS: dict[str, list[str] | None] = {
+    "citizen": ["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision", "sex",
+                "residence_address", "residence_commune_code", "residence_commune_code_2025", "household_id",
+                "source_updated_at"],
+    "enterprise": None,
+    "legal_representative": None,
+    "land_holder": None,
+    "certificate": ["province_code", "holder_id", "parcel_id", "deleted"],
+    "parcel": ["province_code", "parcel_id", "commune_code_original", "commune_code_2025", "deleted"],
+}
+
+
+def _load_staged(con: Any, staged: Mapping[str, pa.Table | str]) -> dict[str, int]:
+    """Each staged input as table `<dataset>` of session `con`; returns the row counts.
+
+    A zone reference (what a run reads) is read by DuckDB from the version's own files: its contract's columns
+    in primary-key order (a merged table's files hold rows in commit order; the linkage's sampling and
+    tie-breaks must see the same order whatever the history of merges), kept within the session's memory
+    limit (spilled beyond it), never whole in Python. An Arrow table (tests, benchmarks) is taken as it is."""
+    from lienthong.contracts import contract
+    from lienthong.reconcile.integrate import _plain
+
+    rows = {}
+    for name, source in staged.items():
+        if isinstance(source, pa.Table):
+            con.register(f"{name}_in", _plain(source))
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
+            con.unregister(f"{name}_in")
+        else:
+            c = contract(name)
+            zones.register(con, f"{name}_in", source)
+            columns = ", ".join(f'"{f}"' for f in c.field_names)
+            order = ", ".join(f'"{k}"' for k in c.primary_key)
+            con.execute(f"CREATE TABLE {name} AS SELECT {columns} FROM {name}_in ORDER BY {order}")
+            con.execute(f"DROP VIEW {name}_in")
+        rows[name] = int(con.execute(f"SELECT count(*) FROM {name}").fetchone()[0])
+    return rows
+
+
+def _arrow(con: Any, name: str, where: str = "true") -> pa.Table:
+    """The columns of staged table `name` the Arrow steps read (`_ARROW_COLUMNS`), in the session's order."""
+    columns = _ARROW_COLUMNS[name]
+    select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
+    return con.execute(f"SELECT {select} FROM {name} WHERE {where}").fetch_arrow_table()
+
+
+@dataclass
+class Integration:
+    """A reconciliation's integrated tables before their entity IDs, each a Parquet file DuckDB wrote into a
+    scratch folder (so no integrated table is held in Python while the next is built), with the findings,
+    the clustering for the entity registry and the metrics."""
+
+    files: dict[str, Path]
+    found: list
+    clusters: pa.Table
+    metrics: dict[str, Any]
+    rows: dict[str, int]  # staged rows read, per input
+
+    def table(self, name: str, settings: Settings) -> pa.Table:
+        """Integrated table `name` as it was built (the masters without their entity IDs)."""
+        with session(settings, purpose="integrated-read") as con:
+            return con.execute(f"SELECT * FROM read_parquet({_sql_text(self.files[name])})").fetch_arrow_table()
+
+    def with_entity_ids(self, settings: Settings, members: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+        """(name, table) of every integrated table, one at a time, the masters with their `entity_id` from
+        the registry's `members`."""
+        with session(settings, purpose="entity-ids") as con:
+            _cluster_entities(con, self.clusters, members)
+            for name, path in self.files.items():
+                relation = f"read_parquet({_sql_text(path)})"
+                if name in _master_cluster():
+                    yield name, _with_entity_id(con, name, relation)
+                else:
+                    yield name, con.execute(f"SELECT * FROM {relation}").fetch_arrow_table()
+
+
+def _sql_text(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _master_cluster() -> dict[str, tuple[str, str]]:
+    from lienthong.reconcile.integrate import MASTER_CLUSTER
+
+    return MASTER_CLUSTER
+
+
+@contextmanager
+def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
+                person_links: dict[str, pa.Table] | None = None) -> Iterator[Integration]:
+    """Staged tables (zone references, or Arrow tables) in; the integrated tables (as files in a scratch
+    folder, removed when the `with` block ends), the findings, the clustering and the metrics out.
 
     `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
     (`linkstate.update`); without them the persons are linked here, with a model trained on these tables."""
+    s = settings
+    root = spill_root(s)
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="reconcile-", dir=root))
+    try:
+        yield _integrate(staged, s, person_links, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_links: dict[str, pa.Table] | None,
+               scratch: Path) -> Integration:
     from lienthong.reconcile import dedupe, idless, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
@@ -62,72 +168,88 @@ def reconcile_tables(staged: dict[str, pa.Table], settings: Settings,
         metrics["seconds"][name] = round(now - t, 3)
         t = now
 
-    cit, ent = staged["citizen"], staged["enterprise"]
-    reps, holders = staged["legal_representative"], staged["land_holder"]
-    holders = holders.filter(pc.invert(pc.fill_null(holders["deleted"], False)))
-    person_holders = holders.filter(pc.equal(holders["holder_type"], "CA_NHAN"))
-    org_holders = holders.filter(pc.equal(holders["holder_type"], "TO_CHUC"))
-
-    cdup, edup, hdup = (dedupe.citizen_duplicates(cit), dedupe.enterprise_duplicates(ent),
-                        dedupe.holder_duplicates(holders))
-    step("dedupe")
-    log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
-             cdup.num_rows, edup.num_rows, hdup.num_rows)
-    registry: pa.Table | None = None
-    if person_links is None:
-        registry = sources.citizens_as_people(cit)
-        step("prepare_registry")
-        rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands, settings=settings)
-        step("link_representatives")
-        log.info("representatives -> citizens: %s (%.0f records/s)", rep_result.counts,
-                 reps.num_rows / max(metrics["seconds"]["link_representatives"], 1e-9))
-        holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands,
-                                           settings=settings)
-        step("link_land_holders")
-        log.info("land holders -> citizens: %s (%.0f records/s)", holder_result.counts,
-                 person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
-        rep_links, holder_links = rep_result.links, holder_result.links
-        metrics["links"] = {"representative_citizen": rep_result.counts, "holder_citizen": holder_result.counts,
-                            "model_seconds": {"representative_citizen": rep_result.seconds,
-                                              "holder_citizen": holder_result.seconds}}
-    else:
-        rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
-        metrics["links"] = {"representative_citizen": people.link_counts(rep_links, cit.num_rows),
-                            "holder_citizen": people.link_counts(holder_links, cit.num_rows)}
-    # ID-less person holders: the name unique in the province (or at the holder's address) where the model
-    # ranks the same citizen first (`idless`); re-run whole each time from the staged tables and the model's
-    # links, so the result is the same however those links were made
-    idless_left = idless.idless_inputs(person_holders, staged["certificate"], staged["parcel"], settings=settings)
-    idless_links, _ = idless.link_idless(
-        idless_left, idless.registry_with_places(cit, registry if person_links is None else None), bands,
-        model_links=holder_links, duplicates=cdup, settings=settings)
-    holder_links = idless.combine(idless_links, holder_links, settings=settings)
-    metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_left)
-    step("link_idless_holders")
-    org_links = link_holder_organisations(org_holders, ent, edup)
-    step("link_organisations")
-    metrics["links"]["holder_enterprise"] = people.method_band_counts(org_links)
-
     with session(settings, purpose="integrate") as con:
-        integrate.load(con, integrate.Inputs(
-            citizen=cit, enterprise=ent, legal_representative=reps, land_holder=staged["land_holder"],
-            parcel=staged["parcel"], certificate=staged["certificate"], citizen_duplicates=cdup,
-            enterprise_duplicates=edup, holder_duplicates=hdup, representative_links=rep_links,
-            holder_person_links=holder_links, holder_organisation_links=org_links,
-        ))
-        tables = {
-            "person_master": integrate.person_master(con),
-            "enterprise_master": integrate.enterprise_master(con),
-            "parcel_master": integrate.parcel_master(con),
-            "enterprise_representative_link": integrate.representative_link(con),
-            "parcel_holder_link": integrate.holder_link(con),
-        }
+        rows = _load_staged(con, staged)
+        step("load_staged")
+        log.info("reconciling %s", rows)
+        alive = "NOT coalesce(deleted, false)"
+        cit = _arrow(con, "citizen")
+        cdup = dedupe.citizen_duplicates(cit)
+        edup = dedupe.enterprise_duplicates(_arrow(con, "enterprise"))
+        hdup = dedupe.holder_duplicates(_arrow(con, "land_holder", alive))
+        step("dedupe")
+        log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
+                 cdup.num_rows, edup.num_rows, hdup.num_rows)
+        person_holders = _arrow(con, "land_holder", f"{alive} AND holder_type = 'CA_NHAN'")
+        registry: pa.Table | None = None
+        if person_links is None:
+            reps = _arrow(con, "legal_representative")
+            registry = sources.citizens_as_people(cit)
+            step("prepare_registry")
+            rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands,
+                                            settings=settings)
+            step("link_representatives")
+            log.info("representatives -> citizens: %s (%.0f records/s)", rep_result.counts,
+                     reps.num_rows / max(metrics["seconds"]["link_representatives"], 1e-9))
+            holder_result = people.link_people(sources.holders_as_people(person_holders), registry, bands,
+                                               settings=settings)
+            step("link_land_holders")
+            log.info("land holders -> citizens: %s (%.0f records/s)", holder_result.counts,
+                     person_holders.num_rows / max(metrics["seconds"]["link_land_holders"], 1e-9))
+            rep_links, holder_links = rep_result.links, holder_result.links
+            metrics["links"] = {"representative_citizen": rep_result.counts, "holder_citizen": holder_result.counts,
+                                "model_seconds": {"representative_citizen": rep_result.seconds,
+                                                  "holder_citizen": holder_result.seconds}}
+            del reps, rep_result, holder_result
+        else:
+            rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
+            metrics["links"] = {"representative_citizen": people.link_counts(rep_links, rows["citizen"]),
+                                "holder_citizen": people.link_counts(holder_links, rows["citizen"])}
+        # ID-less person holders: the name unique in the province (or at the holder's address) where the model
+        # ranks the same citizen first (`idless`); re-run whole each time from the staged tables and the model's
+        # links, so the result is the same however those links were made. Those the registry does not single
+        # out go to review with their candidates listed (finding `match_needs_review`).
+        idless_left = idless.idless_inputs(person_holders, _arrow(con, "certificate"), _arrow(con, "parcel"),
+                                           settings=settings)
+        del person_holders
+        idless_links, idless_review = idless.link_idless(
+            idless_left, idless.registry_with_places(cit, registry), bands,
+            model_links=holder_links, duplicates=cdup, settings=settings)
+        del cit, registry
+        holder_links = idless.combine(idless_links, holder_links, settings=settings)
+        metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_left)
+        del idless_left, idless_links
+        step("link_idless_holders")
+        org_links = link_holder_organisations(_arrow(con, "land_holder", f"{alive} AND holder_type = 'TO_CHUC'"),
+                                              _arrow(con, "enterprise"), edup)
+        step("link_organisations")
+        metrics["links"]["holder_enterprise"] = people.method_band_counts(org_links)
+
+        integrate.load_links(con, integrate.Links(
+            citizen_duplicates=cdup, enterprise_duplicates=edup, holder_duplicates=hdup,
+            representative_links=rep_links, holder_person_links=holder_links, holder_organisation_links=org_links,
+            idless_candidates=idless_review))
+        del cdup, edup, hdup, rep_links, holder_links, org_links, idless_review
+        files = {}
+        for name, sql in integrate.OUTPUT_SQL.items():
+            # DuckDB writes the file itself, streaming (in the query's order: insertion order is preserved)
+            files[name] = scratch / f"{name}.parquet"
+            con.execute(f"COPY ({sql}) TO {_sql_text(files[name])} (FORMAT parquet)")
         step("golden_records")
         found = integrate.findings(con)
         step("findings")
-        # the clustering for the entity registry (popped by `reconcile`: not a ledger metric)
-        metrics["clusters"] = integrate.clusters(con)
-    return tables, found, metrics
+        clusters = integrate.clusters(con)
+        step("clusters")
+    return Integration(files=files, found=found, clusters=clusters, metrics=metrics, rows=rows)
+
+
+def reconcile_tables(staged: Mapping[str, pa.Table | str], settings: Settings,
+                     person_links: dict[str, pa.Table] | None = None) -> tuple[dict[str, pa.Table], list, dict]:
+    """The integrated tables, findings and metrics (with the clustering under `clusters`) as Python objects:
+    `integration` for callers that hold the whole result (tests, the rebuild check, a retraining)."""
+    with integration(staged, settings, person_links) as result:
+        tables = {name: result.table(name, settings) for name in result.files}
+        return tables, result.found, {**result.metrics, "clusters": result.clusters}
 
 
 def _event_counts(events: pa.Table) -> dict[str, dict[str, int]]:
@@ -164,33 +286,46 @@ def _bases(last: Any, unfinished: list[Any], names: tuple[str, ...]) -> dict[str
     return out
 
 
+def _cluster_entities(con: Any, clusters: pa.Table, members: pa.Table) -> None:
+    """Table `cluster_entity` of `con`: the registry's entity of every cluster (kind, cluster_key, entity_id)."""
+    con.register("clusters_in", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
+    con.register("members_in", members.select(["kind", "dataset", "record_key", "entity_id"]))
+    con.execute("""CREATE OR REPLACE TABLE cluster_entity AS
+                   SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM clusters_in c
+                   JOIN members_in m USING (kind, dataset, record_key)""")
+    con.unregister("clusters_in")
+    con.unregister("members_in")
+
+
+def _with_entity_id(con: Any, name: str, relation: str) -> pa.Table:
+    """Master `name` (rows of `relation` in `con`) with its `entity_id` from `cluster_entity`, in its order."""
+    from lienthong.contracts import contract
+
+    kind, key_sql = _master_cluster()[name]
+    order = contract(name).field_names
+    select = ", ".join("ce.entity_id" if c == "entity_id" else f'm."{c}"' for c in order)
+    out = con.execute(f"""
+        SELECT {select}
+        FROM (SELECT *, {key_sql} AS _cluster, row_number() OVER () AS _rn FROM {relation}) m
+        LEFT JOIN cluster_entity ce ON ce.kind = '{kind}' AND ce.cluster_key = m._cluster
+        ORDER BY m._rn""").fetch_arrow_table()
+    missing = pc.sum(pc.is_null(out["entity_id"]).cast(pa.int64())).as_py() or 0
+    if missing:
+        raise RuntimeError(f"{name}: {missing} rows have no entity in the registry")
+    return out
+
+
 def with_entity_ids(tables: dict[str, pa.Table], clusters: pa.Table, members: pa.Table,
                     settings: Settings) -> dict[str, pa.Table]:
     """The masters with their `entity_id` (the entity of their cluster in the registry's members), placed
     where their contracts put it."""
-    from lienthong.contracts import contract
-    from lienthong.reconcile.integrate import MASTER_CLUSTER
-
     out = dict(tables)
     with session(settings, purpose="entity-ids") as con:
-        con.register("clusters", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
-        con.register("members", members.select(["kind", "dataset", "record_key", "entity_id"]))
-        con.execute("""CREATE TABLE cluster_entity AS
-                       SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM clusters c
-                       JOIN members m USING (kind, dataset, record_key)""")
-        for name, (kind, key_sql) in MASTER_CLUSTER.items():
+        _cluster_entities(con, clusters, members)
+        for name in _master_cluster():
             con.register("master", tables[name])
-            order = contract(name).field_names
-            select = ", ".join("ce.entity_id" if c == "entity_id" else f'm."{c}"' for c in order)
-            out[name] = con.execute(f"""
-                SELECT {select}
-                FROM (SELECT *, {key_sql} AS _cluster, row_number() OVER () AS _rn FROM master) m
-                LEFT JOIN cluster_entity ce ON ce.kind = '{kind}' AND ce.cluster_key = m._cluster
-                ORDER BY m._rn""").fetch_arrow_table()
+            out[name] = _with_entity_id(con, name, "master")
             con.unregister("master")
-            missing = pa.compute.sum(pa.compute.is_null(out[name]["entity_id"]).cast(pa.int64())).as_py() or 0
-            if missing:
-                raise RuntimeError(f"{name}: {missing} rows have no entity in the registry")
     return out
 
 
@@ -259,37 +394,40 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
                             summary={"trained_on": {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS}})
     with connect(url) as conn:
         records = {t: runs.active_link_model(conn, t) for t in models.LINK_TYPES}
-    staged = {name: _read_staged(name, info["staged_path"]) for name, info in inputs.items()}
-    log.info("reconciling %s", {name: t.num_rows for name, t in staged.items()})
-    tables, found, metrics = reconcile_tables(staged, s, person_links=_person_links(update.refs[linkstate.LINKS]))
-    metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
-                             "counts": update.counts, "seconds": update.seconds}
-    # the entity registry: stable IDs for the clustering (committed before the outputs that carry them; a
-    # rerun of this run starts from the registry as it was before this run, so it assigns the same IDs)
-    t0 = time.monotonic()
-    clusters = metrics.pop("clusters")
-    # whatever a run that did not finish (this run's earlier attempt included) wrote into the registry is
-    # undone first, so the assignment starts from the registry the last successful run left
-    entities.rollback(entities.registry_dir(s), [u.run_id for u in unfinished] + [run_id])
-    assignment, registry_refs = entities.update(entities.registry_dir(s), clusters, run_id, settings=s)
-    tables = with_entity_ids(tables, clusters, assignment.members, s)
-    metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
-                           "members_changed": assignment.changed_members.num_rows,
-                           "seconds": round(time.monotonic() - t0, 3)}
-    log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
-
     outputs: dict[str, Any] = {}
-    for name, table in tables.items():
-        # One commit per dataset replacing its rows: readers pin the version (`<table>@v<N>`) the ledger names.
-        commit = zones.create(integrated_table(s.integrated_dir, name), table, run_id=run_id,
-                              metadata={"lienthong.mode": "reconcile"})
-        path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
-        outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
-        zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours, run_id=run_id)
+    with integration({name: info["staged_path"] for name, info in inputs.items()}, s,
+                     person_links=_person_links(update.refs[linkstate.LINKS])) as result:
+        metrics, found = result.metrics, result.found
+        metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
+                                 "counts": update.counts, "seconds": update.seconds}
+        # the entity registry: stable IDs for the clustering (committed before the outputs that carry them; a
+        # rerun of this run starts from the registry as it was before this run, so it assigns the same IDs)
+        t0 = time.monotonic()
+        # whatever a run that did not finish (this run's earlier attempt included) wrote into the registry is
+        # undone first, so the assignment starts from the registry the last successful run left
+        entities.rollback(entities.registry_dir(s), [u.run_id for u in unfinished] + [run_id])
+        assignment, registry_refs = entities.update(entities.registry_dir(s), result.clusters, run_id, settings=s)
+        metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
+                               "members_changed": assignment.changed_members.num_rows,
+                               "seconds": round(time.monotonic() - t0, 3)}
+        log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
+        members = assignment.members
+        del assignment
+        for name, table in result.with_entity_ids(s, members):
+            # One commit per dataset replacing its rows: readers pin the version (`<table>@v<N>`) the ledger names.
+            commit = zones.create(integrated_table(s.integrated_dir, name), table, run_id=run_id,
+                                  metadata={"lienthong.mode": "reconcile"})
+            path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
+            outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
+            del table
+            zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
+                           run_id=run_id)
+        rows = result.rows
+        del members
     for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                        run_id=run_id)
-    metrics["inputs"] = {name: {**input_metrics[name], "rows": staged[name].num_rows} for name in inputs}
+    metrics["inputs"] = {name: {**input_metrics[name], "rows": rows[name]} for name in inputs}
     model_paths = save_models(
         s.integrated_dir, run_id, {t: r for t, r in records.items() if r is not None},
         inputs={name: info["staged_path"] for name, info in inputs.items()},
