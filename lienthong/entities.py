@@ -557,9 +557,14 @@ def _version_before(path: Path, run_id: str) -> int | None:
 
 def _read(path: Path, schema: pa.Schema, version: int | None, order: list[str]) -> pa.Table:
     # delta-rs' MERGE writes text as string_view: cast back to the registry's schema; sorted as `assign`
-    # sorts, so a stored table compares equal to the assignment that wrote it
-    table = zones.read_table(zones.ref(path, version) if version is not None else path, columns=schema.names)
-    return table.select(schema.names).cast(schema).sort_by([(c, "ascending") for c in order])
+    # sorts, so a stored table compares equal to the assignment that wrote it. DuckDB reads, casts and sorts
+    # (within its session's memory limit, spilling beyond it): only the result is held in Python, not the
+    # read, the cast and the sorted copies of millions of members side by side.
+    with duck.session(purpose="entities") as con:
+        zones.register(con, "stored", zones.ref(path, version) if version is not None else path)
+        columns = ", ".join(f'"{c}"' for c in schema.names)
+        keys = ", ".join(f'"{c}"' for c in order)
+        return con.execute(f"SELECT {columns} FROM stored ORDER BY {keys}").fetch_arrow_table().cast(schema)
 
 
 def load(directory: str | Path, version: Mapping[str, int | str] | None = None, *,

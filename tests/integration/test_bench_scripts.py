@@ -145,3 +145,20 @@ def test_entity_ids_plans_a_share_of_each_system_in_every_kind_of_change() -> No
     assert added and min(added) > 400
     be.apply_changes(src, plan)
     assert len(src.citizens) == 600 + len(new_ids) and src.next_holder_id["31"] == max(added) + 1
+
+
+def test_reconcile_memory_names_the_step_each_peak_falls_in() -> None:
+    bench = _load("bench_reconcile_memory")
+    lines = [
+        {"t": 1.0, "logger": "lienthong.reconcile.linkstate", "message": "link state: relinking everything"},
+        {"t": 10.0, "logger": "lienthong.reconcile.run", "message": "reconciling {'citizen': 3}"},
+        {"t": 20.0, "logger": "lienthong.entities", "message": "entity registry /x: run r committed 3 events"},
+        {"t": 25.0, "logger": "lienthong.reconcile.run", "message": "entity registry: {}"},
+    ]
+    samples = [(0.5, 100.0), (5.0, 900.0), (12.0, 400.0), (21.0, 700.0), (24.0, 650.0), (26.0, 300.0)]
+    phases = bench._phases(lines, samples, 30.0)
+    assert [p["phase"] for p in phases] == [
+        "set-up", "after: link state", "after: load staged, duplicates, ID-less and organisation passes",
+        "after: entity registry committed", "after: integrated tables with entity IDs written"]
+    assert [p["peak_rss_mib"] for p in phases] == [100.0, 900.0, 400.0, 700.0, 300.0]
+    assert phases[-1]["to_s"] == 30.0
