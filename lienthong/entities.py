@@ -176,7 +176,7 @@ def _records(alias: str = "") -> str:
             f"1, {EVIDENCE_RECORDS})")
 
 
-def assign(previous_members: pa.Table, previous_entities: pa.Table, clusters: pa.Table, run_id: str, *,
+def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, clusters: pa.Table, run_id: str, *,
            settings: Settings | None = None) -> Assignment:
     """The entities of clustering `clusters` (CLUSTER_SCHEMA), carried over from the previous registry
     (MEMBER_SCHEMA, ENTITY_SCHEMA) by the rules in the module docstring. Pure: the same inputs give
@@ -185,16 +185,21 @@ def assign(previous_members: pa.Table, previous_entities: pa.Table, clusters: pa
     Set-based SQL in one DuckDB session (bounded by the settings' memory limit, spilling beyond it); the only
     loop is the rounds of new-ID collision bumping, which end after one round unless a hash collides.
 
+    The previous tables may also be given as stored versions (zone references, what `stored_refs` returns).
+
     An active entity with no row in `previous_members` is left as it is: that is what lets `assign` run on a
     closed subset of members and clusters (see `touched_closure`) with the full entity table."""
     if not run_id:
         raise ValueError("run_id: a non-empty string")
-    _require(previous_members, MEMBER_SCHEMA, "previous_members")
-    _require(previous_entities, ENTITY_SCHEMA, "previous_entities")
     _require(clusters, CLUSTER_SCHEMA, "clusters")
     with duck.session(settings, purpose="entities") as con:
-        con.register("pm_in_raw", previous_members.select(MEMBER_SCHEMA.names))
-        con.register("pe_in_raw", previous_entities.select(ENTITY_SCHEMA.names))
+        for name, previous, schema, what in (("pm_in_raw", previous_members, MEMBER_SCHEMA, "previous_members"),
+                                             ("pe_in_raw", previous_entities, ENTITY_SCHEMA, "previous_entities")):
+            if isinstance(previous, pa.Table):
+                _require(previous, schema, what)
+                con.register(name, previous.select(schema.names))
+            else:  # a stored version (`update`): DuckDB reads its files, within the session's memory limit
+                zones.register(con, name, previous)
         con.register("cl_in_raw", clusters.select(CLUSTER_SCHEMA.names))
         con.execute("SET VARIABLE run_id = ?", [run_id])
         _prepare(con)
@@ -555,31 +560,27 @@ def _version_before(path: Path, run_id: str) -> int | None:
     return newest if newest is not None and newest >= 0 else None
 
 
-def _read(path: Path, schema: pa.Schema, version: int | None, order: list[str]) -> pa.Table:
+def _read(ref: str, schema: pa.Schema, order: list[str]) -> pa.Table:
     # delta-rs' MERGE writes text as string_view: cast back to the registry's schema; sorted as `assign`
     # sorts, so a stored table compares equal to the assignment that wrote it. DuckDB reads, casts and sorts
     # (within its session's memory limit, spilling beyond it): only the result is held in Python, not the
     # read, the cast and the sorted copies of millions of members side by side.
     with duck.session(purpose="entities") as con:
-        zones.register(con, "stored", zones.ref(path, version) if version is not None else path)
+        zones.register(con, "stored", ref)
         columns = ", ".join(f'"{c}"' for c in schema.names)
         keys = ", ".join(f'"{c}"' for c in order)
         return con.execute(f"SELECT {columns} FROM stored ORDER BY {keys}").fetch_arrow_table().cast(schema)
 
 
-def load(directory: str | Path, version: Mapping[str, int | str] | None = None, *,
-         before_run: str | None = None) -> tuple[pa.Table, pa.Table]:
-    """(members, entities) as stored: the newest versions, the versions `version` names per table
-    (`{"entity_member": 12, "entity": "<path>@v9"}`, e.g. the refs `commit` returned), or, with
-    `before_run`, the versions before that run's own trailing commits (what a rerun of a killed run must
-    start from). Empty tables with the schemas when nothing is stored yet."""
+def stored_refs(directory: str | Path, version: Mapping[str, int | str] | None = None, *,
+                before_run: str | None = None) -> tuple[str | None, str | None]:
+    """(members, entities) as zone references to the versions `load` reads (None: nothing stored)."""
     paths = _paths(directory)
-    out = []
-    for name, schema, order in ((MEMBER_TABLE, MEMBER_SCHEMA, ["kind", "dataset", "record_key"]),
-                                (ENTITY_TABLE, ENTITY_SCHEMA, ["entity_id"])):
+    out: list[str | None] = []
+    for name in (MEMBER_TABLE, ENTITY_TABLE):
         path = paths[name]
         if not zones.is_table(path):
-            out.append(schema.empty_table())
+            out.append(None)
             continue
         pinned: int | None
         if version is not None and name in version:
@@ -588,11 +589,25 @@ def load(directory: str | Path, version: Mapping[str, int | str] | None = None, 
         elif before_run is not None:
             pinned = _version_before(path, before_run)
             if pinned is None:
-                out.append(schema.empty_table())
+                out.append(None)
                 continue
         else:
-            pinned = None
-        out.append(_read(path, schema, pinned, order))
+            pinned = zones.version(path)
+        out.append(zones.ref(path, pinned if pinned is not None else 0))
+    return out[0], out[1]
+
+
+def load(directory: str | Path, version: Mapping[str, int | str] | None = None, *,
+         before_run: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """(members, entities) as stored: the newest versions, the versions `version` names per table
+    (`{"entity_member": 12, "entity": "<path>@v9"}`, e.g. the refs `commit` returned), or, with
+    `before_run`, the versions before that run's own trailing commits (what a rerun of a killed run must
+    start from). Empty tables with the schemas when nothing is stored yet."""
+    refs = stored_refs(directory, version, before_run=before_run)
+    out = []
+    for ref, schema, order in ((refs[0], MEMBER_SCHEMA, ["kind", "dataset", "record_key"]),
+                               (refs[1], ENTITY_SCHEMA, ["entity_id"])):
+        out.append(schema.empty_table() if ref is None else _read(ref, schema, order))
     return out[0], out[1]
 
 
@@ -699,8 +714,9 @@ def rollback(directory: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
 def update(directory: str | Path, clusters: pa.Table, run_id: str, *,
            settings: Settings | None = None) -> tuple[Assignment, dict[str, str]]:
     """One run end to end: load the registry as it was before this run, assign, commit. Safe to rerun."""
-    members, entities = load(directory, before_run=run_id)
-    result = assign(members, entities, clusters, run_id, settings=settings)
+    members, entities = stored_refs(directory, before_run=run_id)
+    result = assign(members if members is not None else empty_members(),
+                    entities if entities is not None else empty_entities(), clusters, run_id, settings=settings)
     return result, commit(directory, result, run_id)
 
 
