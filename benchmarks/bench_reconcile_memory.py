@@ -28,15 +28,15 @@ from _memory import rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A log line that starts a step (logger, text at the start of its message) -> the step's name.
+# The log line that starts each step (logger, start of its message) and the step's name: a phase runs from its
+# line to the next one found.
 STEPS = (
-    ("lienthong.reconcile.linkstate", "link state", "link state"),
-    ("lienthong.reconcile.run", "reconciling", "load staged, duplicates, ID-less and organisation passes"),
-    ("lienthong.reconcile.integrate", "finding rule id_not", "golden records written, findings"),
-    ("lienthong.reconcile.integrate", "finding rule shares", "clustering"),
-    ("lienthong.entities", "entity registry", "entity registry committed"),
-    ("lienthong.reconcile.run", "entity registry", "integrated tables with entity IDs written"),
-    ("lienthong.reconcile.run", "integrated zone written", "findings synced"),
+    ("lienthong.reconcile.linkstate", "link state", "link state: person links"),
+    ("lienthong.reconcile.run", "reconciling", "staged read, duplicates, ID-less and organisation passes, golden records"),
+    ("lienthong.reconcile.integrate", "finding rule id_not", "findings"),
+    ("lienthong.reconcile.integrate", "finding rule shares", "clustering, entity assignment and commit"),
+    ("lienthong.reconcile.run", "entity registry", "integrated tables with entity IDs, findings sync"),
+    ("lienthong.reconcile.run", "integrated zone written", "end"),
 )
 
 
@@ -62,7 +62,7 @@ def _phases(lines: list[dict], samples: list[tuple[float, float]], end: float) -
     names = ["start"] + [m["phase"] for m in marks]
     for name, a, b in zip(names, bounds, bounds[1:], strict=False):
         inside = [r for t, r in samples if a <= t <= b]
-        out.append({"phase": "set-up" if name == "start" else f"after: {name}", "from_s": a, "to_s": b,
+        out.append({"phase": "set-up" if name == "start" else name, "from_s": a, "to_s": b,
                     "peak_rss_mib": max(inside) if inside else None})
     return out
 

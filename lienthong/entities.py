@@ -176,7 +176,8 @@ def _records(alias: str = "") -> str:
             f"1, {EVIDENCE_RECORDS})")
 
 
-def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, clusters: pa.Table, run_id: str, *,
+def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, clusters: pa.Table | str,
+           run_id: str, *,
            settings: Settings | None = None) -> Assignment:
     """The entities of clustering `clusters` (CLUSTER_SCHEMA), carried over from the previous registry
     (MEMBER_SCHEMA, ENTITY_SCHEMA) by the rules in the module docstring. Pure: the same inputs give
@@ -185,13 +186,15 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
     Set-based SQL in one DuckDB session (bounded by the settings' memory limit, spilling beyond it); the only
     loop is the rounds of new-ID collision bumping, which end after one round unless a hash collides.
 
-    The previous tables may also be given as stored versions (zone references, what `stored_refs` returns).
+    The previous tables may also be given as stored versions (zone references, what `stored_refs` returns),
+    and the clustering as a Parquet file: DuckDB reads them, none is loaded whole into Python.
 
     An active entity with no row in `previous_members` is left as it is: that is what lets `assign` run on a
     closed subset of members and clusters (see `touched_closure`) with the full entity table."""
     if not run_id:
         raise ValueError("run_id: a non-empty string")
-    _require(clusters, CLUSTER_SCHEMA, "clusters")
+    if isinstance(clusters, pa.Table):
+        _require(clusters, CLUSTER_SCHEMA, "clusters")
     with duck.session(settings, purpose="entities") as con:
         for name, previous, schema, what in (("pm_in_raw", previous_members, MEMBER_SCHEMA, "previous_members"),
                                              ("pe_in_raw", previous_entities, ENTITY_SCHEMA, "previous_entities")):
@@ -200,7 +203,10 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
                 con.register(name, previous.select(schema.names))
             else:  # a stored version (`update`): DuckDB reads its files, within the session's memory limit
                 zones.register(con, name, previous)
-        con.register("cl_in_raw", clusters.select(CLUSTER_SCHEMA.names))
+        if isinstance(clusters, pa.Table):
+            con.register("cl_in_raw", clusters.select(CLUSTER_SCHEMA.names))
+        else:  # a Parquet file of them (the reconciliation writes its clustering to one)
+            zones.register(con, "cl_in_raw", clusters)
         con.execute("SET VARIABLE run_id = ?", [run_id])
         _prepare(con)
         _carry_over(con)
@@ -465,7 +471,8 @@ def touched_closure(previous_members: pa.Table, clusters: pa.Table,
     record in a chosen cluster, every cluster holding a record of a chosen entity. Member rows are taken to
     name active entities, as `assign` writes them."""
     _require(previous_members, MEMBER_SCHEMA, "previous_members")
-    _require(clusters, CLUSTER_SCHEMA, "clusters")
+    if isinstance(clusters, pa.Table):
+        _require(clusters, CLUSTER_SCHEMA, "clusters")
     with duck.session(settings, purpose="entities") as con:
         con.register("pm_in", previous_members)
         con.register("cl_in", clusters)
@@ -711,7 +718,7 @@ def rollback(directory: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
     return out
 
 
-def update(directory: str | Path, clusters: pa.Table, run_id: str, *,
+def update(directory: str | Path, clusters: pa.Table | str, run_id: str, *,
            settings: Settings | None = None) -> tuple[Assignment, dict[str, str]]:
     """One run end to end: load the registry as it was before this run, assign, commit. Safe to rerun."""
     members, entities = stored_refs(directory, before_run=run_id)

@@ -287,19 +287,7 @@ OUTPUT_SQL = {
 # --- the clustering for the entity registry -----------------------------------------------------------------
 
 
-def clusters(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """The current clustering (`lienthong.entities.CLUSTER_SCHEMA`): which source records are one entity.
-
-    - a person: the citizens of one surviving registry record (cluster = its `person_key`), with the
-      representatives and person land holders linked to it (band accept); a person outside the registry is
-      the records giving one 12-digit ID no citizen was linked to (cluster 'NR:' + the ID), as
-      `person_master` has them. Citizens carry their continuity keys: the old 9-digit ID (`legacy:`) and
-      folded name, birth date and household (`nbd:`), so an ID correction keeps the entity;
-    - an enterprise: the business-registry records of one surviving enterprise (cluster = its code) and the
-      organisation land holders linked to it; continuity key: folded name and founding date (`nf:`);
-    - a parcel: its record (cluster = '<province>:<parcel id>'); continuity key: province, 2025 commune, map
-      sheet and parcel number (`sheet:`)."""
-    return con.execute("""
+CLUSTERS_SQL = """
         SELECT 'person' AS kind, p.person_key AS cluster_key, 'citizen' AS dataset, c.citizen_id AS record_key,
                list_filter([CASE WHEN c.legacy_id IS NOT NULL THEN 'legacy:' || c.legacy_id END,
                             'nbd:' || fold(c.full_name) || '|' || coalesce(CAST(c.birth_date::DATE AS VARCHAR), '')
@@ -325,7 +313,22 @@ def clusters(con: duckdb.DuckDBPyConnection) -> pa.Table:
                  || '|' || coalesce(CAST(parcel_number AS VARCHAR), '')]
         FROM parcel WHERE NOT coalesce(deleted, false)
         ORDER BY kind, dataset, record_key
-    """).fetch_arrow_table()
+    """
+
+
+def clusters(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The current clustering (`lienthong.entities.CLUSTER_SCHEMA`): which source records are one entity.
+
+    - a person: the citizens of one surviving registry record (cluster = its `person_key`), with the
+      representatives and person land holders linked to it (band accept); a person outside the registry is
+      the records giving one 12-digit ID no citizen was linked to (cluster 'NR:' + the ID), as
+      `person_master` has them. Citizens carry their continuity keys: the old 9-digit ID (`legacy:`) and
+      folded name, birth date and household (`nbd:`), so an ID correction keeps the entity;
+    - an enterprise: the business-registry records of one surviving enterprise (cluster = its code) and the
+      organisation land holders linked to it; continuity key: folded name and founding date (`nf:`);
+    - a parcel: its record (cluster = '<province>:<parcel id>'); continuity key: province, 2025 commune, map
+      sheet and parcel number (`sheet:`)."""
+    return con.execute(CLUSTERS_SQL).fetch_arrow_table()
 
 
 # Each master's cluster key, as a DuckDB expression over its columns (the entity ID joins on it).
@@ -460,18 +463,27 @@ HAVING count(*) >= 2 AND abs(sum(share_percent) - 100) > {SHARE_TOLERANCE}
 _AGENCY_OF_DATASET = {**AGENCY}
 
 
-def findings(con: duckdb.DuckDBPyConnection) -> list[Any]:
-    """Every finding of this reconciliation, as `lienthong.findings.Finding` objects."""
-    out = []
+def collect_findings(con: duckdb.DuckDBPyConnection) -> int:
+    """Every rule's findings into table `found` of `con` (type, dataset, subject and evidence as JSON text),
+    rule by rule (each timed); returns how many."""
+    con.execute("CREATE OR REPLACE TABLE found (type VARCHAR, dataset VARCHAR, subject VARCHAR, evidence VARCHAR)")
+    total = 0
     for rule, sql in _FINDING_RULES.items():
         t0 = time.monotonic()
-        rows = con.execute(sql).fetchall()  # (type, dataset, subject JSON text, evidence JSON text)
-        log.info("finding rule %s: %d in %.1f s", rule, len(rows), time.monotonic() - t0)
-        out.extend(_as_findings(rows))
-    return out
+        n = int((con.execute(f"INSERT INTO found {sql}").fetchone() or (0,))[0])
+        log.info("finding rule %s: %d in %.1f s", rule, n, time.monotonic() - t0)
+        total += n
+    return total
 
 
-def _as_findings(rows: list[tuple]) -> list[Any]:
+def findings(con: duckdb.DuckDBPyConnection) -> list[Any]:
+    """Every finding of this reconciliation, as `lienthong.findings.Finding` objects."""
+    collect_findings(con)
+    return as_findings(con.execute("SELECT * FROM found").fetchall())
+
+
+def as_findings(rows: list[tuple]) -> list[Any]:
+    """(type, dataset, subject JSON text, evidence JSON text) rows as `lienthong.findings.Finding` objects."""
     from lienthong.findings import Finding
 
     out = []

@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lienthong import zones
 from lienthong.duck import session, spill_root
@@ -97,13 +98,13 @@ def _arrow(con: Any, name: str, where: str = "true") -> pa.Table:
 
 @dataclass
 class Integration:
-    """A reconciliation's integrated tables before their entity IDs, each a Parquet file DuckDB wrote into a
-    scratch folder (so no integrated table is held in Python while the next is built), with the findings,
-    the clustering for the entity registry and the metrics."""
+    """A reconciliation's results, each a Parquet file DuckDB wrote into a scratch folder, so none is held in
+    Python while the next is built: the integrated tables before their entity IDs, the findings and the
+    clustering for the entity registry; with the metrics and the staged rows read."""
 
     files: dict[str, Path]
-    found: list
-    clusters: pa.Table
+    findings_file: Path
+    clusters: Path  # `entities.CLUSTER_SCHEMA` rows
     metrics: dict[str, Any]
     rows: dict[str, int]  # staged rows read, per input
 
@@ -112,11 +113,26 @@ class Integration:
         with session(settings, purpose="integrated-read") as con:
             return con.execute(f"SELECT * FROM read_parquet({_sql_text(self.files[name])})").fetch_arrow_table()
 
+    def cluster_table(self) -> pa.Table:
+        """The clustering as one Arrow table (`entities.CLUSTER_SCHEMA`)."""
+        from lienthong.entities import CLUSTER_SCHEMA
+
+        return pq.read_table(self.clusters).select(CLUSTER_SCHEMA.names).cast(CLUSTER_SCHEMA)
+
+    def findings(self) -> list:
+        """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
+        from lienthong.reconcile.integrate import as_findings
+
+        out: list = []
+        for batch in pq.ParquetFile(self.findings_file).iter_batches(batch_size=50_000):
+            out.extend(as_findings(list(zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True))))
+        return out
+
     def with_entity_ids(self, settings: Settings, members: pa.Table) -> Iterator[tuple[str, pa.Table]]:
         """(name, table) of every integrated table, one at a time, the masters with their `entity_id` from
         the registry's `members`."""
         with session(settings, purpose="entity-ids") as con:
-            _cluster_entities(con, self.clusters, members)
+            _cluster_entities(con, str(self.clusters), members)
             for name, path in self.files.items():
                 relation = f"read_parquet({_sql_text(path)})"
                 if name in _master_cluster():
@@ -236,11 +252,15 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             files[name] = scratch / f"{name}.parquet"
             con.execute(f"COPY ({sql}) TO {_sql_text(files[name])} (FORMAT parquet)")
         step("golden_records")
-        found = integrate.findings(con)
+        integrate.collect_findings(con)
+        findings_file = scratch / "findings.parquet"
+        con.execute(f"COPY found TO {_sql_text(findings_file)} (FORMAT parquet)")
+        con.execute("DROP TABLE found")
         step("findings")
-        clusters = integrate.clusters(con)
+        clusters = scratch / "clusters.parquet"
+        con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {_sql_text(clusters)} (FORMAT parquet)")
         step("clusters")
-    return Integration(files=files, found=found, clusters=clusters, metrics=metrics, rows=rows)
+    return Integration(files=files, findings_file=findings_file, clusters=clusters, metrics=metrics, rows=rows)
 
 
 def reconcile_tables(staged: Mapping[str, pa.Table | str], settings: Settings,
@@ -249,7 +269,7 @@ def reconcile_tables(staged: Mapping[str, pa.Table | str], settings: Settings,
     `integration` for callers that hold the whole result (tests, the rebuild check, a retraining)."""
     with integration(staged, settings, person_links) as result:
         tables = {name: result.table(name, settings) for name in result.files}
-        return tables, result.found, {**result.metrics, "clusters": result.clusters}
+        return tables, result.findings(), {**result.metrics, "clusters": result.cluster_table()}
 
 
 def _event_counts(events: pa.Table) -> dict[str, dict[str, int]]:
@@ -286,14 +306,21 @@ def _bases(last: Any, unfinished: list[Any], names: tuple[str, ...]) -> dict[str
     return out
 
 
-def _cluster_entities(con: Any, clusters: pa.Table, members: pa.Table) -> None:
-    """Table `cluster_entity` of `con`: the registry's entity of every cluster (kind, cluster_key, entity_id)."""
-    con.register("clusters_in", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
+def _cluster_entities(con: Any, clusters: pa.Table | str, members: pa.Table) -> None:
+    """Table `cluster_entity` of `con`: the registry's entity of every cluster (kind, cluster_key, entity_id);
+    `clusters` an Arrow table or a Parquet file of them."""
+    if isinstance(clusters, pa.Table):
+        con.register("clusters_arrow", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
+        source = "clusters_arrow"
+    else:
+        source = f"read_parquet({_sql_text(Path(clusters))})"
     con.register("members_in", members.select(["kind", "dataset", "record_key", "entity_id"]))
-    con.execute("""CREATE OR REPLACE TABLE cluster_entity AS
-                   SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM clusters_in c
-                   JOIN members_in m USING (kind, dataset, record_key)""")
-    con.unregister("clusters_in")
+    con.execute(f"""CREATE OR REPLACE TABLE cluster_entity AS
+                    SELECT DISTINCT c.kind, c.cluster_key, m.entity_id
+                    FROM (SELECT kind, cluster_key, dataset, record_key FROM {source}) c
+                    JOIN members_in m USING (kind, dataset, record_key)""")
+    if isinstance(clusters, pa.Table):
+        con.unregister("clusters_arrow")
     con.unregister("members_in")
 
 
@@ -397,7 +424,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     outputs: dict[str, Any] = {}
     with integration({name: info["staged_path"] for name, info in inputs.items()}, s,
                      person_links=_person_links(update.refs[linkstate.LINKS])) as result:
-        metrics, found = result.metrics, result.found
+        metrics = result.metrics
         metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
                                  "counts": update.counts, "seconds": update.seconds}
         # the entity registry: stable IDs for the clustering (committed before the outputs that carry them; a
@@ -406,7 +433,8 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         # whatever a run that did not finish (this run's earlier attempt included) wrote into the registry is
         # undone first, so the assignment starts from the registry the last successful run left
         entities.rollback(entities.registry_dir(s), [u.run_id for u in unfinished] + [run_id])
-        assignment, registry_refs = entities.update(entities.registry_dir(s), result.clusters, run_id, settings=s)
+        assignment, registry_refs = entities.update(entities.registry_dir(s), str(result.clusters), run_id,
+                                                    settings=s)
         metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
                                "members_changed": assignment.changed_members.num_rows,
                                "seconds": round(time.monotonic() - t0, 3)}
@@ -424,6 +452,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
                            run_id=run_id)
         rows = result.rows
         del members
+        found = result.findings()  # built last: nothing else of the run is held by then
     for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                        run_id=run_id)

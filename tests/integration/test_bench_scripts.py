@@ -152,13 +152,16 @@ def test_reconcile_memory_names_the_step_each_peak_falls_in() -> None:
     lines = [
         {"t": 1.0, "logger": "lienthong.reconcile.linkstate", "message": "link state: relinking everything"},
         {"t": 10.0, "logger": "lienthong.reconcile.run", "message": "reconciling {'citizen': 3}"},
-        {"t": 20.0, "logger": "lienthong.entities", "message": "entity registry /x: run r committed 3 events"},
+        {"t": 20.0, "logger": "lienthong.reconcile.integrate", "message": "finding rule shares_do_not_sum: 2"},
         {"t": 25.0, "logger": "lienthong.reconcile.run", "message": "entity registry: {}"},
+        {"t": 28.0, "logger": "lienthong.reconcile.run", "message": "integrated zone written: {}"},
     ]
-    samples = [(0.5, 100.0), (5.0, 900.0), (12.0, 400.0), (21.0, 700.0), (24.0, 650.0), (26.0, 300.0)]
+    samples = [(0.5, 100.0), (5.0, 900.0), (12.0, 400.0), (21.0, 700.0), (24.0, 650.0), (26.0, 300.0),
+               (29.0, 50.0)]
     phases = bench._phases(lines, samples, 30.0)
     assert [p["phase"] for p in phases] == [
-        "set-up", "after: link state", "after: load staged, duplicates, ID-less and organisation passes",
-        "after: entity registry committed", "after: integrated tables with entity IDs written"]
-    assert [p["peak_rss_mib"] for p in phases] == [100.0, 900.0, 400.0, 700.0, 300.0]
+        "set-up", "link state: person links",
+        "staged read, duplicates, ID-less and organisation passes, golden records",
+        "clustering, entity assignment and commit", "integrated tables with entity IDs, findings sync", "end"]
+    assert [p["peak_rss_mib"] for p in phases] == [100.0, 900.0, 400.0, 700.0, 300.0, 50.0]
     assert phases[-1]["to_s"] == 30.0
