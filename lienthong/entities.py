@@ -212,15 +212,29 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
         _carry_over(con)
         _new_ids(con)
         _outputs(con)
-        return Assignment(
-            members=_fetch(con, "SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm "
-                                   "ORDER BY kind, dataset, record_key", MEMBER_SCHEMA),
-            entities=_fetch(con, "SELECT * FROM ne ORDER BY entity_id", ENTITY_SCHEMA),
-            events=_fetch(con, "SELECT * FROM ev ORDER BY seq", EVENT_SCHEMA),
-            changed_members=_fetch(con, "SELECT * FROM cm ORDER BY kind, dataset, record_key",
-                                   _member_schema_with_op()),
-            changed_entities=_fetch(con, "SELECT * FROM cent ORDER BY entity_id", _entity_schema_with_op()),
-        )
+        _drop_intermediates(con, keep=("nm", "ne", "ev", "cm", "cent"))
+        # largest first, each dropped from the session once fetched: DuckDB's copy (and its sort) is freed as
+        # Python's is made, and the largest sort runs while Python holds none of the others
+        fetched = {}
+        for table, sql, schema in (
+                ("nm", "SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm "
+                       "ORDER BY kind, dataset, record_key", MEMBER_SCHEMA),
+                ("ne", "SELECT * FROM ne ORDER BY entity_id", ENTITY_SCHEMA),
+                ("cm", "SELECT * FROM cm ORDER BY kind, dataset, record_key", _member_schema_with_op()),
+                ("cent", "SELECT * FROM cent ORDER BY entity_id", _entity_schema_with_op()),
+                ("ev", "SELECT * FROM ev ORDER BY seq", EVENT_SCHEMA)):
+            fetched[table] = _fetch(con, sql, schema)
+            con.execute(f"DROP TABLE {table}")
+        return Assignment(members=fetched["nm"], entities=fetched["ne"], events=fetched["ev"],
+                          changed_members=fetched["cm"], changed_entities=fetched["cent"])
+
+
+def _drop_intermediates(con: duckdb.DuckDBPyConnection, keep: tuple[str, ...]) -> None:
+    """Drop the session's temporary tables but `keep`, so their memory is free before the outputs are
+    fetched into Python (the moment of the assignment's peak: DuckDB's tables and the Arrow copies at once)."""
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
+        if name not in keep:
+            con.execute(f'DROP TABLE "{name}"')
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
