@@ -73,7 +73,7 @@ def _plot(samples: list[tuple[float, float]], phases: list[dict], path: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(13, 4.5))
     ax.plot([t for t, _ in samples], [r / 1024 for _, r in samples], lw=1.2)
     for p in phases[1:]:
         ax.axvline(p["from_s"], color="grey", lw=0.6, ls=":")
@@ -82,9 +82,10 @@ def _plot(samples: list[tuple[float, float]], phases: list[dict], path: Path, ti
     ax.set_ylabel("resident set, GiB")
     ax.set_title(title)
     labels = [f"{p['from_s']:.0f} s {p['phase']}: peak {(p['peak_rss_mib'] or 0) / 1024:.1f} GiB" for p in phases]
-    ax.legend(loc="upper left", fontsize=7, title="\n".join(labels), title_fontsize=6.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="\n".join(labels),
+              title_fontsize=7, alignment="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
