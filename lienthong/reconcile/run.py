@@ -39,11 +39,19 @@ def integrated_table(integrated_dir: Path, dataset: str) -> Path:
 
 
 def _hash(table: pa.Table) -> str:
+    """sha256 of the table's rows in order, in fixed windows of 200,000 rows, each copied by `take` into fresh
+    buffers (a slice or `combine_chunks` keeps the source's offsets and validity buffers, whose bytes depend on
+    how DuckDB or Parquet chunked the rows): the same content hashes the same however it was chunked (a
+    reconciliation compares it with the last one's to keep an unchanged table's version)."""
     h = hashlib.sha256()
-    for batch in table.to_batches(max_chunksize=200_000):
+    h.update(table.schema.remove_metadata().serialize().to_pybytes())
+    for start in range(0, table.num_rows, 200_000):
+        part = table.slice(start, 200_000)
+        window = pc.take(part, pa.array(range(part.num_rows), pa.int64()))
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
+        with pa.ipc.new_stream(sink, window.schema) as writer:
+            for batch in window.to_batches():
+                writer.write_batch(batch)
         h.update(sink.getvalue().to_pybytes())
     return h.hexdigest()
 
@@ -356,6 +364,19 @@ def with_entity_ids(tables: dict[str, pa.Table], clusters: pa.Table, members: pa
     return out
 
 
+def _unchanged_output(settings: Settings, name: str, previous: dict[str, Any] | None, digest: str) -> str | None:
+    """The ref of the last reconciliation's version of integrated table `name` when it holds `digest`'s
+    content and is still the table's newest version (a killed run may have committed a newer one since:
+    then the table is written again, so the version the ledger names is always the newest)."""
+    if not previous or previous.get("content_hash") != digest or not previous.get("path"):
+        return None
+    path, version = zones.split_ref(previous["path"])
+    table = integrated_table(settings.integrated_dir, name)
+    if version is None or Path(path) != table or zones.version(table) != version:
+        return None
+    return str(previous["path"])
+
+
 def _person_links(link_state_ref: str) -> dict[str, pa.Table]:
     """The person links of the link state, per link type, in the shape `people.link_people` returns."""
     from lienthong.reconcile.linkstate import LEFT_DATASETS
@@ -441,12 +462,21 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
         members = assignment.members
         del assignment
+        previous = (last.outputs or {}) if last is not None else {}
         for name, table in result.with_entity_ids(s, members):
+            digest = _hash(table)
+            kept = _unchanged_output(s, name, previous.get(name), digest)
+            if kept is not None:
+                # the same content as the version the last reconciliation named, still the table's newest:
+                # no new version (nothing downstream moves); the ledger names that version again
+                outputs[name] = {"path": kept, "rows": table.num_rows, "content_hash": digest, "written": False}
+                del table
+                continue
             # One commit per dataset replacing its rows: readers pin the version (`<table>@v<N>`) the ledger names.
             commit = zones.create(integrated_table(s.integrated_dir, name), table, run_id=run_id,
                                   metadata={"lienthong.mode": "reconcile"})
             path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
-            outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": _hash(table)}
+            outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": digest, "written": True}
             del table
             zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                            run_id=run_id)
