@@ -167,22 +167,73 @@ def _qualified(expression: str, alias: str) -> str:
     return _COLUMN.sub(lambda m: f"{alias}.{m.group(1)}", expression)
 
 
-def dirty_by_registry(con: Any, changed_people: pa.Table) -> set[str]:
+# The candidate keys of the exact passes: a left record sharing one with a changed citizen is always relinked.
+ID_KEYS: tuple[tuple[str, ...], ...] = (("id_number",), ("legacy_id",))
+
+
+def dirty_by_registry(con: Any, changed_people: pa.Table,
+                      keys: tuple[tuple[str, ...], ...] | None = None) -> set[str]:
     """`_key`s of the left records (table `person_left` of the session) that share a candidate key
-    (`people.CANDIDATE_KEYS`) with any of `changed_people` (person shapes: the old and new values of changed
-    citizens)."""
+    (`keys`, by default `people.CANDIDATE_KEYS`) with any of `changed_people` (person shapes: the old and
+    new values of changed citizens)."""
     from lienthong.reconcile.people import CANDIDATE_KEYS
 
     if changed_people.num_rows == 0:
         return set()
     con.register("reg_changed", changed_people.select(PERSON_COLUMNS))
     parts = []
-    for key in CANDIDATE_KEYS:
+    for key in keys if keys is not None else CANDIDATE_KEYS:
         on = " AND ".join(f"{_qualified(e, 'l')} = {_qualified(e, 'c')}" for e in key)
         parts.append(f"SELECT l.{KEY} FROM person_left l JOIN reg_changed c ON {on}")
     found = con.execute(" UNION ".join(parts)).fetchall()
     con.unregister("reg_changed")
     return {r[0] for r in found}
+
+
+def _unmoved(con: Any, keys: set[str], previous_links: str, registry_new: pa.Table, changed_ids: set[str],
+             models: dict[str, LinkModel | None], bands: LinkBands, settings: Settings) -> set[str]:
+    """Of `keys` (left records sharing only blocking keys with changed citizens), those whose link provably
+    stays as it is, so relinking them is skipped.
+
+    A link depends on the record's best two candidates (the pass, the band and the margin over the runner-up
+    read nothing else). It stays when: the record was linked by an exact pass (a changed citizen sharing
+    its ID would have made it relink anyway); or it was linked by the model, neither its best nor its
+    runner-up is a changed citizen (`changed_ids`: old and new keys, deleted ones), and every changed
+    citizen's new version scores strictly below the runner-up with the same model (`registry_new` scored
+    against the record: a pair below the model's threshold is no candidate at all). A record with no
+    runner-up has a new candidate whenever any pair scores. Everything else is relinked."""
+    if not keys:
+        return set()
+    con.register("prescore_keys", pa.table({KEY: pa.array(sorted(keys), pa.string())}))
+    zones.register(con, "previous_links", previous_links)
+    rows = con.execute(f"""
+        SELECT p.{KEY}, p.dataset, p.method, p.right_id, p.runner_up_id, p.runner_up_score
+        FROM previous_links p SEMI JOIN prescore_keys k ON k.{KEY} = p.{KEY}""").fetchall()
+    kept: set[str] = set()
+    to_score: dict[str, dict[str, float | None]] = {}
+    for key, dataset, method, right_id, runner_up_id, runner_up_score in rows:
+        if method in ("exact_id", "legacy_id"):
+            kept.add(key)
+        elif right_id not in changed_ids and runner_up_id not in changed_ids:
+            to_score.setdefault(dataset, {})[key] = runner_up_score
+    if not to_score or registry_new.num_rows == 0:
+        return kept | {k for scored in to_score.values() for k in scored}
+    for dataset, runner_up in to_score.items():
+        model = models.get(LEFT_DATASETS[dataset])
+        if model is None:
+            continue  # no model to score with: relink them
+        con.register("score_keys", pa.table({KEY: pa.array(sorted(runner_up), pa.string())}))
+        left = con.execute(f"SELECT * FROM person_left SEMI JOIN score_keys USING ({KEY}) ORDER BY {KEY}"
+                           ).fetch_arrow_table()
+        scored = link_people(left.select(PERSON_COLUMNS), registry_new.select(PERSON_COLUMNS), bands,
+                             settings=settings, model=model).links
+        best = dict(zip(scored["left_id"].to_pylist(), scored["score"].to_pylist(), strict=True))
+        by_id = dict(zip(left["unique_id"].to_pylist(), left[KEY].to_pylist(), strict=True))
+        for unique_id, key in by_id.items():
+            new_score, second = best.get(unique_id), runner_up[key]
+            if new_score is None or (second is not None and new_score < second):
+                kept.add(key)
+    return kept
 
 
 # --- the update ---------------------------------------------------------------------------------------------
@@ -308,10 +359,16 @@ def update(
     seconds = {"changes": round(t1 - t0, 3), "state": round(time.monotonic() - t1, 3)}
     # which left records to relink
     t2 = time.monotonic()
+    previous_links = zones.ref(paths[LINKS], zones.version(paths[LINKS]) or 0)
     with session(settings, purpose="link-state") as con:
         zones.register(con, "person_left", refs[LEFT])
         by_registry = dirty_by_registry(con, reg_change)
-        dirty = (by_record | by_registry) - left_deletes
+        by_id = dirty_by_registry(con, reg_change, ID_KEYS)
+        # a record that shares only a blocking key with changed citizens keeps its link unless one of them
+        # was its best or runner-up, or now scores at least as high as its runner-up (`_unmoved`)
+        unmoved = _unmoved(con, by_registry - by_record - by_id - left_deletes, previous_links,
+                           reg_moved_new, set(reg_change[KEY].to_pylist()) | reg_deletes, models, bands, settings)
+        dirty = (by_record | by_registry) - left_deletes - unmoved
         con.register("dirty_keys", pa.table({KEY: pa.array(sorted(dirty), pa.string())}))
         left = con.execute(f"SELECT * FROM person_left WHERE {KEY} IN (SELECT {KEY} FROM dirty_keys) ORDER BY {KEY}"
                            ).fetch_arrow_table().cast(LEFT_SCHEMA)
@@ -320,7 +377,6 @@ def update(
     t3 = time.monotonic()
     links, used, link_counts = _link(left, registry, bands, settings, models)
     seconds["link"] = round(time.monotonic() - t3, 3)
-    previous_links = zones.ref(paths[LINKS], zones.version(paths[LINKS]) or 0)
     changed_links = links_changed(previous_links, links, left_deletes, settings)
     refs[LINKS] = _commit(paths[LINKS], links, left_deletes, run_id=run_id, full=False)
     seconds["total"] = round(time.monotonic() - t0, 3)
@@ -329,7 +385,8 @@ def update(
               "registry_upserts": reg_moved_new.num_rows, "registry_deletes": len(reg_deletes),
               "registry_keys_moved": len(reg_keys),
               "left_upserts": left_moved_new.num_rows, "left_deletes": len(left_deletes),
-              "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - by_record),
+              "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - by_record - unmoved),
+              "kept_after_prescoring": len(unmoved),
               "links_changed": changed_links,
               "links": link_counts}
     log.info("link state (change): %d citizens and %d left records changed; relinked %d left records (%d for a "

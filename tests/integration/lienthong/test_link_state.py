@@ -177,6 +177,7 @@ def test_linking_the_change_equals_relinking_everything(staged_province, tmp_pat
     total = first.counts["left"]
     rng = random.Random(seed)
     bases = refs
+    kept_by_prescoring = 0
     for step in range(1, 5):
         refs, done = change_step(refs, rng, f"s{seed}-{step}")
         inc = linkstate.update(tmp_path / "inc", refs, {n: [bases[n]] for n in linkstate.PERSON_INPUTS}, models,
@@ -193,7 +194,11 @@ def test_linking_the_change_equals_relinking_everything(staged_province, tmp_pat
             b = zones.read_table(full.refs[name]).sort_by("_key")
             assert a.equals(b), (step, name, done)
         assert 0 < inc.counts["relinked"] < total / 5, (step, done, inc.counts)
+        kept_by_prescoring += inc.counts["kept_after_prescoring"]
         bases, state_models = refs, inc.models
+    # the pre-scoring of records that share only a blocking key with changed citizens did skip some (and the
+    # links still equalled a full relink after every step)
+    assert kept_by_prescoring > 0
 
 
 def test_a_killed_run_is_covered_by_the_next(staged_province, tmp_path: Path):
@@ -245,3 +250,41 @@ def test_a_change_that_moves_no_person_shape_relinks_nothing(staged_province, tm
     assert inc.counts["relinked"] == 0 and inc.counts["registry_keys_moved"] == 0, inc.counts
     full = linkstate.update(tmp_path / "full", v1, None, models, run_id="f1", settings=s, bands=bands)
     assert _links(inc.refs[linkstate.LINKS]) == _links(full.refs[linkstate.LINKS])
+
+
+def test_a_new_citizen_that_outranks_a_runner_up_relinks_the_records_it_could_take(staged_province, tmp_path: Path):
+    """Records linked by the model that share only blocking keys with a changed citizen are pre-scored: one is
+    relinked when a new citizen scores at least as high as its runner-up. Here each chosen record's best
+    citizen gets a twin (same person values, a new ID): the twin ties with the best, so the link's band (the
+    margin over the runner-up) must move, and the incremental links must still equal a full relink."""
+    from lienthong.reconcile import linkstate
+    from lienthong.reconcile.people import LinkBands
+
+    s = staged_province["settings"]
+    bands = LinkBands(accept=s.match_accept, review=s.match_review)
+    refs = _reset(staged_province["refs"], "reset-twin")
+    first = linkstate.update(tmp_path / "inc", refs, None, {}, run_id="t0", settings=s, bands=bands)
+    models = dict(first.trained)
+    links = [r for r in _links(first.refs[linkstate.LINKS])
+             if r["method"] == "probabilistic" and r["band"] == "accept" and r["right_id"]]
+    assert links, "the province has records linked by the model"
+    rng = random.Random(3)
+    chosen = rng.sample(links, min(3, len(links)))
+    cit = {r["citizen_id"]: r for r in zones.read_table(refs["citizen"]).to_pylist()}
+    twins = []
+    for link in chosen:
+        twin = _rehash(cit[link["right_id"]], rng) | {"citizen_id": _new_id(rng), "legacy_id": None}
+        twin["_merge_key"] = twin["_identity"] = twin["citizen_id"]
+        twins.append(twin)
+    changed = dict(refs)
+    changed["citizen"] = _apply(refs["citizen"], twins, [], "twin")
+    inc = linkstate.update(tmp_path / "inc", changed, {n: [refs[n]] for n in linkstate.PERSON_INPUTS}, models,
+                           run_id="t1", settings=s, bands=bands, state_models=first.models)
+    full = linkstate.update(tmp_path / "full", changed, None, models, run_id="tf", settings=s, bands=bands)
+    got, want = _links(inc.refs[linkstate.LINKS]), _links(full.refs[linkstate.LINKS])
+    assert got == want
+    after = {r["_key"]: r for r in got}
+    moved = [k["_key"] for k in chosen if after[k["_key"]]["band"] != "accept"
+             or after[k["_key"]]["runner_up_id"] != k["runner_up_id"]]
+    assert moved, "a twin of the best candidate moves the link (band or runner-up)"
+    assert inc.counts["relinked"] < first.counts["left"] / 5, inc.counts
