@@ -43,24 +43,6 @@ VALID_CERTIFICATE = "HIEU_LUC"
 SHARE_TOLERANCE = 0.1  # percentage points: 33.33 x 3 = 99.99 sums to 100
 
 
-@dataclass
-class Inputs:
-    """The staged tables and the links one reconciliation works from."""
-
-    citizen: pa.Table
-    enterprise: pa.Table
-    legal_representative: pa.Table
-    land_holder: pa.Table
-    parcel: pa.Table
-    certificate: pa.Table
-    citizen_duplicates: pa.Table
-    enterprise_duplicates: pa.Table
-    holder_duplicates: pa.Table
-    representative_links: pa.Table  # left_id '<code>#<pos>' -> right_id citizen_id
-    holder_person_links: pa.Table  # left_id '<prov>:<id>' -> right_id citizen_id
-    holder_organisation_links: pa.Table  # left_id '<prov>:<id>' -> right_id surviving enterprise code
-
-
 _BOOKKEEPING = ("_source_run_id", "_record_hash", "_ingested_at", "_repairs", "_findings", "run")
 
 
@@ -82,16 +64,32 @@ class Links:
     idless_candidates: pa.Table | None = None
 
 
+@dataclass(kw_only=True)
+class Inputs(Links):
+    """The staged tables and the links one reconciliation works from (tests and tools that hold them all as
+    Arrow tables; the run reads the staged versions into its session and hands over `Links` only)."""
+
+    citizen: pa.Table
+    enterprise: pa.Table
+    legal_representative: pa.Table
+    land_holder: pa.Table
+    parcel: pa.Table
+    certificate: pa.Table
+
+
 def load(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> None:
     """The inputs as tables of the session `con` (a `lienthong.duck` session), with the shared macro and
     the person tables every builder below reads."""
     for name in STAGED:
-        con.register(f"{name}_in", _plain(getattr(inputs, name)))
-        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
-        con.unregister(f"{name}_in")
-    load_links(con, Links(**{f: getattr(inputs, f) for f in (
-        "citizen_duplicates", "enterprise_duplicates", "holder_duplicates", "representative_links",
-        "holder_person_links", "holder_organisation_links")}))
+        load_staged_table(con, name, getattr(inputs, name))
+    load_links(con, inputs)
+
+
+def load_staged_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Staged Arrow table `table` as table `name` of `con`, without the ingestion bookkeeping columns."""
+    con.register(f"{name}_in", _plain(table))
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
+    con.unregister(f"{name}_in")
 
 
 def load_links(con: duckdb.DuckDBPyConnection, links: Links) -> None:

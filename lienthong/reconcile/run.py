@@ -78,14 +78,12 @@ def _load_staged(con: Any, staged: Mapping[str, pa.Table | str]) -> dict[str, in
     tie-breaks must see the same order whatever the history of merges), kept within the session's memory
     limit (spilled beyond it), never whole in Python. An Arrow table (tests, benchmarks) is taken as it is."""
     from lienthong.contracts import contract
-    from lienthong.reconcile.integrate import _plain
+    from lienthong.reconcile.integrate import load_staged_table
 
     rows = {}
     for name, source in staged.items():
         if isinstance(source, pa.Table):
-            con.register(f"{name}_in", _plain(source))
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
-            con.unregister(f"{name}_in")
+            load_staged_table(con, name, source)
         else:
             c = contract(name)
             zones.register(con, f"{name}_in", source)
