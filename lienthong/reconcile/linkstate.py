@@ -205,34 +205,36 @@ def _unmoved(con: Any, keys: set[str], previous_links: str, registry_new: pa.Tab
     if not keys:
         return set()
     con.register("prescore_keys", pa.table({KEY: pa.array(sorted(keys), pa.string())}))
+    con.register("changed_ids", pa.table({"id": pa.array(sorted(changed_ids), pa.string())}))
     zones.register(con, "previous_links", previous_links)
-    rows = con.execute(f"""
-        SELECT p.{KEY}, p.dataset, p.method, p.right_id, p.runner_up_id, p.runner_up_score
-        FROM previous_links p SEMI JOIN prescore_keys k ON k.{KEY} = p.{KEY}""").fetchall()
-    kept: set[str] = set()
-    to_score: dict[str, dict[str, float | None]] = {}
-    for key, dataset, method, right_id, runner_up_id, runner_up_score in rows:
-        if method in ("exact_id", "legacy_id"):
-            kept.add(key)
-        elif right_id not in changed_ids and runner_up_id not in changed_ids:
-            to_score.setdefault(dataset, {})[key] = runner_up_score
-    if not to_score or registry_new.num_rows == 0:
-        return kept | {k for scored in to_score.values() for k in scored}
-    for dataset, runner_up in to_score.items():
+    # the records the pre-scoring may keep: linked by an exact pass, or by the model with neither of its best
+    # two candidates changed
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE prescore AS
+        SELECT p.{KEY}, p.dataset, p.method IN ('exact_id', 'legacy_id') AS exact, p.runner_up_score
+        FROM previous_links p SEMI JOIN prescore_keys k ON k.{KEY} = p.{KEY}
+        WHERE p.method IN ('exact_id', 'legacy_id')
+           OR ((p.right_id IS NULL OR p.right_id NOT IN (SELECT id FROM changed_ids))
+               AND (p.runner_up_id IS NULL OR p.runner_up_id NOT IN (SELECT id FROM changed_ids)))""")
+    if registry_new.num_rows == 0:  # no new version to score: no new candidate for anyone
+        return {r[0] for r in con.execute(f"SELECT {KEY} FROM prescore").fetchall()}
+    kept = {r[0] for r in con.execute(f"SELECT {KEY} FROM prescore WHERE exact").fetchall()}
+    for (dataset,) in con.execute("SELECT DISTINCT dataset FROM prescore WHERE NOT exact ORDER BY 1").fetchall():
         model = models.get(LEFT_DATASETS[dataset])
         if model is None:
             continue  # no model to score with: relink them
-        con.register("score_keys", pa.table({KEY: pa.array(sorted(runner_up), pa.string())}))
-        left = con.execute(f"SELECT * FROM person_left SEMI JOIN score_keys USING ({KEY}) ORDER BY {KEY}"
-                           ).fetch_arrow_table()
-        scored = link_people(left.select(PERSON_COLUMNS), registry_new.select(PERSON_COLUMNS), bands,
-                             settings=settings, model=model).links
-        best = dict(zip(scored["left_id"].to_pylist(), scored["score"].to_pylist(), strict=True))
-        by_id = dict(zip(left["unique_id"].to_pylist(), left[KEY].to_pylist(), strict=True))
-        for unique_id, key in by_id.items():
-            new_score, second = best.get(unique_id), runner_up[key]
-            if new_score is None or (second is not None and new_score < second):
-                kept.add(key)
+        left = con.execute(f"""SELECT l.* FROM person_left l
+                               SEMI JOIN prescore p ON p.{KEY} = l.{KEY} AND p.dataset = ? AND NOT p.exact
+                               ORDER BY l.{KEY}""", [dataset]).fetch_arrow_table()
+        con.register("prescored", link_people(left.select(PERSON_COLUMNS), registry_new.select(PERSON_COLUMNS),
+                                              bands, settings=settings, model=model).links)
+        kept |= {r[0] for r in con.execute(f"""
+            SELECT p.{KEY} FROM prescore p JOIN person_left l ON l.{KEY} = p.{KEY}
+            LEFT JOIN prescored s ON s.left_id = l.unique_id
+            WHERE p.dataset = ? AND NOT p.exact
+              AND (s.score IS NULL OR (p.runner_up_score IS NOT NULL AND s.score < p.runner_up_score))""",
+            [dataset]).fetchall()}
+        con.unregister("prescored")
     return kept
 
 
