@@ -9,18 +9,21 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
 def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1",
-                      extra_env: dict[str, str] | None = None) -> Iterator[dict[str, Path]]:
+                      extra_env: dict[str, str] | None = None,
+                      noise: dict[str, float] | None = None) -> Iterator[dict[str, Path]]:
     from lienthong import pipeline
     from lienthong.db import stop_embedded
     from sandbox.generator import GeneratorConfig, generate
+    from sandbox.generator.config import NOISE_DEFAULTS
     from sandbox.runner import run_sandbox
 
     data = root / "sb"
-    generate(GeneratorConfig(citizens=citizens, seed=seed), data)
+    generate(GeneratorConfig(citizens=citizens, seed=seed, noise={**NOISE_DEFAULTS, **(noise or {})}), data)
     saved = dict(os.environ)
     os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
     os.environ.update(extra_env or {})
@@ -53,3 +56,21 @@ def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "
             stages[name] = pipeline.stage(name, run_id)
             pipeline.validate(name, run_id, stages[name])
         yield {**prov, "settings": load_settings(), "first": pipeline.reconcile(run_id), "stages": stages}
+
+
+def staged_tables(datasets: tuple[str, ...], run_id: str) -> dict[str, Any]:
+    """Each of `datasets` staged from all its landings (inside `ingested_province`), as an Arrow table in
+    primary-key order."""
+    from lienthong import zones
+    from lienthong.contracts import contract
+    from lienthong.settings import load_settings
+    from lienthong.staging import StagePlan, stage_json_source
+
+    settings = load_settings()
+    staged = {}
+    for name in datasets:
+        c = contract(name)
+        res = stage_json_source(c, StagePlan.from_contract(c).raw_files(settings.raw_dir), run_id=run_id,
+                                staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
+        staged[name] = zones.read_table(str(res.staged_path)).sort_by([(k, "ascending") for k in c.primary_key])
+    return staged

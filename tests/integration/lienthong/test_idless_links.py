@@ -6,15 +6,12 @@ alone, with no loss of precision."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
-from lienthong import zones
 
 pytestmark = pytest.mark.integration
 
@@ -26,36 +23,17 @@ DATASETS = ("citizen", "land_holder", "parcel", "certificate")
 
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from lienthong import pipeline
-    from lienthong.contracts import contract
-    from lienthong.db import stop_embedded
+    from province import ingested_province, staged_tables
+
     from lienthong.linkscore import _truth_maps, idless_holder_keys
     from lienthong.reconcile import dedupe, idless, people, sources
     from lienthong.settings import load_settings
-    from lienthong.staging import StagePlan, stage_json_source
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.generator.config import NOISE_DEFAULTS
-    from sandbox.runner import run_sandbox
 
-    root = tmp_path_factory.mktemp("idless")
-    data = root / "sb"
-    generate(GeneratorConfig(citizens=CITIZENS, seed=SEED, noise={**NOISE_DEFAULTS, "missing_id": MISSING_ID}), data)
-    saved = dict(os.environ)
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    try:
-        with run_sandbox(data, root / "sbx") as ep:
-            os.environ.update(ep.airflow_conn_env())
-            pipeline.ingest_population("idless")
-            for province in ep.land_dsns:
-                pipeline.ingest_land("idless", province)
+    with ingested_province(tmp_path_factory.mktemp("idless"), citizens=CITIZENS, seed=SEED, run_id="idless",
+                           noise={"missing_id": MISSING_ID}) as prov:
         settings = load_settings()
-        staged: dict[str, pa.Table] = {}
-        for name in DATASETS:
-            c = contract(name)
-            res = stage_json_source(c, StagePlan.from_contract(c).raw_files(settings.raw_dir), run_id="idless",
-                                    staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
-            staged[name] = zones.read_table(str(res.staged_path)).sort_by(
-                [(k, "ascending") for k in c.primary_key])
+        staged = staged_tables(DATASETS, "idless")
+        data = prov["sandbox"]
         cit, holders = staged["citizen"], staged["land_holder"]
         holders = holders.filter(pc.invert(pc.fill_null(holders["deleted"], False)))
         person_holders = holders.filter(pc.equal(holders["holder_type"], "CA_NHAN"))
@@ -71,10 +49,6 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         yield {"model": model.links, "ours": ours, "review": review, "combined": combined, "left": left,
                "idless_keys": idless_holder_keys(person_holders), "truth": truth,
                "in_registry": {truth["citizen"][k] for k in cit["citizen_id"].to_pylist() if k in truth["citizen"]}}
-    finally:
-        stop_embedded(root / "data" / "warehouse-pg")
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _score(linked, links: pa.Table, keys: set[str] | None = None) -> dict:

@@ -7,15 +7,11 @@ its evidence without `candidates`."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
-from lienthong import zones
 
 pytestmark = pytest.mark.integration
 
@@ -27,37 +23,17 @@ DATASETS = ("citizen", "enterprise", "legal_representative", "land_holder", "par
 
 @pytest.fixture(scope="module")
 def reconciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from lienthong import pipeline
-    from lienthong.contracts import contract
-    from lienthong.db import stop_embedded
+    from province import ingested_province, staged_tables
+
     from lienthong.reconcile import dedupe, idless
     from lienthong.reconcile.people import LINK_SCHEMA, LinkBands
     from lienthong.reconcile.run import reconcile_tables
     from lienthong.settings import load_settings
-    from lienthong.staging import StagePlan, stage_json_source
-    from sandbox.generator import GeneratorConfig, generate
-    from sandbox.generator.config import NOISE_DEFAULTS
-    from sandbox.runner import run_sandbox
 
-    root = tmp_path_factory.mktemp("idless-review")
-    data = root / "sb"
-    generate(GeneratorConfig(citizens=CITIZENS, seed=SEED, noise={**NOISE_DEFAULTS, "missing_id": MISSING_ID}), data)
-    saved = dict(os.environ)
-    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
-    try:
-        with run_sandbox(data, root / "sbx") as ep:
-            os.environ.update(ep.airflow_conn_env())
-            pipeline.ingest_population("idless-review")
-            pipeline.ingest_business("idless-review")
-            for province in ep.land_dsns:
-                pipeline.ingest_land("idless-review", province)
+    with ingested_province(tmp_path_factory.mktemp("idless-review"), citizens=CITIZENS, seed=SEED,
+                           run_id="idless-review", noise={"missing_id": MISSING_ID}):
         settings = load_settings()
-        staged: dict[str, pa.Table] = {}
-        for name in DATASETS:
-            c = contract(name)
-            res = stage_json_source(c, StagePlan.from_contract(c).raw_files(settings.raw_dir), run_id="idless-review",
-                                    staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
-            staged[name] = zones.read_table(str(res.staged_path)).sort_by([(k, "ascending") for k in c.primary_key])
+        staged = staged_tables(DATASETS, "idless-review")
         _, found, _ = reconcile_tables(staged, settings)
 
         # Every ID-less holder's candidates as `link_idless` finds them, from the inputs run.py gives it. With
@@ -73,10 +49,6 @@ def reconciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         yield {"staged": staged, "found": found, "left": left,
                "candidates": dict(zip(every_review["left_id"].to_pylist(), every_review["candidates"].to_pylist(),
                                       strict=True))}
-    finally:
-        stop_embedded(root / "data" / "warehouse-pg")
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _reviews(reconciled: dict[str, Any]) -> list[Any]:
