@@ -446,13 +446,20 @@ LEFT JOIN idless_candidates ic ON r.dataset = 'land_holder' AND ic.left_id = r.r
 """,
     # 11. co-holders' shares of a parcel do not sum to 100
     "shares_do_not_sum_to_100": f"""
+WITH valid AS (
+  SELECT province_code, parcel_id, certificate_id, share_percent FROM certificate
+  WHERE status = '{VALID_CERTIFICATE}' AND NOT coalesce(deleted, false)
+), off AS (   -- the parcels first, by plain sums: the lists are built for those only (ordered list
+              -- aggregates over every parcel cost twenty times more)
+  SELECT province_code, parcel_id FROM valid GROUP BY province_code, parcel_id
+  HAVING count(*) >= 2 AND abs(sum(share_percent) - 100) > {SHARE_TOLERANCE}
+)
 SELECT 'shares_do_not_sum_to_100', 'certificate',
        json_object('province_code', province_code, 'parcel_id', CAST(parcel_id AS VARCHAR)),
        json_object('shares', list(share_percent ORDER BY certificate_id), 'total', round(sum(share_percent), 2),
                    'certificates', list(CAST(certificate_id AS VARCHAR) ORDER BY certificate_id))
-FROM certificate WHERE status = '{VALID_CERTIFICATE}' AND NOT coalesce(deleted, false)
+FROM valid SEMI JOIN off USING (province_code, parcel_id)
 GROUP BY province_code, parcel_id
-HAVING count(*) >= 2 AND abs(sum(share_percent) - 100) > {SHARE_TOLERANCE}
 """,
 }
 
