@@ -178,7 +178,7 @@ def _records(alias: str = "") -> str:
 
 def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, clusters: pa.Table | str,
            run_id: str, *,
-           settings: Settings | None = None) -> Assignment:
+           settings: Settings | None = None, whole: bool = False) -> Assignment:
     """The entities of clustering `clusters` (CLUSTER_SCHEMA), carried over from the previous registry
     (MEMBER_SCHEMA, ENTITY_SCHEMA) by the rules in the module docstring. Pure: the same inputs give
     byte-identical outputs (every output sorted by its key).
@@ -190,7 +190,12 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
     and the clustering as a Parquet file: DuckDB reads them, none is loaded whole into Python.
 
     An active entity with no row in `previous_members` is left as it is: that is what lets `assign` run on a
-    closed subset of members and clusters (see `touched_closure`) with the full entity table."""
+    closed subset of members and clusters (see `touched_closure`) with the full entity table.
+
+    The rules run on the part of the registry the clustering touches (`_restrict_to_closure`, the closure of
+    `touched_closure` found in the same session), so a run's cost beyond one scan follows the change; the rest
+    of the members are carried over as they are. `whole` runs them on everything (the reference the tests
+    compare the closure with); the result is the same."""
     if not run_id:
         raise ValueError("run_id: a non-empty string")
     if isinstance(clusters, pa.Table):
@@ -209,9 +214,18 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
             zones.register(con, "cl_in_raw", clusters)
         con.execute("SET VARIABLE run_id = ?", [run_id])
         _prepare(con)
+        scoped = not whole and _restrict_to_closure(con)
         _carry_over(con)
         _new_ids(con)
         _outputs(con)
+        if scoped:
+            # the members outside the closure, as they were, and the closure's new rows
+            con.execute("""CREATE TEMP TABLE nm_all AS
+                SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM pm_all
+                ANTI JOIN se ON se.entity_id = pm_all.entity_id
+                UNION ALL SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm""")
+            con.execute("DROP TABLE nm")
+            con.execute("ALTER TABLE nm_all RENAME TO nm")
         _drop_intermediates(con, keep=("nm", "ne", "ev", "cm", "cent"))
         # largest first, each dropped from the session once fetched: DuckDB's copy (and its sort) is freed as
         # Python's is made, and the largest sort runs while Python holds none of the others
@@ -270,6 +284,54 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     row = con.execute(f"SELECT * FROM ({union}) ORDER BY i LIMIT 1").fetchone()
     if row is not None:
         raise ValueError(f"{checks[row[0]][0]}: {row[1]}")
+
+
+def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
+    """Narrow the session's `cl` and `pm_in` to the closure a change touches (what `touched_closure`
+    computes, with the records whose continuity keys changed found by comparison), keeping every previous
+    member row as `pm_all` and the closure's entities as `se`. False (nothing narrowed) on a first run."""
+    if _count(con, "SELECT count(*) FROM pm_in") == 0:
+        return False
+    # one row per current record: its cluster, its previous entity, whether its continuity keys moved (a
+    # stored list is sorted and distinct as `_prepare` makes it; one that is not only widens the closure)
+    con.execute("""CREATE TEMP TABLE cm_join AS
+        SELECT c.kind, c.cluster_key, m.entity_id,
+               m.entity_id IS NOT NULL AND c.continuity IS DISTINCT FROM m.continuity AS moved_keys
+        FROM cl c LEFT JOIN pm_in m ON m.kind = c.kind AND m.dataset = c.dataset AND m.record_key = c.record_key""")
+    con.execute("""CREATE TEMP TABLE edge AS
+        SELECT DISTINCT kind, cluster_key, entity_id FROM cm_join WHERE entity_id IS NOT NULL""")
+    # seeds: clusters that are not exactly one entity's previous records, or hold a record whose keys moved
+    con.execute("""CREATE TEMP TABLE sc AS
+        WITH csz AS (
+            SELECT kind, cluster_key, count(*) AS size, count(entity_id) AS known, min(entity_id) AS e,
+                   max(entity_id) AS e_max, bool_or(moved_keys) AS moved_keys
+            FROM cm_join GROUP BY kind, cluster_key),
+        esz AS (SELECT entity_id, count(*) AS total FROM pm_in GROUP BY entity_id)
+        SELECT kind, cluster_key FROM csz LEFT JOIN esz ON esz.entity_id = csz.e
+        WHERE csz.known < csz.size OR csz.e <> csz.e_max OR esz.total <> csz.size OR csz.moved_keys""")
+    con.execute("""CREATE TEMP TABLE se AS
+        SELECT DISTINCT m.entity_id FROM pm_in m
+        ANTI JOIN cl c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key""")
+    con.execute("DROP TABLE cm_join")
+    while True:
+        added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
+            SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
+            ANTI JOIN se ON se.entity_id = e.entity_id""")
+        added += _count(con, """INSERT INTO sc SELECT DISTINCT e.kind, e.cluster_key FROM edge e
+            SEMI JOIN se ON se.entity_id = e.entity_id
+            ANTI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key""")
+        if added == 0:
+            break
+    con.execute("DROP TABLE edge")
+    con.execute("ALTER TABLE pm_in RENAME TO pm_all")
+    con.execute("CREATE TEMP TABLE pm_in AS SELECT * FROM pm_all SEMI JOIN se ON se.entity_id = pm_all.entity_id")
+    con.execute("ALTER TABLE cl RENAME TO cl_all")
+    con.execute("""CREATE TEMP TABLE cl AS SELECT * FROM cl_all
+                   SEMI JOIN sc ON sc.kind = cl_all.kind AND sc.cluster_key = cl_all.cluster_key""")
+    con.execute("DROP TABLE cl_all")
+    log.info("entity registry: the change touches %d of the clusters and %d entities",
+             _count(con, "SELECT count(*) FROM sc"), _count(con, "SELECT count(*) FROM se"))
+    return True
 
 
 def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
