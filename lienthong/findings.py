@@ -13,7 +13,10 @@ and SQL of three tables:
 
 `sync_findings` takes the complete set of findings a run found and moves every finding through its lifecycle
 (new, still open, reopened, resolved) with set-based SQL over a temporary table loaded with COPY, so a run
-with hundreds of thousands of findings costs a handful of statements. The reconciliation run itself is recorded
+with hundreds of thousands of findings costs a handful of statements. `sync_finding_changes` takes only what
+differs from the set the last sync was given (the findings new or with other evidence, and the ids no longer
+found), so a run's cost in the warehouse follows the change: an open finding found again unchanged is not
+written, and its `last_seen_*` stay those of the last run that wrote it (the run ledger has the runs since). The reconciliation run itself is recorded
 in the run ledger (`lienthong.runs`), in the same transaction as its sync when the caller asks for it
 (`commit=False`).
 """
@@ -318,7 +321,42 @@ def sync_findings(
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
 
 
-def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findings: Iterable[Finding]) -> dict[str, int]:
+def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Finding], gone: Iterable[str], *,
+                         found: int, now: datetime | None = None) -> dict[str, int]:
+    """Record run `run_id`'s findings as a difference from the set the last sync was given: `changed` are
+    the findings that set did not hold as they are now (new, or with other evidence, severity or agency),
+    `gone` the ids it held that this run did not find, `found` how many findings the run found in all.
+
+    The same transitions as `sync_findings` over every type, for those rows only: a changed finding is
+    opened, reopened or refreshed; a gone one still open is resolved. An open finding the run found again
+    unchanged is not written. Part of the caller's transaction (as `sync_findings` with `commit=False`);
+    the schema must have been ensured. The caller must know the warehouse holds the state the last sync left
+    (the reconciliation checks the open count against the one it recorded), or the difference is applied to
+    something else. Returns the counts `sync_findings` returns."""
+    if not run_id:
+        raise ValueError("run_id must not be empty")
+    if conn.autocommit:
+        raise ValueError("sync_finding_changes needs a connection in a transaction, not in autocommit mode")
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    latest = {f.finding_id: f for f in changed}
+    gone_ids = sorted(set(gone) - set(latest))
+    counts = _sync(conn, run_id, now, list(TAXONOMY), latest.values(), resolve=gone_ids)
+    counts["still_open"] = found - counts["new"] - counts["reopened"]
+    counts["found"] = found
+    return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
+
+
+def open_count(conn: connection) -> int:
+    """How many findings are open (every type)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {OPS_SCHEMA}.finding WHERE status = 'open'")
+        return int(cur.fetchone()[0])
+
+
+def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findings: Iterable[Finding],
+          resolve: list[str] | None = None) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
         # Current statistics (a large earlier sync may not be auto-analysed yet, and the planner would
@@ -326,7 +364,7 @@ def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findin
         cur.execute(f"ANALYZE {OPS_SCHEMA}.finding, {OPS_SCHEMA}.finding_event")
         cur.execute("SET LOCAL work_mem = '64MB'")
         _load(cur, findings)
-        counts = _apply(cur, run_id, now, types)
+        counts = _apply(cur, run_id, now, types, resolve)
         cur.execute(f"DROP TABLE {_SYNC_TABLE}")  # (dropped at commit anyway; now, for a caller's next sync)
     return counts
 
@@ -376,9 +414,13 @@ def _copy(cur, statement: str, rows: list[tuple[str | None, ...]]) -> None:
     cur.copy_expert(statement, buffer)
 
 
-def _apply(cur, run_id: str, now: datetime, types: list[str]) -> dict[str, int]:
+def _apply(cur, run_id: str, now: datetime, types: list[str], resolve: list[str] | None = None) -> dict[str, int]:
+    """The transitions. `resolve` None: an open finding in scope the load does not hold is resolved (the
+    load is the run's whole set); a list: those ids are resolved (the load is a difference)."""
     f, e, t = f"{OPS_SCHEMA}.finding", f"{OPS_SCHEMA}.finding_event", _SYNC_TABLE
-    params = {"run": run_id, "now": now, "types": types}
+    params = {"run": run_id, "now": now, "types": types, "resolve": resolve or []}
+    gone = ("NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.finding_id = f.finding_id)" if resolve is None
+            else "f.finding_id = ANY(%(resolve)s)").format(t=t)
     # resolved before this run, found again: reopen
     cur.execute(
         f"""WITH reopened AS (
@@ -424,8 +466,7 @@ def _apply(cur, run_id: str, now: datetime, types: list[str]) -> dict[str, int]:
     cur.execute(
         f"""WITH resolved AS (
               UPDATE {f} AS f SET status = 'resolved', resolved_run = %(run)s, resolved_at = %(now)s
-              WHERE f.status = 'open' AND f.type = ANY(%(types)s)
-                AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE t.finding_id = f.finding_id)
+              WHERE f.status = 'open' AND f.type = ANY(%(types)s) AND {gone}
               RETURNING f.finding_id)
             INSERT INTO {e} (finding_id, run_id, at, event)
             SELECT finding_id, %(run)s, %(now)s, 'resolved' FROM resolved

@@ -127,12 +127,7 @@ class Integration:
 
     def findings(self) -> list:
         """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
-        from lienthong.reconcile.integrate import as_findings
-
-        out: list = []
-        for batch in pq.ParquetFile(self.findings_file).iter_batches(batch_size=50_000):
-            out.extend(as_findings(list(zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True))))
-        return out
+        return _findings_from(self.findings_file)
 
     def with_entity_ids(self, settings: Settings, members: pa.Table) -> Iterator[tuple[str, pa.Table]]:
         """(name, table) of every integrated table, one at a time, the masters with their `entity_id` from
@@ -145,6 +140,106 @@ class Integration:
                     yield name, _with_entity_id(con, name, relation)
                 else:
                     yield name, con.execute(f"SELECT * FROM {relation}").fetch_arrow_table()
+
+
+def _findings_from(path: Path) -> list:
+    """The findings of a findings file (type, dataset, subject, evidence), as `lienthong.findings.Finding`
+    objects, built in slices."""
+    from lienthong.reconcile.integrate import as_findings
+
+    out: list = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+        out.extend(as_findings(list(zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True))))
+    return out
+
+
+def findings_state_dir(settings: Settings) -> Path:
+    """Where each reconciliation keeps the findings it synced (`<integrated>/_state/findings/`, one Parquet
+    file per run, named by a digest of the run id): the next run syncs only its difference from them."""
+    return settings.integrated_dir / "_state" / "findings"
+
+
+def _keep_findings(settings: Settings, run_id: str, findings_file: Path) -> Path:
+    """A copy of the run's findings file in `findings_state_dir` (written aside, then renamed into place)."""
+    folder = findings_state_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.parquet"
+    aside = target.with_suffix(".partial")
+    shutil.copyfile(findings_file, aside)
+    aside.replace(target)
+    return target
+
+
+@dataclass
+class FindingsDelta:
+    """What a run's findings differ by from the last synced set: the findings not in it as they are now,
+    the ids no longer found, and how many the run found."""
+
+    changed: list
+    gone: list[str]
+    found: int
+
+
+def findings_delta(settings: Settings, previous: Path, current: Path) -> FindingsDelta | None:
+    """The difference between two findings files, by their rows (type, dataset, subject and evidence as
+    text), computed by DuckDB; only the rows that differ become Python objects. None when either file names
+    one finding twice (which of the two a sync keeps is the full sync's rule to apply)."""
+    from lienthong.reconcile.integrate import as_findings
+
+    with session(settings, purpose="findings-delta") as con:
+        con.execute(f"CREATE TABLE new AS SELECT * FROM read_parquet({_sql_text(current)})")
+        con.execute(f"CREATE TABLE old AS SELECT * FROM read_parquet({_sql_text(previous)})")
+        for table in ("new", "old"):
+            twice = con.execute(f"SELECT count(*) FROM (SELECT type, subject FROM {table} GROUP BY ALL "
+                                "HAVING count(*) > 1)").fetchone()
+            if twice and twice[0]:
+                log.info("findings: a finding twice in the %s set; the whole set is synced", table)
+                return None
+        found = int((con.execute("SELECT count(*) FROM new").fetchone() or (0,))[0])
+        added = as_findings(con.execute("SELECT * FROM new EXCEPT SELECT * FROM old").fetchall())
+        removed = as_findings(con.execute("SELECT * FROM old EXCEPT SELECT * FROM new").fetchall())
+    still = {f.finding_id for f in added}
+    return FindingsDelta(changed=added, gone=sorted({f.finding_id for f in removed} - still), found=found)
+
+
+def _sync_run_findings(conn: Any, run_id: str, settings: Settings, last: Any, kept: Path, relink: bool,
+                       metrics: dict[str, Any]) -> dict[str, int]:
+    """Sync the run's findings (the file `kept`) in the caller's transaction: only the difference from the
+    last successful run's set when that run kept its file and the warehouse still holds the open findings it
+    left (same count); the whole set otherwise, and on a relink (`lienthong rebuild`)."""
+    from lienthong.findings import open_count, sync_finding_changes, sync_findings
+
+    previous = (((last.metrics or {}).get("findings_sync") or {}).get("file")) if last is not None else None
+    reason = None
+    if relink:
+        reason = "relink"
+    elif previous is None or not Path(previous).is_file():
+        reason = "no findings file of the last reconciliation"
+    else:
+        open_now = open_count(conn)
+        recorded = ((last.counts or {}).get("findings") or {}).get("open_total")
+        if open_now != recorded:
+            reason = f"{open_now} open findings in the warehouse, {recorded} after the last reconciliation"
+    delta = findings_delta(settings, Path(previous), kept) if reason is None and previous else None
+    if reason is None and delta is None:
+        reason = "a finding twice in one set"
+    if delta is not None:
+        changes = sync_finding_changes(conn, run_id, delta.changed, delta.gone, found=delta.found)
+        metrics["findings_sync"] = {"mode": "change", "file": str(kept), "changed": len(delta.changed),
+                                    "gone": len(delta.gone)}
+    else:
+        changes = sync_findings(conn, run_id, _findings_from(kept), commit=False)
+        metrics["findings_sync"] = {"mode": "full", "file": str(kept), "reason": reason}
+    log.info("findings synced (%s): %s", metrics["findings_sync"]["mode"], changes)
+    return changes
+
+
+def _drop_other_findings_files(settings: Settings, kept: Path) -> None:
+    """After a successful run: the files of earlier runs (and of attempts that did not finish) are not
+    needed any more."""
+    for path in findings_state_dir(settings).iterdir():
+        if path != kept:
+            path.unlink(missing_ok=True)
 
 
 def _sql_text(path: Path) -> str:
@@ -394,7 +489,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     rebuild`)."""
     from lienthong import entities, runs
     from lienthong.db import connect, warehouse_url
-    from lienthong.findings import ensure_findings_schema, sync_findings
+    from lienthong.findings import ensure_findings_schema
     from lienthong.reconcile import linkstate, models
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
@@ -480,7 +575,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
                            run_id=run_id)
         rows = result.rows
         del members
-        found = result.findings()  # built last: nothing else of the run is held by then
+        synced = _keep_findings(s, run_id, result.findings_file)
     for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                        run_id=run_id)
@@ -494,13 +589,14 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         ensure_findings_schema(conn)
         conn.commit()  # the DDL locks are not held through the sync
         # the findings' sync and the run's record: one transaction, committed together (or neither)
-        changes = sync_findings(conn, run_id, found, commit=False)
+        changes = _sync_run_findings(conn, run_id, s, last, synced, relink, metrics)
         runs.record_reconcile_run(conn, runs.ReconcileRun(
             run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
             metrics=metrics, outputs=outputs, model_paths=model_paths))
+    _drop_other_findings_files(s, synced)
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
             "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"],
-            "entities": metrics["entities"]}
+            "entities": metrics["entities"], "findings_sync": metrics["findings_sync"]}

@@ -269,3 +269,48 @@ def test_reconcile_run_is_replaced_on_rerun(url):
         cur.execute(f"SELECT run_id, finished_at, status, counts, metrics, outputs FROM {OPS_SCHEMA}.reconcile_run")
         assert cur.fetchall() == [("r1", T0 + timedelta(minutes=3), "success", {"found": 3, "new": 3},
                                    {"match_rate": 0.97}, {"report": "reports/r1/Báo cáo.html"})]
+
+
+def test_syncing_only_the_difference_gives_what_the_whole_set_gives(tmp_path):
+    """Random runs of findings (new ones, evidence changing, findings disappearing and coming back), synced
+    once as whole sets and once as differences from the previous set: every finding ends in the same state
+    with the same events and counts; only `last_seen_*` of a finding found again unchanged differ."""
+    import random
+
+    from lienthong.findings import ensure_findings_schema, sync_finding_changes
+
+    whole = ensure_database(warehouse_url(), "findings_whole_" + tmp_path.name.replace("-", "_")[-16:].lower())
+    delta = ensure_database(warehouse_url(), "findings_delta_" + tmp_path.name.replace("-", "_")[-16:].lower())
+    rng = random.Random(11)
+    pool = [name_mismatch(i, population=f"Tên {i}") for i in range(40)]
+    previous: dict[str, Finding] = {}
+    for step in range(8):
+        current = {}
+        for f in pool:
+            if rng.random() < 0.6:
+                if rng.random() < 0.2:  # the same finding with other evidence
+                    f = Finding(f.type, f.subject, {**f.evidence, "step": step}, agency=f.agency)
+                current[f.finding_id] = f
+        run, now = f"r{step}", T0 + timedelta(hours=step)
+        want = sync(whole, run, list(current.values()), step)
+        changed = [f for i, f in current.items() if i not in previous or previous[i] != f]
+        gone = [i for i in previous if i not in current]
+        with connect(delta) as conn:
+            conn.autocommit = False
+            if step == 0:
+                ensure_findings_schema(conn)
+                conn.commit()
+                got = sync_findings(conn, run, list(current.values()), now=now, commit=False)
+            else:
+                got = sync_finding_changes(conn, run, changed, gone, found=len(current), now=now)
+            conn.commit()
+        assert got == want, step
+        strip = ("last_seen_run", "last_seen_at")
+        assert ({k: {c: v for c, v in r.items() if c not in strip} for k, r in rows(delta).items()}
+                == {k: {c: v for c, v in r.items() if c not in strip} for k, r in rows(whole).items()}), step
+        assert events(delta) == events(whole), step
+        if step and changed != list(current.values()):
+            assert len(changed) + len(gone) < len(current) + len(previous)
+        previous = current
+    # an open finding the difference did not name keeps the last run that wrote it
+    assert {r["last_seen_run"] for r in rows(delta).values() if r["status"] == "open"} - {"r7"}

@@ -178,6 +178,11 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
         state = result["link_state"]
         assert state["mode"] == "change", (step, done, state)
         assert 0 < state["counts"]["relinked"] < state["counts"]["left_upserts"] + 400, (step, done, state["counts"])
+        # the warehouse was given only the findings that changed (and check_reconcile below compares every
+        # open finding there with a rebuild's)
+        sync = result["findings_sync"]
+        assert sync["mode"] == "change", (step, sync)
+        assert 0 < sync["changed"] + sync["gone"] < result["findings"]["found"], (step, sync, result["findings"])
         check = check_reconcile(s)
         assert check["equal"], (step, done, {k: v for k, v in check.items() if k != "equal"})
         # an entity ID changes only where the run's events say why
