@@ -43,7 +43,10 @@ Per change run, from the registry's `entity_member` table before and after the r
   their share of the untouched entities, how many an event names, and by cause, the first that applies:
   `link_moved` (a member's link moved: the member that loses the ID may be another one),
   `joined_changed_record` (a member went to an entity holding a changed record: a changed citizen now a
-  duplicate of it, merged), `idless_holder`, `other` (no change explains it).
+  duplicate of it, merged), `idless_holder`, `other` (no change explains it). The first three are entities the
+  change reached through a link or a cluster though none of their own records changed: they lose or gain the
+  member concerned and keep their ID. `unreached_changed` counts the `other` ones: an entity the change did not
+  reach at all whose ID changed anyway (the issue's target, 0).
 
 Summary: full-run reconcile seconds against the median change run (ratio, also on CPU seconds), the no-change
 run, IDs moved over all runs (explained / unexplained), untouched entities that changed, the check results,
@@ -718,6 +721,11 @@ def summarise(r: dict) -> dict:
         "members_removed_by_cause_total": {c: sum(g["removed_by_cause"].get(c, 0) for g in regs) for c in CAUSES},
         "untouched_changed_share_overall": round(sum(g["untouched_changed"] for g in regs) / untouched, 6) if untouched else None,
         "untouched_changed_share_max": max((g["untouched_changed_share"] or 0.0) for g in regs) if regs else None,
+        # the issue's target (0): entities the change did not reach at all (no member changed, no member's link
+        # moved, no changed record joined their cluster, no ID-less member relinked) whose members' IDs changed
+        "unreached_changed_total": sum(g["untouched_changed_by_cause"].get("other", 0) for g in regs),
+        "unreached_changed_share_overall": (round(sum(g["untouched_changed_by_cause"].get("other", 0) for g in regs)
+                                                  / untouched, 6) if untouched else None),
         "no_change_unchanged": r["no_change"]["reconcile"]["unchanged"],
         "no_change_reconcile_s": r["no_change"]["reconcile"]["seconds"],
         "no_change_staging_modes": sorted({d["mode"] for d in r["no_change"]["stage_validate"]["datasets"].values()}),
@@ -787,7 +795,8 @@ def main() -> int:
           f"unchanged={s['no_change_unchanged']} in {s['no_change_reconcile_s']:.2f} s")
     print(f"IDs moved {s['members_moved_total']} ({s['moved_explained_total']} explained, "
           f"{s['moved_unexplained_total']} not); untouched entities changed {s['untouched_changed_total']} "
-          f"(share {s['untouched_changed_share_overall']}); check_reconcile {s['check_reconcile_equal']}")
+          f"(share {s['untouched_changed_share_overall']}), of which not reached by the change at all "
+          f"{s['unreached_changed_total']}; check_reconcile {s['check_reconcile_equal']}")
     print(f"unexplained moves by cause {s['moved_unexplained_by_cause_total']}; untouched entities changed by cause "
           f"{s['untouched_changed_by_cause_total']}")
     print(f"mean change-run reconcile parts (s): {s['mean_change_reconcile_parts_s']}")
