@@ -223,6 +223,8 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
             con.execute("""CREATE TEMP TABLE nm_all AS
                 SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM pm_all
                 ANTI JOIN se ON se.entity_id = pm_all.entity_id
+                ANTI JOIN nm ON nm.kind = pm_all.kind AND nm.dataset = pm_all.dataset
+                    AND nm.record_key = pm_all.record_key
                 UNION ALL SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm""")
             con.execute("DROP TABLE nm")
             con.execute("ALTER TABLE nm_all RENAME TO nm")
@@ -277,6 +279,9 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
          "SELECT concat_ws(' ', kind, dataset, record_key) FROM cl GROUP BY ALL HAVING count(*) > 1"),
         ("previous_members: a record in more than one row",
          "SELECT concat_ws(' ', kind, dataset, record_key) FROM pm_in GROUP BY ALL HAVING count(*) > 1"),
+        ("previous_members: a row without a key or an entity_id",
+         """SELECT concat_ws(' ', kind, dataset, record_key) FROM pm_in
+            WHERE kind IS NULL OR dataset IS NULL OR record_key IS NULL OR entity_id IS NULL"""),
         ("previous_entities: an entity_id in more than one row",
          "SELECT entity_id FROM pe GROUP BY ALL HAVING count(*) > 1"),
     ]
@@ -309,10 +314,18 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
         esz AS (SELECT entity_id, count(*) AS total FROM pm_in GROUP BY entity_id)
         SELECT kind, cluster_key FROM csz LEFT JOIN esz ON esz.entity_id = csz.e
         WHERE csz.known < csz.size OR csz.e <> csz.e_max OR esz.total <> csz.size OR csz.moved_keys""")
+    # member rows naming no active entity of their kind (a registry `assign` did not write, e.g. edited by
+    # hand): rule 1 treats their records as unknown, so their clusters and entities are seeds too
+    con.execute("""CREATE TEMP TABLE stale AS SELECT m.kind, m.dataset, m.record_key, m.entity_id FROM pm_in m
+        ANTI JOIN pe ON pe.entity_id = m.entity_id AND pe.kind = m.kind AND pe.status = 'active'""")
+    con.execute("""INSERT INTO sc SELECT DISTINCT c.kind, c.cluster_key FROM cl c
+        SEMI JOIN stale s ON s.kind = c.kind AND s.dataset = c.dataset AND s.record_key = c.record_key""")
     con.execute("""CREATE TEMP TABLE se AS
-        SELECT DISTINCT m.entity_id FROM pm_in m
-        ANTI JOIN cl c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key""")
+        SELECT m.entity_id FROM pm_in m
+        ANTI JOIN cl c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key
+        UNION SELECT entity_id FROM stale""")
     con.execute("DROP TABLE cm_join")
+    con.execute("DROP TABLE stale")
     while True:
         added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
             SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
@@ -330,7 +343,8 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
                    SEMI JOIN sc ON sc.kind = cl_all.kind AND sc.cluster_key = cl_all.cluster_key""")
     con.execute("DROP TABLE cl_all")
     log.info("entity registry: the change touches %d of the clusters and %d entities",
-             _count(con, "SELECT count(*) FROM sc"), _count(con, "SELECT count(*) FROM se"))
+             _count(con, "SELECT count(*) FROM (SELECT DISTINCT kind, cluster_key FROM sc)"),
+             _count(con, "SELECT count(*) FROM se"))
     return True
 
 

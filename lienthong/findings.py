@@ -2,10 +2,11 @@
 
 Owns the findings taxonomy (`TAXONOMY`: what can be wrong between the population, business and land
 registries, how bad it is and which agency must fix it), the `Finding` value with its stable id, and the DDL
-and SQL of three tables:
+and SQL of four tables:
 
 * `finding`: one row per problem ever found, `open` or `resolved`, with when it was first and last seen, when
   it was resolved and how often it came back;
+* `finding_sync`: one row, the last sync's run and basis;
 * `finding_event`: the history, one row per transition: 'opened', 'resolved' and 'reopened'. A finding
   merely seen again by a later run writes no event ('seen' is allowed by the table but not written): a run
   over a large, mostly unchanged set would otherwise add one row per open finding per run. `last_seen_run`
@@ -16,7 +17,11 @@ and SQL of three tables:
 with hundreds of thousands of findings costs a handful of statements. `sync_finding_changes` takes only what
 differs from the set the last sync was given (the findings new or with other evidence, and the ids no longer
 found), so a run's cost in the warehouse follows the change: an open finding found again unchanged is not
-written, and its `last_seen_*` stay those of the last run that wrote it (the run ledger has the runs since). The reconciliation run itself is recorded
+written, and its `last_seen_*` stay those of the last run that wrote it (the run ledger has the runs since).
+A difference applies only on top of the set it was computed from: every sync records in `finding_sync` the
+basis its caller names for its set (the reconciliation: the file it kept the set in, with a fingerprint of
+the finding types), and `sync_finding_changes` refuses to apply a difference computed from another basis.
+A writer that changes findings any other way must record no basis (`sync_findings` with `scope` does so). The reconciliation run itself is recorded
 in the run ledger (`lienthong.runs`), in the same transaction as its sync when the caller asks for it
 (`commit=False`).
 """
@@ -232,6 +237,14 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.finding_event (
   PRIMARY KEY (finding_id, run_id, event)
 );
 CREATE INDEX IF NOT EXISTS finding_event_run_idx ON {OPS_SCHEMA}.finding_event (run_id);
+CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.finding_sync (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  run_id text NOT NULL,
+  basis text,
+  at timestamptz NOT NULL
+);
+COMMENT ON TABLE {OPS_SCHEMA}.finding_sync IS
+  'The last sync of the findings: its run and the basis its caller named for the set it synced (NULL: none); a sync of a difference applies only on top of the basis it was computed from';
 """
 
 
@@ -257,6 +270,7 @@ def sync_findings(
     scope: Iterable[str] | None = None,
     now: datetime | None = None,
     commit: bool = True,
+    basis: str | None = None,
 ) -> dict[str, int]:
     """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
 
@@ -275,6 +289,10 @@ def sync_findings(
     With `commit=False` the sync is part of the caller's transaction instead (e.g. the reconciliation's record
     in the run ledger goes with it): nothing is committed or rolled back here, the schema must have been
     ensured (and committed) before, and the sync's lock and `work_mem` hold until the caller commits.
+
+    `basis` names the set for a later `sync_finding_changes` (the reconciliation: the file it kept the set in);
+    it is recorded in `finding_sync` with the run, in the same transaction. A sync of only some types
+    (`scope`) records no basis: the warehouse then holds no one set a difference could apply to.
 
     A rerun of the same `run_id` with the same set changes nothing (no row, no event, no timestamp); a rerun
     with a different set records the differences as transitions of that run. The counts describe what the
@@ -300,7 +318,7 @@ def sync_findings(
     if not commit:
         if conn.autocommit:
             raise ValueError("commit=False needs a connection in a transaction, not in autocommit mode")
-        counts = _sync(conn, run_id, now, types, latest.values())
+        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None)
         counts["found"] = len(latest)
         return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
     autocommit = conn.autocommit
@@ -309,7 +327,7 @@ def sync_findings(
     try:
         ensure_findings_schema(conn)
         conn.commit()
-        counts = _sync(conn, run_id, now, types, latest.values())
+        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -321,18 +339,23 @@ def sync_findings(
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
 
 
+class SyncBasisMismatch(RuntimeError):
+    """The warehouse's findings are not the set a difference was computed from."""
+
+
 def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Finding], gone: Iterable[str], *,
-                         found: int, now: datetime | None = None) -> dict[str, int]:
-    """Record run `run_id`'s findings as a difference from the set the last sync was given: `changed` are
+                         found: int, since: str, basis: str, now: datetime | None = None) -> dict[str, int]:
+    """Record run `run_id`'s findings as a difference from the set synced under basis `since`: `changed` are
     the findings that set did not hold as they are now (new, or with other evidence, severity or agency),
-    `gone` the ids it held that this run did not find, `found` how many findings the run found in all.
+    `gone` the ids it held that this run did not find, `found` how many findings the run found in all;
+    `basis` names this run's set for the next difference.
 
     The same transitions as `sync_findings` over every type, for those rows only: a changed finding is
     opened, reopened or refreshed; a gone one still open is resolved. An open finding the run found again
     unchanged is not written. Part of the caller's transaction (as `sync_findings` with `commit=False`);
-    the schema must have been ensured. The caller must know the warehouse holds the state the last sync left
-    (the reconciliation checks the open count against the one it recorded), or the difference is applied to
-    something else. Returns the counts `sync_findings` returns."""
+    the schema must have been ensured. Raises `SyncBasisMismatch`, before writing anything, when the last
+    sync recorded another basis than `since` (another run synced since, or a sync of some types only, or
+    none): the difference would then apply to another set. Returns the counts `sync_findings` returns."""
     if not run_id:
         raise ValueError("run_id must not be empty")
     if conn.autocommit:
@@ -342,23 +365,34 @@ def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Findin
         raise ValueError("now must be timezone-aware")
     latest = {f.finding_id: f for f in changed}
     gone_ids = sorted(set(gone) - set(latest))
-    counts = _sync(conn, run_id, now, list(TAXONOMY), latest.values(), resolve=gone_ids)
+    counts = _sync(conn, run_id, now, list(TAXONOMY), latest.values(), resolve=gone_ids, since=since, basis=basis)
     counts["still_open"] = found - counts["new"] - counts["reopened"]
     counts["found"] = found
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
 
 
-def open_count(conn: connection) -> int:
-    """How many findings are open (every type)."""
+def synced_basis(conn: connection) -> str | None:
+    """The basis the last sync recorded (None: none, or no sync yet)."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {OPS_SCHEMA}.finding WHERE status = 'open'")
-        return int(cur.fetchone()[0])
+        cur.execute(f"SELECT basis FROM {OPS_SCHEMA}.finding_sync")
+        row = cur.fetchone()
+    return row[0] if row else None
 
 
 def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findings: Iterable[Finding],
-          resolve: list[str] | None = None) -> dict[str, int]:
+          resolve: list[str] | None = None, since: str | None = None, basis: str | None = None) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
+        if resolve is not None:  # a difference: only on top of the set it was computed from
+            cur.execute(f"SELECT basis FROM {OPS_SCHEMA}.finding_sync")
+            row = cur.fetchone()
+            if row is None or row[0] is None or row[0] != since:
+                raise SyncBasisMismatch(f"the findings were last synced under basis {row[0] if row else None!r}, "
+                                        f"not {since!r}")
+        cur.execute(f"""INSERT INTO {OPS_SCHEMA}.finding_sync (singleton, run_id, basis, at)
+                        VALUES (true, %s, %s, %s)
+                        ON CONFLICT (singleton) DO UPDATE SET run_id = EXCLUDED.run_id, basis = EXCLUDED.basis,
+                                                              at = EXCLUDED.at""", (run_id, basis, now))
         # Current statistics (a large earlier sync may not be auto-analysed yet, and the planner would
         # then choose nested loops over hundreds of thousands of rows) and room for the hash joins.
         cur.execute(f"ANALYZE {OPS_SCHEMA}.finding, {OPS_SCHEMA}.finding_event")

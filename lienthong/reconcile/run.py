@@ -10,10 +10,12 @@ returned as `model_paths`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -155,19 +157,33 @@ def _findings_from(path: Path) -> list:
 
 def findings_state_dir(settings: Settings) -> Path:
     """Where each reconciliation keeps the findings it synced (`<integrated>/_state/findings/`, one Parquet
-    file per run, named by a digest of the run id): the next run syncs only its difference from them."""
+    file per attempt): the next run syncs only its difference from the file the warehouse was last synced
+    with."""
     return settings.integrated_dir / "_state" / "findings"
 
 
 def _keep_findings(settings: Settings, run_id: str, findings_file: Path) -> Path:
-    """A copy of the run's findings file in `findings_state_dir` (written aside, then renamed into place)."""
+    """A copy of the run's findings file in `findings_state_dir`, written aside and renamed into place; named
+    per attempt (a rerun of a run must not overwrite the file its first attempt synced)."""
     folder = findings_state_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.parquet"
+    target = folder / f"{hashlib.sha256(run_id.encode()).hexdigest()[:16]}-{uuid.uuid4().hex[:12]}.parquet"
     aside = target.with_suffix(".partial")
     shutil.copyfile(findings_file, aside)
     aside.replace(target)
     return target
+
+
+def _findings_basis(path: Path) -> str:
+    """What the warehouse records for a synced findings file: its path and a fingerprint of everything that
+    turns its rows into warehouse rows (the file's columns, each type's severity and agency, each dataset's
+    agency), so a difference is never applied across a change of those."""
+    from lienthong.findings import TAXONOMY
+    from lienthong.reconcile.integrate import AGENCY
+
+    spec = {"columns": pq.read_schema(path).names, "agency_of_dataset": AGENCY,
+            "types": {code: [t.severity, t.agency] for code, t in TAXONOMY.items()}}
+    return f"{path}#{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]}"
 
 
 @dataclass
@@ -183,12 +199,15 @@ class FindingsDelta:
 def findings_delta(settings: Settings, previous: Path, current: Path) -> FindingsDelta | None:
     """The difference between two findings files, by their rows (type, dataset, subject and evidence as
     text), computed by DuckDB; only the rows that differ become Python objects. None when either file names
-    one finding twice (which of the two a sync keeps is the full sync's rule to apply)."""
+    one finding twice (which of the two a sync keeps is the full sync's rule to apply). A subject is compared
+    as text: each rule writes its subject's keys in one order and one type, so equal text is an equal
+    finding id."""
     from lienthong.reconcile.integrate import as_findings
 
+    columns = "type, dataset, subject, evidence"
     with session(settings, purpose="findings-delta") as con:
-        con.execute(f"CREATE TABLE new AS SELECT * FROM read_parquet({_sql_text(current)})")
-        con.execute(f"CREATE TABLE old AS SELECT * FROM read_parquet({_sql_text(previous)})")
+        con.execute(f"CREATE TABLE new AS SELECT {columns} FROM read_parquet({_sql_text(current)})")
+        con.execute(f"CREATE TABLE old AS SELECT {columns} FROM read_parquet({_sql_text(previous)})")
         for table in ("new", "old"):
             twice = con.execute(f"SELECT count(*) FROM (SELECT type, subject FROM {table} GROUP BY ALL "
                                 "HAVING count(*) > 1)").fetchone()
@@ -202,33 +221,42 @@ def findings_delta(settings: Settings, previous: Path, current: Path) -> Finding
     return FindingsDelta(changed=added, gone=sorted({f.finding_id for f in removed} - still), found=found)
 
 
-def _sync_run_findings(conn: Any, run_id: str, settings: Settings, last: Any, kept: Path, relink: bool,
+def _sync_run_findings(conn: Any, run_id: str, settings: Settings, kept: Path, relink: bool,
                        metrics: dict[str, Any]) -> dict[str, int]:
     """Sync the run's findings (the file `kept`) in the caller's transaction: only the difference from the
-    last successful run's set when that run kept its file and the warehouse still holds the open findings it
-    left (same count); the whole set otherwise, and on a relink (`lienthong rebuild`)."""
-    from lienthong.findings import open_count, sync_finding_changes, sync_findings
+    file the warehouse was last synced with (`findings.synced_basis`) when that file is there and was made
+    under the same finding types; the whole set otherwise, and on a relink (`lienthong rebuild`)."""
+    from lienthong.findings import sync_finding_changes, sync_findings, synced_basis
 
-    previous = (((last.metrics or {}).get("findings_sync") or {}).get("file")) if last is not None else None
+    basis = _findings_basis(kept)
+    since = synced_basis(conn)
+    previous = Path(since.rpartition("#")[0]) if since else None
     reason = None
     if relink:
         reason = "relink"
-    elif previous is None or not Path(previous).is_file():
-        reason = "no findings file of the last reconciliation"
+    elif since is None or previous is None:
+        reason = "no basis recorded by the last findings sync"
+    elif since.rpartition("#")[2] != basis.rpartition("#")[2]:
+        reason = "the finding types or the findings file's columns changed since the last sync"
+    elif not previous.is_file():
+        reason = f"the last sync's findings file is gone ({previous.name})"
+    delta = None
+    if reason is None and previous is not None:
+        try:
+            delta = findings_delta(settings, previous, kept)
+        except Exception as exc:  # the whole set is always a correct sync: fall back to it, and say why
+            log.warning("findings: the difference from %s could not be computed (%s); syncing the whole set",
+                        previous.name, exc)
+            reason = f"the difference could not be computed: {exc}"
+        if delta is None and reason is None:
+            reason = "a finding twice in one set"
+    if delta is not None and since is not None:
+        changes = sync_finding_changes(conn, run_id, delta.changed, delta.gone, found=delta.found, since=since,
+                                       basis=basis)
+        metrics["findings_sync"] = {"mode": "change", "file": str(kept), "since": str(previous),
+                                    "changed": len(delta.changed), "gone": len(delta.gone)}
     else:
-        open_now = open_count(conn)
-        recorded = ((last.counts or {}).get("findings") or {}).get("open_total")
-        if open_now != recorded:
-            reason = f"{open_now} open findings in the warehouse, {recorded} after the last reconciliation"
-    delta = findings_delta(settings, Path(previous), kept) if reason is None and previous else None
-    if reason is None and delta is None:
-        reason = "a finding twice in one set"
-    if delta is not None:
-        changes = sync_finding_changes(conn, run_id, delta.changed, delta.gone, found=delta.found)
-        metrics["findings_sync"] = {"mode": "change", "file": str(kept), "changed": len(delta.changed),
-                                    "gone": len(delta.gone)}
-    else:
-        changes = sync_findings(conn, run_id, _findings_from(kept), commit=False)
+        changes = sync_findings(conn, run_id, _findings_from(kept), commit=False, basis=basis)
         metrics["findings_sync"] = {"mode": "full", "file": str(kept), "reason": reason}
     log.info("findings synced (%s): %s", metrics["findings_sync"]["mode"], changes)
     return changes
@@ -236,7 +264,7 @@ def _sync_run_findings(conn: Any, run_id: str, settings: Settings, last: Any, ke
 
 def _drop_other_findings_files(settings: Settings, kept: Path) -> None:
     """After a successful run: the files of earlier runs (and of attempts that did not finish) are not
-    needed any more."""
+    needed any more; the warehouse was last synced with `kept`."""
     for path in findings_state_dir(settings).iterdir():
         if path != kept:
             path.unlink(missing_ok=True)
@@ -589,7 +617,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         ensure_findings_schema(conn)
         conn.commit()  # the DDL locks are not held through the sync
         # the findings' sync and the run's record: one transaction, committed together (or neither)
-        changes = _sync_run_findings(conn, run_id, s, last, synced, relink, metrics)
+        changes = _sync_run_findings(conn, run_id, s, synced, relink, metrics)
         runs.record_reconcile_run(conn, runs.ReconcileRun(
             run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},

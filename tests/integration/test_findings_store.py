@@ -300,9 +300,10 @@ def test_syncing_only_the_difference_gives_what_the_whole_set_gives(tmp_path):
             if step == 0:
                 ensure_findings_schema(conn)
                 conn.commit()
-                got = sync_findings(conn, run, list(current.values()), now=now, commit=False)
+                got = sync_findings(conn, run, list(current.values()), now=now, commit=False, basis="set-0")
             else:
-                got = sync_finding_changes(conn, run, changed, gone, found=len(current), now=now)
+                got = sync_finding_changes(conn, run, changed, gone, found=len(current), now=now,
+                                           since=f"set-{step - 1}", basis=f"set-{step}")
             conn.commit()
         assert got == want, step
         strip = ("last_seen_run", "last_seen_at")
@@ -314,3 +315,31 @@ def test_syncing_only_the_difference_gives_what_the_whole_set_gives(tmp_path):
         previous = current
     # an open finding the difference did not name keeps the last run that wrote it
     assert {r["last_seen_run"] for r in rows(delta).values() if r["status"] == "open"} - {"r7"}
+
+
+def test_a_difference_applies_only_on_top_of_the_set_it_was_computed_from(url):
+    from lienthong.findings import SyncBasisMismatch, ensure_findings_schema, sync_finding_changes, synced_basis
+
+    with connect(url) as conn:
+        conn.autocommit = False
+        ensure_findings_schema(conn)
+        conn.commit()
+        assert synced_basis(conn) is None
+        sync_findings(conn, "r1", THREE, now=T0, commit=False, basis="file-1")
+        conn.commit()
+        assert synced_basis(conn) == "file-1"
+        # computed from another set: refused before anything is written
+        with pytest.raises(SyncBasisMismatch, match="file-0"):
+            sync_finding_changes(conn, "r2", [DUPLICATE], [], found=4, since="file-0", basis="file-2")
+        conn.rollback()
+        assert sync_finding_changes(conn, "r2", [DUPLICATE], [SHARES.finding_id], found=3, since="file-1",
+                                    basis="file-2") == counts(3, new=1, still_open=2, resolved=1, open_total=3)
+        conn.commit()
+        assert synced_basis(conn) == "file-2"
+    # a sync of some types only, or one that names no basis, leaves none a difference could build on
+    sync(url, "r3", [DUPLICATE], 3, scope=["duplicate_records"], basis="ignored")
+    with connect(url) as conn:
+        assert synced_basis(conn) is None
+        with pytest.raises(SyncBasisMismatch):
+            sync_finding_changes(conn, "r4", [], [], found=3, since="file-2", basis="file-4")
+    assert {r["status"] for r in rows(url).values()} == {"open", "resolved"}

@@ -265,6 +265,40 @@ def test_the_closure_of_a_change_holds_only_what_it_touches(settings):
     assert sorted(subset["record_key"].to_pylist()) == ["1", "2", "3", "4", "5"]
 
 
+def test_member_rows_naming_no_active_entity_give_the_same_result_on_the_closure(settings):
+    """A registry `assign` did not write (a member row naming a merged, retired or unknown entity, or one of
+    another kind): the rules treat the record as unknown; the closure seeds it, so the result equals the
+    rules on everything."""
+    one = run(settings, None, [("person", "A", "pop", "1", ["k1"]), ("person", "B", "pop", "2", ["k2"]),
+                               ("person", "C", "pop", "3", ["k3"])], "run-01")
+    e1, e2 = entity_of(one, "pop", "1"), entity_of(one, "pop", "2")
+    members = one.members.to_pylist()
+    entities = one.entities.to_pylist()
+    for e in entities:
+        if e["entity_id"] == e1:  # record 1's entity merged away, its member row left pointing at it
+            e.update(status="merged", merged_into=e2, members=0)
+    for m in members:
+        if m["record_key"] == "3":  # record 3's row names an entity the table does not hold
+            m["entity_id"] = "P-unknown"
+    edited_members = pa.Table.from_pylist(members, schema=en.MEMBER_SCHEMA)
+    edited_entities = pa.Table.from_pylist(entities, schema=en.ENTITY_SCHEMA)
+    now = clusters([("person", "A", "pop", "1", ["k1"]), ("person", "B", "pop", "2", ["k2"]),
+                    ("person", "C", "pop", "3", ["k3"])])
+    whole = en.assign(edited_members, edited_entities, now, "run-02", settings=settings, whole=True)
+    closure = en.assign(edited_members, edited_entities, now, "run-02", settings=settings)
+    assert {e for e, _, _ in events(whole)} == {"created"} and len(events(whole)) == 2
+    for name in ("members", "entities", "events", "changed_members", "changed_entities"):
+        assert getattr(closure, name).equals(getattr(whole, name)), name
+    assert closure.members.num_rows == 3
+
+
+def test_a_member_row_without_an_entity_is_refused(settings):
+    one = run(settings, None, [("person", "A", "pop", "1", [])], "run-01")
+    broken = one.members.set_column(3, "entity_id", pa.array([None], pa.string()))
+    with pytest.raises(ValueError, match="without a key or an entity_id"):
+        en.assign(broken, one.entities, clusters([("person", "A", "pop", "1", [])]), "run-02", settings=settings)
+
+
 def test_the_registry_module_imports_no_sandbox_or_dags():
     tree = ast.parse((REPO / "lienthong" / "entities.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

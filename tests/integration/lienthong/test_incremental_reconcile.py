@@ -195,6 +195,18 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
         assert not unexplained, (step, done, unexplained[:5])
         kept = sum(1 for r in before.keys() & after.keys() if before[r] == after[r])
         assert kept >= 0.98 * len(before), (step, done, kept, len(before))
+    # the newest run again under its own id, on inputs that changed since its first attempt succeeded: the
+    # findings it syncs are the difference from what its first attempt left, not from its own new file
+    done = change_sources(s.raw_dir, rng, 5, "c4-again")
+    for name in INPUT_DATASETS:
+        summary = pipeline.stage(name, "c4-again")
+        if summary.get("mode") not in ("none", "unchanged"):
+            pipeline.validate(name, "c4-again", summary)
+    result = pipeline.reconcile("c4")
+    assert result["findings_sync"]["mode"] == "change", result["findings_sync"]
+    assert result["findings_sync"]["changed"] + result["findings_sync"]["gone"] > 0, result["findings_sync"]
+    check = check_reconcile(s)
+    assert check["equal"], ("c4 again", done, {k: v for k, v in check.items() if k != "equal"})
     # a run with no change does nothing
     for name in INPUT_DATASETS:
         pipeline.stage(name, "c-none")
