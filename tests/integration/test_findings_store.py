@@ -318,7 +318,12 @@ def test_syncing_only_the_difference_gives_what_the_whole_set_gives(tmp_path):
 
 
 def test_a_difference_applies_only_on_top_of_the_set_it_was_computed_from(url):
-    from lienthong.findings import SyncBasisMismatch, ensure_findings_schema, sync_finding_changes, synced_basis
+    from lienthong.findings import (
+        SyncBasisMismatch,
+        ensure_findings_schema,
+        sync_finding_changes,
+        synced_basis,
+    )
 
     with connect(url) as conn:
         conn.autocommit = False
