@@ -1,6 +1,11 @@
 """The entity registry's assignment on its closure against the same rules on everything (issue 19).
 
     .venv/bin/python benchmarks/bench_entity_assign.py --data-dir DIR [--moved 0.01] [--result PATH]
+    .venv/bin/python benchmarks/bench_entity_assign.py --data-dir DIR --first-run
+
+`--first-run`: the assignment of a first run instead (an empty registry, the stored registry's clustering:
+every member and entity new), alone in this process, and its peak resident set (VmHWM); printed, and written
+to `--result` when given.
 
 On the registry a reconciliation left in `DIR/integrated/_registry` (e.g. `benchmarks/.work/incr-2000000`,
 6.4M members), two clusterings are written as Parquet files next to the results: the registry's own (no
@@ -32,6 +37,7 @@ def main() -> int:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--moved", type=float, default=0.01, help="share of records moved to a cluster of their own")
     ap.add_argument("--result", type=Path)
+    ap.add_argument("--first-run", action="store_true", help="only a first run's assignment, with its peak RSS")
     args = ap.parse_args()
     if not 0 < args.moved < 1:
         ap.error("--moved must be in (0, 1)")
@@ -43,6 +49,8 @@ def main() -> int:
     members_ref, entities_ref = entities.stored_refs(args.data_dir / "integrated" / "_registry")
     if members_ref is None or entities_ref is None:
         ap.error(f"{args.data_dir}: no entity registry (run a reconciliation there first)")
+    if args.first_run:
+        return _first_run(members_ref, args.result)
     buckets = round(1 / args.moved)
     out: dict = {"data_dir": str(args.data_dir), "moved_share": 1 / buckets, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-assign-") as scratch:
@@ -80,6 +88,31 @@ def main() -> int:
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"results: {path}")
     return 0 if all(r["same_result"] for r in out["runs"]) else 1
+
+
+def _first_run(members_ref: str, result: Path | None) -> int:
+    import duckdb
+    from _memory import rss_mib
+
+    from lienthong import entities, zones
+
+    with tempfile.TemporaryDirectory(prefix="bench-assign-") as scratch:
+        path = Path(scratch) / "clustering.parquet"
+        con = duckdb.connect()
+        zones.register(con, "m", members_ref)
+        con.execute(f"""COPY (SELECT kind, entity_id AS cluster_key, dataset, record_key, continuity FROM m)
+                        TO '{path}' (FORMAT parquet)""")
+        con.close()
+        before = rss_mib()
+        t0 = time.monotonic()
+        a = entities.assign(entities.empty_members(), entities.empty_entities(), str(path), "bench-first-run")
+        row = {"mode": "first run", "seconds": round(time.monotonic() - t0, 2), "peak_rss_mib": rss_mib(),
+               "peak_rss_before_mib": before, "members": a.members.num_rows, "entities": a.entities.num_rows,
+               "events": a.events.num_rows, "date": datetime.now(UTC).date().isoformat()}
+    print(json.dumps(row))
+    if result:
+        result.write_text(json.dumps(row, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -231,7 +231,13 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
         _drop_intermediates(con, keep=("nm", "ne", "ev", "cm", "cent"))
         # largest first, each dropped from the session once fetched: DuckDB's copy (and its sort) is freed as
         # Python's is made, and the largest sort runs while Python holds none of the others
-        fetched = {}
+        # When every row of a new table changed (a first run: every member and entity is new), the changed
+        # rows are that table plus `_op`: made from the same buffers, not fetched and held twice.
+        all_changed = {
+            "cm": _count(con, "SELECT count(*) FROM cm") == _count(con, "SELECT count(*) FROM nm")
+                  and _count(con, "SELECT count(*) FROM cm WHERE _op <> 'upsert'") == 0,
+            "cent": _count(con, "SELECT count(*) FROM cent") == _count(con, "SELECT count(*) FROM ne")}
+        fetched: dict[str, pa.Table] = {}
         for table, sql, schema in (
                 ("nm", "SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm "
                        "ORDER BY kind, dataset, record_key", MEMBER_SCHEMA),
@@ -239,7 +245,13 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
                 ("cm", "SELECT * FROM cm ORDER BY kind, dataset, record_key", _member_schema_with_op()),
                 ("cent", "SELECT * FROM cent ORDER BY entity_id", _entity_schema_with_op()),
                 ("ev", "SELECT * FROM ev ORDER BY seq", EVENT_SCHEMA)):
-            fetched[table] = _fetch(con, sql, schema)
+            same_as = {"cm": "nm", "cent": "ne"}.get(table)
+            if same_as is not None and all_changed[table]:
+                rows = fetched[same_as]
+                fetched[table] = rows.append_column(schema.field(zones.OP),
+                                                    pa.repeat(pa.scalar("upsert", pa.string()), rows.num_rows))
+            else:
+                fetched[table] = _fetch(con, sql, schema)
             con.execute(f"DROP TABLE {table}")
         return Assignment(members=fetched["nm"], entities=fetched["ne"], events=fetched["ev"],
                           changed_members=fetched["cm"], changed_entities=fetched["cent"])
