@@ -338,15 +338,7 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
         UNION SELECT entity_id FROM stale""")
     con.execute("DROP TABLE cm_join")
     con.execute("DROP TABLE stale")
-    while True:
-        added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
-            SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
-            ANTI JOIN se ON se.entity_id = e.entity_id""")
-        added += _count(con, """INSERT INTO sc SELECT DISTINCT e.kind, e.cluster_key FROM edge e
-            SEMI JOIN se ON se.entity_id = e.entity_id
-            ANTI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key""")
-        if added == 0:
-            break
+    _close(con)
     con.execute("DROP TABLE edge")
     con.execute("ALTER TABLE pm_in RENAME TO pm_all")
     con.execute("CREATE TEMP TABLE pm_in AS SELECT * FROM pm_all SEMI JOIN se ON se.entity_id = pm_all.entity_id")
@@ -601,20 +593,27 @@ def touched_closure(previous_members: pa.Table, clusters: pa.Table,
             UNION
             SELECT m.entity_id FROM pm_in m
             ANTI JOIN cl_in c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key""")
-        while True:
-            added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
-                SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
-                ANTI JOIN se ON se.entity_id = e.entity_id""")
-            added += _count(con, """INSERT INTO sc SELECT DISTINCT e.kind, e.cluster_key FROM edge e
-                SEMI JOIN se ON se.entity_id = e.entity_id
-                ANTI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key""")
-            if added == 0:
-                break
+        _close(con)
         members = con.execute("""SELECT m.* FROM pm_in m SEMI JOIN se ON se.entity_id = m.entity_id
                                  ORDER BY m.kind, m.dataset, m.record_key""").to_arrow_table()
         subset = con.execute("""SELECT c.* FROM cl_in c SEMI JOIN sc ON sc.kind = c.kind AND sc.cluster_key = c.cluster_key
                                 ORDER BY c.kind, c.cluster_key, c.dataset, c.record_key""").to_arrow_table()
     return members.cast(previous_members.schema), subset.cast(clusters.schema)
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    """The fixed point of the session's seeds `sc` (clusters) and `se` (entities) over `edge` (kind,
+    cluster_key, entity_id): every entity with a record in a chosen cluster, every cluster holding a record of
+    a chosen entity."""
+    while True:
+        added = _count(con, """INSERT INTO se SELECT DISTINCT e.entity_id FROM edge e
+            SEMI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key
+            ANTI JOIN se ON se.entity_id = e.entity_id""")
+        added += _count(con, """INSERT INTO sc SELECT DISTINCT e.kind, e.cluster_key FROM edge e
+            SEMI JOIN se ON se.entity_id = e.entity_id
+            ANTI JOIN sc ON sc.kind = e.kind AND sc.cluster_key = e.cluster_key""")
+        if added == 0:
+            break
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
