@@ -21,9 +21,9 @@ written, and its `last_seen_*` stay those of the last run that wrote it (the run
 A difference applies only on top of the set it was computed from: every sync records in `finding_sync` the
 basis its caller names for its set (the reconciliation: the file it kept the set in, with a fingerprint of
 the finding types), and `sync_finding_changes` refuses to apply a difference computed from another basis.
-A writer that changes findings any other way must record no basis (`sync_findings` with `scope` does so). The reconciliation run itself is recorded
-in the run ledger (`lienthong.runs`), in the same transaction as its sync when the caller asks for it
-(`commit=False`).
+A writer that changes findings any other way must record no basis (`sync_findings` with `scope` does so).
+The reconciliation run itself is recorded in the run ledger (`lienthong.runs`), in the same transaction as its
+sync when the caller asks for it (`commit=False`).
 """
 
 from __future__ import annotations
@@ -374,8 +374,12 @@ def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Findin
 def synced_basis(conn: connection) -> str | None:
     """The basis the last sync recorded (None: none, or no sync yet)."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT basis FROM {OPS_SCHEMA}.finding_sync")
-        row = cur.fetchone()
+        return _basis(cur)
+
+
+def _basis(cur) -> str | None:
+    cur.execute(f"SELECT basis FROM {OPS_SCHEMA}.finding_sync")
+    row = cur.fetchone()
     return row[0] if row else None
 
 
@@ -384,11 +388,9 @@ def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findin
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
         if resolve is not None:  # a difference: only on top of the set it was computed from
-            cur.execute(f"SELECT basis FROM {OPS_SCHEMA}.finding_sync")
-            row = cur.fetchone()
-            if row is None or row[0] is None or row[0] != since:
-                raise SyncBasisMismatch(f"the findings were last synced under basis {row[0] if row else None!r}, "
-                                        f"not {since!r}")
+            held = _basis(cur)
+            if held is None or held != since:
+                raise SyncBasisMismatch(f"the findings were last synced under basis {held!r}, not {since!r}")
         cur.execute(f"""INSERT INTO {OPS_SCHEMA}.finding_sync (singleton, run_id, basis, at)
                         VALUES (true, %s, %s, %s)
                         ON CONFLICT (singleton) DO UPDATE SET run_id = EXCLUDED.run_id, basis = EXCLUDED.basis,

@@ -231,7 +231,7 @@ def _sync_run_findings(conn: Any, run_id: str, settings: Settings, kept: Path, r
     basis = _findings_basis(kept)
     since = synced_basis(conn)
     previous = Path(since.rpartition("#")[0]) if since else None
-    reason = None
+    delta, reason = None, None
     if relink:
         reason = "relink"
     elif since is None or previous is None:
@@ -240,16 +240,14 @@ def _sync_run_findings(conn: Any, run_id: str, settings: Settings, kept: Path, r
         reason = "the finding types or the findings file's columns changed since the last sync"
     elif not previous.is_file():
         reason = f"the last sync's findings file is gone ({previous.name})"
-    delta = None
-    if reason is None and previous is not None:
+    else:
         try:
             delta = findings_delta(settings, previous, kept)
+            reason = None if delta is not None else "a finding twice in one set"
         except Exception as exc:  # the whole set is always a correct sync: fall back to it, and say why
             log.warning("findings: the difference from %s could not be computed (%s); syncing the whole set",
                         previous.name, exc)
             reason = f"the difference could not be computed: {exc}"
-        if delta is None and reason is None:
-            reason = "a finding twice in one set"
     if delta is not None and since is not None:
         changes = sync_finding_changes(conn, run_id, delta.changed, delta.gone, found=delta.found, since=since,
                                        basis=basis)
