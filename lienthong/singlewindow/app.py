@@ -21,10 +21,7 @@ all workers' pools fit the server (`pools.check_room`) and refuses to start othe
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -35,12 +32,10 @@ from typing import Annotated, Any
 
 import orjson
 import psycopg
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.security import APIKeyHeader
 from psycopg import errors as pg_errors
 from psycopg import sql
 from pydantic import BaseModel
@@ -57,14 +52,18 @@ from lienthong.singlewindow.audit import (
     log_session_options,
 )
 from lienthong.singlewindow.config import ServiceConfig
+from lienthong.singlewindow.principals import (
+    AgencyCaller,
+    KeyRing,
+    ServiceError,
+    kind_of,
+    load_api_keys,
+)
 from lienthong.singlewindow.readers import AgencyReaders
 from lienthong.singlewindow.throttle import FailureThrottle
 
 log = logging.getLogger("lienthong.singlewindow")
 
-KEYS_ENV = "LIENTHONG_SINGLEWINDOW_KEYS"
-KEYS_CONN_ID = "lienthong_singlewindow"
-MIN_API_KEY_CHARS = 16
 MAX_ROWS = 100  # parcels sharing a locator: a handful in practice
 
 
@@ -93,50 +92,21 @@ ENTERPRISE = Lookup("enterprise_profile", ("enterprise_code",))
 PARCEL = Lookup("parcel_register", ("commune_code_2025", "map_sheet", "parcel_number"), many=True)
 
 
-class ServiceError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
-
-
-def load_api_keys(agencies: dict[str, Agency]) -> dict[str, str]:
-    """Agency -> API key from LIENTHONG_SINGLEWINDOW_KEYS (else the connection's extra); errors never show a key."""
-    raw = passed_env(KEYS_ENV)
-    if raw:
-        try:
-            keys = json.loads(raw)
-        except ValueError:
-            raise RuntimeError(f"{KEYS_ENV} is not valid JSON (expected {{\"<agency>\": \"<key>\"}})") from None
-    else:
-        try:
-            from lienthong.connections import get_connection
-
-            keys = get_connection(KEYS_CONN_ID).extra.get("keys")
-        except Exception:
-            keys = None
-        if not keys:
-            raise RuntimeError(f"no API keys: set {KEYS_ENV} to JSON {{\"<agency>\": \"<key>\"}} "
-                               f"(or connection {KEYS_CONN_ID!r} with extra {{\"keys\": {{...}}}})")
-    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
-        raise RuntimeError(f"{KEYS_ENV}: expected a JSON object of agency name -> key (strings)")
-    for agency, key in keys.items():
-        if agency not in agencies:
-            raise RuntimeError(f"{KEYS_ENV}: unknown agency {agency!r} (agencies.yaml has {', '.join(agencies)})")
-        if len(key) < MIN_API_KEY_CHARS:
-            raise RuntimeError(f"{KEYS_ENV}: the key of agency {agency!r} is shorter than {MIN_API_KEY_CHARS} characters")
-    if len(set(keys.values())) != len(keys):
-        raise RuntimeError(f"{KEYS_ENV}: two agencies share one key")
-    return keys
-
-
 def load_passwords(agencies: dict[str, Agency], names) -> dict[str, str]:
+    """The database password of every consuming agency among `names` (other callers have none here)."""
     passwords = {}
     for name in names:
+        if kind_of(name, agencies) != "agency":
+            continue
         pw = passed_env(agencies[name].password_env)
         if not pw:
             raise RuntimeError(f"agency {name!r} has an API key but {agencies[name].password_env} is not set")
         passwords[name] = pw
     return passwords
+
+
+def _agencies_served(keys: dict[str, str], agencies: dict[str, Agency]) -> list[str]:
+    return [name for name in keys if kind_of(name, agencies) == "agency"]
 
 
 def check_start(url: str, agencies: dict[str, Agency], served: list[str], config: ServiceConfig, workers: int) -> None:
@@ -168,7 +138,7 @@ class Service:
     def __init__(self, url: str, agencies: dict[str, Agency], contracts: dict[str, Contract], keys: dict[str, str],
                  passwords: dict[str, str], config: ServiceConfig):
         self.agencies, self.contracts = agencies, contracts
-        self._keys = [(name, key.encode()) for name, key in keys.items()]
+        self.keys = KeyRing(keys, agencies)
         self.readers = AgencyReaders(url, agencies, passwords, config.pool_size, config.read_timeout)
         self.audit = AccessLog(url, config.log_pool_size, config.log_timeout)
         self.throttle = FailureThrottle(config.auth_failures, config.auth_window, config.auth_backoff,
@@ -179,16 +149,6 @@ class Service:
             self.audit.write_auth_failure(failure)
         except Exception as exc:  # the caller gets its 401 all the same: nothing was to be returned
             log.error("request %s: refused key not recorded (%s)", failure.request_id, type(exc).__name__)
-
-    def authenticate(self, given: str | None) -> Agency | None:
-        if not given:
-            return None
-        candidate = given.encode("utf-8", "replace")
-        found = None
-        for name, key in self._keys:  # no early exit: the time does not depend on which key matched
-            if hmac.compare_digest(candidate, key):
-                found = name
-        return self.agencies[found] if found else None
 
     def lookup(self, agency: Agency, spec: Lookup, raw: str, parse: Callable[[], tuple]) -> Response:
         t0 = time.perf_counter()
@@ -262,34 +222,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The calling agency's API key.")
+async def _agency(request: Request, name: AgencyCaller) -> Agency:
+    return request.app.state.service.agencies[name]
 
 
-async def _caller(request: Request, given: Annotated[str | None, Security(_API_KEY)]) -> Agency:
-    # async: pure CPU work, so it runs on the event loop rather than costing a thread hop per request
-    service: Service = request.app.state.service
-    client = request.client.host if request.client else "unknown"
-    wait = service.throttle.wait(client)
-    if wait > 0:  # checked before the key: a waiting client learns nothing about any key
-        log.info("client %s refused: too many wrong API keys, %.0f s to wait", client, math.ceil(wait))
-        raise ServiceError(429, "too many wrong API keys from this client; try again later",
-                           headers={"Retry-After": str(math.ceil(wait))})
-    agency = service.authenticate(given)
-    if agency is None:
-        failures, backoff = service.throttle.failed(client)
-        route = getattr(request.scope.get("route"), "path", "?")  # the template: the path itself holds an ID
-        request_id = uuid.uuid4().hex
-        log.warning("request %s: %s API key from %s on %s (%d in a row%s)", request_id,
-                    "unknown" if given else "missing", client, route, failures,
-                    f"; must wait {backoff:.0f} s" if backoff else "")
-        await run_in_threadpool(service.record_auth_failure, AuthFailure(
-            client, route, "unknown" if given else "missing", failures, backoff, request_id))
-        raise ServiceError(401, "missing or unknown API key (header X-API-Key)", headers={"X-Request-ID": request_id})
-    service.throttle.succeeded(client)
-    return agency
-
-
-Caller = Annotated[Agency, Depends(_caller)]
+Caller = Annotated[Agency, Depends(_agency)]
 
 
 def _record_schema(contract: Contract, description: str) -> dict[str, Any]:
@@ -317,7 +254,7 @@ def preflight(workers: int, settings: Settings | None = None, *, pool_size: int 
     processes are started, so that a configuration that does not fit stops the service, not each worker."""
     config = ServiceConfig.from_settings(settings, pool_size=pool_size)
     url, _, agencies, keys, _ = _inputs(None, None, None, None)
-    check_start(url, agencies, list(keys), config, workers)
+    check_start(url, agencies, _agencies_served(keys, agencies), config, workers)
 
 
 def create_app(url: str | None = None, *, agencies_path: str | Path | None = None,
@@ -332,7 +269,7 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
     is how many processes serve this app: the start-up check counts their pools together."""
     config = ServiceConfig.from_settings(settings, pool_size=pool_size)
     url, contracts, agencies, keys, pw = _inputs(url, agencies_path, api_keys, passwords)
-    check_start(url, agencies, list(keys), config, workers)
+    check_start(url, agencies, _agencies_served(keys, agencies), config, workers)
     service = Service(url, agencies, contracts, keys, pw, config)
     if check_logins:
         service.readers.check_logins()
