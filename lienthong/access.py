@@ -1,7 +1,9 @@
 """Per-agency access to the published datasets: `schemas/agencies.yaml` turned into PostgreSQL roles and views.
 
 Owns the access configuration (load and validate it against the published contracts: an unknown agency
-field, dataset, column or mode is a `AccessConfigError` naming agency, dataset and column) and its
+field, dataset, column or mode is a `AccessConfigError` naming agency, dataset and column; so is a grant
+without purposes, a purpose without a legal basis, or a basis without an instrument number and article: each
+read rests on a `Purpose` of the agency, and each purpose on `LegalBasis` entries) and its
 application to the warehouse (`apply_access`), in ONE transaction and idempotently:
 
 * schema `lienthong_access`: the masking functions (IDs keep their last 3 characters, names their initials,
@@ -89,6 +91,10 @@ DEFAULT_LIMITS: dict[str, int | str] = {
     "idle_session_timeout": "1h",
     "temp_file_limit": "1GB",
 }
+_CODE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+# A Vietnamese legal document number: 91/2025/QH15, 194/2025/NĐ-CP (or ND-CP), 90/2026/TT-BTC, 66.7/2025/NQ-CP.
+_INSTRUMENT = re.compile(r"^[0-9]+(\.[0-9]+)?/[0-9]{4}/[A-ZĐ]+[0-9]*(-[A-ZĐ]+)*$")
+_ARTICLE = re.compile(r"^(Art\. |Điều )[0-9]+.*$")
 _DURATION = re.compile(r"^[1-9][0-9]{0,8}(ms|s|min|h|d)$")
 _SIZE = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB|TB)$")
 # Set for every agency role: the server never writes the values bound to an agency's statements into its log
@@ -112,14 +118,47 @@ class AccessConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class LegalBasis:
+    """A provision of law a processing rests on: the instrument's number and the article (schemas/agencies.yaml
+    `legal_bases`)."""
+
+    id: str
+    instrument: str  # e.g. 91/2025/QH15, 194/2025/NĐ-CP
+    article: str  # e.g. Art. 19(1)(c)
+    title: str
+
+    @property
+    def citation(self) -> str:
+        return f"{self.instrument}, {self.article}"
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """A purpose an agency may read for: what it covers, the legal bases it rests on, and how long the reads made
+    for it are hidden from the data subject's usage history (an investigation's `embargo_days`)."""
+
+    code: str
+    description: str
+    bases: tuple[LegalBasis, ...]
+    embargo_days: int = 0
+
+    @property
+    def legal_basis(self) -> str:
+        """The bases as one citation string: `91/2025/QH15, Art. 19(1)(c); 194/2025/NĐ-CP, Art. 16`."""
+        return "; ".join(b.citation for b in self.bases)
+
+
+@dataclass(frozen=True)
 class DatasetGrant:
-    """What one agency may read of one dataset: a mode per column (contract order) and a row filter."""
+    """What one agency may read of one dataset: a mode per column (contract order), a row filter, and the
+    purposes (codes of the agency's `purposes`) it may be read for."""
 
     dataset: str
     columns: dict[str, str]  # every contract column -> mode ('hidden' when not listed)
     rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # nested column -> the row filter its items must pass (carried from a filter on the items' entity)
     nested_rows: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+    purposes: tuple[str, ...] = ()
 
     @property
     def readable(self) -> list[str]:
@@ -135,6 +174,12 @@ class Agency:
     role: str
     grants: dict[str, DatasetGrant]
     limits: dict[str, int | str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    purposes: dict[str, Purpose] = field(default_factory=dict)
+
+    def purposes_of(self, dataset: str) -> list[Purpose]:
+        """The purposes the agency may read `dataset` for (none if it is not granted)."""
+        grant = self.grants.get(dataset)
+        return [self.purposes[p] for p in grant.purposes] if grant else []
 
     @property
     def schema(self) -> str:
@@ -174,9 +219,10 @@ def _expect(cond: bool, path: Path, problem: str, **where: str | None) -> None:
 def parse_agencies(doc: Any, contracts: dict[str, Contract], path: str | Path = "<memory>") -> dict[str, Agency]:
     """Validate a parsed agencies document; see `load_agencies`."""
     path = Path(path)
-    _expect(isinstance(doc, dict) and set(doc) <= {"version", "agencies"}, path,
-            "the document must be a mapping with 'version' and 'agencies'")
+    _expect(isinstance(doc, dict) and set(doc) <= {"version", "legal_bases", "agencies"}, path,
+            "the document must be a mapping with 'version', 'legal_bases' and 'agencies'")
     _expect(doc.get("version") == 1, path, "version must be 1")
+    bases = _legal_bases(doc.get("legal_bases"), path)
     raw_agencies = doc.get("agencies")
     _expect(isinstance(raw_agencies, dict) and bool(raw_agencies), path, "'agencies' must be a non-empty mapping")
     published = {n: c for n, c in contracts.items() if c.custom.get("zone") == "published"}
@@ -186,28 +232,78 @@ def parse_agencies(doc: Any, contracts: dict[str, Contract], path: str | Path = 
         _expect(isinstance(name, str) and bool(_NAME.match(name)), path,
                 "an agency name is lower-case letters, digits and '_' (at most 50), starting with a letter", agency=str(name))
         _expect(isinstance(raw, dict), path, "an agency must be a mapping", agency=name)
-        unknown = set(raw) - {"title", "purpose", "role", "datasets", "limits"}
+        unknown = set(raw) - {"title", "purpose", "role", "purposes", "datasets", "limits"}
         _expect(not unknown, path, f"unknown field(s) {sorted(unknown)}", agency=name)
         purpose = raw.get("purpose")
         _expect(isinstance(purpose, str) and len(purpose.strip()) >= 20, path,
-                "a purpose (with its legal basis) is required", agency=name)
+                "a purpose (what the agency reads for, in a sentence or more) is required", agency=name)
         role = raw.get("role")
         _expect(isinstance(role, str) and bool(_ROLE.match(role)), path,
                 "role must be a PostgreSQL role name: lower-case letters, digits and '_'", agency=name)
         _expect(not role.startswith("pg_") and role != AGENCY_GROUP, path, f"role {role!r} is reserved", agency=name)
         _expect(role not in roles, path, f"role {role!r} is also used by agency {roles.get(role)!r}", agency=name)
         roles[role] = name
+        purposes = _purposes(raw.get("purposes"), bases, path, name)
         datasets = raw.get("datasets") or {}
         _expect(isinstance(datasets, dict), path, "datasets must be a mapping", agency=name)
         grants = {}
         for ds, spec in datasets.items():
             _expect(ds in published, path, f"unknown dataset (published datasets: {', '.join(sorted(published))})",
                     agency=name, dataset=str(ds))
-            grants[ds] = _grant(spec, published[ds], path, name)
+            grants[ds] = _grant(spec, published[ds], path, name, purposes)
         grants = carry_row_filters(grants, published, path, name)
         agencies[name] = Agency(name, str(raw.get("title") or name), " ".join(purpose.split()), role, grants,
-                                _limits(raw.get("limits"), path, name))
+                                _limits(raw.get("limits"), path, name), purposes)
     return agencies
+
+
+def _legal_bases(raw: Any, path: Path) -> dict[str, LegalBasis]:
+    """The document's catalogue of legal bases, by id; each names an instrument by number, an article and what
+    it allows."""
+    _expect(isinstance(raw, dict) and bool(raw), path, "'legal_bases' must be a non-empty mapping of id -> "
+            "{instrument, article, title}: every grant rests on one of them")
+    bases = {}
+    for key, spec in raw.items():
+        where = f"legal basis {key!r}: "
+        _expect(isinstance(key, str) and bool(_CODE.match(key)), path, where + "an id is lower-case letters, digits "
+                "and '_'")
+        _expect(isinstance(spec, dict) and set(spec) == {"instrument", "article", "title"}, path,
+                where + "a mapping with exactly 'instrument', 'article' and 'title'")
+        instrument, article, title = (spec[k] for k in ("instrument", "article", "title"))
+        _expect(isinstance(instrument, str) and bool(_INSTRUMENT.match(instrument)), path, where + f"instrument "
+                f"{instrument!r} is not a document number such as 91/2025/QH15 or 194/2025/NĐ-CP")
+        _expect(isinstance(article, str) and bool(_ARTICLE.match(article)), path, where + f"article {article!r} "
+                "must name an article, e.g. 'Art. 19(1)(c)' or 'Điều 19 khoản 1 điểm c'")
+        _expect(isinstance(title, str) and len(title.strip()) >= 10, path, where + "a title saying what it allows")
+        bases[key] = LegalBasis(key, instrument, article, " ".join(title.split()))
+    return bases
+
+
+def _purposes(raw: Any, bases: dict[str, LegalBasis], path: Path, agency: str) -> dict[str, Purpose]:
+    """The agency's purposes, by code: each with a description, its legal bases and an optional embargo."""
+    _expect(isinstance(raw, dict) and bool(raw), path, "'purposes' must be a non-empty mapping of code -> "
+            "{description, bases, embargo_days}", agency=agency)
+    purposes = {}
+    for code, spec in raw.items():
+        where = f"purpose {code!r}: "
+        _expect(isinstance(code, str) and bool(_CODE.match(code)), path, where + "a code is lower-case letters, "
+                "digits and '_' (3 to 64), starting with a letter", agency=agency)
+        _expect(isinstance(spec, dict) and set(spec) <= {"description", "bases", "embargo_days"}, path,
+                where + "a mapping with 'description', 'bases' and optional 'embargo_days'", agency=agency)
+        description = spec.get("description")
+        _expect(isinstance(description, str) and len(description.strip()) >= 20, path,
+                where + "a description of what the purpose covers is required", agency=agency)
+        refs = spec.get("bases")
+        _expect(isinstance(refs, list) and bool(refs), path, where + "'bases' must list the ids of its legal bases "
+                "(a purpose without a legal basis is refused)", agency=agency)
+        for ref in refs:
+            _expect(ref in bases, path, where + f"unknown legal basis {ref!r} (known: {', '.join(bases)})",
+                    agency=agency)
+        embargo = spec.get("embargo_days", 0)
+        _expect(isinstance(embargo, int) and not isinstance(embargo, bool) and 0 <= embargo <= 3650, path,
+                where + "embargo_days: whole days from 0 to 3650", agency=agency)
+        purposes[code] = Purpose(code, " ".join(description.split()), tuple(bases[r] for r in refs), embargo)
+    return purposes
 
 
 def _limits(raw: Any, path: Path, agency: str) -> dict[str, int | str]:
@@ -302,14 +398,23 @@ def carry_row_filters(grants: dict[str, DatasetGrant], published: dict[str, Cont
                                         f"{origin[e]} limits, but its items cannot be filtered by "
                                         f"{sorted(filters[e])}: hide the column or drop the filter", **where)
             nested[col] = filters[e]
-        out[ds] = DatasetGrant(ds, g.columns, rows, nested)
+        out[ds] = DatasetGrant(ds, g.columns, rows, nested, g.purposes)
     return out
 
 
-def _grant(spec: Any, contract: Contract, path: Path, agency: str) -> DatasetGrant:
+def _grant(spec: Any, contract: Contract, path: Path, agency: str, purposes: dict[str, Purpose]) -> DatasetGrant:
     ds = contract.name
-    _expect(isinstance(spec, dict) and set(spec) <= {"columns", "rows"} and isinstance(spec.get("columns"), dict),
-            path, "a dataset grant is a mapping with 'columns' (column: mode) and optional 'rows'", agency=agency, dataset=ds)
+    _expect(isinstance(spec, dict) and set(spec) <= {"columns", "rows", "purposes"}
+            and isinstance(spec.get("columns"), dict), path,
+            "a dataset grant is a mapping with 'purposes', 'columns' (column: mode) and optional 'rows'",
+            agency=agency, dataset=ds)
+    granted_for = spec.get("purposes")
+    _expect(isinstance(granted_for, list) and bool(granted_for), path, "a dataset grant needs 'purposes': the "
+            "codes of the agency's purposes it may be read for (each names its legal basis)", agency=agency, dataset=ds)
+    for code in granted_for:
+        _expect(code in purposes, path, f"unknown purpose {code!r} (the agency's purposes: "
+                f"{', '.join(purposes) or 'none'})", agency=agency, dataset=ds)
+    _expect(len(set(granted_for)) == len(granted_for), path, "a purpose is listed twice", agency=agency, dataset=ds)
     fields = {f.name: f for f in contract.fields}
     columns = {name: "hidden" for name in fields}
     for col, mode in spec["columns"].items():
@@ -335,7 +440,7 @@ def _grant(spec: Any, contract: Contract, path: Path, agency: str) -> DatasetGra
             ok = isinstance(v, types) and (f.logical_type == "boolean" or not isinstance(v, bool))
             _expect(ok, path, f"rows: value {v!r} is not a {f.logical_type}", **where)
         rows[col] = tuple(values)
-    return DatasetGrant(ds, columns, rows)
+    return DatasetGrant(ds, columns, rows, purposes=tuple(granted_for))
 
 
 def _mask_kind(f: Field, contract: Contract, path: Path, where: dict[str, str]) -> str:

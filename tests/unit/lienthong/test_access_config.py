@@ -24,12 +24,25 @@ def parse(doc):
     return parse_agencies(doc, CONTRACTS, "agencies.yaml")
 
 
-def test_shipped_configuration_has_the_five_agencies_with_purpose_and_legal_basis():
+def test_shipped_configuration_has_the_five_agencies_with_purposes_and_legal_bases():
     agencies = load_agencies(REPO / "schemas" / "agencies.yaml", CONTRACTS)
     assert {"single_window_desk", "tax_department", "land_department", "statistics_office", "auditors"} <= set(agencies)
     for a in agencies.values():
-        assert "Decree 13/2023" in a.purpose and ("Law" in a.purpose or "Decree" in a.purpose)
         assert a.role.startswith("lienthong_") and a.schema == f"agency_{a.name}"
+        assert a.purposes and all(p.bases for p in a.purposes.values())
+        for ds, grant in a.grants.items():
+            assert grant.purposes and set(grant.purposes) <= set(a.purposes), f"{a.name}.{ds}"
+            # every grant rests on the Law on Personal Data Protection's clause for state agencies
+            assert any(b.citation == "91/2025/QH15, Art. 19(1)(c)" for p in a.purposes_of(ds) for b in p.bases)
+    cited = {b.instrument for a in agencies.values() for p in a.purposes.values() for b in p.bases}
+    assert not cited & {"13/2023/NĐ-CP", "13/2023/ND-CP", "47/2020/NĐ-CP", "47/2020/ND-CP"}  # no longer in force
+
+
+def test_an_investigation_purpose_carries_its_embargo():
+    auditors = parse(DOC)["auditors"]
+    assert auditors.purposes["inspection_evidence_review"].embargo_days == 180
+    assert auditors.purposes["data_quality_audit"].embargo_days == 0
+    assert "278/2025/NĐ-CP, Art. 2, Art. 3(1)" in auditors.purposes["data_quality_audit"].legal_basis
 
 
 def test_a_column_not_listed_is_hidden():
@@ -93,6 +106,23 @@ def test_the_auditors_read_findings_and_quality_in_clear_and_persons_pseudonymiz
     (lambda d: d["agencies"]["auditors"].update(role="x; DROP ROLE postgres"), r"role must be a PostgreSQL role name"),
     (lambda d: d["agencies"]["auditors"].pop("purpose"), r"agency 'auditors': a purpose"),
     (lambda d: d["agencies"]["auditors"].update(sql="SELECT 1"), r"unknown field\(s\) \['sql'\]"),
+    # no grant without a purpose, no purpose without a legal basis, no basis without a number and an article
+    (lambda d: d["agencies"]["tax_department"]["datasets"]["citizen_profile"].pop("purposes"),
+     r"agency 'tax_department', dataset 'citizen_profile': a dataset grant needs 'purposes'"),
+    (lambda d: d["agencies"]["tax_department"]["datasets"]["citizen_profile"].update(purposes=["marketing"]),
+     r"dataset 'citizen_profile': unknown purpose 'marketing'"),
+    (lambda d: d["agencies"]["tax_department"]["purposes"]["tax_registration"].update(bases=[]),
+     r"agency 'tax_department': purpose 'tax_registration': 'bases' must list"),
+    (lambda d: d["agencies"]["tax_department"]["purposes"]["tax_registration"].update(bases=["custom"]),
+     r"purpose 'tax_registration': unknown legal basis 'custom'"),
+    (lambda d: d["agencies"]["auditors"]["purposes"]["inspection_evidence_review"].update(embargo_days=-1),
+     r"purpose 'inspection_evidence_review': embargo_days"),
+    (lambda d: d["agencies"]["auditors"].pop("purposes"), r"agency 'auditors': 'purposes' must be"),
+    (lambda d: d["legal_bases"]["pdp_state_agencies"].update(instrument="the PDP law"),
+     r"legal basis 'pdp_state_agencies': instrument 'the PDP law' is not a document number"),
+    (lambda d: d["legal_bases"]["pdp_state_agencies"].update(article="somewhere"),
+     r"legal basis 'pdp_state_agencies': article 'somewhere' must name an article"),
+    (lambda d: d.pop("legal_bases"), r"'legal_bases' must be a non-empty mapping"),
 ])
 def test_a_wrong_entry_is_refused_naming_agency_dataset_and_column(edit, message):
     doc = copy.deepcopy(DOC)
@@ -145,7 +175,8 @@ def test_the_nested_filter_is_applied_before_pseudonymizing_the_list():
 
 def _with(agency: str, dataset: str, columns: dict[str, str], rows: dict | None = None):
     doc = copy.deepcopy(DOC)
-    spec = doc["agencies"][agency]["datasets"].setdefault(dataset, {"columns": {}})
+    first_purpose = next(iter(doc["agencies"][agency]["purposes"]))
+    spec = doc["agencies"][agency]["datasets"].setdefault(dataset, {"columns": {}, "purposes": [first_purpose]})
     spec["columns"].update(columns)
     if rows is not None:
         spec["rows"] = rows
@@ -178,7 +209,7 @@ def test_hiding_the_unfilterable_column_makes_the_filter_acceptable():
     doc["agencies"]["tax_department"]["datasets"]["enterprise_profile"]["columns"].pop("representatives")
     tax = parse(doc)["tax_department"]
     assert tax.grants["citizen_profile"].rows == {"residence_province_code": ("31",)}
-    doc["agencies"]["tax_department"]["datasets"]["parcel_register"] = {"columns": {"parcel_id": "visible",
-                                                                                   "holders": "visible"}}
+    doc["agencies"]["tax_department"]["datasets"]["parcel_register"] = {
+        "columns": {"parcel_id": "visible", "holders": "visible"}, "purposes": ["tax_registration"]}
     with pytest.raises(AccessConfigError, match="column 'holders'.*cannot be filtered"):
         parse(doc)
