@@ -626,10 +626,12 @@ class AccessReport:
     agencies: dict[str, AgencyReport]
     retired_roles: list[str]
     key_fingerprint: str | None
+    # what the session log of agency reads (lienthong.sessions) cannot do on this server; empty when it records
+    session_log: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"agencies": {n: vars(a) for n, a in self.agencies.items()}, "retired_roles": self.retired_roles,
-                "key_fingerprint": self.key_fingerprint}
+                "key_fingerprint": self.key_fingerprint, "session_log": self.session_log}
 
 
 def apply_access(url: str | None = None, agencies_path: str | Path | None = None, *,
@@ -661,6 +663,10 @@ def apply_access(url: str | None = None, agencies_path: str | Path | None = None
                 rep.not_enforced += _write_rights(cur, agency.role)
                 report.agencies[agency.name] = rep
             report.retired_roles = _retire(conn, agencies)
+            # after the views: each login of an agency role is recorded with the versions they serve
+            from lienthong.sessions import install_session_log
+
+            report.session_log = install_session_log(conn, agencies)
     for name, a in report.agencies.items():
         log.info("access applied: agency %s (role %s): views %s%s", name, a.role, a.views,
                  f"; skipped {a.skipped}" if a.skipped else "")

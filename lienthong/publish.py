@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import runs
+from lienthong import runs, sessions
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -318,6 +318,8 @@ def publish(
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 _switch_view(cur, view, full)
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
+                # agency sessions open now read the new version from the commit on: recorded with it
+                sessions.record_switch(cur, name, version, tname)
                 runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
                                                                published.version, tname, str(folder)))
     except BaseException:
