@@ -23,7 +23,9 @@ basis its caller names for its set (the reconciliation: the file it kept the set
 the finding types), and `sync_finding_changes` refuses to apply a difference computed from another basis.
 A writer that changes findings any other way must record no basis (`sync_findings` with `scope` does so).
 The reconciliation run itself is recorded in the run ledger (`lienthong.runs`), in the same transaction as its
-sync when the caller asks for it (`commit=False`).
+sync when the caller asks for it (`commit=False`). Every sync also moves the findings' discrepancy cases (the
+work of the responsible agencies, `lienthong.cases`, which owns the case columns and `finding_case_event`) in
+its transaction.
 """
 
 from __future__ import annotations
@@ -255,6 +257,9 @@ def ensure_findings_schema(conn: connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_ddl'))")
         cur.execute(FINDINGS_DDL)
+        from lienthong.cases import ensure_case_schema  # (cases builds on this module)
+
+        ensure_case_schema(cur)
 
 
 _LOAD_TABLE = "_lienthong_finding_load"
@@ -271,6 +276,7 @@ def sync_findings(
     now: datetime | None = None,
     commit: bool = True,
     basis: str | None = None,
+    inputs_read_at: datetime | None = None,
 ) -> dict[str, int]:
     """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
 
@@ -293,6 +299,10 @@ def sync_findings(
     `basis` names the set for a later `sync_finding_changes` (the reconciliation: the file it kept the set in);
     it is recorded in `finding_sync` with the run, in the same transaction. A sync of only some types
     (`scope`) records no basis: the warehouse then holds no one set a difference could apply to.
+
+    In the same transaction the findings' cases follow (`lienthong.cases.follow_run`): a claim of correction
+    made before `inputs_read_at` (when the run's source data were read) is judged, verified or reopened;
+    without `inputs_read_at` no claim is judged. Unclaimed cases follow their findings.
 
     A rerun of the same `run_id` with the same set changes nothing (no row, no event, no timestamp); a rerun
     with a different set records the differences as transitions of that run. The counts describe what the
@@ -318,7 +328,8 @@ def sync_findings(
     if not commit:
         if conn.autocommit:
             raise ValueError("commit=False needs a connection in a transaction, not in autocommit mode")
-        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None)
+        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None,
+                       inputs_read_at=inputs_read_at)
         counts["found"] = len(latest)
         return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
     autocommit = conn.autocommit
@@ -327,7 +338,8 @@ def sync_findings(
     try:
         ensure_findings_schema(conn)
         conn.commit()
-        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None)
+        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None,
+                       inputs_read_at=inputs_read_at)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -344,7 +356,8 @@ class SyncBasisMismatch(RuntimeError):
 
 
 def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Finding], gone: Iterable[str], *,
-                         found: int, since: str, basis: str, now: datetime | None = None) -> dict[str, int]:
+                         found: int, since: str, basis: str, now: datetime | None = None,
+                         inputs_read_at: datetime | None = None) -> dict[str, int]:
     """Record run `run_id`'s findings as a difference from the set synced under basis `since`: `changed` are
     the findings that set did not hold as they are now (new, or with other evidence, severity or agency),
     `gone` the ids it held that this run did not find, `found` how many findings the run found in all;
@@ -355,7 +368,8 @@ def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Findin
     unchanged is not written. Part of the caller's transaction (as `sync_findings` with `commit=False`);
     the schema must have been ensured. Raises `SyncBasisMismatch`, before writing anything, when the last
     sync recorded another basis than `since` (another run synced since, or a sync of some types only, or
-    none): the difference would then apply to another set. Returns the counts `sync_findings` returns."""
+    none): the difference would then apply to another set. The cases follow in the same transaction, over
+    the stored state (`inputs_read_at` as for `sync_findings`). Returns the counts `sync_findings` returns."""
     if not run_id:
         raise ValueError("run_id must not be empty")
     if conn.autocommit:
@@ -365,7 +379,8 @@ def sync_finding_changes(conn: connection, run_id: str, changed: Iterable[Findin
         raise ValueError("now must be timezone-aware")
     latest = {f.finding_id: f for f in changed}
     gone_ids = sorted(set(gone) - set(latest))
-    counts = _sync(conn, run_id, now, list(TAXONOMY), latest.values(), resolve=gone_ids, since=since, basis=basis)
+    counts = _sync(conn, run_id, now, list(TAXONOMY), latest.values(), resolve=gone_ids, since=since, basis=basis,
+                   inputs_read_at=inputs_read_at)
     counts["still_open"] = found - counts["new"] - counts["reopened"]
     counts["found"] = found
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
@@ -384,7 +399,12 @@ def _basis(cur) -> str | None:
 
 
 def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findings: Iterable[Finding],
-          resolve: list[str] | None = None, since: str | None = None, basis: str | None = None) -> dict[str, int]:
+          resolve: list[str] | None = None, since: str | None = None, basis: str | None = None,
+          inputs_read_at: datetime | None = None) -> dict[str, int]:
+    from lienthong.cases import follow_run
+
+    if inputs_read_at is not None and inputs_read_at.tzinfo is None:
+        raise ValueError("inputs_read_at must be timezone-aware")
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")
         if resolve is not None:  # a difference: only on top of the set it was computed from
@@ -401,6 +421,7 @@ def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findin
         cur.execute("SET LOCAL work_mem = '64MB'")
         _load(cur, findings)
         counts = _apply(cur, run_id, now, types, resolve)
+        follow_run(cur, run_id, now, types, inputs_read_at)
         cur.execute(f"DROP TABLE {_SYNC_TABLE}")  # (dropped at commit anyway; now, for a caller's next sync)
     return counts
 
@@ -605,11 +626,15 @@ def query_findings(
     agency: str | None = None,
     status: str | None = None,
     severity: str | None = None,
+    case_state: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
     """One page of findings for a browser: (how many match in total, the page's rows with every column of
     `finding`). Open before resolved, then most severe first, then by type and id (stable across pages).
+    Each row also has its case (`lienthong.cases`): `case_state`, `case_changed_at` and the last case event's
+    `last_action`, `last_reason`, `last_note`, `last_action_at`, `last_actor` (all None in a warehouse no sync
+    has given the case columns yet; a `case_state` filter then matches nothing).
 
     Every filter is checked against the taxonomy (ValueError naming the unknown value) and passed to the SQL as a
     parameter. Values are returned as stored: mask `subject` and `evidence` before showing them to anyone.
@@ -618,8 +643,10 @@ def query_findings(
     if type is not None:
         where.append("type = %s")
         params.append(finding_type(type).code)
+    from lienthong.cases import CASE_STATES
+
     for column, value, known in (("agency", agency, AGENCIES), ("status", status, ("open", "resolved")),
-                                 ("severity", severity, SEVERITIES)):
+                                 ("severity", severity, SEVERITIES), ("case_state", case_state, CASE_STATES)):
         if value is None:
             continue
         if value not in known:
@@ -631,14 +658,26 @@ def query_findings(
     if offset < 0:
         raise ValueError(f"offset must not be negative, got {offset}")
     condition = f"WHERE {' AND '.join(where)}" if where else ""
+    from lienthong.cases import CASE_COLUMNS, has_cases, with_last_event
+
+    extra = [c for c in CASE_COLUMNS if c not in _FINDING_COLUMNS]
     with conn.cursor() as cur:
         if not _tables_exist(cur):
             return 0, []
+        if not has_cases(cur):
+            if case_state is not None:
+                return 0, []
+            select = ", ".join([*_FINDING_COLUMNS, *(f"NULL AS {c}" for c in extra)])
+            source = f"{OPS_SCHEMA}.finding"
+        else:
+            select = ", ".join([*(f"f.{c}" for c in _FINDING_COLUMNS), *(f"{'f' if c.startswith('case_') else 'last'}.{c}" for c in extra)])
+            source = with_last_event(f"{OPS_SCHEMA}.finding")
         cur.execute(f"SELECT count(*) FROM {OPS_SCHEMA}.finding {condition}", params)
         (total,) = cur.fetchone()
         cur.execute(
-            f"""SELECT {", ".join(_FINDING_COLUMNS)} FROM {OPS_SCHEMA}.finding {condition}
+            f"""SELECT {select} FROM {source} {condition}
                 ORDER BY status = 'resolved', {_SEVERITY_RANK}, type, finding_id LIMIT %s OFFSET %s""",
             [*params, limit, offset],
         )
-        return total, [dict(zip(_FINDING_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+        columns = [*_FINDING_COLUMNS, *extra]
+        return total, [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]

@@ -221,11 +221,44 @@ def findings_delta(settings: Settings, previous: Path, current: Path) -> Finding
     return FindingsDelta(changed=added, gone=sorted({f.finding_id for f in removed} - still), found=found)
 
 
+def _inputs_read_at(url: str) -> datetime | None:
+    """When the source data of the staged inputs were read, at the latest for certain (`runs.sources_read_at`
+    over every input's source): the newest ingest start each source's staged data reflect, the earliest over
+    the sources. Not the run's start nor the staging's: both come after the extract, and a claim of correction
+    made between the extract and this run must wait for the next extract."""
+    from lienthong import runs
+    from lienthong.contracts import contract
+    from lienthong.db import connect
+    from lienthong.reconcile.sources import INPUT_DATASETS
+
+    sources = {contract(name).custom.get("sourceSystem") for name in INPUT_DATASETS}
+    with connect(url) as conn:
+        return runs.sources_read_at(conn, sorted(s for s in sources if s), INPUT_DATASETS)
+
+
+def _judge_claims(url: str, run_id: str, inputs_read_at: datetime | None) -> dict[str, int]:
+    """The cases of a run that syncs nothing (its inputs are the last reconciliation's, so the warehouse's
+    findings are what it would find): `cases.follow_run` over every type, in a transaction of its own."""
+    from lienthong.cases import follow_run, run_case_counts
+    from lienthong.db import connect
+    from lienthong.findings import TAXONOMY, ensure_findings_schema
+
+    with connect(url) as conn:
+        ensure_findings_schema(conn)
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('lienthong_ops_findings_sync'))")  # as a sync
+            follow_run(cur, run_id, datetime.now(UTC), list(TAXONOMY), inputs_read_at)
+        conn.commit()
+        return run_case_counts(conn, run_id)
+
+
 def _sync_run_findings(conn: Any, run_id: str, settings: Settings, kept: Path, relink: bool,
-                       metrics: dict[str, Any]) -> dict[str, int]:
+                       metrics: dict[str, Any], inputs_read_at: datetime | None = None) -> dict[str, int]:
     """Sync the run's findings (the file `kept`) in the caller's transaction: only the difference from the
     file the warehouse was last synced with (`findings.synced_basis`) when that file is there and was made
-    under the same finding types; the whole set otherwise, and on a relink (`lienthong rebuild`)."""
+    under the same finding types; the whole set otherwise, and on a relink (`lienthong rebuild`). The cases
+    follow in the same transaction, judging the claims made before `inputs_read_at`."""
     from lienthong.findings import sync_finding_changes, sync_findings, synced_basis
 
     basis = _findings_basis(kept)
@@ -250,11 +283,12 @@ def _sync_run_findings(conn: Any, run_id: str, settings: Settings, kept: Path, r
             reason = f"the difference could not be computed: {exc}"
     if delta is not None and since is not None:
         changes = sync_finding_changes(conn, run_id, delta.changed, delta.gone, found=delta.found, since=since,
-                                       basis=basis)
+                                       basis=basis, inputs_read_at=inputs_read_at)
         metrics["findings_sync"] = {"mode": "change", "file": str(kept), "since": str(previous),
                                     "changed": len(delta.changed), "gone": len(delta.gone)}
     else:
-        changes = sync_findings(conn, run_id, _findings_from(kept), commit=False, basis=basis)
+        changes = sync_findings(conn, run_id, _findings_from(kept), commit=False, basis=basis,
+                                inputs_read_at=inputs_read_at)
         metrics["findings_sync"] = {"mode": "full", "file": str(kept), "reason": reason}
     log.info("findings synced (%s): %s", metrics["findings_sync"]["mode"], changes)
     return changes
@@ -514,6 +548,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     the whole data and persisted. `relink` relinks everything with the persisted models (`lienthong
     rebuild`)."""
     from lienthong import entities, runs
+    from lienthong.cases import run_case_counts
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema
     from lienthong.reconcile import linkstate, models
@@ -525,6 +560,9 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     s = settings or load_settings()
     url = warehouse_url(s)
     started = datetime.now(UTC)
+    # Asked before the inputs are picked: a lower bound for when the source data they hold were read, the only
+    # time this run may judge an agency's claim of correction by (`lienthong.cases`).
+    inputs_read_at = _inputs_read_at(url)
     inputs = {name: latest_integration(name, url) for name in INPUT_DATASETS}
     with connect(url) as conn:
         last = runs.latest_reconcile_run(conn)
@@ -537,8 +575,12 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         # The same staged versions and models as the last reconciliation: its outputs stand; nothing is written.
         # (A model activated since, by `lienthong link-models --activate` or a retraining, relinks everything.)
         log.info("reconcile: no staged dataset changed since reconciliation %s; nothing to do", last.run_id)
+        # but the findings stand on source data read again since (an extract that found nothing new): the
+        # claims of correction made before that read are judged against them
+        cases = _judge_claims(url, run_id, inputs_read_at)
         return {"run_id": run_id, "unchanged": True, "since": last.run_id, "outputs": last.outputs or {},
-                "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {}}
+                "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {},
+                "cases": {**cases, "inputs_read_at": inputs_read_at.isoformat() if inputs_read_at else None}}
     input_metrics = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"]}
                      for name, info in inputs.items()}
     with connect(url) as conn:
@@ -615,14 +657,17 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         ensure_findings_schema(conn)
         conn.commit()  # the DDL locks are not held through the sync
         # the findings' sync and the run's record: one transaction, committed together (or neither)
-        changes = _sync_run_findings(conn, run_id, s, synced, relink, metrics)
+        changes = _sync_run_findings(conn, run_id, s, synced, relink, metrics, inputs_read_at)
+        cases = run_case_counts(conn, run_id)
+        metrics["cases"] = {**cases, "inputs_read_at": inputs_read_at.isoformat() if inputs_read_at else None}
+        log.info("cases: %s (source data read at %s)", cases, inputs_read_at)
         runs.record_reconcile_run(conn, runs.ReconcileRun(
             run_id, started_at=started, finished_at=datetime.now(UTC), status="success",
-            counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes},
+            counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes, "cases": cases},
             metrics=metrics, outputs=outputs, model_paths=model_paths))
     _drop_other_findings_files(s, synced)
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
             "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"],
-            "entities": metrics["entities"], "findings_sync": metrics["findings_sync"]}
+            "entities": metrics["entities"], "findings_sync": metrics["findings_sync"], "cases": metrics["cases"]}

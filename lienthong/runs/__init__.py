@@ -46,6 +46,7 @@ from lienthong.runs.ledger import (
     record_stage_run,
     record_staged_landings,
     rule_pass_counts,
+    sources_read_at,
     stage_run,
     stage_run_ingests,
     stage_runs,
@@ -81,6 +82,6 @@ __all__ = [
     "latest_quality_runs", "latest_reconcile_run", "latest_stage_run", "latest_stage_runs", "latest_staged_run_id",
     "ledger_version", "publications", "publications_after_staging", "published_datasets", "quality_run",
     "quality_runs", "reconcile_run", "record_audit_report", "record_ingest_run", "record_publication",
-    "record_quality_run", "record_quarantine_moved", "record_reconcile_run", "record_stage_run", "record_staged_landings", "rule_pass_counts",
+    "record_quality_run", "record_quarantine_moved", "record_reconcile_run", "record_stage_run", "record_staged_landings", "rule_pass_counts", "sources_read_at",
     "stage_run", "stage_run_ingests", "stage_runs", "staged_landings", "watermark",
 ]

@@ -454,6 +454,43 @@ def unfinished_reconcile_runs(conn: connection, since: datetime | None) -> list[
     return [ReconcileRun(**r) for r in found]
 
 
+def sources_read_at(conn: connection, sources: Iterable[str], datasets: Iterable[str]) -> datetime | None:
+    """The latest time the staged `datasets` certainly reflect every one of `sources`: over each (source,
+    scope) ingested, the start of its newest successful ingest run whose data the staged tables hold (its
+    landing merged into one of `datasets`, per `stage_landing`, or nothing landed) with no earlier landing of
+    that scope left unstaged; then the earliest of these. An extract started at T reads the source as of T or
+    later, so staged data hold no state older than the result. None when some source or scope has no such
+    run (a landing not staged yet, a source never ingested): nothing is known to be that fresh.
+
+    Asked before a run picks its staged inputs, it is a lower bound for the data the run then reads (staged
+    tables only grow by merging). A scope no longer ingested holds the time back: conservative."""
+    ensure_ledger(conn)
+    sources = sorted(set(sources))
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""WITH staged AS (SELECT DISTINCT landing FROM {_S}.stage_landing WHERE dataset = ANY(%(datasets)s)),
+                ran AS (
+                  SELECT i.source, i.scope, i.started_at, coalesce(i.rows_landed, 0) > 0 AS landed,
+                         EXISTS (SELECT 1 FROM staged AS s WHERE i.landing_path = s.landing
+                                   OR right(i.landing_path, length(s.landing) + 1) = '/' || s.landing) AS merged
+                  FROM {_S}.ingest_run AS i WHERE i.status = 'success' AND i.source = ANY(%(sources)s)),
+                usable AS (
+                  SELECT r.source, r.scope, max(r.started_at) AS read_at FROM ran AS r
+                  WHERE (r.merged OR NOT r.landed)
+                    AND NOT EXISTS (SELECT 1 FROM ran AS p WHERE p.source = r.source AND p.scope = r.scope
+                                      AND p.started_at <= r.started_at AND p.landed AND NOT p.merged)
+                  GROUP BY 1, 2),
+                scopes AS (SELECT DISTINCT source, scope FROM ran)
+            SELECT min(u.read_at), bool_and(u.read_at IS NOT NULL), count(DISTINCT sc.source)
+            FROM scopes AS sc LEFT JOIN usable AS u USING (source, scope)""",
+            {"datasets": sorted(set(datasets)), "sources": sources},
+        )
+        read_at, every_scope, n_sources = cur.fetchone()
+    if not every_scope or n_sources != len(sources):
+        return None
+    return read_at
+
+
 # -------------------------------------------------------------------------------------- link models
 
 _LINK_MODEL_COLUMNS = ("link_type", "model_id", "status", "trained_run_id", "path", "sha256", "summary", "trained_at",
