@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS {E} (
   request_id text,
   CHECK ((actor = 'run') = (run_id IS NOT NULL))
 );
-CREATE INDEX IF NOT EXISTS finding_case_event_finding_idx ON {E} (finding_id, at);
+CREATE INDEX IF NOT EXISTS finding_case_event_finding_idx ON {E} (finding_id, event_id);
 CREATE INDEX IF NOT EXISTS finding_case_event_run_idx ON {E} (run_id) WHERE run_id IS NOT NULL;
 COMMENT ON TABLE {E} IS
   'The history of each finding''s case: one row per transition, by the responsible agency (with its request id) or by a run (with its id)';
@@ -352,7 +352,7 @@ def with_last_event(table: str = F) -> str:
     return f"""{table} AS f LEFT JOIN LATERAL (
               SELECT e.action AS last_action, e.reason AS last_reason, e.note AS last_note, e.at AS last_action_at,
                      e.actor AS last_actor
-              FROM {E} AS e WHERE e.finding_id = f.finding_id ORDER BY e.at DESC, e.event_id DESC LIMIT 1) AS last
+              FROM {E} AS e WHERE e.finding_id = f.finding_id ORDER BY e.event_id DESC LIMIT 1) AS last
             ON true"""
 
 
@@ -408,7 +408,7 @@ def finding_case(conn: Any, finding_id: str) -> dict[str, Any] | None:
 def case_history(conn: Any, finding_id: str) -> list[dict[str, Any]]:
     """The case transitions of finding `finding_id`, oldest first."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {E} WHERE finding_id = %s ORDER BY at, event_id",
+        cur.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM {E} WHERE finding_id = %s ORDER BY event_id",
                     (finding_id,))
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in cur.fetchall()]
 

@@ -108,6 +108,10 @@ class Settings:
     singlewindow_auth_window: float = 600.0
     singlewindow_auth_backoff: float = 1.0
     singlewindow_auth_backoff_max: float = 900.0
+    # Discrepancy cases (lienthong.cases): days a finding may stay open before it is overdue, per finding type
+    # or severity (LIENTHONG_FINDING_DEADLINES, JSON {"<type or severity>": days}); a type's wins over its
+    # severity's, unset ones default by severity (cases.DEFAULT_DEADLINES).
+    finding_deadlines: tuple[tuple[str, int], ...] = ()
     # Airflow's executor (AIRFLOW__CORE__EXECUTOR, Airflow's own variable): under one that runs tasks on other
     # machines the warehouse must be a shared server, not the embedded one (lienthong.db.warehouse_url).
     airflow_executor: str | None = None
@@ -202,8 +206,15 @@ def load_settings() -> Settings:
         singlewindow_auth_window=_env_float("SINGLEWINDOW_AUTH_WINDOW", 600.0),
         singlewindow_auth_backoff=_env_float("SINGLEWINDOW_AUTH_BACKOFF", 1.0),
         singlewindow_auth_backoff_max=_env_float("SINGLEWINDOW_AUTH_BACKOFF_MAX", 900.0),
+        finding_deadlines=_finding_deadlines(),
         airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
     )
+
+
+def _finding_deadlines() -> tuple[tuple[str, int], ...]:
+    from lienthong.cases import parse_deadlines  # (the taxonomy checks the keys)
+
+    return tuple(sorted(parse_deadlines(_env("FINDING_DEADLINES"), f"{ENV_PREFIX}FINDING_DEADLINES").items()))
 
 
 def _probability(name: str, default: str) -> float:
