@@ -22,17 +22,20 @@ all workers' pools fit the server (`pools.check_room`) and refuses to start othe
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import psycopg
-from fastapi import Depends, FastAPI, Request
+import psycopg2
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -40,10 +43,10 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from pydantic import BaseModel
 
-from lienthong.access import Agency, load_agencies
+from lienthong.access import Agency, Purpose, load_agencies
 from lienthong.contracts import Contract, load_contracts
 from lienthong.settings import Settings, passed_env
-from lienthong.singlewindow import pools, validation
+from lienthong.singlewindow import pools, usage, validation
 from lienthong.singlewindow.audit import (
     AccessLog,
     AccessRecord,
@@ -55,16 +58,22 @@ from lienthong.singlewindow.config import ServiceConfig
 from lienthong.singlewindow.principals import (
     AgencyCaller,
     KeyRing,
+    PortalCaller,
     ServiceError,
     kind_of,
     load_api_keys,
 )
 from lienthong.singlewindow.readers import AgencyReaders
 from lienthong.singlewindow.throttle import FailureThrottle
+from lienthong.subjects import subjects_query
 
 log = logging.getLogger("lienthong.singlewindow")
 
 MAX_ROWS = 100  # parcels sharing a locator: a handful in practice
+PURPOSE_HEADER = "X-Purpose"
+CASE_HEADER = "X-Case-Id"
+_CASE_ID = re.compile(r"[A-Za-z0-9._/:-]{1,64}")
+PUBLISHED_SCHEMA = "published"
 
 
 class Problem(BaseModel):
@@ -137,7 +146,7 @@ class Service:
 
     def __init__(self, url: str, agencies: dict[str, Agency], contracts: dict[str, Contract], keys: dict[str, str],
                  passwords: dict[str, str], config: ServiceConfig):
-        self.agencies, self.contracts = agencies, contracts
+        self.url, self.agencies, self.contracts = url, agencies, contracts
         self.keys = KeyRing(keys, agencies)
         self.readers = AgencyReaders(url, agencies, passwords, config.pool_size, config.read_timeout)
         self.audit = AccessLog(url, config.log_pool_size, config.log_timeout)
@@ -150,40 +159,117 @@ class Service:
         except Exception as exc:  # the caller gets its 401 all the same: nothing was to be returned
             log.error("request %s: refused key not recorded (%s)", failure.request_id, type(exc).__name__)
 
-    def lookup(self, agency: Agency, spec: Lookup, raw: str, parse: Callable[[], tuple]) -> Response:
+    def lookup(self, agency: Agency, spec: Lookup, raw: str, parse: Callable[[], tuple], purpose: str | None,
+               case_id: str | None) -> Response:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         rows: list[dict[str, Any]] = []
+        subjects: tuple[str, ...] = ()
+        accepted: Purpose | None = None
         body: dict[str, Any]  # one record, a page of records, or an error's detail
+        key_text = validation.for_log(raw)
         try:
-            values = parse()
-            key_text = "/".join(map(str, values))
-        except validation.InvalidKey as exc:
-            key_text = validation.for_log(raw)
-            status, body = 400, {"detail": str(exc)}
-        else:
+            accepted = self._accept(agency, spec, purpose, case_id)
             try:
-                rows = self._read(agency, spec, values)
-                status = 200 if rows else 404
-                body = ({"count": len(rows), "items": rows} if spec.many else rows[0]) if rows else {
-                    "detail": f"no {spec.dataset} record with this key"}
-            except ServiceError as exc:
-                status, body = exc.status, {"detail": exc.detail}
+                values = parse()
+            except validation.InvalidKey as exc:
+                raise ServiceError(400, str(exc)) from None
+            key_text = "/".join(map(str, values))
+            rows = self._read(agency, spec, values)
+            if rows:
+                subjects = self._subjects(agency, spec, values)
+            status = 200 if rows else 404
+            body = ({"count": len(rows), "items": rows} if spec.many else rows[0]) if rows else {
+                "detail": f"no {spec.dataset} record with this key"}
+        except ServiceError as exc:
+            status, body = exc.status, {"detail": exc.detail}
+            rows, subjects = [], ()
         latency = (time.perf_counter() - t0) * 1000
+        refused = status in (400, 403)
+        embargo = (datetime.now(UTC) + timedelta(days=accepted.embargo_days)
+                   if accepted and accepted.embargo_days and subjects else None)
         try:
-            self.audit.write(AccessRecord(agency.name, agency.purpose, spec.dataset, key_text, len(rows), status,
-                                          latency, request_id))
+            self.audit.write(AccessRecord(
+                agency.name, validation.for_log(purpose) if purpose else None, spec.dataset, key_text, len(rows),
+                status, latency, request_id, case_id=validation.for_log(case_id) if case_id else None,
+                legal_basis=accepted.legal_basis if accepted else None, refusal=body["detail"] if refused else None,
+                subjects=subjects, embargo_until=embargo))
         except Exception as exc:  # fail closed; the exception text may hold the key: log its type only
             log.error("request %s: access log not written (%s); answering 503", request_id, type(exc).__name__)
             status, body = 503, {"detail": "the access could not be recorded; nothing is returned"}
-        log.info("request %s agency=%s dataset=%s status=%d rows=%d ms=%.1f", request_id, agency.name, spec.dataset,
-                 status, len(rows), latency)
+        log.info("request %s agency=%s dataset=%s purpose=%s status=%d rows=%d ms=%.1f", request_id, agency.name,
+                 spec.dataset, accepted.code if accepted else "-", status, len(rows), latency)
         return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
 
-    def _read(self, agency: Agency, spec: Lookup, values: tuple) -> list[dict[str, Any]]:
+    def usage(self, portal: str, raw: str, offset: int, limit: int) -> Response:
+        """A person's data-usage history for the citizen portal (`usage`), recorded like a lookup."""
+        t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        key_text, count, refusal = validation.for_log(raw), 0, None
+        body: dict[str, Any]
+        try:
+            citizen_id = validation.personal_id(raw)
+            key_text = citizen_id
+            conn = psycopg2.connect(self.url, connect_timeout=10, application_name=f"{pools.APP_NAME}-usage",
+                                    options=pools.session_options(statement_timeout=30_000,
+                                                                  default_transaction_read_only="on"))
+            try:
+                body = usage.find_usage(conn, citizen_id, self.agencies, self.contracts, offset=offset, limit=limit)
+            finally:
+                conn.close()
+            status, count = 200, len(body["usages"])
+        except validation.InvalidKey as exc:
+            status, body = 400, {"detail": str(exc)}
+            refusal = body["detail"]
+        except (psycopg2.Error, psycopg.Error) as exc:
+            log.error("request %s: the usage history could not be read (%s)", request_id, type(exc).__name__)
+            status, body = 503, {"detail": "the warehouse is unavailable"}
+        latency = (time.perf_counter() - t0) * 1000
+        try:  # the portal's read holds no subject: it never shows in anyone's history
+            self.audit.write(AccessRecord(portal, usage.PURPOSE, usage.DATASET, key_text, count, status, latency,
+                                          request_id, legal_basis=usage.RIGHT_TO_KNOW, refusal=refusal))
+        except Exception as exc:
+            log.error("request %s: access log not written (%s); answering 503", request_id, type(exc).__name__)
+            status, body = 503, {"detail": "the access could not be recorded; nothing is returned"}
+        log.info("request %s caller=%s dataset=%s status=%d rows=%d ms=%.1f", request_id, portal, usage.DATASET,
+                 status, count, latency)
+        return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
+
+    def _accept(self, agency: Agency, spec: Lookup, purpose: str | None, case_id: str | None) -> Purpose:
+        """The purpose of this read if the agency may read the dataset for it, else a ServiceError: 403 dataset
+        not granted or purpose not among the grant's, 400 a header missing or malformed (named)."""
         grant = agency.grants.get(spec.dataset)
         if grant is None:
             raise ServiceError(403, f"dataset {spec.dataset} is not granted to agency {agency.name}")
+        allowed = ", ".join(grant.purposes)
+        if not purpose:
+            raise ServiceError(400, f"header {PURPOSE_HEADER} is required: the purpose of this read, one of "
+                                    f"{allowed} (agency {agency.name}, dataset {spec.dataset})")
+        if purpose not in grant.purposes:
+            raise ServiceError(403, f"purpose {validation.for_log(purpose, 64)!r} is not granted to agency "
+                                    f"{agency.name} for dataset {spec.dataset} (granted: {allowed})")
+        if not case_id:
+            raise ServiceError(400, f"header {CASE_HEADER} is required: the dossier or case number this read serves")
+        if not _CASE_ID.fullmatch(case_id):
+            raise ServiceError(400, f"header {CASE_HEADER}: 1 to 64 letters, digits and . _ / : - (a dossier number)")
+        return agency.purposes[purpose]
+
+    def _subjects(self, agency: Agency, spec: Lookup, values: tuple) -> tuple[str, ...]:
+        """The persons whose data the answer held (lienthong.subjects), read on the platform's connection."""
+        where = sql.SQL(" AND ").join(sql.SQL("t.{} = %s").format(sql.Identifier(c)) for c in spec.key_columns)
+        statement = subjects_query(sql.Identifier(PUBLISHED_SCHEMA, spec.dataset), self.contracts[spec.dataset],
+                                   agency.grants[spec.dataset], where)
+        if statement is None:
+            return ()
+        try:
+            return tuple(r[0] for r in self.audit.read(statement, values))
+        except psycopg.Error as exc:  # fail closed: an answer whose persons are unknown cannot be recorded
+            log.error("agency %s: the persons of a %s answer could not be read (%s)", agency.name, spec.dataset,
+                      type(exc).__name__)
+            raise ServiceError(503, "the access could not be recorded; nothing is returned") from None
+
+    def _read(self, agency: Agency, spec: Lookup, values: tuple) -> list[dict[str, Any]]:
+        grant = agency.grants[spec.dataset]  # granted: checked by `_accept`
         hidden = [c for c in spec.key_columns if grant.columns[c] != "visible"]
         if hidden:
             raise ServiceError(403, f"agency {agency.name} may not look up {spec.dataset} by {', '.join(hidden)}")
@@ -227,6 +313,13 @@ async def _agency(request: Request, name: AgencyCaller) -> Agency:
 
 
 Caller = Annotated[Agency, Depends(_agency)]
+PurposeHeader = Annotated[str | None, Header(
+    alias=PURPOSE_HEADER, description="The purpose of this read: one of the purpose codes the agency's grant of the "
+    "dataset lists (schemas/agencies.yaml). Required: a read without it is refused (400), with another purpose "
+    "refused (403); both refusals are logged.", examples=["tax_registration"])]
+CaseHeader = Annotated[str | None, Header(
+    alias=CASE_HEADER, description="The dossier or case number this read serves (1-64 letters, digits and "
+    ". _ / : -). Required; logged with the purpose and its legal basis.", examples=["HS-2026-000123"])]
 
 
 def _record_schema(contract: Contract, description: str) -> dict[str, Any]:
@@ -315,18 +408,19 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
              tags=["lookups"], summary="A citizen's profile by personal ID")
     def citizen_profile(
         citizen_id: Annotated[str, PathParam(description="12-digit personal ID (CCCD)", examples=["031085001234"])],
-        agency: Caller,
+        agency: Caller, purpose: PurposeHeader = None, case_id: CaseHeader = None,
     ) -> Response:
-        return service.lookup(agency, CITIZEN, citizen_id, lambda: (validation.personal_id(citizen_id),))
+        return service.lookup(agency, CITIZEN, citizen_id, lambda: (validation.personal_id(citizen_id),), purpose,
+                              case_id)
 
     @app.get("/v1/enterprises/{code}/profile", response_model=None, responses=ok(ENTERPRISE, "enterprise's profile"),
              tags=["lookups"], summary="An enterprise's profile by enterprise code (tax code)")
     def enterprise_profile(
         code: Annotated[str, PathParam(description="Tax code: 10 digits, or NNNNNNNNNN-NNN for a branch",
                                        examples=["0100233488"])],
-        agency: Caller,
+        agency: Caller, purpose: PurposeHeader = None, case_id: CaseHeader = None,
     ) -> Response:
-        return service.lookup(agency, ENTERPRISE, code, lambda: (validation.tax_code(code),))
+        return service.lookup(agency, ENTERPRISE, code, lambda: (validation.tax_code(code),), purpose, case_id)
 
     @app.get("/v1/parcels/{commune}/{sheet}/{parcel}", response_model=None, responses=ok(PARCEL, "parcels"),
              tags=["lookups"], summary="The parcels at a 2025 commune, map sheet and parcel number")
@@ -334,11 +428,29 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
         commune: Annotated[str, PathParam(description="5-digit commune code (2025 units)", examples=["11311"])],
         sheet: Annotated[str, PathParam(description="Map sheet number (1-99999)", examples=["12"])],
         parcel: Annotated[str, PathParam(description="Parcel number on the sheet (1-99999)", examples=["345"])],
-        agency: Caller,
+        agency: Caller, purpose: PurposeHeader = None, case_id: CaseHeader = None,
     ) -> Response:
         return service.lookup(agency, PARCEL, f"{commune}/{sheet}/{parcel}", lambda: (
             validation.commune_code(commune), validation.positive_int(sheet, "the map sheet"),
-            validation.positive_int(parcel, "the parcel number")))
+            validation.positive_int(parcel, "the parcel number")), purpose, case_id)
+
+    @app.get("/v1/citizens/{citizen_id}/usage", response_model=None, tags=["citizens"],
+             summary="A citizen's data-usage history (citizen portal)",
+             description="Who used the person's data: every answered lookup that held it and every agency database "
+                         "session whose views served a published version containing the person, newest first "
+                         "(the shape of the Estonian Data Tracker's findUsage). Entries under an embargo are left "
+                         "out until it ends. Only the citizen portal's key opens this route.",
+             responses={200: {"description": "`personId`, `offset`, `limit`, `total`, `unchecked` (reads of "
+                                             "versions no longer kept) and `usages`: logTime, action (lookup or "
+                                             "bulk_read), receiver, receiverName, dataset, version, purpose, "
+                                             "legalBasis, caseId."}, **_ERRORS})
+    def citizen_usage(
+        citizen_id: Annotated[str, PathParam(description="12-digit personal ID (CCCD)", examples=["031085001234"])],
+        portal: PortalCaller,
+        offset: Annotated[int, Query(ge=0, le=1_000_000, description="Entries to skip")] = 0,
+        limit: Annotated[int, Query(ge=1, le=usage.MAX_LIMIT, description="Entries to return")] = 50,
+    ) -> Response:
+        return service.usage(portal, citizen_id, offset, limit)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness, and whether the access log can be written",
              responses={503: {"model": Problem, "description": "The access log cannot be written now (warehouse "
@@ -351,4 +463,7 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
             return JSONBody({"status": "unavailable"}, status_code=503)
         return JSONBody({"status": "ok"})
 
+    from lienthong.singlewindow import cases, principals  # the registry agencies' cases: /v1/findings
+
+    cases.register(app, url, principals.source_caller)
     return app

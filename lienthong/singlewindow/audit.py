@@ -8,6 +8,13 @@ carry a lock and a statement timeout (LIENTHONG_SINGLEWINDOW_LOG_TIMEOUT, defaul
 table costs a request that long and a 503, never a hang. A write that broke with its connection (a server
 restart) is made once more on a fresh one: it cannot be doubled, a row's `request_id` is unique.
 
+Each row holds the purpose the caller declared (`X-Purpose`), the case it serves (`X-Case-Id`, the dossier
+number at the desk) and the legal basis of that purpose (schemas/agencies.yaml); a read refused for a missing
+or ungranted purpose is a row too, with its `refusal`. `subjects` lists the persons whose data the answer held
+(the person looked up, the representatives of an enterprise, the holders of a parcel, as far as the agency's
+grant shows them: `lienthong.subjects`), and `embargo_until` hides the row from those persons' usage history
+until then (a purpose's `embargo_days`).
+
 The key looked up (a personal ID, a tax code, a parcel locator) is stored as given, not pseudonymized: the
 log must answer a data subject's "who looked at my record?" and a breach investigation, also after the
 pseudonymization key has been rotated, and it lives in `lienthong_ops`, which no agency role can read (the
@@ -23,6 +30,7 @@ to wait (429) are not recorded: they are not checked against any key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -47,6 +55,18 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.access_log (
 CREATE INDEX IF NOT EXISTS access_log_at_idx ON {OPS_SCHEMA}.access_log (at);
 CREATE INDEX IF NOT EXISTS access_log_key_idx ON {OPS_SCHEMA}.access_log (dataset, lookup_key);
 CREATE UNIQUE INDEX IF NOT EXISTS access_log_request_id_key ON {OPS_SCHEMA}.access_log (request_id);
+-- the lawful-basis columns (added to logs created before them)
+ALTER TABLE {OPS_SCHEMA}.access_log ALTER COLUMN purpose DROP NOT NULL;
+ALTER TABLE {OPS_SCHEMA}.access_log ADD COLUMN IF NOT EXISTS case_id text;
+ALTER TABLE {OPS_SCHEMA}.access_log ADD COLUMN IF NOT EXISTS legal_basis text;
+ALTER TABLE {OPS_SCHEMA}.access_log ADD COLUMN IF NOT EXISTS refusal text;
+ALTER TABLE {OPS_SCHEMA}.access_log ADD COLUMN IF NOT EXISTS subjects text[] NOT NULL DEFAULT '{{}}';
+ALTER TABLE {OPS_SCHEMA}.access_log ADD COLUMN IF NOT EXISTS embargo_until timestamptz;
+CREATE INDEX IF NOT EXISTS access_log_subjects_idx ON {OPS_SCHEMA}.access_log USING gin (subjects);
+COMMENT ON COLUMN {OPS_SCHEMA}.access_log.purpose IS
+  'the purpose code the caller declared (X-Purpose), as given when refused; NULL when none was given';
+COMMENT ON COLUMN {OPS_SCHEMA}.access_log.subjects IS
+  'the 12-digit IDs of the persons whose data the answer held (lienthong.subjects): the citizen usage history';
 COMMENT ON TABLE {OPS_SCHEMA}.access_log IS
   'lienthong.singlewindow: one row per request that reached a dataset; lookup_key is personal data';
 CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.auth_failure (
@@ -76,13 +96,18 @@ def ensure_access_log(conn: Any) -> None:
 @dataclass(frozen=True)
 class AccessRecord:
     agency: str
-    purpose: str
+    purpose: str | None  # the declared purpose code (as given, escaped, when refused)
     dataset: str
     lookup_key: str
     rows_returned: int
     status_code: int
     latency_ms: float
     request_id: str
+    case_id: str | None = None
+    legal_basis: str | None = None  # the purpose's bases, cited; None when the purpose was not accepted
+    refusal: str | None = None  # why the read was refused (the detail the caller got), None when answered
+    subjects: tuple[str, ...] = ()
+    embargo_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +121,8 @@ class AuthFailure:
 
 
 _INSERT_ACCESS = f"""INSERT INTO {OPS_SCHEMA}.access_log (agency, purpose, dataset, lookup_key, rows_returned,
-  status_code, latency_ms, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"""
+  status_code, latency_ms, request_id, case_id, legal_basis, refusal, subjects, embargo_until)
+  VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"""
 _INSERT_AUTH_FAILURE = f"""INSERT INTO {OPS_SCHEMA}.auth_failure (client_addr, route, reason, failures, backoff_s,
   request_id) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"""
 
@@ -117,7 +143,17 @@ class AccessLog:
     def write(self, record: AccessRecord) -> None:
         self._pool.run(lambda conn: conn.execute(_INSERT_ACCESS, (
             record.agency, record.purpose, record.dataset, record.lookup_key, record.rows_returned,
-            record.status_code, round(record.latency_ms, 3), record.request_id)))
+            record.status_code, round(record.latency_ms, 3), record.request_id, record.case_id, record.legal_basis,
+            record.refusal, list(record.subjects), record.embargo_until)))
+
+    def read(self, statement: Any, params: Any = ()) -> list[tuple]:
+        """Rows of one read on the platform's connection (the persons an answer held, a usage history)."""
+        def run(conn: psycopg.Connection) -> list[tuple]:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall()
+
+        return self._pool.run(run)
 
     def write_auth_failure(self, failure: AuthFailure) -> None:
         self._pool.run(lambda conn: conn.execute(_INSERT_AUTH_FAILURE, (

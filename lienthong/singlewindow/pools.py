@@ -42,12 +42,13 @@ class Pool:
     """Up to `size` connections, each opened on first need (none at start); a caller waits at most `wait`
     seconds for one (then `psycopg_pool.PoolTimeout`, an OperationalError)."""
 
-    def __init__(self, conninfo: str, *, name: str, size: int, wait: float, **connect_kwargs: Any):
+    def __init__(self, conninfo: str, *, name: str, size: int, wait: float,
+                 configure: Callable[[psycopg.Connection], None] | None = None, **connect_kwargs: Any):
         self.name = name
         kwargs = {"autocommit": True, "application_name": name, "connect_timeout": max(2, math.ceil(wait)),
                   **connect_kwargs}
         self._pool: ConnectionPool = ConnectionPool(conninfo, kwargs=kwargs, name=name, min_size=0, max_size=size,
-                                                    timeout=wait, open=True)
+                                                    timeout=wait, open=True, configure=configure)
 
     def run(self, work: Callable[[psycopg.Connection], T], *, retry: bool = True) -> T:
         """`work(conn)` on a pooled connection. When that connection turns out broken (the server restarted, or

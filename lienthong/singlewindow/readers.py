@@ -1,10 +1,10 @@
 """Reads for the single window, each on a connection logged in as the calling agency's own role.
 
 Owns one small connection pool per agency (`pools.Pool`, psycopg 3): connections whose session user IS the
-agency role (password from `LIENTHONG_AGENCY_PASSWORD_<AGENCY>`), read-only and with a statement timeout,
-opened on the agency's first lookup. Chosen over one service login doing SET ROLE: a session whose login is
-the agency can never RESET to something stronger, so the database enforces the agency's grants whatever the
-service code does. The service reads only `agency_<name>.<dataset>` views; PostgreSQL refuses anything else
+agency role (password from `LIENTHONG_AGENCY_PASSWORD_<AGENCY>`), read-only from right after the login and
+with a statement timeout, opened on the agency's first lookup. Chosen over one service login doing SET ROLE: a
+session whose login is the agency can never RESET to something stronger, so the database enforces the
+agency's grants whatever the service code does. The service reads only `agency_<name>.<dataset>` views; PostgreSQL refuses anything else
 (`InsufficientPrivilege`). Values are sent as bound parameters, never in the statement text (see `pools`).
 """
 
@@ -24,6 +24,10 @@ from lienthong.singlewindow.pools import APP_NAME, Pool, StartupError, session_o
 STATEMENT_TIMEOUT_S = 5.0
 
 
+def _read_only(conn: psycopg.Connection) -> None:
+    conn.execute("SET default_transaction_read_only = on")
+
+
 class AgencyReaders:
     """Per-agency pools, each created on the agency's first read; `query` runs one parametrised statement."""
 
@@ -35,15 +39,16 @@ class AgencyReaders:
         self._lock = threading.Lock()
 
     def _connect_kwargs(self, agency: str) -> dict[str, Any]:
+        # Read-only is set after the login, not in the startup options: the login itself writes the session's
+        # record (lienthong.sessions' login trigger), which a read-only startup transaction could not.
         return {"user": self._agencies[agency].role, "password": self._passwords[agency],
-                "options": session_options(default_transaction_read_only="on",
-                                           statement_timeout=int(self._timeout * 1000))}
+                "options": session_options(statement_timeout=int(self._timeout * 1000))}
 
     def _pool(self, agency: str) -> Pool:
         with self._lock:
             if agency not in self._pools:
                 self._pools[agency] = Pool(self._url, name=f"{APP_NAME}-{agency}", size=self._size,
-                                           wait=self._timeout, **self._connect_kwargs(agency))
+                                           wait=self._timeout, configure=_read_only, **self._connect_kwargs(agency))
             return self._pools[agency]
 
     def query(self, agency: str, statement: sql.SQL | sql.Composed | str,

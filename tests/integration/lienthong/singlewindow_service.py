@@ -16,6 +16,21 @@ import requests
 from requests.adapters import HTTPAdapter
 
 
+def default_purposes() -> dict[str, str]:
+    """Each consuming agency's first purpose (the shipped agencies.yaml grants every dataset for it)."""
+    from lienthong.access import load_agencies
+
+    return {name: next(iter(a.purposes)) for name, a in load_agencies().items()}
+
+
+DEFAULT_PURPOSE = default_purposes()
+
+
+def lookup_headers(key: str, agency: str, case_id: str = "HS-TEST-0001") -> dict[str, str]:
+    """The headers of a lookup by `agency` with its default purpose."""
+    return {"X-API-Key": key, "X-Purpose": DEFAULT_PURPOSE[agency], "X-Case-Id": case_id}
+
+
 class _FromAddress(HTTPAdapter):
     def __init__(self, source: str):
         self._source = source
@@ -31,9 +46,20 @@ class Server:
         self.base, self.log_path, self.keys, self.env, self.proc = base, log_path, keys, env, proc
 
     def get(self, path: str, agency: str | None = None, key: str | None = None, *, source: str | None = None,
-            timeout: float = 30) -> requests.Response:
-        """GET `path` with `agency`'s key (or `key`), from loopback address `source` when given."""
-        headers = {"X-API-Key": key if key is not None else self.keys[agency]} if (agency or key is not None) else {}
+            timeout: float = 30, purpose: str | None = "", case_id: str | None = "HS-TEST-0001",
+            headers: dict[str, str] | None = None) -> requests.Response:
+        """GET `path` with `agency`'s key (or `key`), from loopback address `source` when given. A lookup carries
+        X-Purpose (`purpose`; by default the agency's first purpose, which its grants of every dataset list) and
+        X-Case-Id (`case_id`); None leaves a header out."""
+        headers = dict(headers or {})
+        if agency or key is not None:
+            headers["X-API-Key"] = key if key is not None else self.keys[agency]
+        if purpose == "" and agency in DEFAULT_PURPOSE:
+            purpose = DEFAULT_PURPOSE[agency]
+        if purpose:
+            headers["X-Purpose"] = purpose
+        if case_id is not None:
+            headers["X-Case-Id"] = case_id
         with requests.Session() as session:
             if source:
                 session.mount("http://", _FromAddress(source))

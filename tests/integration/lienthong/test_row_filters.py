@@ -31,6 +31,7 @@ from agency_fixtures import (
     secrets_in_env,
 )
 from psycopg2.extras import RealDictCursor
+from singlewindow_service import lookup_headers
 
 from lienthong.access import Agency, apply_access, load_agencies
 from lienthong.contracts import load_contracts
@@ -181,7 +182,7 @@ def test_every_lookup_answer_obeys_the_row_filter(lookup_service, agency):
                for p in PARCELS]
     answered = 0
     for dataset, path in routes:
-        r = requests.get(base + path, headers={"X-API-Key": keys[agency]}, timeout=30)
+        r = requests.get(base + path, headers=lookup_headers(keys[agency], agency), timeout=30)
         assert r.status_code in (200, 403, 404), (path, r.status_code, r.text)
         if r.status_code != 200:
             continue
@@ -193,8 +194,8 @@ def test_every_lookup_answer_obeys_the_row_filter(lookup_service, agency):
     assert answered >= len(CITIZENS)
     # the land department's citizen lookup now agrees with its parcel lookup: no Hà Nội parcel either way
     if agency == "land_department":
-        r = requests.get(base + f"/v1/citizens/{CUONG['citizen_id']}/profile", headers={"X-API-Key": keys[agency]},
+        r = requests.get(base + f"/v1/citizens/{CUONG['citizen_id']}/profile", headers=lookup_headers(keys[agency], agency),
                          timeout=30)
         assert r.status_code == 200 and r.json()["parcels"] is None
-        assert requests.get(base + "/v1/parcels/00070/3/17", headers={"X-API-Key": keys[agency]},
+        assert requests.get(base + "/v1/parcels/00070/3/17", headers=lookup_headers(keys[agency], agency),
                             timeout=30).status_code == 404

@@ -247,10 +247,14 @@ def test_every_lookup_is_in_the_access_log_with_agency_dataset_and_rows(warehous
         ("single_window_desk", "citizen_profile", "0310850\\x00", 0, 400),
     ]
     with connect(url) as conn, conn.cursor() as cur:
-        cur.execute("""SELECT purpose, latency_ms, at, request_id FROM lienthong_ops.access_log WHERE id > %s
-                       ORDER BY id LIMIT 1""", (before,))
-        purpose, latency, at, request_id = cur.fetchone()
-    assert purpose == AGENCIES["single_window_desk"].purpose and latency > 0 and at and len(request_id) == 32
+        cur.execute("""SELECT purpose, case_id, legal_basis, subjects, latency_ms, at, request_id
+                       FROM lienthong_ops.access_log WHERE id > %s ORDER BY id LIMIT 1""", (before,))
+        purpose, case_id, basis, subjects, latency, at, request_id = cur.fetchone()
+    desk = AGENCIES["single_window_desk"]
+    assert purpose == "one_stop_procedure" and case_id == "HS-TEST-0001"
+    assert basis == desk.purposes["one_stop_procedure"].legal_basis and "91/2025/QH15, Art. 19(1)(c)" in basis
+    assert subjects == [AN["citizen_id"]]
+    assert latency > 0 and at and len(request_id) == 32
 
 
 def test_the_agency_roles_cannot_read_the_access_log(warehouse, server):

@@ -213,3 +213,10 @@ def test_hiding_the_unfilterable_column_makes_the_filter_acceptable():
         "columns": {"parcel_id": "visible", "holders": "visible"}, "purposes": ["tax_registration"]}
     with pytest.raises(AccessConfigError, match="column 'holders'.*cannot be filtered"):
         parse(doc)
+
+
+def test_the_usage_history_cites_the_right_to_know_basis_of_the_catalogue():
+    from lienthong.singlewindow import usage
+
+    basis = DOC["legal_bases"]["pdp_right_to_know"]
+    assert f"{basis['instrument']}, {basis['article']}" == usage.RIGHT_TO_KNOW
