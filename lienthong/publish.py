@@ -318,7 +318,9 @@ def publish(
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 _switch_view(cur, view, full)
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
-                # agency sessions open now read the new version from the commit on: recorded with it
+                # agency sessions open now read the new version from the commit on: recorded with it; the
+                # person IDs of its nested lists indexed for the reads of one person (lienthong.sessions)
+                sessions.index_person_lists(cur, published, tname, PUBLISHED_SCHEMA)
                 sessions.record_switch(cur, name, version, tname)
                 runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
                                                                published.version, tname, str(folder)))

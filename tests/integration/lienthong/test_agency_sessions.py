@@ -22,6 +22,7 @@ import pytest
 from agency_fixtures import AN, BINH, CUONG, ROWS, agency_connect, password_auth_for_agencies, secrets_in_env
 from psycopg2 import errors
 
+from lienthong import access, sessions
 from lienthong.access import PASSWORD_ENV_PREFIX, apply_access, load_agencies
 from lienthong.contracts import contract, load_contracts
 from lienthong.db import connect, ensure_database, warehouse_url
@@ -96,6 +97,10 @@ def first_logins(warehouse) -> dict[str, int]:
     return ids
 
 
+def test_the_trigger_names_the_group_access_manages():
+    assert sessions.AGENCY_GROUP == access.AGENCY_GROUP
+
+
 def test_an_agency_login_is_recorded_with_its_declared_purpose_and_the_versions_its_views_serve(warehouse):
     url, _ = warehouse
     before = _count(url)
@@ -143,6 +148,23 @@ def test_an_agency_role_cannot_read_write_or_switch_off_the_log(warehouse, first
     pw = os.environ[PASSWORD_ENV_PREFIX + "SINGLE_WINDOW_DESK"]
     with pytest.raises(psycopg2.OperationalError, match="event_triggers"):
         psycopg2.connect(url, user=role, password=pw, options="-c event_triggers=off")
+
+
+def test_an_agency_login_that_starts_read_only_is_refused_not_left_unrecorded(warehouse):
+    url, _ = warehouse
+    before = _count(url)
+    role = AGENCIES["tax_department"].role
+    pw = os.environ[PASSWORD_ENV_PREFIX + "TAX_DEPARTMENT"]
+    with pytest.raises(psycopg2.OperationalError, match="read-only"):
+        psycopg2.connect(url, user=role, password=pw, options="-c default_transaction_read_only=on")
+    assert _count(url) == before
+    conn = agency_connect(url, "tax_department")  # read-only set after the login is fine
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET default_transaction_read_only = on")
+            cur.execute("SELECT count(*) FROM agency_tax_department.citizen_profile")
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("table", ["agency_session", "session_version", "agency_role", "publication"])
