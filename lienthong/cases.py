@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lienthong.findings import AGENCIES, SEVERITIES, TAXONOMY, finding_type
+from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, finding_type
 from lienthong.runs.schema import OPS_SCHEMA
 
 CASE_STATES = ("new", "acknowledged", "disputed", "corrected", "reopened", "verified_resolved", "resolved_by_data")
@@ -291,28 +291,22 @@ def run_case_counts(conn: Any, run_id: str) -> dict[str, int]:
 
 
 def parse_deadlines(raw: str | None, variable: str = "LIENTHONG_FINDING_DEADLINES") -> dict[str, int]:
-    """The deadline overrides of `raw` (JSON `{"<finding type or severity>": days}`), checked: every key a
-    known type or severity, every value a positive whole number of days. ValueError naming `variable` and the
-    key otherwise. None or empty: no override."""
-    import json
+    """The deadline overrides of `raw` (JSON `{"<finding type or severity>": days}`), checked: the shape (by
+    `settings.parse_day_counts`, as the settings read it) and every key a known type or severity. ValueError
+    naming `variable` and the key otherwise. None or empty: no override."""
+    from lienthong.settings import parse_day_counts
 
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise ValueError(f'{variable} is not valid JSON (expected {{"<finding type or severity>": days}})') from None
-    if not isinstance(doc, dict):
-        raise ValueError(f'{variable}: expected a JSON object {{"<finding type or severity>": days}}')
-    out: dict[str, int] = {}
-    for key, value in doc.items():
+    return check_deadlines(parse_day_counts(raw, variable), variable)
+
+
+def check_deadlines(overrides: Mapping[str, int], variable: str = "LIENTHONG_FINDING_DEADLINES") -> dict[str, int]:
+    """`overrides` (finding type or severity -> days, e.g. `Settings.finding_deadlines`) if every key is a known
+    finding type or severity; ValueError naming `variable` and the key otherwise."""
+    for key in overrides:
         if key not in TAXONOMY and key not in SEVERITIES:
             raise ValueError(f"{variable}: unknown key {key!r} (a finding type: {', '.join(TAXONOMY)}; or a "
                              f"severity: {', '.join(SEVERITIES)})")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{variable}: {key!r} must be a whole number of days, at least 1 (got {value!r})")
-        out[key] = value
-    return out
+    return dict(overrides)
 
 
 def deadline_days(finding_type_code: str, severity: str, overrides: Mapping[str, int] | None = None) -> int:
@@ -422,6 +416,7 @@ def case_ageing(conn: Any, now: datetime, overrides: Mapping[str, int] | None = 
     and max open days, overdue (open longer than the deadline), disputed (with their reasons counted), and the
     open findings per age bucket (overdue apart). A finding is open since it was last opened (first seen, or
     its last reopening)."""
+    overrides = check_deadlines(overrides or {})
     deadline, params = _deadline_sql(overrides)
     params = {**params, "now": now}
     with conn.cursor() as cur:

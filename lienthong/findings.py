@@ -1,7 +1,7 @@
 """Reconciliation findings kept in the warehouse, with a lifecycle across runs (schema `lienthong_ops`).
 
-Owns the findings taxonomy (`TAXONOMY`: what can be wrong between the population, business and land
-registries, how bad it is and which agency must fix it), the `Finding` value with its stable id, and the DDL
+Owns (with the taxonomy of `lienthong.finding_types`, re-exported here: what can be wrong between the
+population, business and land registries, how bad it is and which agency must fix it) the `Finding` value with its stable id, and the DDL
 and SQL of four tables:
 
 * `finding`: one row per problem ever found, `open` or `resolved`, with when it was first and last seen, when
@@ -43,102 +43,12 @@ from typing import Any
 
 from psycopg2.extensions import connection
 
+from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, finding_type
+from lienthong.finding_types import FindingType as FindingType  # (re-exported: the taxonomy lives there)
 from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
-
-SEVERITIES = ("critical", "high", "medium", "low", "info")
-"""Severities, most severe first."""
-
-AGENCIES = ("population_registry", "business_registry", "land_registry")
-"""The agencies a finding can be assigned to (the one that must fix it)."""
 
 _SEVERITY_LIST = ", ".join(f"'{s}'" for s in SEVERITIES)  # as SQL literals
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL in JSON text (not an escaped backslash + "u0000")
-
-
-@dataclass(frozen=True)
-class FindingType:
-    """A kind of reconciliation finding: its default severity and the agency that must fix it by default."""
-
-    code: str
-    title: str
-    severity: str
-    agency: str
-    description: str
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"finding type {self.code!r}: unknown severity {self.severity!r}")
-        if self.agency not in AGENCIES:
-            raise ValueError(f"finding type {self.code!r}: unknown agency {self.agency!r}")
-
-
-_TYPES = (
-    FindingType(
-        "id_not_in_population_registry", "Citizen ID not in the population registry", "high",
-        "population_registry",
-        "A record in a registry names a 12-digit citizen ID that the national population registry does not "
-        "know. Whoever holds the record must correct it: each finding names the agency the record came from "
-        "(business or land registry); the type's default is the population registry.",
-    ),
-    FindingType(
-        "same_id_different_name", "Same citizen ID, different name", "medium", "population_registry",
-        "A record carries a citizen ID whose holder is called differently in the population registry (after "
-        "normalising case, spacing and diacritics). The finding names the agency of the disagreeing record.",
-    ),
-    FindingType(
-        "same_id_different_birth_date", "Same citizen ID, different birth date", "high", "population_registry",
-        "A record carries a citizen ID whose holder has another birth date in the population registry. The "
-        "finding names the agency of the disagreeing record.",
-    ),
-    FindingType(
-        "deceased_legal_representative", "Enterprise represented by a deceased citizen", "critical",
-        "business_registry",
-        "The legal representative of an active enterprise is recorded as deceased in the population registry.",
-    ),
-    FindingType(
-        "deceased_certificate_holder", "Land certificate held by a deceased citizen", "high", "land_registry",
-        "A land-use right certificate lists a holder who is recorded as deceased in the population registry.",
-    ),
-    FindingType(
-        "dissolved_enterprise_holds_land", "Dissolved enterprise holds land", "medium", "land_registry",
-        "A land-use right certificate lists an enterprise that the business registry records as dissolved.",
-    ),
-    FindingType(
-        "legacy_id_resolved", "Old ID resolved to the citizen ID", "info", "population_registry",
-        "A record used an old 9-digit CMND number that was resolved to the citizen's 12-digit ID. For "
-        "information: the finding names the agency of the record that used the old ID, which should update it.",
-    ),
-    FindingType(
-        "commune_code_outdated", "Commune code outdated", "low", "population_registry",
-        "A record uses a commune code that no longer exists after the administrative-unit mergers. The "
-        "finding names the agency of the record.",
-    ),
-    FindingType(
-        "duplicate_records", "Duplicate records", "medium", "population_registry",
-        "Several records of one registry describe the same person, enterprise or parcel. The finding names "
-        "the registry that holds them.",
-    ),
-    FindingType(
-        "match_needs_review", "Match needs review", "medium", "population_registry",
-        "Records were linked with a probabilistic match whose score is in the review band: a clerk must "
-        "confirm or reject the link. The finding names the agency of the record to be linked.",
-    ),
-    FindingType(
-        "shares_do_not_sum_to_100", "Certificate shares do not sum to 100 %", "high", "land_registry",
-        "The ownership shares of the holders of a land-use right certificate do not add up to 100 %.",
-    ),
-)
-
-TAXONOMY: dict[str, FindingType] = {t.code: t for t in _TYPES}
-"""Every finding type by code. A finding's agency and severity default to its type's."""
-
-
-def finding_type(code: str) -> FindingType:
-    """The finding type `code`; ValueError naming it if it is unknown."""
-    try:
-        return TAXONOMY[code]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown finding type {code!r} (known: {', '.join(TAXONOMY)})") from None
 
 
 @dataclass(frozen=True)

@@ -212,9 +212,28 @@ def load_settings() -> Settings:
 
 
 def _finding_deadlines() -> tuple[tuple[str, int], ...]:
-    from lienthong.cases import parse_deadlines  # (the taxonomy checks the keys)
+    """LIENTHONG_FINDING_DEADLINES, its shape checked here (settings import nothing of the platform); its keys
+    are checked against the finding types and severities by `lienthong.cases.check_deadlines` where used."""
+    return tuple(sorted(parse_day_counts(_env("FINDING_DEADLINES"), f"{ENV_PREFIX}FINDING_DEADLINES").items()))
 
-    return tuple(sorted(parse_deadlines(_env("FINDING_DEADLINES"), f"{ENV_PREFIX}FINDING_DEADLINES").items()))
+
+def parse_day_counts(raw: str | None, variable: str) -> dict[str, int]:
+    """JSON `{"<name>": days}` (None or blank: empty), every value a whole number of days, at least 1;
+    ValueError naming `variable` (and the key) otherwise."""
+    import json
+
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ValueError(f'{variable} is not valid JSON (expected {{"<finding type or severity>": days}})') from None
+    if not isinstance(doc, dict):
+        raise ValueError(f'{variable}: expected a JSON object {{"<finding type or severity>": days}}')
+    for key, value in doc.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{variable}: {key!r} must be a whole number of days, at least 1 (got {value!r})")
+    return dict(doc)
 
 
 def _probability(name: str, default: str) -> float:

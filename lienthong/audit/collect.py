@@ -12,6 +12,10 @@ publications) and how each figure is computed:
 - links by method and band (`reconcile_run.metrics`) and, where a ground truth exists
   (`LIENTHONG_GROUND_TRUTH_DIR`, e.g. a sandbox's `truth/`), link precision / recall / F1;
 - the versions the publish run wrote;
+- discrepancy cases (`lienthong.cases`): per responsible agency, the open findings by case state, median and
+  max open days, overdue against the deadline of each finding's type (`LIENTHONG_FINDING_DEADLINES`), disputed
+  with a reason, and the open findings per age bucket; as of the report's generation (the cases' state now),
+  with what this run did to the claims (`reconcile_run.counts.cases`);
 - trends over the last runs: quality pass rate, record pass rate, open findings by type (counted from the
   event history, so a past run's count is what was open then), rows per zone, run duration;
 - over the same runs, the entity registry and the link state: linking mode, records relinked, links moved,
@@ -93,6 +97,7 @@ def collect(run_id: str, settings: Settings, *, publish_run_id: str | None = Non
         }
         with conn.cursor() as cur:
             figures.update(_findings(cur, run_id))
+        figures.update(_cases(conn, rec, settings))
         figures["trends"] = _trends(conn, run_id, settings.audit_trend_runs)
         figures["entity_runs"] = entity_runs(conn, figures["trends"], settings)
     this = next(t for t in figures["trends"] if t["run_id"] == run_id)
@@ -334,6 +339,24 @@ def _findings(cur, run_id: str) -> dict[str, Any]:
         "findings_new": listed["opened"] + listed["reopened"],
         "findings_resolved": listed["resolved"],
     }
+
+
+def _cases(conn, rec: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """The ageing of the discrepancy cases per agency (now), the deadlines applied, and this run's judgements
+    of claims of correction."""
+    from lienthong.cases import CASE_STATES, case_ageing  # (checks the deadlines' keys)
+
+    ageing = case_ageing(conn, datetime.now(UTC), dict(settings.finding_deadlines))
+    rows = [{"agency": a["agency"], "open": a["open"],
+             **{f"state_{s}": a["by_state"].get(s, 0) for s in CASE_STATES if s in a["by_state"]},
+             "median_open_days": a["median_open_days"], "max_open_days": a["max_open_days"],
+             "overdue": a["overdue"], "disputed_with_reason": a["disputed_with_reason"]}
+            for a in ageing["agencies"]]
+    buckets = [{"agency": a["agency"], **b} for a in ageing["agencies"] for b in a["buckets"]]
+    judged = ((rec or {}).get("counts") or {}).get("cases") or {}
+    return {"cases": rows, "case_ageing": buckets,
+            "case_deadlines": {"by_severity": ageing["deadlines"], "overrides": ageing["deadline_overrides"]},
+            "case_run": {k: judged.get(k) for k in ("claims_verified", "claims_reopened", "claims_pending")}}
 
 
 # -------------------------------------------------------------------------------------------- trends

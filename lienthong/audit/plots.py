@@ -200,6 +200,38 @@ def _stacked_per_run(rows: list[dict[str, Any]], run_id: str, series: dict[str, 
         return _svg(fig, title)
 
 
+OVERDUE = "#d62728"
+WITHIN = "#1f77b4"
+
+
+def case_ageing(buckets: list[dict[str, Any]]) -> str | None:
+    """Open findings per responsible agency and age bucket, the overdue part of each bar highlighted."""
+    if not buckets or not any(b["open"] for b in buckets):
+        return None
+    agencies = list(dict.fromkeys(b["agency"] for b in buckets))
+    labels = list(dict.fromkeys(b["bucket"] for b in buckets))
+    width = 0.8 / max(1, len(agencies))
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0))
+        hatches = ("", "//", "..", "xx")
+        for i, agency in enumerate(agencies):
+            mine = {b["bucket"]: b for b in buckets if b["agency"] == agency}
+            x = [j + (i - (len(agencies) - 1) / 2) * width for j in range(len(labels))]
+            overdue = [mine[lb]["overdue"] if lb in mine else 0 for lb in labels]
+            within = [(mine[lb]["open"] if lb in mine else 0) - o for lb, o in zip(labels, overdue, strict=True)]
+            hatch = hatches[i % len(hatches)]
+            ax.bar(x, within, width=width, color=WITHIN, hatch=hatch, edgecolor="white",
+                   label=f"{agency}: within deadline")
+            ax.bar(x, overdue, width=width, bottom=within, color=OVERDUE, hatch=hatch, edgecolor="white",
+                   label=f"{agency}: overdue")
+        ax.set_xticks(list(range(len(labels))), labels)
+        ax.set_xlabel("open for")
+        ax.set_ylabel("open findings")
+        ax.set_title("Open findings by age and responsible agency (overdue in red)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+        return _svg(fig, "Open findings by age and responsible agency")
+
+
 def all_plots(figures: dict[str, Any]) -> dict[str, str | None]:
     trends, run_id = figures["trends"], figures["run_id"]
     entity_rows = figures.get("entity_runs") or []
@@ -211,4 +243,5 @@ def all_plots(figures: dict[str, Any]) -> dict[str, str | None]:
         "quarantine": quarantine_reasons(figures["quarantine"]),
         "entity_events": entity_events(entity_rows, run_id),
         "links_changed": links_changed(entity_rows, run_id),
+        "case_ageing": case_ageing(figures.get("case_ageing") or []),
     }

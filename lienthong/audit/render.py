@@ -22,6 +22,7 @@ from lienthong.audit import plots
 from lienthong.audit.collect import collect, latest_run_id
 from lienthong.audit.entity_runs import KINDS
 from lienthong.audit.store import record_report, report_folder, report_id_for
+from lienthong.cases import CASE_STATES
 from lienthong.db import connect, warehouse_url
 from lienthong.entities import EVENTS
 from lienthong.private_files import writes_data_dir
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The tables of figures.json exported as CSV (one file each), in the order the report shows them.
 CSV_TABLES = ("quality_datasets", "quality", "conservation", "quarantine", "quarantine_examples", "findings",
-              "findings_new", "findings_resolved", "links", "accuracy", "publications", "trends", "entity_runs")
+              "findings_new", "findings_resolved", "cases", "case_ageing", "links", "accuracy", "publications", "trends", "entity_runs")
 
 
 def _environment() -> Environment:
@@ -71,7 +72,7 @@ def render_html(figures: dict[str, Any], docs_prefix: str = "../../") -> str:
     svgs = plots.all_plots(figures)
     html = _environment().get_template("report.html.j2").render(f=figures, plots=svgs, docs_prefix=docs_prefix,
                                                                   csv_tables=CSV_TABLES, entity_kinds=KINDS,
-                                                                  entity_events=EVENTS)
+                                                                  entity_events=EVENTS, case_states=CASE_STATES)
     log.info("report page rendered: %d plots, %.1f kB, %.2f s", sum(1 for s in svgs.values() if s), len(html) / 1024,
              time.monotonic() - t0)
     return html

@@ -5,7 +5,8 @@ findings (lienthong.findings). Everything is relative to where the app is mounte
 local stack), so it works behind a proxy path and inside the Airflow UI's iframe:
 
     ./                              the runs that have a report: headline figures, links to report, figures, CSVs
-    ./findings                      the findings browser (filter by type, agency, status, severity; paging)
+    ./findings                      the findings browser (filter by type, agency, status, severity, case
+                                    state; paging), each finding with its case state and last case action
     ./api/reports, ./api/findings   the same as JSON
     ./files/audit/<id>/...          a report's folder (report.html, figures.json, csv/*.csv), read-only
     ./files/data_docs/...           the GX Data Docs the reports link to as `../../data_docs/...`
@@ -259,6 +260,7 @@ class FindingFilter:
     severity: str | None
     limit: int
     offset: int
+    case_state: str | None = None
 
     def query(self, **changes: Any) -> str:
         """The query string of these filters (with `changes`), empty values left out."""
@@ -273,6 +275,7 @@ def finding_filter(
     severity: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    case_state: str | None = None,
 ) -> FindingFilter:
     """The browser's filters from the query string; an empty text value means "any" (what the form sends).
     A number that is not a whole number in range is refused by FastAPI (422) before the warehouse is asked."""
@@ -281,7 +284,7 @@ def finding_filter(
         return (value or "").strip() or None
 
     return FindingFilter(type=text(type_), agency=text(agency), status=text(status), severity=text(severity),
-                         limit=limit, offset=offset)
+                         limit=limit, offset=offset, case_state=text(case_state))
 
 
 def _data_docs_page(target: Path, inside_site: str) -> HTMLResponse:
@@ -371,7 +374,8 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
         with connect(where.url()) as conn:
             try:
                 total, rows = query_findings(conn, type=flt.type, agency=flt.agency, status=flt.status,
-                                             severity=flt.severity, limit=flt.limit, offset=flt.offset)
+                                             severity=flt.severity, case_state=flt.case_state, limit=flt.limit,
+                                             offset=flt.offset)
             except ValueError as exc:
                 raise HTTPException(status_code=422, detail=str(exc)) from None
             by_type = findings_summary(conn) if summary else []
@@ -393,13 +397,14 @@ def create_app(*, reports_dir: Path | None = None, database_url: str | None = No
 
     @app.get("/findings", response_class=HTMLResponse)
     def findings_html(flt: Annotated[FindingFilter, Depends(finding_filter)]) -> HTMLResponse:
+        from lienthong.cases import CASE_STATES
         from lienthong.findings import AGENCIES, SEVERITIES, TAXONOMY
 
         total, rows, summary = findings_page(flt)
         pages = max(1, math.ceil(total / flt.limit))
         return _page(
             "findings.html.j2", rows=rows, total=total, flt=flt, summary=summary, taxonomy=TAXONOMY,
-            agencies=AGENCIES, severities=SEVERITIES, statuses=("open", "resolved"),
+            agencies=AGENCIES, severities=SEVERITIES, statuses=("open", "resolved"), case_states=CASE_STATES,
             page_sizes=sorted({*PAGE_SIZES, flt.limit}), page=flt.offset // flt.limit + 1, pages=pages,
             prev_query=flt.query(offset=max(0, flt.offset - flt.limit)) if flt.offset > 0 else None,
             next_query=flt.query(offset=flt.offset + flt.limit) if flt.offset + flt.limit < total else None,

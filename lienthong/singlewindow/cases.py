@@ -22,7 +22,8 @@ Connections: a small pool of the platform's own connections (the service's wareh
 every statement and lock wait bounded; an action is one transaction (the finding's row locked for it).
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: the routes' annotations name the caller dependency given to
+# `register`, which FastAPI must see as objects, not as text to resolve in this module's globals)
 
 import logging
 import uuid

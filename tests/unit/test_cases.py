@@ -47,9 +47,11 @@ def test_the_setting_is_read_with_the_others(monkeypatch):
 
     monkeypatch.setenv("LIENTHONG_FINDING_DEADLINES", '{"medium": 10}')
     assert dict(load_settings().finding_deadlines) == {"medium": 10}
-    monkeypatch.setenv("LIENTHONG_FINDING_DEADLINES", '{"nope": 10}')
-    with pytest.raises(ValueError, match="'nope'"):
+    monkeypatch.setenv("LIENTHONG_FINDING_DEADLINES", '{"medium": -1}')
+    with pytest.raises(ValueError, match="LIENTHONG_FINDING_DEADLINES: 'medium'"):
         load_settings()
+    with pytest.raises(ValueError, match="LIENTHONG_FINDING_DEADLINES: unknown key 'nope'"):
+        cases.check_deadlines({"nope": 10})
 
 
 def test_every_type_has_a_deadline():

@@ -216,7 +216,9 @@ def test_reports_contain_no_unmasked_personal_id_or_name(three_runs):
             assert not leaked, f"{path.name}: personal IDs in clear: {sorted(leaked)[:5]}"
             named = [n for n in names if n in text]
             assert not named, f"{path.name}: names in clear: {named[:5]}"
-    assert scanned == 3 * (2 + 13)
+    from lienthong.audit.render import CSV_TABLES
+
+    assert scanned == 3 * (2 + len(CSV_TABLES))  # the page, figures.json and one CSV per table
     # the examples are there, masked (not dropped)
     examples = three_runs["figures"]["run-1"]["quarantine_examples"]
     assert examples and all(e["record_key"].startswith("***") for e in examples if e["dataset"] == "citizen")
