@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / ".work" / "lookup"
 RESULTS = REPO / "benchmarks" / "results"
 AGENCY = "single_window_desk"
+PURPOSE = "one_stop_procedure"  # one of the desk's purposes for citizen_profile (schemas/agencies.yaml)
 
 WRK_SCRIPT = r"""
 local ids = {}
@@ -45,7 +46,8 @@ local counter = 0
 setup = function(thread) thread:set("tid", counter); counter = counter + 1 end
 init = function(args) math.randomseed(os.time() * 100 + (tid or 0)) end
 request = function()
-  return wrk.format("GET", "/v1/citizens/" .. ids[math.random(#ids)] .. "/profile", {["X-API-Key"] = key})
+  return wrk.format("GET", "/v1/citizens/" .. ids[math.random(#ids)] .. "/profile",
+                    {["X-API-Key"] = key, ["X-Purpose"] = "one_stop_procedure", ["X-Case-Id"] = "BENCH-" .. (tid or 0)})
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -130,7 +132,7 @@ def run_threads(base: str, ids: list[str], key: str, seconds: int, connections: 
 
     def worker(seed: int) -> None:
         rng, session, mine, errors = random.Random(seed), requests.Session(), [], 0
-        session.headers["X-API-Key"] = key
+        session.headers.update({"X-API-Key": key, "X-Purpose": PURPOSE, "X-Case-Id": f"BENCH-{seed}"})
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             r = session.get(f"{base}/v1/citizens/{rng.choice(ids)}/profile", timeout=10)

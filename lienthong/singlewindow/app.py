@@ -65,7 +65,7 @@ from lienthong.singlewindow.principals import (
 )
 from lienthong.singlewindow.readers import AgencyReaders
 from lienthong.singlewindow.throttle import FailureThrottle
-from lienthong.subjects import subjects_query
+from lienthong.subjects import readable_person_columns, subjects_query
 
 log = logging.getLogger("lienthong.singlewindow")
 
@@ -197,8 +197,8 @@ class Service:
         except Exception as exc:  # fail closed; the exception text may hold the key: log its type only
             log.error("request %s: access log not written (%s); answering 503", request_id, type(exc).__name__)
             status, body = 503, {"detail": "the access could not be recorded; nothing is returned"}
-        log.info("request %s agency=%s dataset=%s purpose=%s status=%d rows=%d ms=%.1f", request_id, agency.name,
-                 spec.dataset, accepted.code if accepted else "-", status, len(rows), latency)
+        log.info("request %s agency=%s dataset=%s status=%d rows=%d purpose=%s ms=%.1f", request_id, agency.name,
+                 spec.dataset, status, len(rows), accepted.code if accepted else "-", latency)
         return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
 
     def usage(self, portal: str, raw: str, offset: int, limit: int) -> Response:
@@ -256,9 +256,12 @@ class Service:
 
     def _subjects(self, agency: Agency, spec: Lookup, values: tuple) -> tuple[str, ...]:
         """The persons whose data the answer held (lienthong.subjects), read on the platform's connection."""
+        contract, grant = self.contracts[spec.dataset], agency.grants[spec.dataset]
+        places = readable_person_columns(contract, grant)
+        if not places.nested and places.top == spec.key_columns:  # the row looked up is the person: its key
+            return tuple(map(str, values))
         where = sql.SQL(" AND ").join(sql.SQL("t.{} = %s").format(sql.Identifier(c)) for c in spec.key_columns)
-        statement = subjects_query(sql.Identifier(PUBLISHED_SCHEMA, spec.dataset), self.contracts[spec.dataset],
-                                   agency.grants[spec.dataset], where)
+        statement = subjects_query(sql.Identifier(PUBLISHED_SCHEMA, spec.dataset), contract, grant, where)
         if statement is None:
             return ()
         try:
