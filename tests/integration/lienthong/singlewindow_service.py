@@ -98,3 +98,17 @@ def running_service(env: dict[str, str], log_path: Path, keys: dict[str, str], *
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def service_for(url: str, secret_env: dict[str, str], names: list[str], log_dir: Path, *args: str) -> Iterator[Server]:
+    """The service over warehouse `url` with a fresh API key for each of `names` (agencies, registries, portal)."""
+    import json
+    import os
+    import secrets
+
+    keys = {name: secrets.token_urlsafe(24) for name in names}
+    env = {**os.environ, **secret_env, "LIENTHONG_DATABASE_URL": url,
+           "LIENTHONG_SINGLEWINDOW_KEYS": json.dumps(keys), "PYTHONUNBUFFERED": "1"}
+    with running_service(env, log_dir / "server.log", keys, "--pool-size", "2", *args, secret_env=secret_env) as server:
+        yield server

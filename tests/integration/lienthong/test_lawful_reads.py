@@ -6,7 +6,6 @@ hides embargoed entries until their date."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from agency_fixtures import (
     secrets_in_env,
 )
 from psycopg2.extensions import connection
-from singlewindow_service import Server, running_service
+from singlewindow_service import Server, service_for
 
 from lienthong import runs
 from lienthong.access import PASSWORD_ENV_PREFIX, apply_access, load_agencies
@@ -62,11 +61,7 @@ def warehouse() -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def server(warehouse, tmp_path_factory) -> Iterator[Server]:
     url, secret_env = warehouse
-    keys = {name: secrets.token_urlsafe(24) for name in [*AGENCIES, PORTAL]}
-    env = {**os.environ, **secret_env, "LIENTHONG_DATABASE_URL": url,
-           "LIENTHONG_SINGLEWINDOW_KEYS": json.dumps(keys), "PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path_factory.mktemp("lawful") / "server.log"
-    with running_service(env, log_path, keys, "--pool-size", "2", secret_env=secret_env) as server:
+    with service_for(url, secret_env, [*AGENCIES, PORTAL], tmp_path_factory.mktemp("lawful")) as server:
         yield server
 
 

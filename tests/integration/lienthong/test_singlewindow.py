@@ -5,10 +5,7 @@ every lookup lands in the access log, and no secret reaches the server's log out
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -29,7 +26,7 @@ from agency_fixtures import (
 from psycopg import errors
 from psycopg import sql as pgsql
 from psycopg2 import errors as pg2_errors
-from singlewindow_service import Server, running_service
+from singlewindow_service import Server, service_for
 from stdnum.vn import mst
 
 from lienthong.access import apply_access, load_agencies
@@ -54,11 +51,7 @@ def warehouse() -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def server(warehouse, tmp_path_factory) -> Iterator[Server]:
     url, secret_env = warehouse
-    keys = {name: secrets.token_urlsafe(24) for name in AGENCIES}
-    env = {**os.environ, **secret_env, "LIENTHONG_DATABASE_URL": url,
-           "LIENTHONG_SINGLEWINDOW_KEYS": json.dumps(keys), "PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path_factory.mktemp("singlewindow") / "server.log"
-    with running_service(env, log_path, keys, "--pool-size", "2", secret_env=secret_env) as server:
+    with service_for(url, secret_env, list(AGENCIES), tmp_path_factory.mktemp("singlewindow")) as server:
         yield server
 
 
