@@ -5,6 +5,7 @@ included, exactly as tests/e2e/test_scheduler_chain.py does (its helpers are reu
 the newest row of `lienthong_ops.audit_report`. Chromium (the system's, never a downloaded one) logs in on
 Airflow's own login page, opens the plugin's report page through the API server, checks that the plots and
 tables are in the DOM, filters the findings browser, opens the view from the Airflow UI's navigation, and
+shows the discrepancy cases' states on the findings page (agencies having acted on three findings), and
 keeps full-page screenshots in `artifacts/` (audit-report.png, audit-findings.png, audit-nav.png,
 audit-data-docs.png). Requests without a login are refused. Every request the pages make stays on this host
 and every response carries a CSP that lets no other host supply a script: Data Docs render styled with their
@@ -236,6 +237,43 @@ def test_the_findings_browser_filters_in_the_page(audited, session):
     assert page.locator('select[name="type"]').input_value() == chosen
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audit-findings.png"), full_page=True)
+
+
+def test_the_findings_page_shows_the_case_states(audited, session):
+    """Agencies act on three findings (as the lookup service does, through lienthong.cases); the browser sees
+    each case's state and last action, filters by case state, and the JSON API returns the same."""
+    import psycopg2
+
+    from lienthong.cases import act_on_finding
+
+    with psycopg2.connect(audited.stack.warehouse_url) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT finding_id, agency FROM lienthong_ops.finding
+                       WHERE status = 'open' AND case_state = 'new' ORDER BY finding_id LIMIT 3""")
+        picked = cur.fetchall()
+        assert len(picked) == 3, picked
+        (ack, ack_agency), (dis, dis_agency), (cor, cor_agency) = picked
+        act_on_finding(conn, ack, ack_agency, "acknowledge", request_id="e2e-1")
+        act_on_finding(conn, dis, dis_agency, "dispute", reason="E2E: the registry record is right")
+        act_on_finding(conn, cor, cor_agency, "corrected", note="E2E: fixed at the source")
+    page = session.page
+    page.goto(audited.url + "/findings?limit=1000")
+    states = dict(page.locator("#findings tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.findingId, r.dataset.caseState])"))
+    assert (states[ack], states[dis], states[cor]) == ("acknowledged", "disputed", "corrected")
+    assert set(states.values()) <= {"new", "acknowledged", "disputed", "corrected"}
+    row = page.locator(f'#findings tbody tr[data-finding-id="{dis}"]')
+    assert row.locator("td.case").inner_text() == "disputed"
+    assert "E2E: the registry record is right" in row.locator("td.case-action").inner_text()
+    # the case filter, from the form
+    page.locator('select[name="case_state"]').select_option("disputed")
+    page.locator("#apply").click()
+    page.wait_for_url(lambda url: "case_state=disputed" in url)
+    assert int(page.locator("#total").get_attribute("data-total")) == 1
+    assert page.locator("#findings tbody tr").evaluate_all("rows => rows.map(r => r.dataset.findingId)") == [dis]
+    page.screenshot(path=str(ARTIFACTS / "audit-findings-cases.png"), full_page=True)
+    data = session.context.request.get(audited.url + "/api/findings?case_state=corrected").json()  # its cookie
+    assert [(f["finding_id"], f["case_state"], f["last_note"]) for f in data["findings"]] == [
+        (cor, "corrected", "E2E: fixed at the source")]
 
 
 def test_the_audit_reports_open_from_the_airflow_navigation(audited, session):
