@@ -1,8 +1,8 @@
 """Reconciliation findings kept in the warehouse, with a lifecycle across runs (schema `lienthong_ops`).
 
-Owns (with the taxonomy of `lienthong.finding_types`, re-exported here: what can be wrong between the
-population, business and land registries, how bad it is and which agency must fix it) the `Finding` value with its stable id, and the DDL
-and SQL of four tables:
+Owns the `Finding` value with its stable id (the taxonomy it is checked against, what can be wrong between
+the population, business and land registries, how bad it is and which agency must fix it, lives in
+`lienthong.finding_types` and is re-exported here), and the DDL and SQL of four tables:
 
 * `finding`: one row per problem ever found, `open` or `resolved`, with when it was first and last seen, when
   it was resolved and how often it came back;
