@@ -194,6 +194,22 @@ class Agency:
         return any(m == "pseudonymized" for g in self.grants.values() for m in g.columns.values())
 
 
+def grants_table(agencies: dict[str, Agency]) -> list[dict[str, Any]]:
+    """One row per agency and granted dataset: the purposes, their legal bases (cited), the longest embargo,
+    how many columns it reads in each mode, and the row filter. For reports and `lienthong grants`."""
+    rows = []
+    for agency in agencies.values():
+        for dataset, grant in agency.grants.items():
+            purposes = agency.purposes_of(dataset)
+            bases = list(dict.fromkeys(b.citation for p in purposes for b in p.bases))
+            modes = {m: sum(1 for v in grant.columns.values() if v == m) for m in MODES if m != "hidden"}
+            rows.append({"agency": agency.name, "role": agency.role, "dataset": dataset,
+                         "purposes": [p.code for p in purposes], "legal_bases": bases,
+                         "embargo_days": max((p.embargo_days for p in purposes), default=0),
+                         "columns": modes, "rows": {c: list(v) for c, v in grant.rows.items()}})
+    return rows
+
+
 def default_agencies_path() -> Path:
     from lienthong.settings import load_settings
 

@@ -9,6 +9,7 @@ sets `run` to a function taking the parsed arguments and returning the exit code
     lienthong rebuild --from raw [--dataset D ...] [--check]   recompute the staged zone from raw (or compare)
     lienthong retrain-models [--activate] [--truth DIR]   retrain the person-link models, compare with the active
     lienthong link-models [--activate LINK_TYPE MODEL_ID]   list the persisted link models (or activate one)
+    lienthong grants [--agency A] [--json]   who may read which dataset, for which purposes, on which legal bases
 """
 
 from __future__ import annotations
@@ -256,8 +257,48 @@ def register_link_models(subparsers: Any) -> None:
     p.set_defaults(run=_link_models)
 
 
+def _grants(args: argparse.Namespace) -> int:
+    import json
+
+    from lienthong.access import AccessConfigError, grants_table, load_agencies
+
+    try:
+        rows = grants_table(load_agencies(args.agencies))
+    except AccessConfigError as exc:
+        print(f"lienthong grants: {exc}", file=sys.stderr)
+        return 1
+    rows = [r for r in rows if not args.agency or r["agency"] == args.agency]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for r in rows:
+        cols = ", ".join(f"{n} {m}" for m, n in r["columns"].items() if n)
+        limits = "; ".join(f"{c} in {v}" for c, v in r["rows"].items())
+        embargo = f" (embargo up to {r['embargo_days']} days)" if r["embargo_days"] else ""
+        print(f"{r['agency']} / {r['dataset']}: {cols}{f'; rows where {limits}' if limits else ''}")
+        print(f"  purposes: {', '.join(r['purposes'])}"
+              f"{embargo}")
+        print(f"  legal bases: {'; '.join(r['legal_bases'])}")
+    return 0
+
+
+def register_grants(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "grants",
+        help="list who may read which dataset, for which purposes, on which legal bases",
+        description="Each agency's grants from schemas/agencies.yaml: per dataset the purposes it may be read for, "
+                    "the legal bases of those purposes (document number and article), the longest embargo on the "
+                    "data subject's view of the reads, the columns by mode and the row filter. Refuses (exit 1) a "
+                    "configuration the views would refuse, naming what is wrong.",
+    )
+    p.add_argument("--agency", help="only this agency")
+    p.add_argument("--agencies", help="another agencies.yaml (default: the platform's)")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(run=_grants)
+
+
 COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild,
-                                         register_retrain_models, register_link_models]
+                                         register_retrain_models, register_link_models, register_grants]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -220,3 +220,25 @@ def test_the_usage_history_cites_the_right_to_know_basis_of_the_catalogue():
 
     basis = DOC["legal_bases"]["pdp_right_to_know"]
     assert f"{basis['instrument']}, {basis['article']}" == usage.RIGHT_TO_KNOW
+
+
+def test_the_grants_command_lists_every_grant_with_its_purposes_and_bases(capsys, tmp_path):
+    import json
+
+    from lienthong.cli import main
+
+    assert main(["grants", "--json", "--agencies", str(REPO / "schemas" / "agencies.yaml")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    agencies = parse(DOC)
+    assert {(r["agency"], r["dataset"]) for r in rows} == {(a, d) for a, ag in agencies.items() for d in ag.grants}
+    land = next(r for r in rows if (r["agency"], r["dataset"]) == ("land_department", "parcel_register"))
+    assert land["rows"] == {"province_code": ["31"]} and "26/2023/QH15, Art. 12(3)" in land["legal_bases"]
+    assert main(["grants", "--agency", "auditors", "--agencies", str(REPO / "schemas" / "agencies.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "auditors / citizen_profile" in text and "embargo up to 180 days" in text and "tax_department" not in text
+    broken = copy.deepcopy(DOC)
+    broken["agencies"]["auditors"]["datasets"]["citizen_profile"].pop("purposes")
+    path = tmp_path / "agencies.yaml"
+    path.write_text(yaml.safe_dump(broken, allow_unicode=True), encoding="utf-8")
+    assert main(["grants", "--agencies", str(path)]) == 1
+    assert "dataset 'citizen_profile': a dataset grant needs 'purposes'" in capsys.readouterr().err
