@@ -98,6 +98,8 @@ def collect(run_id: str, settings: Settings, *, publish_run_id: str | None = Non
         with conn.cursor() as cur:
             figures.update(_findings(cur, run_id))
         figures.update(_cases(conn, rec, settings))
+        figures.update(_grants(settings))
+        figures["reads"] = _reads(conn)
         figures["trends"] = _trends(conn, run_id, settings.audit_trend_runs)
         figures["entity_runs"] = entity_runs(conn, figures["trends"], settings)
     this = next(t for t in figures["trends"] if t["run_id"] == run_id)
@@ -360,6 +362,43 @@ def _cases(conn, rec: dict[str, Any] | None, settings: Settings) -> dict[str, An
 
 
 # -------------------------------------------------------------------------------------------- trends
+
+READS_WINDOW_DAYS = 30
+
+
+def _grants(settings: Settings) -> dict[str, Any]:
+    """Every agency's grants with their purposes and legal bases (schemas/agencies.yaml); a configuration the
+    views would refuse is reported as such instead of a table."""
+    from lienthong.access import AccessConfigError, grants_table, load_agencies
+
+    try:
+        table = grants_table(load_agencies(settings.contracts_dir / "agencies.yaml"))
+    except AccessConfigError as exc:
+        return {"grants": [], "grants_error": str(exc)}
+    return {"grants_error": None, "grants": [
+        {"agency": g["agency"], "dataset": g["dataset"], "purposes": ", ".join(g["purposes"]),
+         "legal_bases": "; ".join(g["legal_bases"]), "embargo_days": g["embargo_days"],
+         **{f"columns_{mode}": n for mode, n in g["columns"].items()},
+         "row_filter": "; ".join(f"{c} in {', '.join(map(str, v))}" for c, v in g["rows"].items())} for g in table]}
+
+
+def _reads(conn) -> list[dict[str, Any]]:
+    """Lookups of the last READS_WINDOW_DAYS days per caller, dataset and declared purpose: answered, not found,
+    refused (a missing or ungranted purpose or case, a dataset not granted) and failed."""
+    from lienthong.singlewindow.audit import ensure_access_log
+
+    ensure_access_log(conn)
+    with conn.cursor() as cur:
+        return _rows(cur, f"""
+            SELECT agency, dataset, coalesce(purpose, '(none)') AS purpose,
+                   count(*) FILTER (WHERE status_code = 200) AS answered,
+                   count(*) FILTER (WHERE status_code = 404) AS not_found,
+                   count(*) FILTER (WHERE status_code IN (400, 403)) AS refused,
+                   count(*) FILTER (WHERE status_code >= 500) AS failed,
+                   count(DISTINCT case_id) AS cases, max(legal_basis) AS legal_basis
+            FROM lienthong_ops.access_log WHERE at > now() - interval '{READS_WINDOW_DAYS} days'
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""")
+
 
 def _published_at(p: runs.Publication) -> datetime:
     if p.published_at is None:  # the ledger sets it on insert (NOT NULL DEFAULT now())

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The tables of figures.json exported as CSV (one file each), in the order the report shows them.
 CSV_TABLES = ("quality_datasets", "quality", "conservation", "quarantine", "quarantine_examples", "findings",
-              "findings_new", "findings_resolved", "cases", "case_ageing", "links", "accuracy", "publications", "trends", "entity_runs")
+              "findings_new", "findings_resolved", "cases", "case_ageing", "links", "accuracy", "publications", "grants", "reads", "trends", "entity_runs")
 
 
 def _environment() -> Environment:

@@ -169,6 +169,24 @@ def test_report_is_self_contained_with_plots_tables_and_exports(three_runs):
         assert d["data_docs"] and (reports_dir / d["data_docs"]).exists(), d
 
 
+def test_report_lists_every_grant_with_its_purposes_and_legal_bases(three_runs):
+    from lienthong.access import load_agencies
+
+    report = three_runs["reports"]["run-1"]
+    figures = three_runs["figures"]["run-1"]
+    agencies = load_agencies()
+    expected = {(a, d) for a, ag in agencies.items() for d in ag.grants}
+    assert {(g["agency"], g["dataset"]) for g in figures["grants"]} == expected and figures["grants_error"] is None
+    for g in figures["grants"]:
+        purposes = agencies[g["agency"]].purposes_of(g["dataset"])
+        assert g["purposes"] == ", ".join(p.code for p in purposes)
+        assert all(b.citation in g["legal_bases"] for p in purposes for b in p.bases)
+    assert _dom(report).rows["grants"] == 1 + len(expected)  # header + one row per grant
+    with (Path(report["folder"]) / "csv" / "grants.csv").open(encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == len(expected)
+    assert isinstance(figures["reads"], list)  # lookups of the last 30 days (none in this pipeline run)
+
+
 def test_second_report_shows_the_quality_drop_and_the_new_finding(three_runs):
     f1, f2 = three_runs["figures"]["run-1"], three_runs["figures"]["run-2"]
     p1, p2 = _point(f2, "run-1"), _point(f2, "run-2")

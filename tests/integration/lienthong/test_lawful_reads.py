@@ -243,3 +243,25 @@ def test_an_embargoed_lookup_is_hidden_until_its_date(warehouse):
 
     assert "INSP-LOOKUP" not in lookups(today)
     assert sorted(lookups(later), key=str) == sorted([*lookups(today), "INSP-LOOKUP"], key=str)
+
+
+def test_the_audit_report_counts_reads_per_caller_and_purpose_with_refusals(warehouse, server):
+    from lienthong.audit.collect import _reads
+
+    url, _ = warehouse
+    path = CITIZEN.format(AN["citizen_id"])
+    with connect(url) as conn:
+        before = {(r["agency"], r["dataset"], r["purpose"]): r for r in _reads(conn)}
+    assert server.get(path, "land_department", purpose="cadastral_record_update", case_id="LD-A").status_code == 200
+    assert server.get(path, "land_department", purpose="cadastral_record_update", case_id="LD-B").status_code == 200
+    assert server.get(path, "land_department", purpose="tax_registration").status_code == 403
+    with connect(url) as conn:
+        after = {(r["agency"], r["dataset"], r["purpose"]): r for r in _reads(conn)}
+
+    def grew(key, column):
+        return after[key][column] - (before[key][column] if key in before else 0)
+
+    key = ("land_department", "citizen_profile", "cadastral_record_update")
+    assert grew(key, "answered") == 2 and grew(key, "refused") == 0
+    assert after[key]["legal_basis"] == AGENCIES["land_department"].purposes["cadastral_record_update"].legal_basis
+    assert grew(("land_department", "citizen_profile", "tax_registration"), "refused") == 1
