@@ -36,6 +36,7 @@ from psycopg2.extensions import connection
 from psycopg2.extras import Json
 
 from lienthong.contracts import Contract, Field
+from lienthong.runs import newest_publication_sql, publications
 from lienthong.runs.schema import OPS_SCHEMA
 
 if TYPE_CHECKING:  # lienthong.access imports this module (apply_access installs the log)
@@ -146,8 +147,7 @@ BEGIN
     INSERT INTO {OPS_SCHEMA}.session_version (session_id, dataset, version, table_name, how)
     SELECT sid, p.dataset, p.version, p.table_name, 'login'
     FROM unnest(r.datasets) AS d(dataset)
-    CROSS JOIN LATERAL (SELECT pb.dataset, pb.version, pb.table_name FROM {OPS_SCHEMA}.publication pb
-                        WHERE pb.dataset = d.dataset ORDER BY pb.version DESC LIMIT 1) AS p
+    CROSS JOIN LATERAL ({newest_publication_sql("d.dataset")}) AS p
     WHERE to_regclass(format('%I.%I', r.agency_schema, d.dataset)) IS NOT NULL;
   EXCEPTION WHEN OTHERS THEN
     RAISE LOG 'lienthong session log: login of agency role % not recorded: % (%)', session_user, SQLERRM, SQLSTATE;
@@ -414,9 +414,7 @@ def bulk_reads_of(conn: connection, citizen_id: str, agencies: dict[str, Agency]
         if not _log_installed(cur):
             return BulkReads([])
         places = {n: w for n, c in contracts.items() if (w := person_columns(c))}
-        cur.execute(f"""SELECT DISTINCT v.dataset, v.version, v.table_name FROM {OPS_SCHEMA}.publication v
-                        WHERE v.dataset = ANY(%s)""", (sorted(places),))
-        versions = cur.fetchall()
+        versions = sorted({(p.dataset, p.version, p.table_name) for p in publications(conn) if p.dataset in places})
         kept = _tables(cur, [t for _, _, t in versions])
         hits: list[tuple[str, int, str]] = []  # (dataset, version, agency)
         for dataset, version, table in versions:

@@ -592,6 +592,14 @@ def last_publication(conn: connection, dataset: str) -> Publication | None:
     return found[0] if found else None
 
 
+def newest_publication_sql(dataset: str) -> str:
+    """The SQL text of a query for the newest publication row (dataset, version, table_name) of the dataset the
+    SQL expression `dataset` names: for SQL that runs where Python cannot, such as the session log's login
+    trigger (lienthong.sessions), so that the ledger stays the only code that knows its tables."""
+    return (f"SELECT pb.dataset, pb.version, pb.table_name FROM {_S}.publication pb "
+            f"WHERE pb.dataset = {dataset} ORDER BY pb.version DESC LIMIT 1")
+
+
 def published_datasets(conn: connection) -> list[str]:
     """Every dataset with a publication record, sorted."""
     ensure_ledger(conn)
