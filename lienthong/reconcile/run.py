@@ -314,24 +314,27 @@ def _master_cluster() -> dict[str, tuple[str, str]]:
 
 @contextmanager
 def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
-                person_links: dict[str, pa.Table] | None = None) -> Iterator[Integration]:
+                person_links: dict[str, pa.Table] | None = None,
+                bases: dict[str, list[str]] | None = None) -> Iterator[Integration]:
     """Staged tables (zone references, or Arrow tables) in; the integrated tables (as files in a scratch
     folder, removed when the `with` block ends), the findings, the clustering and the metrics out.
 
     `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
-    (`linkstate.update`); without them the persons are linked here, with a model trained on these tables."""
+    (`linkstate.update`); without them the persons are linked here, with a model trained on these tables.
+    `bases` (input dataset -> the staged refs the integrated state may reflect, `_bases`) lets a step that keeps
+    state of its own bring it up to date from the change since those versions; None: every step works whole."""
     s = settings
     root = spill_root(s)
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="reconcile-", dir=root))
     try:
-        yield _integrate(staged, s, person_links, scratch)
+        yield _integrate(staged, s, person_links, scratch, bases)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_links: dict[str, pa.Table] | None,
-               scratch: Path) -> Integration:
+               scratch: Path, bases: dict[str, list[str]] | None = None) -> Integration:
     from lienthong.reconcile import dedupe, idless, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
@@ -605,7 +608,8 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         records = {t: runs.active_link_model(conn, t) for t in models.LINK_TYPES}
     outputs: dict[str, Any] = {}
     with integration({name: info["staged_path"] for name, info in inputs.items()}, s,
-                     person_links=_person_links(update.refs[linkstate.LINKS])) as result:
+                     person_links=_person_links(update.refs[linkstate.LINKS]),
+                     bases=None if relink else _bases(last, unfinished, INPUT_DATASETS)) as result:
         metrics = result.metrics
         metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
                                  "counts": update.counts, "seconds": update.seconds}
