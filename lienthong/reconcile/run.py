@@ -335,7 +335,7 @@ def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
 
 def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_links: dict[str, pa.Table] | None,
                scratch: Path, bases: dict[str, list[str]] | None = None) -> Integration:
-    from lienthong.reconcile import dedupe, idless, integrate, people, sources
+    from lienthong.reconcile import dedupe, idless, idlessstate, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
     bands = people.LinkBands(accept=settings.match_accept, review=settings.match_review)
@@ -386,19 +386,24 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             metrics["links"] = {"representative_citizen": people.link_counts(rep_links, rows["citizen"]),
                                 "holder_citizen": people.link_counts(holder_links, rows["citizen"])}
         # ID-less person holders: the name unique in the province (or at the holder's address) where the model
-        # ranks the same citizen first (`idless`); re-run whole each time from the staged tables and the model's
-        # links, so the result is the same however those links were made. Those the registry does not single
-        # out go to review with their candidates listed (finding `match_needs_review`).
-        idless_left = idless.idless_inputs(person_holders, _arrow(con, "certificate"), _arrow(con, "parcel"),
-                                           settings=settings)
-        del person_holders
-        idless_links, idless_review = idless.link_idless(
-            idless_left, idless.registry_with_places(cit, registry), bands,
-            model_links=holder_links, duplicates=cdup, settings=settings)
-        del cit, registry
+        # ranks the same citizen first (`idless`). Those the registry does not single out go to review with
+        # their candidates listed (finding `match_needs_review`). Kept as state (`idlessstate`): a run with
+        # bases re-judges only the holders a change touches (their rows, the model's links, a citizen sharing
+        # their key, a duplicate cluster) and carries the others over; without bases it is computed whole.
+        citizen_ref = staged.get("citizen")
+        idless_run = idlessstate.update(
+            settings.integrated_dir, person_holders=person_holders, certificates=_arrow(con, "certificate"),
+            parcels=_arrow(con, "parcel"), citizens=cit, registry=registry, model_links=holder_links,
+            duplicates=cdup, citizen_ref=citizen_ref if isinstance(citizen_ref, str) else None,
+            bases=bases.get("citizen", []) if bases is not None and isinstance(citizen_ref, str) else None,
+            bands=bands, settings=settings, run_id=f"integrate:{scratch.name}")
+        del person_holders, cit, registry
+        idless_links, idless_review = idless_run.links, idless_run.review
         holder_links = idless.combine(idless_links, holder_links, settings=settings)
-        metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_left)
-        del idless_left, idless_links
+        metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_run.left)
+        metrics["idless_state"] = {"mode": idless_run.mode, "ref": idless_run.ref, "counts": idless_run.counts,
+                                   "seconds": idless_run.seconds}
+        del idless_run, idless_links
         step("link_idless_holders")
         org_links = link_holder_organisations(_arrow(con, "land_holder", f"{alive} AND holder_type = 'TO_CHUC'"),
                                               _arrow(con, "enterprise"), edup)
@@ -554,7 +559,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     from lienthong.cases import run_case_counts
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema
-    from lienthong.reconcile import linkstate, models
+    from lienthong.reconcile import idlessstate, linkstate, models
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
@@ -651,6 +656,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                        run_id=run_id)
+    zones.maintain(idlessstate.table_path(s.integrated_dir), retention_hours=s.zone_retention_hours, run_id=run_id)
     metrics["inputs"] = {name: {**input_metrics[name], "rows": rows[name]} for name in inputs}
     model_paths = save_models(
         s.integrated_dir, run_id, {t: r for t, r in records.items() if r is not None},
