@@ -354,9 +354,16 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         log.info("reconciling %s", rows)
         alive = "NOT coalesce(deleted, false)"
         cit = _arrow(con, "citizen")
-        cdup = dedupe.citizen_duplicates(cit)
-        edup = dedupe.enterprise_duplicates(_arrow(con, "enterprise"))
-        hdup = dedupe.holder_duplicates(_arrow(con, "land_holder", alive))
+        # kept as state (`dupstate`): a run with `bases` recomputes only the groups the staged change touches
+        from functools import partial
+
+        from lienthong.reconcile import dupstate
+        dups, metrics["dedupe"] = dupstate.duplicates(staged, bases, settings.integrated_dir, settings=settings, whole={
+            "citizen": partial(dedupe.citizen_duplicates, cit),
+            "enterprise": lambda: dedupe.enterprise_duplicates(_arrow(con, "enterprise")),
+            "land_holder": lambda: dedupe.holder_duplicates(_arrow(con, "land_holder", alive))})
+        cdup, edup, hdup = dups["citizen"], dups["enterprise"], dups["land_holder"]
+        del dups
         step("dedupe")
         log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
                  cdup.num_rows, edup.num_rows, hdup.num_rows)
@@ -657,6 +664,8 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                        run_id=run_id)
     zones.maintain(idlessstate.table_path(s.integrated_dir), retention_hours=s.zone_retention_hours, run_id=run_id)
+    from lienthong.reconcile import dupstate
+    dupstate.maintain(s.integrated_dir, retention_hours=s.zone_retention_hours, run_id=run_id)
     metrics["inputs"] = {name: {**input_metrics[name], "rows": rows[name]} for name in inputs}
     model_paths = save_models(
         s.integrated_dir, run_id, {t: r for t, r in records.items() if r is not None},
