@@ -4,33 +4,41 @@ Owns one Delta table per source under `<integrated>/_state/` (through `lienthong
 `dedupe_citizen`, `dedupe_enterprise`, `dedupe_land_holder`. A row per staged record the duplicate rules
 consider (`lienthong.reconcile.dedupe`: citizens with a birth date, holders not deleted, a name that folds),
 keyed by the staged `_merge_key` (`_key`): its record key, its group (`_group`: the rule's grouping values,
-the folded name included, as a JSON array of text, so equal groups are equal strings and nothing else is),
-its survivor-order values (`_o0`, `_o1`, ...: the rule's ORDER BY expressions, evaluated) and its cluster
-as last computed (`survivor_key`, `cluster_size`). The rules themselves stay in `dedupe`, whose functions
-remain the whole computation this module must equal (`RULES` restates their SQL; the fingerprint below
-covers both modules' source).
+the folded name included, as a JSON array of text, so equal groups are equal strings and nothing else is;
+`_gkey`, a 63-bit hash of it, to look groups up), its survivor-order values (`_o0`, `_o1`, ...: the rule's
+ORDER BY expressions, evaluated) and its cluster as last computed (`survivor_key`, `cluster_size`). The rules
+themselves stay in `dedupe`, whose functions remain the whole computation this module must equal (`RULES`
+restates their SQL; the fingerprint covers both modules' source, the name folding's and DuckDB's version).
 
-The table is a log: a full build writes every row with `_seq` 0; a change run appends, with a `_seq` above
-every earlier one, the rows of the records it recomputed and a tombstone (`_live` false) for each record gone.
-The current state is, per `_key`, its row of highest `_seq` when live. Appending costs what changed; a MERGE
-would rewrite the whole table, since a 1 % change touches every file. When the appended rows outgrow
-`COMPACT_FRACTION` of the base, the run writes the current state whole again (`_seq` 0).
+The table is a log: a full build writes every row with `_seq` 0, the rows in a cluster first (a change run
+reads those whole and of the others only `_key` and `_gkey`, so Parquet's row-group statistics skip most of
+the table); a change run appends, with a `_seq` above every earlier one, the rows of the records it
+recomputed and a tombstone (`_live` false) for each record gone. The current state is, per `_key`, its row of
+highest `_seq` when live. Appending costs what changed; a MERGE would rewrite the whole table, since a 1 %
+change touches every file. When the appended rows outgrow `COMPACT_FRACTION` of the base, the run writes the
+current state whole again (`_seq` 0).
 
 Why a change run equals the whole computation: a record's cluster (survivor and size) is a function of the
-records sharing its group, nothing else. A run takes the staged rows that differ between the version the
-state reflects and the new one (by `_merge_key` and `_record_hash`, both directions: new, changed, gone),
-folds the names of those rows only, and recomputes every group such a record left (its group in the state)
-or joins (its group now). A group that is neither holds exactly the records it held, with the same rows, so
-its clusters stand; every other cluster is recomputed from the current state's rows of its group plus the
-changed rows. The result is ordered as `dedupe` orders it (survivor key, record key: both unique, so the
-order is total).
+records sharing its group, nothing else. A run takes the records whose staged row may differ between the
+version the state reflects and the new one (`_touched`: new, changed and gone ones), folds the names of those
+rows only, and recomputes every group such a record left (its group in the state) or joins (its group now),
+with all its members: those in a cluster, and the single records of a group a changed record joins. A group
+that is neither holds exactly the records it held, with the same rows, so its clusters stand. Groups are
+found by `_gkey` but partitioned by `_group`: two groups sharing a hash are both recomputed, each on its
+own. The result is ordered as `dedupe` orders it (survivor key, record key: both unique, so the order is
+total). Which rows may differ: between two versions of one staged table, the rows written since the older
+one (`_staged_version`, set by staging on every row a commit writes and kept by a MERGE's copies: validation
+relies on it the same way) and the keys the new version lacks (looked for only when the row counts say some
+are gone); between versions of two tables (a zone restored or moved), every row compared on `_merge_key` and
+`_record_hash` both ways.
 
 What "the version the state reflects" is, and why a run killed at any point is covered: every commit to a
 state table names, in its commit properties, the staged version (`lienthong.dedupe.staged`) its rows
 reflect and the rules' fingerprint (`lienthong.dedupe.rules`), in the same atomic Delta commit as the rows.
 A run killed before its commit left the table as it was (naming the older version, which it reflects); one
 killed after it left a table naming the killed run's inputs, which it reflects. Either way the next run
-compares the new staged version against the version the state names, never against a version it assumes.
+compares the new staged version against the version the state names, never against a version it assumes. The
+three tables are independent: a run killed between two of their commits leaves each naming its own version.
 That version must be one of the run's `bases` (the last successful reconciliation's inputs and those of
 every run started after it that did not finish: the ledger records a run's inputs before it writes any
 state) and still readable; otherwise, or when there is no state, or the fingerprint differs, the source is
