@@ -69,7 +69,7 @@ import pyarrow.compute as pc
 from lienthong import zones
 from lienthong.duck import session
 from lienthong.reconcile import idless
-from lienthong.reconcile.linkstate import STATE_DIR, _changes, _readable
+from lienthong.reconcile.linkstate import STATE_DIR, _readable
 from lienthong.reconcile.people import LINK_SCHEMA, LinkBands
 from lienthong.settings import Settings
 from lienthong.standardize.common import distinct
@@ -163,6 +163,72 @@ def namesakes(citizens: pa.Table, names: pa.Array | pa.ChunkedArray) -> pa.Table
     hit = pc.indices_nonzero(pc.fill_null(pc.is_in(fold_key(dictionary), value_set=pa.array(
         sorted({n for n in pa.chunked_array([names]).to_pylist() if n is not None}), pa.string())), False))
     return citizens.filter(pc.fill_null(pc.is_in(indices, value_set=hit.cast(indices.type)), False))
+
+
+def candidates(citizens: pa.Table, left: pa.Table) -> pa.Table:
+    """The citizens (rows as given, in their order) that can pair with a holder of `left` (`INPUT_SCHEMA`):
+    of the same folded name and, for a holder with a birth year, of that birth year and province (the pairs
+    `idless.link_idless` makes join on exactly these); every namesake of a holder without one."""
+    names = namesakes(citizens, left["name_fold"])
+    if names.num_rows == 0:
+        return names
+    year = pc.cast(pc.year(pc.cast(names["birth_date"], pa.date32())), pa.int32())
+    province, _ = idless.commune_places(names["residence_commune_code"], names["residence_commune_code_2025"])
+    fold = fold_key(names["full_name"])
+
+    def key(*columns: pa.Array | pa.ChunkedArray) -> pa.Array:
+        return pc.binary_join_element_wise(*[pc.cast(c, pa.string()) for c in columns], "\x1f")
+
+    with_year = pc.is_valid(left["birth_year"])
+    dated = left.filter(with_year)
+    undated = left.filter(pc.invert(with_year))
+    keep = pc.or_(
+        pc.fill_null(pc.is_in(fold, value_set=undated["name_fold"].combine_chunks()), False),
+        pc.fill_null(pc.is_in(key(fold, year, province), value_set=key(
+            dated["name_fold"], dated["birth_year"], dated["province_code"]).combine_chunks()), False))
+    return names.filter(keep)
+
+
+def citizen_changes(con: Any, bases: list[str], new: str, schema: pa.Schema) -> tuple[pa.Table, pa.Table]:
+    """(rows of staged citizen version `new` that differ from at least one base version, rows of any base not
+    in `new`), on `_merge_key` and `_record_hash` as `linkstate._changes`, with `schema`'s columns only: the
+    keys are compared first, then only the rows of changed keys are read."""
+    zones.register(con, "cz_new", new)
+    diffs = []
+    for i, base in enumerate(bases):
+        zones.register(con, f"cz_b{i}", base)
+        diffs.append(f"""(SELECT _merge_key FROM (SELECT _merge_key, _record_hash FROM cz_new
+                                               EXCEPT SELECT _merge_key, _record_hash FROM cz_b{i})
+                       UNION SELECT _merge_key FROM (SELECT _merge_key, _record_hash FROM cz_b{i}
+                                                     EXCEPT SELECT _merge_key, _record_hash FROM cz_new))""")
+    if not diffs:
+        return schema.empty_table(), schema.empty_table()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE cz_keys AS {' UNION '.join(diffs)}")
+    cols = ", ".join(f'"{c}"' for c in schema.names)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE cz_rows AS SELECT {cols}, _merge_key, _record_hash FROM cz_new
+                    WHERE _merge_key IN (SELECT _merge_key FROM cz_keys)""")
+    # every base's row of a changed key that the new version does not hold (by key and hash)
+    olds = " UNION ".join(f"""SELECT * FROM (SELECT {cols}, _merge_key, _record_hash FROM cz_b{i}
+                                            WHERE _merge_key IN (SELECT _merge_key FROM cz_keys)) b
+                              ANTI JOIN cz_rows n USING (_merge_key, _record_hash)""" for i in range(len(bases)))
+    new_rows = con.execute(f"SELECT {cols} FROM cz_rows").fetch_arrow_table()
+    old_rows = con.execute(f"SELECT {cols} FROM ({olds})").fetch_arrow_table()
+    return new_rows.cast(schema), old_rows.cast(schema)
+
+
+def _moved_ids(new: pa.Table, old: pa.Table, settings: Settings | None) -> set[str]:
+    """Citizen ids with a registry shape (`idless.REGISTRY_SCHEMA`) on one side that the other side does not
+    hold whole."""
+    if new.num_rows == 0 or old.num_rows == 0:
+        return set(new["unique_id"].to_pylist()) | set(old["unique_id"].to_pylist())
+    with session(settings, purpose="idless-state") as con:
+        con.register("n", new)
+        con.register("o", old.cast(new.schema))
+        cols = ", ".join(f'"{c}"' for c in new.column_names)
+        found = con.execute(f"""SELECT unique_id FROM (SELECT {cols} FROM n EXCEPT SELECT {cols} FROM o)
+                                UNION SELECT unique_id FROM (SELECT {cols} FROM o EXCEPT SELECT {cols} FROM n)
+                             """).fetchall()
+    return {r[0] for r in found}
 
 
 # --- the state ------------------------------------------------------------------------------------------
@@ -339,18 +405,22 @@ def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, dup
             UNION SELECT model_left_id FROM s WHERE kind = '{MODEL}' AND model_right_id IN (SELECT id FROM dc)
         """).fetchall()}
         # 3b. the citizens whose staged row changed since any base: old and new rows
-        changed, gone = _changes(con, "citizen", bases, citizen_ref)
+        changed, gone = citizen_changes(con, bases, citizen_ref, citizens.schema)
     seconds["compare"] = round(time.monotonic() - t0, 3)
     t1 = time.monotonic()
-    touched = [changed, gone]
+    # A citizen whose row changed only in what the pass does not read (an update time, a status) moves no
+    # key: only citizens with a registry shape that is new or gone touch holders, with every version of them
+    # (the new one and each base's: the state may reflect any base).
+    new_shapes, old_shapes = idless.registry_with_places(changed), idless.registry_with_places(gone)
+    moved = _moved_ids(new_shapes, old_shapes, settings) | dup_changed
+    touched = [t.filter(pc.is_in(t["unique_id"], value_set=pa.array(sorted(moved), pa.string())))
+               for t in (new_shapes, old_shapes)]
     if dup_changed:
-        touched.append(citizens.filter(pc.is_in(citizens["citizen_id"], value_set=pa.array(sorted(dup_changed),
-                                                                                             pa.string()))))
-    columns = citizens.column_names
-    touched = [t.select(columns).cast(citizens.schema) for t in touched if t.num_rows]
+        touched.append(idless.registry_with_places(citizens.filter(pc.is_in(
+            citizens["citizen_id"], value_set=pa.array(sorted(dup_changed), pa.string())))))
     by_registry: set[str] = set()
-    if touched:
-        records = idless.registry_with_places(pa.concat_tables(touched))
+    records = pa.concat_tables(touched)
+    if records.num_rows:
         by_registry = set(idless.holders_to_relink(left, idless.dirty_keys(records, settings=settings),
                                                    settings=settings).to_pylist())
     now = set(left["unique_id"].to_pylist())
@@ -359,7 +429,7 @@ def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, dup
     t2 = time.monotonic()
     keep = pa.array(sorted(relink), pa.string())
     dirty_left = left.filter(pc.is_in(left["unique_id"], value_set=keep))
-    registry = namesakes(citizens, dirty_left["name_fold"])
+    registry = candidates(citizens, dirty_left)
     new_links, new_review = _whole(dirty_left, registry, None, bands,
                                    model.filter(pc.is_in(model["left_id"], value_set=keep)), duplicates, settings)
     seconds["link"] = round(time.monotonic() - t2, 3)

@@ -1,6 +1,6 @@
 """A reconciliation killed at any point is settled by the next run, retried under its own id or not.
 
-The run is SIGKILLed in a child process right after it committed the link state, the registry's entity
+The run is SIGKILLed in a child process right after it committed the link state, the ID-less holder state, the registry's entity
 table, the registry's member table, or an integrated output. Then the next reconciliation runs (the same
 run id, as an Airflow retry, or a new one, as the next day's run); afterwards the incremental state equals a
 rebuild (`rebuild.check_reconcile`), and every record whose entity ID moved is named by an event of the run
@@ -42,6 +42,7 @@ def _kill_when(until: Callable[[], bool], run_id: str, log_path: Path, timeout: 
 def test_a_killed_reconciliation_is_settled_by_the_next_run(reconciled, tmp_path: Path):
     from lienthong import entities, pipeline, zones
     from lienthong.rebuild import check_reconcile
+    from lienthong.reconcile import idlessstate
     from lienthong.reconcile.linkstate import LINKS, table_path
     from lienthong.reconcile.run import integrated_table
     from lienthong.reconcile.sources import INPUT_DATASETS
@@ -50,6 +51,7 @@ def test_a_killed_reconciliation_is_settled_by_the_next_run(reconciled, tmp_path
     registry = entities.registry_dir(s)
     points = {
         "link state": table_path(s.integrated_dir, LINKS),
+        "ID-less holder state": idlessstate.table_path(s.integrated_dir),
         "registry entities": registry / "entity",
         "registry members": registry / "entity_member",
         "integrated output": integrated_table(s.integrated_dir, "person_master"),
