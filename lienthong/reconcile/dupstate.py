@@ -364,7 +364,10 @@ def update(integrated_dir: Path, dataset: str, staged: str, bases: dict[str, lis
     if reason is not None or reflected is None:
         log.info("dedupe state %s: built whole (%s)", dataset, reason)
         return _full(path, rule, staged, rules, settings, reason or "no state")
-    return _change(path, rule, staged, reflected, rules, settings)
+    result = _change(path, rule, staged, reflected, rules, settings)
+    log.info("dedupe state %s: %d records changed, %d recomputed, %d gone (%.2f s)", dataset,
+             result.counts["touched"], result.counts["recomputed"], result.counts["gone"], result.seconds)
+    return result
 
 
 def duplicates(staged: Mapping[str, pa.Table | str], bases: dict[str, list[str]] | None, integrated_dir: Path, *,
