@@ -249,9 +249,10 @@ def _full(path: Path, rule: Rule, staged: str, rules: str, settings: Settings | 
                   reason)
 
 
-def _touched(con: Any, staged: str, reflected: str) -> str:
+def _touched(con: Any, rule: Rule, staged: str, reflected: str) -> str:
     """Fill table `touched` (`_key`) with the records whose staged row may differ between `reflected` (view
-    `b`) and `staged` (view `n`); returns how they were found.
+    `b`) and `staged` (view `n`), and table `changed_n` with their rows in `n` (the rule's columns and
+    `_merge_key`); returns how they were found.
 
     Two versions of one staged table: a row of `n` written at or before `b`'s version (`_staged_version`,
     which staging sets on every row a commit writes and a MERGE copy keeps) is `b`'s row unchanged, so the
@@ -260,6 +261,7 @@ def _touched(con: Any, staged: str, reflected: str) -> str:
     Otherwise (two tables, a version without `_staged_version`): every row compared on `_merge_key` and
     `_record_hash`, both ways."""
     (n_path, n_version), (b_path, b_version) = zones.split_ref(staged), zones.split_ref(reflected)
+    cols = ", ".join(f'n."{c}"' for c in (*rule.columns, "_merge_key"))
     columns = {r[0] for r in con.execute("DESCRIBE n").fetchall()} & {r[0] for r in con.execute("DESCRIBE b").fetchall()}
     same_table = (Path(n_path).resolve() == Path(b_path).resolve() and n_version is not None and b_version is not None
                   and b_version <= n_version and "_staged_version" in columns)
@@ -270,10 +272,13 @@ def _touched(con: Any, staged: str, reflected: str) -> str:
                        FULL JOIN (SELECT _merge_key, _record_hash FROM b) b
                          ON n._merge_key = b._merge_key AND n._record_hash = b._record_hash
                        WHERE n._merge_key IS NULL OR b._merge_key IS NULL""")
+        con.execute(f"CREATE TEMP TABLE changed_n AS SELECT {cols} FROM n SEMI JOIN touched t ON n._merge_key = t._key")
         return "record_hash"
     assert b_version is not None
-    con.execute(f"""CREATE TEMP TABLE touched AS SELECT DISTINCT _merge_key AS _key FROM n
+    # a constant filter: DuckDB reads the other columns of the matching rows only
+    con.execute(f"""CREATE TEMP TABLE changed_n AS SELECT {cols} FROM n
                     WHERE _staged_version IS NULL OR _staged_version > {int(b_version)}""")
+    con.execute("CREATE TEMP TABLE touched AS SELECT DISTINCT _merge_key AS _key FROM changed_n")
     row = con.execute("""SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM n),
                                 (SELECT count(*) FROM touched ANTI JOIN (SELECT _merge_key AS _key FROM b) USING (_key))
                       """).fetchone() or (0, 0, 0)
@@ -293,7 +298,7 @@ def _change(path: Path, rule: Rule, staged: str, reflected: str, rules: str, set
         zones.register(con, "n", staged)
         zones.register(con, "b", reflected)
         zones.register(con, "st", state_ref)
-        found_by = _touched(con, staged, reflected)
+        found_by = _touched(con, rule, staged, reflected)
         touched = int((con.execute("SELECT count(*) FROM touched").fetchone() or (0,))[0])
         # the current state: per key its row of highest _seq, when live
         con.execute(f"""CREATE TEMP TABLE recent AS SELECT {cols} FROM st WHERE _seq > 0
@@ -302,8 +307,7 @@ def _change(path: Path, rule: Rule, staged: str, reflected: str, rules: str, set
                         SELECT {cols} FROM st ANTI JOIN recent USING (_key) WHERE st._seq = 0
                         UNION ALL SELECT {cols} FROM recent WHERE _live""")
         # the changed rows, their names folded (only theirs), in the state's shape
-        staged_cols = ", ".join(f'n."{c}"' for c in (*rule.columns, "_merge_key"))
-        _with_fold(con, rule, "changed_rows", f"SELECT {staged_cols} FROM n SEMI JOIN touched t ON n._merge_key = t._key")
+        _with_fold(con, rule, "changed_rows", "SELECT * FROM changed_n")
         con.execute(f"CREATE TEMP TABLE upd AS {_prepared(rule, 'changed_rows')}")
         con.unregister("changed_rows")
         # The state is written clustered rows first (`_state_rows`): the rows in a cluster are read whole (their
