@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -335,7 +336,7 @@ def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
 
 def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_links: dict[str, pa.Table] | None,
                scratch: Path, bases: dict[str, list[str]] | None = None) -> Integration:
-    from lienthong.reconcile import dedupe, idless, idlessstate, integrate, people, sources
+    from lienthong.reconcile import dedupe, dupstate, idless, idlessstate, integrate, people, sources
     from lienthong.reconcile.organisations import link_holder_organisations
 
     bands = people.LinkBands(accept=settings.match_accept, review=settings.match_review)
@@ -355,11 +356,8 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         alive = "NOT coalesce(deleted, false)"
         cit = _arrow(con, "citizen")
         # kept as state (`dupstate`): a run with `bases` recomputes only the groups the staged change touches
-        from functools import partial
-
-        from lienthong.reconcile import dupstate
         dups, metrics["dedupe"] = dupstate.duplicates(staged, bases, settings.integrated_dir, settings=settings, whole={
-            "citizen": partial(dedupe.citizen_duplicates, cit),
+            "citizen": partial(dedupe.citizen_duplicates, cit),  # `cit` is deleted later: bound now
             "enterprise": lambda: dedupe.enterprise_duplicates(_arrow(con, "enterprise")),
             "land_holder": lambda: dedupe.holder_duplicates(_arrow(con, "land_holder", alive))})
         cdup, edup, hdup = dups["citizen"], dups["enterprise"], dups["land_holder"]
