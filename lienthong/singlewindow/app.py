@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from lienthong.access import Agency, Purpose, load_agencies
 from lienthong.contracts import Contract, load_contracts
+from lienthong.sessions import PersonColumns
 from lienthong.settings import Settings, passed_env
 from lienthong.singlewindow import pools, usage, validation
 from lienthong.singlewindow.audit import (
@@ -147,6 +148,7 @@ class Service:
     def __init__(self, url: str, agencies: dict[str, Agency], contracts: dict[str, Contract], keys: dict[str, str],
                  passwords: dict[str, str], config: ServiceConfig):
         self.url, self.agencies, self.contracts = url, agencies, contracts
+        self._plans: dict[tuple[str, str], tuple[PersonColumns, sql.Composed | None]] = {}
         self.keys = KeyRing(keys, agencies)
         self.readers = AgencyReaders(url, agencies, passwords, config.pool_size, config.read_timeout)
         self.audit = AccessLog(url, config.log_pool_size, config.log_timeout)
@@ -254,14 +256,22 @@ class Service:
             raise ServiceError(400, f"header {CASE_HEADER}: 1 to 64 letters, digits and . _ / : - (a dossier number)")
         return agency.purposes[purpose]
 
+    def _subject_plan(self, agency: Agency, spec: Lookup) -> tuple[PersonColumns, sql.Composed | None]:
+        """Where the lookup's dataset holds persons as the agency sees them, and the statement listing them
+        (made once per agency and dataset: the configuration does not change while the service runs)."""
+        key = (agency.name, spec.dataset)
+        if key not in self._plans:
+            contract, grant = self.contracts[spec.dataset], agency.grants[spec.dataset]
+            where = sql.SQL(" AND ").join(sql.SQL("t.{} = %s").format(sql.Identifier(c)) for c in spec.key_columns)
+            self._plans[key] = (readable_person_columns(contract, grant),
+                                subjects_query(sql.Identifier(PUBLISHED_SCHEMA, spec.dataset), contract, grant, where))
+        return self._plans[key]
+
     def _subjects(self, agency: Agency, spec: Lookup, values: tuple) -> tuple[str, ...]:
         """The persons whose data the answer held (lienthong.subjects), read on the platform's connection."""
-        contract, grant = self.contracts[spec.dataset], agency.grants[spec.dataset]
-        places = readable_person_columns(contract, grant)
+        places, statement = self._subject_plan(agency, spec)
         if not places.nested and places.top == spec.key_columns:  # the row looked up is the person: its key
             return tuple(map(str, values))
-        where = sql.SQL(" AND ").join(sql.SQL("t.{} = %s").format(sql.Identifier(c)) for c in spec.key_columns)
-        statement = subjects_query(sql.Identifier(PUBLISHED_SCHEMA, spec.dataset), contract, grant, where)
         if statement is None:
             return ()
         try:
