@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, finding_type
+from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, checked_filters
 from lienthong.runs.schema import OPS_SCHEMA
 
 CASE_STATES = ("new", "acknowledged", "disputed", "corrected", "reopened", "verified_resolved", "resolved_by_data")
@@ -357,20 +357,9 @@ def agency_findings(conn: Any, agency: str, *, status: str | None = None, case_s
     where, params = ["f.agency = %s"], [agency]
     if agency not in AGENCIES:
         raise ValueError(f"unknown agency {agency!r} (known: {', '.join(AGENCIES)})")
-    if type is not None:
-        where.append("f.type = %s")
-        params.append(finding_type(type).code)
-    for column, value, known in (("status", status, ("open", "resolved")), ("case_state", case_state, CASE_STATES)):
-        if value is None:
-            continue
-        if value not in known:
-            raise ValueError(f"unknown {column} {value!r} (known: {', '.join(known)})")
-        where.append(f"f.{column} = %s")
-        params.append(value)
-    if not 1 <= limit <= 1000:
-        raise ValueError(f"limit must be between 1 and 1000, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must not be negative, got {offset}")
+    more, more_params = checked_filters((("status", status, ("open", "resolved")), ("case_state", case_state, CASE_STATES)),
+                                        type=type, limit=limit, offset=offset, alias="f.")
+    where, params = where + more, params + more_params
     condition = " AND ".join(where)
     columns = ", ".join(f"f.{c}" if c in _FINDING_OWN else f"last.{c}" for c in CASE_COLUMNS)
     with conn.cursor() as cur:

@@ -4,7 +4,9 @@ is (`SEVERITIES`) and which agency must fix it (`AGENCIES`). Plain values, no wa
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 """Severities, most severe first."""
@@ -98,3 +100,26 @@ def finding_type(code: str) -> FindingType:
         return TAXONOMY[code]
     except (KeyError, TypeError):
         raise ValueError(f"unknown finding type {code!r} (known: {', '.join(TAXONOMY)})") from None
+
+
+def checked_filters(filters: Iterable[tuple[str, str | None, Sequence[str]]], *, type: str | None, limit: int,
+                    offset: int, alias: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions (`<alias><column> = %s`) and their parameters for a page of findings: the finding type
+    checked against the taxonomy, each other (column, value, values it may take) against its values (ValueError
+    naming the unknown one; None: no condition), and the page bounds (limit 1-1000, offset not negative)."""
+    where, params = [], []
+    if type is not None:
+        where.append(f"{alias}type = %s")
+        params.append(finding_type(type).code)
+    for column, value, known in filters:
+        if value is None:
+            continue
+        if value not in known:
+            raise ValueError(f"unknown {column} {value!r} (known: {', '.join(known)})")
+        where.append(f"{alias}{column} = %s")
+        params.append(value)
+    if not 1 <= limit <= 1000:
+        raise ValueError(f"limit must be between 1 and 1000, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+    return where, params

@@ -43,7 +43,7 @@ from typing import Any
 
 from psycopg2.extensions import connection
 
-from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, finding_type
+from lienthong.finding_types import AGENCIES, SEVERITIES, TAXONOMY, checked_filters, finding_type
 from lienthong.finding_types import FindingType as FindingType  # (re-exported: the taxonomy lives there)
 from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
 
@@ -549,24 +549,11 @@ def query_findings(
     Every filter is checked against the taxonomy (ValueError naming the unknown value) and passed to the SQL as a
     parameter. Values are returned as stored: mask `subject` and `evidence` before showing them to anyone.
     """
-    where, params = [], []
-    if type is not None:
-        where.append("type = %s")
-        params.append(finding_type(type).code)
     from lienthong.cases import CASE_STATES
 
-    for column, value, known in (("agency", agency, AGENCIES), ("status", status, ("open", "resolved")),
-                                 ("severity", severity, SEVERITIES), ("case_state", case_state, CASE_STATES)):
-        if value is None:
-            continue
-        if value not in known:
-            raise ValueError(f"unknown {column} {value!r} (known: {', '.join(known)})")
-        where.append(f"{column} = %s")
-        params.append(value)
-    if not 1 <= limit <= 1000:
-        raise ValueError(f"limit must be between 1 and 1000, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must not be negative, got {offset}")
+    where, params = checked_filters((("agency", agency, AGENCIES), ("status", status, ("open", "resolved")),
+                                     ("severity", severity, SEVERITIES), ("case_state", case_state, CASE_STATES)),
+                                    type=type, limit=limit, offset=offset)
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     from lienthong.cases import CASE_COLUMNS, has_cases, with_last_event
 
