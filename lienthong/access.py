@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from psycopg2.extensions import connection, encrypt_password
 
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
+from lienthong.jsonfilter import item_conditions
 from lienthong.runs.schema import OPS_SCHEMA, ensure_ledger
 from lienthong.settings import passed_env
 from lienthong.yamltext import safe_load
@@ -585,10 +585,7 @@ def pseudonym_key(required: bool) -> bytes | None:
 def _nested_filter(column: str, rows: dict[str, tuple[Any, ...]]) -> sql.Composable:
     """The items of a jsonb list that pass the row filter, in their order; NULL when none (as published)."""
     ident = sql.Identifier(column)
-    conds = sql.SQL(" AND ").join(
-        sql.SQL("_item -> {} IN ({})").format(
-            sql.Literal(c), sql.SQL(", ").join(sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(v))) for v in values))
-        for c, values in rows.items())
+    conds = sql.SQL(" AND ").join(item_conditions(rows))
     return sql.SQL("(CASE WHEN jsonb_typeof({c}) = 'array' THEN (SELECT jsonb_agg(_item ORDER BY _ord) FROM "
                    "jsonb_array_elements({c}) WITH ORDINALITY AS _items(_item, _ord) WHERE {w}) END)").format(
         c=ident, w=conds)

@@ -36,6 +36,7 @@ from psycopg2.extensions import connection
 from psycopg2.extras import Json
 
 from lienthong.contracts import Contract, Field
+from lienthong.jsonfilter import item_conditions
 from lienthong.runs import newest_publication_sql, publications
 from lienthong.runs.schema import OPS_SCHEMA
 
@@ -335,9 +336,7 @@ def index_person_lists(cur: Any, contract: Contract, table_name: str, schema: st
 
 def _item_passes(column: str, member: str, person: str, rows: dict[str, tuple[Any, ...]]) -> sql.Composable:
     """The person's item itself passes the nested row filter carried into this list."""
-    conds = [sql.SQL("_i ->> {} = {}").format(sql.Literal(member), sql.Literal(person))]
-    conds += [sql.SQL("_i -> {} IN ({})").format(sql.Literal(c), sql.SQL(", ").join(
-        sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(v))) for v in vals)) for c, vals in rows.items()]
+    conds = [sql.SQL("_i ->> {} = {}").format(sql.Literal(member), sql.Literal(person)), *item_conditions(rows, "_i")]
     return sql.SQL("EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({c}) = 'array' THEN {c} END) "
                    "AS _items(_i) WHERE {w})").format(c=sql.Identifier(column), w=sql.SQL(" AND ").join(conds))
 
