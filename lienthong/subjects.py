@@ -37,7 +37,7 @@ def _filter(rows: dict[str, tuple], alias: str | None, json_item: str | None = N
         if json_item is None:
             target: sql.Composable = sql.Identifier(alias, col) if alias else sql.Identifier(col)
             out.append(sql.SQL("{} = ANY({})").format(target, sql.Literal(list(values))))
-        else:  # compare as JSON, as the agency's view does (lienthong.access._nested_filter)
+        else:  # compare as JSON, as the agency's view does (lienthong.jsonfilter; psycopg 3 here, so not shared)
             out.append(sql.SQL("({}->{}) IN ({})").format(sql.Identifier(json_item), sql.Literal(col), sql.SQL(", ").join(
                 sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(v))) for v in values)))
     return out
