@@ -313,30 +313,50 @@ def _master_cluster() -> dict[str, tuple[str, str]]:
     return MASTER_CLUSTER
 
 
+@dataclass(frozen=True)
+class GoldenPlan:
+    """Where a reconciliation keeps its outputs and snapshot (`goldenstate.new_snapshot`), and the last
+    successful one's basis (None: built whole)."""
+
+    folder: Path
+    basis: Any  # goldenstate.Basis | None
+
+
 @contextmanager
 def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
                 person_links: dict[str, pa.Table] | None = None,
-                bases: dict[str, list[str]] | None = None) -> Iterator[Integration]:
+                bases: dict[str, list[str]] | None = None, golden: GoldenPlan | None = None) -> Iterator[Integration]:
     """Staged tables (zone references, or Arrow tables) in; the integrated tables (as files in a scratch
     folder, removed when the `with` block ends), the findings, the clustering and the metrics out.
 
     `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
     (`linkstate.update`); without them the persons are linked here, with a model trained on these tables.
     `bases` (input dataset -> the staged refs the integrated state may reflect, `_bases`) lets a step that keeps
-    state of its own bring it up to date from the change since those versions; None: every step works whole."""
+    state of its own bring it up to date from the change since those versions; None: every step works whole.
+    `golden` (the reconciliation's snapshot folder and the last one's basis) keeps the outputs there and
+    recomputes only what the change touches (`goldenstate`); None: built whole in the scratch folder."""
     s = settings
     root = spill_root(s)
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="reconcile-", dir=root))
     try:
-        yield _integrate(staged, s, person_links, scratch, bases)
+        yield _integrate(staged, s, person_links, scratch, bases, golden)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_links: dict[str, pa.Table] | None,
-               scratch: Path, bases: dict[str, list[str]] | None = None) -> Integration:
-    from lienthong.reconcile import dedupe, dupstate, idless, idlessstate, integrate, people, sources
+               scratch: Path, bases: dict[str, list[str]] | None = None, golden: GoldenPlan | None = None) -> Integration:
+    from lienthong.reconcile import (
+        dedupe,
+        dupstate,
+        goldenstate,
+        idless,
+        idlessstate,
+        integrate,
+        people,
+        sources,
+    )
     from lienthong.reconcile.organisations import link_holder_organisations
 
     bands = people.LinkBands(accept=settings.match_accept, review=settings.match_review)
@@ -420,16 +440,32 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             representative_links=rep_links, holder_person_links=holder_links, holder_organisation_links=org_links,
             idless_candidates=idless_review))
         del cdup, edup, hdup, rep_links, holder_links, org_links, idless_review
-        files = {}
-        for name, sql in integrate.OUTPUT_SQL.items():
-            # DuckDB writes the file itself, streaming (in the query's order: insertion order is preserved)
-            files[name] = scratch / f"{name}.parquet"
-            con.execute(f"COPY ({sql}) TO {_sql_text(files[name])} (FORMAT parquet)")
-        step("golden_records")
-        integrate.collect_findings(con)
-        findings_file = scratch / "findings.parquet"
+        # The outputs and findings: with a snapshot folder (`golden`), written there, and, when the last
+        # reconciliation's snapshot is a basis, recomputed only for the keys the change touches (`goldenstate`)
+        out_dir = golden.folder if golden is not None else scratch
+        refs = {name: ref for name, ref in staged.items() if isinstance(ref, str)}
+        reason = goldenstate.full_reason(golden.basis, refs) if golden is not None else "no snapshot kept"
+        files = {name: out_dir / f"{name}.parquet" for name in integrate.OUTPUT_SQL}
+        findings_file = out_dir / goldenstate.FINDINGS_FILE
+        if golden is not None and golden.basis is not None and reason is None:
+            state: dict[str, Any] = {"mode": "change", "change": goldenstate.prepare_change(con, refs, golden.basis)}
+            state["outputs"] = goldenstate.build_outputs(con, out_dir, golden.basis)
+            step("golden_records")
+            state["findings"] = goldenstate.build_findings(con, golden.basis)
+        else:
+            state = {"mode": "full", "reason": reason}
+            for name, sql in integrate.OUTPUT_SQL.items():
+                # DuckDB writes the file itself, streaming (in the query's order: insertion order is preserved)
+                con.execute(f"COPY ({sql}) TO {_sql_text(files[name])} (FORMAT parquet)")
+            step("golden_records")
+            integrate.collect_findings(con)
         con.execute(f"COPY found TO {_sql_text(findings_file)} (FORMAT parquet)")
         con.execute("DROP TABLE found")
+        if golden is not None:
+            goldenstate.write_snapshot(con, golden.folder)
+            state.update(snapshot=str(golden.folder), fingerprint=goldenstate.fingerprint())
+        metrics["golden_state"] = state
+        log.info("golden records and findings: %s", {k: v for k, v in state.items() if k != "change"})
         step("findings")
         clusters = scratch / "clusters.parquet"
         con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {_sql_text(clusters)} (FORMAT parquet)")
@@ -564,7 +600,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     from lienthong.cases import run_case_counts
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema
-    from lienthong.reconcile import idlessstate, linkstate, models
+    from lienthong.reconcile import goldenstate, idlessstate, linkstate, models
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
@@ -617,9 +653,11 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     with connect(url) as conn:
         records = {t: runs.active_link_model(conn, t) for t in models.LINK_TYPES}
     outputs: dict[str, Any] = {}
+    golden = GoldenPlan(goldenstate.new_snapshot(s.integrated_dir, run_id),
+                        None if relink else goldenstate.basis_of(last))
     with integration({name: info["staged_path"] for name, info in inputs.items()}, s,
                      person_links=_person_links(update.refs[linkstate.LINKS]),
-                     bases=None if relink else _bases(last, unfinished, INPUT_DATASETS)) as result:
+                     bases=None if relink else _bases(last, unfinished, INPUT_DATASETS), golden=golden) as result:
         metrics = result.metrics
         metrics["link_state"] = {"mode": update.mode, "refs": update.refs, "models": update.models,
                                  "counts": update.counts, "seconds": update.seconds}
@@ -683,8 +721,10 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
             counts={name: o["rows"] for name, o in outputs.items()} | {"findings": changes, "cases": cases},
             metrics=metrics, outputs=outputs, model_paths=model_paths))
     _drop_other_findings_files(s, synced)
+    goldenstate.drop_other_snapshots(s.integrated_dir, golden.folder)
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
             "seconds": metrics["seconds"], "model_paths": model_paths, "link_state": metrics["link_state"],
-            "entities": metrics["entities"], "findings_sync": metrics["findings_sync"], "cases": metrics["cases"]}
+            "entities": metrics["entities"], "findings_sync": metrics["findings_sync"], "cases": metrics["cases"],
+            "golden_state": metrics["golden_state"]}

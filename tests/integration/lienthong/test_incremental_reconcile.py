@@ -10,7 +10,8 @@ deleted, losing their document number, added. After every step:
 - `rebuild.check_reconcile` (relink everything from scratch with the persisted models, assign entity IDs
   against the registry) equals what the incremental run left: link state, integrated tables with their
   entity IDs, registry members, open findings;
-- the change run relinked only part of the person records;
+- the change run relinked only part of the person records, and recomputed golden records and findings only
+  for the keys the change touched (the rest carried over from the last run's snapshot);
 - every record whose entity ID changed is named by one of the run's entity events (an entity untouched by
   the change keeps its ID).
 """
@@ -183,6 +184,12 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
         sync = result["findings_sync"]
         assert sync["mode"] == "change", (step, sync)
         assert 0 < sync["changed"] + sync["gone"] < result["findings"]["found"], (step, sync, result["findings"])
+        # golden records and findings were recomputed for the touched keys only, the rest carried over
+        golden = result["golden_state"]
+        assert golden["mode"] == "change", (step, golden)
+        for name, out in golden["outputs"].items():
+            assert out["recomputed"] < result["outputs"][name]["rows"], (step, name, out)
+        assert sum(out["touched"] for out in golden["outputs"].values()) > 0, (step, golden)
         check = check_reconcile(s)
         assert check["equal"], (step, done, {k: v for k, v in check.items() if k != "equal"})
         # an entity ID changes only where the run's events say why
