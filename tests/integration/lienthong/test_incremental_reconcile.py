@@ -5,7 +5,8 @@ arrive the way the agency systems deliver them: new raw landings of changed sour
 own payload format, with a newer update time), staged, validated and reconciled by the pipeline's own steps:
 citizens renamed, born, dying, re-registered under a corrected ID (a duplicate record appearing), birth dates
 corrected; enterprises dissolving; representatives renamed or given a mistyped ID; land holders renamed,
-deleted, losing their document number, added. After every step:
+deleted, losing their document number, added; parcels re-measured or deleted; certificates moving to another
+holder or parcel, revoked or re-shared. After every step:
 
 - `rebuild.check_reconcile` (relink everything from scratch with the persisted models, assign entity IDs
   against the registry) equals what the incremental run left: link state, integrated tables with their
@@ -92,6 +93,14 @@ def change_sources(raw_dir: Path, rng: random.Random, step: int, run_id: str) ->
         item["capNhatLuc"] = stamp_iso
         items.append(item)
         done.append(f"citizen {kind}")
+    # a legal representative of an enterprise dies (the findings of every role the person holds change)
+    ent_now = _payloads(raw_dir, "business_registry", "enterprises")
+    reps = sorted({r.get("SoGiayTo") for e in ent_now.values() for r in (e.get("NguoiDaiDien") or [])
+                   if r.get("SoGiayTo") in cit and cit[r["SoGiayTo"]].get("trangThai") != "DA_MAT"}, key=str)
+    if reps:
+        item = dict(cit[rng.choice(reps)]) | {"trangThai": "DA_MAT", "ngayMat": "2026-11-29", "capNhatLuc": stamp_iso}
+        items.append(item)
+        done.append("legal representative death")
     # the population registry registers a person another registry already names by a 12-digit ID it did not
     # know (the left record is unchanged: only the registry change can relink it)
     unknown = sorted({h["so_giay_to"] for p in (raw_dir / "land_registry").iterdir() if p.is_dir()
@@ -147,6 +156,39 @@ def change_sources(raw_dir: Path, rng: random.Random, step: int, run_id: str) ->
             items.append(item)
             done.append(f"holder {province} {kind}")
         _land(raw_dir, "land_registry", entity, run_id, items, LAND[1], LAND[2])
+        # parcels re-measured or deleted; certificates moving to another holder or parcel, revoked, re-shared
+        stamp = f"2026-12-0{1 + step % 8}T0{step % 10}:00:00.000000Z"
+        parcels = _payloads(raw_dir, "land_registry", f"{province}/thua_dat")
+        items = []
+        for _ in range(rng.randint(0, 2)):
+            kind = rng.choice(["area", "deleted"])
+            item = dict(parcels[rng.choice(sorted(parcels, key=int))])
+            if kind == "area":
+                item["dien_tich"] = round(float(item["dien_tich"] or 0) + 1.5, 1)
+            else:
+                item["da_xoa"] = True
+            item["cap_nhat_luc"] = stamp
+            items.append(item)
+            done.append(f"parcel {province} {kind}")
+        _land(raw_dir, "land_registry", f"{province}/thua_dat", run_id, items, "id", "cap_nhat_luc")
+        certificates = _payloads(raw_dir, "land_registry", f"{province}/giay_chung_nhan")
+        items = []
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.choice(["new_holder", "other_parcel", "revoked", "share"])
+            item = dict(certificates[rng.choice(sorted(certificates, key=int))])
+            other = certificates[rng.choice(sorted(certificates, key=int))]
+            if kind == "new_holder":
+                item["chu_su_dung_id"] = other["chu_su_dung_id"]
+            elif kind == "other_parcel":
+                item["thua_dat_id"] = other["thua_dat_id"]
+            elif kind == "revoked":
+                item["trang_thai"] = "DA_THU_HOI"
+            else:
+                item["ty_le_so_huu"] = 50.0
+            item["cap_nhat_luc"] = stamp
+            items.append(item)
+            done.append(f"certificate {province} {kind}")
+        _land(raw_dir, "land_registry", f"{province}/giay_chung_nhan", run_id, items, "id", "cap_nhat_luc")
     return done
 
 
