@@ -158,3 +158,48 @@ def test_no_module_but_duck_opens_a_duckdb_connection():
                 if calls_connect or imports_connect:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_nested_sessions_of_one_thread_share_the_memory_limit(settings):
+    # the settings' limit is 256 MiB: two sessions open at once in one thread get half each, three a third
+    with duck.session(settings, purpose="outer") as outer:
+        outer.execute("CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(300000)")
+        with duck.session(settings, purpose="inner") as inner:
+            assert _setting(outer, "memory_limit") == _setting(inner, "memory_limit") == "128.0 MiB"
+            with duck.session(settings, purpose="third") as third:
+                assert {_setting(c, "memory_limit") for c in (outer, inner, third)} == {"85.3 MiB"}
+            assert _setting(outer, "memory_limit") == "128.0 MiB"
+            # what the outer session holds is still there, whatever had to move to its spill folder
+            assert outer.execute("SELECT count(*), max(s) FROM t").fetchone() == (
+                300000, inner.execute("SELECT max(md5(range::VARCHAR)) FROM range(300000)").fetchone()[0])
+        assert _setting(outer, "memory_limit") == "256.0 MiB"
+
+
+def test_sessions_of_another_thread_keep_their_limit(settings):
+    import threading
+
+    seen: dict[str, str] = {}
+    opened, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with duck.session(settings, purpose="other") as con:
+            opened.set()
+            release.wait(10)
+            seen["other"] = _setting(con, "memory_limit")
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    opened.wait(10)
+    with duck.session(settings, purpose="mine") as con:
+        seen["mine"] = _setting(con, "memory_limit")
+    release.set()
+    worker.join(10)
+    assert seen == {"other": "256.0 MiB", "mine": "256.0 MiB"}
+
+
+def test_memory_sizes_are_read_in_bytes():
+    assert duck.memory_bytes("2GB") == 2 * 1000**3
+    assert duck.memory_bytes("512 MiB") == 512 * 1024**2
+    assert duck.memory_bytes("1.5gib") == int(1.5 * 1024**3)
+    with pytest.raises(ValueError, match="a size such as"):
+        duck.memory_bytes("lots")
