@@ -1,7 +1,8 @@
 """Golden records, link tables and findings of a change run, recomputed only for the keys the change touches.
 
 Owns the snapshot a reconciliation leaves for the next one (`<integrated>/_state/golden/<attempt>/`: the
-integrated tables as `integrate.OUTPUT_SQL` built them, before their entity IDs, and the derived relations
+integrated tables as `integrate.OUTPUT_SQL` built them, before their entity IDs, the clustering for the entity
+registry (`integrate.CLUSTERS_SQL`), the findings, and the derived relations
 they were built from: `person_link`, `holder_organisation_links`, `idless_candidates`, `citizen_duplicates`,
 `enterprise_duplicates`), and the change path that uses it. The rules themselves stay in `integrate`: its
 queries are run unchanged, over restricted copies of their input tables (schema `touched`, first on DuckDB's
@@ -168,7 +169,33 @@ SPECS: dict[str, Spec] = {
             "holder_organisation_links": """SELECT * FROM main.holder_organisation_links o
                                             SEMI JOIN touched.holder h ON o.left_id = h.record_key""",
         }),
+    "clusters": Spec(
+        order="kind, dataset, record_key",
+        key="kind || '|' || dataset || '|' || record_key",
+        touched="""
+            SELECT 'person|citizen|' || citizen_id AS k FROM dx_citizen
+            UNION SELECT 'person|citizen|' || record_key FROM dd_citizen_duplicates
+            UNION SELECT 'person|' || dataset || '|' || record_key FROM dd_person_link
+            UNION SELECT 'enterprise|enterprise|' || enterprise_code FROM dx_enterprise
+            UNION SELECT 'enterprise|enterprise|' || record_key FROM dd_enterprise_duplicates
+            UNION SELECT 'enterprise|land_holder|' || left_id FROM dd_holder_organisation_links
+            UNION SELECT 'parcel|parcel|' || province_code || ':' || CAST(parcel_id AS VARCHAR) FROM dx_parcel""",
+        restrict={
+            "citizen": "SELECT * FROM main.citizen SEMI JOIN tk ON 'person|citizen|' || citizen_id = k",
+            "person_of_citizen": """SELECT * FROM main.person_of_citizen
+                                    SEMI JOIN tk ON 'person|citizen|' || citizen_id = k""",
+            "person_link": "SELECT * FROM main.person_link SEMI JOIN tk ON 'person|' || dataset || '|' || record_key = k",
+            "master_of_enterprise": """SELECT * FROM main.master_of_enterprise
+                                       SEMI JOIN tk ON 'enterprise|enterprise|' || enterprise_code = k""",
+            "enterprise": "SELECT * FROM main.enterprise SEMI JOIN tk ON 'enterprise|enterprise|' || enterprise_code = k",
+            "holder_organisation_links": """SELECT * FROM main.holder_organisation_links
+                                            SEMI JOIN tk ON 'enterprise|land_holder|' || left_id = k""",
+            "parcel": """SELECT * FROM main.parcel
+                         SEMI JOIN tk ON 'parcel|parcel|' || province_code || ':' || CAST(parcel_id AS VARCHAR) = k""",
+        }),
 }
+# Each output's query: the integrated tables' and the clustering for the entity registry.
+QUERIES = {**integrate.OUTPUT_SQL, "clusters": integrate.CLUSTERS_SQL}
 
 # Findings: the families of rules with one subject shape, their rules (`integrate._FINDING_RULES` names) and
 # how a finding's subject text is made from the key (the rules' own json_object, so equal keys are equal text).
@@ -315,7 +342,7 @@ def full_reason(basis: Basis | None, staged: dict[str, str]) -> str | None:
         return "no basis (a first run, a relink, or a caller outside the ledger)"
     if basis.fingerprint != fingerprint():
         return "the rules or DuckDB changed since the snapshot was made"
-    missing = [f for f in (*integrate.OUTPUT_SQL, *RELATIONS, "findings")
+    missing = [f for f in (*QUERIES, *RELATIONS, "findings")
                if not (basis.snapshot / f"{f}.parquet").is_file()]
     if missing:
         return f"the snapshot {basis.snapshot.name} lacks {', '.join(missing)}"
@@ -411,7 +438,7 @@ def _query_restricted(con: duckdb.DuckDBPyConnection, target: str, sql: str) -> 
 def _merge_output(con: duckdb.DuckDBPyConnection, name: str, spec: Spec, previous: Path, target: Path) -> dict[str, int]:
     """Output `name`: the previous file's rows for the untouched keys and the query's rows for the touched
     ones, ordered as the query orders them, written to `target`."""
-    sql = integrate.OUTPUT_SQL[name]
+    sql = QUERIES[name]
     _query_restricted(con, name, sql)
     described = con.execute(f"DESCRIBE {name}_q").fetchall()
     cast = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t, *_ in described)

@@ -467,8 +467,9 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         metrics["golden_state"] = state
         log.info("golden records and findings: %s", {k: v for k, v in state.items() if k != "change"})
         step("findings")
-        clusters = scratch / "clusters.parquet"
-        con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {_sql_text(clusters)} (FORMAT parquet)")
+        clusters = out_dir / "clusters.parquet"
+        if state["mode"] == "full":  # a change run's came with the outputs (`goldenstate.SPECS`)
+            con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {_sql_text(clusters)} (FORMAT parquet)")
         step("clusters")
     return Integration(files=files, findings_file=findings_file, clusters=clusters, metrics=metrics, rows=rows)
 

@@ -19,9 +19,10 @@ def _order_columns(sql: str) -> list[str]:
 
 
 def test_every_output_has_a_spec_ordered_as_its_query():
-    assert set(goldenstate.SPECS) == set(integrate.OUTPUT_SQL)
+    assert set(goldenstate.SPECS) == set(integrate.OUTPUT_SQL) | {"clusters"} == set(goldenstate.QUERIES)
+    assert goldenstate.QUERIES["clusters"] is integrate.CLUSTERS_SQL
     for name, spec in goldenstate.SPECS.items():
-        assert [c.strip() for c in spec.order.split(",")] == _order_columns(integrate.OUTPUT_SQL[name]), name
+        assert [c.strip() for c in spec.order.split(",")] == _order_columns(goldenstate.QUERIES[name]), name
 
 
 def test_finding_families_name_existing_rules_once():
@@ -52,7 +53,7 @@ def test_a_finding_subject_made_from_a_key_is_the_rule_s_own_text():
 
 def _snapshot(folder: Path, skip: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (*integrate.OUTPUT_SQL, *goldenstate.RELATIONS, "findings"):
+    for name in (*goldenstate.QUERIES, *goldenstate.RELATIONS, "findings"):
         if name != skip:
             (folder / f"{name}.parquet").write_bytes(b"")
     return folder
@@ -93,6 +94,6 @@ def test_old_snapshots_go_after_a_successful_run(tmp_path):
 
 @pytest.mark.parametrize("name", list(goldenstate.SPECS))
 def test_restricted_tables_are_tables_the_query_reads(name):
-    sql = integrate.OUTPUT_SQL[name]
+    sql = goldenstate.QUERIES[name]
     for table in goldenstate.SPECS[name].restrict:
         assert re.search(rf"\b{table}\b", sql), (name, table)
