@@ -63,7 +63,7 @@ import pyarrow as pa
 
 from lienthong import zones
 from lienthong.duck import session
-from lienthong.reconcile import dedupe
+from lienthong.reconcile import dedupe, stagedchange
 from lienthong.reconcile.dedupe import DUPLICATE_SCHEMA
 from lienthong.settings import Settings
 from lienthong.standardize import text
@@ -251,42 +251,14 @@ def _full(path: Path, rule: Rule, staged: str, rules: str, settings: Settings | 
 
 def _touched(con: Any, rule: Rule, staged: str, reflected: str) -> str:
     """Fill table `touched` (`_key`) with the records whose staged row may differ between `reflected` (view
-    `b`) and `staged` (view `n`), and table `changed_n` with their rows in `n` (the rule's columns and
-    `_merge_key`); returns how they were found.
-
-    Two versions of one staged table: a row of `n` written at or before `b`'s version (`_staged_version`,
-    which staging sets on every row a commit writes and a MERGE copy keeps) is `b`'s row unchanged, so the
-    rows written since are the new and changed ones; the gone ones are the keys of `b` that `n` lacks,
-    looked for only when the row counts say some are (rows of `b` - rows of `n` + rows of `n` new since `b`).
-    Otherwise (two tables, a version without `_staged_version`): every row compared on `_merge_key` and
-    `_record_hash`, both ways."""
-    (n_path, n_version), (b_path, b_version) = zones.split_ref(staged), zones.split_ref(reflected)
+    `b`) and `staged` (view `n`), found by `stagedchange.changed_keys`, and table `changed_n` with their rows
+    in `n` (the rule's columns and `_merge_key`); returns how they were found."""
+    found_by = stagedchange.changed_keys(con, staged, reflected, new_view="n", old_view="b", target="touched_mk")
+    con.execute("CREATE TEMP TABLE touched AS SELECT _merge_key AS _key FROM touched_mk")
+    con.execute("DROP TABLE touched_mk")
     cols = ", ".join(f'n."{c}"' for c in (*rule.columns, "_merge_key"))
-    columns = {r[0] for r in con.execute("DESCRIBE n").fetchall()} & {r[0] for r in con.execute("DESCRIBE b").fetchall()}
-    same_table = (Path(n_path).resolve() == Path(b_path).resolve() and n_version is not None and b_version is not None
-                  and b_version <= n_version and "_staged_version" in columns)
-    if not same_table:
-        con.execute("""CREATE TEMP TABLE touched AS
-                       SELECT DISTINCT coalesce(n._merge_key, b._merge_key) AS _key
-                       FROM (SELECT _merge_key, _record_hash FROM n) n
-                       FULL JOIN (SELECT _merge_key, _record_hash FROM b) b
-                         ON n._merge_key = b._merge_key AND n._record_hash = b._record_hash
-                       WHERE n._merge_key IS NULL OR b._merge_key IS NULL""")
-        con.execute(f"CREATE TEMP TABLE changed_n AS SELECT {cols} FROM n SEMI JOIN touched t ON n._merge_key = t._key")
-        return "record_hash"
-    assert b_version is not None
-    # a constant filter: DuckDB reads the other columns of the matching rows only
-    con.execute(f"""CREATE TEMP TABLE changed_n AS SELECT {cols} FROM n
-                    WHERE _staged_version IS NULL OR _staged_version > {int(b_version)}""")
-    con.execute("CREATE TEMP TABLE touched AS SELECT DISTINCT _merge_key AS _key FROM changed_n")
-    row = con.execute("""SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM n),
-                                (SELECT count(*) FROM touched ANTI JOIN (SELECT _merge_key AS _key FROM b) USING (_key))
-                      """).fetchone() or (0, 0, 0)
-    if int(row[0]) - int(row[1]) + int(row[2]) > 0:  # keys of b that n lacks
-        con.execute("""INSERT INTO touched SELECT _merge_key FROM (SELECT _merge_key FROM b)
-                       ANTI JOIN (SELECT _merge_key FROM n) USING (_merge_key)""")
-        return "staged_version+deleted"
-    return "staged_version"
+    con.execute(f"CREATE TEMP TABLE changed_n AS SELECT {cols} FROM n SEMI JOIN touched t ON n._merge_key = t._key")
+    return found_by
 
 
 def _change(path: Path, rule: Rule, staged: str, reflected: str, rules: str, settings: Settings | None) -> Update:

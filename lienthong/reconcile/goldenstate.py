@@ -9,9 +9,8 @@ queries are run unchanged, over restricted copies of their input tables (schema 
 search path), so there is one statement of each rule and the whole computation is what this must equal.
 
 How a change run works, per output (`SPECS`):
-1. The change: per staged input, the keys whose row differs between the version the last successful
-   reconciliation read and the new one (rows written since, by `_staged_version`; the keys gone; every row
-   compared on `_merge_key` and `_record_hash` when the two are not versions of one table), as tables
+1. The change: per staged input, the keys whose row may differ between the version the last successful
+   reconciliation read and the new one (`stagedchange.changed_keys`), as tables
    `dx_<dataset>` holding the key columns of both the old and the new rows; per derived relation, the rows of
    the snapshot and of this run that differ (`dd_<relation>`, both sides, whole rows compared).
 2. The touched keys of the output: every key any changed row, old or new, contributes to (`touched` SQL).
@@ -49,7 +48,7 @@ from typing import Any
 import duckdb
 
 from lienthong import zones
-from lienthong.reconcile import integrate
+from lienthong.reconcile import integrate, stagedchange
 
 log = logging.getLogger(__name__)
 
@@ -363,37 +362,11 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
 
 def _changed_keys(con: duckdb.DuckDBPyConnection, name: str, new: str, old: str) -> tuple[int, str]:
     """Table `dx_<name>`: the key columns (`STAGED_KEYS`) of the old and new rows of staged input `name` whose
-    row differs between versions `old` and `new`; returns how many keys and how they were found.
-
-    Two versions of one table: the rows of `new` written after `old` (`_staged_version`, which staging sets on
-    every row a commit writes and a MERGE copy keeps) are the new and changed ones; the gone ones are the keys
-    of `old` that `new` lacks, looked for only when the row counts say some are. Otherwise every row is
-    compared on `_merge_key` and `_record_hash`, both ways."""
+    row may differ between versions `old` and `new` (`stagedchange.changed_keys`); returns how many keys and
+    how they were found."""
     zones.register(con, f"n_{name}", new)
     zones.register(con, f"b_{name}", old)
-    (n_path, n_version), (b_path, b_version) = zones.split_ref(new), zones.split_ref(old)
-    columns = {r[0] for r in con.execute(f"DESCRIBE n_{name}").fetchall()}
-    same = (Path(n_path).resolve() == Path(b_path).resolve() and n_version is not None and b_version is not None
-            and b_version <= n_version and "_staged_version" in columns)
-    if same:
-        how = "staged_version"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE keys_{name} AS SELECT _merge_key FROM n_{name}
-                        WHERE _staged_version IS NULL OR _staged_version > {int(b_version or 0)}""")
-        counts = con.execute(f"""SELECT (SELECT count(*) FROM b_{name}), (SELECT count(*) FROM n_{name}),
-                                        (SELECT count(*) FROM keys_{name} ANTI JOIN
-                                           (SELECT _merge_key FROM b_{name}) USING (_merge_key))""").fetchone()
-        if counts and int(counts[0]) - int(counts[1]) + int(counts[2]) > 0:
-            how += "+deleted"
-            con.execute(f"""INSERT INTO keys_{name} SELECT _merge_key FROM (SELECT _merge_key FROM b_{name})
-                            ANTI JOIN (SELECT _merge_key FROM n_{name}) USING (_merge_key)""")
-    else:
-        how = "record_hash"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE keys_{name} AS
-                        SELECT coalesce(n._merge_key, b._merge_key) AS _merge_key
-                        FROM (SELECT _merge_key, _record_hash FROM n_{name}) n
-                        FULL JOIN (SELECT _merge_key, _record_hash FROM b_{name}) b
-                          ON n._merge_key = b._merge_key AND n._record_hash = b._record_hash
-                        WHERE n._merge_key IS NULL OR b._merge_key IS NULL""")
+    how = stagedchange.changed_keys(con, new, old, new_view=f"n_{name}", old_view=f"b_{name}", target=f"keys_{name}")
     cols = ", ".join(f'"{c}"' for c in STAGED_KEYS[name])
     con.execute(f"""CREATE OR REPLACE TEMP TABLE dx_{name} AS
                     SELECT {cols} FROM n_{name} SEMI JOIN keys_{name} USING (_merge_key)

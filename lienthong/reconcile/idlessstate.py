@@ -68,7 +68,7 @@ import pyarrow.compute as pc
 
 from lienthong import zones
 from lienthong.duck import session
-from lienthong.reconcile import idless
+from lienthong.reconcile import idless, stagedchange
 from lienthong.reconcile.linkstate import STATE_DIR, _readable
 from lienthong.reconcile.people import LINK_SCHEMA, LinkBands
 from lienthong.settings import Settings
@@ -192,18 +192,14 @@ def candidates(citizens: pa.Table, left: pa.Table) -> pa.Table:
 def citizen_changes(con: Any, bases: list[str], new: str, schema: pa.Schema) -> tuple[pa.Table, pa.Table]:
     """(rows of staged citizen version `new` that differ from at least one base version, rows of any base not
     in `new`), on `_merge_key` and `_record_hash` as `linkstate._changes`, with `schema`'s columns only: the
-    keys are compared first, then only the rows of changed keys are read."""
+    keys are found first (`stagedchange.differing_keys`), then only the rows of changed keys are read."""
+    if not bases:
+        return schema.empty_table(), schema.empty_table()
     zones.register(con, "cz_new", new)
-    diffs = []
     for i, base in enumerate(bases):
         zones.register(con, f"cz_b{i}", base)
-        diffs.append(f"""(SELECT _merge_key FROM (SELECT _merge_key, _record_hash FROM cz_new
-                                               EXCEPT SELECT _merge_key, _record_hash FROM cz_b{i})
-                       UNION SELECT _merge_key FROM (SELECT _merge_key, _record_hash FROM cz_b{i}
-                                                     EXCEPT SELECT _merge_key, _record_hash FROM cz_new))""")
-    if not diffs:
-        return schema.empty_table(), schema.empty_table()
-    con.execute(f"CREATE OR REPLACE TEMP TABLE cz_keys AS {' UNION '.join(diffs)}")
+    stagedchange.differing_keys(con, new, bases, new_view="cz_new", base_views=[f"cz_b{i}" for i in range(len(bases))],
+                                target="cz_keys")
     cols = ", ".join(f'"{c}"' for c in schema.names)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE cz_rows AS SELECT {cols}, _merge_key, _record_hash FROM cz_new
                     WHERE _merge_key IN (SELECT _merge_key FROM cz_keys)""")

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from lienthong import zones
 from lienthong.duck import session
-from lienthong.reconcile import sources
+from lienthong.reconcile import sources, stagedchange
 from lienthong.reconcile.people import (
     LINK_SCHEMA,
     PERSON_COLUMNS,
@@ -118,16 +118,22 @@ def left_record_keys(dataset: str, staged: pa.Table) -> pa.Array:
 
 def _changes(con: Any, name: str, bases: list[str], new: str) -> tuple[pa.Table, pa.Table]:
     """(rows of `new` that differ from at least one base version, rows of any base version not in `new`),
-    compared on `_merge_key` and `_record_hash`."""
+    compared on `_merge_key` and `_record_hash`; only the rows of the keys `stagedchange.differing_keys`
+    names are read."""
     zones.register(con, f"{name}_new", new)
-    news, olds = [], []
-    for i, base in enumerate(bases):
-        zones.register(con, f"{name}_b{i}", base)
-        news.append(f"SELECT * FROM {name}_new n ANTI JOIN {name}_b{i} b USING (_merge_key, _record_hash)")
-        olds.append(f"SELECT * FROM {name}_b{i} b ANTI JOIN {name}_new n USING (_merge_key, _record_hash)")
-    changed = con.execute(" UNION ".join(news) if news else f"SELECT * FROM {name}_new").fetch_arrow_table()
-    gone = con.execute(" UNION ".join(olds)).fetch_arrow_table() if olds else None
-    return changed, gone if gone is not None else changed.schema.empty_table()
+    views = [f"{name}_b{i}" for i in range(len(bases))]
+    for view, base in zip(views, bases, strict=True):
+        zones.register(con, view, base)
+    if not bases:
+        return con.execute(f"SELECT * FROM {name}_new").fetch_arrow_table(), \
+            con.execute(f"SELECT * FROM {name}_new WHERE false").fetch_arrow_table()
+    stagedchange.differing_keys(con, new, bases, new_view=f"{name}_new", base_views=views, target=f"{name}_keys")
+    changed = con.execute(f"SELECT * FROM {name}_new SEMI JOIN {name}_keys USING (_merge_key)").fetch_arrow_table()
+    olds = [f"""SELECT * FROM (SELECT * FROM {view} SEMI JOIN {name}_keys USING (_merge_key)) b
+                ANTI JOIN (SELECT _merge_key, _record_hash FROM {name}_new SEMI JOIN {name}_keys USING (_merge_key)) n
+                USING (_merge_key, _record_hash)""" for view in views]
+    gone = con.execute(" UNION ".join(olds)).fetch_arrow_table()
+    return changed, gone
 
 
 def _readable(reference: str) -> bool:
