@@ -253,6 +253,23 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
         assert not unexplained, (step, done, unexplained[:5])
         kept = sum(1 for r in before.keys() & after.keys() if before[r] == after[r])
         assert kept >= 0.98 * len(before), (step, done, kept, len(before))
+    # a change that reaches no parcel: the parcel master is the last run's file, copied, and still equal
+    ent = _payloads(s.raw_dir, "business_registry", "enterprises")
+    item = json.loads(json.dumps(ent[sorted(ent)[0]])) | {"NgayCapNhat": "08/12/2026 09:00:00"}
+    item["TenTiengAnh"] = (item.get("TenTiengAnh") or "") + " NEW"
+    _land(s.raw_dir, "business_registry", "enterprises", "c-ent", [item], "MaSoDN", "NgayCapNhat")
+    for name in INPUT_DATASETS:
+        summary = pipeline.stage(name, "c-ent")
+        if summary.get("mode") not in ("none", "unchanged"):
+            pipeline.validate(name, "c-ent", summary)
+    result = pipeline.reconcile("c-ent")
+    golden = result["golden_state"]
+    assert golden["mode"] == "change", golden
+    assert golden["outputs"]["parcel_master"] == {"touched": 0, "recomputed": 0,
+                                                  "seconds": golden["outputs"]["parcel_master"]["seconds"]}
+    assert golden["outputs"]["enterprise_master"]["touched"] >= 1, golden["outputs"]
+    check = check_reconcile(s)
+    assert check["equal"], ("c-ent", {k: v for k, v in check.items() if k != "equal"})
     # the newest run again under its own id, on inputs that changed since its first attempt succeeded: the
     # findings it syncs are the difference from what its first attempt left, not from its own new file
     done = change_sources(s.raw_dir, rng, 5, "c4-again")
