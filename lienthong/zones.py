@@ -56,6 +56,16 @@ def open_table(reference: str | Path) -> DeltaTable:
     return DeltaTable(path, version=version)
 
 
+def readable(reference: str | Path) -> bool:
+    """Whether the table version a reference names can still be read (not vacuumed, not removed): a state
+    compares against a base only when it is."""
+    try:
+        open_table(reference)
+        return True
+    except Exception:  # a vacuumed version, a removed table: nothing to compare against
+        return False
+
+
 def version(path: str | Path) -> int | None:
     """The newest committed version of the table at `path` (None when there is no table)."""
     return open_table(split_ref(path)[0]).version() if is_table(path) else None

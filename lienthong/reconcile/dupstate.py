@@ -190,13 +190,6 @@ def _properties(path: Path) -> dict[str, str] | None:
     return None
 
 
-def _readable(reference: str) -> bool:
-    try:
-        zones.open_table(reference)
-        return True
-    except Exception:  # a vacuumed version, a removed table: nothing to compare against
-        return False
-
 
 def _full_reason(path: Path, dataset: str, bases: dict[str, list[str]], rules: str) -> tuple[str | None, str | None]:
     """(why the source is rebuilt whole or None, the staged version the state reflects)."""
@@ -210,7 +203,7 @@ def _full_reason(path: Path, dataset: str, bases: dict[str, list[str]], rules: s
     reflected = props[STAGED_PROPERTY]
     if reflected not in bases.get(dataset, []):
         return f"the state reflects {reflected}, not one of the run's bases", None
-    if not _readable(reflected):
+    if not zones.readable(reflected):
         return f"staged version {reflected} is gone", None
     return None, reflected
 

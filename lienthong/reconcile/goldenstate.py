@@ -78,6 +78,20 @@ _CHANGED_HOLDERS = """
     UNION SELECT left_id FROM dd_holder_organisation_links"""
 
 
+# The rows behind a certificate's key (`tk`: '<province>:<certificate id>'): the certificate, its holder, and
+# the holder's person and organisation links.
+_BY_CERTIFICATE = {
+    "certificate": """SELECT * FROM main.certificate
+                      SEMI JOIN tk ON province_code || ':' || CAST(certificate_id AS VARCHAR) = k""",
+    "holder": """SELECT * FROM main.holder h SEMI JOIN touched.certificate c
+                 ON h.province_code = c.province_code AND h.holder_id = c.holder_id""",
+    "person_link": """SELECT * FROM main.person_link l SEMI JOIN touched.holder h
+                      ON l.dataset = 'land_holder' AND l.record_key = h.record_key""",
+    "holder_organisation_links": """SELECT * FROM main.holder_organisation_links o
+                                    SEMI JOIN touched.holder h ON o.left_id = h.record_key""",
+}
+
+
 @dataclass(frozen=True)
 class Spec:
     """One output (or family of finding rules): its key as an SQL expression over its rows, the SQL filling
@@ -158,16 +172,7 @@ SPECS: dict[str, Spec] = {
             SELECT province_code || ':' || CAST(certificate_id AS VARCHAR) AS k FROM dx_certificate
             UNION SELECT c.province_code || ':' || CAST(c.certificate_id AS VARCHAR) FROM main.certificate c
                   WHERE c.province_code || ':' || c.holder_id IN ({_CHANGED_HOLDERS})""",
-        restrict={
-            "certificate": """SELECT * FROM main.certificate
-                              SEMI JOIN tk ON province_code || ':' || CAST(certificate_id AS VARCHAR) = k""",
-            "holder": """SELECT * FROM main.holder h SEMI JOIN touched.certificate c
-                         ON h.province_code = c.province_code AND h.holder_id = c.holder_id""",
-            "person_link": """SELECT * FROM main.person_link l SEMI JOIN touched.holder h
-                              ON l.dataset = 'land_holder' AND l.record_key = h.record_key""",
-            "holder_organisation_links": """SELECT * FROM main.holder_organisation_links o
-                                            SEMI JOIN touched.holder h ON o.left_id = h.record_key""",
-        }),
+        restrict=_BY_CERTIFICATE),
     "clusters": Spec(
         order="kind, dataset, record_key",
         key="kind || '|' || dataset || '|' || record_key",
@@ -251,14 +256,7 @@ FINDING_SPECS: dict[str, tuple[tuple[str, ...], str, Spec]] = {
                         UNION SELECT left_id FROM main.holder_organisation_links
                               WHERE right_id IN (SELECT enterprise_code FROM dx_enterprise))""",
             restrict={
-                "certificate": """SELECT * FROM main.certificate
-                                  SEMI JOIN tk ON province_code || ':' || CAST(certificate_id AS VARCHAR) = k""",
-                "holder": """SELECT * FROM main.holder h SEMI JOIN touched.certificate c
-                             ON h.province_code = c.province_code AND h.holder_id = c.holder_id""",
-                "person_link": """SELECT * FROM main.person_link l SEMI JOIN touched.holder h
-                                  ON l.dataset = 'land_holder' AND l.record_key = h.record_key""",
-                "holder_organisation_links": """SELECT * FROM main.holder_organisation_links o
-                                                SEMI JOIN touched.holder h ON o.left_id = h.record_key""",
+                **_BY_CERTIFICATE,
                 "citizen": "SELECT * FROM main.citizen SEMI JOIN touched.person_link USING (citizen_id)",
                 "enterprise": """SELECT * FROM main.enterprise e SEMI JOIN touched.holder_organisation_links o
                                  ON o.right_id = e.enterprise_code""",
@@ -327,13 +325,6 @@ def _sql_text(text: str | Path) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def _readable(reference: str) -> bool:
-    try:
-        zones.open_table(reference)
-        return True
-    except Exception:  # a vacuumed version, a removed table: nothing to compare against
-        return False
-
 
 def full_reason(basis: Basis | None, staged: dict[str, str]) -> str | None:
     """Why the outputs are built whole (None: the change path can be taken)."""
@@ -348,7 +339,7 @@ def full_reason(basis: Basis | None, staged: dict[str, str]) -> str | None:
     for name in STAGED_KEYS:
         if name not in basis.inputs or name not in staged:
             return f"no staged version of {name} to compare"
-        if not _readable(basis.inputs[name]):
+        if not zones.readable(basis.inputs[name]):
             return f"staged version {basis.inputs[name]} is gone"
     return None
 

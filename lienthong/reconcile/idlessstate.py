@@ -69,7 +69,7 @@ import pyarrow.compute as pc
 from lienthong import zones
 from lienthong.duck import session
 from lienthong.reconcile import idless, stagedchange
-from lienthong.reconcile.linkstate import STATE_DIR, _readable
+from lienthong.reconcile.linkstate import STATE_DIR
 from lienthong.reconcile.people import LINK_SCHEMA, LinkBands
 from lienthong.settings import Settings
 from lienthong.standardize.common import distinct
@@ -292,7 +292,7 @@ def _full_reason(path: Path, citizen_ref: str | None, bases: list[str], fingerpr
     if held not in bases:
         return f"the state reflects {held}, not one of the bases"
     for base in bases:
-        if not _readable(base):
+        if not zones.readable(base):
             return f"staged version {base} is gone"
     return None
 

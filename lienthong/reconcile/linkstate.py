@@ -136,13 +136,6 @@ def _changes(con: Any, name: str, bases: list[str], new: str) -> tuple[pa.Table,
     return changed, gone
 
 
-def _readable(reference: str) -> bool:
-    try:
-        zones.open_table(reference)
-        return True
-    except Exception:  # a vacuumed version, a removed table: the base cannot be compared against
-        return False
-
 
 def _moved_keys(new: pa.Table, old: pa.Table, settings: Settings) -> set[str]:
     """`_key`s whose person shape differs between `new` (current versions) and `old` (base versions): a row of
@@ -439,7 +432,7 @@ def _full_reason(paths: dict[str, Path], bases: dict[str, list[str]] | None, mod
         if not bases.get(name):
             return f"no base version of {name}"
         for base in bases[name]:
-            if not _readable(base):
+            if not zones.readable(base):
                 return f"staged version {base} is gone"
     return None
 

@@ -196,8 +196,7 @@ def same_model(a: LinkModel, b: LinkModel) -> bool:
 def _readable(reference: str | None) -> bool:
     from lienthong import zones
 
-    if not reference:
-        return False
+    return bool(reference) and zones.readable(reference or "")
     try:
         zones.open_table(reference)
         return True

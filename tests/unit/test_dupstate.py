@@ -224,6 +224,6 @@ def test_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert metrics["enterprise"]["mode"] == "full" and "rules" in metrics["enterprise"]["reason"]
     # the version the state reflects is gone (vacuumed): whole
     fifth = {d: world.write(d, table[d]) for d in SCHEMAS}
-    monkeypatch.setattr(dupstate, "_readable", lambda reference: False)
+    monkeypatch.setattr(dupstate.zones, "readable", lambda reference: False)
     metrics = _run(world, integrated, fifth, {d: [fourth[d]] for d in SCHEMAS})
     assert metrics["land_holder"]["mode"] == "full" and "gone" in metrics["land_holder"]["reason"]
