@@ -265,12 +265,26 @@ def _commit(path: Path, upserts: pa.Table, deletes: set[str], *, run_id: str, fu
     return zones.ref(path, v)
 
 
+def _rows_of(left: pa.Table, dataset: str) -> pa.Table:
+    """The left rows of one dataset: a slice when they are contiguous (left rows sorted by `_key`, which starts
+    with the dataset), so the largest input of the linking is not copied; a filtered copy otherwise."""
+    mask = pc.equal(left["dataset"], dataset)
+    count = int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+    if count == 0:
+        return left.slice(0, 0)
+    start = int(pc.index(left["dataset"], dataset).as_py())
+    rows = left.slice(start, count)
+    if pc.all(pc.equal(rows["dataset"], dataset)).as_py():
+        return rows
+    return left.filter(mask)
+
+
 def _link(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settings,
           models: dict[str, LinkModel | None]) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
     """Link each left dataset's records with its model (trained here when `models` has none for it)."""
     parts, used, counts = [], {}, {}
     for dataset, link_type in LEFT_DATASETS.items():
-        rows = left.filter(pc.equal(left["dataset"], dataset))
+        rows = _rows_of(left, dataset)
         if rows.num_rows == 0:
             continue
         result = link_people(rows.select(PERSON_COLUMNS), registry.select(PERSON_COLUMNS), bands,

@@ -330,7 +330,8 @@ def integration(staged: Mapping[str, pa.Table | str], settings: Settings,
     folder, removed when the `with` block ends), the findings, the clustering and the metrics out.
 
     `person_links` (link type -> `people.LINK_SCHEMA` table) are the person links of the link state
-    (`linkstate.update`); without them the persons are linked here, with a model trained on these tables.
+    (`linkstate.update`), taken out of the dict as they are used; without them the persons are linked here,
+    with a model trained on these tables.
     `bases` (input dataset -> the staged refs the integrated state may reflect, `_bases`) lets a step that keeps
     state of its own bring it up to date from the change since those versions; None: every step works whole.
     `golden` (the reconciliation's snapshot folder and the last one's basis) keeps the outputs there and
@@ -407,7 +408,9 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
                                                   "holder_citizen": holder_result.seconds}}
             del reps, rep_result, holder_result
         else:
-            rep_links, holder_links = person_links["representative_citizen"], person_links["holder_citizen"]
+            # taken out of the caller's dict (every caller passes one made for the call), so each table is
+            # freed as soon as the session holds its copy, not kept to the end of the reconciliation
+            rep_links, holder_links = person_links.pop("representative_citizen"), person_links.pop("holder_citizen")
             metrics["links"] = {"representative_citizen": people.link_counts(rep_links, rows["citizen"]),
                                 "holder_citizen": people.link_counts(holder_links, rows["citizen"])}
         # ID-less person holders: the name unique in the province (or at the holder's address) where the model

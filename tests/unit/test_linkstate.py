@@ -68,3 +68,18 @@ def test_links_changed_counts_what_a_consumer_sees_move(tmp_path: Path):
                       ("k5", "c5", "exact_id", "accept")])  # a new record
     out = linkstate.links_changed(zones.ref(path, 0), relinked, {"k3"}, None)
     assert out == {"new": 1, "changed": 2, "same": 1, "removed": 1}
+
+
+def test_one_dataset_s_left_rows_are_a_slice_when_sorted_and_a_copy_otherwise():
+    import pyarrow as pa
+
+    from lienthong.reconcile.linkstate import _rows_of
+
+    sorted_left = pa.table({"dataset": ["land_holder"] * 3 + ["legal_representative"] * 2, "v": [1, 2, 3, 4, 5]})
+    reps = _rows_of(sorted_left, "legal_representative")
+    assert reps["v"].to_pylist() == [4, 5]
+    # a slice shares the table's buffers (nothing copied)
+    assert reps["v"].chunk(0).buffers()[1].address == sorted_left["v"].chunk(0).buffers()[1].address
+    mixed = pa.table({"dataset": ["land_holder", "legal_representative", "land_holder"], "v": [1, 2, 3]})
+    assert _rows_of(mixed, "land_holder")["v"].to_pylist() == [1, 3]
+    assert _rows_of(mixed, "other").num_rows == 0
