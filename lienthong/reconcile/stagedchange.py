@@ -1,12 +1,14 @@
 """Which staged records may differ between two staged versions: how every state kept under
 `integrated/_state/` finds the change it must follow (duplicates, the link state, golden records).
 
-Two versions of one staged table: a row written at or before the older version (`_staged_version`, which
-staging sets on every row a commit writes and a MERGE copy keeps) is that version's row unchanged, so the rows
+Two versions of one staged table with only staging's commits between them (`_STAGING_MODES`, compaction): a
+row written at or before the older version (`_staged_version`, which staging sets on every row a commit
+writes and a MERGE copy keeps) is that version's row unchanged, so the rows
 written since are the new and changed ones (a constant filter: DuckDB reads the other columns of those rows
 only); the gone ones are the keys of the older version the newer lacks, looked for only when the row counts
-say some are (rows before - rows now + keys new since). Otherwise (two tables, a zone restored or moved, a
-version without `_staged_version`) every row is compared on `_merge_key` and `_record_hash`, both ways.
+say some are (rows before - rows now + keys new since). Otherwise (two tables, a zone moved, a restore or
+another writer between the versions, a version without `_staged_version`) every row is compared on
+`_merge_key` and `_record_hash`, both ways.
 The result may hold a key whose row was written again unchanged: callers compare what they read of it.
 """
 
@@ -17,6 +19,31 @@ from typing import Any
 
 from lienthong import zones
 
+# What writes a staged table and keeps `_staged_version` true: staging's own commits (every row they write
+# carries the commit's version), validation's and the expectations' (a column set, rows moved to quarantine:
+# deletes), and compaction (the same rows). Anything else between two versions (a restore to an older
+# version, a foreign write) may bring back rows whose `_staged_version` is older than the change.
+_STAGING_MODES = frozenset({"change", "rebuild", "rebuild-partial", "create", "expectation", "validation"})
+
+
+def _only_staging_wrote(path: str, after: int, upto: int) -> bool:
+    """Whether every commit of the table at `path` in versions (after, upto] is one of `_STAGING_MODES`', a
+    compaction or a vacuum (a commit the history no longer shows counts as unknown)."""
+    if upto <= after:
+        return True
+    table = zones.open_table(path)
+    newest = table.version()
+    seen = set()
+    for commit in table.history(max(newest - after, 1)):
+        version = int(commit.get("version", -1))
+        if not after < version <= upto:
+            continue
+        seen.add(version)
+        neutral = commit.get("lienthong.maintenance") == "compact" or str(commit.get("operation", "")).startswith("VACUUM")
+        if not neutral and commit.get("lienthong.mode") not in _STAGING_MODES:
+            return False
+    return seen == set(range(after + 1, upto + 1))
+
 
 def changed_keys(con: Any, new: str, old: str, *, new_view: str, old_view: str, target: str) -> str:
     """Fill table `target` of session `con` (one column, `_merge_key`, distinct) with the keys whose staged
@@ -26,7 +53,8 @@ def changed_keys(con: Any, new: str, old: str, *, new_view: str, old_view: str, 
     columns = ({r[0] for r in con.execute(f"DESCRIBE {new_view}").fetchall()}
                & {r[0] for r in con.execute(f"DESCRIBE {old_view}").fetchall()})
     same_table = (Path(n_path).resolve() == Path(b_path).resolve() and n_version is not None
-                  and b_version is not None and b_version <= n_version and "_staged_version" in columns)
+                  and b_version is not None and b_version <= n_version and "_staged_version" in columns
+                  and _only_staging_wrote(n_path, b_version, n_version))
     if not same_table:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {target} AS
                         SELECT DISTINCT coalesce(n._merge_key, b._merge_key) AS _merge_key

@@ -1,7 +1,8 @@
 """Linking only the change equals relinking everything with the same models.
 
 A real province (sandbox, real connectors, real staging) is the start; then random change sequences are
-applied to the staged Delta tables as staging would apply them (upserts with a new record hash, deletes):
+applied to the staged Delta tables as staging would apply them (upserts with a new record hash and the
+commit's `_staged_version`, deletes):
 new citizens, ID corrections, name corrections, duplicate citizen records appearing and disappearing,
 representatives' IDs mistyped and corrected, representatives and holders added, changed and removed, holders
 turning into organisations or deleted. After every step the link state brought forward by
@@ -54,6 +55,9 @@ def _apply(ref: str, upserts: list[dict[str, Any]], deletes: list[str], run_id: 
     table = zones.open_table(ref)
     schema = zones.schema(ref)
     parts = table.metadata().partition_columns or None
+    # as staging writes them: every row a commit writes carries that commit's version in `_staged_version`
+    next_version = (zones.version(path) or 0) + 1
+    upserts = [{**row, "_staged_version": next_version} for row in upserts]
     rows = pa.Table.from_pylist(upserts, schema=schema).append_column(
         zones.OP, pa.array(["upsert"] * len(upserts), pa.string()))
     if deletes:
