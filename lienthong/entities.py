@@ -724,10 +724,6 @@ def _ensure(path: Path, schema: pa.Schema, run_id: str, partition_by: list[str] 
         zones.create(path, schema.empty_table(), run_id=run_id, partition_by=partition_by)
 
 
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def commit(directory: str | Path, assignment: Assignment, run_id: str) -> dict[str, str]:
     """Write one run's assignment: the run's events, then the changed entity rows, then the changed member
     rows (each one Delta commit; members and entities as a MERGE of the difference only, tables created on
@@ -754,7 +750,7 @@ def commit(directory: str | Path, assignment: Assignment, run_id: str) -> dict[s
         from deltalake import CommitProperties, write_deltalake
 
         # replaceWhere: the run's earlier events (a killed attempt's) and the new ones swap in one commit
-        write_deltalake(str(events), assignment.events, mode="overwrite", predicate=f"run_id = {_sql_text(run_id)}",
+        write_deltalake(str(events), assignment.events, mode="overwrite", predicate=f"run_id = {zones.sql_text(run_id)}",
                         commit_properties=CommitProperties(custom_metadata={_RUN_PROPERTY: run_id}))
     _ensure(paths[ENTITY_TABLE], ENTITY_SCHEMA, run_id, _ENTITY_PARTITIONS)
     zones.merge(paths[ENTITY_TABLE], assignment.changed_entities, key=_ENTITY_KEY, run_id=run_id,

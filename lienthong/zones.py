@@ -88,7 +88,7 @@ def register(con: Any, name: str, reference: str | Path) -> None:
     Not through the Arrow dataset: delta-rs' MERGE writes text columns as Arrow `string_view`, and Arrow's
     dataset scan cannot compare those with the table schema's `string` when DuckDB pushes a filter into it."""
     if not is_table(reference):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_text(split_ref(reference)[0])})")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({sql_text(split_ref(reference)[0])})")
         return
     table = open_table(reference)
     files = table.file_uris()
@@ -97,12 +97,13 @@ def register(con: Any, name: str, reference: str | Path) -> None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}__empty")
         return
     partitions = table.metadata().partition_columns
-    listed = "[" + ", ".join(_sql_text(f) for f in files) + "]"
+    listed = "[" + ", ".join(sql_text(f) for f in files) + "]"
     hive = ", hive_partitioning = true, hive_types_autocast = false" if partitions else ", hive_partitioning = false"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({listed}, union_by_name = true{hive})")
 
 
-def _sql_text(text: str) -> str:
+def sql_text(text: str | Path) -> str:
+    """A text (a path, a run id) as an SQL string literal."""
     return "'" + str(text).replace("'", "''") + "'"
 
 

@@ -321,11 +321,6 @@ def basis_of(last: Any) -> Basis | None:
                  fingerprint=str(state.get("fingerprint")))
 
 
-def _sql_text(text: str | Path) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-
 def full_reason(basis: Basis | None, staged: dict[str, str]) -> str | None:
     """Why the outputs are built whole (None: the change path can be taken)."""
     if basis is None:
@@ -348,7 +343,7 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
     """The derived relations of session `con` into the snapshot folder (the outputs and the findings are
     written there by `build`)."""
     for name in RELATIONS:
-        con.execute(f"COPY {name} TO {_sql_text(folder / f'{name}.parquet')} (FORMAT parquet)")
+        con.execute(f"COPY {name} TO {zones.sql_text(folder / f'{name}.parquet')} (FORMAT parquet)")
 
 
 def _changed_keys(con: duckdb.DuckDBPyConnection, name: str, new: str, old: str) -> tuple[int, str]:
@@ -371,7 +366,7 @@ def _changed_keys(con: duckdb.DuckDBPyConnection, name: str, new: str, old: str)
 
 def _changed_rows(con: duckdb.DuckDBPyConnection, name: str, snapshot: Path) -> int:
     """Table `dd_<name>`: the rows of derived relation `name` in the snapshot or in the session, not both."""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW old_{name} AS SELECT * FROM read_parquet({_sql_text(snapshot / f'{name}.parquet')})")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW old_{name} AS SELECT * FROM read_parquet({zones.sql_text(snapshot / f'{name}.parquet')})")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE dd_{name} AS
                     (SELECT * FROM old_{name} EXCEPT ALL SELECT * FROM main.{name})
                     UNION ALL (SELECT * FROM main.{name} EXCEPT ALL SELECT * FROM old_{name})""")
@@ -409,10 +404,10 @@ def _merge_output(con: duckdb.DuckDBPyConnection, name: str, spec: Spec, previou
     cols = ", ".join(f'"{c}"' for c, *_ in described)
     con.execute(f"""COPY (
         SELECT * FROM (
-          SELECT {cast} FROM read_parquet({_sql_text(previous)}) ANTI JOIN tk ON ({spec.key}) = k
+          SELECT {cast} FROM read_parquet({zones.sql_text(previous)}) ANTI JOIN tk ON ({spec.key}) = k
           UNION ALL
           SELECT {cols} FROM {name}_q SEMI JOIN tk ON ({spec.key}) = k)
-        ORDER BY {spec.order}) TO {_sql_text(target)} (FORMAT parquet)""")
+        ORDER BY {spec.order}) TO {zones.sql_text(target)} (FORMAT parquet)""")
     recomputed = int((con.execute(f"SELECT count(*) FROM {name}_q SEMI JOIN tk ON ({spec.key}) = k").fetchone() or (0,))[0])
     con.execute(f"DROP TABLE {name}_q")
     return {"recomputed": recomputed}
@@ -432,8 +427,8 @@ def _merge_findings(con: duckdb.DuckDBPyConnection, previous: Path) -> dict[str,
     for family, (names, subject, spec) in FINDING_SPECS.items():
         counts[f"touched_{family}"] = _restricted(con, spec)
         con.execute(f"CREATE OR REPLACE TEMP TABLE ts AS SELECT DISTINCT {subject} AS subject FROM tk")
-        kinds = ", ".join(_sql_text(types[n]) for n in names)
-        con.execute(f"""INSERT INTO found SELECT type, dataset, subject, evidence FROM read_parquet({_sql_text(previous)})
+        kinds = ", ".join(zones.sql_text(types[n]) for n in names)
+        con.execute(f"""INSERT INTO found SELECT type, dataset, subject, evidence FROM read_parquet({zones.sql_text(previous)})
                         WHERE type IN ({kinds}) AND subject NOT IN (SELECT subject FROM ts)""")
         con.execute("SET search_path = 'touched,main'")
         try:

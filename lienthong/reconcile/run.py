@@ -120,7 +120,7 @@ class Integration:
     def table(self, name: str, settings: Settings) -> pa.Table:
         """Integrated table `name` as it was built (the masters without their entity IDs)."""
         with session(settings, purpose="integrated-read") as con:
-            return con.execute(f"SELECT * FROM read_parquet({_sql_text(self.files[name])})").fetch_arrow_table()
+            return con.execute(f"SELECT * FROM read_parquet({zones.sql_text(self.files[name])})").fetch_arrow_table()
 
     def cluster_table(self) -> pa.Table:
         """The clustering as one Arrow table (`entities.CLUSTER_SCHEMA`)."""
@@ -138,7 +138,7 @@ class Integration:
         with session(settings, purpose="entity-ids") as con:
             _cluster_entities(con, str(self.clusters), members)
             for name, path in self.files.items():
-                relation = f"read_parquet({_sql_text(path)})"
+                relation = f"read_parquet({zones.sql_text(path)})"
                 if name in _master_cluster():
                     yield name, _with_entity_id(con, name, relation)
                 else:
@@ -207,8 +207,8 @@ def findings_delta(settings: Settings, previous: Path, current: Path) -> Finding
 
     columns = "type, dataset, subject, evidence"
     with session(settings, purpose="findings-delta") as con:
-        con.execute(f"CREATE TABLE new AS SELECT {columns} FROM read_parquet({_sql_text(current)})")
-        con.execute(f"CREATE TABLE old AS SELECT {columns} FROM read_parquet({_sql_text(previous)})")
+        con.execute(f"CREATE TABLE new AS SELECT {columns} FROM read_parquet({zones.sql_text(current)})")
+        con.execute(f"CREATE TABLE old AS SELECT {columns} FROM read_parquet({zones.sql_text(previous)})")
         for table in ("new", "old"):
             twice = con.execute(f"SELECT count(*) FROM (SELECT type, subject FROM {table} GROUP BY ALL "
                                 "HAVING count(*) > 1)").fetchone()
@@ -301,10 +301,6 @@ def _drop_other_findings_files(settings: Settings, kept: Path) -> None:
     for path in findings_state_dir(settings).iterdir():
         if path != kept:
             path.unlink(missing_ok=True)
-
-
-def _sql_text(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _master_cluster() -> dict[str, tuple[str, str]]:
@@ -459,10 +455,10 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             state = {"mode": "full", "reason": reason}
             for name, sql in integrate.OUTPUT_SQL.items():
                 # DuckDB writes the file itself, streaming (in the query's order: insertion order is preserved)
-                con.execute(f"COPY ({sql}) TO {_sql_text(files[name])} (FORMAT parquet)")
+                con.execute(f"COPY ({sql}) TO {zones.sql_text(files[name])} (FORMAT parquet)")
             step("golden_records")
             integrate.collect_findings(con)
-        con.execute(f"COPY found TO {_sql_text(findings_file)} (FORMAT parquet)")
+        con.execute(f"COPY found TO {zones.sql_text(findings_file)} (FORMAT parquet)")
         con.execute("DROP TABLE found")
         if golden is not None:
             goldenstate.write_snapshot(con, golden.folder)
@@ -472,7 +468,7 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         step("findings")
         clusters = out_dir / "clusters.parquet"
         if state["mode"] == "full":  # a change run's came with the outputs (`goldenstate.SPECS`)
-            con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {_sql_text(clusters)} (FORMAT parquet)")
+            con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {zones.sql_text(clusters)} (FORMAT parquet)")
         step("clusters")
     return Integration(files=files, findings_file=findings_file, clusters=clusters, metrics=metrics, rows=rows)
 
@@ -527,7 +523,7 @@ def _cluster_entities(con: Any, clusters: pa.Table | str, members: pa.Table) -> 
         con.register("clusters_arrow", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
         source = "clusters_arrow"
     else:
-        source = f"read_parquet({_sql_text(Path(clusters))})"
+        source = f"read_parquet({zones.sql_text(Path(clusters))})"
     con.register("members_in", members.select(["kind", "dataset", "record_key", "entity_id"]))
     con.execute(f"""CREATE OR REPLACE TABLE cluster_entity AS
                     SELECT DISTINCT c.kind, c.cluster_key, m.entity_id
