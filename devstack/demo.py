@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from lienthong import releases
 from lienthong.openlineage import openlineage_env
 from lienthong.private_files import private_data_dir, private_umask
 from lienthong.settings import Settings, load_settings
@@ -76,6 +77,8 @@ class AirflowRunner:
     # The agencies' pseudonymization key, unless one is exported: a new one per runner (a demo's pseudonyms
     # are only stable within that demo). It goes to the task processes' environment, never to a file.
     pseudonym_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    # the release signing key of the demo's published versions (an exported one wins)
+    release_key: str = field(default_factory=lambda: releases.new_key()[0], repr=False)
     # The Airflow process of an open session (see session()), else None: each command in a process of its own.
     _worker: _Worker | None = field(default=None, init=False, repr=False)
 
@@ -93,6 +96,7 @@ class AirflowRunner:
         )
         env.setdefault("XDG_RUNTIME_DIR", str(self.home / "xdg"))
         env.setdefault("LIENTHONG_PSEUDONYM_KEY", self.pseudonym_key)
+        env.setdefault(releases.SIGNING_KEY_ENV, self.release_key)
         Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
         # OpenLineage events of every task into <data_dir>/lineage/openlineage.jsonl (an exported config wins).
         data_dir = self.extra_env.get("LIENTHONG_DATA_DIR") or env.get("LIENTHONG_DATA_DIR") or load_settings().data_dir

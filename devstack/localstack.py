@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from lienthong import releases
 from lienthong.openlineage import openlineage_env
 
 log = logging.getLogger("devstack.localstack")
@@ -524,6 +525,9 @@ def up(
         # Kept across starts, like the Fernet key: changing it would change every agency pseudonym.
         env["LIENTHONG_PSEUDONYM_KEY"] = os.environ.get("LIENTHONG_PSEUDONYM_KEY") or _secret(
             paths.secrets / "pseudonym_key", lambda: secrets.token_urlsafe(32))
+        # Kept across starts: the key published versions are signed with (its public half joins the keyring).
+        env[releases.SIGNING_KEY_ENV] = os.environ.get(releases.SIGNING_KEY_ENV) or _secret(
+            paths.secrets / "release_signing_key", lambda: releases.new_key()[0])
 
         print("migrating the Airflow metadata database", flush=True)
         _run_airflow(["db", "migrate"], env, paths, "airflow-db-migrate", timeout=600)

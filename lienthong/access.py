@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -208,6 +209,20 @@ def grants_table(agencies: dict[str, Agency]) -> list[dict[str, Any]]:
                          "embargo_days": max((p.embargo_days for p in purposes), default=0),
                          "columns": modes, "rows": {c: list(v) for c, v in grant.rows.items()}})
     return rows
+
+
+def masking_policy(agencies: dict[str, Agency], dataset: str) -> dict[str, Any]:
+    """What each agency granted `dataset` reads of it, for a release's manifest: the columns it sees and how
+    (hidden ones left out), the row filter, the filters on nested items, the purposes; and the SHA-256 of
+    that, one value to tell whether two releases were served under the same policy."""
+    per_agency = {
+        agency.name: {"columns": {c: m for c, m in grant.columns.items() if m != "hidden"},
+                      "rows": {c: list(v) for c, v in grant.rows.items()},
+                      "nested_rows": {n: {c: list(v) for c, v in f.items()} for n, f in grant.nested_rows.items()},
+                      "purposes": list(grant.purposes)}
+        for agency in agencies.values() if (grant := agency.grants.get(dataset)) is not None}
+    text = json.dumps(per_agency, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return {"agencies": per_agency, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
 def default_agencies_path() -> Path:

@@ -10,6 +10,8 @@ sets `run` to a function taking the parsed arguments and returning the exit code
     lienthong retrain-models [--activate] [--truth DIR]   retrain the person-link models, compare with the active
     lienthong link-models [--activate LINK_TYPE MODEL_ID]   list the persisted link models (or activate one)
     lienthong grants [--agency A] [--json]   who may read which dataset, for which purposes, on which legal bases
+    lienthong verify <version folder or manifest> [--keyring K]   check a published version's signature and files
+    lienthong release-key new --private-out FILE | show [--keyring DIR]   make or show a release signing key
 """
 
 from __future__ import annotations
@@ -297,8 +299,86 @@ def register_grants(subparsers: Any) -> None:
     p.set_defaults(run=_grants)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    import json
+
+    from lienthong.releases import verify
+
+    results = [verify(target, args.keyring) for target in args.targets]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+    for r in results if not args.json else []:
+        head = f"{r.dataset} v{r.version}" if r.dataset else str(r.manifest)
+        if r.ok:
+            print(f"OK  {head}: signed by {r.key_id} at {r.signed_at}; {r.files} file(s), {r.rows} rows match")
+        else:
+            print(f"BAD {head} ({r.manifest}), keyring {r.keyring}:")
+            for problem in r.problems:
+                print(f"    {problem}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def register_verify(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="check a published version offline: signature, file hashes, row counts",
+        description="Checks a published version folder (or its _manifest.json) without the platform: the "
+                    "Ed25519 signature against the keyring, each manifest field against the digest signed "
+                    "for it, each file's SHA-256, size and Parquet row count, files not in the manifest. "
+                    "Names every mismatch; exit 1 when anything does not match.",
+    )
+    p.add_argument("targets", nargs="+", metavar="folder-or-manifest", help="version folder(s) or manifest file(s)")
+    p.add_argument("--keyring", help="folder of public key entries, or one file (default: <published>/_keys "
+                                     "beside the dataset folders; agencies pass the copy they trust)")
+    p.add_argument("--json", action="store_true", help="the results as JSON")
+    p.set_defaults(run=_verify)
+
+
+def _release_key(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from lienthong import releases
+
+    if args.action == "new":
+        if not args.private_out:
+            print("lienthong release-key new: --private-out FILE is required", file=sys.stderr)
+            return 2
+        pem, key = releases.new_key()
+        out = Path(args.private_out)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over an existing key
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(pem)
+        print(f"new signing key {key.key_id}: private key in {out} (mode 0600); give it to "
+              f"{releases.SIGNING_KEY_ENV} or the password of connection {releases.SIGNING_CONN_ID!r}")
+    else:
+        key = releases.signing_key()
+    if args.keyring:
+        print(f"public key added to the keyring: {releases.add_to_keyring(Path(args.keyring), key)}")
+    if args.action == "show":
+        print(json.dumps(key.public_record(), indent=2))
+    return 0
+
+
+def register_release_key(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "release-key",
+        help="make a release signing key, or show the configured one's public half",
+        description="`new --private-out FILE` makes an Ed25519 key and writes its private half (PEM, mode 0600) "
+                    "to FILE, which must not exist; `show` prints the public keyring entry of the configured key "
+                    "(LIENTHONG_RELEASE_SIGNING_KEY or connection lienthong_release_signing). With --keyring, "
+                    "the public half is added to that keyring folder. No private key is ever printed.",
+    )
+    p.add_argument("action", choices=["new", "show"])
+    p.add_argument("--private-out", help="where `new` writes the private key")
+    p.add_argument("--keyring", help="a keyring folder to add the public key to")
+    p.set_defaults(run=_release_key)
+
+
 COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild,
-                                         register_retrain_models, register_link_models, register_grants]
+                                         register_retrain_models, register_link_models, register_grants,
+                                         register_verify, register_release_key]
 
 
 def build_parser() -> argparse.ArgumentParser:

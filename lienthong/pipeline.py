@@ -87,6 +87,7 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
     """Publish a dataset from the latest reconciliation (or store), if its quality gate passed and its
     content changed."""
     from lienthong import profiles
+    from lienthong.access import load_agencies, masking_policy
     from lienthong.contracts import contract
     from lienthong.datasets import from_integrated, staged_inputs
     from lienthong.publish import publish as do_publish
@@ -111,8 +112,10 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
                       if name in sources})
         rows = profiles.FROM_INTEGRATED[dataset](c, paths)
         lineage["reconcile"] = {"run_id": rec["run_id"], "outputs": rec["outputs"]}
+        models = _link_models_of(s, rec["run_id"])
     else:
         rows = profiles.FROM_STORES[dataset](c, url)
+        models = {}
     result = do_publish(
         c,
         {},
@@ -124,8 +127,20 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         retention=s.published_retention,
         url=url,
         rows=rows,
+        provenance={"model_versions": models, "masking_policy": masking_policy(load_agencies(), dataset)},
     )
     return result.as_dict()
+
+
+def _link_models_of(s: Settings, reconcile_run_id: str) -> dict[str, Any]:
+    """{link type: {model_id, sha256}} of the link models a reconciliation used (none saved: empty)."""
+    from lienthong.reconcile.explain import ExplainError, run_manifest
+
+    try:
+        manifest = run_manifest(s.integrated_dir, reconcile_run_id)
+    except ExplainError:
+        return {}
+    return {name: {"model_id": m["model_id"], "sha256": m["sha256"]} for name, m in manifest["models"].items()}
 
 
 def apply_agency_access(run_id: str, settings: Settings | None = None) -> dict[str, Any]:

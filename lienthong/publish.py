@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import runs, sessions
+from lienthong import releases, runs, sessions
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -117,26 +117,21 @@ def last_publication(dataset: str, url: str | None = None) -> dict[str, Any] | N
             "published_at": last.published_at}
 
 
-def _write_parquet_version(table: pa.Table, folder: Path, manifest: dict[str, Any]) -> Path:
+def _write_parquet_version(table: pa.Table, folder: Path, manifest: dict[str, Any], key: releases.SigningKey) -> Path:
+    """The version folder: the rows as Parquet and the manifest naming them, signed with `key`."""
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     part = tmp / "part-00000.parquet"
     pq.write_table(table, part, compression="zstd")
-    manifest["files"] = [{"path": part.name, "rows": table.num_rows, "sha256": _sha256_file(part), "bytes": part.stat().st_size}]
-    (tmp / "_manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    manifest["files"] = [{"path": part.name, "rows": table.num_rows, "sha256": releases.sha256_file(part),
+                          "bytes": part.stat().st_size}]
+    signed = releases.sign(manifest, key)
+    (tmp / releases.MANIFEST).write_text(json.dumps(signed, indent=2, ensure_ascii=False), encoding="utf-8")
     if folder.exists():  # an unreferenced leftover of a failed attempt at this version
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _set_current(dataset_dir: Path, version: int) -> None:
@@ -262,8 +257,11 @@ def publish(
     retention: int = 5,
     url: str | None = None,
     rows: pa.Table | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> PublishResult:
-    """Publish `rows` (already in the contract's shape), or the projection of `staged_paths` when None."""
+    """Publish `rows` (already in the contract's shape), or the projection of `staged_paths` when None.
+    `provenance` (the link model versions, the masking policy) goes into the manifest as given. The manifest
+    is signed with the configured release key (`lienthong.releases`): without one nothing is published."""
     t0 = time.monotonic()
     name = published.name
     if not gate_passed:
@@ -271,6 +269,7 @@ def publish(
             f"{name}: quality gate failed for run {run_id} ({', '.join(quality.get('failed_critical', [])) or 'critical rule'}); "
             "the previously published version stays in place"
         )
+    key = releases.signing_key()
     cleanup_orphans(name, published_dir, url)
     table = rows if rows is not None else project(published, staged_paths)
     digest = content_hash(table, published)
@@ -294,8 +293,10 @@ def publish(
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
         "lineage": lineage,
         "quality": quality,
+        **(provenance or {}),
     }
-    _write_parquet_version(table, folder, manifest)
+    releases.add_to_keyring(releases.keyring_dir(published_dir), key)
+    _write_parquet_version(table, folder, manifest, key)
     tname = table_name(name, version)
     full = f'"{PUBLISHED_SCHEMA}"."{tname}"'
     try:

@@ -25,6 +25,16 @@ if os.environ.get("LIENTHONG_TEST_DATABASE_URL"):
 else:
     os.environ.pop("LIENTHONG_DATABASE_URL", None)
 _SESSION_DATA_DIR = Path(os.environ["LIENTHONG_DATA_DIR"])
+# Every published version is signed: the session signs with a key made for it (an exported key wins). The
+# public key reaches the keyring beside the published datasets at the first publish.
+if not os.environ.get("LIENTHONG_RELEASE_SIGNING_KEY"):
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    _seed = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    os.environ["LIENTHONG_RELEASE_SIGNING_KEY"] = base64.b64encode(_seed).decode("ascii")
 
 
 def pytest_sessionfinish(session, exitstatus):

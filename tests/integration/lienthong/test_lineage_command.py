@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -131,3 +133,33 @@ def test_an_unknown_version_or_dataset_is_a_clear_error(published):
     out = lineage(published, "no_such_dataset")
     assert out.returncode != 0
     assert "no published dataset 'no_such_dataset'" in out.stderr and "citizen_profile" in out.stderr
+
+
+def test_the_release_is_signed_and_names_its_models_and_masking_policy(published, tmp_path):
+    """What `pipeline.publish` (the publish DAG's call) releases: a manifest naming the link models the
+    reconciliation used and each agency's view of the dataset, signed; `lienthong verify` checks it offline."""
+    from lienthong.access import load_agencies
+    from lienthong.reconcile.explain import run_manifest
+    from lienthong.settings import load_settings
+
+    folder = Path(published["results"]["citizen_profile"]["parquet_path"])
+    manifest = json.loads((folder / "_manifest.json").read_text(encoding="utf-8"))
+    used = run_manifest(load_settings().integrated_dir, "i1")["models"]
+    assert manifest["model_versions"] == {n: {"model_id": m["model_id"], "sha256": m["sha256"]} for n, m in used.items()}
+    assert manifest["model_versions"]  # the person links were scored by persisted models
+    policy = manifest["masking_policy"]["agencies"]
+    granted = {a.name for a in load_agencies().values() if "citizen_profile" in a.grants}
+    assert set(policy) == granted and granted
+    assert all("hidden" not in grant["columns"].values() for grant in policy.values())
+    out = subprocess.run([sys.executable, "-m", "lienthong.cli", "verify", str(folder)], env=published["env"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("OK  citizen_profile v1: signed by ed25519:"), out
+    # the store dataset (no reconciliation behind it) names no models, and is signed too
+    store = Path(published["results"]["quality_summary"]["parquet_path"])
+    assert json.loads((store / "_manifest.json").read_text(encoding="utf-8"))["model_versions"] == {}
+    copy = Path(shutil.copytree(store, tmp_path / store.name))  # tampered as received, the release left alone
+    (copy / "part-00000.parquet").write_bytes((copy / "part-00000.parquet").read_bytes() + b"\0")
+    out = subprocess.run([sys.executable, "-m", "lienthong.cli", "verify", str(copy), "--keyring",
+                          str(store.parent.parent / "_keys")], env=published["env"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "file part-00000.parquet: SHA-256 differs" in out.stdout, out

@@ -29,7 +29,8 @@ import pytest
 
 from lienthong.contracts import contract
 from lienthong.db import ensure_database, warehouse_url
-from lienthong.publish import COPY_BATCH_ROWS, _sha256_file, current_version, publish
+from lienthong.publish import COPY_BATCH_ROWS, current_version, publish
+from lienthong.releases import sha256_file, verify
 from sandbox.profiles import synthetic_profiles
 
 pytestmark = pytest.mark.integration
@@ -84,8 +85,12 @@ def _assert_manifest_verifies(folder: Path, rows: int, content_hash: str) -> Non
     assert sum(f["rows"] for f in manifest["files"]) == rows
     for f in manifest["files"]:
         part = folder / f["path"]
-        assert _sha256_file(part) == f["sha256"] and part.stat().st_size == f["bytes"]
+        assert sha256_file(part) == f["sha256"] and part.stat().st_size == f["bytes"]
         assert pq.ParquetFile(part).metadata.num_rows == f["rows"]
+    # signed with the session's key, whose public half the publish put in the keyring beside the datasets
+    checked = verify(folder)
+    assert checked.ok, checked.problems
+    assert checked.key_id == manifest["signature"]["key_id"] and checked.rows == rows
 
 
 # --- killed during COPY --------------------------------------------------------------------------------
