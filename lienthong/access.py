@@ -61,6 +61,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 from psycopg2.extensions import connection, encrypt_password
 
+from lienthong import feed
 from lienthong.contracts import Contract, Field, load_contracts
 from lienthong.db import connect
 from lienthong.jsonfilter import item_conditions
@@ -626,10 +627,14 @@ def column_expression(grant: DatasetGrant, contract: Contract, column: str, agen
     raise ValueError(f"column {column} is hidden")
 
 
-def view_select(grant: DatasetGrant, contract: Contract, agency: str) -> sql.Composed:
-    """SELECT ... FROM published.<dataset> [WHERE row filter] for `agency`'s view."""
-    cols = sql.SQL(", ").join(column_expression(grant, contract, c, agency) for c in grant.readable)
-    query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(PUBLISHED_SCHEMA, contract.name))
+def view_select(grant: DatasetGrant, contract: Contract, agency: str, *, source: str | None = None,
+                extra: tuple[str, ...] = ()) -> sql.Composed:
+    """SELECT ... FROM published.<dataset> [WHERE row filter] for `agency`'s view; from another table of
+    the published schema with the same columns (`source`, e.g. the change feed's), its `extra` columns
+    passed through as they are."""
+    cols = sql.SQL(", ").join([column_expression(grant, contract, c, agency) for c in grant.readable]
+                              + [sql.Identifier(c) for c in extra])
+    query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(PUBLISHED_SCHEMA, source or contract.name))
     if grant.rows:
         conds = [sql.SQL("{} IN ({})").format(sql.Identifier(c), sql.SQL(", ").join(map(sql.Literal, values)))
                  for c, values in grant.rows.items()]
@@ -642,6 +647,7 @@ class AgencyReport:
     role: str
     schema: str
     views: list[str] = field(default_factory=list)
+    feeds: list[str] = field(default_factory=list)  # datasets whose change feed the agency can read
     skipped: dict[str, str] = field(default_factory=dict)
     password_set: bool = False
     limits: dict[str, int | str] = field(default_factory=dict)
@@ -880,11 +886,59 @@ def _apply_agency(conn: connection, agency: Agency, contracts: dict[str, Contrac
                          + "".join(f"; {c} items where {dict(r)}" for c, r in grant.nested_rows.items()),))
             cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, role))
             rep.views.append(ds)
+            if _published_columns(cur, feed.changes_table(ds)) is not None:
+                _feed_views(cur, agency, grant, contract, role)
+                rep.feeds.append(ds)
         cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
         if agency.uses_pseudonyms:
             # EXECUTE only: without USAGE on the private schema the role cannot name the function itself.
             cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(PSEUDONYM_FN), role))
     return rep
+
+
+def _feed_views(cur, agency: Agency, grant: DatasetGrant, contract: Contract, role: sql.Identifier) -> None:
+    """The agency's change feed of one dataset: view `<dataset>_change_log` (the kept change rows, masked and
+    filtered as its view of the dataset), view `<dataset>_feed_window` (the first version the feed can be
+    followed from, and the current one) and function `<dataset>_changes(since_version)`, the changes after
+    `since_version` in order, refusing a version outside the window with an error that says what to do."""
+    ds = contract.name
+    log_view = sql.Identifier(agency.schema, feed.change_log_view(ds))
+    window = sql.Identifier(agency.schema, feed.window_view(ds))
+    function = sql.Identifier(agency.schema, feed.agency_function(ds))
+    cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {}").format(
+        log_view, view_select(grant, contract, agency.name, source=feed.changes_table(ds),
+                              extra=tuple(feed.META_COLUMNS))))
+    cur.execute(sql.SQL("CREATE VIEW {} AS SELECT min(version) AS first_version, max(version) AS current_version "
+                        "FROM {}").format(window, sql.Identifier(PUBLISHED_SCHEMA, feed.feed_table(ds))))
+    cur.execute(sql.SQL("""CREATE FUNCTION {function}(since_version integer) RETURNS SETOF {log_view}
+        LANGUAGE plpgsql STABLE AS $body$
+        DECLARE
+            w record;
+        BEGIN
+            SELECT first_version, current_version INTO w FROM {window};
+            IF since_version IS NULL OR since_version < w.first_version THEN
+                RAISE EXCEPTION USING ERRCODE = 'data_exception', MESSAGE = format(
+                    '%s: the change feed is kept from version %s on; version %s is older (or null): read %s again '
+                    '(with current_version from %s in the same transaction) and follow the feed from there',
+                    {name}, w.first_version, since_version, {snapshot_text}, {window_text});
+            END IF;
+            IF since_version > w.current_version THEN
+                RAISE EXCEPTION USING ERRCODE = 'data_exception', MESSAGE = format(
+                    '%s: version %s is newer than the current version %s', {name}, since_version,
+                    w.current_version);
+            END IF;
+            RETURN QUERY SELECT * FROM {log_view} c WHERE c._commit_version > since_version
+                ORDER BY c._commit_version, c._seq;
+        END
+        $body$""").format(function=function, log_view=log_view, window=window, name=sql.Literal(ds),
+                          snapshot_text=sql.Literal(f"{agency.schema}.{ds}"),
+                          window_text=sql.Literal(f"{agency.schema}.{feed.window_view(ds)}")))
+    cur.execute(sql.SQL("COMMENT ON FUNCTION {}(integer) IS %s").format(function),
+                (f"{contract.id} for agency {agency.name}: the rows changed after a version, as {agency.schema}.{ds} "
+                 "shows them (_change_type, _commit_version, _commit_timestamp, _seq)",))
+    cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(integer) FROM PUBLIC").format(function))
+    cur.execute(sql.SQL("GRANT SELECT ON {}, {} TO {}").format(log_view, window, role))
+    cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(integer) TO {}").format(function, role))
 
 
 def _retire(conn: connection, agencies: dict[str, Agency]) -> list[str]:

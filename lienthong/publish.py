@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import releases, runs, sessions
+from lienthong import feed, releases, runs, sessions
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -58,6 +58,7 @@ class PublishResult:
     table: str
     parquet_path: str
     seconds: float
+    changes: dict[str, int] | None = None  # change rows by type in the feed; None: the feed starts here
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,6 +282,8 @@ def publish(
     version = (last["version"] if last else 0) + 1
     ds_dir = Path(published_dir) / name
     folder = ds_dir / version_name(version)
+    published_at = datetime.now(UTC)
+    changes = feed.diff(Path(last["parquet_path"]) if last else None, table, published, version, published_at)
     manifest = {
         "dataset": name,
         "version": version,
@@ -288,8 +291,11 @@ def publish(
         "contract_version": published.version,
         "row_count": table.num_rows,
         "content_hash": digest,
-        "published_at": datetime.now(UTC).isoformat(),
+        "published_at": published_at.isoformat(),
         "run_id": run_id,
+        # the change feed's rows for this version (published.<dataset>__changes), by type; null: it starts here
+        "changes": {"from_version": last["version"] if last and changes is not None else None,
+                    "rows": feed.counts(changes)},
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
         "lineage": lineage,
         "quality": quality,
@@ -316,6 +322,7 @@ def publish(
                 (loaded,) = cur.fetchone()
                 if loaded != table.num_rows:
                     raise RuntimeError(f"{name} v{version}: loaded {loaded} rows, expected {table.num_rows}")
+                feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow)
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 _switch_view(cur, view, full)
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
@@ -330,7 +337,8 @@ def publish(
         raise
     _set_current(ds_dir, version)
     _apply_retention(name, ds_dir, version, retention, url)
-    result = PublishResult(name, run_id, "published", version, table.num_rows, digest, tname, str(folder), time.monotonic() - t0)
+    result = PublishResult(name, run_id, "published", version, table.num_rows, digest, tname, str(folder),
+                           time.monotonic() - t0, feed.counts(changes))
     log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), table.num_rows, result.seconds)
     return result
 
@@ -357,6 +365,8 @@ def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: s
         return
     cutoff = current - keep
     with connect(url) as conn:
+        with conn.cursor() as cur:  # the feed starts at the oldest version kept
+            feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
         for old in runs.publications(conn, dataset, status="published", up_to_version=cutoff):
             with conn.cursor() as cur:
                 cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{old.table_name}"')

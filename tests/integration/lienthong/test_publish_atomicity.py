@@ -181,6 +181,9 @@ def test_publisher_killed_during_copy_leaves_the_previous_version_served(tmp_pat
     assert [(v, s, n) for v, _, s, n in _publications(url)] == [(1, "published", 2_000)]
     # The CREATE TABLE was in the rolled-back transaction: no half-loaded table survives the kill.
     assert _version_tables(url) == {f"{DATASET}__v000001"}
+    # Nor any change of the killed version in the feed, which was written in that transaction too.
+    assert _query(url, f'SELECT version FROM published."{DATASET}__feed"') == [(1,)]
+    assert _query(url, f'SELECT count(*) FROM published."{DATASET}__changes"') == [(0,)]
     # On disk the killed attempt's complete folder `v000002/` (Parquet + manifest, renamed into place before
     # the database transaction) is left unreferenced; the next run's cleanup removes it, even when that run
     # has nothing new to publish.
@@ -203,6 +206,11 @@ def test_publisher_killed_during_copy_leaves_the_previous_version_served(tmp_pat
     _assert_manifest_verifies(folder, 3_000, second.content_hash)
     manifest = json.loads((folder / "_manifest.json").read_text(encoding="utf-8"))
     assert manifest["run_id"] == "after-kill"  # not the killed attempt's folder, which was left at v000002
+    # the feed from version 1 to 2 is the change from the 2,000 rows of version 1 to the 3,000 of version 2
+    assert _query(url, f"""SELECT _change_type, count(*) FROM published."{DATASET}__changes"
+                           WHERE _commit_version = 2 GROUP BY 1 ORDER BY 1""") == sorted(
+        (t, n) for t, n in second.changes.items() if n)  # type: ignore[union-attr]
+    assert second.changes["insert"] - second.changes["delete"] == 1_000  # type: ignore[index]
     assert pq.read_table(folder)[MARKER].unique().to_pylist() == ["G03"]
 
 

@@ -1,0 +1,256 @@
+"""The change feed of published datasets, on a real warehouse (the session's embedded PostgreSQL), logged in as
+each agency: over a seeded random sequence of publishes (people renamed, dying, moving province, gaining and
+losing enterprises and parcels, removed, added), applying `agency_<name>.<dataset>_changes(N)` to the agency's
+copy at version N gives exactly its view at version M, for every agency granted the dataset (masked and
+pseudonymized columns stay as its view shows them, row filters hold in the feed too); a version the feed no
+longer keeps, or one not published yet, is refused with an error saying so; the agencies cannot read the
+feed's tables themselves; a kill before the publish commits leaves neither a version nor its changes."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+import pyarrow as pa
+import pytest
+from agency_fixtures import agency_connect, secrets_in_env
+from psycopg2 import errors
+
+from lienthong import feed
+from lienthong.access import apply_access, load_agencies
+from lienthong.contracts import contract
+from lienthong.db import ensure_database, warehouse_url
+from lienthong.publish import publish
+from sandbox.profiles import synthetic_profiles
+
+pytestmark = pytest.mark.integration
+
+RETENTION = 4
+
+
+def _granted(dataset: str) -> list[str]:
+    return [name for name, a in load_agencies().items() if dataset in a.grants]
+
+
+def _rows_key(row: dict) -> str:
+    return json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _select(conn, query: str, params=()) -> list[dict]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _snapshot(conn, agency: str, dataset: str) -> tuple[int, Counter]:
+    """The agency's view and the version it shows, read in one transaction."""
+    schema = load_agencies()[agency].schema
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        ((current,),) = [tuple(r.values()) for r in _select(conn, f'SELECT current_version FROM {schema}."{feed.window_view(dataset)}"')]
+        rows = Counter(_rows_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+    return current, rows
+
+
+def _apply(copy: Counter, changes: list[dict]) -> Counter:
+    out = Counter(copy)
+    for ch in changes:
+        row = {k: v for k, v in ch.items() if k not in feed.META_COLUMNS}
+        if ch["_change_type"] in ("delete", "update_preimage"):
+            key = _rows_key(row)
+            assert out[key] > 0, f"the feed deletes a row the copy does not hold: {key[:200]}"
+            out[key] -= 1
+            if not out[key]:
+                del out[key]
+        else:
+            out[_rows_key(row)] += 1
+    return out
+
+
+def _changes(conn, agency: str, since: int, dataset: str) -> list[dict]:
+    schema = load_agencies()[agency].schema
+    return _select(conn, f'SELECT * FROM {schema}."{feed.agency_function(dataset)}"(%s)', (since,))
+
+
+def _first_version(conn, agency: str, dataset: str) -> int:
+    schema = load_agencies()[agency].schema
+    ((first,),) = [tuple(r.values()) for r in _select(
+        conn, f'SELECT first_version FROM {schema}."{feed.window_view(dataset)}"')]
+    return first
+
+
+def _citizens(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
+    """One publish's worth of change: about 6 % of the rows changed, 2 % removed, 3 % added."""
+    out = []
+    for r in rows:
+        x = rng.random()
+        if x < 0.02:
+            continue  # removed (e.g. a duplicate record merged away)
+        if x < 0.08:
+            r = dict(r)
+            kind = rng.choice(["rename", "death", "move", "enterprises", "parcels", "address"])
+            if kind == "rename":
+                r["full_name"] = r["full_name"] + " Văn"
+            elif kind == "death" and r["status"] != "DA_MAT":
+                r["status"], r["death_date"] = "DA_MAT", date(2026, 1, 1 + step)
+            elif kind == "move":
+                r["residence_province_code"] = "01" if r["residence_province_code"] != "01" else "31"
+                r["residence_commune_code_2025"] = "00070" if r["residence_province_code"] == "01" else "11311"
+            elif kind == "enterprises":
+                r["enterprises"] = None if r["enterprises"] else [
+                    {"enterprise_code": f"0{step:02d}0233488", "enterprise_name": "Công ty TNHH Mới",
+                     "enterprise_status": "DANG_HOAT_DONG", "title": "Giám đốc"}]
+            elif kind == "parcels":
+                r["parcels"] = (r["parcels"] or [])[1:] or None
+            else:
+                r["residence_address"] = f"Số {step} Lạch Tray"
+        out.append(r)
+    fresh = synthetic_profiles(len(rows) // 30 + 1, seed=100 + step).to_pylist()
+    known = {r["citizen_id"] for r in out}
+    out += [r for r in fresh if r["citizen_id"] not in known]
+    return sorted(out, key=lambda r: r["citizen_id"])
+
+
+def _parcel(i: int, province: str) -> dict:
+    return {"province_code": province, "commune_code_original": "11311" if province == "31" else "00070",
+            "map_sheet": 1 + i % 40, "parcel_number": i, "parcel_id": 1000 + i,
+            "commune_code_2025": "11311" if province == "31" else "00070", "area_m2": 40.0 + i % 300,
+            "land_use": "ODT", "address": f"Tổ {i % 9}",
+            "holders": [{"holder_type": "CA_NHAN", "person_key": f"031085{i:06d}", "full_name": "Nguyễn Văn An",
+                         "enterprise_code": None, "enterprise_name": None, "share_percent": 100.0,
+                         "certificate_serial": f"AB{i:08d}", "certificate_status": "HIEU_LUC",
+                         "link_method": "exact_id", "link_band": "accept"}]}
+
+
+def _parcels(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
+    """Parcels re-measured, changing holders, re-registered in the other province (a key change that crosses
+    the land department's row filter), removed, added."""
+    out = []
+    for r in rows:
+        x = rng.random()
+        if x < 0.02:
+            continue
+        if x < 0.10:
+            r = dict(r)
+            kind = rng.choice(["area", "holder", "province", "address"])
+            if kind == "area":
+                r["area_m2"] = r["area_m2"] + step
+            elif kind == "holder":
+                r["holders"] = [{**r["holders"][0], "person_key": f"001050{step:06d}", "full_name": "Lê Thị Mai"}]
+            elif kind == "province":
+                r["province_code"] = "01" if r["province_code"] == "31" else "31"
+            else:
+                r["address"] = f"Số {step} Hàng Bạc"
+        out.append(r)
+    top = max(r["parcel_number"] for r in out)
+    out += [_parcel(top + i + 1, rng.choice(["31", "01"])) for i in range(len(rows) // 30 + 1)]
+    key = ("province_code", "commune_code_original", "map_sheet", "parcel_number", "parcel_id")
+    return sorted({tuple(r[k] for k in key): r for r in out}.values(), key=lambda r: tuple(r[k] for k in key))
+
+
+GENERATORS = {
+    "citizen_profile": (lambda: sorted(synthetic_profiles(400, seed=7).to_pylist(), key=lambda r: r["citizen_id"]),
+                        _citizens),
+    "parcel_register": (lambda: [_parcel(i, "31" if i % 3 else "01") for i in range(1, 301)], _parcels),
+}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    url = ensure_database(warehouse_url(), "feed_" + tmp_path_factory.mktemp("feed").name[-12:].lower().replace("-", "_"))
+    with secrets_in_env():
+        yield url, tmp_path_factory.mktemp("published")
+
+
+def _publish(url: str, folder: Path, dataset: str, rows: list[dict], run_id: str):
+    c = contract(dataset)
+    table = pa.Table.from_pylist(rows, schema=c.arrow_schema())
+    result = publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                     retention=RETENTION, url=url, rows=table)
+    apply_access(url)  # the publish DAG's next task
+    return result
+
+
+@pytest.mark.parametrize("dataset", list(GENERATORS))
+def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
+    url, folder = warehouse
+    rng = random.Random(20261206)
+    initial, mutate = GENERATORS[dataset]
+    rows = initial()
+    agencies = _granted(dataset)
+    first = _publish(url, folder, dataset, rows, f"{dataset}-1")
+    assert first.version == 1 and first.changes is None  # the feed starts here
+    conns = {a: agency_connect(url, a) for a in agencies}
+    try:
+        copies = {a: _snapshot(conns[a], a, dataset) for a in agencies}
+        assert all(v == 1 for v, _ in copies.values())
+        for step in range(1, 7):
+            rows = mutate(rows, rng, step)
+            result = _publish(url, folder, dataset, rows, f"{dataset}-{step + 1}")
+            assert result.status == "published" and result.changes and sum(result.changes.values()) > 0
+            assert result.changes["delete"] and result.changes["insert"] and result.changes["update_postimage"]
+            assert result.changes["update_preimage"] == result.changes["update_postimage"]
+            manifest = json.loads((Path(result.parquet_path) / "_manifest.json").read_text(encoding="utf-8"))
+            assert manifest["changes"] == {"from_version": result.version - 1, "rows": result.changes}
+            for a in agencies:
+                version, copy = copies[a]
+                changes = _changes(conns[a], a, version, dataset)
+                assert {c["_commit_version"] for c in changes} == {result.version}
+                assert [c["_seq"] for c in changes] == sorted(c["_seq"] for c in changes)
+                now_version, now_rows = _snapshot(conns[a], a, dataset)
+                assert now_version == result.version
+                assert _apply(copy, changes) == now_rows, f"agency {a}: the feed from v{version} does not give v{now_version}"
+                copies[a] = (now_version, now_rows)
+        # the feed is kept from the oldest version still kept to the current one; outside it, a clear refusal
+        oldest = result.version - RETENTION + 1
+        for a in agencies:
+            assert _first_version(conns[a], a, dataset) == oldest
+            with pytest.raises(errors.DataException, match=rf"kept from version {oldest} on; version 1 is older"):
+                _changes(conns[a], a, 1, dataset)
+            with pytest.raises(errors.DataException, match="newer than the current version"):
+                _changes(conns[a], a, result.version + 1, dataset)
+            assert _changes(conns[a], a, result.version, dataset) == []
+    finally:
+        for c in conns.values():
+            c.close()
+    if dataset == "parcel_register":  # the land department reads province 31 only, in its feed too
+        land = agency_connect(url, "land_department")
+        try:
+            seen = _changes(land, "land_department", oldest, dataset)
+            assert seen and {c["province_code"] for c in seen} == {"31"}
+        finally:
+            land.close()
+
+
+def test_masked_columns_stay_masked_and_the_tables_stay_closed(warehouse):
+    url, _ = warehouse
+    dataset = "citizen_profile"
+    with psycopg2.connect(url) as conn:
+        raw_ids = {r["citizen_id"] for r in _select(conn, f'SELECT citizen_id FROM published."{feed.changes_table(dataset)}"')}
+    assert raw_ids, "runs after test_applying_the_feed_gives_each_agency_its_next_view"
+    agencies = load_agencies()
+    for a in _granted(dataset):
+        grant = agencies[a].grants[dataset]
+        conn = agency_connect(url, a)
+        try:
+            changes = _changes(conn, a, _first_version(conn, a, dataset), dataset)
+            assert changes
+            visible = set(changes[0]) - set(feed.META_COLUMNS)
+            assert visible == set(grant.readable)  # hidden columns are absent from the feed as from the view
+            if grant.columns["citizen_id"] != "visible":
+                assert not {c["citizen_id"] for c in changes} & raw_ids
+            for table in (feed.changes_table(dataset), feed.feed_table(dataset)):
+                with pytest.raises(errors.InsufficientPrivilege):
+                    _select(conn, f'SELECT 1 FROM published."{table}" LIMIT 1')
+        finally:
+            conn.close()
