@@ -43,6 +43,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from pydantic import BaseModel
 
+from lienthong import feed
 from lienthong.access import Agency, Purpose, load_agencies
 from lienthong.contracts import Contract, load_contracts
 from lienthong.sessions import PersonColumns
@@ -71,6 +72,7 @@ from lienthong.subjects import readable_person_columns, subjects_query
 log = logging.getLogger("lienthong.singlewindow")
 
 MAX_ROWS = 100  # parcels sharing a locator: a handful in practice
+MAX_CHANGE_ROWS = 5_000  # rows of a change feed page
 PURPOSE_HEADER = "X-Purpose"
 CASE_HEADER = "X-Case-Id"
 _CASE_ID = re.compile(r"[A-Za-z0-9._/:-]{1,64}")
@@ -163,36 +165,74 @@ class Service:
 
     def lookup(self, agency: Agency, spec: Lookup, raw: str, parse: Callable[[], tuple], purpose: str | None,
                case_id: str | None) -> Response:
-        t0 = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        rows: list[dict[str, Any]] = []
-        subjects: tuple[str, ...] = ()
-        accepted: Purpose | None = None
-        body: dict[str, Any]  # one record, a page of records, or an error's detail
-        key_text = validation.for_log(raw)
-        try:
-            accepted = self._accept(agency, spec, purpose, case_id)
+        def answer(accepted: Purpose) -> tuple[int, dict[str, Any], int, tuple[str, ...], str]:
             try:
                 values = parse()
             except validation.InvalidKey as exc:
                 raise ServiceError(400, str(exc)) from None
             key_text = "/".join(map(str, values))
             rows = self._read(agency, spec, values)
-            if rows:
-                subjects = self._subjects(agency, spec, values)
-            status = 200 if rows else 404
-            body = ({"count": len(rows), "items": rows} if spec.many else rows[0]) if rows else {
-                "detail": f"no {spec.dataset} record with this key"}
+            if not rows:
+                return 404, {"detail": f"no {spec.dataset} record with this key"}, 0, (), key_text
+            body = {"count": len(rows), "items": rows} if spec.many else rows[0]
+            return 200, body, len(rows), self._subjects(agency, spec, values), key_text
+
+        return self._recorded(agency, spec.dataset, validation.for_log(raw), purpose, case_id, answer)
+
+    def changes(self, agency: Agency, dataset: str, since: int, after: str | None, limit: int, purpose: str | None,
+                case_id: str | None) -> Response:
+        """A page of the dataset's change feed after version `since` (and after cursor `after`, the previous
+        page's `next`), as the agency's change views show it; recorded like a lookup, with the persons of the
+        rows returned."""
+        key_text = f"changes since {since}" + (f" after {validation.for_log(after, 24)}" if after else "")
+
+        def answer(accepted: Purpose) -> tuple[int, dict[str, Any], int, tuple[str, ...], str]:
+            try:
+                # no cursor: every row of a version after `since` (a seq is never this large)
+                cursor = validation.feed_cursor(after, since) if after else (since, 2**62)
+            except validation.InvalidKey as exc:
+                raise ServiceError(400, str(exc)) from None
+            first, current, rows = self._change_page(agency, dataset, cursor, limit)
+            if first is None or current is None:
+                raise ServiceError(404, f"{dataset} has no change feed yet (published once, or never)")
+            if since < first:
+                raise ServiceError(410, f"{dataset}: the change feed is kept from version {first} on; version {since} "
+                                        f"is older: read the dataset again and follow the feed from its version")
+            if since > current:
+                raise ServiceError(400, f"{dataset}: version {since} is newer than the current version {current}")
+            more = len(rows) > limit
+            rows = rows[:limit]
+            last = (rows[-1]["_commit_version"], rows[-1]["_seq"]) if rows else None
+            body = {"dataset": dataset, "since": since, "first_version": first, "current_version": current,
+                    "count": len(rows), "items": rows, "next": f"{last[0]}.{last[1]}" if more and last else None}
+            subjects = self._change_subjects(agency, dataset, cursor, last) if last else ()
+            return 200, body, len(rows), subjects, key_text
+
+        return self._recorded(agency, dataset, key_text, purpose, case_id, answer)
+
+    def _recorded(self, agency: Agency, dataset: str, key_text: str, purpose: str | None, case_id: str | None,
+                  answer: Callable[[Purpose], tuple[int, dict[str, Any], int, tuple[str, ...], str]]) -> Response:
+        """Check the purpose, answer, and record the read in the access log before anything is returned (fail
+        closed: an unrecorded answer becomes a 503). `answer` gives (status, body, rows, subjects, key text)."""
+        t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        count = 0
+        subjects: tuple[str, ...] = ()
+        accepted: Purpose | None = None
+        body: dict[str, Any]  # one record, a page of records, or an error's detail
+        try:
+            accepted = self._accept(agency, dataset, purpose, case_id)
+            status, body, count, subjects, key_text = answer(accepted)
         except ServiceError as exc:
             status, body = exc.status, {"detail": exc.detail}
-            rows, subjects = [], ()
+            count, subjects = 0, ()
         latency = (time.perf_counter() - t0) * 1000
-        refused = status in (400, 403)
+        refused = status in (400, 403, 410)
         embargo = (datetime.now(UTC) + timedelta(days=accepted.embargo_days)
                    if accepted and accepted.embargo_days and subjects else None)
         try:
             self.audit.write(AccessRecord(
-                agency.name, validation.for_log(purpose) if purpose else None, spec.dataset, key_text, len(rows),
+                agency.name, validation.for_log(purpose) if purpose else None, dataset, key_text, count,
                 status, latency, request_id, case_id=validation.for_log(case_id) if case_id else None,
                 legal_basis=accepted.legal_basis if accepted else None, refusal=body["detail"] if refused else None,
                 subjects=subjects, embargo_until=embargo))
@@ -200,8 +240,43 @@ class Service:
             log.error("request %s: access log not written (%s); answering 503", request_id, type(exc).__name__)
             status, body = 503, {"detail": "the access could not be recorded; nothing is returned"}
         log.info("request %s agency=%s dataset=%s status=%d rows=%d purpose=%s ms=%.1f", request_id, agency.name,
-                 spec.dataset, status, len(rows), accepted.code if accepted else "-", latency)
+                 dataset, status, count, accepted.code if accepted else "-", latency)
         return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
+
+    def _change_page(self, agency: Agency, dataset: str, cursor: tuple[int, int],
+                     limit: int) -> tuple[int | None, int | None, list[dict[str, Any]]]:
+        """(first version, current version, up to limit+1 change rows after `cursor`) in one statement, so the
+        window and the rows are of one snapshot (a publish or an expiry in between cannot split them)."""
+        statement = sql.SQL("""SELECT w.first_version AS _first_version, w.current_version AS _current_version, c.*
+            FROM {window} w LEFT JOIN LATERAL (
+                SELECT * FROM {log} l WHERE (l._commit_version, l._seq) > (%s, %s)
+                ORDER BY l._commit_version, l._seq LIMIT %s) c ON true""").format(
+            window=sql.Identifier(agency.schema, feed.window_view(dataset)),
+            log=sql.Identifier(agency.schema, feed.change_log_view(dataset)))
+        names, rows = self._agency_read(agency, dataset, statement, (cursor[0], cursor[1], limit + 1))
+        if not rows:
+            return None, None, []
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        first, current = out[0]["_first_version"], out[0]["_current_version"]
+        items = [{k: v for k, v in r.items() if k not in ("_first_version", "_current_version")} for r in out
+                 if r["_commit_version"] is not None]
+        return first, current, items
+
+    def _change_subjects(self, agency: Agency, dataset: str, cursor: tuple[int, int],
+                         last: tuple[int, int]) -> tuple[str, ...]:
+        """The persons in the change rows of a page (cursor, last], as the agency's grant shows them."""
+        contract, grant = self.contracts[dataset], agency.grants[dataset]
+        where = sql.SQL("(t._commit_version, t._seq) > (%s, %s) AND (t._commit_version, t._seq) <= (%s, %s)")
+        statement = subjects_query(sql.Identifier(PUBLISHED_SCHEMA, feed.changes_table(dataset)), contract, grant,
+                                   where)
+        if statement is None:
+            return ()
+        try:
+            return tuple(r[0] for r in self.audit.read(statement, (*cursor, *last)))
+        except psycopg.Error as exc:  # fail closed: an answer whose persons are unknown cannot be recorded
+            log.error("agency %s: the persons of a %s feed page could not be read (%s)", agency.name, dataset,
+                      type(exc).__name__)
+            raise ServiceError(503, "the access could not be recorded; nothing is returned") from None
 
     def usage(self, portal: str, raw: str, offset: int, limit: int) -> Response:
         """A person's data-usage history for the citizen portal (`usage`), recorded like a lookup."""
@@ -237,19 +312,19 @@ class Service:
                  status, count, latency)
         return JSONBody(body, status_code=status, headers={"X-Request-ID": request_id})
 
-    def _accept(self, agency: Agency, spec: Lookup, purpose: str | None, case_id: str | None) -> Purpose:
+    def _accept(self, agency: Agency, dataset: str, purpose: str | None, case_id: str | None) -> Purpose:
         """The purpose of this read if the agency may read the dataset for it, else a ServiceError: 403 dataset
         not granted or purpose not among the grant's, 400 a header missing or malformed (named)."""
-        grant = agency.grants.get(spec.dataset)
+        grant = agency.grants.get(dataset)
         if grant is None:
-            raise ServiceError(403, f"dataset {spec.dataset} is not granted to agency {agency.name}")
+            raise ServiceError(403, f"dataset {dataset} is not granted to agency {agency.name}")
         allowed = ", ".join(grant.purposes)
         if not purpose:
             raise ServiceError(400, f"header {PURPOSE_HEADER} is required: the purpose of this read, one of "
-                                    f"{allowed} (agency {agency.name}, dataset {spec.dataset})")
+                                    f"{allowed} (agency {agency.name}, dataset {dataset})")
         if purpose not in grant.purposes:
             raise ServiceError(403, f"purpose {validation.for_log(purpose, 64)!r} is not granted to agency "
-                                    f"{agency.name} for dataset {spec.dataset} (granted: {allowed})")
+                                    f"{agency.name} for dataset {dataset} (granted: {allowed})")
         if not case_id:
             raise ServiceError(400, f"header {CASE_HEADER} is required: the dossier or case number this read serves")
         if not _CASE_ID.fullmatch(case_id):
@@ -291,19 +366,24 @@ class Service:
         order = sql.SQL(", ").join(map(sql.Identifier, contract.primary_key))
         statement = sql.SQL("SELECT * FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
             sql.Identifier(agency.schema, spec.dataset), where, order, sql.Literal(MAX_ROWS))
+        names, rows = self._agency_read(agency, spec.dataset, statement, values)
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def _agency_read(self, agency: Agency, dataset: str, statement: sql.Composed,
+                     params: tuple) -> tuple[list[str], list[tuple]]:
+        """One statement run as the agency; the database's refusals and failures as the caller's status."""
         try:
-            names, rows = self.readers.query(agency.name, statement, values)
+            return self.readers.query(agency.name, statement, params)
         except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedTable, pg_errors.UndefinedColumn):
             # The database, not this service, has the last word on what the agency may read.
-            raise ServiceError(403, f"dataset {spec.dataset} is not available to agency {agency.name} in the warehouse") from None
+            raise ServiceError(403, f"dataset {dataset} is not available to agency {agency.name} in the warehouse") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # incl. timeouts and a full pool
             log.error("agency %s: warehouse unavailable (%s)", agency.name, type(exc).__name__)
             raise ServiceError(503, "the warehouse is unavailable") from None
         except psycopg.Error as exc:  # answered and recorded like any other outcome, not an unlogged 500
-            log.error("agency %s: the warehouse failed on a lookup of %s (%s)", agency.name, spec.dataset,
+            log.error("agency %s: the warehouse failed on a read of %s (%s)", agency.name, dataset,
                       type(exc).__name__)
-            raise ServiceError(500, "the warehouse could not answer this lookup") from None
-        return [dict(zip(names, r, strict=True)) for r in rows]
+            raise ServiceError(500, "the warehouse could not answer this read") from None
 
     def close(self) -> None:
         self.readers.close()
@@ -446,6 +526,31 @@ def create_app(url: str | None = None, *, agencies_path: str | Path | None = Non
         return service.lookup(agency, PARCEL, f"{commune}/{sheet}/{parcel}", lambda: (
             validation.commune_code(commune), validation.positive_int(sheet, "the map sheet"),
             validation.positive_int(parcel, "the parcel number")), purpose, case_id)
+
+    @app.get("/v1/datasets/{name}/changes", response_model=None, tags=["feeds"],
+             summary="The rows of a published dataset changed after a version (its change feed), page by page",
+             description="The change feed as the calling agency's views show the dataset: `items` are rows with "
+                         "`_change_type` (insert, update_preimage, update_postimage, delete), `_commit_version`, "
+                         "`_commit_timestamp` and `_seq`, in that order; hidden columns absent, masked and "
+                         "pseudonymized ones as in the agency's view, rows outside its filter left out. Apply "
+                         "deletes and pre-images as removals, inserts and post-images as additions. `next` is the "
+                         "cursor of the following page (pass it as `after`), null on the last one. Recorded in the "
+                         "access log with the persons of the rows returned, like a lookup.",
+             responses={200: {"description": "`dataset`, `since`, `first_version`, `current_version`, `count`, "
+                                             "`items`, `next`."},
+                        410: {"model": Problem, "description": "`since` is older than the feed keeps (retention): "
+                                                               "read the dataset again, then follow from its version."},
+                        **_ERRORS})
+    def dataset_changes(
+        name: Annotated[str, PathParam(description="A published dataset granted to the agency",
+                                       pattern=r"^[a-z][a-z0-9_]{0,62}$", examples=["citizen_profile"])],
+        agency: Caller,
+        since: Annotated[int, Query(ge=0, le=2_000_000_000, description="The version the caller's copy holds")],
+        after: Annotated[str | None, Query(max_length=40, description="`next` of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_CHANGE_ROWS, description="Rows per page")] = 500,
+        purpose: PurposeHeader = None, case_id: CaseHeader = None,
+    ) -> Response:
+        return service.changes(agency, name, since, after, limit, purpose, case_id)
 
     @app.get("/v1/citizens/{citizen_id}/usage", response_model=None, tags=["citizens"],
              summary="A citizen's data-usage history (citizen portal)",

@@ -127,3 +127,14 @@ def for_log(value: str, limit: int = 80) -> str:
         cat = unicodedata.category(ch)
         out.append(ch.encode("unicode_escape").decode("ascii") if cat[0] in "CZ" and ch != " " else ch)
     return "".join(out) + ("…" if len(value) > limit else "")
+
+
+def feed_cursor(value: str, since: int) -> tuple[int, int]:
+    """The `after` cursor of a change feed page, `<commit version>.<seq>` (the previous page's `next`), at or
+    after `since`."""
+    version, dot, seq = value.partition(".")
+    if not (dot and version.isdigit() and seq.isdigit() and len(value) <= 40):
+        raise InvalidKey(f"after: {for_log(value, 40)!r} is not a page cursor (<version>.<seq>, a page's `next`)")
+    if int(version) <= since:
+        raise InvalidKey(f"after: cursor {for_log(value, 40)} is not after version {since}")
+    return int(version), int(seq)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from agency_fixtures import agency_connect, secrets_in_env
 from psycopg2 import errors
+from singlewindow_service import service_for
 
 from lienthong import feed
 from lienthong.access import apply_access, load_agencies
@@ -168,8 +169,8 @@ GENERATORS = {
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory):
     url = ensure_database(warehouse_url(), "feed_" + tmp_path_factory.mktemp("feed").name[-12:].lower().replace("-", "_"))
-    with secrets_in_env():
-        yield url, tmp_path_factory.mktemp("published")
+    with secrets_in_env() as env:
+        yield url, tmp_path_factory.mktemp("published"), env
 
 
 def _publish(url: str, folder: Path, dataset: str, rows: list[dict], run_id: str):
@@ -183,7 +184,7 @@ def _publish(url: str, folder: Path, dataset: str, rows: list[dict], run_id: str
 
 @pytest.mark.parametrize("dataset", list(GENERATORS))
 def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
-    url, folder = warehouse
+    url, folder, _ = warehouse
     rng = random.Random(20261206)
     initial, mutate = GENERATORS[dataset]
     rows = initial()
@@ -233,7 +234,7 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
 
 
 def test_masked_columns_stay_masked_and_the_tables_stay_closed(warehouse):
-    url, _ = warehouse
+    url, _, _ = warehouse
     dataset = "citizen_profile"
     with psycopg2.connect(url) as conn:
         raw_ids = {r["citizen_id"] for r in _select(conn, f'SELECT citizen_id FROM published."{feed.changes_table(dataset)}"')}
@@ -254,3 +255,59 @@ def test_masked_columns_stay_masked_and_the_tables_stay_closed(warehouse):
                     _select(conn, f'SELECT 1 FROM published."{table}" LIMIT 1')
         finally:
             conn.close()
+
+
+def _row_id(row: dict) -> tuple:
+    """What identifies a change row whatever the transport made of its values (JSON turns times into text)."""
+    return (row["_commit_version"], row["_seq"], row["_change_type"], row.get("citizen_id"), row.get("full_name"),
+            row.get("status"))
+
+
+def test_the_feed_over_the_lookup_service_pages_masks_and_records(warehouse, tmp_path):
+    url, _, env = warehouse
+    dataset = "citizen_profile"
+    agencies = _granted(dataset)
+    with psycopg2.connect(url) as conn:
+        raw_ids = {r["citizen_id"] for r in _select(conn, f'SELECT citizen_id FROM published."{feed.changes_table(dataset)}"')}
+    with service_for(url, env, agencies, tmp_path) as server:
+        with psycopg2.connect(url) as conn:  # the service made the access log at its start
+            log_start = _select(conn, "SELECT coalesce(max(id), 0) AS m FROM lienthong_ops.access_log")[0]["m"]
+        for a in agencies:
+            conn = agency_connect(url, a)
+            try:
+                first = _first_version(conn, a, dataset)
+                expected = _changes(conn, a, first, dataset)
+            finally:
+                conn.close()
+            got, after, pages = [], None, 0
+            while True:
+                r = server.get(f"/v1/datasets/{dataset}/changes?since={first}&limit=37"
+                               + (f"&after={after}" if after else ""), a)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                assert (body["first_version"], body["since"]) == (first, first) and body["count"] == len(body["items"])
+                got += body["items"]
+                pages += 1
+                after = body["next"]
+                if after is None:
+                    break
+            assert pages == -(-len(expected) // 37) and [_row_id(x) for x in got] == [_row_id(x) for x in expected]
+            assert set(got[0]) == set(expected[0])  # the same columns: hidden ones absent over HTTP too
+            current = body["current_version"]
+            gone = server.get(f"/v1/datasets/{dataset}/changes?since=1", a)
+            assert gone.status_code == 410 and f"kept from version {first} on" in gone.json()["detail"]
+            ahead = server.get(f"/v1/datasets/{dataset}/changes?since={current + 1}", a)
+            assert ahead.status_code == 400 and "newer than the current version" in ahead.json()["detail"]
+            assert server.get(f"/v1/datasets/{dataset}/changes?since={first}&after=x.1", a).status_code == 400
+            assert server.get(f"/v1/datasets/{dataset}/changes?since={first}", a, purpose=None).status_code == 400
+        not_granted = next(a for a in agencies if "parcel_register" not in load_agencies()[a].grants)
+        assert server.get("/v1/datasets/parcel_register/changes?since=1", not_granted).status_code == 403
+    with psycopg2.connect(url) as conn:
+        logged = _select(conn, """SELECT agency, lookup_key, rows_returned, status_code, subjects
+                                  FROM lienthong_ops.access_log WHERE id > %s AND dataset = %s""", (log_start, dataset))
+    answered = [r for r in logged if r["status_code"] == 200]
+    assert {r["agency"] for r in answered} == set(agencies)
+    assert all(r["lookup_key"].startswith("changes since ") for r in logged)
+    # every page names the persons it held, by their real ID (pseudonymized or not in the answer)
+    assert all(r["subjects"] and set(r["subjects"]) <= raw_ids for r in answered if r["rows_returned"])
+    assert {r["status_code"] for r in logged} >= {200, 400, 410}
