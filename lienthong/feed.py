@@ -114,15 +114,20 @@ def counts(changes: pa.Table | None) -> dict[str, int] | None:
     return {t: types.count(t) for t in CHANGE_TYPES}
 
 
+def is_kept(cur: Any, dataset: str, schema: str) -> bool:
+    """Whether the feed's tables are there (a version can be appended to them)."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                (f'"{schema}"."{changes_table(dataset)}"', f'"{schema}"."{feed_table(dataset)}"'))
+    return bool(cur.fetchone()[0])
+
+
 def store(cur: Any, contract: Contract, schema: str, version: int, committed_at: datetime,
           changes: pa.Table | None, copy: Callable[[Any, pa.Table, str], None]) -> None:
     """In the publish transaction: append `version`'s changes to the feed (`copy(cur, table, full name)` loads
     them), or start the feed at `version` when `changes` is None or the feed tables are missing."""
     name = contract.name
     ct, ft = f'"{schema}"."{changes_table(name)}"', f'"{schema}"."{feed_table(name)}"'
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (ct, ft))
-    (exists,) = cur.fetchone()
-    if changes is None or not exists:
+    if changes is None or not is_kept(cur, name, schema):
         # the agency views of the old feed go with it (CASCADE); the publish DAG's access task rebuilds them
         cur.execute(f"DROP TABLE IF EXISTS {ct}, {ft} CASCADE")
         cur.execute(contract.postgres_ddl(changes_table(name), schema, extra=META_COLUMNS, primary_key=False))
@@ -143,8 +148,7 @@ def expire(cur: Any, dataset: str, schema: str, oldest_kept: int) -> None:
     """Drop what the feed no longer needs once versions before `oldest_kept` are gone: it then starts at
     `oldest_kept` (or later, if it started later)."""
     ct, ft = f'"{schema}"."{changes_table(dataset)}"', f'"{schema}"."{feed_table(dataset)}"'
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (ct, ft))
-    if not cur.fetchone()[0]:
+    if not is_kept(cur, dataset, schema):
         return
     cur.execute(f"DELETE FROM {ft} WHERE version < %s", (oldest_kept,))
     cur.execute(f"DELETE FROM {ct} WHERE _commit_version <= (SELECT min(version) FROM {ft})")

@@ -1,15 +1,18 @@
-"""Publication: versioned Parquet with a manifest, and a PostgreSQL version table behind a stable view.
+"""Publication: versioned Parquet with a signed manifest, and PostgreSQL row versions behind a stable view.
 
 A dataset is published only when its quality gate passed and its content changed (same content hash ->
 no new version). Steps, each leaving the previous version served if it fails:
 
 1. project the staged rows onto the published contract (`derivedFrom: <dataset>.<column>`);
-2. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`) via a temporary
-   folder and a rename;
-3. in ONE transaction: create `published.<dataset>__v<NNNNNN>`, COPY the rows (from Arrow, batch by batch,
-   no Python loop per row), add the primary key, ANALYZE, switch the stable view `published.<dataset>`,
+2. the change from the previous version (`lienthong.feed.diff`: inserts, deletes, pre- and post-images);
+3. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`, signed:
+   `lienthong.releases`) via a temporary folder and a rename;
+4. in ONE transaction: append the change to the feed (`published.<dataset>__changes`), apply it to the
+   dataset's row versions (`lienthong.pubtables`: cost follows the change; a first version, or new columns,
+   loads a new generation with COPY from Arrow, batch by batch, no Python loop per row), create the version's
+   view `published.<dataset>__v<NNNNNN>`, point the stable view `published.<dataset>` at the current rows,
    record the publication — readers see the old version or the new one, never a partial load;
-4. move the `CURRENT` pointer (atomic rename) and apply the retention setting.
+5. move the `CURRENT` pointer (atomic rename) and apply the retention setting (versions, their rows, the feed).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import feed, releases, runs, sessions
+from lienthong import feed, pubtables, releases, runs, sessions
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -225,14 +228,14 @@ def cleanup_orphans(dataset: str, published_dir: Path, url: str | None = None) -
         with conn.cursor() as cur:
             cur.execute(
                 """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s""",
+                   WHERE n.nspname = %s AND c.relkind IN ('r', 'v') AND c.relname LIKE %s""",
                 (PUBLISHED_SCHEMA, dataset + "\\_\\_v%"),
             )
             tables = [r[0] for r in cur.fetchall()]
             known = {p.table_name for p in recorded}
             for t in tables:
                 if t not in known:
-                    cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{t}"')
+                    _drop_relation(cur, t)
                     removed.append(f"{PUBLISHED_SCHEMA}.{t}")
     # A version folder is renamed into place before its transaction commits: a publish killed after that
     # leaves a complete folder no publication record names. Anything above the newest recorded version goes.
@@ -304,31 +307,16 @@ def publish(
     releases.add_to_keyring(releases.keyring_dir(published_dir), key)
     _write_parquet_version(table, folder, manifest, key)
     tname = table_name(name, version)
-    full = f'"{PUBLISHED_SCHEMA}"."{tname}"'
     try:
         with connect(url) as conn:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{PUBLISHED_SCHEMA}"')
-                cur.execute(published.postgres_ddl(tname, PUBLISHED_SCHEMA, primary_key=False))
-                _copy_arrow(cur, table, full)
-                if published.primary_key:
-                    pk = ", ".join(f'"{k}"' for k in published.primary_key)
-                    cur.execute(f"ALTER TABLE {full} ADD PRIMARY KEY ({pk})")
-                for i, cols in enumerate(published.custom.get("indexes") or []):
-                    index_cols = ", ".join(f'"{c}"' for c in cols)
-                    cur.execute(f'CREATE INDEX "{tname}_ix{i}" ON {full} ({index_cols})')
-                cur.execute(f"ANALYZE {full}")
-                cur.execute(f"SELECT count(*) FROM {full}")
-                (loaded,) = cur.fetchone()
-                if loaded != table.num_rows:
-                    raise RuntimeError(f"{name} v{version}: loaded {loaded} rows, expected {table.num_rows}")
-                feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow)
+                generation = _publish_rows(cur, published, version, table, changes, published_at)
+                pubtables.create_version_view(cur, published, PUBLISHED_SCHEMA, generation, version)
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
-                _switch_view(cur, view, full)
+                _switch_view(cur, view, pubtables.current_select(published, PUBLISHED_SCHEMA, generation))
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
-                # agency sessions open now read the new version from the commit on: recorded with it; the
-                # person IDs of its nested lists indexed for the reads of one person (lienthong.sessions)
-                sessions.index_person_lists(cur, published, tname, PUBLISHED_SCHEMA)
+                # agency sessions open now read the new version from the commit on: recorded with it
                 sessions.record_switch(cur, name, version, tname)
                 runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
                                                                published.version, tname, str(folder)))
@@ -343,20 +331,51 @@ def publish(
     return result
 
 
-def _switch_view(cur, view: str, full_table: str) -> None:
-    """Point the stable view at a new version table. CREATE OR REPLACE keeps the view's identity, so readers
-    never hit a dropped relation; only when columns changed type or went away (a new contract version) is
-    it recreated, dropping the agency views built on it (CASCADE): the publish DAG's access task rebuilds
-    them from agencies.yaml right after."""
+def _publish_rows(cur, published: Contract, version: int, table: pa.Table, changes: pa.Table | None,
+                  published_at: datetime) -> str:
+    """In the publish transaction: the version's rows and its change feed. From the change when there is one
+    and the current generation has the same columns (cost: the change), else a new generation (cost: the
+    rows). Returns the generation table the version lives in."""
+    current = pubtables.current_generation(cur, PUBLISHED_SCHEMA, published.name)
+    same_columns = current is not None and current[1] == [f.name for f in published.fields]
+    counts = feed.counts(changes)
+    if current is not None and same_columns and counts is not None and feed.is_kept(cur, published.name, PUBLISHED_SCHEMA):
+        feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow)
+        pubtables.apply_change(cur, published, PUBLISHED_SCHEMA, current[0], version, counts)
+        return current[0]
+    generation = pubtables.load_full(cur, published, PUBLISHED_SCHEMA, version, table, _copy_arrow)
+    cur.execute(f'SELECT count(*) FROM "{PUBLISHED_SCHEMA}"."{generation}"')
+    (loaded,) = cur.fetchone()
+    if loaded != table.num_rows:
+        raise RuntimeError(f"{published.name} v{version}: loaded {loaded} rows, expected {table.num_rows}")
+    feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, None, _copy_arrow)  # the feed starts here
+    return generation
+
+
+def _switch_view(cur, view: str, select: str) -> None:
+    """Point the stable view at the current rows (`select`). CREATE OR REPLACE keeps the view's identity, so
+    readers never hit a dropped relation; only when columns changed type or went away (a new contract
+    version) is it recreated, dropping the agency views built on it (CASCADE): the publish DAG's access task
+    rebuilds them from agencies.yaml right after."""
     cur.execute("SAVEPOINT switch_view")
     try:
-        cur.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {full_table}")
+        cur.execute(f"CREATE OR REPLACE VIEW {view} AS {select}")
     except Exception:
         cur.execute("ROLLBACK TO SAVEPOINT switch_view")
         log.warning("%s: columns changed incompatibly; recreating the view (agency views are rebuilt next)", view)
         cur.execute(f"DROP VIEW IF EXISTS {view} CASCADE")
-        cur.execute(f"CREATE VIEW {view} AS SELECT * FROM {full_table}")
+        cur.execute(f"CREATE VIEW {view} AS {select}")
     cur.execute("RELEASE SAVEPOINT switch_view")
+
+
+def _drop_relation(cur, name: str) -> None:
+    """Drop `published.<name>`, a version view (or the version table of an older layout), if it is there."""
+    cur.execute("""SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relname = %s""", (PUBLISHED_SCHEMA, name))
+    row = cur.fetchone()
+    if row is not None:
+        kind = "VIEW" if row[0] == "v" else "TABLE"
+        cur.execute(f'DROP {kind} "{PUBLISHED_SCHEMA}"."{name}"')
 
 
 def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: str | None) -> None:
@@ -365,10 +384,11 @@ def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: s
         return
     cutoff = current - keep
     with connect(url) as conn:
-        with conn.cursor() as cur:  # the feed starts at the oldest version kept
-            feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
         for old in runs.publications(conn, dataset, status="published", up_to_version=cutoff):
             with conn.cursor() as cur:
-                cur.execute(f'DROP TABLE IF EXISTS "{PUBLISHED_SCHEMA}"."{old.table_name}"')
+                _drop_relation(cur, old.table_name)
             runs.expire_publication(conn, dataset, old.version)
             shutil.rmtree(ds_dir / version_name(old.version), ignore_errors=True)
+        with conn.cursor() as cur:  # the rows and the feed start at the oldest version kept
+            pubtables.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
+            feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)

@@ -371,11 +371,12 @@ def _any_arm(person: str, where: PersonColumns, have: set[str]) -> sql.Composabl
 
 
 def _tables(cur: Any, names: list[str]) -> dict[str, set[str]]:
-    """The version tables among `names` that still exist, with their columns."""
+    """The version views (version tables of the older layout) among `names` that still exist, with their
+    columns."""
     cur.execute("""SELECT c.relname, array_agg(a.attname::text) FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'published'
                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                   WHERE c.relname = ANY(%s) AND c.relkind = 'r' GROUP BY c.relname""", (names,))
+                   WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'v') GROUP BY c.relname""", (names,))
     return {name: set(cols) for name, cols in cur.fetchall()}
 
 

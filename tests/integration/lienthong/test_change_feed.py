@@ -195,6 +195,7 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
     try:
         copies = {a: _snapshot(conns[a], a, dataset) for a in agencies}
         assert all(v == 1 for v, _ in copies.values())
+        kept = {1: Counter(_rows_key(r) for r in rows)}
         for step in range(1, 7):
             rows = mutate(rows, rng, step)
             result = _publish(url, folder, dataset, rows, f"{dataset}-{step + 1}")
@@ -203,6 +204,15 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
             assert result.changes["update_preimage"] == result.changes["update_postimage"]
             manifest = json.loads((Path(result.parquet_path) / "_manifest.json").read_text(encoding="utf-8"))
             assert manifest["changes"] == {"from_version": result.version - 1, "rows": result.changes}
+            # the version was written from its change: the stable view and every kept version's view still
+            # hold exactly the rows published (the Parquet snapshots), not just what the feed says
+            kept[result.version] = Counter(_rows_key(r) for r in rows)
+            with psycopg2.connect(url) as platform:
+                assert Counter(_rows_key(r) for r in _select(platform, f'SELECT * FROM published."{dataset}"')) \
+                    == kept[result.version]
+                for v in [v for v in kept if v > result.version - RETENTION]:
+                    version_rows = _select(platform, f'SELECT * FROM published."{dataset}__v{v:06d}"')
+                    assert Counter(_rows_key(r) for r in version_rows) == kept[v], f"version {v}"
             for a in agencies:
                 version, copy = copies[a]
                 changes = _changes(conns[a], a, version, dataset)

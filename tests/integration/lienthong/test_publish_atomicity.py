@@ -74,7 +74,7 @@ def _publications(url: str) -> list[tuple]:
 
 def _version_tables(url: str) -> set[str]:
     rows = _query(url, """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                          WHERE n.nspname = 'published' AND c.relkind = 'r' AND c.relname LIKE %s""",
+                          WHERE n.nspname = 'published' AND c.relkind IN ('r', 'v') AND c.relname LIKE %s""",
                   (DATASET + "\\_\\_v%",))
     return {r[0] for r in rows}
 
@@ -112,9 +112,11 @@ print("PUBLISHED", flush=True)
 
 
 def _wait_for_copy(url: str, child: subprocess.Popen, app: str, timeout: float = 120.0) -> int:
-    """Poll pg_stat_activity until the child's COPY of v000002 has loaded at least one batch of rows into the
-    uncommitted version table (pg_stat_progress_copy) and is still running; return the backend pid."""
-    target = f'COPY "published"."{DATASET}__v000002"%'
+    """Poll pg_stat_activity until the child's COPY of v000002 has loaded at least one batch of rows into an
+    uncommitted table (pg_stat_progress_copy) and is still running; return the backend pid. Version 2 is
+    published from its change: the COPY is of its change rows into the feed's table, which the version's rows
+    are then taken from, all in the one transaction the kill interrupts."""
+    target = f'COPY "published"."{DATASET}__changes"%'
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -1,0 +1,152 @@
+"""A published dataset in PostgreSQL as one table of row versions, so a new version costs its change.
+
+Owns the tables and views of `published.<dataset>` (the publish transaction calls these; `lienthong.publish`
+orchestrates):
+
+- `published.<dataset>__r<NNNNNN>`: a *generation* table, the contract's columns plus `_from_version` and
+  `_to_version` (null while the row is current). A row is in version `v` when `_from_version <= v` and
+  (`_to_version` is null or `_to_version > v`). A generation starts at the first version and again when the
+  dataset's columns change (another contract version); its number is the version it started at.
+- `published.<dataset>__v<NNNNNN>`: a view per version kept, the rows of that version (what the ledger's
+  `publication.table_name` names, and what the session log's checks read);
+- `published.<dataset>`: the stable view, the current rows (`_to_version IS NULL`).
+
+A version from the change (`apply_change`): the version's change rows are already in the feed table
+(`lienthong.feed`); one UPDATE closes the rows they replace or delete, one INSERT adds the new images, both
+checked against the change's counts (a current row missing, or one already there, fails the publish). Readers
+see the old version or the new one: it is one transaction, and MVCC does the rest. A full version
+(`load_full`): a new generation table, COPY, its indexes, ANALYZE.
+
+Indexes of a generation: unique (key, `_from_version`) for version reads; unique (key) where current, which is
+also what keeps two current rows of one key out; the contract's `indexes` and the person-list GIN indexes
+(`lienthong.sessions.index_person_lists`), each once per generation instead of once per version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+from psycopg2 import sql
+
+from lienthong import feed, sessions
+from lienthong.contracts import Contract
+
+log = logging.getLogger(__name__)
+
+FROM, TO = "_from_version", "_to_version"
+
+
+def version_view(dataset: str, version: int) -> str:
+    return f"{dataset}__v{version:06d}"
+
+
+def generation_table(dataset: str, first_version: int) -> str:
+    return f"{dataset}__r{first_version:06d}"
+
+
+def _ident(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+def current_generation(cur: Any, schema: str, dataset: str) -> tuple[str, list[str]] | None:
+    """(table, its contract columns) of the newest generation of `dataset`, or None."""
+    cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname ~ %s ORDER BY c.relname DESC LIMIT 1""",
+                (schema, "^" + dataset + r"__r[0-9]{6}$"))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    cur.execute("""SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0
+                   AND NOT a.attisdropped ORDER BY a.attnum""", (f'"{schema}"."{row[0]}"',))
+    return row[0], [r[0] for r in cur.fetchall() if r[0] not in (FROM, TO)]
+
+
+def load_full(cur: Any, contract: Contract, schema: str, version: int, table: pa.Table,
+              copy: Callable[[Any, pa.Table, str], None]) -> str:
+    """A new generation starting at `version` holding `table`'s rows; returns its name."""
+    name = generation_table(contract.name, version)
+    full = f'"{schema}"."{name}"'
+    cur.execute(f"DROP TABLE IF EXISTS {full}")  # a leftover of an attempt at this version that never committed
+    cur.execute(contract.postgres_ddl(name, schema, extra={FROM: "integer NOT NULL", TO: "integer"},
+                                      primary_key=False))
+    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+        _ident(schema, name), sql.Identifier(FROM), sql.Literal(version)))
+    copy(cur, table, full)
+    _index(cur, contract, schema, name)
+    cur.execute(f"ANALYZE {full}")
+    return name
+
+
+def _index(cur: Any, contract: Contract, schema: str, name: str) -> None:
+    keys = [sql.Identifier(k) for k in contract.primary_key]
+    target = _ident(schema, name)
+    if keys:
+        cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}, {})").format(
+            sql.Identifier(f"{name}_version"), target, sql.SQL(", ").join(keys), sql.Identifier(FROM)))
+        cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}) WHERE {} IS NULL").format(
+            sql.Identifier(f"{name}_current"), target, sql.SQL(", ").join(keys), sql.Identifier(TO)))
+    for i, cols in enumerate(contract.custom.get("indexes") or []):
+        cur.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
+            sql.Identifier(f"{name}_ix{i}"), target, sql.SQL(", ").join(map(sql.Identifier, cols))))
+    sessions.index_person_lists(cur, contract, name, schema)
+
+
+def apply_change(cur: Any, contract: Contract, schema: str, generation: str, version: int,
+                 counts: dict[str, int]) -> None:
+    """Version `version` from the previous one and its change rows in the feed table: close the rows the
+    deletes and pre-images name, insert the inserts and post-images. `counts` (by change type) must match
+    what was closed and inserted, else the current rows were not the previous version and this fails."""
+    keys = contract.primary_key
+    target, changes = _ident(schema, generation), _ident(schema, feed.changes_table(contract.name))
+    on = sql.SQL(" AND ").join(sql.SQL("r.{k} = c.{k}").format(k=sql.Identifier(k)) for k in keys)
+    cur.execute(sql.SQL("""UPDATE {t} r SET {to} = %(v)s FROM {c} c
+                           WHERE c._commit_version = %(v)s AND c._change_type IN ('delete', 'update_preimage')
+                             AND {on} AND r.{to} IS NULL""").format(t=target, c=changes, on=on, to=sql.Identifier(TO)),
+                {"v": version})
+    closed, expected_closed = cur.rowcount, counts["delete"] + counts["update_preimage"]
+    cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in contract.fields)
+    cur.execute(sql.SQL("""INSERT INTO {t} ({cols}, {fr}) SELECT {cols}, %(v)s FROM {c}
+                           WHERE _commit_version = %(v)s AND _change_type IN ('insert', 'update_postimage')""").format(
+        t=target, c=changes, cols=cols, fr=sql.Identifier(FROM)), {"v": version})
+    added, expected_added = cur.rowcount, counts["insert"] + counts["update_postimage"]
+    if (closed, added) != (expected_closed, expected_added):
+        raise RuntimeError(f"{contract.name} v{version}: the change closed {closed} current rows and added {added}, "
+                           f"expected {expected_closed} and {expected_added}: the table's current rows are not the "
+                           "previous version (nothing is published)")
+
+
+def create_version_view(cur: Any, contract: Contract, schema: str, generation: str, version: int) -> str:
+    """The view of version `version`'s rows; returns its name."""
+    name = version_view(contract.name, version)
+    cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in contract.fields)
+    cur.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(_ident(schema, name)))
+    cur.execute(sql.SQL("CREATE VIEW {} AS SELECT {} FROM {} WHERE {fr} <= {v} AND ({to} IS NULL OR {to} > {v})").format(
+        _ident(schema, name), cols, _ident(schema, generation), v=sql.Literal(version),
+        fr=sql.Identifier(FROM), to=sql.Identifier(TO)))
+    return name
+
+
+def current_select(contract: Contract, schema: str, generation: str) -> str:
+    """The stable view's query: the current rows of the generation, the contract's columns."""
+    cols = ", ".join(f'"{f.name}"' for f in contract.fields)
+    return f'SELECT {cols} FROM "{schema}"."{generation}" WHERE "{TO}" IS NULL'
+
+
+def expire(cur: Any, dataset: str, schema: str, oldest_kept: int) -> None:
+    """Versions before `oldest_kept` are gone: the rows no kept version shows, and the generations no kept
+    version reads (never the newest)."""
+    cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname ~ %s ORDER BY c.relname""",
+                (schema, "^" + dataset + r"__r[0-9]{6}$"))
+    generations = [r[0] for r in cur.fetchall()]
+    for i, name in enumerate(generations):
+        newest = i == len(generations) - 1
+        next_start = None if newest else int(generations[i + 1][-6:])
+        if next_start is not None and next_start <= oldest_kept:
+            cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(_ident(schema, name)))
+            continue
+        cur.execute(sql.SQL("DELETE FROM {} WHERE {to} IS NOT NULL AND {to} <= %s").format(
+            _ident(schema, name), to=sql.Identifier(TO)), (oldest_kept,))
