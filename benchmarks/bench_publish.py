@@ -148,9 +148,17 @@ def instrumented_publish(timings: Timings):
             conn.cursor_factory = TimedCursor
             yield conn
 
+    from lienthong import feed as F
+    from lienthong import pubtables as T
+
     saved = {name: getattr(P, name) for name in
              ("connect", "_copy_arrow", "_nested_as_json", "content_hash", "_write_parquet_version",
-              "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention")}
+              "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention", "_publish_rows")}
+    saved_other = [(F, "diff", F.diff), (T, "apply_change", T.apply_change), (T, "load_full", T.load_full)]
+    F.diff = timed("diff_s", F.diff)
+    T.apply_change = timed("apply_change_s", T.apply_change)
+    T.load_full = timed("load_full_s", T.load_full)
+    P._publish_rows = timed("rows_and_feed_s", P._publish_rows)
     P.connect = connect
     P._copy_arrow = timed("our_copy_s", P._copy_arrow)
     P._nested_as_json = timed("nested_to_json_s", P._nested_as_json)
@@ -165,28 +173,53 @@ def instrumented_publish(timings: Timings):
     finally:
         for name, fn in saved.items():
             setattr(P, name, fn)
+        for module, name, fn in saved_other:
+            setattr(module, name, fn)
 
 
-def run_publish(url: str, rows, published_dir: Path) -> dict:
+def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench") -> dict:
     from lienthong.contracts import contract
     from lienthong.publish import publish
 
     timings = Timings()
     with instrumented_publish(timings):
         t0 = time.perf_counter()
-        result = publish(contract(DATASET), {}, run_id="bench", gate_passed=True, published_dir=published_dir,
+        result = publish(contract(DATASET), {}, run_id=run_id, gate_passed=True, published_dir=published_dir,
                          lineage={"benchmark": "bench_publish"}, quality={}, url=url, rows=rows)
         total = time.perf_counter() - t0
     assert result.status == "published" and result.rows == rows.num_rows, result
     s, m = timings.seconds, timings.marks
-    out = {"publish_total_s": total, **s}
-    out["client_side_copy_s"] = s["our_copy_s"] - s.get("server_copy_s", 0.0)
-    out["pk_analyze_count_s"] = m["switch_view"] - m["our_copy_s:end"]
-    out["switch_record_commit_s"] = m["set_current"] - m["switch_view"]
-    accounted = ("cleanup_orphans_s", "content_hash_s", "parquet_write_s", "our_copy_s", "pk_analyze_count_s",
+    out = {"publish_total_s": total, **s, "changes": result.changes}
+    out["client_side_copy_s"] = s.get("our_copy_s", 0.0) - s.get("server_copy_s", 0.0)
+    # in the database after the rows and the feed: the version's view, the switch, the record, the commit
+    out["switch_record_commit_s"] = m["set_current"] - m["rows_and_feed_s:end"]
+    accounted = ("cleanup_orphans_s", "content_hash_s", "diff_s", "parquet_write_s", "rows_and_feed_s",
                  "switch_record_commit_s", "retention_s")
-    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, CREATE TABLE, ...
+    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, signing key, ...
     return out
+
+
+def changed_rows(rows, fraction: float, seed: int = 11):
+    """The next version: `fraction` of the rows changed (half renamed or moved, a quarter removed, a quarter
+    replaced by new people), in DuckDB (no per-row Python)."""
+    import duckdb
+
+    from lienthong.contracts import contract
+
+    con = duckdb.connect()
+    con.register("r", rows)
+    n = rows.num_rows
+    fresh = synthetic_profiles(max(1, int(n * fraction / 4)), seed=seed + 1)
+    con.register("fresh", fresh)
+    cut = int(1_000_000 * fraction)
+    table = con.execute(f"""
+        SELECT * REPLACE (CASE WHEN hash(citizen_id, {seed}) % 1000000 < {cut // 2}
+                               THEN full_name || ' Văn' ELSE full_name END AS full_name)
+        FROM r WHERE NOT (hash(citizen_id, {seed}) % 1000000 BETWEEN {cut // 2} AND {cut * 3 // 4})
+        UNION ALL BY NAME
+        SELECT * FROM fresh WHERE citizen_id NOT IN (SELECT citizen_id FROM r)
+        ORDER BY citizen_id""").fetch_arrow_table()
+    return table.select(rows.column_names).cast(contract(DATASET).arrow_schema())
 
 
 # --- (b) bare COPY of the same rows from a file -------------------------------------------------------
@@ -239,7 +272,7 @@ def run_bare(url: str, csv_path: Path, columns: list[str], attempt: int) -> dict
 # --- main -----------------------------------------------------------------------------------------------
 
 
-def bench_size(server_url: str, n: int) -> dict:
+def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
     progress(f"{n:,} rows: generating")
     t0 = time.perf_counter()
     rows = synthetic_profiles(n)
@@ -270,8 +303,15 @@ def bench_size(server_url: str, n: int) -> dict:
     from lienthong.db import connect
 
     with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT pg_total_relation_size('published.{DATASET}__v000001')")
+        cur.execute(f"SELECT pg_total_relation_size('published.{DATASET}__r000001')")
         (pg_bytes,) = cur.fetchone()
+    change = None
+    if change_fraction:
+        next_rows = changed_rows(rows, change_fraction)
+        checkpoint(url)
+        change = run_publish(url, next_rows, size_dir / "published", run_id="bench-change")
+        progress(f"{n:,} rows: a {change_fraction:.0%} change published in {change['publish_total_s']:.2f}s "
+                 f"({change['changes']}); full {pub['publish_total_s']:.2f}s")
     parquet_bytes = sum(p.stat().st_size for p in (size_dir / "published").rglob("*.parquet"))
     shutil.rmtree(size_dir, ignore_errors=True)
 
@@ -294,6 +334,11 @@ def bench_size(server_url: str, n: int) -> dict:
         "ratio_bare_copy_to_publish_total": round(bare["bare_copy_s"] / pub["publish_total_s"], 3),
         "ratio_bare_copy_to_our_copy": round(bare["bare_copy_s"] / pub["our_copy_s"], 3),
         "ratio_bare_copy_to_our_server_copy": round(bare["bare_copy_s"] / pub["server_copy_s"], 3),
+        "change": None if change is None else {
+            "fraction": change_fraction,
+            "publish": {k: round(v, 3) if isinstance(v, float) else v for k, v in change.items()},
+            "ratio_change_to_full_publish": round(change["publish_total_s"] / pub["publish_total_s"], 3),
+        },
     }
 
 
@@ -315,12 +360,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,300000,1000000", help="comma-separated row counts")
     parser.add_argument("--keep", action="store_true", help="keep the bench_publish_<N> databases")
+    parser.add_argument("--change-fraction", type=float, default=0.01,
+                        help="then publish the next version with this share of rows changed (0: no change run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "publish.json")
     args = parser.parse_args(argv)
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
 
     WORK.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LIENTHONG_DATA_DIR", str(WORK / "data"))
+    if not os.environ.get("LIENTHONG_RELEASE_SIGNING_KEY"):  # releases are signed: a key of this run's own
+        from lienthong.releases import new_key
+
+        os.environ["LIENTHONG_RELEASE_SIGNING_KEY"] = new_key()[0]
     import logging
 
     import psycopg2
@@ -340,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         server_version = conn.server_version
         conn.close()
         for n in sizes:
-            results.append(bench_size(server_url, n))
+            results.append(bench_size(server_url, n, args.change_fraction))
             r = results[-1]
             progress(f"{n:,} rows: publish {r['publish']['publish_total_s']:.2f}s, our COPY {r['publish']['our_copy_s']:.2f}s, "
                      f"bare COPY {r['bare_copy_s']:.2f}s -> bare/publish {r['ratio_bare_copy_to_publish_total']:.2f}, "
@@ -364,8 +415,10 @@ def main(argv: list[str] | None = None) -> None:
             "CSV into a table created in the same transaction, no primary key; the floor",
             "our_copy_s: publish._copy_arrow (nested->JSON in DuckDB + Arrow CSV + copy_expert per 100k batch); "
             "server_copy_s: its copy_expert calls only",
-            "publish_total_s also includes content hash, Parquet + manifest, primary key, ANALYZE, count check, "
-            "view switch, record, commit, CURRENT and retention",
+            "publish_total_s also includes content hash, Parquet + signed manifest, the generation's indexes, "
+            "ANALYZE, count check, version view, view switch, record, commit, CURRENT and retention",
+            "change: the next version with change_fraction of the rows changed, published from its change "
+            "(diff against the previous Parquet, feed rows COPYed, row versions closed and inserted)",
         ],
         "sizes": results,
         "growth": growth(results),

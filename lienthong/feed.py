@@ -3,9 +3,11 @@ the shape of Delta Lake's change data feed (`_change_type` insert / update_preim
 delete, `_commit_version`, `_commit_timestamp`), keyed by the dataset's primary key, plus `_seq`, the row's
 place in its version's changes (deletes and pre-images before post-images and inserts, by key).
 
-Owns the diff of a new version against the previous one (DuckDB: by primary key, whole rows compared) and the
-two PostgreSQL tables that keep the feed, written in the publish transaction so a reader sees a version and
-its changes together or neither:
+Owns the change of a new version from the previous one and the two PostgreSQL tables that keep the feed,
+written in the publish transaction so a reader sees a version and its changes together or neither. The change
+is found from row hashes (`row_hashes`: key and two 64-bit hashes of the whole row, kept beside each version),
+not by reading the previous version: the publisher sends the new images and the keys of the rows replaced or
+removed, and the database takes the old images from the rows it holds as current.
 
 - `published.<dataset>__changes`: the change rows of every version still kept;
 - `published.<dataset>__feed`: one row per version whose changes are kept (version, committed_at, change
@@ -24,7 +26,9 @@ are (an image outside the filter is simply absent, so a row leaving the filter i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,6 @@ import pyarrow.parquet as pq
 
 from lienthong.contracts import Contract
 from lienthong.duck import session
-from lienthong.zones import sql_text
 
 CHANGE_TYPES = ("delete", "update_preimage", "update_postimage", "insert")  # also their order in a version
 META_COLUMNS = {"_change_type": "text NOT NULL", "_commit_version": "integer NOT NULL",
@@ -63,55 +66,85 @@ def agency_function(dataset: str) -> str:
     return dataset + "_changes"
 
 
+HASHES = ("_h1", "_h2")  # per row: DuckDB's hash of the whole row, unsalted and salted
+
+
+def row_hashes(rows: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """The key columns of every row and two 64-bit hashes of the whole row (`HASHES`): what the next version
+    is compared with (kept beside each version, `hashes_path`), and what the content hash sums."""
+    key_list = "".join(f'"{k}", ' for k in keys)
+    with session(purpose="publish-hash") as con:
+        con.register("t", rows)
+        return con.execute(f"SELECT {key_list}hash(t) AS _h1, hash(t, 'lienthong') AS _h2 FROM t").fetch_arrow_table()
+
+
+def digest(hashes: pa.Table, contract: Contract) -> str:
+    """The content hash of a version from its `row_hashes`: per row, two 64-bit DuckDB hashes of the whole
+    row (one salted); over the rows their sums (in 128-bit integers), their XOR and the count, then SHA-256 of
+    those with the contract id and version. Order does not matter, any changed value changes it. A change
+    detector, not a signature (the manifest's per-file SHA-256 and its signature verify the files). Stable
+    while DuckDB's hash is (DuckDB is pinned)."""
+    with session(purpose="publish-hash") as con:
+        con.register("h", hashes.select(list(HASHES)))
+        row = con.execute("SELECT count(*), sum(_h1::HUGEINT), bit_xor(_h1), sum(_h2::HUGEINT) FROM h").fetchone()
+    return hashlib.sha256(f"{contract.id}@{contract.version}:{row}".encode()).hexdigest()
+
+
+def hashes_of_folder(folder: Path, contract: Contract, schema: pa.Schema) -> pa.Table | None:
+    """`row_hashes` of a version from its Parquet parts (when its hashes were not kept); None when it has
+    none or other columns than `schema`."""
+    files = sorted(Path(folder).glob("*.parquet"))
+    if not files or not _same_columns(pq.read_schema(files[0]), schema):
+        return None
+    return row_hashes(pq.read_table(files).cast(schema), contract.primary_key)
+
+
 def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
     return a.names == b.names and all(x.type.equals(y.type) for x, y in zip(a, b, strict=True))
 
 
-def diff(previous_folder: Path | None, rows: pa.Table, contract: Contract, version: int,
-         committed_at: datetime) -> pa.Table | None:
-    """The change rows from the version in `previous_folder` (its Parquet parts) to `rows`: the contract's
-    columns and the feed's four. None when there is nothing to compare with (no previous version, or one
-    with other columns): the feed starts at `version`."""
-    files = sorted(Path(previous_folder).glob("*.parquet")) if previous_folder is not None else []
-    if not files or not _same_columns(pq.read_schema(files[0]), rows.schema):
-        return None
+@dataclass
+class Change:
+    """What a version changes, as the publisher sends it: the new images (`post`: the contract's columns and
+    `_change_type` insert or update_postimage) and the keys of the rows replaced or removed (`gone`: key
+    columns and `_change_type` update_preimage or delete), whose old images the database already holds."""
 
-    def eq(a: str, b: str) -> str:
-        return " AND ".join(f'{a}."{k}" = {b}."{k}"' for k in contract.primary_key)
+    post: pa.Table
+    gone: pa.Table
 
+    @property
+    def counts(self) -> dict[str, int]:
+        types = self.post["_change_type"].to_pylist() + self.gone["_change_type"].to_pylist()
+        return {t: types.count(t) for t in CHANGE_TYPES}
+
+
+def change(previous: pa.Table, current: pa.Table, rows: pa.Table, contract: Contract) -> Change:
+    """The change from the version whose `row_hashes` are `previous` to `rows` (whose hashes are `current`):
+    a key in both with other hashes is an update, in `previous` only a delete, in `current` only an insert."""
+    on = " AND ".join(f'o."{k}" = n."{k}"' for k in contract.primary_key)
     keys = ", ".join(f'"{k}"' for k in contract.primary_key)
-    rank = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(CHANGE_TYPES))
     with session(purpose="publish-feed") as con:
-        con.register("n", rows)
-        parts = ", ".join(sql_text(str(f)) for f in files)
-        con.execute(f"CREATE TEMP VIEW o AS SELECT * FROM read_parquet([{parts}])")
-        con.execute(f"""CREATE TEMP TABLE changed AS SELECT {", ".join(f'o."{k}"' for k in contract.primary_key)}
-                        FROM o JOIN n ON {eq("o", "n")} WHERE o IS DISTINCT FROM n""")
-        table = con.execute(f"""
-            WITH images AS (
-                SELECT x.*, 'delete' AS _change_type FROM o x ANTI JOIN n ON {eq("x", "n")}
-                UNION ALL
-                SELECT x.*, 'update_preimage' FROM o x SEMI JOIN changed c ON {eq("x", "c")}
-                UNION ALL
-                SELECT x.*, 'update_postimage' FROM n x SEMI JOIN changed c ON {eq("x", "c")}
-                UNION ALL
-                SELECT x.*, 'insert' FROM n x ANTI JOIN o ON {eq("x", "o")})
-            SELECT *, ?::INTEGER AS _commit_version, ?::TIMESTAMPTZ AS _commit_timestamp,
-                   row_number() OVER (ORDER BY CASE _change_type {rank} END, {keys})::BIGINT - 1 AS _seq
-            FROM images ORDER BY _seq""", [version, committed_at]).fetch_arrow_table()
-    schema = rows.schema.append(pa.field("_change_type", pa.string(), nullable=False)).append(
-        pa.field("_commit_version", pa.int32(), nullable=False)).append(
-        pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)).append(
-        pa.field("_seq", pa.int64(), nullable=False))
-    return table.cast(schema)
+        con.register("o", previous)
+        con.register("n", current)
+        con.register("r", rows)
+        con.execute(f"""CREATE TEMP TABLE kinds AS
+            SELECT {", ".join(f'coalesce(n."{k}", o."{k}") AS "{k}"' for k in contract.primary_key)},
+                   CASE WHEN o._h1 IS NULL THEN 'insert' WHEN n._h1 IS NULL THEN 'delete' ELSE 'update' END AS kind
+            FROM o FULL OUTER JOIN n ON {on}
+            WHERE o._h1 IS NULL OR n._h1 IS NULL OR o._h1 <> n._h1 OR o._h2 <> n._h2""")
+        post = con.execute(f"""SELECT r.*, CASE k.kind WHEN 'insert' THEN 'insert' ELSE 'update_postimage' END
+                                      AS _change_type
+                               FROM r JOIN kinds k USING ({keys}) WHERE k.kind <> 'delete'
+                               ORDER BY {keys}""").fetch_arrow_table()
+        gone = con.execute(f"""SELECT {keys}, CASE kind WHEN 'delete' THEN 'delete' ELSE 'update_preimage' END
+                                      AS _change_type
+                               FROM kinds WHERE kind <> 'insert' ORDER BY {keys}""").fetch_arrow_table()
+    return Change(post.select([*rows.column_names, "_change_type"]), gone)
 
 
-def counts(changes: pa.Table | None) -> dict[str, int] | None:
+def counts(change: Change | None) -> dict[str, int] | None:
     """{change type: rows} of a version's changes (None: the feed started at this version)."""
-    if changes is None:
-        return None
-    types = changes["_change_type"].to_pylist()
-    return {t: types.count(t) for t in CHANGE_TYPES}
+    return None if change is None else change.counts
 
 
 def is_kept(cur: Any, dataset: str, schema: str) -> bool:
@@ -122,12 +155,14 @@ def is_kept(cur: Any, dataset: str, schema: str) -> bool:
 
 
 def store(cur: Any, contract: Contract, schema: str, version: int, committed_at: datetime,
-          changes: pa.Table | None, copy: Callable[[Any, pa.Table, str], None]) -> None:
-    """In the publish transaction: append `version`'s changes to the feed (`copy(cur, table, full name)` loads
-    them), or start the feed at `version` when `changes` is None or the feed tables are missing."""
+          change: Change | None, copy: Callable[[Any, pa.Table, str], None], current_rows: str | None = None) -> None:
+    """In the publish transaction: append `version`'s change rows to the feed, the old images taken from
+    `current_rows` (a SELECT of the rows the database holds as current, i.e. the previous version) and the new
+    ones from `change.post` (`copy(cur, table, name)` loads Arrow rows); or start the feed at `version` when
+    `change` is None or the feed tables are missing."""
     name = contract.name
     ct, ft = f'"{schema}"."{changes_table(name)}"', f'"{schema}"."{feed_table(name)}"'
-    if changes is None or not is_kept(cur, name, schema):
+    if change is None or current_rows is None or not is_kept(cur, name, schema):
         # the agency views of the old feed go with it (CASCADE); the publish DAG's access task rebuilds them
         cur.execute(f"DROP TABLE IF EXISTS {ct}, {ft} CASCADE")
         cur.execute(contract.postgres_ddl(changes_table(name), schema, extra=META_COLUMNS, primary_key=False))
@@ -138,10 +173,25 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
                                                       f"{changes_table(name)} keeps; the first is where the feed starts",))
         cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, 0, %s)", (version, committed_at, contract.version))
         return
-    if changes.num_rows:
-        copy(cur, changes, ct)
-    cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, changes.num_rows,
-                                                              contract.version))
+    cols = ", ".join(f'"{f.name}"' for f in contract.fields)
+    keys = ", ".join(f'"{k}"' for k in contract.primary_key)
+    cur.execute(f"CREATE TEMP TABLE _post ON COMMIT DROP AS SELECT {cols}, _change_type FROM {ct} WITH NO DATA")
+    cur.execute(f"CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT {keys}, _change_type FROM {ct} WITH NO DATA")
+    if change.post.num_rows:
+        copy(cur, change.post, "_post")
+    if change.gone.num_rows:
+        copy(cur, change.gone, "_gone")
+    on = " AND ".join(f'g."{k}" = k."{k}"' for k in contract.primary_key)
+    rank = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(CHANGE_TYPES))
+    cur.execute(f"""INSERT INTO {ct} ({cols}, _change_type, _commit_version, _commit_timestamp, _seq)
+        SELECT {cols}, _change_type, %(v)s, %(at)s,
+               row_number() OVER (ORDER BY CASE _change_type {rank} END, {keys}) - 1
+        FROM (SELECT {", ".join(f'g."{f.name}"' for f in contract.fields)}, k._change_type
+              FROM ({current_rows}) g JOIN _gone k ON {on}
+              UNION ALL SELECT {cols}, _change_type FROM _post) x""", {"v": version, "at": committed_at})
+    cur.execute("DROP TABLE _post, _gone")
+    cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, change.post.num_rows
+                                                              + change.gone.num_rows, contract.version))
 
 
 def expire(cur: Any, dataset: str, schema: str, oldest_kept: int) -> None:
