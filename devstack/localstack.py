@@ -525,6 +525,14 @@ def up(
         # Kept across starts, like the Fernet key: changing it would change every agency pseudonym.
         env["LIENTHONG_PSEUDONYM_KEY"] = os.environ.get("LIENTHONG_PSEUDONYM_KEY") or _secret(
             paths.secrets / "pseudonym_key", lambda: secrets.token_urlsafe(32))
+        # The example consumer (dags/consumer_tax_department.py) logs in as the tax department's own role: its
+        # password (set on the role by the publish DAG's access task) and the connection the DAG reads.
+        tax_password = os.environ.get("LIENTHONG_AGENCY_PASSWORD_TAX_DEPARTMENT") or _secret(
+            paths.secrets / "agency_password_tax_department", lambda: secrets.token_urlsafe(18))
+        env["LIENTHONG_AGENCY_PASSWORD_TAX_DEPARTMENT"] = tax_password
+        env["AIRFLOW_CONN_TAX_DEPARTMENT_WAREHOUSE"] = json.dumps({
+            "conn_type": "postgres", "host": sock, "schema": "warehouse", "login": "lienthong_tax_department",
+            "password": tax_password})
         # Kept across starts: the key published versions are signed with (its public half joins the keyring).
         env[releases.SIGNING_KEY_ENV] = os.environ.get(releases.SIGNING_KEY_ENV) or _secret(
             paths.secrets / "release_signing_key", lambda: releases.new_key()[0])

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import feed, pubtables, releases, runs, sessions
+from lienthong import feed, feeddelta, pubtables, releases, runs, sessions
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -270,6 +270,7 @@ def publish(
         )
     key = releases.signing_key()
     cleanup_orphans(name, published_dir, url)
+    _sync_delta_feed(published, Path(published_dir) / name, run_id, url)  # what an interrupted publish left
     table = rows if rows is not None else project(published, staged_paths)
     hashes = feed.row_hashes(table, published.primary_key)
     digest = feed.digest(hashes, published)
@@ -322,7 +323,8 @@ def publish(
         hashes_path(ds_dir, version).unlink(missing_ok=True)
         raise
     _set_current(ds_dir, version)
-    _apply_retention(name, ds_dir, version, retention, url)
+    _sync_delta_feed(published, ds_dir, run_id, url)
+    _apply_retention(name, ds_dir, version, retention, url, run_id)
     result = PublishResult(name, run_id, "published", version, table.num_rows, digest, tname, str(folder),
                            time.monotonic() - t0, feed.counts(changes))
     log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), table.num_rows, result.seconds)
@@ -410,18 +412,28 @@ def _drop_relation(cur, name: str) -> None:
         cur.execute(f'DROP {kind} "{PUBLISHED_SCHEMA}"."{name}"')
 
 
-def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: str | None) -> None:
+def _sync_delta_feed(published: Contract, ds_dir: Path, run_id: str, url: str | None) -> None:
+    """The Delta table of the change feed in the published zone, brought up to the warehouse's feed."""
+    with connect(url) as conn, conn.cursor() as cur:
+        feeddelta.sync(cur, published, PUBLISHED_SCHEMA, ds_dir, run_id)
+
+
+def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: str | None, run_id: str) -> None:
     """Keep the newest `keep` versions (Parquet folders and PostgreSQL tables); never the current one."""
     if keep < 1:
         return
     cutoff = current - keep
     with connect(url) as conn:
-        for old in runs.publications(conn, dataset, status="published", up_to_version=cutoff):
+        expired = runs.publications(conn, dataset, status="published", up_to_version=cutoff)
+        for old in expired:
             with conn.cursor() as cur:
                 _drop_relation(cur, old.table_name)
             runs.expire_publication(conn, dataset, old.version)
             shutil.rmtree(ds_dir / version_name(old.version), ignore_errors=True)
             hashes_path(ds_dir, old.version).unlink(missing_ok=True)
+        if not expired:
+            return
         with conn.cursor() as cur:  # the rows and the feed start at the oldest version kept
             pubtables.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
             feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
+    feeddelta.expire(ds_dir, cutoff + 1, run_id=run_id)

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CITIZENS = 600
 INGEST_DAGS = ("ingest_population", "ingest_business", "ingest_land")
-ASSET_DAGS = ("integrate", "publish", "audit_report")
+ASSET_DAGS = ("integrate", "publish", "audit_report", "consumer_tax_department")
 ALL_DAGS = INGEST_DAGS + ASSET_DAGS
 PARSE_TIMEOUT = 180
 CHAIN_TIMEOUT = 480
@@ -180,7 +180,13 @@ def chain(tmp_path_factory):
             result["publications"] = cur.fetchall()
             cur.execute("SELECT report_id, run_id, publish_run_id, folder, headline FROM lienthong_ops.audit_report")
             result["audit_reports"] = cur.fetchall()
+            cur.execute("SELECT * FROM agency_tax_department.enterprise_profile")
+            columns = [c.name for c in cur.description]
+            result["tax_view_rows"] = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+            cur.execute("SELECT current_version FROM agency_tax_department.enterprise_profile_feed_window")
+            result["tax_view_version"] = cur.fetchone()[0]
         result["published_dir"] = stack.paths.data_dir / "published" / "citizen_profile"
+        result["tax_copy"] = stack.paths.data_dir / "consumers" / "tax_department.duckdb"
         result["diagnostics"] = _diagnostics(api, stack, "chain settled")
     except Exception as exc:
         result["error"] = _diagnostics(api, stack, f"{type(exc).__name__}: {exc}") if stack else repr(exc)
@@ -265,3 +271,26 @@ def test_stack_stops_everything_it_started(chain):
     )
     runs = {d: [(r["run_type"], r["state"]) for r in rs] for d, rs in (chain.get("runs") or {}).items()}
     print(f"timings (s): {chain['seconds']}; runs: {runs}")
+
+
+def test_the_example_consumer_keeps_its_copy_from_the_published_asset(chain):
+    """The tax department's DAG ran from the Asset events of the round (not by hand), logged in as its own
+    role, and its copy is its view of the version published."""
+    import duckdb
+
+    assert chain["error"] is None, chain["error"]
+    runs = [r for r in chain["runs"]["consumer_tax_department"] if r["state"] == "success"]
+    assert runs and all(r["run_type"] == "asset_triggered" for r in runs)
+    db = duckdb.connect(str(chain["tax_copy"]), read_only=True)
+    try:
+        (version,) = db.execute("SELECT version FROM _feed_state WHERE dataset = 'enterprise_profile'").fetchone()
+        cur = db.execute("SELECT * FROM enterprise_profile")
+        names = [d[0] for d in cur.description]
+        copy = sorted(json.dumps(dict(zip(names, r, strict=True)), sort_keys=True, default=str) for r in cur.fetchall())
+    finally:
+        db.close()
+    assert version == chain["tax_view_version"]
+    view = sorted(json.dumps({k: json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, list | dict)
+                              else v for k, v in row.items()}, sort_keys=True, default=str)
+                  for row in chain["tax_view_rows"])
+    assert copy and copy == view

@@ -12,7 +12,7 @@ import json
 import random
 import shutil
 from collections import Counter
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 import psycopg2
@@ -36,6 +36,13 @@ RETENTION = 4
 
 def _granted(dataset: str) -> list[str]:
     return [name for name, a in load_agencies().items() if dataset in a.grants]
+
+
+def _delta_rows(path: Path) -> list[tuple]:
+    from deltalake import DeltaTable
+
+    t = pa.table(DeltaTable(str(path)).to_pyarrow_table(columns=["_commit_version", "_seq", "_change_type"]))
+    return sorted(zip(*(t[c].to_pylist() for c in t.column_names), strict=True))
 
 
 def _rows_key(row: dict) -> str:
@@ -237,6 +244,16 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
     finally:
         for c in conns.values():
             c.close()
+    # the same feed as a Delta table in the published zone: the kept versions' change rows, as the warehouse has
+    # them; rebuilt by the next publish when it is lost (as after a kill between the commit and its write)
+    delta = folder / dataset / "_changes"
+    with psycopg2.connect(url) as platform:
+        in_pg = sorted((r["_commit_version"], r["_seq"], r["_change_type"]) for r in _select(
+            platform, f'SELECT _commit_version, _seq, _change_type FROM published."{feed.changes_table(dataset)}"'))
+    assert in_pg and _delta_rows(delta) == in_pg
+    shutil.rmtree(delta)
+    again = _publish(url, folder, dataset, rows, f"{dataset}-again")
+    assert again.status == "unchanged" and _delta_rows(delta) == in_pg
     if dataset == "parcel_register":  # the land department reads province 31 only, in its feed too
         land = agency_connect(url, "land_department")
         try:
@@ -324,3 +341,72 @@ def test_the_feed_over_the_lookup_service_pages_masks_and_records(warehouse, tmp
     # every page names the persons it held, by their real ID (pseudonymized or not in the answer)
     assert all(r["subjects"] and set(r["subjects"]) <= raw_ids for r in answered if r["rows_returned"])
     assert {r["status_code"] for r in logged} >= {200, 400, 410}
+
+
+def _copy_rows(store: Path, dataset: str) -> Counter:
+    import duckdb
+
+    db = duckdb.connect(str(store), read_only=True)
+    try:
+        cur = db.execute(f'SELECT * FROM "{dataset}"')
+        names = [d[0] for d in cur.description]
+        return Counter(_plain_key(dict(zip(names, r, strict=True))) for r in cur.fetchall())
+    finally:
+        db.close()
+
+
+def _plain_key(row: dict) -> str:
+    """A row as text whatever its transport: nested lists as JSON text, times in UTC ISO form."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, list | dict):
+            v = json.dumps(v, ensure_ascii=False, sort_keys=True)
+        elif hasattr(v, "astimezone") and getattr(v, "tzinfo", None) is not None:
+            v = v.astimezone(UTC).isoformat()
+        out[k] = v
+    return json.dumps(out, sort_keys=True, default=str, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("dataset", "agency", "key"), [
+    ("citizen_profile", "tax_department", ["citizen_id"]),
+    ("parcel_register", "land_department", ["province_code", "commune_code_original", "map_sheet", "parcel_number",
+                                            "parcel_id"]),
+])
+def test_an_agency_copy_kept_from_the_feed_equals_its_view(warehouse, tmp_path, dataset, agency, key):
+    """`lienthong.feedcopy.follow`, what the example consumer DAG runs: after every publish (changes, removals,
+    additions, rows leaving the agency's row filter) the copy equals the agency's view of the new version; a
+    copy older than the feed keeps is read again from the view."""
+    from lienthong.feedcopy import follow
+
+    url, folder, _ = warehouse
+    store = tmp_path / f"{agency}.duckdb"
+    rng = random.Random(7)
+    initial, mutate = GENERATORS[dataset]
+    c = contract(dataset)
+    rows = [r for r in (pa.Table.from_pylist(initial(), schema=c.arrow_schema())).to_pylist()]
+    conn = agency_connect(url, agency)
+    schema = load_agencies()[agency].schema
+    try:
+        _publish(url, folder, dataset, rows, f"copy-{dataset}-0")
+        first = follow(conn, schema, dataset, store, key)
+        assert first.restarted == "first pull"
+        for step in range(1, 5):
+            rows = mutate(rows, rng, 10 + step)
+            result = _publish(url, folder, dataset, rows, f"copy-{dataset}-{step}")
+            pulled = follow(conn, schema, dataset, store, key)
+            assert (pulled.version_before, pulled.version, pulled.versions_applied, pulled.restarted) == (
+                result.version - 1, result.version, 1, None)
+            assert pulled.rows_added and pulled.rows_removed
+            view = Counter(_plain_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
+            assert _copy_rows(store, dataset) == view, f"step {step}: the copy is not the agency's view"
+        # several versions behind the feed's retention: read again from the view, and equal to it
+        for step in range(5, 5 + RETENTION + 1):
+            rows = mutate(rows, rng, 10 + step)
+            _publish(url, folder, dataset, rows, f"copy-{dataset}-{step}")
+        again = follow(conn, schema, dataset, store, key)
+        assert again.restarted and "kept from version" in again.restarted
+        view = Counter(_plain_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
+        assert _copy_rows(store, dataset) == view
+        assert follow(conn, schema, dataset, store, key).versions_applied == 0  # nothing new: nothing applied
+    finally:
+        conn.close()

@@ -1,0 +1,113 @@
+"""The change feed of a published dataset as a Delta Lake table in the published zone, for readers of the
+zone (Spark, delta-rs, DuckDB's `delta_scan`) rather than of the warehouse.
+
+`published/<dataset>/_changes/`: the rows of `published.<dataset>__changes` (`lienthong.feed`), the
+contract's columns plus `_change_type`, `_commit_version`, `_commit_timestamp` and `_seq`, partitioned by
+`_commit_version`; one Delta commit per published version (a replace of that version's partition, so writing
+it twice changes nothing). Read the changes after version N with a filter `_commit_version > N`, in
+`(_commit_version, _seq)` order. Like the Parquet snapshots, it holds the published rows themselves, not an
+agency's masked view.
+
+Why not Delta's own change data feed (`delta.enableChangeDataFeed`, `load_cdf`) on a table of the dataset: a
+version's rows would then be written by a MERGE, and delta-rs rewrites every data file a changed row is in (it
+writes no deletion vectors): with a 1 % change spread over the whole dataset, that is every file, each
+version. This table costs the change.
+
+It follows the warehouse: `sync` runs after the publish transaction commits and writes every version the
+warehouse's feed has and the table has not (so a publish killed between the two is made good by the next
+one); it starts again, empty, when the warehouse's feed does (another contract version). Retention deletes
+the partitions of versions the warehouse no longer keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lienthong import feed, zones
+from lienthong.contracts import Contract
+
+log = logging.getLogger(__name__)
+
+TABLE = "_changes"
+PARTITION = ["_commit_version"]
+
+
+def table_path(ds_dir: Path) -> Path:
+    return Path(ds_dir) / TABLE
+
+
+def schema(contract: Contract) -> pa.Schema:
+    return contract.arrow_schema().append(pa.field("_change_type", pa.string(), nullable=False)).append(
+        pa.field("_commit_version", pa.int32(), nullable=False)).append(
+        pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)).append(
+        pa.field("_seq", pa.int64(), nullable=False))
+
+
+def _versions(path: Path) -> set[int]:
+    """The versions the table holds, from its log (its partitions), not its rows."""
+    if not zones.is_table(path):
+        return set()
+    return {int(p["_commit_version"]) for p in zones.open_table(path).partitions()}
+
+
+def _rows(cur: Any, contract: Contract, schema_name: str, version: int) -> pa.Table:
+    """One version's change rows from the warehouse, in the contract's Arrow types (jsonb read back into
+    lists of structs)."""
+    cols = [*(f.name for f in contract.fields), *feed.META_COLUMNS]
+    cur.execute(f"""SELECT {", ".join(f'"{c}"' for c in cols)} FROM "{schema_name}"."{feed.changes_table(contract.name)}"
+                    WHERE _commit_version = %s ORDER BY _seq""", (version,))
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return pa.Table.from_pylist(rows, schema=schema(contract))
+
+
+def sync(cur: Any, contract: Contract, schema_name: str, ds_dir: Path, run_id: str) -> list[int]:
+    """Write the versions the warehouse's feed keeps and the Delta table lacks; start the table again when
+    the warehouse's feed started after the table's newest version or with other columns. Returns the
+    versions written."""
+    path = table_path(ds_dir)
+    if not feed.is_kept(cur, contract.name, schema_name):
+        return []
+    cur.execute(f'SELECT version, changes FROM "{schema_name}"."{feed.feed_table(contract.name)}" ORDER BY version')
+    kept = cur.fetchall()
+    first = kept[0][0]
+    have = _versions(path)
+    names = schema(contract).names
+    if zones.is_table(path) and (pa.schema(zones.open_table(path).schema().to_arrow()).names != names
+                                 or (have and max(have) < first)):
+        shutil.rmtree(path)  # the feed started again: so does its Delta table
+        have = set()
+    written = []
+    for version, changes in kept[1:]:  # the first version is where the feed starts: no change rows
+        if version in have or not changes:
+            continue
+        rows = _rows(cur, contract, schema_name, version)
+        if not zones.is_table(path):
+            zones.create(path, rows, run_id=run_id, partition_by=PARTITION,
+                         metadata={"lienthong.published_version": str(version)})
+        else:
+            from deltalake import CommitProperties, write_deltalake
+
+            write_deltalake(str(path), rows, mode="overwrite", predicate=f"_commit_version = {int(version)}",
+                            partition_by=PARTITION, commit_properties=CommitProperties(custom_metadata={
+                                "lienthong.run_id": run_id, "lienthong.published_version": str(version)}))
+        written.append(version)
+    if written:
+        log.info("%s: change feed versions %s written to %s", contract.name, written, path)
+    return written
+
+
+def expire(ds_dir: Path, oldest_kept: int, *, run_id: str) -> None:
+    """Drop the partitions of versions up to `oldest_kept` (the feed starts there), and the files no version
+    of the table within the zones' retention (`LIENTHONG_ZONE_RETENTION_HOURS`) needs."""
+    from lienthong.settings import load_settings
+
+    path = table_path(ds_dir)
+    if not zones.is_table(path) or not any(v <= oldest_kept for v in _versions(path)):
+        return
+    zones.open_table(path).delete(f"_commit_version <= {int(oldest_kept)}")
+    zones.maintain(path, retention_hours=load_settings().zone_retention_hours, run_id=run_id)
