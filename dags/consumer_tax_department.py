@@ -5,7 +5,8 @@ How a consuming agency schedules on a published dataset: the tax department's re
 version of `enterprise_profile` is published (and the round's access task has run) and keeps its own copy of the dataset current from the change
 feed (`lienthong.feedcopy.follow`): the first run reads its view `agency_tax_department.enterprise_profile`;
 each later run applies `agency_tax_department.enterprise_profile_changes(<its version>)`, version by version,
-to the copy, a DuckDB file (`TAX_DEPARTMENT_COPY`, default `<LIENTHONG_DATA_DIR>/consumers/tax_department.duckdb`).
+to the copy, a DuckDB file (`<LIENTHONG_DATA_DIR>/consumers/tax_department.duckdb`; an agency's own
+deployment keeps it wherever it likes).
 A copy older than the feed keeps is read again from the view. Logged in as the agency's own role.
 
 Needs the connection `tax_department_warehouse` (postgres; login = the agency's role, password = its
@@ -38,9 +39,6 @@ ENTERPRISE_PROFILE = published("enterprise_profile")
 def consumer_tax_department():
     @task
     def refresh(*, triggering_asset_events=None) -> dict:
-        import os
-        from pathlib import Path
-
         import psycopg2
 
         from lienthong.connections import get_connection
@@ -48,8 +46,7 @@ def consumer_tax_department():
         from lienthong.settings import load_settings
 
         versions = [e.extra.get("version") for e in (triggering_asset_events or {}).get(ENTERPRISE_PROFILE, [])]
-        store = Path(os.environ.get("TAX_DEPARTMENT_COPY")
-                     or load_settings().data_dir / "consumers" / "tax_department.duckdb")
+        store = load_settings().data_dir / "consumers" / "tax_department.duckdb"
         pg = psycopg2.connect(get_connection("tax_department_warehouse").postgres_dsn())
         try:
             pull = follow(pg, "agency_tax_department", "enterprise_profile", store, key=["enterprise_code"])

@@ -62,9 +62,11 @@ def session(
     *,
     purpose: str,
     preserve_insertion_order: bool = True,
+    database: str | Path = ":memory:",
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB connection bounded by the settings (`duckdb_memory`, `duckdb_threads`), spilling
-    to its own folder; closed, and the folder removed, when the `with` block ends.
+    """An in-memory DuckDB connection (or one on the database file `database`) bounded by the settings
+    (`duckdb_memory`, `duckdb_threads`), spilling to its own folder; closed, and the folder removed, when the
+    `with` block ends.
 
     `purpose` names the spill folder (a short slug: `staging`, `link-people`), so a full disk points at the
     step that filled it. `preserve_insertion_order` stays DuckDB's default (true): callers that write or
@@ -80,7 +82,7 @@ def session(
     # mkdtemp: created 0700 and unique, so two sessions of one process never share (or delete) a folder.
     spill = Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=root))
     try:
-        con = duckdb.connect(":memory:", config={
+        con = duckdb.connect(str(database), config={
             "memory_limit": s.duckdb_memory,
             "threads": s.duckdb_threads,
             "temp_directory": str(spill),

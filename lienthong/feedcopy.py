@@ -141,64 +141,76 @@ def _apply(db: Any, dataset: str, key: Sequence[str], names: list[str], rows: li
     return len(out), len(new)
 
 
+def _changes_since(pg: Any, db: Any, schema: str, dataset: str, key: Sequence[str],
+                   before: int) -> tuple[int, int, int, int]:
+    """Apply the feed after version `before`, a version at a time; (version now, versions applied, rows
+    removed, rows added). Raises psycopg2's DataException when `before` is outside the feed's window."""
+    _begin(pg)
+    try:
+        version = _current_version(pg, schema, dataset)
+        statement = f"SELECT * FROM {_ident(schema)}.{_ident(dataset + '_changes')}(%s)"
+        removed = added = applied = 0
+        pending: list[tuple] = []
+        names: list[str] = []
+        at: int | None = None
+        for names, rows in _batches(pg, statement, (before,)):
+            vcol = names.index("_commit_version")
+            for r in rows:
+                if at is not None and r[vcol] != at:
+                    out, new = _apply(db, dataset, key, names, pending)
+                    removed, added, applied, pending = removed + out, added + new, applied + 1, []
+                at = r[vcol]
+                pending.append(r)
+        if pending:
+            out, new = _apply(db, dataset, key, names, pending)
+            removed, added, applied = removed + out, added + new, applied + 1
+        return version, applied, removed, added
+    finally:
+        pg.rollback()
+
+
 def follow(pg: Any, schema: str, dataset: str, store: str | Path, key: Sequence[str]) -> Pull:
     """Bring the copy of `schema.dataset` in `store` (a DuckDB file) to the current version over `pg` (a
     psycopg2 connection logged in as the agency). `key`: columns identifying a row in the agency's view."""
     import duckdb
     from psycopg2 import errors
 
+    from lienthong.duck import session
+
     Path(store).parent.mkdir(parents=True, exist_ok=True)
     autocommit = pg.autocommit  # given back as it came: no transaction of ours is left open on it
-    db = duckdb.connect(str(store))
     try:
-        db.execute("""CREATE TABLE IF NOT EXISTS _feed_state (dataset VARCHAR PRIMARY KEY, version INTEGER,
-                      rows BIGINT, updated_at TIMESTAMPTZ)""")
-        row = db.execute("SELECT version FROM _feed_state WHERE dataset = ?", [dataset]).fetchone()
-        before = int(row[0]) if row else None
-        db.execute("BEGIN")
-        restarted: str | None = None if before is not None else "first pull"
-        removed = added = applied = 0
-        version = before
-        if before is not None:
-            _begin(pg)
+        with session(purpose="feed-copy", database=store) as db:
+            db.execute("""CREATE TABLE IF NOT EXISTS _feed_state (dataset VARCHAR PRIMARY KEY, version INTEGER,
+                          rows BIGINT, updated_at TIMESTAMPTZ)""")
+            row = db.execute("SELECT version FROM _feed_state WHERE dataset = ?", [dataset]).fetchone()
+            before = int(row[0]) if row else None
+            restarted: str | None = None if before is not None else "first pull"
+            version, applied, removed, added = before, 0, 0, 0
+            db.execute("BEGIN")
             try:
-                version = _current_version(pg, schema, dataset)
-                statement = f"SELECT * FROM {_ident(schema)}.{_ident(dataset + '_changes')}(%s)"
-                pending: list[tuple] = []
-                names: list[str] = []
-                at: int | None = None
-                for names, rows in _batches(pg, statement, (before,)):
-                    vcol = names.index("_commit_version")
-                    for r in rows:
-                        if at is not None and r[vcol] != at:
-                            out, new = _apply(db, dataset, key, names, pending)
-                            removed, added, applied, pending = removed + out, added + new, applied + 1, []
-                        at = r[vcol]
-                        pending.append(r)
-                if pending:
-                    out, new = _apply(db, dataset, key, names, pending)
-                    removed, added, applied = removed + out, added + new, applied + 1
-            except errors.DataException as exc:  # beyond the feed's retention (or ahead of it)
-                restarted = str(exc).strip().splitlines()[0]
-            finally:
-                pg.rollback()
-        if restarted is not None:
-            version = _snapshot(pg, db, schema, dataset)
-            log.warning("copy of %s.%s read again from the view at version %s: %s", schema, dataset, version, restarted)
-        counted = db.execute(f"SELECT count(*) FROM {_ident(dataset)}").fetchone()
-        rows_now = int(counted[0]) if counted else 0
-        db.execute("""INSERT OR REPLACE INTO _feed_state VALUES (?, ?, ?, now())""", [dataset, version, rows_now])
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # nothing of a failed pull is kept
-            db.execute("ROLLBACK")
-        raise
+                if before is not None:
+                    try:
+                        version, applied, removed, added = _changes_since(pg, db, schema, dataset, key, before)
+                    except errors.DataException as exc:  # beyond the feed's retention (or ahead of it)
+                        restarted = str(exc).strip().splitlines()[0]
+                if restarted is not None:
+                    version = _snapshot(pg, db, schema, dataset)
+                counted = db.execute(f"SELECT count(*) FROM {_ident(dataset)}").fetchone()
+                rows_now = int(counted[0]) if counted else 0
+                db.execute("INSERT OR REPLACE INTO _feed_state VALUES (?, ?, ?, now())", [dataset, version, rows_now])
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # nothing of a failed pull is kept
+                    db.execute("ROLLBACK")
+                raise
     finally:
-        db.close()
         pg.rollback()
         pg.autocommit = autocommit
     assert version is not None
-    pull = Pull(dataset, before, version, applied, removed, added, restarted, int(rows_now))
-    log.info("copy of %s.%s: version %s -> %s (%d version(s) applied, -%d +%d rows, %d rows)%s", schema, dataset,
-             before, version, applied, removed, added, rows_now, f"; read again: {restarted}" if restarted else "")
+    if restarted is not None and before is not None:
+        log.warning("copy of %s.%s read again from the view at version %s: %s", schema, dataset, version, restarted)
+    pull = Pull(dataset, before, version, applied, removed, added, restarted, rows_now)
+    log.info("copy of %s.%s: version %s -> %s (%d version(s) applied, -%d +%d rows, %d rows)", schema, dataset,
+             before, version, applied, removed, added, rows_now)
     return pull

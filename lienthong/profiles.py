@@ -3,8 +3,8 @@
 Owns one builder per published dataset; each returns an Arrow table in its contract's schema (nested
 lists as list<struct>), ordered by the primary key:
 
-- `citizen_profile`: every staged citizen record with the enterprises the person represents and the
-  parcels they hold through a valid certificate (links in the `accept` band only);
+- `citizen_profile`: every staged citizen record with its person's entity ID, the enterprises the person
+  represents and the parcels they hold through a valid certificate (links in the `accept` band only);
 - `enterprise_profile`: the enterprise golden record with its representatives and land;
 - `parcel_register`: the parcel golden record with its holders and certificates;
 - `reconciliation_findings`: the findings store as it stands (every status, with its lifecycle);
@@ -42,11 +42,12 @@ def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
 
 
 def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels")]
+    flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels", "entity_id")]
     cols = ", ".join(f'c."{n}"' for n in flat)
     return _build(paths, f"""
         WITH person_of AS (
-          SELECT unnest(citizen_ids) AS citizen_id, person_key FROM person_master WHERE in_population_registry
+          SELECT unnest(citizen_ids) AS citizen_id, person_key, entity_id FROM person_master
+          WHERE in_population_registry
         ), ents AS (
           SELECT l.person_key, list({{'enterprise_code': e.enterprise_code, 'enterprise_name': e.name,
                                      'enterprise_status': e.status, 'title': l.title}}
@@ -64,7 +65,7 @@ def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
           WHERE h.band = 'accept' AND h.person_key IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
           GROUP BY h.person_key
         )
-        SELECT {cols}, ents.enterprises, lands.parcels
+        SELECT {cols}, person_of.entity_id, ents.enterprises, lands.parcels
         FROM citizen c LEFT JOIN person_of USING (citizen_id)
         LEFT JOIN ents ON ents.person_key = person_of.person_key
         LEFT JOIN lands ON lands.person_key = person_of.person_key

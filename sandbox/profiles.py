@@ -57,6 +57,7 @@ def synthetic_profiles(n: int, marker: str = "VN", seed: int = 1) -> pa.Table:
     SELECT
       {_pick(PREFIXES, 'i // 1000000')} || CAST((CASE WHEN year >= 2000 THEN 2 ELSE 0 END) + (sex = 'NU')::INT AS VARCHAR)
         || printf('%02d', year % 100) || printf('%06d', i % 1000000) AS citizen_id,
+      'P-' || substr(md5(CAST(i AS VARCHAR) || '|{seed}'), 1, 16) AS entity_id,
       CASE WHEN year < 1995 THEN printf('03%07d', (h >> 3) % 10000000) END AS legacy_id,
       {_pick(FAMILY, 'h')} || ' ' || {_pick(MIDDLE, 'h >> 4')} || ' ' || {_pick(GIVEN, 'h >> 8')} AS full_name,
       make_date(CAST(year AS BIGINT), CAST(1 + (h >> 12) % 12 AS BIGINT), CAST(1 + (h >> 16) % 28 AS BIGINT)) AS birth_date,

@@ -134,7 +134,7 @@ def publish_rows(url: str, datasets: tuple[str, ...] = DATASETS) -> None:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("published", table)))
             cur.execute(c.postgres_ddl(table, "published"))
             for row in ROWS[ds]:
-                values = [Json(row[f.name]) if f.postgres_type() == "jsonb" and row[f.name] is not None else row[f.name]
+                values = [Json(row[f.name]) if f.postgres_type() == "jsonb" and row.get(f.name) is not None else row.get(f.name)
                           for f in c.fields]
                 cur.execute(sql.SQL("INSERT INTO {} VALUES ({})").format(
                     sql.Identifier("published", table), sql.SQL(", ").join(sql.Placeholder() * len(values))), values)

@@ -99,7 +99,8 @@ def _first_version(conn, agency: str, dataset: str) -> int:
 
 
 def _citizens(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
-    """One publish's worth of change: about 6 % of the rows changed, 2 % removed, 3 % added."""
+    """One publish's worth of change: about 6 % of the rows changed (renamed, dying, moving, gaining or losing
+    enterprises and parcels, merged into another person's entity), 2 % removed, 3 % added."""
     out = []
     for r in rows:
         x = rng.random()
@@ -107,8 +108,10 @@ def _citizens(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
             continue  # removed (e.g. a duplicate record merged away)
         if x < 0.08:
             r = dict(r)
-            kind = rng.choice(["rename", "death", "move", "enterprises", "parcels", "address"])
-            if kind == "rename":
+            kind = rng.choice(["rename", "death", "move", "enterprises", "parcels", "address", "merge"])
+            if kind == "merge":  # found to be the same person as another record: it takes that entity's ID
+                r["entity_id"] = rng.choice(rows)["entity_id"]
+            elif kind == "rename":
                 r["full_name"] = r["full_name"] + " Văn"
             elif kind == "death" and r["status"] != "DA_MAT":
                 r["status"], r["death_date"] = "DA_MAT", date(2026, 1, 1 + step)
@@ -132,7 +135,7 @@ def _citizens(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
 
 def _parcel(i: int, province: str) -> dict:
     return {"province_code": province, "commune_code_original": "11311" if province == "31" else "00070",
-            "map_sheet": 1 + i % 40, "parcel_number": i, "parcel_id": 1000 + i,
+            "map_sheet": 1 + i % 40, "parcel_number": i, "parcel_id": 1000 + i, "entity_id": f"L-{i:016d}",
             "commune_code_2025": "11311" if province == "31" else "00070", "area_m2": 40.0 + i % 300,
             "land_use": "ODT", "address": f"Tổ {i % 9}",
             "holders": [{"holder_type": "CA_NHAN", "person_key": f"031085{i:06d}", "full_name": "Nguyễn Văn An",

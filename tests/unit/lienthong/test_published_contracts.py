@@ -66,7 +66,9 @@ def test_nested_columns_are_list_of_struct_in_arrow_and_jsonb_in_postgres(name, 
 
 def test_citizen_profile_keeps_its_columns_in_order_and_ends_with_the_nested_ones():
     c = contract("citizen_profile")
-    assert c.field_names == [*CITIZEN_PROFILE_V1, "enterprises", "parcels"]
+    # the person's entity ID right after the key (1.2.0), the nested lists last
+    assert c.field_names == [CITIZEN_PROFILE_V1[0], "entity_id", *CITIZEN_PROFILE_V1[1:], "enterprises", "parcels"]
+    assert c.field("entity_id").custom["derivedFrom"] == "person_master.entity_id"
     for name in CITIZEN_PROFILE_V1:
         assert c.field(name).custom["derivedFrom"] == f"citizen.{name}"
 
