@@ -284,6 +284,8 @@ def publish(
     folder = ds_dir / version_name(version)
     published_at = datetime.now(UTC)
     changes = _change_from(last, ds_dir, published, hashes, table)
+    if changes is not None and _generation_for_change(url, published) is None:
+        changes = None  # the warehouse has no generation (or feed) of these columns: this version starts them
     manifest = {
         "dataset": name,
         "version": version,
@@ -364,19 +366,34 @@ def _change_from(last: dict[str, Any] | None, ds_dir: Path, published: Contract,
     return feed.change(previous, hashes, table, published)
 
 
+def _generation_of(cur, published: Contract) -> str | None:
+    """The current generation table when a version of `published` can be written from its change: one with
+    the contract's columns, and a feed to append to."""
+    current = pubtables.current_generation(cur, PUBLISHED_SCHEMA, published.name)
+    if current is None or current[1] != [f.name for f in published.fields]:
+        return None
+    return current[0] if feed.is_kept(cur, published.name, PUBLISHED_SCHEMA) else None
+
+
+def _generation_for_change(url: str | None, published: Contract) -> str | None:
+    with connect(url) as conn, conn.cursor() as cur:
+        return _generation_of(cur, published)
+
+
 def _publish_rows(cur, published: Contract, version: int, table: pa.Table, changes: feed.Change | None,
                   published_at: datetime) -> str:
     """In the publish transaction: the version's rows and its change feed. From the change when there is one
-    and the current generation has the same columns (cost: the change), else a new generation (cost: the
-    rows). Returns the generation table the version lives in."""
-    current = pubtables.current_generation(cur, PUBLISHED_SCHEMA, published.name)
-    same_columns = current is not None and current[1] == [f.name for f in published.fields]
+    (found against the current generation, `_generation_of`: cost, the change), else a new generation (cost:
+    the rows). Returns the generation table the version lives in."""
     counts = feed.counts(changes)
-    if current is not None and same_columns and counts is not None and feed.is_kept(cur, published.name, PUBLISHED_SCHEMA):
+    if changes is not None and counts is not None:
+        current = _generation_of(cur, published)
+        if current is None:
+            raise RuntimeError(f"{published.name} v{version}: the generation the change was found for is gone")
         feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow,
-                   current_rows=pubtables.current_select(published, PUBLISHED_SCHEMA, current[0]))
-        pubtables.apply_change(cur, published, PUBLISHED_SCHEMA, current[0], version, counts)
-        return current[0]
+                   current_rows=pubtables.current_select(published, PUBLISHED_SCHEMA, current))
+        pubtables.apply_change(cur, published, PUBLISHED_SCHEMA, current, version, counts)
+        return current
     generation = pubtables.load_full(cur, published, PUBLISHED_SCHEMA, version, table, _copy_arrow)
     cur.execute(f'SELECT count(*) FROM "{PUBLISHED_SCHEMA}"."{generation}"')
     (loaded,) = cur.fetchone()

@@ -17,9 +17,10 @@ checked against the change's counts (a current row missing, or one already there
 see the old version or the new one: it is one transaction, and MVCC does the rest. A full version
 (`load_full`): a new generation table, COPY, its indexes, ANALYZE.
 
-Indexes of a generation: unique (key, `_from_version`) for version reads; unique (key) where current, which is
-also what keeps two current rows of one key out; the contract's `indexes` and the person-list GIN indexes
-(`lienthong.sessions.index_person_lists`), each once per generation instead of once per version.
+Indexes of a generation: unique (key, `_from_version`), which serves the current rows and every version's (a
+key has few versions); the contract's `indexes` and the person-list GIN indexes
+(`lienthong.sessions.index_person_lists`), each once per generation instead of once per version. Two current
+rows of one key are kept out by `apply_change`'s checks (what it closed and added, and no key inserted twice).
 """
 
 from __future__ import annotations
@@ -83,11 +84,9 @@ def load_full(cur: Any, contract: Contract, schema: str, version: int, table: pa
 def _index(cur: Any, contract: Contract, schema: str, name: str) -> None:
     keys = [sql.Identifier(k) for k in contract.primary_key]
     target = _ident(schema, name)
-    if keys:
+    if keys:  # one index serves the current rows and every version's (a key has few versions)
         cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}, {})").format(
             sql.Identifier(f"{name}_version"), target, sql.SQL(", ").join(keys), sql.Identifier(FROM)))
-        cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}) WHERE {} IS NULL").format(
-            sql.Identifier(f"{name}_current"), target, sql.SQL(", ").join(keys), sql.Identifier(TO)))
     for i, cols in enumerate(contract.custom.get("indexes") or []):
         cur.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
             sql.Identifier(f"{name}_ix{i}"), target, sql.SQL(", ").join(map(sql.Identifier, cols))))
@@ -112,10 +111,17 @@ def apply_change(cur: Any, contract: Contract, schema: str, generation: str, ver
                            WHERE _commit_version = %(v)s AND _change_type IN ('insert', 'update_postimage')""").format(
         t=target, c=changes, cols=cols, fr=sql.Identifier(FROM)), {"v": version})
     added, expected_added = cur.rowcount, counts["insert"] + counts["update_postimage"]
-    if (closed, added) != (expected_closed, expected_added):
-        raise RuntimeError(f"{contract.name} v{version}: the change closed {closed} current rows and added {added}, "
-                           f"expected {expected_closed} and {expected_added}: the table's current rows are not the "
-                           "previous version (nothing is published)")
+    # a key inserted while a current row of it remains (the current rows were not the previous version)
+    cur.execute(sql.SQL("""SELECT count(*) FROM (SELECT 1 FROM {t} r JOIN {c} c ON {on}
+                           WHERE c._commit_version = %(v)s AND c._change_type = 'insert' AND r.{to} IS NULL
+                           GROUP BY {keys} HAVING count(*) > 1) d""").format(
+        t=target, c=changes, on=on, to=sql.Identifier(TO),
+        keys=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in keys)), {"v": version})
+    (doubled,) = cur.fetchone()
+    if (closed, added, doubled) != (expected_closed, expected_added, 0):
+        raise RuntimeError(f"{contract.name} v{version}: the change closed {closed} current rows and added {added} "
+                           f"({doubled} keys now twice), expected {expected_closed} and {expected_added}: the "
+                           "table's current rows are not the previous version (nothing is published)")
 
 
 def create_version_view(cur: Any, contract: Contract, schema: str, generation: str, version: int) -> str:

@@ -413,3 +413,30 @@ def test_an_agency_copy_kept_from_the_feed_equals_its_view(warehouse, tmp_path, 
         assert follow(conn, schema, dataset, store, key).versions_applied == 0  # nothing new: nothing applied
     finally:
         conn.close()
+
+
+def test_current_rows_that_are_not_the_previous_version_fail_the_publish(warehouse, tmp_path):
+    """The change is applied to the rows the warehouse holds as current; when they are not the previous
+    version (here a row of a key put in by hand, which the next version inserts), the publish fails, names
+    why, and the previous version stays the one recorded and served."""
+    url, _, _ = warehouse
+    folder = tmp_path / "published"
+    dataset = "parcel_register"
+    rows = [_parcel(i, "31") for i in range(1, 41)]
+    first = _publish(url, folder, dataset, rows, "guard-1")
+    extra = _parcel(99, "31")
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s ORDER BY relname DESC LIMIT 1",
+                    (f"^{dataset}__r[0-9]{{6}}$",))
+        (generation,) = cur.fetchone()
+        cols = [f.name for f in contract(dataset).fields]
+        cur.execute(f'INSERT INTO published."{generation}" ({", ".join(cols)}, _from_version) '
+                    f'VALUES ({", ".join(["%s"] * len(cols))}, 0)',
+                    [json.dumps(extra[c]) if c == "holders" else extra[c] for c in cols])
+    with pytest.raises(RuntimeError, match="not the previous version"):
+        _publish(url, folder, dataset, [*rows, extra], "guard-2")
+    with psycopg2.connect(url) as conn:
+        recorded = _select(conn, "SELECT max(version) AS v FROM lienthong_ops.publication WHERE dataset = %s",
+                           (dataset,))[0]["v"]
+    assert recorded == first.version
+    assert not (folder / dataset / f"v{first.version + 1:06d}").exists()
