@@ -77,8 +77,10 @@ def table_name(dataset: str, version: int) -> str:
 
 def project(published: Contract, staged_paths: dict[str, str]) -> pa.Table:
     """Rows of the published dataset from the staged ones, by each field's `derivedFrom`."""
-    # `<dataset>.<column>` fields are projected; fields built elsewhere (`derivedFrom: reconcile`) are null here.
-    projected = [f for f in published.fields if "." in str(f.custom.get("derivedFrom", ""))]
+    # `<dataset>.<column>` fields of a staged dataset given are projected; fields built elsewhere (from the
+    # integrated zone, `derivedFrom: reconcile`) are null here.
+    projected = [f for f in published.fields if "." in str(f.custom.get("derivedFrom", ""))
+                 and str(f.custom["derivedFrom"]).split(".", 1)[0] in staged_paths]
     sources = {f.custom["derivedFrom"].split(".", 1)[0] for f in projected}
     if len(sources) != 1:
         raise ValueError(f"{published.name}: projection from several datasets is not supported yet: {sorted(sources)}")
