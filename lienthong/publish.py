@@ -6,7 +6,8 @@ no new version). Steps, each leaving the previous version served if it fails:
 1. project the staged rows onto the published contract (`derivedFrom: <dataset>.<column>`);
 2. the change from the previous version (`lienthong.feed.diff`: inserts, deletes, pre- and post-images);
 3. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`, signed:
-   `lienthong.releases`) via a temporary folder and a rename;
+   `lienthong.releases`) via a temporary folder and a rename, on a thread while step 4 loads the database
+   (in place before step 4 records the version);
 4. in ONE transaction: append the change to the feed (`published.<dataset>__changes`), apply it to the
    dataset's row versions (`lienthong.pubtables`: cost follows the change; a first version, or new columns,
    loads a new generation with COPY from Arrow, batch by batch, no Python loop per row), create the version's
@@ -25,6 +26,7 @@ import queue
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,9 +308,11 @@ def publish(
         **(provenance or {}),
     }
     releases.add_to_keyring(releases.keyring_dir(published_dir), key)
-    _write_parquet_version(table, folder, manifest, key)
-    _write_hashes(hashes_path(ds_dir, version), hashes)
     tname = table_name(name, version)
+    # The Parquet folder (and the row hashes) are written on a thread while the database loads the version:
+    # both release the GIL for their work, and the folder is in place before the version is recorded.
+    files = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{name}")
+    written = files.submit(_write_files, table, folder, manifest, key, hashes_path(ds_dir, version), hashes)
     try:
         with connect(url) as conn:
             with conn.cursor() as cur:
@@ -320,12 +324,16 @@ def publish(
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
                 # agency sessions open now read the new version from the commit on: recorded with it
                 sessions.record_switch(cur, name, version, tname)
+                written.result()
                 runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
                                                                published.version, tname, str(folder)))
     except BaseException:
+        files.shutdown(wait=True)  # the thread is done with the folder before it is removed
         shutil.rmtree(folder, ignore_errors=True)  # never referenced: the pointer and the view were not moved
         hashes_path(ds_dir, version).unlink(missing_ok=True)
         raise
+    finally:
+        files.shutdown(wait=True)
     _set_current(ds_dir, version)
     _sync_delta_feed(published, ds_dir, run_id, url)
     _apply_retention(name, ds_dir, version, retention, url, run_id)
@@ -333,6 +341,12 @@ def publish(
                            time.monotonic() - t0, feed.counts(changes))
     log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), table.num_rows, result.seconds)
     return result
+
+
+def _write_files(table: pa.Table, folder: Path, manifest: dict[str, Any], key: releases.SigningKey,
+                 hashes_file: Path, hashes: pa.Table) -> None:
+    _write_parquet_version(table, folder, manifest, key)
+    _write_hashes(hashes_file, hashes)
 
 
 def hashes_path(ds_dir: Path, version: int) -> Path:
