@@ -1,20 +1,22 @@
-"""Publish throughput against a bare COPY of the same rows, measured in the same run.
+"""Publish throughput against a bare COPY of the same rows, measured in the same run; then a 1 % change.
 
 For each size, N synthetic citizen_profile rows (valid 12-digit IDs, Vietnamese names, dates, ~10 % with
 enterprises and ~40 % with parcels as nested lists) are built in DuckDB, then:
 
-(a) `lienthong.publish.publish()` end to end into a fresh database `bench_publish_<N>` (content hash, Parquet
-    folder + manifest, one transaction: CREATE TABLE, COPY from Arrow, primary key, ANALYZE, view switch,
-    publication record; CURRENT pointer, retention). Its phases are timed by wrapping the module's helpers
-    in this process (publish.py is not changed): `_copy_arrow` (our COPY: nested columns to JSON text in
-    DuckDB, Arrow CSV writing, `copy_expert` per 100k batch), inside it `_nested_as_json` and the cursor's
-    `copy_expert` (the server side of our COPY), `content_hash`, `_write_parquet_version`, the time from the
-    end of the COPY to the view switch (primary key, ANALYZE, count check) and from there to the pointer move
-    (switch, record, commit).
+(a) `lienthong.publish.publish()` end to end into a fresh database `bench_publish_<N>` (row hashes and content
+    hash, Parquet folder + signed manifest and the row hashes on a thread, one transaction: a new generation
+    table, COPY from Arrow, its index, ANALYZE, the version view, the view switch, the publication record;
+    CURRENT pointer, the Delta feed table, retention). Its phases are timed by wrapping the module's helpers in
+    this process (publish.py is not changed): `_copy_arrow` (our COPY), inside it `_nested_as_json` and the
+    cursor's `copy_expert` (the server side of our COPY), `row_hashes`, `_write_parquet_version`,
+    `_write_hashes`, `_publish_rows` (the database's rows and feed), `load_full` / `change` / `apply_change` /
+    `store`, and from there to the pointer move (switch, record, commit).
 (b) bare: the same rows written once (untimed) to a CSV file exactly as publish serialises them (nested
     columns as JSON text), then `COPY <table> FROM STDIN WITH (FORMAT csv)` of that file through psycopg2
     `copy_expert` into a plain table with the contract's DDL and no primary key, created in the same
     transaction (as publish does). Run twice (before and after the publish); the faster is the floor.
+(c) change: the next version with `--change-fraction` of the rows changed (renamed, removed, new people),
+    published from its change into the same database, phases timed the same way.
 
 Reported per size: seconds, rows/s, `bare_copy_s / publish_total_s` and `bare_copy_s / our_copy_s`, and the
 growth of publish time with size (exponent k of t ~ N^k between consecutive sizes). A CHECKPOINT precedes
@@ -152,17 +154,20 @@ def instrumented_publish(timings: Timings):
     from lienthong import pubtables as T
 
     saved = {name: getattr(P, name) for name in
-             ("connect", "_copy_arrow", "_nested_as_json", "content_hash", "_write_parquet_version",
+             ("connect", "_copy_arrow", "_nested_as_json", "_write_parquet_version", "_write_hashes",
               "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention", "_publish_rows")}
-    saved_other = [(F, "diff", F.diff), (T, "apply_change", T.apply_change), (T, "load_full", T.load_full)]
-    F.diff = timed("diff_s", F.diff)
+    saved_other = [(F, "change", F.change), (F, "row_hashes", F.row_hashes), (F, "store", F.store),
+                   (T, "apply_change", T.apply_change), (T, "load_full", T.load_full)]
+    F.change = timed("change_s", F.change)
+    F.row_hashes = timed("row_hashes_s", F.row_hashes)
+    F.store = timed("feed_store_s", F.store)
     T.apply_change = timed("apply_change_s", T.apply_change)
     T.load_full = timed("load_full_s", T.load_full)
     P._publish_rows = timed("rows_and_feed_s", P._publish_rows)
     P.connect = connect
     P._copy_arrow = timed("our_copy_s", P._copy_arrow)
     P._nested_as_json = timed("nested_to_json_s", P._nested_as_json)
-    P.content_hash = timed("content_hash_s", P.content_hash)
+    P._write_hashes = timed("hashes_write_s", P._write_hashes)
     P._write_parquet_version = timed("parquet_write_s", P._write_parquet_version)
     P.cleanup_orphans = timed("cleanup_orphans_s", P.cleanup_orphans)
     P._switch_view = marked("switch_view", P._switch_view)
@@ -193,9 +198,10 @@ def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench") -> d
     out["client_side_copy_s"] = s.get("our_copy_s", 0.0) - s.get("server_copy_s", 0.0)
     # in the database after the rows and the feed: the version's view, the switch, the record, the commit
     out["switch_record_commit_s"] = m["set_current"] - m["rows_and_feed_s:end"]
-    accounted = ("cleanup_orphans_s", "content_hash_s", "diff_s", "parquet_write_s", "rows_and_feed_s",
-                 "switch_record_commit_s", "retention_s")
-    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, signing key, ...
+    # the Parquet folder and the row hashes are written on a thread during rows_and_feed_s: not added again
+    accounted = ("cleanup_orphans_s", "row_hashes_s", "change_s", "rows_and_feed_s", "switch_record_commit_s",
+                 "retention_s")
+    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, Delta feed sync, ...
     return out
 
 
@@ -418,7 +424,9 @@ def main(argv: list[str] | None = None) -> None:
             "publish_total_s also includes content hash, Parquet + signed manifest, the generation's indexes, "
             "ANALYZE, count check, version view, view switch, record, commit, CURRENT and retention",
             "change: the next version with change_fraction of the rows changed, published from its change "
-            "(diff against the previous Parquet, feed rows COPYed, row versions closed and inserted)",
+            "(row hashes joined with the last version's, new images COPYed, old ones taken from the current "
+            "rows, row versions closed and inserted, feed rows appended)",
+            "parquet_write_s and hashes_write_s run on a thread while rows_and_feed_s loads the database",
         ],
         "sizes": results,
         "growth": growth(results),
