@@ -4,7 +4,8 @@ A dataset is published only when its quality gate passed and its content changed
 no new version). Steps, each leaving the previous version served if it fails:
 
 1. project the staged rows onto the published contract (`derivedFrom: <dataset>.<column>`);
-2. the change from the previous version (`lienthong.feed.diff`: inserts, deletes, pre- and post-images);
+2. the row hashes (the content hash) and the change from the previous version's kept hashes
+   (`lienthong.feed.change`: the new images, and the keys of the rows replaced or removed);
 3. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`, signed:
    `lienthong.releases`) via a temporary folder and a rename, on a thread while step 4 loads the database
    (in place before step 4 records the version);
