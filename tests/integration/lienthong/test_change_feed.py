@@ -387,10 +387,10 @@ def test_an_agency_copy_kept_from_the_feed_equals_its_view(warehouse, tmp_path, 
     initial, mutate = GENERATORS[dataset]
     c = contract(dataset)
     rows = [r for r in (pa.Table.from_pylist(initial(), schema=c.arrow_schema())).to_pylist()]
+    _publish(url, folder, dataset, rows, f"copy-{dataset}-0")  # and the agencies' roles and views
     conn = agency_connect(url, agency)
     schema = load_agencies()[agency].schema
     try:
-        _publish(url, folder, dataset, rows, f"copy-{dataset}-0")
         first = follow(conn, schema, dataset, store, key)
         assert first.restarted == "first pull"
         for step in range(1, 5):
@@ -440,3 +440,52 @@ def test_current_rows_that_are_not_the_previous_version_fail_the_publish(warehou
                            (dataset,))[0]["v"]
     assert recorded == first.version
     assert not (folder / dataset / f"v{first.version + 1:06d}").exists()
+
+
+def test_a_pull_that_fails_half_way_leaves_the_copy_at_its_version(warehouse, tmp_path, monkeypatch):
+    """One DuckDB transaction per pull: a pull stopped after applying one of two versions keeps neither, and
+    the next pull applies both."""
+    from lienthong import feedcopy
+
+    url, folder, _ = warehouse
+    dataset, agency, key = "citizen_profile", "tax_department", ["citizen_id"]
+    store = tmp_path / "copy.duckdb"
+    rng = random.Random(11)
+    initial, mutate = GENERATORS[dataset]
+    rows = initial()
+    _publish(url, folder, dataset, rows, "halfway-0")  # and the agencies' roles and views
+    conn = agency_connect(url, agency)
+    schema = load_agencies()[agency].schema
+    try:
+        start = feedcopy.follow(conn, schema, dataset, store, key)
+        for step in (1, 2):
+            rows = mutate(rows, rng, 20 + step)
+            _publish(url, folder, dataset, rows, f"halfway-{step}")
+        applied: list[int] = []
+        real_apply = feedcopy._apply
+
+        def apply_then_fail(db, ds, k, names, pending):
+            if applied:
+                raise OSError("disk full")
+            applied.append(1)
+            return real_apply(db, ds, k, names, pending)
+
+        monkeypatch.setattr(feedcopy, "_apply", apply_then_fail)
+        with pytest.raises(OSError, match="disk full"):
+            feedcopy.follow(conn, schema, dataset, store, key)
+        assert applied == [1]  # one version was applied before the failure
+        monkeypatch.setattr(feedcopy, "_apply", real_apply)
+        import duckdb
+
+        db = duckdb.connect(str(store), read_only=True)
+        try:
+            assert db.execute("SELECT version FROM _feed_state").fetchone()[0] == start.version
+        finally:
+            db.close()
+        pulled = feedcopy.follow(conn, schema, dataset, store, key)
+        assert (pulled.version_before, pulled.version, pulled.versions_applied) == (
+            start.version, start.version + 2, 2)
+        view = Counter(_plain_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
+        assert _copy_rows(store, dataset) == view
+    finally:
+        conn.close()
