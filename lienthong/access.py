@@ -900,7 +900,10 @@ def _feed_views(cur, agency: Agency, grant: DatasetGrant, contract: Contract, ro
     """The agency's change feed of one dataset: view `<dataset>_change_log` (the kept change rows, masked and
     filtered as its view of the dataset), view `<dataset>_feed_window` (the first version the feed can be
     followed from, and the current one) and function `<dataset>_changes(since_version)`, the changes after
-    `since_version` in order, refusing a version outside the window with an error that says what to do."""
+    `since_version` in order, refusing a version outside the window with an error that says what to do, and
+    recording the read in the session log (`lienthong.sessions.FEED_FUNCTION`)."""
+    from lienthong.sessions import FEED_FUNCTION
+
     ds = contract.name
     log_view = sql.Identifier(agency.schema, feed.change_log_view(ds))
     window = sql.Identifier(agency.schema, feed.window_view(ds))
@@ -910,8 +913,10 @@ def _feed_views(cur, agency: Agency, grant: DatasetGrant, contract: Contract, ro
                               extra=tuple(feed.META_COLUMNS))))
     cur.execute(sql.SQL("CREATE VIEW {} AS SELECT min(version) AS first_version, max(version) AS current_version "
                         "FROM {}").format(window, sql.Identifier(PUBLISHED_SCHEMA, feed.feed_table(ds))))
+    # SECURITY DEFINER with a pinned search_path: it records the read in the session log (which the agency's
+    # role can neither read nor write) before it returns the rows its views give.
     cur.execute(sql.SQL("""CREATE FUNCTION {function}(since_version integer) RETURNS SETOF {log_view}
-        LANGUAGE plpgsql STABLE AS $body$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         DECLARE
             w record;
         BEGIN
@@ -927,12 +932,16 @@ def _feed_views(cur, agency: Agency, grant: DatasetGrant, contract: Contract, ro
                     '%s: version %s is newer than the current version %s', {name}, since_version,
                     w.current_version);
             END IF;
+            IF to_regprocedure({record}) IS NOT NULL THEN
+                PERFORM {record_call}({name}, since_version);
+            END IF;
             RETURN QUERY SELECT * FROM {log_view} c WHERE c._commit_version > since_version
                 ORDER BY c._commit_version, c._seq;
         END
         $body$""").format(function=function, log_view=log_view, window=window, name=sql.Literal(ds),
                           snapshot_text=sql.Literal(f"{agency.schema}.{ds}"),
-                          window_text=sql.Literal(f"{agency.schema}.{feed.window_view(ds)}")))
+                          window_text=sql.Literal(f"{agency.schema}.{feed.window_view(ds)}"),
+                          record=sql.Literal(FEED_FUNCTION), record_call=sql.SQL(FEED_FUNCTION.split("(")[0])))
     cur.execute(sql.SQL("COMMENT ON FUNCTION {}(integer) IS %s").format(function),
                 (f"{contract.id} for agency {agency.name}: the rows changed after a version, as {agency.schema}.{ds} "
                  "shows them (_change_type, _commit_version, _commit_timestamp, _seq)",))

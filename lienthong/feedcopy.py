@@ -76,7 +76,8 @@ def _begin(pg: Any) -> None:
     pg.rollback()
     pg.autocommit = False
     with pg.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # read-write: the feed function records the read in the session log (the role itself writes nothing)
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
 def _current_version(pg: Any, schema: str, dataset: str) -> int:

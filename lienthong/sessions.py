@@ -12,7 +12,8 @@ calls in its transaction):
 * `session_version`: per session, the version each granted dataset's view served at login (`how = 'login'`:
   the newest `lienthong_ops.publication` row of each granted dataset whose agency view exists), and each version
   a publish switched in while the session was open (`how = 'switch'`, written by `record_switch` in the
-  publish transaction);
+  publish transaction), and the versions whose changes it read from an agency's change feed (`how = 'feed'`,
+  `record_feed_read`, from the version its copy holds on);
 * the login event trigger (PostgreSQL 17+, superuser to create) and its SECURITY DEFINER function. The function
   returns at once for roles outside `lienthong_agency` (and superusers) and reads nothing but the role catalog
   for them, so a missing or broken log table never blocks the platform's own role; for an agency role it fails
@@ -37,7 +38,7 @@ from psycopg2.extras import Json
 
 from lienthong.contracts import Contract, Field
 from lienthong.jsonfilter import item_conditions
-from lienthong.runs import newest_publication_sql, publications
+from lienthong.runs import newest_publication_sql, publications, publications_since_sql
 from lienthong.runs.schema import OPS_SCHEMA
 
 if TYPE_CHECKING:  # lienthong.access imports this module (apply_access installs the log)
@@ -86,11 +87,14 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.session_version (
   dataset text NOT NULL,
   version integer NOT NULL,
   table_name text NOT NULL,
-  how text NOT NULL CHECK (how IN ('login', 'switch')),
+  how text NOT NULL,
   recorded_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (session_id, dataset, version)
 );
 CREATE INDEX IF NOT EXISTS session_version_version ON {OPS_SCHEMA}.session_version (dataset, version);
+ALTER TABLE {OPS_SCHEMA}.session_version DROP CONSTRAINT IF EXISTS session_version_how_check;
+ALTER TABLE {OPS_SCHEMA}.session_version ADD CONSTRAINT session_version_how_check
+  CHECK (how IN ('login', 'switch', 'feed'));
 COMMENT ON TABLE {OPS_SCHEMA}.session_version IS
   'lienthong.sessions: the published versions an agency session could read (at login, and switched in while open)';
 REVOKE ALL ON {OPS_SCHEMA}.agency_role, {OPS_SCHEMA}.agency_session, {OPS_SCHEMA}.session_version FROM PUBLIC;
@@ -162,6 +166,42 @@ REVOKE ALL ON FUNCTION {FUNCTION} FROM PUBLIC;
 """
 
 
+# What an agency's `<dataset>_changes(since)` (lienthong.access) records before it returns rows: the versions
+# whose changes it reads, and the version the copy it applies them to holds (`since`: the rows a delete or a
+# pre-image removes are in it), as versions this session read (`how = 'feed'`). Only for the calling session and
+# a dataset its agency is granted; nothing where the login was not recorded (no login trigger on this server).
+FEED_FUNCTION = f"{OPS_SCHEMA}.record_feed_read(text, integer)"
+FEED_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION {OPS_SCHEMA}.record_feed_read(feed_dataset text, since_version integer) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  sid bigint;
+BEGIN
+  SELECT s.id INTO sid FROM {OPS_SCHEMA}.agency_session s
+  JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid AND a.backend_start = s.backend_start
+  JOIN {OPS_SCHEMA}.agency_role r ON r.role = s.role AND feed_dataset = ANY (r.datasets)
+  WHERE s.pid = pg_backend_pid() AND s.role = session_user
+  ORDER BY s.id DESC LIMIT 1;
+  IF sid IS NULL THEN
+    RETURN;
+  END IF;
+  IF current_setting('transaction_read_only') = 'on' THEN
+    RAISE EXCEPTION 'the change feed of % records each read in the session log: read it in a read-write '
+      'transaction (an agency role can write nothing anyway)', feed_dataset
+      USING ERRCODE = 'read_only_sql_transaction';
+  END IF;
+  INSERT INTO {OPS_SCHEMA}.session_version (session_id, dataset, version, table_name, how)
+  SELECT sid, p.dataset, p.version, p.table_name, 'feed'
+  FROM ({publications_since_sql("feed_dataset", "since_version")}) AS p
+  ON CONFLICT DO NOTHING;
+END
+$fn$;
+REVOKE ALL ON FUNCTION {FEED_FUNCTION} FROM PUBLIC;
+"""
+
+
 # --- installation (lienthong.access.apply_access) ---------------------------------------------------------------
 
 
@@ -172,6 +212,7 @@ def install_session_log(conn: connection, agencies: dict[str, Agency]) -> list[s
     problems: list[str] = []
     with conn.cursor() as cur:
         cur.execute(DDL)
+        cur.execute(FEED_FUNCTION_SQL)
         _write_roles(cur, agencies)
         cur.execute("SELECT current_setting('server_version_num')::int, rolsuper FROM pg_roles WHERE rolname = current_user")
         version, superuser = cur.fetchone()

@@ -600,6 +600,14 @@ def newest_publication_sql(dataset: str) -> str:
             f"WHERE pb.dataset = {dataset} ORDER BY pb.version DESC LIMIT 1")
 
 
+def publications_since_sql(dataset: str, since: str) -> str:
+    """The SQL text of a query for the kept publication rows (dataset, version, table_name) of the dataset the
+    SQL expression `dataset` names, from the version the expression `since` gives on: for the session log's
+    record of a change-feed read (lienthong.sessions), as `newest_publication_sql`."""
+    return (f"SELECT pb.dataset, pb.version, pb.table_name FROM {_S}.publication pb "
+            f"WHERE pb.dataset = {dataset} AND pb.version >= {since} AND pb.status = 'published'")
+
+
 def published_datasets(conn: connection) -> list[str]:
     """Every dataset with a publication record, sorted."""
     ensure_ledger(conn)

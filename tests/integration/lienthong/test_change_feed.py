@@ -489,3 +489,40 @@ def test_a_pull_that_fails_half_way_leaves_the_copy_at_its_version(warehouse, tm
         assert _copy_rows(store, dataset) == view
     finally:
         conn.close()
+
+
+def test_a_feed_read_in_a_database_session_is_in_the_persons_usage_history(warehouse):
+    """An agency session that reads `<dataset>_changes(N)` records versions N.. as read (`how = 'feed'`), so a
+    person removed after N, whose row only the feed's delete carried to the agency, finds that session in
+    their usage history."""
+    import psycopg2
+
+    from lienthong.contracts import load_contracts
+    from lienthong.sessions import bulk_reads_of
+
+    url, folder, env = warehouse
+    dataset, agency = "citizen_profile", "tax_department"
+    rows = GENERATORS[dataset][0]()
+    base = _publish(url, folder, dataset, rows, "usage-0")
+    gone = rows[5]
+    _publish(url, folder, dataset, [r for r in rows if r is not gone], "usage-1")
+    role = load_agencies()[agency].role
+    session = psycopg2.connect(url, user=role, password=env["LIENTHONG_AGENCY_PASSWORD_" + agency.upper()],
+                               options="-c lienthong.purpose=tax_registration -c lienthong.case_id=FEED-01")
+    session.autocommit = True
+    try:
+        changes = _changes(session, agency, base.version, dataset)
+        assert [c["_change_type"] for c in changes if c["citizen_id"] == gone["citizen_id"]] == ["delete"]
+    finally:
+        session.close()
+    with psycopg2.connect(url) as conn:
+        recorded = _select(conn, """SELECT v.version, v.how FROM lienthong_ops.session_version v
+                                    JOIN lienthong_ops.agency_session s ON s.id = v.session_id
+                                    WHERE s.case_id = 'FEED-01' AND v.dataset = %s
+                                    ORDER BY v.version""", (dataset,))
+        # the current version at login, the one the feed started from when it was read
+        assert [(r["version"], r["how"]) for r in recorded] == [(base.version, "feed"), (base.version + 1, "login")]
+        reads = bulk_reads_of(conn, gone["citizen_id"], load_agencies(), load_contracts())
+    mine = [(r.agency, r.dataset, r.version, r.purpose, r.case_id) for r in reads if r.case_id == "FEED-01"]
+    assert (agency, dataset, base.version, "tax_registration", "FEED-01") in mine
+    assert all(v == base.version for _, _, v, _, _ in mine)  # the version after has no row of the person
