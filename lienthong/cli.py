@@ -12,6 +12,7 @@ sets `run` to a function taking the parsed arguments and returning the exit code
     lienthong grants [--agency A] [--json]   who may read which dataset, for which purposes, on which legal bases
     lienthong verify <version folder or manifest> [--keyring K]   check a published version's signature and files
     lienthong release-key new --private-out FILE | show [--keyring DIR]   make or show a release signing key
+    lienthong snapshot <version folder> --out FILE   a published version's rows in one Parquet file
 """
 
 from __future__ import annotations
@@ -376,9 +377,42 @@ def register_release_key(subparsers: Any) -> None:
     p.set_defaults(run=_release_key)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from lienthong import snapshots
+
+    folder = Path(args.folder)
+    try:
+        m = snapshots.manifest(folder.parent, int(folder.name[1:]))
+        rows = snapshots.read_version(folder.parent, int(m["version"]), list(m.get("key") or []))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"lienthong snapshot: {folder}: not a readable published version ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return 1
+    pq.write_table(rows, args.out, compression="zstd")
+    print(f"{m.get('dataset')} v{m['version']} ({snapshots.form(m)}): {rows.num_rows} rows written to {args.out}")
+    return 0
+
+
+def register_snapshot(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "snapshot",
+        help="write a published version's rows to one Parquet file (a delta version read over its chain)",
+        description="A published version folder holds either all its rows or a delta on the version before it "
+                    "(lienthong.snapshots); this writes the version's rows, its base snapshot with the deltas "
+                    "up to it applied, to one file. Check the folders first with `lienthong verify`.",
+    )
+    p.add_argument("folder", help="the version folder, published/<dataset>/v<NNNNNN>")
+    p.add_argument("--out", required=True, help="the Parquet file to write")
+    p.set_defaults(run=_snapshot)
+
+
 COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild,
                                          register_retrain_models, register_link_models, register_grants,
-                                         register_verify, register_release_key]
+                                         register_verify, register_release_key, register_snapshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

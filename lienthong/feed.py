@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lienthong.contracts import Contract
 from lienthong.duck import session
@@ -90,13 +89,19 @@ def digest(hashes: pa.Table, contract: Contract) -> str:
     return hashlib.sha256(f"{contract.id}@{contract.version}:{row}".encode()).hexdigest()
 
 
-def hashes_of_folder(folder: Path, contract: Contract, schema: pa.Schema) -> pa.Table | None:
-    """`row_hashes` of a version from its Parquet parts (when its hashes were not kept); None when it has
-    none or other columns than `schema`."""
-    files = sorted(Path(folder).glob("*.parquet"))
-    if not files or not _same_columns(pq.read_schema(files[0]), schema):
+def hashes_of_version(ds_dir: Path, version: int, contract: Contract, schema: pa.Schema) -> pa.Table | None:
+    """`row_hashes` of a published version read back from its Parquet folders (`lienthong.snapshots`: its
+    base snapshot and deltas), when its hashes were not kept; None when it has none or other columns."""
+    from lienthong import snapshots
+
+    try:
+        m = snapshots.manifest(ds_dir, version)
+        rows = snapshots.read_version(ds_dir, version, contract.primary_key)
+    except (OSError, ValueError, KeyError):
         return None
-    return row_hashes(pq.read_table(files).cast(schema), contract.primary_key)
+    if not m.get("files") or not _same_columns(rows.schema, schema):
+        return None
+    return row_hashes(rows.cast(schema), contract.primary_key)
 
 
 def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:

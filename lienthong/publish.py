@@ -19,6 +19,7 @@ no new version). Steps, each leaving the previous version served if it fails:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lienthong import feed, feeddelta, pubtables, releases, runs, sessions
+from lienthong import feed, feeddelta, pubtables, releases, runs, sessions, snapshots
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
@@ -116,15 +117,19 @@ def last_publication(dataset: str, url: str | None = None) -> dict[str, Any] | N
             "published_at": last.published_at}
 
 
-def _write_parquet_version(table: pa.Table, folder: Path, manifest: dict[str, Any], key: releases.SigningKey) -> Path:
-    """The version folder: the rows as Parquet and the manifest naming them, signed with `key`."""
+def _write_parquet_version(parts: dict[str, tuple[pa.Table, str]], folder: Path, manifest: dict[str, Any],
+                           key: releases.SigningKey) -> Path:
+    """The version folder: its Parquet files ({file name: (rows, role)}, `lienthong.snapshots`) and the
+    manifest naming them, signed with `key`."""
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    part = tmp / "part-00000.parquet"
-    pq.write_table(table, part, compression="zstd")
-    manifest["files"] = [{"path": part.name, "rows": table.num_rows, "sha256": releases.sha256_file(part),
-                          "bytes": part.stat().st_size}]
+    manifest["files"] = []
+    for file_name, (rows, role) in parts.items():
+        part = tmp / file_name
+        pq.write_table(rows, part, compression="zstd")
+        manifest["files"].append({"path": part.name, "role": role, "rows": rows.num_rows,
+                                  "sha256": releases.sha256_file(part), "bytes": part.stat().st_size})
     signed = releases.sign(manifest, key)
     (tmp / releases.MANIFEST).write_text(json.dumps(signed, indent=2, ensure_ascii=False), encoding="utf-8")
     if folder.exists():  # an unreferenced leftover of a failed attempt at this version
@@ -304,6 +309,7 @@ def publish(
         "changes": {"from_version": last["version"] if last and changes is not None else None,
                     "rows": feed.counts(changes)},
         "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
+        "key": published.primary_key,
         "lineage": lineage,
         "quality": quality,
         **(provenance or {}),
@@ -313,7 +319,8 @@ def publish(
     # The Parquet folder (and the row hashes) are written on a thread while the database loads the version:
     # both release the GIL for their work, and the folder is in place before the version is recorded.
     files = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{name}")
-    written = files.submit(_write_files, table, folder, manifest, key, hashes_path(ds_dir, version), hashes)
+    parts = _parquet_parts(last, ds_dir, table, changes, manifest)
+    written = files.submit(_write_files, parts, folder, manifest, key, hashes_path(ds_dir, version), hashes)
     try:
         with connect(url) as conn:
             with conn.cursor() as cur:
@@ -344,10 +351,27 @@ def publish(
     return result
 
 
-def _write_files(table: pa.Table, folder: Path, manifest: dict[str, Any], key: releases.SigningKey,
-                 hashes_file: Path, hashes: pa.Table) -> None:
-    _write_parquet_version(table, folder, manifest, key)
+def _write_files(parts: dict[str, tuple[pa.Table, str]], folder: Path, manifest: dict[str, Any],
+                 key: releases.SigningKey, hashes_file: Path, hashes: pa.Table) -> None:
+    _write_parquet_version(parts, folder, manifest, key)
     _write_hashes(hashes_file, hashes)
+
+
+def _parquet_parts(last: dict[str, Any] | None, ds_dir: Path, table: pa.Table, changes: feed.Change | None,
+                   manifest: dict[str, Any]) -> dict[str, tuple[pa.Table, str]]:
+    """What the version folder holds: a delta on the last version when its chain allows
+    (`snapshots.next_form`), else the whole rows; the manifest gets the form and the chain."""
+    previous = None
+    if last is not None and Path(last["parquet_path"]).parent == ds_dir:
+        with contextlib.suppress(OSError, ValueError):
+            previous = snapshots.manifest(ds_dir, last["version"])
+    counts = feed.counts(changes)
+    kind, chain = snapshots.next_form(previous, sum(counts.values()) if counts else None, table.num_rows)
+    manifest["form"] = kind
+    if kind == snapshots.DELTA and changes is not None:
+        manifest["chain"] = chain
+        return {snapshots.NEW_ROWS: (changes.post, "new_images"), snapshots.REMOVED_KEYS: (changes.gone, "removed_keys")}
+    return {"part-00000.parquet": (table, "rows")}
 
 
 def hashes_path(ds_dir: Path, version: int) -> Path:
@@ -376,7 +400,7 @@ def _change_from(last: dict[str, Any] | None, ds_dir: Path, published: Contract,
         if previous.schema != hashes.schema:
             return None
     else:
-        found = feed.hashes_of_folder(Path(last["parquet_path"]), published, table.schema)
+        found = feed.hashes_of_version(Path(last["parquet_path"]).parent, last["version"], published, table.schema)
         if found is None:
             return None
         previous = found
@@ -463,10 +487,17 @@ def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: s
             with conn.cursor() as cur:
                 _drop_relation(cur, old.table_name)
             runs.expire_publication(conn, dataset, old.version)
-            shutil.rmtree(ds_dir / version_name(old.version), ignore_errors=True)
             hashes_path(ds_dir, old.version).unlink(missing_ok=True)
         if not expired:
             return
+        # the folders before the chain the oldest kept version reads go (its base snapshot and deltas stay)
+        try:
+            needed = snapshots.chain_of(snapshots.manifest(ds_dir, cutoff + 1))["base_version"]
+        except (OSError, ValueError, KeyError):
+            needed = cutoff + 1
+        for folder in ds_dir.glob("v[0-9]*"):
+            if folder.is_dir() and folder.name[1:].isdigit() and int(folder.name[1:]) < needed:
+                shutil.rmtree(folder, ignore_errors=True)
         with conn.cursor() as cur:  # the rows and the feed start at the oldest version kept
             pubtables.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
             feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lienthong import snapshots
 from lienthong.settings import passed_env
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ SIGNING_KEY_ENV = "LIENTHONG_RELEASE_SIGNING_KEY"
 SIGNING_CONN_ID = "lienthong_release_signing"
 ALGORITHM = "Ed25519"
 KEYRING_DIR = "_keys"
-MANIFEST = "_manifest.json"
+MANIFEST = snapshots.MANIFEST
 SIGNATURE = "signature"
 
 
@@ -330,15 +331,28 @@ def _file_problems(folder: Path, manifest: dict[str, Any], out: Verification) ->
     for extra in sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST):
         if extra not in listed:
             out.problems.append(Problem(f"file {extra}", "in the folder but not in the manifest"))
-    if out.rows != manifest.get("row_count"):
-        out.problems.append(Problem("manifest field row_count",
-                                    f"{manifest.get('row_count')}, the files hold {out.rows} rows"))
+    if snapshots.form(manifest) == snapshots.SNAPSHOT:
+        if out.rows != manifest.get("row_count"):
+            out.problems.append(Problem("manifest field row_count",
+                                        f"{manifest.get('row_count')}, the files hold {out.rows} rows"))
+        return
+    # a delta: its files hold the change the manifest counts; the version's rows are checked over its chain
+    counts = (manifest.get("changes") or {}).get("rows") or {}
+    expected = {"new_images": counts.get("insert", 0) + counts.get("update_postimage", 0),
+                "removed_keys": counts.get("delete", 0) + counts.get("update_preimage", 0)}
+    for entry in entries:
+        role = entry.get("role") if isinstance(entry, dict) else None
+        if role in expected and entry.get("rows") != expected[role]:
+            out.problems.append(Problem(f"file {entry.get('path')}", f"{entry.get('rows')} {role} rows, the "
+                                        f"manifest's changes say {expected[role]}"))
 
 
-def verify(target: str | Path, keyring: str | Path | None = None) -> Verification:
+def verify(target: str | Path, keyring: str | Path | None = None, *, chain: bool = True) -> Verification:
     """Check a version offline: `target` is its folder or its `_manifest.json`; `keyring` a folder of public
     key entries or one file (default: `_keys` beside the dataset folders, i.e. `<target>/../../_keys`). Every
-    mismatch is listed with what it concerns; nothing is raised for a bad release."""
+    mismatch is listed with what it concerns; nothing is raised for a bad release. A delta version
+    (`lienthong.snapshots`) is checked with its chain: the base snapshot and the deltas before it verify too,
+    and together they give the manifest's row count (`chain=False`: the folder alone)."""
     target = Path(target)
     manifest_path = target / MANIFEST if target.is_dir() else target
     folder = manifest_path.parent
@@ -360,4 +374,31 @@ def verify(target: str | Path, keyring: str | Path | None = None) -> Verificatio
         keys = {}
     _signature_problems(manifest, keys, out)
     _file_problems(folder, manifest, out)
+    if chain and snapshots.form(manifest) == snapshots.DELTA:
+        _chain_problems(folder, manifest, ring, out)
     return out
+
+
+def _chain_problems(folder: Path, manifest: dict[str, Any], ring: Path, out: Verification) -> None:
+    """A delta version is its base snapshot and the deltas up to it: each of those folders must verify too,
+    and the rows they give must be the manifest's row count."""
+    ds_dir, version = folder.parent, int(manifest["version"])
+    chain = snapshots.chain_of(manifest)
+    for v in range(chain["base_version"], version):
+        place = snapshots.folder_of(ds_dir, v)
+        earlier = verify(place, ring, chain=False) if place.is_dir() else None
+        if earlier is None:
+            out.problems.append(Problem(f"chain v{v:06d}", "missing: the version is built on it"))
+            return
+        out.problems += [Problem(f"chain v{v:06d}: {p.what}", p.detail) for p in earlier.problems]
+    if out.problems:
+        return
+    try:
+        rows = snapshots.read_version(ds_dir, version, list(manifest.get("key") or []))
+    except Exception as exc:  # reported, never raised: a release that cannot be read is a finding
+        out.problems.append(Problem("chain", f"cannot be read back ({type(exc).__name__}: {exc})"))
+        return
+    out.rows = rows.num_rows
+    if rows.num_rows != manifest.get("row_count"):
+        out.problems.append(Problem("manifest field row_count",
+                                    f"{manifest.get('row_count')}, the chain gives {rows.num_rows} rows"))

@@ -22,11 +22,12 @@ from agency_fixtures import agency_connect, secrets_in_env
 from psycopg2 import errors
 from singlewindow_service import service_for
 
-from lienthong import feed
+from lienthong import feed, snapshots
 from lienthong.access import apply_access, load_agencies
 from lienthong.contracts import contract
 from lienthong.db import ensure_database, warehouse_url
 from lienthong.publish import publish
+from lienthong.releases import verify
 from sandbox.profiles import synthetic_profiles
 
 pytestmark = pytest.mark.integration
@@ -207,6 +208,7 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
         copies = {a: _snapshot(conns[a], a, dataset) for a in agencies}
         assert all(v == 1 for v, _ in copies.values())
         kept = {1: Counter(_rows_key(r) for r in rows)}
+        forms: list[str] = []
         for step in range(1, 7):
             rows = mutate(rows, rng, step)
             if step == 3:  # a version whose row hashes were not kept: compared from its Parquet parts instead
@@ -220,6 +222,12 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
             # the version was written from its change: the stable view and every kept version's view still
             # hold exactly the rows published (the Parquet snapshots), not just what the feed says
             kept[result.version] = Counter(_rows_key(r) for r in rows)
+            # the Parquet side: a delta on the version before while the chain is short, read back whole, signed
+            forms.append(manifest["form"])
+            back = snapshots.read_version(folder / dataset, result.version, contract(dataset).primary_key)
+            assert Counter(_rows_key(r) for r in back.to_pylist()) == kept[result.version]
+            checked = verify(Path(result.parquet_path))
+            assert checked.ok and checked.rows == len(rows), checked.problems
             with psycopg2.connect(url) as platform:
                 assert Counter(_rows_key(r) for r in _select(platform, f'SELECT * FROM published."{dataset}"')) \
                     == kept[result.version]
@@ -235,8 +243,13 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
                 assert now_version == result.version
                 assert _apply(copy, changes) == now_rows, f"agency {a}: the feed from v{version} does not give v{now_version}"
                 copies[a] = (now_version, now_rows)
-        # the feed is kept from the oldest version still kept to the current one; outside it, a clear refusal
+        assert {"delta", "snapshot"} <= set(forms), forms
+        # every kept version still reads back from its folders: retention kept the chains they need
         oldest = result.version - RETENTION + 1
+        for v in range(oldest, result.version + 1):
+            back = snapshots.read_version(folder / dataset, v, contract(dataset).primary_key)
+            assert Counter(_rows_key(r) for r in back.to_pylist()) == kept[v], f"version {v}"
+        # the feed is kept from the oldest version still kept to the current one; outside it, a clear refusal
         for a in agencies:
             assert _first_version(conns[a], a, dataset) == oldest
             with pytest.raises(errors.DataException, match=rf"kept from version {oldest} on; version 1 is older"):
