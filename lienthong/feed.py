@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lienthong.contracts import Contract
 from lienthong.duck import session
@@ -119,8 +120,11 @@ class Change:
 
     @property
     def counts(self) -> dict[str, int]:
-        types = self.post["_change_type"].to_pylist() + self.gone["_change_type"].to_pylist()
-        return {t: types.count(t) for t in CHANGE_TYPES}
+        found: dict[str, int] = {}
+        for column in (self.post["_change_type"], self.gone["_change_type"]):
+            for item in pc.value_counts(column).to_pylist():  # per type, not per row
+                found[item["values"]] = found.get(item["values"], 0) + item["counts"]
+        return {t: found.get(t, 0) for t in CHANGE_TYPES}
 
 
 def change(previous: pa.Table, current: pa.Table, rows: pa.Table, contract: Contract) -> Change:
