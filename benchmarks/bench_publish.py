@@ -155,7 +155,8 @@ def instrumented_publish(timings: Timings):
 
     saved = {name: getattr(P, name) for name in
              ("connect", "_copy_arrow", "_nested_as_json", "_write_parquet_version", "_write_hashes",
-              "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention", "_publish_rows")}
+              "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention", "_publish_rows",
+              "_next_from_touched", "_sync_delta_feed")}
     saved_other = [(F, "change", F.change), (F, "row_hashes", F.row_hashes), (F, "store", F.store),
                    (T, "apply_change", T.apply_change), (T, "load_full", T.load_full)]
     F.change = timed("change_s", F.change)
@@ -173,6 +174,8 @@ def instrumented_publish(timings: Timings):
     P._switch_view = marked("switch_view", P._switch_view)
     P._set_current = marked("set_current", P._set_current)
     P._apply_retention = timed("retention_s", P._apply_retention)
+    P._next_from_touched = timed("touched_s", P._next_from_touched)  # its row hashes and change included
+    P._sync_delta_feed = timed("delta_feed_sync_s", P._sync_delta_feed)
     try:
         yield
     finally:
@@ -182,7 +185,8 @@ def instrumented_publish(timings: Timings):
             setattr(module, name, fn)
 
 
-def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench") -> dict:
+def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench", touched=None,
+                expect_rows: int | None = None) -> dict:
     from lienthong.contracts import contract
     from lienthong.publish import publish
 
@@ -190,24 +194,31 @@ def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench") -> d
     with instrumented_publish(timings):
         t0 = time.perf_counter()
         result = publish(contract(DATASET), {}, run_id=run_id, gate_passed=True, published_dir=published_dir,
-                         lineage={"benchmark": "bench_publish"}, quality={}, url=url, rows=rows)
+                         lineage={"benchmark": "bench_publish"}, quality={}, url=url, rows=rows, touched=touched)
         total = time.perf_counter() - t0
-    assert result.status == "published" and result.rows == rows.num_rows, result
+    assert result.status == "published" and result.rows == (rows.num_rows if rows is not None else expect_rows), result
     s, m = timings.seconds, timings.marks
     out = {"publish_total_s": total, **s, "changes": result.changes}
     out["client_side_copy_s"] = s.get("our_copy_s", 0.0) - s.get("server_copy_s", 0.0)
     # in the database after the rows and the feed: the version's view, the switch, the record, the commit
     out["switch_record_commit_s"] = m["set_current"] - m["rows_and_feed_s:end"]
     # the Parquet folder and the row hashes are written on a thread during rows_and_feed_s: not added again
-    accounted = ("cleanup_orphans_s", "row_hashes_s", "change_s", "rows_and_feed_s", "switch_record_commit_s",
-                 "retention_s")
-    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, Delta feed sync, ...
+    accounted = ("cleanup_orphans_s", "rows_and_feed_s", "switch_record_commit_s", "retention_s",
+                 "delta_feed_sync_s", *(("touched_s",) if "touched_s" in s else ("row_hashes_s", "change_s")))
+    out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, content hash, ...
     return out
 
 
 def changed_rows(rows, fraction: float, seed: int = 11):
     """The next version: `fraction` of the rows changed (half renamed or moved, a quarter removed, a quarter
     replaced by new people), in DuckDB (no per-row Python)."""
+    return changed_and_touched(rows, fraction, seed)[0]
+
+
+def changed_and_touched(rows, fraction: float, seed: int = 11, version: int = 0):
+    """(every row of the next version, `publish.Touched` for it relative to `version`): the touched keys are
+    the changed, removed and new ones and as many unchanged ones again (a caller's touched set is a superset
+    of the change, e.g. every citizen of a household one member of which changed)."""
     import duckdb
 
     from lienthong.contracts import contract
@@ -225,7 +236,16 @@ def changed_rows(rows, fraction: float, seed: int = 11):
         UNION ALL BY NAME
         SELECT * FROM fresh WHERE citizen_id NOT IN (SELECT citizen_id FROM r)
         ORDER BY citizen_id""").fetch_arrow_table()
-    return table.select(rows.column_names).cast(contract(DATASET).arrow_schema())
+    table = table.select(rows.column_names).cast(contract(DATASET).arrow_schema())
+    from lienthong.publish import Touched
+
+    con.register("n", table)
+    keys = con.execute(f"""
+        SELECT citizen_id FROM r WHERE hash(citizen_id, {seed}) % 1000000 < {cut * 3 // 4 + cut // 2}
+        UNION SELECT citizen_id FROM fresh WHERE citizen_id NOT IN (SELECT citizen_id FROM r)""").fetch_arrow_table()
+    con.register("k", keys)
+    now = con.execute("SELECT n.* FROM n SEMI JOIN k USING (citizen_id) ORDER BY citizen_id").fetch_arrow_table()
+    return table, Touched(rows=now.cast(table.schema), keys=keys, since=version)
 
 
 # --- (b) bare COPY of the same rows from a file -------------------------------------------------------
@@ -311,13 +331,21 @@ def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT pg_total_relation_size('published.{DATASET}__r000001')")
         (pg_bytes,) = cur.fetchone()
-    change = None
+    change = touched_change = None
     if change_fraction:
         next_rows = changed_rows(rows, change_fraction)
         checkpoint(url)
         change = run_publish(url, next_rows, size_dir / "published", run_id="bench-change")
         progress(f"{n:,} rows: a {change_fraction:.0%} change published in {change['publish_total_s']:.2f}s "
                  f"({change['changes']}); full {pub['publish_total_s']:.2f}s")
+        # the next version from its touched keys only (publish.Touched): what a caller that knows its change gives
+        after, touched = changed_and_touched(next_rows, change_fraction, seed=23, version=2)
+        checkpoint(url)
+        touched_change = run_publish(url, None, size_dir / "published", run_id="bench-touched", touched=touched,
+                                     expect_rows=after.num_rows)
+        touched_change["touched_keys"] = touched.keys.num_rows
+        progress(f"{n:,} rows: a {change_fraction:.0%} change from {touched.keys.num_rows:,} touched keys published "
+                 f"in {touched_change['publish_total_s']:.2f}s ({touched_change['changes']})")
     parquet_bytes = sum(p.stat().st_size for p in (size_dir / "published").rglob("*.parquet"))
     shutil.rmtree(size_dir, ignore_errors=True)
 
@@ -344,6 +372,11 @@ def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
             "fraction": change_fraction,
             "publish": {k: round(v, 3) if isinstance(v, float) else v for k, v in change.items()},
             "ratio_change_to_full_publish": round(change["publish_total_s"] / pub["publish_total_s"], 3),
+        },
+        "touched_change": None if touched_change is None else {
+            "fraction": change_fraction,
+            "publish": {k: round(v, 3) if isinstance(v, float) else v for k, v in touched_change.items()},
+            "ratio_change_to_full_publish": round(touched_change["publish_total_s"] / pub["publish_total_s"], 3),
         },
     }
 
@@ -427,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
             "(row hashes joined with the last version's, new images COPYed, old ones taken from the current "
             "rows, row versions closed and inserted, feed rows appended)",
             "parquet_write_s and hashes_write_s run on a thread while rows_and_feed_s loads the database",
+            "touched_change: the version after that, published from its touched keys only (publish.Touched: the "
+            "changed, removed and new keys and as many unchanged ones), the other rows' hashes kept from the last "
+            "version; the caller's work of finding the touched keys is not in it",
         ],
         "sizes": results,
         "growth": growth(results),

@@ -190,6 +190,8 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
         copy(cur, change.post, "_post")
     if change.gone.num_rows:
         copy(cur, change.gone, "_gone")
+    cur.execute("ANALYZE _post, _gone")  # autovacuum never analyzes temporary tables: without it the join below
+    # with the current rows is planned blind (a scan of every row instead of index lookups per changed key)
     on = " AND ".join(f'g."{k}" = k."{k}"' for k in contract.primary_key)
     rank = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(CHANGE_TYPES))
     cur.execute(f"""INSERT INTO {ct} ({cols}, _change_type, _commit_version, _commit_timestamp, _seq)

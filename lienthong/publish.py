@@ -28,6 +28,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from lienthong import feed, feeddelta, pubtables, releases, runs, sessions, snap
 from lienthong.contracts import Contract
 from lienthong.db import connect
 from lienthong.duck import session
+from lienthong.zones import sql_text
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,39 @@ COPY_BATCH_ROWS = 25_000  # rows rendered per chunk: small enough that rendering
 
 class QualityGateFailed(RuntimeError):
     """Publication refused: a critical quality rule failed beyond its tolerance."""
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What a caller that knows its change gives instead of every row, so that publishing costs the change:
+    `keys`, the keys (the contract's primary key columns) whose rows may differ from version `since`, a
+    superset of the change (a key whose row is the same is found unchanged); `rows`, the rows now of those of
+    them that exist (contract shape; a key in `keys` without a row is removed). Every other row is version
+    `since`'s row, unchanged."""
+
+    rows: pa.Table
+    keys: pa.Table
+    since: int
+
+
+@dataclass
+class _Next:
+    """The version to publish as publish() works on it: the row hashes of every row, the change from the
+    last version (None: the feed starts again), and every row, produced only when needed (a snapshot folder,
+    a new generation): from the rows given, or from the last version and the touched rows."""
+
+    hashes: pa.Table
+    row_count: int
+    schema: pa.Schema
+    produce: Callable[[], pa.Table]
+    changes: feed.Change | None = None
+    changes_found: bool = False  # `changes` is already the change from the last version (a Touched input)
+    _rows: pa.Table | None = None
+
+    def all_rows(self) -> pa.Table:
+        if self._rows is None:
+            self._rows = self.produce()
+        return self._rows
 
 
 @dataclass
@@ -266,9 +301,11 @@ def publish(
     retention: int = 5,
     url: str | None = None,
     rows: pa.Table | None = None,
+    touched: Touched | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> PublishResult:
-    """Publish `rows` (already in the contract's shape), or the projection of `staged_paths` when None.
+    """Publish `rows` (already in the contract's shape), or only what `touched` says may have changed since
+    the last version (`Touched`: the cost follows the change), or else the projection of `staged_paths`.
     `provenance` (the link model versions, the masking policy) goes into the manifest as given. The manifest
     is signed with the configured release key (`lienthong.releases`): without one nothing is published."""
     t0 = time.monotonic()
@@ -278,22 +315,27 @@ def publish(
             f"{name}: quality gate failed for run {run_id} ({', '.join(quality.get('failed_critical', [])) or 'critical rule'}); "
             "the previously published version stays in place"
         )
+    if touched is not None and rows is not None:
+        raise ValueError(f"{name}: give every row or the touched ones, not both")
     key = releases.signing_key()
     cleanup_orphans(name, published_dir, url)
     _sync_delta_feed(published, Path(published_dir) / name, run_id, url)  # what an interrupted publish left
-    table = rows if rows is not None else project(published, staged_paths)
-    hashes = feed.row_hashes(table, published.primary_key)
-    digest = feed.digest(hashes, published)
+    ds_dir = Path(published_dir) / name
     last = last_publication(name, url)
+    if touched is not None:
+        nxt = _next_from_touched(last, ds_dir, published, touched)
+    else:
+        table = rows if rows is not None else project(published, staged_paths)
+        nxt = _Next(feed.row_hashes(table, published.primary_key), table.num_rows, table.schema, lambda: table)
+    digest = feed.digest(nxt.hashes, published)
     if last and last["content_hash"] == digest:
         log.info("%s: content unchanged since version %s; nothing published", name, last["version"])
         return PublishResult(name, run_id, "unchanged", last["version"], last["row_count"], digest, last["table_name"],
                              last["parquet_path"], time.monotonic() - t0)
     version = (last["version"] if last else 0) + 1
-    ds_dir = Path(published_dir) / name
     folder = ds_dir / version_name(version)
     published_at = datetime.now(UTC)
-    changes = _change_from(last, ds_dir, published, hashes, table)
+    changes = nxt.changes if nxt.changes_found else _change_from(last, ds_dir, published, nxt)
     if changes is not None and _generation_for_change(url, published) is None:
         changes = None  # the warehouse has no generation (or feed) of these columns: this version starts them
     manifest = {
@@ -301,14 +343,14 @@ def publish(
         "version": version,
         "contract_id": published.id,
         "contract_version": published.version,
-        "row_count": table.num_rows,
+        "row_count": nxt.row_count,
         "content_hash": digest,
         "published_at": published_at.isoformat(),
         "run_id": run_id,
         # the change feed's rows for this version (published.<dataset>__changes), by type; null: it starts here
         "changes": {"from_version": last["version"] if last and changes is not None else None,
                     "rows": feed.counts(changes)},
-        "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
+        "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in nxt.schema],
         "key": published.primary_key,
         "lineage": lineage,
         "quality": quality,
@@ -319,13 +361,13 @@ def publish(
     # The Parquet folder (and the row hashes) are written on a thread while the database loads the version:
     # both release the GIL for their work, and the folder is in place before the version is recorded.
     files = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{name}")
-    parts = _parquet_parts(last, ds_dir, table, changes, manifest)
-    written = files.submit(_write_files, parts, folder, manifest, key, hashes_path(ds_dir, version), hashes)
+    parts = _parquet_parts(last, ds_dir, nxt, changes, manifest)
+    written = files.submit(_write_files, parts, folder, manifest, key, hashes_path(ds_dir, version), nxt.hashes)
     try:
         with connect(url) as conn:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{PUBLISHED_SCHEMA}"')
-                generation = _publish_rows(cur, published, version, table, changes, published_at)
+                generation = _publish_rows(cur, published, version, nxt, changes, published_at)
                 pubtables.create_version_view(cur, published, PUBLISHED_SCHEMA, generation, version)
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 _switch_view(cur, view, pubtables.current_select(published, PUBLISHED_SCHEMA, generation))
@@ -333,7 +375,7 @@ def publish(
                 # agency sessions open now read the new version from the commit on: recorded with it
                 sessions.record_switch(cur, name, version, tname)
                 written.result()
-                runs.record_publication(conn, runs.Publication(name, version, run_id, digest, table.num_rows,
+                runs.record_publication(conn, runs.Publication(name, version, run_id, digest, nxt.row_count,
                                                                published.version, tname, str(folder)))
     except BaseException:
         files.shutdown(wait=True)  # the thread is done with the folder before it is removed
@@ -345,10 +387,80 @@ def publish(
     _set_current(ds_dir, version)
     _sync_delta_feed(published, ds_dir, run_id, url)
     _apply_retention(name, ds_dir, version, retention, url, run_id)
-    result = PublishResult(name, run_id, "published", version, table.num_rows, digest, tname, str(folder),
+    result = PublishResult(name, run_id, "published", version, nxt.row_count, digest, tname, str(folder),
                            time.monotonic() - t0, feed.counts(changes))
-    log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), table.num_rows, result.seconds)
+    log.info("%s: published %s (%d rows) in %.1fs", name, version_name(version), nxt.row_count, result.seconds)
     return result
+
+
+def _next_from_touched(last: dict[str, Any] | None, ds_dir: Path, published: Contract, touched: Touched) -> _Next:
+    """The next version from the touched rows and the last version's kept row hashes: the touched rows are
+    hashed and compared with the last version's hashes of the touched keys (cost: the change), every other
+    row keeps its hash. Without kept hashes, the last version is read back and this is a publish of every row."""
+    name, keys = published.name, published.primary_key
+    if not keys:
+        raise ValueError(f"{name}: publishing the touched rows needs a primary key")
+    if last is None or last["version"] != touched.since:
+        raise ValueError(f"{name}: the touched keys are relative to version {touched.since}, the last published "
+                         f"version is {last['version'] if last else 'none'}; publish every row instead")
+    schema = published.arrow_schema()
+    try:
+        rows = touched.rows.select(schema.names).cast(schema)
+    except (KeyError, ValueError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{name}: the touched rows are not in the contract's shape: {exc}") from exc
+    candidates = touched.keys.select(keys)
+    _check_touched(name, keys, rows, candidates)
+    kept = hashes_path(ds_dir, last["version"])
+    if not kept.exists() or Path(last["parquet_path"]).parent != ds_dir:
+        log.warning("%s: no row hashes kept for version %s; reading it back to publish every row", name, last["version"])
+        table = _rows_after(ds_dir, last["version"], published, rows, candidates)
+        return _Next(feed.row_hashes(table, keys), table.num_rows, table.schema, lambda: table)
+    new = feed.row_hashes(rows, keys)
+    on = ", ".join(f'"{k}"' for k in keys)
+    with session(purpose="publish-touched") as con:
+        con.register("k", candidates)
+        con.register("nh", new)
+        con.execute(f"CREATE TEMP TABLE o AS SELECT * FROM read_parquet({sql_text(kept)})")
+        previous = con.execute(f"SELECT o.* FROM o SEMI JOIN k USING ({on})").fetch_arrow_table()
+        hashes = con.execute(f"SELECT o.* FROM o ANTI JOIN k USING ({on}) UNION ALL SELECT * FROM nh").fetch_arrow_table()
+    if previous.schema != new.schema:
+        table = _rows_after(ds_dir, last["version"], published, rows, candidates)
+        return _Next(feed.row_hashes(table, keys), table.num_rows, table.schema, lambda: table)
+    return _Next(hashes.cast(new.schema), hashes.num_rows, schema,
+                 lambda: _rows_after(ds_dir, last["version"], published, rows, candidates),
+                 feed.change(previous, new, rows, published), changes_found=True)
+
+
+def _check_touched(name: str, keys: list[str], rows: pa.Table, candidates: pa.Table) -> None:
+    """Touched rows must have keys, one row per key, each among the touched keys: else the error names one."""
+    on = ", ".join(f'"{k}"' for k in keys)
+    with session(purpose="publish-touched") as con:
+        con.register("r", rows.select(keys))
+        con.register("k", candidates)
+        no_key = " OR ".join(f'"{k}" IS NULL' for k in keys)
+        checks = [("has no key", f"SELECT {on} FROM r WHERE {no_key}"),
+                  ("appears twice", f"SELECT {on} FROM r GROUP BY ALL HAVING count(*) > 1"),
+                  ("is not among the touched keys", f"SELECT {on} FROM r ANTI JOIN k USING ({on})")]
+        for what, query in checks:
+            found = con.execute(query + " LIMIT 1").fetchone()
+            if found is not None:
+                raise ValueError(f"{name}: touched row {dict(zip(keys, found, strict=True))} {what}")
+
+
+def _rows_after(ds_dir: Path, version: int, published: Contract, rows: pa.Table, candidates: pa.Table) -> pa.Table:
+    """Every row of the next version: `version`'s rows read back (`snapshots.read_version`), the touched keys'
+    replaced by `rows`. Reads the whole version: only for a snapshot folder or a new generation."""
+    keys = published.primary_key
+    on = ", ".join(f'"{k}"' for k in keys)
+    before = snapshots.read_version(ds_dir, version, keys)
+    with session(purpose="publish-touched") as con:
+        con.register("b", before)
+        con.register("k", candidates)
+        con.register("r", rows)
+        table = con.execute(f"""SELECT * FROM (SELECT b.* FROM b ANTI JOIN k USING ({on})
+                                UNION ALL BY NAME SELECT * FROM r) ORDER BY {on}""").fetch_arrow_table()
+    schema = published.arrow_schema()
+    return table.select(schema.names).cast(schema)
 
 
 def _write_files(parts: dict[str, tuple[pa.Table, str]], folder: Path, manifest: dict[str, Any],
@@ -357,7 +469,7 @@ def _write_files(parts: dict[str, tuple[pa.Table, str]], folder: Path, manifest:
     _write_hashes(hashes_file, hashes)
 
 
-def _parquet_parts(last: dict[str, Any] | None, ds_dir: Path, table: pa.Table, changes: feed.Change | None,
+def _parquet_parts(last: dict[str, Any] | None, ds_dir: Path, nxt: _Next, changes: feed.Change | None,
                    manifest: dict[str, Any]) -> dict[str, tuple[pa.Table, str]]:
     """What the version folder holds: a delta on the last version when its chain allows
     (`snapshots.next_form`), else the whole rows; the manifest gets the form and the chain."""
@@ -366,12 +478,12 @@ def _parquet_parts(last: dict[str, Any] | None, ds_dir: Path, table: pa.Table, c
         with contextlib.suppress(OSError, ValueError):
             previous = snapshots.manifest(ds_dir, last["version"])
     counts = feed.counts(changes)
-    kind, chain = snapshots.next_form(previous, sum(counts.values()) if counts else None, table.num_rows)
+    kind, chain = snapshots.next_form(previous, sum(counts.values()) if counts else None, nxt.row_count)
     manifest["form"] = kind
     if kind == snapshots.DELTA and changes is not None:
         manifest["chain"] = chain
         return {snapshots.NEW_ROWS: (changes.post, "new_images"), snapshots.REMOVED_KEYS: (changes.gone, "removed_keys")}
-    return {"part-00000.parquet": (table, "rows")}
+    return {"part-00000.parquet": (nxt.all_rows(), "rows")}
 
 
 def hashes_path(ds_dir: Path, version: int) -> Path:
@@ -387,9 +499,8 @@ def _write_hashes(path: Path, hashes: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _change_from(last: dict[str, Any] | None, ds_dir: Path, published: Contract, hashes: pa.Table,
-                 table: pa.Table) -> feed.Change | None:
-    """The change from the last version to `table` (None: no last version, no key, or other columns: the
+def _change_from(last: dict[str, Any] | None, ds_dir: Path, published: Contract, nxt: _Next) -> feed.Change | None:
+    """The change from the last version to every row of `nxt` (None: no last version, no key, or other columns: the
     feed starts again). The last version's row hashes are read where they are kept, else computed from its
     Parquet parts (a version published before they were kept)."""
     if last is None or not published.primary_key:
@@ -397,14 +508,14 @@ def _change_from(last: dict[str, Any] | None, ds_dir: Path, published: Contract,
     kept = hashes_path(ds_dir, last["version"])
     if kept.exists():
         previous = pq.read_table(kept)
-        if previous.schema != hashes.schema:
+        if previous.schema != nxt.hashes.schema:
             return None
     else:
-        found = feed.hashes_of_version(Path(last["parquet_path"]).parent, last["version"], published, table.schema)
+        found = feed.hashes_of_version(Path(last["parquet_path"]).parent, last["version"], published, nxt.schema)
         if found is None:
             return None
         previous = found
-    return feed.change(previous, hashes, table, published)
+    return feed.change(previous, nxt.hashes, nxt.all_rows(), published)
 
 
 def _generation_of(cur, published: Contract) -> str | None:
@@ -421,7 +532,7 @@ def _generation_for_change(url: str | None, published: Contract) -> str | None:
         return _generation_of(cur, published)
 
 
-def _publish_rows(cur, published: Contract, version: int, table: pa.Table, changes: feed.Change | None,
+def _publish_rows(cur, published: Contract, version: int, nxt: _Next, changes: feed.Change | None,
                   published_at: datetime) -> str:
     """In the publish transaction: the version's rows and its change feed. From the change when there is one
     (found against the current generation, `_generation_of`: cost, the change), else a new generation (cost:
@@ -431,15 +542,16 @@ def _publish_rows(cur, published: Contract, version: int, table: pa.Table, chang
         current = _generation_of(cur, published)
         if current is None:
             raise RuntimeError(f"{published.name} v{version}: the generation the change was found for is gone")
-        feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow,
-                   current_rows=pubtables.current_select(published, PUBLISHED_SCHEMA, current))
-        pubtables.apply_change(cur, published, PUBLISHED_SCHEMA, current, version, counts)
+        with pubtables.keyed_joins(cur, sum(counts.values()), nxt.row_count):
+            feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, changes, _copy_arrow,
+                       current_rows=pubtables.current_select(published, PUBLISHED_SCHEMA, current))
+            pubtables.apply_change(cur, published, PUBLISHED_SCHEMA, current, version, counts)
         return current
-    generation = pubtables.load_full(cur, published, PUBLISHED_SCHEMA, version, table, _copy_arrow)
+    generation = pubtables.load_full(cur, published, PUBLISHED_SCHEMA, version, nxt.all_rows(), _copy_arrow)
     cur.execute(f'SELECT count(*) FROM "{PUBLISHED_SCHEMA}"."{generation}"')
     (loaded,) = cur.fetchone()
-    if loaded != table.num_rows:
-        raise RuntimeError(f"{published.name} v{version}: loaded {loaded} rows, expected {table.num_rows}")
+    if loaded != nxt.row_count:
+        raise RuntimeError(f"{published.name} v{version}: loaded {loaded} rows, expected {nxt.row_count}")
     feed.store(cur, published, PUBLISHED_SCHEMA, version, published_at, None, _copy_arrow)  # the feed starts here
     return generation
 

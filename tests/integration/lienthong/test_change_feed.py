@@ -12,13 +12,14 @@ import json
 import random
 import shutil
 from collections import Counter
-from datetime import UTC, date
+from datetime import UTC
 from pathlib import Path
 
 import psycopg2
 import pyarrow as pa
 import pytest
 from agency_fixtures import agency_connect, secrets_in_env
+from feed_sequences import GENERATORS, parcel, rows_key
 from psycopg2 import errors
 from singlewindow_service import service_for
 
@@ -28,7 +29,6 @@ from lienthong.contracts import contract
 from lienthong.db import ensure_database, warehouse_url
 from lienthong.publish import publish
 from lienthong.releases import verify
-from sandbox.profiles import synthetic_profiles
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,12 @@ def _granted(dataset: str) -> list[str]:
 
 
 def _delta_rows(path: Path) -> list[tuple]:
+    """(version, seq, change type, the row) of every change row of the Delta table."""
     from deltalake import DeltaTable
 
-    t = pa.table(DeltaTable(str(path)).to_pyarrow_table(columns=["_commit_version", "_seq", "_change_type"]))
-    return sorted(zip(*(t[c].to_pylist() for c in t.column_names), strict=True))
-
-
-def _rows_key(row: dict) -> str:
-    return json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
+    rows = pa.table(DeltaTable(str(path)).to_pyarrow_table()).to_pylist()
+    return sorted((r.pop("_commit_version"), r.pop("_seq"), r.pop("_change_type"), r.pop("_commit_timestamp"),
+                   rows_key(r)) for r in rows)
 
 
 def _select(conn, query: str, params=()) -> list[dict]:
@@ -65,7 +63,7 @@ def _snapshot(conn, agency: str, dataset: str) -> tuple[int, Counter]:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         ((current,),) = [tuple(r.values()) for r in _select(conn, f'SELECT current_version FROM {schema}."{feed.window_view(dataset)}"')]
-        rows = Counter(_rows_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
+        rows = Counter(rows_key(r) for r in _select(conn, f'SELECT * FROM {schema}."{dataset}"'))
     finally:
         conn.rollback()
         conn.autocommit = True
@@ -77,13 +75,13 @@ def _apply(copy: Counter, changes: list[dict]) -> Counter:
     for ch in changes:
         row = {k: v for k, v in ch.items() if k not in feed.META_COLUMNS}
         if ch["_change_type"] in ("delete", "update_preimage"):
-            key = _rows_key(row)
+            key = rows_key(row)
             assert out[key] > 0, f"the feed deletes a row the copy does not hold: {key[:200]}"
             out[key] -= 1
             if not out[key]:
                 del out[key]
         else:
-            out[_rows_key(row)] += 1
+            out[rows_key(row)] += 1
     return out
 
 
@@ -97,85 +95,6 @@ def _first_version(conn, agency: str, dataset: str) -> int:
     ((first,),) = [tuple(r.values()) for r in _select(
         conn, f'SELECT first_version FROM {schema}."{feed.window_view(dataset)}"')]
     return first
-
-
-def _citizens(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
-    """One publish's worth of change: about 6 % of the rows changed (renamed, dying, moving, gaining or losing
-    enterprises and parcels, merged into another person's entity), 2 % removed, 3 % added."""
-    out = []
-    for r in rows:
-        x = rng.random()
-        if x < 0.02:
-            continue  # removed (e.g. a duplicate record merged away)
-        if x < 0.08:
-            r = dict(r)
-            kind = rng.choice(["rename", "death", "move", "enterprises", "parcels", "address", "merge"])
-            if kind == "merge":  # found to be the same person as another record: it takes that entity's ID
-                r["entity_id"] = rng.choice(rows)["entity_id"]
-            elif kind == "rename":
-                r["full_name"] = r["full_name"] + " Văn"
-            elif kind == "death" and r["status"] != "DA_MAT":
-                r["status"], r["death_date"] = "DA_MAT", date(2026, 1, 1 + step)
-            elif kind == "move":
-                r["residence_province_code"] = "01" if r["residence_province_code"] != "01" else "31"
-                r["residence_commune_code_2025"] = "00070" if r["residence_province_code"] == "01" else "11311"
-            elif kind == "enterprises":
-                r["enterprises"] = None if r["enterprises"] else [
-                    {"enterprise_code": f"0{step:02d}0233488", "enterprise_name": "Công ty TNHH Mới",
-                     "enterprise_status": "DANG_HOAT_DONG", "title": "Giám đốc"}]
-            elif kind == "parcels":
-                r["parcels"] = (r["parcels"] or [])[1:] or None
-            else:
-                r["residence_address"] = f"Số {step} Lạch Tray"
-        out.append(r)
-    fresh = synthetic_profiles(len(rows) // 30 + 1, seed=100 + step).to_pylist()
-    known = {r["citizen_id"] for r in out}
-    out += [r for r in fresh if r["citizen_id"] not in known]
-    return sorted(out, key=lambda r: r["citizen_id"])
-
-
-def _parcel(i: int, province: str) -> dict:
-    return {"province_code": province, "commune_code_original": "11311" if province == "31" else "00070",
-            "map_sheet": 1 + i % 40, "parcel_number": i, "parcel_id": 1000 + i, "entity_id": f"L-{i:016d}",
-            "commune_code_2025": "11311" if province == "31" else "00070", "area_m2": 40.0 + i % 300,
-            "land_use": "ODT", "address": f"Tổ {i % 9}",
-            "holders": [{"holder_type": "CA_NHAN", "person_key": f"031085{i:06d}", "full_name": "Nguyễn Văn An",
-                         "enterprise_code": None, "enterprise_name": None, "share_percent": 100.0,
-                         "certificate_serial": f"AB{i:08d}", "certificate_status": "HIEU_LUC",
-                         "link_method": "exact_id", "link_band": "accept"}]}
-
-
-def _parcels(rows: list[dict], rng: random.Random, step: int) -> list[dict]:
-    """Parcels re-measured, changing holders, re-registered in the other province (a key change that crosses
-    the land department's row filter), removed, added."""
-    out = []
-    for r in rows:
-        x = rng.random()
-        if x < 0.02:
-            continue
-        if x < 0.10:
-            r = dict(r)
-            kind = rng.choice(["area", "holder", "province", "address"])
-            if kind == "area":
-                r["area_m2"] = r["area_m2"] + step
-            elif kind == "holder":
-                r["holders"] = [{**r["holders"][0], "person_key": f"001050{step:06d}", "full_name": "Lê Thị Mai"}]
-            elif kind == "province":
-                r["province_code"] = "01" if r["province_code"] == "31" else "31"
-            else:
-                r["address"] = f"Số {step} Hàng Bạc"
-        out.append(r)
-    top = max(r["parcel_number"] for r in out)
-    out += [_parcel(top + i + 1, rng.choice(["31", "01"])) for i in range(len(rows) // 30 + 1)]
-    key = ("province_code", "commune_code_original", "map_sheet", "parcel_number", "parcel_id")
-    return sorted({tuple(r[k] for k in key): r for r in out}.values(), key=lambda r: tuple(r[k] for k in key))
-
-
-GENERATORS = {
-    "citizen_profile": (lambda: sorted(synthetic_profiles(400, seed=7).to_pylist(), key=lambda r: r["citizen_id"]),
-                        _citizens),
-    "parcel_register": (lambda: [_parcel(i, "31" if i % 3 else "01") for i in range(1, 301)], _parcels),
-}
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +126,7 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
     try:
         copies = {a: _snapshot(conns[a], a, dataset) for a in agencies}
         assert all(v == 1 for v, _ in copies.values())
-        kept = {1: Counter(_rows_key(r) for r in rows)}
+        kept = {1: Counter(rows_key(r) for r in rows)}
         forms: list[str] = []
         for step in range(1, 7):
             rows = mutate(rows, rng, step)
@@ -221,19 +140,19 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
             assert manifest["changes"] == {"from_version": result.version - 1, "rows": result.changes}
             # the version was written from its change: the stable view and every kept version's view still
             # hold exactly the rows published (the Parquet snapshots), not just what the feed says
-            kept[result.version] = Counter(_rows_key(r) for r in rows)
+            kept[result.version] = Counter(rows_key(r) for r in rows)
             # the Parquet side: a delta on the version before while the chain is short, read back whole, signed
             forms.append(manifest["form"])
             back = snapshots.read_version(folder / dataset, result.version, contract(dataset).primary_key)
-            assert Counter(_rows_key(r) for r in back.to_pylist()) == kept[result.version]
+            assert Counter(rows_key(r) for r in back.to_pylist()) == kept[result.version]
             checked = verify(Path(result.parquet_path))
             assert checked.ok and checked.rows == len(rows), checked.problems
             with psycopg2.connect(url) as platform:
-                assert Counter(_rows_key(r) for r in _select(platform, f'SELECT * FROM published."{dataset}"')) \
+                assert Counter(rows_key(r) for r in _select(platform, f'SELECT * FROM published."{dataset}"')) \
                     == kept[result.version]
                 for v in [v for v in kept if v > result.version - RETENTION]:
                     version_rows = _select(platform, f'SELECT * FROM published."{dataset}__v{v:06d}"')
-                    assert Counter(_rows_key(r) for r in version_rows) == kept[v], f"version {v}"
+                    assert Counter(rows_key(r) for r in version_rows) == kept[v], f"version {v}"
             for a in agencies:
                 version, copy = copies[a]
                 changes = _changes(conns[a], a, version, dataset)
@@ -248,7 +167,7 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
         oldest = result.version - RETENTION + 1
         for v in range(oldest, result.version + 1):
             back = snapshots.read_version(folder / dataset, v, contract(dataset).primary_key)
-            assert Counter(_rows_key(r) for r in back.to_pylist()) == kept[v], f"version {v}"
+            assert Counter(rows_key(r) for r in back.to_pylist()) == kept[v], f"version {v}"
         # the feed is kept from the oldest version still kept to the current one; outside it, a clear refusal
         for a in agencies:
             assert _first_version(conns[a], a, dataset) == oldest
@@ -264,8 +183,8 @@ def test_applying_the_feed_gives_each_agency_its_next_view(warehouse, dataset):
     # them; rebuilt by the next publish when it is lost (as after a kill between the commit and its write)
     delta = folder / dataset / "_changes"
     with psycopg2.connect(url) as platform:
-        in_pg = sorted((r["_commit_version"], r["_seq"], r["_change_type"]) for r in _select(
-            platform, f'SELECT _commit_version, _seq, _change_type FROM published."{feed.changes_table(dataset)}"'))
+        in_pg = sorted((r.pop("_commit_version"), r.pop("_seq"), r.pop("_change_type"), r.pop("_commit_timestamp"),
+                        rows_key(r)) for r in _select(platform, f'SELECT * FROM published."{feed.changes_table(dataset)}"'))
     assert in_pg and _delta_rows(delta) == in_pg
     shutil.rmtree(delta)
     again = _publish(url, folder, dataset, rows, f"{dataset}-again")
@@ -435,9 +354,9 @@ def test_current_rows_that_are_not_the_previous_version_fail_the_publish(warehou
     url, _, _ = warehouse
     folder = tmp_path / "published"
     dataset = "parcel_register"
-    rows = [_parcel(i, "31") for i in range(1, 41)]
+    rows = [parcel(i, "31") for i in range(1, 41)]
     first = _publish(url, folder, dataset, rows, "guard-1")
-    extra = _parcel(99, "31")
+    extra = parcel(99, "31")
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s ORDER BY relname DESC LIMIT 1",
                     (f"^{dataset}__r[0-9]{{6}}$",))
