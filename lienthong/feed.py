@@ -182,27 +182,42 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
                                                       f"{changes_table(name)} keeps; the first is where the feed starts",))
         cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, 0, %s)", (version, committed_at, contract.version))
         return
+    keys = contract.primary_key
     cols = ", ".join(f'"{f.name}"' for f in contract.fields)
-    keys = ", ".join(f'"{k}"' for k in contract.primary_key)
-    cur.execute(f"CREATE TEMP TABLE _post ON COMMIT DROP AS SELECT {cols}, _change_type FROM {ct} WITH NO DATA")
-    cur.execute(f"CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT {keys}, _change_type FROM {ct} WITH NO DATA")
-    if change.post.num_rows:
-        copy(cur, change.post, "_post")
-    if change.gone.num_rows:
-        copy(cur, change.gone, "_gone")
-    cur.execute("ANALYZE _post, _gone")  # autovacuum never analyzes temporary tables: without it the join below
-    # with the current rows is planned blind (a scan of every row instead of index lookups per changed key)
-    on = " AND ".join(f'g."{k}" = k."{k}"' for k in contract.primary_key)
-    rank = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(CHANGE_TYPES))
+    gone = _numbered(change.gone, keys, 0)
+    post = _numbered(change.post, keys, gone.num_rows)
+    # the old images: the current rows of the keys replaced or removed, looked up through a temporary table
+    key_cols = ", ".join(f'"{k}"' for k in keys)
+    cur.execute(f"CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT {key_cols}, _change_type, _seq FROM {ct} WITH NO DATA")
+    if gone.num_rows:
+        copy(cur, gone, "_gone")
+    cur.execute("ANALYZE _gone")  # autovacuum never analyzes temporary tables: without it the join below
+    # with the current rows is planned blind
+    on = " AND ".join(f'g."{k}" = k."{k}"' for k in keys)
     cur.execute(f"""INSERT INTO {ct} ({cols}, _change_type, _commit_version, _commit_timestamp, _seq)
-        SELECT {cols}, _change_type, %(v)s, %(at)s,
-               row_number() OVER (ORDER BY CASE _change_type {rank} END, {keys}) - 1
-        FROM (SELECT {", ".join(f'g."{f.name}"' for f in contract.fields)}, k._change_type
-              FROM ({current_rows}) g JOIN _gone k ON {on}
-              UNION ALL SELECT {cols}, _change_type FROM _post) x""", {"v": version, "at": committed_at})
-    cur.execute("DROP TABLE _post, _gone")
+        SELECT {", ".join(f'g."{f.name}"' for f in contract.fields)}, k._change_type, %(v)s, %(at)s, k._seq
+        FROM ({current_rows}) g JOIN _gone k ON {on}""", {"v": version, "at": committed_at})
+    if cur.rowcount != gone.num_rows:
+        raise RuntimeError(f"{name} v{version}: {gone.num_rows} rows replaced or removed, {cur.rowcount} of them "
+                           "found among the current rows: they are not the previous version (nothing is published)")
+    cur.execute("DROP TABLE _gone")
+    # the new images straight into the feed (they are the publisher's own rows)
+    if post.num_rows:
+        stamped = post.append_column(pa.field("_commit_version", pa.int32()), pa.array([version] * post.num_rows, pa.int32()))
+        stamped = stamped.append_column(pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC")),
+                                        pa.array([committed_at] * post.num_rows, pa.timestamp("us", tz="UTC")))
+        copy(cur, stamped, ct)
     cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, change.post.num_rows
                                                               + change.gone.num_rows, contract.version))
+
+
+def _numbered(rows: pa.Table, keys: Sequence[str], start: int) -> pa.Table:
+    """`rows` in their place among a version's changes (`CHANGE_TYPES` order, then by key) with `_seq`
+    counting from `start`; numbered here, in Arrow, so the database sorts no wide rows."""
+    rank = pc.index_in(rows["_change_type"], value_set=pa.array(CHANGE_TYPES))
+    ordered = rows.append_column("_rank", rank).sort_by([("_rank", "ascending"), *((k, "ascending") for k in keys)])
+    return ordered.drop_columns(["_rank"]).append_column(
+        "_seq", pa.array(range(start, start + rows.num_rows), pa.int64()))
 
 
 def expire(cur: Any, dataset: str, schema: str, oldest_kept: int) -> None:

@@ -40,6 +40,7 @@ from lienthong.contracts import Contract
 log = logging.getLogger(__name__)
 
 FROM, TO = "_from_version", "_to_version"
+FILLFACTOR = 90
 
 
 def version_view(dataset: str, version: int) -> str:
@@ -77,6 +78,7 @@ def load_full(cur: Any, contract: Contract, schema: str, version: int, table: pa
                                       primary_key=False))
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
         _ident(schema, name), sql.Identifier(FROM), sql.Literal(version)))
+    cur.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(_ident(schema, name), sql.Literal(FILLFACTOR)))
     copy(cur, table, full)
     _index(cur, contract, schema, name)
     cur.execute(f"ANALYZE {full}")

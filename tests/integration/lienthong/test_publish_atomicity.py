@@ -114,9 +114,9 @@ print("PUBLISHED", flush=True)
 def _wait_for_copy(url: str, child: subprocess.Popen, app: str, timeout: float = 120.0) -> int:
     """Poll pg_stat_activity until the child's COPY of v000002 has loaded at least one batch of rows into an
     uncommitted table (pg_stat_progress_copy) and is still running; return the backend pid. Version 2 is
-    published from its change: the COPY is of its new rows into a temporary table, which the feed and the
-    version's rows are then taken from, all in the one transaction the kill interrupts."""
-    target = 'COPY _post %'
+    published from its change: the COPY is of its new rows into the feed table, which the version's rows are
+    then taken from, all in the one transaction the kill interrupts."""
+    target = f'COPY "published"."{DATASET}__changes" %'
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
