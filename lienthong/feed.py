@@ -3,13 +3,17 @@ the shape of Delta Lake's change data feed (`_change_type` insert / update_preim
 delete, `_commit_version`, `_commit_timestamp`), keyed by the dataset's primary key, plus `_seq`, the row's
 place in its version's changes (deletes and pre-images before post-images and inserts, by key).
 
-Owns the change of a new version from the previous one and the two PostgreSQL tables that keep the feed,
+Owns the change of a new version from the previous one and the PostgreSQL relations that keep the feed,
 written in the publish transaction so a reader sees a version and its changes together or neither. The change
 is found from row hashes (`row_hashes`: key and two 64-bit hashes of the whole row, kept beside each version),
-not by reading the previous version: the publisher sends the new images and the keys of the rows replaced or
-removed, and the database takes the old images from the rows it holds as current.
+not by reading the previous version. The images are not copied: they are the row versions the dataset's
+generation table already holds (`lienthong.pubtables`: a pre-image or a delete is the row version a version
+closed, a post-image or an insert the one it opened), so the feed itself keeps only which keys changed how.
 
-- `published.<dataset>__changes`: the change rows of every version still kept;
+- `published.<dataset>__change_keys`: per version kept, the keys it changed, with `_change_type` and `_seq`
+  (narrow rows: what a version adds to the feed costs its change in keys, not in whole rows);
+- `published.<dataset>__changes`: a view, the change rows themselves (the contract's columns and the four
+  meta columns), the keys joined to their row versions through the generation's (key, version) index;
 - `published.<dataset>__feed`: one row per version whose changes are kept (version, committed_at, change
   rows, contract version). Its first row is where the feed starts: a consumer holding version `s` can follow
   the feed when `first <= s <= current`; older copies start again from a snapshot.
@@ -42,7 +46,8 @@ from lienthong.duck import session
 CHANGE_TYPES = ("delete", "update_preimage", "update_postimage", "insert")  # also their order in a version
 META_COLUMNS = {"_change_type": "text NOT NULL", "_commit_version": "integer NOT NULL",
                 "_commit_timestamp": "timestamptz NOT NULL", "_seq": "bigint NOT NULL"}
-CHANGES_SUFFIX, FEED_SUFFIX = "__changes", "__feed"
+CHANGES_SUFFIX, FEED_SUFFIX, KEYS_SUFFIX = "__changes", "__feed", "__change_keys"
+CLOSING = ("delete", "update_preimage")  # a row version the change closes; the others open one
 
 
 def changes_table(dataset: str) -> str:
@@ -51,6 +56,10 @@ def changes_table(dataset: str) -> str:
 
 def feed_table(dataset: str) -> str:
     return dataset + FEED_SUFFIX
+
+
+def keys_table(dataset: str) -> str:
+    return dataset + KEYS_SUFFIX
 
 
 # what an agency's schema holds for the feed of a dataset (lienthong.access builds them)
@@ -157,61 +166,75 @@ def counts(change: Change | None) -> dict[str, int] | None:
 
 
 def is_kept(cur: Any, dataset: str, schema: str) -> bool:
-    """Whether the feed's tables are there (a version can be appended to them)."""
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                (f'"{schema}"."{changes_table(dataset)}"', f'"{schema}"."{feed_table(dataset)}"'))
+    """Whether the feed's relations are there (a version can be appended to them)."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                tuple(f'"{schema}"."{n}"' for n in (changes_table(dataset), feed_table(dataset), keys_table(dataset))))
     return bool(cur.fetchone()[0])
 
 
+def _drop(cur: Any, schema: str, name: str) -> None:
+    """Drop `schema.name`, a table or a view (a feed kept as a table of rows before), with what depends on it."""
+    cur.execute("""SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = %s AND c.relname = %s""", (schema, name))
+    row = cur.fetchone()
+    if row is not None:
+        cur.execute(f'DROP {"VIEW" if row[0] == "v" else "TABLE"} "{schema}"."{name}" CASCADE')
+
+
 def store(cur: Any, contract: Contract, schema: str, version: int, committed_at: datetime,
-          change: Change | None, copy: Callable[[Any, pa.Table, str], None], current_rows: str | None = None) -> None:
-    """In the publish transaction: append `version`'s change rows to the feed, the old images taken from
-    `current_rows` (a SELECT of the rows the database holds as current, i.e. the previous version) and the new
-    ones from `change.post` (`copy(cur, table, name)` loads Arrow rows); or start the feed at `version` when
-    `change` is None or the feed tables are missing."""
+          change: Change | None, copy: Callable[[Any, pa.Table, str], None], generation: str) -> None:
+    """In the publish transaction, before the generation table `generation` is brought to `version`
+    (`lienthong.pubtables.apply_change`): append `version`'s changed keys to the feed (`copy(cur, table,
+    name)` loads Arrow rows); or start the feed at `version` over `generation` when `change` is None or the
+    feed's relations are missing."""
     name = contract.name
-    ct, ft = f'"{schema}"."{changes_table(name)}"', f'"{schema}"."{feed_table(name)}"'
-    if change is None or current_rows is None or not is_kept(cur, name, schema):
+    ft, kt = f'"{schema}"."{feed_table(name)}"', f'"{schema}"."{keys_table(name)}"'
+    keys = contract.primary_key
+    if change is None or not is_kept(cur, name, schema):
         # the agency views of the old feed go with it (CASCADE); the publish DAG's access task rebuilds them
-        cur.execute(f"DROP TABLE IF EXISTS {ct}, {ft} CASCADE")
-        cur.execute(contract.postgres_ddl(changes_table(name), schema, extra=META_COLUMNS, primary_key=False))
-        cur.execute(f'CREATE INDEX "{changes_table(name)}_version" ON {ct} (_commit_version, _seq)')
+        for old in (changes_table(name), keys_table(name), feed_table(name)):
+            _drop(cur, schema, old)
+        key_types = {f.name: f.postgres_type() for f in contract.fields if f.name in keys}
+        cur.execute(f"""CREATE TABLE {kt} ({", ".join(f'"{k}" {key_types[k]} NOT NULL' for k in keys)},
+                        _change_type text NOT NULL, _commit_version integer NOT NULL, _seq bigint NOT NULL,
+                        PRIMARY KEY (_commit_version, _seq))""")
         cur.execute(f"""CREATE TABLE {ft} (version integer PRIMARY KEY, committed_at timestamptz NOT NULL,
                         changes bigint NOT NULL, contract_version text NOT NULL)""")
         cur.execute(f"COMMENT ON TABLE {ft} IS %s", (f"{contract.id}: the versions whose changes "
                                                       f"{changes_table(name)} keeps; the first is where the feed starts",))
+        _create_changes_view(cur, contract, schema, generation)
         cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, 0, %s)", (version, committed_at, contract.version))
         return
-    keys = contract.primary_key
-    cols = ", ".join(f'"{f.name}"' for f in contract.fields)
-    gone = _numbered(change.gone, keys, 0)
-    post = _numbered(change.post, keys, gone.num_rows)
-    # the old images: the current rows of the keys replaced or removed, looked up through a temporary table
-    key_cols = ", ".join(f'"{k}"' for k in keys)
-    cur.execute(f"CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT {key_cols}, _change_type, _seq FROM {ct} WITH NO DATA")
-    if gone.num_rows:
-        copy(cur, gone, "_gone")
-    cur.execute("ANALYZE _gone")  # autovacuum never analyzes temporary tables: without it the join below
-    # with the current rows is planned blind
-    on = " AND ".join(f'g."{k}" = k."{k}"' for k in keys)
-    cur.execute(f"""INSERT INTO {ct} ({cols}, _change_type, _commit_version, _commit_timestamp, _seq)
-        SELECT {", ".join(f'g."{f.name}"' for f in contract.fields)}, k._change_type, %(v)s, %(at)s, k._seq
-        FROM ({current_rows}) g JOIN _gone k ON {on}""", {"v": version, "at": committed_at})
-    if cur.rowcount != gone.num_rows:
-        raise RuntimeError(f"{name} v{version}: {gone.num_rows} rows replaced or removed, {cur.rowcount} of them "
-                           "found among the current rows: they are not the previous version (nothing is published)")
-    cur.execute("DROP TABLE _gone")
-    # the new images straight into the feed (they are the publisher's own rows)
-    if post.num_rows:
-        stamped = post.append_column(pa.field("_commit_version", pa.int32()), pa.array([version] * post.num_rows, pa.int32()))
-        stamped = stamped.append_column(pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC")),
-                                        pa.array([committed_at] * post.num_rows, pa.timestamp("us", tz="UTC")))
-        copy(cur, stamped, ct)
-    cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, change.post.num_rows
-                                                              + change.gone.num_rows, contract.version))
+    gone = numbered(change.gone.select([*keys, "_change_type"]), keys, 0)
+    post = numbered(change.post.select([*keys, "_change_type"]), keys, gone.num_rows)
+    changed = pa.concat_tables([gone, post])
+    changed = changed.append_column(pa.field("_commit_version", pa.int32()),
+                                    pa.array([version] * changed.num_rows, pa.int32()))
+    if changed.num_rows:
+        copy(cur, changed, kt)
+    cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, changed.num_rows,
+                                                              contract.version))
 
 
-def _numbered(rows: pa.Table, keys: Sequence[str], start: int) -> pa.Table:
+def _create_changes_view(cur: Any, contract: Contract, schema: str, generation: str) -> None:
+    """`<dataset>__changes`: each changed key joined to its row version in `generation` (the one the version
+    closed for a delete or pre-image, the one it opened for an insert or post-image) and to its commit time."""
+    name = contract.name
+    on = " AND ".join(f'r."{k}" = k."{k}"' for k in contract.primary_key)
+    closing = ", ".join(f"'{t}'" for t in CLOSING)
+    cur.execute(f"""CREATE VIEW "{schema}"."{changes_table(name)}" AS
+        SELECT {", ".join(f'r."{f.name}"' for f in contract.fields)}, k._change_type, k._commit_version,
+               f.committed_at AS _commit_timestamp, k._seq
+        FROM "{schema}"."{keys_table(name)}" k
+        JOIN "{schema}"."{feed_table(name)}" f ON f.version = k._commit_version
+        JOIN "{schema}"."{generation}" r ON {on}
+         AND CASE WHEN k._change_type IN ({closing}) THEN r._to_version = k._commit_version
+                  ELSE r._from_version = k._commit_version END""")
+    cur.execute(f'COMMENT ON VIEW "{schema}"."{changes_table(name)}" IS %s',
+                (f"{contract.id}: the change rows of every version kept, from the row versions of {generation}",))
+
+
+def numbered(rows: pa.Table, keys: Sequence[str], start: int) -> pa.Table:
     """`rows` in their place among a version's changes (`CHANGE_TYPES` order, then by key) with `_seq`
     counting from `start`; numbered here, in Arrow, so the database sorts no wide rows."""
     rank = pc.index_in(rows["_change_type"], value_set=pa.array(CHANGE_TYPES))
@@ -222,9 +245,10 @@ def _numbered(rows: pa.Table, keys: Sequence[str], start: int) -> pa.Table:
 
 def expire(cur: Any, dataset: str, schema: str, oldest_kept: int) -> None:
     """Drop what the feed no longer needs once versions before `oldest_kept` are gone: it then starts at
-    `oldest_kept` (or later, if it started later)."""
-    ct, ft = f'"{schema}"."{changes_table(dataset)}"', f'"{schema}"."{feed_table(dataset)}"'
+    `oldest_kept` (or later, if it started later). The row versions themselves go with the versions
+    (`lienthong.pubtables.expire`): a version's pre-images were closed by it, after `oldest_kept`."""
+    kt, ft = f'"{schema}"."{keys_table(dataset)}"', f'"{schema}"."{feed_table(dataset)}"'
     if not is_kept(cur, dataset, schema):
         return
     cur.execute(f"DELETE FROM {ft} WHERE version < %s", (oldest_kept,))
-    cur.execute(f"DELETE FROM {ct} WHERE _commit_version <= (SELECT min(version) FROM {ft})")
+    cur.execute(f"DELETE FROM {kt} WHERE _commit_version <= (SELECT min(version) FROM {ft})")

@@ -24,12 +24,13 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from lienthong import feed, zones
+from lienthong import feed, pubtables, zones
 from lienthong.contracts import Contract
 
 log = logging.getLogger(__name__)
@@ -57,23 +58,37 @@ def _versions(path: Path) -> set[int]:
 
 
 def _rows(cur: Any, contract: Contract, schema_name: str, version: int) -> pa.Table:
-    """One version's change rows from the warehouse, in the contract's Arrow types: one COPY out as CSV, cast
-    in DuckDB (jsonb through JSON into lists of structs). No Python object per row or value: psycopg2's
-    row-by-row fetch and its JSON decoding were most of a small version's publish."""
+    """One version's change rows from the warehouse, in the contract's Arrow types: one COPY out as CSV
+    (`from_csv`). No Python object per row or value: psycopg2's row-by-row fetch and its JSON decoding were
+    most of a small version's publish."""
+    target = schema(contract)
+    cols = ", ".join(f'"{n}"' for n in target.names)
+    buffer = io.BytesIO()
+    cur.execute(f'SELECT changes FROM "{schema_name}"."{feed.feed_table(contract.name)}" WHERE version = %s', (version,))
+    (changes,) = cur.fetchone()
+    generation = pubtables.current_generation(cur, schema_name, contract.name)
+    cur.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                (f'"{schema_name}"."{generation[0] if generation else ""}"',))
+    found = cur.fetchone()
+    with pubtables.keyed_joins(cur, changes, int(found[0]) if found else 0):
+        cur.copy_expert(f"""COPY (SELECT {cols} FROM "{schema_name}"."{feed.changes_table(contract.name)}"
+                                  WHERE _commit_version = {int(version)} ORDER BY _seq) TO STDOUT WITH (FORMAT csv)""",
+                        buffer)
+    return from_csv(buffer.getvalue(), contract)
+
+
+def from_csv(data: bytes, contract: Contract) -> pa.Table:
+    """Change rows as PostgreSQL's COPY writes them in CSV (the columns of `schema(contract)`, in order), in
+    the contract's Arrow types: read as text by Arrow, cast in DuckDB (jsonb through JSON into lists of
+    structs)."""
     import pyarrow.csv as pacsv
 
     from lienthong.duck import session
 
     target = schema(contract)
-    cols = ", ".join(f'"{n}"' for n in target.names)
-    buffer = io.BytesIO()
-    cur.copy_expert(f"""COPY (SELECT {cols} FROM "{schema_name}"."{feed.changes_table(contract.name)}"
-                              WHERE _commit_version = {int(version)} ORDER BY _seq) TO STDOUT WITH (FORMAT csv)""",
-                    buffer)
-    if not buffer.tell():
+    if not data:
         return target.empty_table()
-    buffer.seek(0)
-    text = pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=target.names),
+    text = pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=target.names),
                           convert_options=pacsv.ConvertOptions(
                               column_types={n: pa.string() for n in target.names},
                               strings_can_be_null=True, quoted_strings_can_be_null=False))
@@ -88,10 +103,27 @@ def _rows(cur: Any, contract: Contract, schema_name: str, version: int) -> pa.Ta
     return rows.cast(target)
 
 
-def sync(cur: Any, contract: Contract, schema_name: str, ds_dir: Path, run_id: str) -> list[int]:
+def version_rows(contract: Contract, version: int, committed_at: datetime, closed_csv: bytes,
+                 change: feed.Change) -> pa.Table:
+    """A version's change rows as the publisher holds them after its commit: the closed row versions the
+    database returned (`lienthong.pubtables.apply_change`) and the new images it sent, numbered as the feed
+    numbers them (`feed.numbered`)."""
+    closed = from_csv(closed_csv, contract)
+    post = feed.numbered(change.post, contract.primary_key, change.gone.num_rows)
+    n = post.num_rows
+    post = post.append_column(pa.field("_commit_version", pa.int32()), pa.array([version] * n, pa.int32()))
+    post = post.append_column(pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC")),
+                              pa.array([committed_at] * n, pa.timestamp("us", tz="UTC")))
+    target = schema(contract)
+    return pa.concat_tables([closed, post.select(target.names).cast(target)]).sort_by("_seq")
+
+
+def sync(cur: Any, contract: Contract, schema_name: str, ds_dir: Path, run_id: str,
+         known: dict[int, pa.Table] | None = None) -> list[int]:
     """Write the versions the warehouse's feed keeps and the Delta table lacks; start the table again when
-    the warehouse's feed started after the table's newest version or with other columns. Returns the
-    versions written."""
+    the warehouse's feed started after the table's newest version or with other columns. `known`: change
+    rows of versions the caller holds already (the publisher, of the version it just committed), which are
+    then not read back. Returns the versions written."""
     path = table_path(ds_dir)
     if not feed.is_kept(cur, contract.name, schema_name):
         return []
@@ -108,7 +140,9 @@ def sync(cur: Any, contract: Contract, schema_name: str, ds_dir: Path, run_id: s
     for version, changes in kept[1:]:  # the first version is where the feed starts: no change rows
         if version in have or not changes:
             continue
-        rows = _rows(cur, contract, schema_name, version)
+        rows = (known or {}).get(version)
+        if rows is None or rows.num_rows != changes:
+            rows = _rows(cur, contract, schema_name, version)
         if not zones.is_table(path):
             zones.create(path, rows, run_id=run_id, partition_by=PARTITION,
                          metadata={"lienthong.published_version": str(version)})

@@ -26,8 +26,10 @@ rows of one key are kept out by `apply_change`'s checks (what it closed and adde
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -98,34 +100,43 @@ def _index(cur: Any, contract: Contract, schema: str, name: str) -> None:
 
 
 def apply_change(cur: Any, contract: Contract, schema: str, generation: str, version: int,
-                 counts: dict[str, int]) -> None:
-    """Version `version` from the previous one and its change rows in the feed table: close the rows the
-    deletes and pre-images name, insert the inserts and post-images. `counts` (by change type) must match
-    what was closed and inserted, else the current rows were not the previous version and this fails."""
+                 counts: dict[str, int], post: pa.Table, copy: Callable[[Any, pa.Table, str], None],
+                 committed_at: datetime) -> bytes:
+    """Version `version` from the previous one, its changed keys already in the feed (`lienthong.feed.store`):
+    close the row versions the deletes and pre-images name, add `post` (the new images) as row versions
+    opened by `version`. `counts` (by change type) must match what was closed and added, and no key may then
+    be current twice, else the current rows were not the previous version and this fails. Returns the
+    closed rows as the feed shows them (CSV, `lienthong.feeddelta.from_csv`), read once, by the UPDATE."""
     keys = contract.primary_key
-    target, changes = _ident(schema, generation), _ident(schema, feed.changes_table(contract.name))
+    target, changed = _ident(schema, generation), _ident(schema, feed.keys_table(contract.name))
     on = sql.SQL(" AND ").join(sql.SQL("r.{k} = c.{k}").format(k=sql.Identifier(k)) for k in keys)
-    cur.execute(sql.SQL("""UPDATE {t} r SET {to} = %(v)s FROM {c} c
-                           WHERE c._commit_version = %(v)s AND c._change_type IN ('delete', 'update_preimage')
-                             AND {on} AND r.{to} IS NULL""").format(t=target, c=changes, on=on, to=sql.Identifier(TO)),
-                {"v": version})
+    closing = io.BytesIO()
+    returning = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f.name)) for f in contract.fields)
+    cur.copy_expert(sql.SQL("""COPY (UPDATE {t} r SET {to} = {v} FROM {c} c
+                           WHERE c._commit_version = {v} AND c._change_type IN ('delete', 'update_preimage')
+                             AND {on} AND r.{to} IS NULL
+                           RETURNING {cols}, c._change_type, c._commit_version, {at}::timestamptz, c._seq)
+                           TO STDOUT WITH (FORMAT csv)""").format(
+        t=target, c=changed, on=on, to=sql.Identifier(TO), v=sql.Literal(version), cols=returning,
+        at=sql.Literal(committed_at.isoformat())).as_string(cur), closing)
     closed, expected_closed = cur.rowcount, counts["delete"] + counts["update_preimage"]
-    cols = sql.SQL(", ").join(sql.Identifier(f.name) for f in contract.fields)
-    cur.execute(sql.SQL("""INSERT INTO {t} ({cols}, {fr}) SELECT {cols}, %(v)s FROM {c}
-                           WHERE _commit_version = %(v)s AND _change_type IN ('insert', 'update_postimage')""").format(
-        t=target, c=changes, cols=cols, fr=sql.Identifier(FROM)), {"v": version})
-    added, expected_added = cur.rowcount, counts["insert"] + counts["update_postimage"]
+    opened = post.select([f.name for f in contract.fields])
+    if opened.num_rows:
+        copy(cur, opened.append_column(pa.field(FROM, pa.int32()), pa.array([version] * opened.num_rows, pa.int32())),
+             f'"{schema}"."{generation}"')
+    added, expected_added = opened.num_rows, counts["insert"] + counts["update_postimage"]
     # a key inserted while a current row of it remains (the current rows were not the previous version)
     cur.execute(sql.SQL("""SELECT count(*) FROM (SELECT 1 FROM {t} r JOIN {c} c ON {on}
                            WHERE c._commit_version = %(v)s AND c._change_type = 'insert' AND r.{to} IS NULL
                            GROUP BY {keys} HAVING count(*) > 1) d""").format(
-        t=target, c=changes, on=on, to=sql.Identifier(TO),
+        t=target, c=changed, on=on, to=sql.Identifier(TO),
         keys=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in keys)), {"v": version})
     (doubled,) = cur.fetchone()
     if (closed, added, doubled) != (expected_closed, expected_added, 0):
         raise RuntimeError(f"{contract.name} v{version}: the change closed {closed} current rows and added {added} "
                            f"({doubled} keys now twice), expected {expected_closed} and {expected_added}: the "
                            "table's current rows are not the previous version (nothing is published)")
+    return closing.getvalue()
 
 
 KEYED_JOIN_SHARE = 0.05  # a change up to this share of the rows is joined to the table key by key

@@ -114,9 +114,9 @@ print("PUBLISHED", flush=True)
 def _wait_for_copy(url: str, child: subprocess.Popen, app: str, timeout: float = 120.0) -> int:
     """Poll pg_stat_activity until the child's COPY of v000002 has loaded at least one batch of rows into an
     uncommitted table (pg_stat_progress_copy) and is still running; return the backend pid. Version 2 is
-    published from its change: the COPY is of its new rows into the feed table, which the version's rows are
-    then taken from, all in the one transaction the kill interrupts."""
-    target = f'COPY "published"."{DATASET}__changes" %'
+    published from its change: the COPY is of its new rows into the dataset's generation table, after its
+    changed keys went into the feed, all in the one transaction the kill interrupts."""
+    target = f'COPY "published"."{DATASET}__r%'
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -195,7 +195,7 @@ def test_publisher_killed_during_copy_leaves_the_previous_version_served(tmp_pat
     removed = cleanup_orphans(DATASET, published_dir, url)
     assert any(r.startswith(str(ds_dir / "v000002")) for r in removed) and not (ds_dir / "v000002").exists()
     assert sorted(p.name for p in ds_dir.iterdir()) == ["CURRENT", "_rowhash", "v000001"]
-    assert [p.name for p in (ds_dir / "_rowhash").iterdir()] == ["v000001.parquet"]  # the killed v2's hashes went too
+    assert [p.name for p in (ds_dir / "_rowhash").iterdir()] == ["v000001.arrow"]  # the killed v2's hashes went too
 
     # The next publish (new content) cleans up and becomes version 2.
     v2_rows = synthetic_profiles(3_000, "G03", seed=3)
@@ -288,5 +288,5 @@ def test_unchanged_content_publishes_nothing(tmp_path: Path):
     assert [v for v, *_ in _publications(url)] == [1]
     assert current_version(published_dir, DATASET) == "v000001"
     assert sorted(p.name for p in (published_dir / DATASET).iterdir()) == ["CURRENT", "_rowhash", "v000001"]
-    assert [p.name for p in (published_dir / DATASET / "_rowhash").iterdir()] == ["v000001.parquet"]
+    assert [p.name for p in (published_dir / DATASET / "_rowhash").iterdir()] == ["v000001.arrow"]
     assert _view_state(url) == (1_500, 1, "G01")
