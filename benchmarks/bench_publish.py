@@ -457,8 +457,9 @@ def main(argv: list[str] | None = None) -> None:
             "publish_total_s also includes content hash, Parquet + signed manifest, the generation's indexes, "
             "ANALYZE, count check, version view, view switch, record, commit, CURRENT and retention",
             "change: the next version with change_fraction of the rows changed, published from its change "
-            "(row hashes joined with the last version's, new images COPYed, old ones taken from the current "
-            "rows, row versions closed and inserted, feed rows appended)",
+            "(row hashes joined with the last version's; the changed keys into the feed; the replaced row "
+            "versions closed by one UPDATE whose rows come back through COPY ... RETURNING for the Delta feed, "
+            "counted in server_copy_s; the new images COPYed in as row versions)",
             "parquet_write_s and hashes_write_s run on a thread while rows_and_feed_s loads the database",
             "touched_change: the version after that, published from its touched keys only (publish.Touched: the "
             "changed, removed and new keys and as many unchanged ones), the other rows' hashes kept from the last "
