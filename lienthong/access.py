@@ -908,7 +908,10 @@ def _feed_views(cur, agency: Agency, grant: DatasetGrant, contract: Contract, ro
     log_view = sql.Identifier(agency.schema, feed.change_log_view(ds))
     window = sql.Identifier(agency.schema, feed.window_view(ds))
     function = sql.Identifier(agency.schema, feed.agency_function(ds))
-    cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {}").format(
+    # Ordered in the view: a reader's LIMIT without an ORDER BY of its own is then planned for the first rows
+    # (an outer ORDER BY over a security-barrier view makes PostgreSQL plan the view for all its rows, i.e.
+    # every change kept joined to its row version, for each page of the lookup service's feed).
+    cur.execute(sql.SQL("CREATE VIEW {} WITH (security_barrier) AS {} ORDER BY _commit_version, _seq").format(
         log_view, view_select(grant, contract, agency.name, source=feed.changes_table(ds),
                               extra=tuple(feed.META_COLUMNS))))
     cur.execute(sql.SQL("CREATE VIEW {} AS SELECT min(version) AS first_version, max(version) AS current_version "

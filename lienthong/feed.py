@@ -212,24 +212,32 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
                                     pa.array([version] * changed.num_rows, pa.int32()))
     if changed.num_rows:
         copy(cur, changed, kt)
+        # readers page through the feed by (version, seq) joined to the row versions: without statistics of
+        # the keys (autovacuum analyzes a new table only later) the planner joins every version's keys first
+        cur.execute(f"ANALYZE {kt}")
     cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, %s, %s)", (version, committed_at, changed.num_rows,
                                                               contract.version))
 
 
 def _create_changes_view(cur: Any, contract: Contract, schema: str, generation: str) -> None:
-    """`<dataset>__changes`: each changed key joined to its row version in `generation` (the one the version
-    closed for a delete or pre-image, the one it opened for an insert or post-image) and to its commit time."""
+    """`<dataset>__changes`: each changed key with its row version in `generation` (the one the version closed
+    for a delete or pre-image, the one it opened for an insert or post-image) and its commit time."""
     name = contract.name
     on = " AND ".join(f'r."{k}" = k."{k}"' for k in contract.primary_key)
     closing = ", ".join(f"'{t}'" for t in CLOSING)
+    # The row version is looked up per key (LATERAL with LIMIT 1, which the planner cannot flatten into a
+    # join: exactly one row version matches): a reader paging by (version, seq) then walks the keys' primary
+    # key in order and stops at its page, instead of hash-joining every row of the generation first.
     cur.execute(f"""CREATE VIEW "{schema}"."{changes_table(name)}" AS
         SELECT {", ".join(f'r."{f.name}"' for f in contract.fields)}, k._change_type, k._commit_version,
                f.committed_at AS _commit_timestamp, k._seq
         FROM "{schema}"."{keys_table(name)}" k
         JOIN "{schema}"."{feed_table(name)}" f ON f.version = k._commit_version
-        JOIN "{schema}"."{generation}" r ON {on}
-         AND CASE WHEN k._change_type IN ({closing}) THEN r._to_version = k._commit_version
-                  ELSE r._from_version = k._commit_version END""")
+        CROSS JOIN LATERAL (
+            SELECT * FROM "{schema}"."{generation}" r
+            WHERE {on} AND CASE WHEN k._change_type IN ({closing}) THEN r._to_version = k._commit_version
+                                ELSE r._from_version = k._commit_version END
+            LIMIT 1) r""")
     cur.execute(f'COMMENT ON VIEW "{schema}"."{changes_table(name)}" IS %s',
                 (f"{contract.id}: the change rows of every version kept, from the row versions of {generation}",))
 

@@ -3,18 +3,20 @@
 A dataset is published only when its quality gate passed and its content changed (same content hash ->
 no new version). Steps, each leaving the previous version served if it fails:
 
-1. project the staged rows onto the published contract (`derivedFrom: <dataset>.<column>`);
+1. the rows: given, or projected from the staged rows (`derivedFrom: <dataset>.<column>`), or only those of
+   the keys that may have changed since the last version (`Touched`: the cost then follows the change);
 2. the row hashes (the content hash) and the change from the previous version's kept hashes
    (`lienthong.feed.change`: the new images, and the keys of the rows replaced or removed);
 3. write an immutable folder `published/<dataset>/v<NNNNNN>/` (parts + `_manifest.json`, signed:
    `lienthong.releases`) via a temporary folder and a rename, on a thread while step 4 loads the database
    (in place before step 4 records the version);
-4. in ONE transaction: append the change to the feed (`published.<dataset>__changes`), apply it to the
+4. in ONE transaction: append the changed keys to the feed (`lienthong.feed`), apply the change to the
    dataset's row versions (`lienthong.pubtables`: cost follows the change; a first version, or new columns,
    loads a new generation with COPY from Arrow, batch by batch, no Python loop per row), create the version's
    view `published.<dataset>__v<NNNNNN>`, point the stable view `published.<dataset>` at the current rows,
    record the publication — readers see the old version or the new one, never a partial load;
-5. move the `CURRENT` pointer (atomic rename) and apply the retention setting (versions, their rows, the feed).
+5. move the `CURRENT` pointer (atomic rename), write the version's change rows to the Delta feed table
+   (`lienthong.feeddelta`) and apply the retention setting (versions, their rows, the feed).
 """
 
 from __future__ import annotations

@@ -247,10 +247,11 @@ class Service:
                      limit: int) -> tuple[int | None, int | None, list[dict[str, Any]]]:
         """(first version, current version, up to limit+1 change rows after `cursor`) in one statement, so the
         window and the rows are of one snapshot (a publish or an expiry in between cannot split them)."""
+        # the change log view is ordered by (version, seq) itself: no ORDER BY here, so the LIMIT is planned
+        # for the page's rows only (see lienthong.access._feed_views); the order is checked below
         statement = sql.SQL("""SELECT w.first_version AS _first_version, w.current_version AS _current_version, c.*
             FROM {window} w LEFT JOIN LATERAL (
-                SELECT * FROM {log} l WHERE (l._commit_version, l._seq) > (%s, %s)
-                ORDER BY l._commit_version, l._seq LIMIT %s) c ON true""").format(
+                SELECT * FROM {log} l WHERE (l._commit_version, l._seq) > (%s, %s) LIMIT %s) c ON true""").format(
             window=sql.Identifier(agency.schema, feed.window_view(dataset)),
             log=sql.Identifier(agency.schema, feed.change_log_view(dataset)))
         names, rows = self._agency_read(agency, dataset, statement, (cursor[0], cursor[1], limit + 1))
@@ -260,6 +261,9 @@ class Service:
         first, current = out[0]["_first_version"], out[0]["_current_version"]
         items = [{k: v for k, v in r.items() if k not in ("_first_version", "_current_version")} for r in out
                  if r["_commit_version"] is not None]
+        places = [(r["_commit_version"], r["_seq"]) for r in items]
+        if any(a >= b for a, b in zip(places, places[1:], strict=False)) or (places and places[0] <= cursor):
+            raise RuntimeError(f"{dataset}: the change log view returned rows out of (version, seq) order")
         return first, current, items
 
     def _change_subjects(self, agency: Agency, dataset: str, cursor: tuple[int, int],
