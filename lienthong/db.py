@@ -48,7 +48,7 @@ def embedded_shared_buffers() -> str:
     (`LIENTHONG_EMBEDDED_SHARED_BUFFERS` overrides). PostgreSQL's default of 128MB keeps almost none of a
     published dataset of a province in its cache: at 2M rows a 1 % change then reads most of its row
     versions through the OS, and costs 0.115 of a full publish instead of 0.057 with 2GB (measured)."""
-    configured = os.environ.get("LIENTHONG_EMBEDDED_SHARED_BUFFERS")
+    configured = load_settings().embedded_shared_buffers
     if configured:
         return configured
     try:

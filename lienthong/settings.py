@@ -115,6 +115,9 @@ class Settings:
     # Airflow's executor (AIRFLOW__CORE__EXECUTOR, Airflow's own variable): under one that runs tasks on other
     # machines the warehouse must be a shared server, not the embedded one (lienthong.db.warehouse_url).
     airflow_executor: str | None = None
+    # The embedded warehouse's shared_buffers (LIENTHONG_EMBEDDED_SHARED_BUFFERS, e.g. 512MB); unset: an eighth
+    # of the machine's memory, at most 2GB (lienthong.db.embedded_shared_buffers).
+    embedded_shared_buffers: str | None = None
 
     # zones on disk
     @property
@@ -208,6 +211,7 @@ def load_settings() -> Settings:
         singlewindow_auth_backoff_max=_env_float("SINGLEWINDOW_AUTH_BACKOFF_MAX", 900.0),
         finding_deadlines=_finding_deadlines(),
         airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
+        embedded_shared_buffers=_env("EMBEDDED_SHARED_BUFFERS") or None,
     )
 
 
