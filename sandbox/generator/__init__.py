@@ -1,9 +1,11 @@
-"""The synthetic province generator: `GeneratorConfig` in, the files of docs/sandbox.md out.
+"""The synthetic province generator: `GeneratorConfig` in, the files of docs/sandbox.md out; and the
+synthetic country: `CountryConfig` in, the same layout for N provinces out (`country.generate_country`).
 
-Owns the order of the run (people -> registry records -> enterprises -> land databases -> truth) and
-the summary it returns. Each part lives in its own module: names (word lists), places (administrative
+Owns the order of a province's run (people -> registry records -> enterprises -> land databases -> truth)
+and the summary it returns. Each part lives in its own module: names (word lists), places (administrative
 units), people (persons and the population registry), business (enterprises and the business registry),
-land (one land database per province), noise (corruptions and their log), writer (files and truth).
+land (one land database per province), noise (corruptions and their log), writer (files and truth),
+cross (the cross-province draws of a country), country (a country's run, province by province).
 """
 
 from __future__ import annotations
@@ -17,22 +19,35 @@ import pyarrow.compute as pc
 
 from .business import build_enterprises, enterprise_records
 from .common import DAY, dates, join, masked, parse_as_of
-from .config import NOISE_CATALOGUE, NOISE_DEFAULTS, GeneratorConfig
+from .config import (
+    COUNTRY_CATALOGUE,
+    COUNTRY_DEFAULTS,
+    NOISE_CATALOGUE,
+    NOISE_DEFAULTS,
+    CountryConfig,
+    GeneratorConfig,
+    country_provinces,
+)
+from .country import generate_country
 from .land import build_land
 from .noise import NoiseLog, noise_table
 from .people import build_people, citizen_records
 from .writer import Truth, sort_rows, write_json, write_parquet
 
-__all__ = ["GeneratorConfig", "NOISE_CATALOGUE", "NOISE_DEFAULTS", "generate"]
+__all__ = ["COUNTRY_CATALOGUE", "COUNTRY_DEFAULTS", "CountryConfig", "GeneratorConfig", "NOISE_CATALOGUE",
+           "NOISE_DEFAULTS", "country_provinces", "generate", "generate_country"]
 
 
 def _keys(prefix: str, ids: pa.Array) -> pa.Array:
     return join(prefix, pc.cast(ids, pa.string()))
 
 
-def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
-    """Generate the province into `out_dir` (see docs/sandbox.md); return a summary: `counts` (rows per
-    file), `source_rows`, `seconds`, `rows_per_second`. Deterministic: nothing depends on the clock but the summary."""
+def generate(config: GeneratorConfig | CountryConfig, out_dir: str | Path) -> dict:
+    """Generate the province (or, given a CountryConfig, the country) into `out_dir` (see docs/sandbox.md);
+    return a summary: `counts` (rows per file), `source_rows`, `seconds`, `rows_per_second`.
+    Deterministic: nothing depends on the clock but the summary."""
+    if isinstance(config, CountryConfig):
+        return generate_country(config, out_dir)
     started = time.perf_counter()
     out = Path(out_dir)
     as_of_s = parse_as_of(config.as_of)
@@ -59,6 +74,8 @@ def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
     emit("business/enterprises.parquet", table)
     codes = er.table["MaSoDN"].combine_chunks()
     truth.add("enterprise", "", codes, row_of, er.person, er.enterprise)
+    if er.sub is None:
+        raise AssertionError("enterprise records without representatives")
     rep_rec, rep_sub, rep_person = er.sub
     rep_start = np.cumsum(np.bincount(rep_rec, minlength=len(codes))) - np.bincount(rep_rec, minlength=len(codes))
     rep_keys = join(codes.take(pa.array(rep_rec)), pc.cast(pa.array(rep_sub), pa.string()), sep="#")

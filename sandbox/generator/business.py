@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,9 @@ from .common import DAY, YEAR_DAYS, fmt_days, fmt_local, join, stream, to_day, z
 from .config import GeneratorConfig
 from .noise import NoiseLog, date_variant, mistype_id, mojibake, nfd, pick, swap_name_order, typo
 from .people import People, Records
+
+if TYPE_CHECKING:
+    from .cross import Cross
 
 MST_WEIGHTS = np.array([31, 29, 23, 19, 17, 13, 7, 5, 3])
 # First two digits of new tax codes by home province (the tax office's province number, not the unit
@@ -38,6 +42,11 @@ TITLE_FIRST = ("Giám đốc", "Chủ tịch Hội đồng thành viên", "Tổn
 TITLE_OTHER = ("Phó Giám đốc", "Giám đốc", "Chủ tịch Hội đồng quản trị", "Giám đốc", "Thành viên hợp danh")
 REFORM_DAY = to_day(dt.date(2025, 7, 1))  # records updated from here on carry 2025 commune codes
 OUTSIDE_REP_SHARE = 0.05
+
+
+def tax_prefix(province: str) -> str:
+    """The first two digits of a province's tax codes (distinct for the 34 provinces of 2025)."""
+    return TAX_PREFIX.get(province, province.zfill(2))
 
 
 def mst_check(body9: np.ndarray) -> np.ndarray:
@@ -110,11 +119,13 @@ SUFFIXES = (("", ""), ("HẢI PHÒNG", "HAI PHONG"), ("VIỆT NAM", "VIET NAM"),
             ("SỐ 1", "NO.1"), ("GROUP", "GROUP"), ("TÂN TIẾN", "TAN TIEN"))
 
 
-def build_enterprises(cfg: GeneratorConfig, people: People, as_of_s: int) -> Enterprises:
+def build_enterprises(cfg: GeneratorConfig, people: People, as_of_s: int, cross: Cross | None = None) -> Enterprises:
+    """The province's true enterprises. With `cross` some representatives are citizens of other provinces:
+    their index is `people.n` + their index in the country's person pool (see cross.Cross)."""
     rng = stream(cfg.seed, "enterprises")
     n = max(5, round(cfg.citizens * cfg.enterprise_ratio))
     as_of_day = as_of_s // DAY
-    prefix = TAX_PREFIX.get(cfg.province, cfg.province.zfill(2))
+    prefix = tax_prefix(cfg.province)
     code = tax_codes(rng, prefix, n)
 
     form = rng.choice(len(LEGAL_FORMS), size=n, p=LEGAL_FORM_P)
@@ -172,6 +183,8 @@ def build_enterprises(cfg: GeneratorConfig, people: People, as_of_s: int) -> Ent
     from_out = rng.random(total) < OUTSIDE_REP_SHARE
     chosen = np.where(from_out, outsiders[rng.integers(0, len(outsiders), total)],
                       adult_alive[rng.integers(0, len(adult_alive), total)])
+    if cross is not None:
+        chosen = cross.representatives(chosen, from_out, people.n)
     bounds = np.cumsum(n_reps)[:-1]
     reps = np.split(chosen, bounds)
     for i, r in enumerate(reps):
@@ -247,7 +260,7 @@ def enterprise_records(cfg: GeneratorConfig, ent: Enterprises, people: People, a
     rec_ent = np.concatenate([np.arange(n_ent), dup])
     n = len(rec_ent)
     re_ = pa.array(rec_ent)
-    code = np.concatenate([ent.code, tax_codes(rng, TAX_PREFIX.get(cfg.province, "02"), len(dup), ent.code)])
+    code = np.concatenate([ent.code, tax_codes(rng, tax_prefix(cfg.province), len(dup), ent.code)])
     code_str = zpad(code, 10).to_pylist()
     for k, e in enumerate(dup):
         log.add("enterprise", "", n_ent + k, -1, "MaSoDN", "duplicate", ent.code_str[int(e)].as_py(),
@@ -331,14 +344,14 @@ def enterprise_records(cfg: GeneratorConfig, ent: Enterprises, people: People, a
     for i in np.flatnonzero(kind):
         noise = ("", "tcvn3", "vni", "nfd")[kind[i]]
         fn = nfd if noise == "nfd" else (lambda s, enc=noise: mojibake(s, enc))
-        fields = [("TenDN", name, i), ("TruSo.DiaChi", address, i)]
+        fields: list[tuple[str, list, int]] = [("TenDN", name, int(i)), ("TruSo.DiaChi", address, int(i))]
         for j in range(rep_start[i], rep_start[i] + counts[i]):
-            fields += [(f"NguoiDaiDien[{rep_sub[j]}].HoTen", r_name, j),
-                       (f"NguoiDaiDien[{rep_sub[j]}].ChucDanh", r_title, j)]
+            fields += [(f"NguoiDaiDien[{rep_sub[j]}].HoTen", r_name, int(j)),
+                       (f"NguoiDaiDien[{rep_sub[j]}].ChucDanh", r_title, int(j))]
         for field_, values, k in fields:
             new = fn(values[k])
             if new != values[k]:
-                log.add("enterprise", "", i, -1, field_, noise, values[k], new)
+                log.add("enterprise", "", int(i), -1, field_, noise, values[k], new)
                 values[k] = new
 
     rep_struct = pa.StructArray.from_arrays(

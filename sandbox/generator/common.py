@@ -43,8 +43,24 @@ def day_to_date(day: int) -> dt.date:
     return EPOCH + dt.timedelta(days=int(day))
 
 
-def _day_table(lo: int, hi: int, fmt: str) -> pa.Array:
-    return pa.array([(EPOCH + dt.timedelta(days=d)).strftime(fmt) for d in range(lo, hi + 1)], pa.string())
+_DAY_SPAN = (to_day(dt.date(1900, 1, 1)), to_day(dt.date(2100, 12, 31)))
+_day_tables: dict[str, tuple[int, pa.Array]] = {}
+
+
+def _day_table(lo: int, hi: int, fmt: str) -> tuple[int, pa.Array]:
+    """(first day, formatted days) covering lo..hi: one table per format, made once for 1900-2100 (a
+    country formats dates per province: rebuilding the table per call was most of its run time)."""
+    if fmt in _day_tables:
+        first, table = _day_tables[fmt]
+        if first <= lo and hi < first + len(table):
+            return first, table
+        span = (min(lo, first), max(hi, first + len(table) - 1))
+    else:
+        span = (min(lo, _DAY_SPAN[0]), max(hi, _DAY_SPAN[1]))
+    table = pa.array([(EPOCH + dt.timedelta(days=d)).strftime(fmt) for d in range(span[0], span[1] + 1)],
+                     pa.string())
+    _day_tables[fmt] = (span[0], table)
+    return span[0], table
 
 
 @cache
@@ -57,8 +73,8 @@ def fmt_days(days: np.ndarray, fmt: str = "%Y-%m-%d") -> pa.Array:
     days = np.asarray(days, dtype=np.int64)
     if len(days) == 0:
         return pa.array([], pa.string())
-    lo, hi = int(days.min()), int(days.max())
-    return _day_table(lo, hi, fmt).take(pa.array(days - lo))
+    first, table = _day_table(int(days.min()), int(days.max()), fmt)
+    return table.take(pa.array(days - first))
 
 
 def fmt_local(epoch_s: np.ndarray, style: str) -> pa.Array:

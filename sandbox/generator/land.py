@@ -11,6 +11,7 @@ duplicate holders, invalid tax codes of organisations, share mismatches).
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,9 @@ from .common import (
 from .config import GeneratorConfig
 from .noise import NoiseLog, nfd, pick
 from .people import People, Records
+
+if TYPE_CHECKING:
+    from .cross import Cross
 
 USE_URBAN = (("ODT", 55), ("ODT+CLN", 7), ("TMD", 7), ("SKC", 3), ("CLN", 5), ("HNK", 4), ("LUC", 8),
              ("NTS", 3), ("DGT", 1), ("TMD+ODT", 2), ("SKC+TMD", 1), ("LUK", 2), ("BHK", 2))
@@ -73,15 +77,19 @@ def _land_old_communes(province: str) -> places.CommuneSet:
 
 
 def build_land(cfg: GeneratorConfig, province: str, people: People, ent: Enterprises, as_of_s: int,
-               log: NoiseLog) -> dict[str, Records]:
-    """The three tables of one province's land database, before sorting."""
+               log: NoiseLog, cross: Cross | None = None) -> dict[str, Records]:
+    """The three tables of one province's land database, before sorting. With `cross` (a province of a
+    country) the parcels are surveyed under every pre-2025 commune now in the province, and some holders
+    are citizens or enterprises of other provinces: the Records' person / enterprise indices then run on
+    into the country's pools (see cross.Cross)."""
     rng = stream(cfg.seed, f"land-{province}")
     as_of_day = as_of_s // DAY
     scale = 1.0 if province == cfg.province else cfg.other_land_scale
     n = max(10, round(cfg.citizens * cfg.parcel_ratio * scale))
 
     # --- parcels ---
-    old, new = _land_old_communes(province), places.new_in(province)
+    old = places.home_old(province) if cross is not None else _land_old_communes(province)
+    new = places.new_in(province)
     is_new = rng.random(n) < 0.15
     k_old = rng.choice(len(old), size=n, p=rng.dirichlet(np.full(len(old), 2.0)))
     k_new = rng.choice(len(new), size=n, p=rng.dirichlet(np.full(len(new), 2.0)))
@@ -163,6 +171,11 @@ def build_land(cfg: GeneratorConfig, province: str, people: People, ent: Enterpr
     src = np.concatenate([np.arange(n0), np.full(len(p1t), -1), np.searchsorted(p0, p1r)])
     reuse = src >= 0
     reuse[:n0] = False
+    e_code, e_name, e_addr = ent.code_str, ent.name, ent.address
+    if cross is not None:
+        draws, org = cross.land_holders(draws, org, is_org, ~reuse, people.n, ent.n)
+        people = cross.augmented_people(people)
+        e_code, e_name, e_addr = cross.augmented_enterprises(e_code, e_name, e_addr)
     for arr in (is_org, k, org):
         arr[reuse] = arr[src[reuse]]
     draws[reuse] = draws[src[reuse]]
@@ -232,14 +245,14 @@ def build_land(cfg: GeneratorConfig, province: str, people: People, ent: Enterpr
     hp_safe = pa.array(np.maximum(hp, 0))
     he_safe = pa.array(np.maximum(he, 0))
     is_o = pa.array(ho)
-    name = pc.if_else(is_o, ent.name.take(he_safe), people.name.take(hp_safe)).to_pylist()
+    name = pc.if_else(is_o, e_name.take(he_safe), people.name.take(hp_safe)).to_pylist()
     doc_type: list[str | None] = np.where(ho, "MST", "CCCD").tolist()
-    doc_no = pc.if_else(is_o, ent.code_str.take(he_safe), people.id12.take(hp_safe)).to_pylist()
+    doc_no = pc.if_else(is_o, e_code.take(he_safe), people.id12.take(hp_safe)).to_pylist()
     cmnd = pc.if_else(is_o, pa.nulls(nh2, pa.string()), people.cmnd.take(hp_safe)).to_pylist()
     year = people.dob[np.maximum(hp, 0)].astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     nam_sinh = masked(pa.array(year, pa.int32()), ho | (rng.random(nh2) < 0.3))
     street = people.address.take(hp_safe)
-    h_addr = pc.if_else(is_o, ent.address.take(he_safe),
+    h_addr = pc.if_else(is_o, e_addr.take(he_safe),
                         join(street, people.res_commune_name.take(hp_safe), sep=", "))
 
     persons = np.flatnonzero(~ho)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -133,7 +135,7 @@ class NoiseLog:
 
 def noise_table(resolved: list[tuple[str, str, int, str, str, str | None, str | None]]) -> pa.Table:
     """(dataset, record_key, source_row, field, noise, original, noisy) rows -> truth/noise.parquet."""
-    cols = list(zip(*resolved, strict=True)) if resolved else [[] for _ in range(7)]
+    cols: list[Sequence[Any]] = list(zip(*resolved, strict=True)) if resolved else [[] for _ in range(7)]
     return pa.table({
         "dataset": pa.array(cols[0], pa.string()),
         "record_key": pa.array(cols[1], pa.string()),

@@ -9,7 +9,8 @@ Everything is vectorised over numpy / Arrow arrays; only the noised few percent 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,9 @@ from . import names, places
 from .common import DAY, YEAR_DAYS, fmt_days, fmt_local, join, masked, stream, zpad
 from .config import GeneratorConfig
 from .noise import NoiseLog, nfd, pick
+
+if TYPE_CHECKING:
+    from .cross import Cross
 
 HOUSEHOLD_SIZES = np.array([1, 2, 3, 4, 5, 6, 7])
 HOUSEHOLD_P = np.array([0.12, 0.20, 0.22, 0.25, 0.12, 0.06, 0.03])
@@ -61,6 +65,30 @@ class People:
 
     def age_years(self, as_of_day: int) -> np.ndarray:
         return (as_of_day - self.dob) / YEAR_DAYS
+
+    def take(self, idx: np.ndarray) -> People:
+        """The persons at `idx` (distinct) as a People of their own, all counted as citizens; `spouse`
+        points inside the selection (-1 when the spouse is not in it)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        cols = {f.name: (v[idx] if isinstance(v, np.ndarray) else v.take(pa.array(idx)))
+                for f in fields(self) if not isinstance(v := getattr(self, f.name), int)}
+        where = np.full(self.n, -1, dtype=np.int64)
+        where[idx] = np.arange(len(idx))
+        cols["spouse"] = np.where(self.spouse[idx] >= 0, where[np.maximum(self.spouse[idx], 0)], -1)
+        return People(n_citizens=len(idx), **cols)
+
+    def extend(self, other: People) -> People:
+        """These persons followed by `other`'s (whose `spouse` indices are shifted); `n_citizens` stays
+        this People's, so code that tells citizens from outside persons by index sees only these."""
+        cols: dict[str, Any] = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, int):
+                continue
+            if f.name == "spouse":
+                b = np.where(b >= 0, b + self.n, -1)
+            cols[f.name] = np.concatenate([a, b]) if isinstance(a, np.ndarray) else pa.concat_arrays([a, b])
+        return replace(self, **cols)
 
 
 def _given_weights(n: int) -> np.ndarray:
@@ -113,7 +141,15 @@ def new_personal_ids(rng: np.random.Generator, heads: np.ndarray, taken: np.ndar
     return _unique_ids(rng, heads, 6, taken)
 
 
-def build_people(cfg: GeneratorConfig, as_of_day: int) -> People:
+def new_card_numbers(rng: np.random.Generator, heads: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Fresh 9-digit old ID card numbers (as ints) for the given two-digit heads, distinct from `taken`."""
+    return _unique_ids(rng, heads, 7, taken)
+
+
+def build_people(cfg: GeneratorConfig, as_of_day: int, cross: Cross | None = None) -> People:
+    """The true persons of the province. With `cross` (a province of a country) the citizens' birth
+    provinces follow the country's `moved_province` rate and their IDs (and old ID cards) are drawn again
+    from a stream of their own; every other draw is the province generator's."""
     rng = stream(cfg.seed, "people")
     n_cit = cfg.citizens
     n_out = max(5, round(cfg.citizens * cfg.outside_ratio))
@@ -246,9 +282,22 @@ def build_people(cfg: GeneratorConfig, as_of_day: int) -> People:
     res_name = pa.concat_arrays([home.name.take(cc), o_name])
     address = pa.concat_arrays([address_cit, o_addr])
 
+    local = None
+    if cross is not None:
+        # A country: stay-at-homes carry a pre-2025 province of their residence, movers another one.
+        res_prov = home.province.take(cc).to_numpy(zero_copy_only=False)
+        cit_prefix, moved = cross.birth_prefixes(res_prov)
+        prefix = np.concatenate([cit_prefix, prefix[n_cit:]])
+        local = np.concatenate([~moved, np.zeros(n_out, dtype=bool)])
+        crng = cross.rng("ids")
+        id_int = _unique_ids(crng, id_heads(prefix, sex_all, dob_all), 6)
+        id12 = zpad(id_int, 12)
+        cmnd_int = _unique_ids(crng, prefix % 100, 7)  # old cards: two digits of the registering province
+        cmnd = masked(zpad(cmnd_int, 9), ~has_cmnd)
+
     # Hometown (queQuan): locals mostly from their residence's old commune, others from their ID
     # province; a fifth written with 2025 codes (no district).
-    hx, hhuy, ht = _hometowns(rng, cfg, prefix, home_old_code, cit_commune, home, n_cit)
+    hx, hhuy, ht = _hometowns(rng, cfg, prefix, home_old_code, cit_commune, home, n_cit, local)
 
     return People(
         n_citizens=n_cit, sex=sex_all, gender=pa.array(gender, pa.string()), name=name, dob=dob_all,
@@ -273,9 +322,13 @@ def _home_old_province(province: str) -> int:
 
 
 def _hometowns(rng: np.random.Generator, cfg: GeneratorConfig, prefix: np.ndarray, home_old_code: int,
-               cit_commune: np.ndarray, home: places.CommuneSet, n_cit: int) -> tuple[pa.Array, ...]:
+               cit_commune: np.ndarray, home: places.CommuneSet, n_cit: int,
+               local: np.ndarray | None = None) -> tuple[pa.Array, ...]:
+    """queQuan per person; `local` marks who was born where they live (default: ID prefix = home's)."""
     n = len(prefix)
-    same = (np.arange(n) < n_cit) & (prefix == home_old_code) & (rng.random(n) < 0.75)
+    if local is None:
+        local = prefix == home_old_code
+    same = (np.arange(n) < n_cit) & local & (rng.random(n) < 0.75)
     xa = np.empty(n, dtype=object)
     huyen = np.empty(n, dtype=object)
     tinh = np.empty(n, dtype=object)
@@ -298,9 +351,9 @@ def _hometowns(rng: np.random.Generator, cfg: GeneratorConfig, prefix: np.ndarra
         tinh[sel] = cs.province.take(k).to_numpy(zero_copy_only=False)
         newxa[sel] = cs.new_code.take(k).to_numpy(zero_copy_only=False)
         newtinh[sel] = cs.new_province.take(k).to_numpy(zero_copy_only=False)
-    as_new = (rng.random(n) < 0.2) & np.not_equal(newxa, None)
+    as_new = (rng.random(n) < 0.2) & np.not_equal(newxa, None)  # type: ignore[call-overload]
     xa = np.where(as_new, newxa, xa)
-    huyen = np.where(as_new, None, huyen)
+    huyen = np.where(as_new, None, huyen)  # type: ignore[call-overload]
     tinh = np.where(as_new, newtinh, tinh)
     return pa.array(xa, pa.string()), pa.array(huyen, pa.string()), pa.array(tinh, pa.string())
 
@@ -326,8 +379,10 @@ class Records:
     sub: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
-def citizen_records(cfg: GeneratorConfig, people: People, as_of_s: int, log: NoiseLog) -> Records:
-    """The population registry: one record per citizen, plus duplicate records, with citizen noise."""
+def citizen_records(cfg: GeneratorConfig, people: People, as_of_s: int, log: NoiseLog,
+                    taken_ids: np.ndarray | None = None) -> Records:
+    """The population registry: one record per citizen, plus duplicate records, with citizen noise.
+    A duplicate record's new ID avoids `taken_ids` (default: this province's persons' IDs)."""
     rng = stream(cfg.seed, "citizens")
     n_cit = people.n_citizens
     as_of_day = as_of_s // DAY
@@ -337,7 +392,7 @@ def citizen_records(cfg: GeneratorConfig, people: People, as_of_s: int, log: Noi
     rec_person = np.concatenate([np.arange(n_cit), dup])
     n = len(rec_person)
     rp = pa.array(rec_person)
-    dup_ids = new_personal_ids(rng, (people.id_int[dup] // 10**6), people.id_int)
+    dup_ids = new_personal_ids(rng, (people.id_int[dup] // 10**6), people.id_int if taken_ids is None else taken_ids)
     id_str = pa.concat_arrays([people.id12.slice(0, n_cit), zpad(dup_ids, 12)])
     for k, p in enumerate(dup):
         log.add("citizen", "", n_cit + k, -1, "soDinhDanh", "duplicate", people.id12[int(p)].as_py(),

@@ -107,3 +107,43 @@ def new_in(province: str) -> CommuneSet:
 def old_province_codes() -> tuple[str, ...]:
     """The 63 pre-2025 province codes (the first digits of a personal ID, zero-padded to 3)."""
     return tuple(sorted({c.province_code for c in adminunits.old_communes().values()}))
+
+
+@cache
+def new_province_codes() -> tuple[str, ...]:
+    """The 34 province codes of the 2025 reform, sorted."""
+    return tuple(sorted({c.province_code for c in adminunits.new_communes().values()}))
+
+
+@cache
+def province_short_name(province: str) -> str:
+    """'31' -> 'Hải Phòng' (the 2025 province's name without 'Thành phố' / 'Tỉnh')."""
+    for c in adminunits.new_communes().values():
+        if c.province_code == province:
+            name = c.province_name
+            for prefix in ("Thành phố ", "Tỉnh "):
+                name = name.removeprefix(prefix)
+            return name
+    raise ValueError(f"no 2025 province {province!r}")
+
+
+@cache
+def old_to_new_province() -> dict[str, str]:
+    """Pre-2025 province code -> the 2025 province it merged into (the province of most of its communes'
+    2025 communes; in the package's lists every old province goes whole into one new one)."""
+    new = adminunits.new_communes()
+    votes: dict[str, dict[str, int]] = {}
+    for c in adminunits.old_communes().values():
+        conv = adminunits.to_2025(c.code)
+        if conv:
+            slot = votes.setdefault(c.province_code, {})
+            target = new[conv.default].province_code
+            slot[target] = slot.get(target, 0) + 1
+    return {old: max(sorted(v), key=lambda k: v[k]) for old, v in sorted(votes.items())}
+
+
+@cache
+def old_codes_of(province: str) -> tuple[int, ...]:
+    """The pre-2025 province codes (as ints, the first digits of a personal ID) that merged into a 2025
+    province: '31' -> (30, 31)."""
+    return tuple(sorted(int(o) for o, n in old_to_new_province().items() if n == province))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,75 @@ class Truth:
 
     def links_table(self) -> pa.Table:
         return pa.concat_tables(self.links)
+
+
+# --- streaming (the synthetic country) ------------------------------------------------------------------
+
+def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer with the fixed options, for files written a part at a time (`write_part`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+    return pq.ParquetWriter(path, schema.remove_metadata(), **options)
+
+
+def write_part(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    if table.num_rows:
+        writer.write_table(table.replace_schema_metadata(None), row_group_size=PARQUET_OPTIONS["row_group_size"])
+
+
+def spill(table: pa.Table, path: Path) -> None:
+    """A table to a temporary Arrow IPC file (uncompressed, so `unspill` maps it without copying)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+        ipc.write_table(table)
+
+
+def unspill(path: Path) -> pa.Table:
+    """A spilled table, memory-mapped: its rows are read from disk when used."""
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+@dataclass
+class Run:
+    """One province's rows of a national file, already in that file's order, spilled; with the sort key
+    of each row as two integers (update time, then ID or code: the file's order, since both are written
+    as fixed-width text)."""
+
+    path: Path
+    time: np.ndarray
+    key: np.ndarray
+
+
+def merge_runs(runs: Sequence[Run], path: Path) -> list[np.ndarray]:
+    """Write the national file of `runs` in (time, key) order (ties: run, then row in run) with the leading
+    `_row`, a row group at a time: each group takes a contiguous slice of every run. Returns per run the
+    national row of each of its rows."""
+    sizes = [len(r.time) for r in runs]
+    run_of = np.repeat(np.arange(len(runs)), sizes)
+    pos = np.concatenate([np.arange(k) for k in sizes]) if runs else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((pos, run_of, np.concatenate([r.key for r in runs]), np.concatenate([r.time for r in runs])))
+    national = np.empty(len(order), dtype=np.int64)
+    national[order] = np.arange(len(order))
+    tables = [unspill(r.path) for r in runs]
+    schema = tables[0].schema
+    for t in tables[1:]:
+        if not t.schema.equals(schema):
+            raise ValueError(f"runs disagree on the schema: {t.schema} vs {schema}")
+    group = int(PARQUET_OPTIONS["row_group_size"])  # type: ignore[call-overload]
+    with parquet_writer(path, schema.insert(0, pa.field("_row", pa.int64()))) as writer:
+        for start in range(0, len(order), group):
+            sel = order[start:start + group]
+            sel_run, sel_pos = run_of[sel], pos[sel]
+            parts, where, base = [], np.empty(len(sel), dtype=np.int64), 0
+            for q in np.unique(sel_run):
+                mask = sel_run == q
+                lo, hi = int(sel_pos[mask].min()), int(sel_pos[mask].max()) + 1
+                if hi - lo != int(mask.sum()):  # a run is in the file's order: its rows stay together
+                    raise AssertionError("a run is not in the national order")
+                parts.append(tables[q].slice(lo, hi - lo))
+                where[mask] = base + sel_pos[mask] - lo
+                base += hi - lo
+            part = pa.concat_tables(parts).take(pa.array(where))
+            write_part(writer, part.add_column(0, "_row", pa.array(np.arange(start, start + len(sel)), pa.int64())))
+    bounds = np.cumsum([0, *sizes])
+    return [national[bounds[q]:bounds[q + 1]] for q in range(len(runs))]
