@@ -45,6 +45,28 @@ def _truth_maps(truth_dir: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+def _truth_extras(truth_dir: Path) -> tuple[dict[str, set[str]], dict[str, set[int]]]:
+    """What a country's truth adds (docs/sandbox.md, "A synthetic country"): per link type, the record keys
+    whose record is in another province than its true entity's (`cross_province`), and the citizen IDs
+    registered for two people (`shared_id`) with both persons. Empty for a province's truth."""
+    path = Path(truth_dir) / "links.parquet"
+    names = set(pq.read_schema(path).names)
+    cross: dict[str, set[str]] = {}
+    shared: dict[str, set[int]] = {}
+    if not {"cross_province", "shared_id"} & names:
+        return cross, shared
+    cols = ["dataset", "record_key", "person_id", "enterprise_id", *sorted({"cross_province", "shared_id"} & names)]
+    for r in pq.read_table(path, columns=cols).to_pylist():
+        ds = r["dataset"]
+        kind = ("land_holder_person" if r["person_id"] is not None else "land_holder_organisation") \
+            if ds == "land_holder" else ds
+        if r.get("cross_province"):
+            cross.setdefault(kind, set()).add(r["record_key"])
+        if ds == "citizen" and r.get("shared_id"):
+            shared.setdefault(r["record_key"], set()).add(r["person_id"])
+    return cross, shared
+
+
 def _score(pairs: list[tuple[Any, Any, str]], linkable: int) -> dict[str, Any]:
     """pairs: (true entity, predicted entity or None, band) per source record."""
     accepted = [(t, p) for t, p, b in pairs if b == "accept" and p is not None]
@@ -73,23 +95,36 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
     staged land_holder table) also `holder_citizen_idless`: `holder_citizen` restricted to the person
     holders with no document number (it does not enter `all_auto_accepted_precision`)."""
     truth = _truth_maps(Path(truth_dir))
+    cross, shared = _truth_extras(Path(truth_dir))
     citizen_person = truth["citizen"]
+
+    def person_of(citizen_id: str | None, true_person: int) -> int | None:
+        """The person a link to `citizen_id` reaches: with an ID registered for two people, the true one
+        when it is one of them (the staged registry keys records by ID, so a link cannot say which)."""
+        if not citizen_id:
+            return None
+        both = shared.get(citizen_id)
+        return true_person if both and true_person in both else citizen_person.get(citizen_id)
+
     in_registry = {citizen_person[k] for k in staged_citizens["citizen_id"].to_pylist() if k in citizen_person}
     ent_truth = truth["enterprise"]
     in_business = {ent_truth[k] for k in staged_enterprises["enterprise_code"].to_pylist() if k in ent_truth}
 
     reps = tables["enterprise_representative_link"].select(["enterprise_code", "position", "citizen_id", "band"])
-    rep_pairs = []
+    rep_pairs, rep_keys = [], []
     for r in reps.to_pylist():
         t = truth["representative"].get(f"{r['enterprise_code']}#{r['position']}")
         if t is None:
             continue
-        rep_pairs.append((t, citizen_person.get(r["citizen_id"]) if r["citizen_id"] else None, r["band"]))
+        rep_pairs.append((t, person_of(r["citizen_id"], t), r["band"]))
+        rep_keys.append(f"{r['enterprise_code']}#{r['position']}")
 
     holders = tables["parcel_holder_link"]
     holders = holders.select(["province_code", "holder_id", "holder_type", "person_key", "enterprise_code", "band"])
     seen: set[str] = set()
     person_pairs, org_pairs = [], []
+    person_keys: list[str] = []
+    org_keys: list[str] = []
     idless_keys = idless_holder_keys(staged_holders) if staged_holders is not None else set()
     idless_pairs = []
     for r in holders.to_pylist():
@@ -100,14 +135,16 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
         if r["holder_type"] == "CA_NHAN":
             t = truth.get("land_holder_person", {}).get(key)
             if t is not None:
-                pair = (t, citizen_person.get(r["person_key"]) if r["person_key"] else None, r["band"])
+                pair = (t, person_of(r["person_key"], t), r["band"])
                 person_pairs.append(pair)
+                person_keys.append(key)
                 if key in idless_keys:
                     idless_pairs.append(pair)
         else:
             t = truth.get("land_holder_organisation", {}).get(key)
             if t is not None:
                 org_pairs.append((t, ent_truth.get(r["enterprise_code"]) if r["enterprise_code"] else None, r["band"]))
+                org_keys.append(key)
 
     result: dict[str, Any] = {
         "representative_citizen": _score(rep_pairs, sum(1 for t, _, _ in rep_pairs if t in in_registry)),
@@ -122,4 +159,14 @@ def link_accuracy(tables: dict[str, pa.Table], staged_citizens: pa.Table, staged
                                   pa.array(list(in_registry), pa.int64())))).as_py() or 0)
     if staged_holders is not None:
         result["holder_citizen_idless"] = _score(idless_pairs, sum(1 for t, _, _ in idless_pairs if t in in_registry))
+    if cross:  # a country: each link type again for the records outside their entity's province, and inside
+        for name, pairs, keys, kind, found in (
+                ("representative_citizen", rep_pairs, rep_keys, "representative", in_registry),
+                ("holder_citizen", person_pairs, person_keys, "land_holder_person", in_registry),
+                ("holder_enterprise", org_pairs, org_keys, "land_holder_organisation", in_business)):
+            outside = cross.get(kind, set())
+            for part, keep in (("cross_province", True), ("in_province", False)):
+                chosen = [p for p, k in zip(pairs, keys, strict=True) if (k in outside) == keep]
+                result[f"{name}_{part}"] = _score(chosen, sum(1 for t, _, _ in chosen if t in found))
+        result["citizen_ids_registered_twice"] = len(shared)
     return result
