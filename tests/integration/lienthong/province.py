@@ -15,7 +15,9 @@ from typing import Any
 @contextmanager
 def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1",
                       extra_env: dict[str, str] | None = None,
-                      noise: dict[str, float] | None = None) -> Iterator[dict[str, Path]]:
+                      noise: dict[str, float] | None = None, config: Any = None) -> Iterator[dict[str, Path]]:
+    """`config`: a generator config to use instead (e.g. a `CountryConfig`); `citizens`, `seed` and `noise`
+    are then not used."""
     from lienthong import pipeline
     from lienthong.db import stop_embedded
     from sandbox.generator import GeneratorConfig, generate
@@ -23,7 +25,7 @@ def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1
     from sandbox.runner import run_sandbox
 
     data = root / "sb"
-    generate(GeneratorConfig(citizens=citizens, seed=seed, noise={**NOISE_DEFAULTS, **(noise or {})}), data)
+    generate(config or GeneratorConfig(citizens=citizens, seed=seed, noise={**NOISE_DEFAULTS, **(noise or {})}), data)
     saved = dict(os.environ)
     os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
     os.environ.update(extra_env or {})
@@ -42,7 +44,7 @@ def ingested_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1
 
 
 @contextmanager
-def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1") -> Iterator[dict]:
+def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "r1", config: Any = None) -> Iterator[dict]:
     """`ingested_province`, then every dataset staged and validated and one reconciliation, as the integrate
     DAG runs them; yields what `ingested_province` yields plus the `settings`, the reconciliation's summary
     (`first`) and the `stages`."""
@@ -50,7 +52,7 @@ def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "
     from lienthong.reconcile.sources import INPUT_DATASETS
     from lienthong.settings import load_settings
 
-    with ingested_province(root, citizens=citizens, seed=seed, run_id=run_id) as prov:
+    with ingested_province(root, citizens=citizens, seed=seed, run_id=run_id, config=config) as prov:
         stages = {}
         for name in INPUT_DATASETS:
             stages[name] = pipeline.stage(name, run_id)
