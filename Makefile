@@ -5,13 +5,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down bench browser
+.PHONY: venv demo test test-unit test-integration lint fmt clean sandbox-data up down bench browser java
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory java
 	touch $(STAMP)
+
+# The Spark linkage engine (pyspark, its test) needs a Java 17 runtime: installed here when `java` is missing (as
+# root, Debian package openjdk-17-jre-headless), else how to install it is printed.
+java:
+	@if command -v java >/dev/null 2>&1; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Java 17 (Debian package openjdk-17-jre-headless) for the Spark linkage engine"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; \
+	else \
+	  echo "Java 17 is missing: the Spark linkage engine needs it and its tests will be skipped; install it with:"; \
+	  echo "  sudo apt-get install -y --no-install-recommends openjdk-17-jre-headless"; \
+	fi
 
 venv: $(STAMP)
 

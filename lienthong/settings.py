@@ -58,6 +58,10 @@ def default_duckdb_threads() -> int:
     return max(1, min(available, DUCKDB_THREADS_CAP))
 
 
+# The probabilistic linkage's engines (`linkage_engine`): the first is the default.
+LINKAGE_ENGINES = ("duckdb", "spark")
+
+
 def _default_data_dir() -> Path:
     return Path.cwd() / "var" / "data"
 
@@ -118,6 +122,19 @@ class Settings:
     # The embedded warehouse's shared_buffers (LIENTHONG_EMBEDDED_SHARED_BUFFERS, e.g. 512MB); unset: an eighth
     # of the machine's memory, at most 2GB (lienthong.db.embedded_shared_buffers).
     embedded_shared_buffers: str | None = None
+    # The engine that scores the probabilistic person linkage (LIENTHONG_LINKAGE_ENGINE): `duckdb`, embedded
+    # in the worker (the default), or `spark`, Splink on a Spark master (`lienthong.reconcile.sparkengine`). Both
+    # score with the same persisted model; training and everything else stay on DuckDB.
+    linkage_engine: str = "duckdb"
+    # The Spark engine's master: LIENTHONG_SPARK_MASTER (spark://host:7077, local[4], ...) when set; else the
+    # host of the Airflow connection LIENTHONG_SPARK_CONN_ID (default `lienthong_spark`); else local[2].
+    spark_master: str | None = None
+    spark_conn_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.linkage_engine not in LINKAGE_ENGINES:
+            raise ValueError(f"{ENV_PREFIX}LINKAGE_ENGINE={self.linkage_engine!r}: one of "
+                             f"{', '.join(LINKAGE_ENGINES)} (duckdb is the default)")
 
     # zones on disk
     @property
@@ -212,6 +229,9 @@ def load_settings() -> Settings:
         finding_deadlines=_finding_deadlines(),
         airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
         embedded_shared_buffers=_env("EMBEDDED_SHARED_BUFFERS") or None,
+        linkage_engine=(_env("LINKAGE_ENGINE") or LINKAGE_ENGINES[0]).strip().lower(),
+        spark_master=_env("SPARK_MASTER"),
+        spark_conn_id=_env("SPARK_CONN_ID"),
     )
 
 

@@ -3,7 +3,8 @@ person shape) to the population registry.
 
 Owns the person shape every source is mapped into (`PERSON_COLUMNS`), the exact passes (12-digit personal
 ID, then the legacy 9-digit ID through the registry's old-ID field) and the probabilistic pass for the rest:
-a Fellegi-Sunter model in Splink (DuckDB backend) over folded name (with term-frequency adjustment),
+a Fellegi-Sunter model in Splink (DuckDB backend; its scoring on Spark with `LIENTHONG_LINKAGE_ENGINE=spark`,
+`sparkengine`) over folded name (with term-frequency adjustment),
 sorted name tokens (swapped order), date of birth / birth year, the ID digits (a mistyped ID is still
 close), commune and street. The model is estimated on the run's own data (u by random sampling, m by
 expectation maximisation), so it needs no labelled data and adapts to each source's noise.
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lienthong.duck import session
-from lienthong.settings import Settings
+from lienthong.settings import Settings, load_settings
 from lienthong.standardize.common import map_distinct
 from lienthong.standardize.text import fold_key
 
@@ -279,8 +280,10 @@ def link_people(
     mistyped ID that happens to be another citizen's is not confirmed and goes on to the model); then the
     Splink model for the rest. Returns one row per left record: linked (`accept`), for review, or not
     linked (`reject`, right_id null when there was no candidate at all). DuckDB (and Splink on it) runs in
-    one session bounded by the settings (`lienthong.duck`; the environment's when none are given)."""
+    one session bounded by the settings (`lienthong.duck`; the environment's when none are given); with
+    `settings.linkage_engine` "spark" the model's scoring runs on Spark (`sparkengine`), the rest here."""
     bands = bands or LinkBands()
+    settings = settings or load_settings()
     t0 = time.monotonic()
     seconds: dict[str, float] = {}
     with session(settings, purpose="link-people") as con:
@@ -293,7 +296,8 @@ def link_people(
         con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
         n_rest = _count(con, "SELECT count(*) FROM l_rest")
         t1 = time.monotonic()
-        prob, used = (_probabilistic_links(con, bands, model=model, train_sample=train_sample, seed=seed)
+        prob, used = (_probabilistic_links(con, bands, model=model, train_sample=train_sample, seed=seed,
+                                           settings=settings)
                       if n_rest else (None, model))
         seconds["probabilistic"] = time.monotonic() - t1
     parts = [exact]
@@ -401,28 +405,38 @@ def score_rest(db: Any, model: dict[str, Any], tf: Any) -> tuple[Any, Any]:
 
 
 def _probabilistic_links(
-    con: duckdb.DuckDBPyConnection, bands: LinkBands, *, model: LinkModel | None, train_sample: int, seed: int
+    con: duckdb.DuckDBPyConnection, bands: LinkBands, *, model: LinkModel | None, train_sample: int, seed: int,
+    settings: Settings,
 ) -> tuple[pa.Table, LinkModel]:
     from splink import DuckDBAPI
 
     db = DuckDBAPI(connection=con)
     if model is None:
+        # On DuckDB whatever the engine: a model is Splink's JSON and frozen frequencies, persisted and scored
+        # with by either engine (`sparkengine` translates its SQL), so only the scoring below depends on it.
         model = train(con, db, train_sample=train_sample, seed=seed)
-    tf = register_frequencies(con, db, model.tf)
-    # Score only the left records the exact passes left over, against the whole registry.
+    # Score only the left records the exact passes left over, against the whole registry: the candidate pairs
+    # (left_id, right_id, score = match probability, weight = match weight) in table `prob_pairs`.
     t3 = time.monotonic()
-    _, pred = score_rest(db, model.splink, tf)
-    pred_name = pred.physical_name
-    log.info("scored %s candidate pairs in %.1f s", _count(con, f"SELECT count(*) FROM {pred_name}"),
-             time.monotonic() - t3)
-    # unique_id_l / _r: which side is the left table depends on Splink's ordering; normalise.
-    con.execute(f"""
-        CREATE TABLE prob_pairs AS
-        SELECT CASE WHEN source_dataset_l = 'left_rest' THEN unique_id_l ELSE unique_id_r END AS left_id,
-               CASE WHEN source_dataset_l = 'left_rest' THEN unique_id_r ELSE unique_id_l END AS right_id,
-               match_probability AS score, match_weight AS weight
-        FROM {pred_name}
-    """)
+    if settings.linkage_engine == "spark":
+        from lienthong.reconcile import sparkengine
+
+        con.register("spark_pairs", sparkengine.score_rest(con, model.splink, model.tf, settings=settings,
+                                                           threshold=PREDICT_THRESHOLD))
+        con.execute("CREATE TABLE prob_pairs AS SELECT * FROM spark_pairs")
+        con.unregister("spark_pairs")
+    else:
+        _, pred = score_rest(db, model.splink, register_frequencies(con, db, model.tf))
+        # unique_id_l / _r: which side is the left table depends on Splink's ordering; normalise.
+        con.execute(f"""
+            CREATE TABLE prob_pairs AS
+            SELECT CASE WHEN source_dataset_l = 'left_rest' THEN unique_id_l ELSE unique_id_r END AS left_id,
+                   CASE WHEN source_dataset_l = 'left_rest' THEN unique_id_r ELSE unique_id_l END AS right_id,
+                   match_probability AS score, match_weight AS weight
+            FROM {pred.physical_name}
+        """)
+    log.info("scored %s candidate pairs (%s) in %.1f s", _count(con, "SELECT count(*) FROM prob_pairs"),
+             settings.linkage_engine, time.monotonic() - t3)
     rows = con.execute(f"""
         WITH ranked AS (
           SELECT *, row_number() OVER (PARTITION BY left_id ORDER BY weight DESC, right_id) AS rk
