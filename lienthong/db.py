@@ -37,9 +37,7 @@ def embedded_uri(pgdata: Path, database: str | None = None) -> str:
     # since (stop_embedded, or another process): make sure it is running before handing out its URI.
     if not (pgdata / "postmaster.pid").exists():
         server.ensure_postgres_running()
-    if _size_shared_buffers(pgdata, server.get_uri()):  # once per data dir and process; a restart only when
-        stop_embedded(pgdata)  # the setting changes (the first start of a data dir): it takes effect at a start
-        server.ensure_postgres_running()
+    _size_shared_buffers(pgdata, server.get_uri())  # once per data dir and process
     return server.get_uri(database)
 
 
@@ -60,20 +58,21 @@ def embedded_shared_buffers() -> str:
 
 @functools.cache
 def _size_shared_buffers(pgdata: Path, uri: str) -> bool:
-    """Set the embedded server's shared buffers (`embedded_shared_buffers`) if they differ; True when the
-    server must restart for it."""
+    """Set the embedded server's shared buffers (`embedded_shared_buffers`) if they differ (ALTER SYSTEM);
+    they take effect at its next start: a server is not restarted under the processes using it (the first
+    start of a data dir runs with PostgreSQL's default). True when the setting was changed."""
     want = embedded_shared_buffers()
     conn = psycopg2.connect(uri)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT setting::bigint * current_setting('block_size')::bigint, pg_size_bytes(%s) "
-                        "FROM pg_settings WHERE name = 'shared_buffers'", (want,))
-            current, wanted = cur.fetchone()
-            if current == wanted:
+            cur.execute("SELECT setting::bigint * current_setting('block_size')::bigint, pg_size_bytes(%s), "
+                        "pending_restart FROM pg_settings WHERE name = 'shared_buffers'", (want,))
+            current, wanted, pending = cur.fetchone()
+            if current == wanted or pending:
                 return False
             cur.execute(f"ALTER SYSTEM SET shared_buffers = '{int(wanted) // 1024}kB'")
-            log.info("embedded PostgreSQL: shared_buffers set to %s (restarting it)", want)
+            log.info("embedded PostgreSQL: shared_buffers set to %s from its next start", want)
             return True
     finally:
         conn.close()
