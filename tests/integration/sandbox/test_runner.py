@@ -1,10 +1,13 @@
-"""The sandbox runner: endpoints file, Airflow connections from the environment, and the serve CLI."""
+"""The sandbox runner: endpoints file, Airflow connections from the environment, the serve CLI, and listening
+for other containers (fixed ports, an advertised host, the land databases over TCP)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -12,10 +15,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import psycopg2
+import psycopg2.extensions
 import pytest
 import requests
 
-from sandbox.runner import ENDPOINTS_FILE, SandboxEndpoints, read_endpoints
+from sandbox.runner import (
+    ENDPOINTS_FILE,
+    Listen,
+    SandboxCredentials,
+    SandboxEndpoints,
+    read_endpoints,
+    run_sandbox,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -113,4 +125,64 @@ def test_serve_cli_runs_until_sigterm_with_fresh_credentials(
         returncode = process.wait(timeout=60)
     assert returncode == 0, process.stderr.read()
     assert not (state / ENDPOINTS_FILE).exists()
+    assert not (state / "land-pg" / "postmaster.pid").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_listening_for_other_containers_gives_fixed_ports_the_advertised_host_and_land_over_tcp(
+    sandbox_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    population_port, business_port, land_port = _free_port(), _free_port(), _free_port()
+    listen = Listen(
+        host="127.0.0.1",
+        advertise="localhost",
+        population_port=population_port,
+        business_port=business_port,
+        land_port=land_port,
+    )
+    given = SandboxCredentials(
+        client_id="platform", client_secret="client-secret-1", api_key="api-key-1", land_password="land-pw-1"
+    )
+    state = tmp_path_factory.mktemp("sbt")
+    with run_sandbox(sandbox_data, state, listen=listen, credentials=given) as endpoints:
+        assert endpoints.population_url == f"http://localhost:{population_port}"
+        assert endpoints.business_url == f"http://localhost:{business_port}"
+        assert (endpoints.client_id, endpoints.client_secret, endpoints.api_key) == (
+            "platform",
+            "client-secret-1",
+            "api-key-1",
+        )
+        token = requests.post(
+            endpoints.population_url + "/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "platform",
+                "client_secret": "client-secret-1",
+            },
+            timeout=10,
+        )
+        assert token.status_code == 200, token.text
+
+        conn_env = endpoints.airflow_conn_env()
+        for code in endpoints.land_dsns:
+            land = json.loads(conn_env[f"AIRFLOW_CONN_LAND_REGISTRY_{code}"])
+            assert (land["host"], land["port"], land["schema"]) == ("localhost", land_port, f"land_{code}")
+            assert (land["login"], land["password"]) == ("land_reader", "land-pw-1")
+            with contextlib.closing(psycopg2.connect(endpoints.land_dsns[code])) as pg, pg.cursor() as cur:
+                cur.execute("SELECT current_user, count(*) FROM thua_dat")
+                user, parcels = cur.fetchone()
+            assert user == "land_reader" and parcels > 0
+        # over TCP the reader needs its password, even from loopback (its line is before initdb's trust ones)
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(
+                host="127.0.0.1", port=land_port, dbname="land_31", user="land_reader", password="wrong"
+            ).close()
+        # the admin DSN stays on the Unix socket
+        admin = psycopg2.extensions.parse_dsn(next(iter(endpoints.land_admin_dsns.values())))
+        assert admin["host"].startswith("/")
     assert not (state / "land-pg" / "postmaster.pid").exists()
