@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .business import build_enterprises, enterprise_records
-from .common import DAY, dates, join, masked, parse_as_of
+from .common import DAY, dates, join, masked, parse_as_of, run_summary
 from .config import (
     COUNTRY_CATALOGUE,
     COUNTRY_DEFAULTS,
@@ -126,11 +126,4 @@ def generate(config: GeneratorConfig | CountryConfig, out_dir: str | Path) -> di
 
     write_json({**config.to_json(), "counts": dict(sorted(counts.items())), "noise_counts": log.counts()},
                out / "config.json")
-    seconds = time.perf_counter() - started
-    source_rows = sum(v for k, v in counts.items() if not k.startswith("truth/"))
-    return {
-        "counts": dict(sorted(counts.items())),
-        "source_rows": source_rows,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(source_rows / seconds, 1) if seconds > 0 else None,
-    }
+    return run_summary(counts, started)

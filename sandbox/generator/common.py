@@ -8,6 +8,7 @@ the fast string formatting of dates, times, zero-padded numbers and decimals as 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import zlib
 from functools import cache
 
@@ -139,3 +140,16 @@ def unique_draws(rng: np.random.Generator, high: int, n: int, taken: np.ndarray 
             return out
         out[dup] = rng.integers(0, high, size=k, dtype=np.int64)
     raise RuntimeError("could not draw unique values: space too small")
+
+
+def run_summary(counts: dict[str, int], started: float) -> dict:
+    """What `generate` returns for a province or a country: rows per file, source rows (the truth not
+    counted), seconds since `started` (a `time.perf_counter()`) and rows per second."""
+    seconds = time.perf_counter() - started
+    source_rows = sum(v for k, v in counts.items() if not k.startswith("truth/"))
+    return {
+        "counts": dict(sorted(counts.items())),
+        "source_rows": source_rows,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(source_rows / seconds, 1) if seconds > 0 else None,
+    }

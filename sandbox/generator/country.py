@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from . import places
 from .business import Enterprises, build_enterprises, enterprise_records
-from .common import DAY, dates, join, masked, parse_as_of, stream, zpad
+from .common import DAY, dates, join, masked, parse_as_of, run_summary, stream, zpad
 from .config import CountryConfig
 from .cross import Cross, EnterprisePool, PersonPool
 from .land import build_land
@@ -393,15 +393,7 @@ def generate_country(config: CountryConfig, out_dir: str | Path) -> dict:
               for i, code in enumerate(config.provinces)}
     write_json({**config.to_json(), "counts": dict(sorted(counts.items())), "noise_counts": noise_counts,
                 "country_counts": facts, "province_ranges": ranges, "ids_redrawn": redrawn}, out / "config.json")
-    seconds = time.perf_counter() - started
-    source_rows = sum(v for k, v in counts.items() if not k.startswith("truth/"))
-    return {
-        "counts": dict(sorted(counts.items())),
-        "source_rows": source_rows,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(source_rows / seconds, 1) if seconds > 0 else None,
-        "country_counts": facts,
-    }
+    return {**run_summary(counts, started), "country_counts": facts}
 
 
 def _item_of(start: np.ndarray) -> Callable[[int, int], int]:
