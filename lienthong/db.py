@@ -37,45 +37,7 @@ def embedded_uri(pgdata: Path, database: str | None = None) -> str:
     # since (stop_embedded, or another process): make sure it is running before handing out its URI.
     if not (pgdata / "postmaster.pid").exists():
         server.ensure_postgres_running()
-    _size_shared_buffers(pgdata, server.get_uri())  # once per data dir and process
     return server.get_uri(database)
-
-
-def embedded_shared_buffers() -> str:
-    """The shared buffers of the embedded server: an eighth of the machine's memory, at most 2GB
-    (`LIENTHONG_EMBEDDED_SHARED_BUFFERS` overrides). PostgreSQL's default of 128MB keeps almost none of a
-    published dataset of a province in its cache: at 2M rows a 1 % change then reads most of its row
-    versions through the OS, and costs 0.115 of a full publish instead of 0.057 with 2GB (measured)."""
-    configured = load_settings().embedded_shared_buffers
-    if configured:
-        return configured
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return "128MB"
-    return f"{max(128, min(2048, total // 8 // (1 << 20)))}MB"
-
-
-@functools.cache
-def _size_shared_buffers(pgdata: Path, uri: str) -> bool:
-    """Set the embedded server's shared buffers (`embedded_shared_buffers`) if they differ (ALTER SYSTEM);
-    they take effect at its next start: a server is not restarted under the processes using it (the first
-    start of a data dir runs with PostgreSQL's default). True when the setting was changed."""
-    want = embedded_shared_buffers()
-    conn = psycopg2.connect(uri)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT setting::bigint * current_setting('block_size')::bigint, pg_size_bytes(%s), "
-                        "pending_restart FROM pg_settings WHERE name = 'shared_buffers'", (want,))
-            current, wanted, pending = cur.fetchone()
-            if current == wanted or pending:
-                return False
-            cur.execute(f"ALTER SYSTEM SET shared_buffers = '{int(wanted) // 1024}kB'")
-            log.info("embedded PostgreSQL: shared_buffers set to %s from its next start", want)
-            return True
-    finally:
-        conn.close()
 
 
 def stop_embedded(pgdata: Path) -> bool:

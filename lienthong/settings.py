@@ -119,9 +119,6 @@ class Settings:
     # Airflow's executor (AIRFLOW__CORE__EXECUTOR, Airflow's own variable): under one that runs tasks on other
     # machines the warehouse must be a shared server, not the embedded one (lienthong.db.warehouse_url).
     airflow_executor: str | None = None
-    # The embedded warehouse's shared_buffers (LIENTHONG_EMBEDDED_SHARED_BUFFERS, e.g. 512MB); unset: an eighth
-    # of the machine's memory, at most 2GB (lienthong.db.embedded_shared_buffers).
-    embedded_shared_buffers: str | None = None
     # The engine that scores the probabilistic person linkage (LIENTHONG_LINKAGE_ENGINE): `duckdb`, embedded
     # in the worker (the default), or `spark`, Splink on a Spark master (`lienthong.reconcile.sparkengine`). Both
     # score with the same persisted model; training and everything else stay on DuckDB.
@@ -228,7 +225,6 @@ def load_settings() -> Settings:
         singlewindow_auth_backoff_max=_env_float("SINGLEWINDOW_AUTH_BACKOFF_MAX", 900.0),
         finding_deadlines=_finding_deadlines(),
         airflow_executor=os.environ.get("AIRFLOW__CORE__EXECUTOR") or None,
-        embedded_shared_buffers=_env("EMBEDDED_SHARED_BUFFERS") or None,
         linkage_engine=(_env("LINKAGE_ENGINE") or LINKAGE_ENGINES[0]).strip().lower(),
         spark_master=_env("SPARK_MASTER"),
         spark_conn_id=_env("SPARK_CONN_ID"),
