@@ -11,9 +11,11 @@ orchestrates):
   `publication.table_name` names, and what the session log's checks read);
 - `published.<dataset>`: the stable view, the current rows (`_to_version IS NULL`).
 
-A version from the change (`apply_change`): the version's change rows are already in the feed table
-(`lienthong.feed`); one UPDATE closes the rows they replace or delete, one INSERT adds the new images, both
-checked against the change's counts (a current row missing, or one already there, fails the publish). Readers
+A version from the change (`apply_change`): the version's changed keys are already in the feed
+(`lienthong.feed`); one UPDATE closes the row versions they replace or delete (and returns them, for the
+Delta feed), one COPY adds the new images as row versions opened by the version, both checked against the
+change's counts (a current row missing, or one already there, fails the publish). The feed's change rows are
+these row versions themselves (`feed`'s view `<dataset>__changes`), not copies. Readers
 see the old version or the new one: it is one transaction, and MVCC does the rest. A full version
 (`load_full`): a new generation table, COPY, its indexes, ANALYZE.
 
