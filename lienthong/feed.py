@@ -209,7 +209,7 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
     post = numbered(change.post.select([*keys, "_change_type"]), keys, gone.num_rows)
     changed = pa.concat_tables([gone, post])
     changed = changed.append_column(pa.field("_commit_version", pa.int32()),
-                                    pa.array([version] * changed.num_rows, pa.int32()))
+                                    pa.repeat(pa.scalar(version, pa.int32()), changed.num_rows))
     if changed.num_rows:
         copy(cur, changed, kt)
         # readers page through the feed by (version, seq) joined to the row versions: without statistics of

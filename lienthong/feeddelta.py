@@ -111,9 +111,9 @@ def version_rows(contract: Contract, version: int, committed_at: datetime, close
     closed = from_csv(closed_csv, contract)
     post = feed.numbered(change.post, contract.primary_key, change.gone.num_rows)
     n = post.num_rows
-    post = post.append_column(pa.field("_commit_version", pa.int32()), pa.array([version] * n, pa.int32()))
+    post = post.append_column(pa.field("_commit_version", pa.int32()), pa.repeat(pa.scalar(version, pa.int32()), n))
     post = post.append_column(pa.field("_commit_timestamp", pa.timestamp("us", tz="UTC")),
-                              pa.array([committed_at] * n, pa.timestamp("us", tz="UTC")))
+                              pa.repeat(pa.scalar(committed_at, pa.timestamp("us", tz="UTC")), n))
     target = schema(contract)
     return pa.concat_tables([closed, post.select(target.names).cast(target)]).sort_by("_seq")
 

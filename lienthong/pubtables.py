@@ -128,7 +128,7 @@ def apply_change(cur: Any, contract: Contract, schema: str, generation: str, ver
     closed, expected_closed = cur.rowcount, counts["delete"] + counts["update_preimage"]
     opened = post.select([f.name for f in contract.fields])
     if opened.num_rows:
-        copy(cur, opened.append_column(pa.field(FROM, pa.int32()), pa.array([version] * opened.num_rows, pa.int32())),
+        copy(cur, opened.append_column(pa.field(FROM, pa.int32()), pa.repeat(pa.scalar(version, pa.int32()), opened.num_rows)),
              f'"{schema}"."{generation}"')
     added, expected_added = opened.num_rows, counts["insert"] + counts["update_postimage"]
     # a key inserted while a current row of it remains (the current rows were not the previous version)
