@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .business import build_enterprises, enterprise_records
-from .common import DAY, dates, join, masked, parse_as_of, run_summary
+from .common import DAY, dates, join, parse_as_of, run_summary
 from .config import (
     COUNTRY_CATALOGUE,
     COUNTRY_DEFAULTS,
@@ -31,7 +31,7 @@ from .config import (
 from .country import generate_country
 from .land import build_land
 from .noise import NoiseLog, noise_table
-from .people import build_people, citizen_records
+from .people import build_people, citizen_records, truth_columns
 from .writer import Truth, sort_rows, write_json, write_parquet
 
 __all__ = ["COUNTRY_CATALOGUE", "COUNTRY_DEFAULTS", "CountryConfig", "GeneratorConfig", "NOISE_CATALOGUE",
@@ -95,18 +95,7 @@ def generate(config: GeneratorConfig | CountryConfig, out_dir: str | Path) -> di
         del tables
 
     # --- truth ---
-    pid = np.arange(people.n)
-    emit("truth/persons.parquet", pa.table({
-        "person_id": pa.array(pid, pa.int64()),
-        "so_dinh_danh": people.id12,
-        "so_cmnd_cu": people.cmnd,
-        "ho_ten": people.name,
-        "ngay_sinh": dates(people.dob),
-        "gioi_tinh": people.gender,
-        "alive": pa.array(people.alive),
-        "ngay_mat": masked(dates(np.maximum(people.death, 0)), people.alive),
-        "in_registry": pa.array(pid < people.n_citizens),
-    }))
+    emit("truth/persons.parquet", pa.table(truth_columns(people)))
     from .places import home_old
 
     home = home_old(config.province)

@@ -38,7 +38,15 @@ from .config import CountryConfig
 from .cross import Cross, EnterprisePool, PersonPool
 from .land import build_land
 from .noise import NoiseLog, noise_table
-from .people import People, build_people, citizen_records, new_card_numbers, new_personal_ids, replace_at
+from .people import (
+    People,
+    build_people,
+    citizen_records,
+    new_card_numbers,
+    new_personal_ids,
+    replace_at,
+    truth_columns,
+)
 from .writer import (
     Run,
     Truth,
@@ -438,15 +446,7 @@ def _persons(people: People, nat: _Nation, partner: dict[int, int], pid_from: in
         if pid_from <= person < pid_from + n:
             shares[person - pid_from] = other
     return pa.table({
-        "person_id": pa.array(np.arange(pid_from, pid_from + n), pa.int64()),
-        "so_dinh_danh": people.id12,
-        "so_cmnd_cu": people.cmnd,
-        "ho_ten": people.name,
-        "ngay_sinh": dates(people.dob),
-        "gioi_tinh": people.gender,
-        "alive": pa.array(people.alive),
-        "ngay_mat": masked(dates(np.maximum(people.death, 0)), people.alive),
-        "in_registry": pa.array(np.arange(n) < people.n_citizens),
+        **truth_columns(people, pid_from),
         "home_province": names34.take(pa.array(home)),
         "id_province": names34.take(pa.array(born)),
         "moved": pa.array(home != born),

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import names, places
-from .common import DAY, YEAR_DAYS, fmt_days, fmt_local, join, masked, stream, zpad
+from .common import DAY, YEAR_DAYS, dates, fmt_days, fmt_local, join, masked, stream, zpad
 from .config import GeneratorConfig
 from .noise import NoiseLog, nfd, pick
 
@@ -475,3 +475,20 @@ def citizen_records(cfg: GeneratorConfig, people: People, as_of_s: int, log: Noi
         "capNhatLuc": fmt_local(cap, "rfc3339"),
     })
     return Records(table, rec_person, np.full(n, -1))
+
+
+def truth_columns(people: People, first_id: int = 0) -> dict[str, pa.Array]:
+    """The columns of truth/persons.parquet a province writes for `people` (person IDs from `first_id`); a
+    country adds its own after them."""
+    n = people.n
+    return {
+        "person_id": pa.array(np.arange(first_id, first_id + n), pa.int64()),
+        "so_dinh_danh": people.id12,
+        "so_cmnd_cu": people.cmnd,
+        "ho_ten": people.name,
+        "ngay_sinh": dates(people.dob),
+        "gioi_tinh": people.gender,
+        "alive": pa.array(people.alive),
+        "ngay_mat": masked(dates(np.maximum(people.death, 0)), people.alive),
+        "in_registry": pa.array(np.arange(n) < people.n_citizens),
+    }
