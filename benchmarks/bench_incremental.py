@@ -20,7 +20,11 @@ for the whole benchmark:
 4. no-change run: the same steps again with nothing changed at the sources. Whatever the connectors fetch
    again at their inclusive boundaries (below) lands again and staging finds it unchanged.
 
-Each step (each ingestion, each `stage_<ds>`, each `validate_<ds>`, reconcile) is a child process of its own,
+After the reconciliation, each run publishes the three datasets built from the integrated zone
+(`publish_<ds>`, as the publish DAG does): the full run builds and publishes every row; a later run builds
+only the rows whose digests moved since the last version (`lienthong.profilechange`) and publishes them.
+
+Each step (each ingestion, each `stage_<ds>`, each `validate_<ds>`, reconcile, each `publish_<ds>`) is a child process of its own,
 as an Airflow task is: its peak RSS (VmHWM) is the task's. The stage summary goes to the validate child in a
 temporary JSON file, as the DAG's XCom; validation is skipped when staging changed nothing (`mode` none: no
 new landing; unchanged: new landings whose records were all staged already), as the DAG skips it.
@@ -65,7 +69,9 @@ DATASETS = ("citizen", "enterprise", "legal_representative", "parcel", "land_hol
 LAND_TABLES = ("thua_dat", "chu_su_dung", "giay_chung_nhan")
 # staging modes after which the integrate DAG skips the dataset's validation (dags/integrate.py)
 SKIP_VALIDATE_MODES = ("none", "unchanged")
-STAGES = ("ingest_population", "ingest_business", "ingest_land", "stage", "validate", "reconcile")
+STAGES = ("ingest_population", "ingest_business", "ingest_land", "stage", "validate", "reconcile", "publish")
+# the datasets built from the integrated zone, published after each reconciliation (the publish DAG's tasks)
+PUBLISHED = ("citizen_profile", "enterprise_profile", "parcel_register")
 
 
 def _log(msg: str) -> None:
@@ -87,6 +93,9 @@ PRELOAD = {
     "reconcile": ("lienthong.reconcile.run", "lienthong.reconcile.people", "lienthong.reconcile.integrate",
                   "lienthong.reconcile.dedupe", "lienthong.reconcile.sources", "lienthong.reconcile.organisations",
                   "lienthong.reconcile.explain", "lienthong.findings", "lienthong.runs.latest"),
+    "publish": ("lienthong.publish", "lienthong.profiles", "lienthong.profilechange", "lienthong.pubtables",
+                "lienthong.feed", "lienthong.feeddelta", "lienthong.releases", "lienthong.runs.latest", "deltalake",
+                "duckdb"),
 }
 
 
@@ -120,6 +129,8 @@ def step_child(kind: str, run_id: str, arg: str | None, summary_file: Path | Non
         r = pipeline.stage(arg, run_id)
     elif kind == "validate":
         r = pipeline.validate(arg, run_id, json.loads(summary_file.read_text()))
+    elif kind == "publish":
+        r = pipeline.publish(arg, run_id)
     else:
         r = pipeline.reconcile(run_id)
     seconds, cpu_s = time.monotonic() - t0, time.process_time() - c0
@@ -141,6 +152,9 @@ def step_child(kind: str, run_id: str, arg: str | None, summary_file: Path | Non
         out.update(staged_table_rows=_rows(r.get("staged_path")), quarantine_table_rows=_rows(r.get("quarantine_path")))
     elif kind == "validate":
         out.update(gate_passed=r["gate_passed"], moved_to_quarantine=r.get("moved_to_quarantine") or {})
+    elif kind == "publish":
+        out.update({k: r.get(k) for k in ("status", "version", "rows", "changes", "built")})
+        out["publish_s"] = round(r["seconds"], 3)  # publish() itself; `seconds` minus this is the build
     else:
         out.update(unchanged=bool(r.get("unchanged")), since=r.get("since"),
                    rows={n: o["rows"] for n, o in (r.get("outputs") or {}).items()}, parts_s=r.get("seconds") or {})
@@ -365,6 +379,14 @@ def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
     s["dag_would_run"] = dag_runs_reconcile
     _log(f"{label}: reconcile {'unchanged' if s['unchanged'] else 'ran'} in {s['seconds']:.1f} s "
          f"(cpu {s['cpu_s']:.1f} s, process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
+    # The publish DAG's tasks for the datasets built from the integrated zone (run here in every run too)
+    for ds in PUBLISHED:
+        s = steps[f"publish_{ds}"] = _run_step("publish", run_id, env, ds)
+        built = s["built"]
+        _log(f"{label}: publish_{ds} {s['status']} v{s['version']} ({s['rows']} rows; built {built['form']}"
+             + (f", {built['touched_keys']} keys touched" if built["form"] == "touched" else "")
+             + f") in {s['seconds']:.1f} s (publish {s['publish_s']:.1f} s; cpu {s['cpu_s']:.1f} s, "
+             f"process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
     wall_s = time.monotonic() - t_run
     after = _disk(data_dir)
 
@@ -372,7 +394,8 @@ def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
         return round(sum(v[key] for k, v in steps.items() if k.startswith(prefix)), 3)
 
     prefixes = {"ingest_population": "ingest_population", "ingest_business": "ingest_business",
-                "ingest_land": "ingest_land_", "stage": "stage_", "validate": "validate_", "reconcile": "reconcile"}
+                "ingest_land": "ingest_land_", "stage": "stage_", "validate": "validate_", "reconcile": "reconcile",
+                "publish": "publish_"}
     stages = {name: total(p, "seconds") for name, p in prefixes.items()}
     stages_process = {name: total(p, "process_s") for name, p in prefixes.items()}
     stages_cpu = {name: total(p, "cpu_s") for name, p in prefixes.items()}
@@ -419,6 +442,7 @@ def _compare(full: dict, change: dict, none: dict) -> tuple[list, dict]:
     targets = {
         "change_stage_le_0.05": met(by["stage"]["change_ratio"], CHANGE_TARGET),
         "change_validate_le_0.05": met(by["validate"]["change_ratio"], CHANGE_TARGET),
+        "change_publish_le_0.05": met(by["publish"]["change_ratio"], CHANGE_TARGET),
         "no_change_total_le_0.02": met(by["total"]["no_change_ratio"], NO_CHANGE_TARGET),
         "no_change_per_stage_le_0.02": {s: met(by[s]["no_change_ratio"], NO_CHANGE_TARGET) for s in STAGES},
         "peak_rss_le_4GiB_every_task": not any(over.values()),
@@ -456,6 +480,10 @@ def measure(citizens: int, fraction: float, enterprise_ratio: float) -> dict:
     os.environ["LIENTHONG_DATA_DIR"] = str(work)
     settings = load_settings()
     os.environ["LIENTHONG_DATABASE_URL"] = warehouse_url(settings)
+    if not os.environ.get("LIENTHONG_RELEASE_SIGNING_KEY"):  # releases are signed: a key of this run's own
+        from lienthong.releases import new_key
+
+        os.environ["LIENTHONG_RELEASE_SIGNING_KEY"] = new_key()[0]
     t_all = time.monotonic()
     try:
         _log("starting the sandbox (loads the land registries) ...")

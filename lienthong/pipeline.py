@@ -86,10 +86,11 @@ def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
 def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Publish a dataset from the latest reconciliation (or store), if its quality gate passed and its
     content changed."""
-    from lienthong import profiles
+    from lienthong import profilechange, profiles
     from lienthong.access import load_agencies, masking_policy
     from lienthong.contracts import contract
     from lienthong.datasets import from_integrated, staged_inputs
+    from lienthong.publish import last_publication
     from lienthong.publish import publish as do_publish
 
     s = settings or load_settings()
@@ -105,12 +106,16 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"], "ingest_runs": info["ingest_runs"]}
         for name, info in sources.items()
     }
+    built = None
+    touched = None
     if from_integrated(dataset):
         rec = latest_reconciliation(url)
         paths = {name: out["path"] for name, out in rec["outputs"].items()}
         paths.update({name: sources[name]["staged_path"] for name in ("citizen", "legal_representative", "land_holder")
                       if name in sources})
-        rows = profiles.FROM_INTEGRATED[dataset](c, paths)
+        # the rows that changed since the last version when its row digests are kept, else every row
+        built = profilechange.build(dataset, c, paths, s.published_dir / dataset, last_publication(dataset, url))
+        rows, touched = built.rows, built.touched
         lineage["reconcile"] = {"run_id": rec["run_id"], "outputs": rec["outputs"]}
         models = _link_models_of(s, rec["run_id"])
     else:
@@ -127,9 +132,14 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         retention=s.published_retention,
         url=url,
         rows=rows,
+        touched=touched,
         provenance={"model_versions": models, "masking_policy": masking_policy(load_agencies(), dataset)},
     )
-    return result.as_dict()
+    out = result.as_dict()
+    if built is not None:
+        profilechange.keep(built, s.published_dir / dataset, result.version, result.content_hash)
+        out["built"] = built.summary()
+    return out
 
 
 def _link_models_of(s: Settings, reconcile_run_id: str) -> dict[str, Any]:

@@ -28,23 +28,33 @@ from lienthong.contracts import Contract
 from lienthong.duck import session
 
 
-def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
-    """The rows `sql` selects from views over the given zone tables (a Delta table version or a Parquet file,
-    `lienthong.zones` references), in the contract's schema."""
+def register(con: Any, paths: dict[str, str]) -> None:
+    """The given zone tables (a Delta table version or a Parquet file, `lienthong.zones` references) as views
+    of session `con`, under the names the builders' queries use."""
     from lienthong import zones
 
-    with session(purpose="profiles") as con:
-        for name, path in paths.items():
-            zones.register(con, name, path)
-        table = con.execute(sql).fetch_arrow_table()
+    for name, path in paths.items():
+        zones.register(con, name, path)
+
+
+def shaped(table: pa.Table, contract: Contract) -> pa.Table:
+    """A builder query's rows in the contract's schema (its columns, in order, cast to their types)."""
     schema = contract.arrow_schema()
     return table.select(schema.names).cast(schema)
 
 
-def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
+def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
+    """The rows `sql` selects from views over the given zone tables, in the contract's schema."""
+    with session(purpose="profiles") as con:
+        register(con, paths)
+        table = con.execute(sql).fetch_arrow_table()
+    return shaped(table, contract)
+
+
+def citizen_profile_sql(contract: Contract) -> str:
     flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels", "entity_id")]
     cols = ", ".join(f'c."{n}"' for n in flat)
-    return _build(paths, f"""
+    return f"""
         WITH person_of AS (
           SELECT unnest(citizen_ids) AS citizen_id, person_key, entity_id FROM person_master
           WHERE in_population_registry
@@ -70,11 +80,11 @@ def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
         LEFT JOIN ents ON ents.person_key = person_of.person_key
         LEFT JOIN lands ON lands.person_key = person_of.person_key
         ORDER BY c.citizen_id
-    """, contract)
+    """
 
 
-def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, """
+def enterprise_profile_sql(contract: Contract) -> str:
+    return """
         WITH reps AS (
           SELECT l.master_enterprise_code AS enterprise_code,
                  list({'position': l.position, 'full_name': coalesce(pm.full_name, r.full_name),
@@ -98,11 +108,11 @@ def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
         SELECT e.* EXCLUDE (representatives, land_holder_records), reps.representatives, lands.land
         FROM enterprise_master e LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
         ORDER BY e.enterprise_code
-    """, contract)
+    """
 
 
-def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, """
+def parcel_register_sql(contract: Contract) -> str:
+    return """
         WITH holders AS (
           SELECT h.province_code, h.parcel_id,
                  list({'holder_type': h.holder_type, 'person_key': h.person_key,
@@ -121,7 +131,19 @@ def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
         SELECT p.*, holders.holders
         FROM parcel_master p LEFT JOIN holders USING (province_code, parcel_id)
         ORDER BY p.province_code, p.commune_code_original, p.map_sheet, p.parcel_number, p.parcel_id
-    """, contract)
+    """
+
+
+def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    return _build(paths, citizen_profile_sql(contract), contract)
+
+
+def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    return _build(paths, enterprise_profile_sql(contract), contract)
+
+
+def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
+    return _build(paths, parcel_register_sql(contract), contract)
 
 
 def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
@@ -193,7 +215,11 @@ def quality_summary(contract: Contract, url: str) -> pa.Table:
     return pa.table({f.name: pa.array([row[f.name] for row in rows], f.type) for f in schema}, schema=schema)
 
 
-# Which builder makes each published dataset: from the integrated zone's files, or from the warehouse stores.
+# Which builder makes each published dataset: from the integrated zone's files (the query over the zone's
+# tables, and the rows it selects), or from the warehouse stores.
+SQL_FROM_INTEGRATED: dict[str, Callable[[Contract], str]] = {
+    "citizen_profile": citizen_profile_sql, "enterprise_profile": enterprise_profile_sql,
+    "parcel_register": parcel_register_sql}
 FROM_INTEGRATED: dict[str, Callable[[Contract, dict[str, str]], pa.Table]] = {
     "citizen_profile": citizen_profile, "enterprise_profile": enterprise_profile, "parcel_register": parcel_register}
 FROM_STORES: dict[str, Callable[[Contract, str], pa.Table]] = {
