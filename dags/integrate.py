@@ -15,6 +15,13 @@ For each staged dataset (citizen; enterprise and legal_representative; parcel, l
    quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`. Skipped when staging
    changed nothing.
 
+Then the person linkage, province by province: **plan_person_links** (when at least one dataset changed)
+brings the link state's registry and left records to the staged versions and writes the left records a change
+touches, by province, into the run's work folder; **link_province** links one province's records (one mapped
+task per province, pool `reconcile_partitions`: the unit a Celery worker takes) against the registry rows
+sharing a candidate key with them, from any province. A first run, a new model or a vacuumed base relinks
+everything inside reconcile instead (no province task runs).
+
 Then **reconcile** (when at least one dataset changed, skipped when every staged version is the one the last
 reconciliation used): duplicates inside each source; legal
 representatives and land holders linked to citizens (exact ID, legacy ID, then a Splink model; bands
@@ -42,6 +49,7 @@ from lienthong.assets import (
 from lienthong.dagconfig import PIPELINE_DEFAULT_ARGS, START_DATE
 
 DAG_ID = "integrate"
+RECONCILE_POOL = "reconcile_partitions"
 
 
 @dag(
@@ -95,6 +103,27 @@ def integrate():
         validated.append(stage_and_validate())
 
     # Runs when at least one dataset changed (the others' validation is skipped when nothing landed).
+    @task(trigger_rule="none_failed_min_one_success")
+    def plan_person_links(*, run_id=None) -> list[str]:
+        from lienthong.pipeline import plan_person_links as plan
+
+        try:
+            summary = plan(run_id)
+        except LookupError as exc:  # a source has not been staged yet: reconcile skips too
+            print(f"no person links to plan: {exc}")
+            return []
+        print(f"person links: {summary}")
+        return summary["partitions"]
+
+    @task(pool=RECONCILE_POOL, map_index_template="{{ link_province }}")
+    def link_province(province: str, *, run_id=None) -> dict:
+        from airflow.sdk import get_current_context
+
+        from lienthong.pipeline import link_person_partition
+
+        get_current_context()["link_province"] = province  # names the mapped instance in the UI
+        return link_person_partition(run_id, province)
+
     @task(outlets=[integrated(d) for d in INTEGRATED_DATASETS], trigger_rule="none_failed_min_one_success")
     def reconcile(*, run_id=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -113,7 +142,11 @@ def integrate():
         return {"findings": summary["findings"], "links": summary["links"], "seconds": summary["seconds"],
                 "rows": {d: o["rows"] for d, o in summary["outputs"].items()}}
 
-    validated >> reconcile()
+    plan = plan_person_links()
+    linked = link_province.expand(province=plan)
+    # reconcile waits for every province (none failed); with no province to link it runs after the plan
+    validated >> plan
+    [plan, linked] >> reconcile()
 
 
 integrate()

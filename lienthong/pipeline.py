@@ -72,6 +72,24 @@ def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings:
     return validate_dataset(dataset, run_id, stage_summary, settings or load_settings())
 
 
+@writes_data_dir
+def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Bring the link state's registry and left records to the staged versions and write, by province, the
+    left records this reconciliation relinks (`lienthong.reconcile.linkwork`); returns the provinces to link
+    (none when the run links everything itself, or nothing changed)."""
+    from lienthong.reconcile.run import plan_person_links as plan
+
+    return plan(run_id, settings or load_settings())
+
+
+@writes_data_dir
+def link_person_partition(run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Link one province's planned left records against the registry rows sharing a candidate key with them."""
+    from lienthong.reconcile.linkwork import link_partition
+
+    return link_partition(run_id, province, settings or load_settings())
+
+
 @reports_lineage
 @writes_data_dir
 def reconcile(run_id: str, settings: Settings | None = None) -> dict[str, Any]:

@@ -60,6 +60,8 @@ def default_duckdb_threads() -> int:
 
 # The probabilistic linkage's engines (`linkage_engine`): the first is the default.
 LINKAGE_ENGINES = ("duckdb", "spark")
+# How the person linkage splits the left records (`linkage_partitions`): the first is the default.
+LINKAGE_PARTITIONS = ("province", "none")
 
 
 def _default_data_dir() -> Path:
@@ -127,11 +129,19 @@ class Settings:
     # host of the Airflow connection LIENTHONG_SPARK_CONN_ID (default `lienthong_spark`); else local[2].
     spark_master: str | None = None
     spark_conn_id: str | None = None
+    # How the person link state links its left records (LIENTHONG_LINKAGE_PARTITIONS): `province`, one
+    # province at a time against the registry records that share a candidate key with it
+    # (`lienthong.reconcile.partitions`: the same links, memory bounded by the partition's candidates), or
+    # `none`, everything at once against the whole registry read into memory.
+    linkage_partitions: str = LINKAGE_PARTITIONS[0]
 
     def __post_init__(self) -> None:
         if self.linkage_engine not in LINKAGE_ENGINES:
             raise ValueError(f"{ENV_PREFIX}LINKAGE_ENGINE={self.linkage_engine!r}: one of "
                              f"{', '.join(LINKAGE_ENGINES)} (duckdb is the default)")
+        if self.linkage_partitions not in LINKAGE_PARTITIONS:
+            raise ValueError(f"{ENV_PREFIX}LINKAGE_PARTITIONS={self.linkage_partitions!r}: one of "
+                             f"{', '.join(LINKAGE_PARTITIONS)} ({LINKAGE_PARTITIONS[0]} is the default)")
 
     # zones on disk
     @property
@@ -228,6 +238,7 @@ def load_settings() -> Settings:
         linkage_engine=(_env("LINKAGE_ENGINE") or LINKAGE_ENGINES[0]).strip().lower(),
         spark_master=_env("SPARK_MASTER"),
         spark_conn_id=_env("SPARK_CONN_ID"),
+        linkage_partitions=(_env("LINKAGE_PARTITIONS") or LINKAGE_PARTITIONS[0]).strip().lower(),
     )
 
 

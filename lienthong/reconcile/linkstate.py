@@ -14,7 +14,9 @@ everything with the same model: with a persisted model (parameters and frozen na
 records sharing one of its candidate keys (the exact passes' IDs and the model's blocking keys,
 `people.CANDIDATE_KEYS`), nothing else. So a run relinks (a) the left records whose staged rows changed and
 (b) the left records sharing a candidate key with a citizen whose staged row changed (its old or its new
-values), against the whole current registry; every other link stands.
+values), against the whole current registry; every other link stands. For the same reason the linking may run
+one province at a time against the registry rows sharing a candidate key with that province's records
+(`settings.linkage_partitions`, `lienthong.reconcile.partitions`), with the same links.
 
 What "changed" is measured against: the staged versions of the last successful reconciliation AND of every
 reconciliation started after it that did not finish (the ledger keeps each run's inputs from its start), so a
@@ -26,7 +28,6 @@ base version is gone (vacuumed), or the model differs from the one the state was
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 
 from lienthong import zones
 from lienthong.duck import session
-from lienthong.reconcile import sources, stagedchange
+from lienthong.reconcile import partitions, sources, stagedchange
 from lienthong.reconcile.people import (
     LINK_SCHEMA,
     PERSON_COLUMNS,
@@ -159,11 +160,7 @@ def _with_keys(table: pa.Table, keys: set[str]) -> pa.Table:
 # --- which left records a change touches --------------------------------------------------------------------
 
 
-_COLUMN = re.compile(r"\b(" + "|".join(PERSON_COLUMNS) + r")\b")
-
-
-def _qualified(expression: str, alias: str) -> str:
-    return _COLUMN.sub(lambda m: f"{alias}.{m.group(1)}", expression)
+_qualified = partitions.qualified
 
 
 # The candidate keys of the exact passes: a left record sharing one with a changed citizen is always relinked.
@@ -302,6 +299,49 @@ def _link(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settin
     return out.sort_by(KEY), used, counts
 
 
+def _link_partitioned(left: pa.Table, registry_ref: str, inputs: dict[str, str], bands: LinkBands,
+                      settings: Settings, models: dict[str, LinkModel | None],
+                      ) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
+    """`_link` against the registry version `registry_ref`, one province at a time (`partitions`): the same
+    links, the registry never read whole. Representatives go to their enterprise's head-office province
+    when `inputs` names the staged `enterprise` version, else to the `unknown` partition."""
+    offices = partitions.head_offices(inputs["enterprise"]) if inputs.get("enterprise") else None
+    return partitions.link_partitioned(left, registry_ref, bands, settings, models, link=_link,
+                                       link_types=LEFT_DATASETS, head_offices=offices)
+
+
+def link_against(left: pa.Table, registry_ref: str, inputs: dict[str, str], bands: LinkBands, settings: Settings,
+                 models: dict[str, LinkModel | None]) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
+    """Link `left` against registry version `registry_ref`: by province (`settings.linkage_partitions`), or
+    against the whole registry read at once."""
+    if settings.linkage_partitions == "province":
+        return _link_partitioned(left, registry_ref, inputs, bands, settings, models)
+    return _link(left, zones.read_table(registry_ref).sort_by(KEY), bands, settings, models)
+
+
+@dataclass
+class Prepared:
+    """A change update up to the linking (`prepare`): the registry and left records committed, the left
+    records to relink, the links version they are relinked from, the left records gone, counts so far."""
+
+    refs: dict[str, str]  # REGISTRY and LEFT after the commits
+    previous_links: str
+    left: pa.Table  # LEFT_SCHEMA: the records to relink
+    left_deletes: set[str]
+    counts: dict[str, Any]
+    seconds: dict[str, float]
+    model_ids: dict[str, str]
+    t0: float
+
+
+def full_reason(integrated_dir: Path, bases: dict[str, list[str]] | None, models: dict[str, LinkModel | None],
+                state_models: dict[str, str] | None) -> str | None:
+    """Why an update must relink everything (None: it can link the change)."""
+    paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
+    model_ids = {t: m.model_id for t, m in models.items() if m is not None}
+    return _full_reason(paths, bases, models, state_models, model_ids)
+
+
 def update(
     integrated_dir: Path,
     inputs: dict[str, str],
@@ -312,14 +352,17 @@ def update(
     settings: Settings,
     bands: LinkBands,
     state_models: dict[str, str] | None = None,
+    work: Any = None,
 ) -> Update:
-    """Bring the link state to the staged versions `inputs` (dataset -> staged ref).
+    """Bring the link state to the staged versions `inputs` (dataset -> staged ref; an `enterprise` ref, when
+    given, places representatives in their head office's province for `settings.linkage_partitions`).
 
     `bases` maps each person input to the staged refs the state may reflect (see the module docstring);
     None, or a base that is gone, or `state_models` (link type -> model id the state was linked with)
     differing from `models`, relinks everything. `models` gives each link type's persisted model; a link type
     without one is trained on the whole data (full mode only) and returned in `Update.models`'s ids and
-    `Update.counts['trained']`."""
+    `Update.counts['trained']`. `work` (`linkwork.Planned`): this run's plan and the links its province tasks
+    wrote, used instead of preparing and linking here when it is usable."""
     t0 = time.monotonic()
     paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
     model_ids = {t: m.model_id for t, m in models.items() if m is not None}
@@ -327,7 +370,35 @@ def update(
     if reason:
         log.info("link state: relinking everything (%s)", reason)
         return _full(paths, inputs, models, run_id=run_id, settings=settings, bands=bands, t0=t0, reason=reason)
-    assert bases is not None
+    if work is not None and work.reason is None:
+        prepared = work.prepared()
+        links, link_counts = work.links()
+        log.info("link state: %d left records relinked by %d province tasks (plan of run %s)", prepared.left.num_rows,
+                 len(work.plan["partitions"]), run_id)
+        done = finish(integrated_dir, prepared, links, {}, link_counts, run_id=run_id, settings=settings,
+                      link_seconds=0.0)
+        done.counts["province_tasks"] = dict(work.plan["partitions"])  # left records linked by each task
+        return done
+    found = prepare(integrated_dir, inputs, bases, models, run_id=run_id, settings=settings, bands=bands)
+    if isinstance(found, Update):
+        return found
+    t3 = time.monotonic()
+    links, used, link_counts = link_against(found.left, found.refs[REGISTRY], inputs, bands, settings, models)
+    return finish(integrated_dir, found, links, used, link_counts, run_id=run_id, settings=settings,
+                  link_seconds=time.monotonic() - t3)
+
+
+def prepare(integrated_dir: Path, inputs: dict[str, str], bases: dict[str, list[str]] | None,
+            models: dict[str, LinkModel | None], *, run_id: str, settings: Settings,
+            bands: LinkBands) -> Prepared | Update:
+    """A change update up to the linking: the changed registry and left records committed, the left records
+    to relink found. An `Update` ("unchanged") when no person record changed. Only for a state that can link
+    the change (`full_reason` is None)."""
+    t0 = time.monotonic()
+    paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
+    model_ids = {t: m.model_id for t, m in models.items() if m is not None}
+    if bases is None:
+        raise ValueError("link state: no bases to find the change against; relink everything")
     with session(settings, purpose="link-state") as con:
         changed, gone = {}, {}
         for name in PERSON_INPUTS:
@@ -387,28 +458,32 @@ def update(
         con.register("dirty_keys", pa.table({KEY: pa.array(sorted(dirty), pa.string())}))
         left = con.execute(f"SELECT * FROM person_left WHERE {KEY} IN (SELECT {KEY} FROM dirty_keys) ORDER BY {KEY}"
                            ).fetch_arrow_table().cast(LEFT_SCHEMA)
-    registry = zones.read_table(refs[REGISTRY]).sort_by(KEY)
     seconds["dirty"] = round(time.monotonic() - t2, 3)
-    t3 = time.monotonic()
-    links, used, link_counts = _link(left, registry, bands, settings, models)
-    seconds["link"] = round(time.monotonic() - t3, 3)
-    changed_links = links_changed(previous_links, links, left_deletes, settings)
-    refs[LINKS] = _commit(paths[LINKS], links, left_deletes, run_id=run_id, full=False)
-    seconds["total"] = round(time.monotonic() - t0, 3)
     counts = {"changed": {n: changed[n].num_rows for n in PERSON_INPUTS},
               "gone": {n: gone[n].num_rows for n in PERSON_INPUTS},
               "registry_upserts": reg_moved_new.num_rows, "registry_deletes": len(reg_deletes),
               "registry_keys_moved": len(reg_keys),
               "left_upserts": left_moved_new.num_rows, "left_deletes": len(left_deletes),
               "relinked": len(dirty), "relinked_by_registry_change": len(by_registry - by_record - unmoved),
-              "kept_after_prescoring": len(unmoved),
-              "links_changed": changed_links,
-              "links": link_counts}
+              "kept_after_prescoring": len(unmoved)}
+    return Prepared(refs, previous_links, left, left_deletes, counts, seconds, model_ids, t0)
+
+
+def finish(integrated_dir: Path, prepared: Prepared, links: pa.Table, used: dict[str, LinkModel],
+           link_counts: dict[str, Any], *, run_id: str, settings: Settings, link_seconds: float) -> Update:
+    """Commit the relinked records' links (and drop the links of the left records gone): the update done."""
+    links_path = table_path(integrated_dir, LINKS)
+    refs = dict(prepared.refs)
+    seconds = {**prepared.seconds, "link": round(link_seconds, 3)}
+    changed_links = links_changed(prepared.previous_links, links, prepared.left_deletes, settings)
+    refs[LINKS] = _commit(links_path, links, prepared.left_deletes, run_id=run_id, full=False)
+    seconds["total"] = round(time.monotonic() - prepared.t0, 3)
+    counts = {**prepared.counts, "links_changed": changed_links, "links": link_counts}
     log.info("link state (change): %d citizens and %d left records changed; relinked %d left records (%d for a "
-             "registry change) in %.1f s", reg_moved_new.num_rows + len(reg_deletes),
-             left_moved_new.num_rows + len(left_deletes),
-             len(dirty), counts["relinked_by_registry_change"], seconds["total"])
-    return Update("change", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | model_ids)
+             "registry change) in %.1f s", counts["registry_upserts"] + counts["registry_deletes"],
+             counts["left_upserts"] + counts["left_deletes"], counts["relinked"],
+             counts["relinked_by_registry_change"], seconds["total"])
+    return Update("change", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | prepared.model_ids)
 
 
 LINK_OUTCOME = ("right_id", "method", "band")  # what a consumer sees of a link (the score may move a little)
@@ -455,14 +530,26 @@ def _full(paths: dict[str, Path], inputs: dict[str, str], models: dict[str, Link
           settings: Settings, bands: LinkBands, t0: float, reason: str) -> Update:
     registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
     left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+    n_registry = registry.num_rows
     t1 = time.monotonic()
-    links, used, link_counts = _link(left, registry, bands, settings, models)
-    t2 = time.monotonic()
-    refs = {REGISTRY: _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True),
+    if settings.linkage_partitions == "province":
+        # Linked from the registry's committed version, one partition's candidates at a time (the table is
+        # let go first). A run that dies before its links are committed is relinked whole by the next run:
+        # the reason this one relinks everything still holds then.
+        registry_ref = _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)
+        del registry
+        t1 = time.monotonic()
+        links, used, link_counts = _link_partitioned(left, registry_ref, inputs, bands, settings, models)
+        t2 = time.monotonic()
+    else:
+        links, used, link_counts = _link(left, registry, bands, settings, models)
+        t2 = time.monotonic()
+        registry_ref = _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)
+    refs = {REGISTRY: registry_ref,
             LEFT: _commit(paths[LEFT], left, set(), run_id=run_id, full=True),
             LINKS: _commit(paths[LINKS], links, set(), run_id=run_id, full=True)}
     trained = sorted(t for t in used if models.get(t) is None)
-    counts = {"registry": registry.num_rows, "left": left.num_rows, "relinked": left.num_rows, "links": link_counts,
+    counts = {"registry": n_registry, "left": left.num_rows, "relinked": left.num_rows, "links": link_counts,
               "trained": trained, "reason": reason}
     seconds = {"prepare": round(t1 - t0, 3), "link": round(t2 - t1, 3), "total": round(time.monotonic() - t0, 3)}
     return Update("full", refs, counts, seconds, {t: m.model_id for t, m in used.items()},

@@ -589,6 +589,107 @@ def _person_links(link_state_ref: str) -> dict[str, pa.Table]:
             for dataset, link_type in LEFT_DATASETS.items()}
 
 
+@dataclass
+class LinkContext:
+    """What a reconciliation links against, decided before anything is written: the staged inputs, the last
+    successful run and the runs started after it that did not finish, the persisted link models, the bands,
+    and the bases the link state may reflect (`_bases`; None: relink everything)."""
+
+    inputs: dict[str, dict[str, Any]]
+    last: Any
+    unfinished: list[Any]
+    persisted: dict[str, Any]  # link type -> (record, model) or None
+    bands: Any
+    state_models: dict[str, str] | None
+    bases: dict[str, list[str]] | None
+    unchanged: bool
+
+    @property
+    def input_metrics(self) -> dict[str, dict[str, Any]]:
+        return {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"]}
+                for name, info in self.inputs.items()}
+
+    @property
+    def link_inputs(self) -> dict[str, str]:
+        """The staged refs the link state reads: the person inputs, and the enterprises (their head offices
+        place representatives in a province)."""
+        from lienthong.reconcile import linkstate
+
+        return {n: self.inputs[n]["staged_path"] for n in (*linkstate.PERSON_INPUTS, "enterprise")}
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return {t: (p[1] if p else None) for t, p in self.persisted.items()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a plan of this run's person links must have been made for (`linkwork`)."""
+        return {"inputs": self.link_inputs, "bases": self.bases, "state_models": self.state_models,
+                "models": {t: (m.model_id if m is not None else None) for t, m in self.models.items()},
+                "bands": asdict(self.bands)}
+
+
+def _link_context(run_id: str, s: Settings, relink: bool = False) -> LinkContext:
+    from lienthong import runs
+    from lienthong.db import connect, warehouse_url
+    from lienthong.reconcile import linkstate, models
+    from lienthong.reconcile.people import LinkBands
+    from lienthong.reconcile.sources import INPUT_DATASETS
+    from lienthong.runs.latest import latest_integration
+
+    url = warehouse_url(s)
+    inputs = {name: latest_integration(name, url) for name in INPUT_DATASETS}
+    with connect(url) as conn:
+        last = runs.latest_reconcile_run(conn)
+        unfinished = runs.unfinished_reconcile_runs(conn, last.started_at if last else None)
+        active_ids = {t: r.model_id for t in models.LINK_TYPES if (r := runs.active_link_model(conn, t)) is not None}
+        persisted = {t: models.active(conn, t) for t in models.LINK_TYPES}
+    held = {name: i.get("staged_path") for name, i in ((last.metrics or {}).get("inputs") or {}).items()} if last else {}
+    linked_with = (((last.metrics or {}).get("link_state") or {}).get("models") or {}) if last else {}
+    unchanged = (not relink and last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}
+                 and linked_with == active_ids)
+    state_models = ((last.metrics or {}).get("link_state") or {}).get("models") if last else None
+    return LinkContext(inputs, last, unfinished, persisted, LinkBands(accept=s.match_accept, review=s.match_review),
+                       state_models, None if relink else _bases(last, unfinished, linkstate.PERSON_INPUTS), unchanged)
+
+
+def _record_start(url: str, run_id: str, started: datetime, input_metrics: dict[str, Any]) -> None:
+    """The start is recorded with the inputs: should this run die after writing part of the link state, the
+    next run compares against these versions too (`_bases`)."""
+    from lienthong import runs
+    from lienthong.db import connect
+
+    with connect(url) as conn:
+        runs.record_reconcile_run(conn, runs.ReconcileRun(run_id, started_at=started, finished_at=None,
+                                                          status="running", metrics={"inputs": input_metrics}))
+
+
+def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The first part of reconciliation `run_id`, for the integrate DAG's province tasks: the link state's
+    registry and left records brought to the staged inputs, and the left records to relink written by
+    province (`linkwork`). Nothing to plan (no province task runs; reconcile does it all) when nothing
+    changed, or when the run relinks everything (no state or model yet, a base vacuumed, another model)."""
+    from lienthong.db import warehouse_url
+    from lienthong.reconcile import linkstate, linkwork
+
+    s = settings or load_settings()
+    ctx = _link_context(run_id, s)
+    if ctx.unchanged:
+        return {"mode": "unchanged", "partitions": []}
+    _record_start(warehouse_url(s), run_id, datetime.now(UTC), ctx.input_metrics)
+    # again, with this run recorded as started: the bases reconcile will find (it counts this run among
+    # those that did not finish), so that the plan's fingerprint is the one reconcile computes
+    ctx = _link_context(run_id, s)
+    reason = linkstate.full_reason(s.integrated_dir, ctx.bases, ctx.models, ctx.state_models)
+    if reason:
+        log.info("person links: reconcile relinks everything (%s); no province to plan", reason)
+        return {"mode": "full", "reason": reason, "partitions": []}
+    prepared = linkstate.prepare(s.integrated_dir, ctx.link_inputs, ctx.bases, ctx.models, run_id=run_id,
+                                 settings=s, bands=ctx.bands)
+    if isinstance(prepared, linkstate.Update):
+        return {"mode": prepared.mode, "partitions": []}
+    return linkwork.write_plan(s, run_id, ctx.fingerprint(), prepared, ctx.link_inputs)
+
+
 def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = False) -> dict[str, Any]:
     """Reconcile the newest staged run of every source; write the integrated zone; sync the findings.
 
@@ -600,11 +701,9 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     from lienthong.cases import run_case_counts
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema
-    from lienthong.reconcile import goldenstate, idlessstate, linkstate, models
+    from lienthong.reconcile import goldenstate, idlessstate, linkstate, linkwork, models
     from lienthong.reconcile.explain import save_models
-    from lienthong.reconcile.people import LinkBands
     from lienthong.reconcile.sources import INPUT_DATASETS
-    from lienthong.runs.latest import latest_integration
 
     s = settings or load_settings()
     url = warehouse_url(s)
@@ -612,15 +711,9 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     # Asked before the inputs are picked: a lower bound for when the source data they hold were read, the only
     # time this run may judge an agency's claim of correction by (`lienthong.cases`).
     inputs_read_at = _inputs_read_at(url)
-    inputs = {name: latest_integration(name, url) for name in INPUT_DATASETS}
-    with connect(url) as conn:
-        last = runs.latest_reconcile_run(conn)
-        unfinished = runs.unfinished_reconcile_runs(conn, last.started_at if last else None)
-        active_ids = {t: r.model_id for t in models.LINK_TYPES if (r := runs.active_link_model(conn, t)) is not None}
-    held = {name: i.get("staged_path") for name, i in ((last.metrics or {}).get("inputs") or {}).items()} if last else {}
-    linked_with = (((last.metrics or {}).get("link_state") or {}).get("models") or {}) if last else {}
-    if (not relink and last is not None and held == {name: info["staged_path"] for name, info in inputs.items()}
-            and linked_with == active_ids):
+    ctx = _link_context(run_id, s, relink)
+    inputs, last, unfinished = ctx.inputs, ctx.last, ctx.unfinished
+    if ctx.unchanged:
         # The same staged versions and models as the last reconciliation: its outputs stand; nothing is written.
         # (A model activated since, by `lienthong link-models --activate` or a retraining, relinks everything.)
         log.info("reconcile: no staged dataset changed since reconciliation %s; nothing to do", last.run_id)
@@ -630,21 +723,12 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         return {"run_id": run_id, "unchanged": True, "since": last.run_id, "outputs": last.outputs or {},
                 "findings": {}, "links": {}, "seconds": {}, "model_paths": last.model_paths or {},
                 "cases": {**cases, "inputs_read_at": inputs_read_at.isoformat() if inputs_read_at else None}}
-    input_metrics = {name: {"integrate_run_id": info["run_id"], "staged_path": info["staged_path"]}
-                     for name, info in inputs.items()}
-    with connect(url) as conn:
-        # The start is recorded with the inputs: should this run die after writing part of the link state, the
-        # next run compares against these versions too (`_bases`).
-        runs.record_reconcile_run(conn, runs.ReconcileRun(run_id, started_at=started, finished_at=None,
-                                                          status="running", metrics={"inputs": input_metrics}))
-        persisted = {t: models.active(conn, t) for t in models.LINK_TYPES}
-    bands = LinkBands(accept=s.match_accept, review=s.match_review)
-    state_models = ((last.metrics or {}).get("link_state") or {}).get("models") if last else None
+    input_metrics = ctx.input_metrics
+    _record_start(url, run_id, started, input_metrics)
+    bands = ctx.bands
     update = linkstate.update(
-        s.integrated_dir, {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS},
-        None if relink else _bases(last, unfinished, linkstate.PERSON_INPUTS),
-        {t: (p[1] if p else None) for t, p in persisted.items()}, run_id=run_id, settings=s, bands=bands,
-        state_models=state_models)
+        s.integrated_dir, ctx.link_inputs, ctx.bases, ctx.models, run_id=run_id, settings=s, bands=bands,
+        state_models=ctx.state_models, work=linkwork.planned(s, run_id, ctx.fingerprint()))
     if update.trained:
         with connect(url) as conn:
             for link_type, model in update.trained.items():
@@ -722,6 +806,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
             metrics=metrics, outputs=outputs, model_paths=model_paths))
     _drop_other_findings_files(s, synced)
     goldenstate.drop_other_snapshots(s.integrated_dir, golden.folder)
+    linkwork.drop_other_work(s.integrated_dir)  # this run's plan is spent, and any other's
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],

@@ -78,3 +78,17 @@ def test_dag_file_has_no_top_level_io_calls(path):
 
 def _is_environ_get(call: ast.Call) -> bool:
     return isinstance(call.func, ast.Attribute) and ast.unparse(call.func.value) == "os.environ"
+
+
+def test_integrate_links_persons_in_one_mapped_task_per_province_before_reconcile(dagbag):
+    """plan_person_links -> link_province (mapped over the plan's provinces, in the pool that caps them) ->
+    reconcile, which runs once every province is linked, or right after the plan when it names none."""
+    dag = dagbag.dags["integrate"]
+    plan, link, reconcile = (dag.get_task(t) for t in ("plan_person_links", "link_province", "reconcile"))
+    assert type(link).__name__.endswith("MappedOperator"), type(link)
+    assert link.partial_kwargs.get("pool") == "reconcile_partitions"
+    assert plan.task_id in link.upstream_task_ids
+    assert {plan.task_id, link.task_id} <= reconcile.upstream_task_ids
+    assert reconcile.trigger_rule == plan.trigger_rule == "none_failed_min_one_success"
+    validations = {t for t in dag.task_ids if t.split(".")[-1].startswith("validate_")}
+    assert validations and validations <= plan.upstream_task_ids

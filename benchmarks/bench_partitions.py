@@ -1,0 +1,301 @@
+"""Person linkage whole against province by province (`lienthong.reconcile.partitions`) on a synthetic country:
+time, candidate registry rows and peak RSS per partition, and the whole run's peak RSS either way.
+
+    .venv/bin/python benchmarks/bench_partitions.py --provinces 3 --citizens 30000 \\
+        --result benchmarks/results/partitions-small.json
+
+Prepare (once per size, kept in `benchmarks/.work/partitions-<P>-<N>/`): generate a country of `--provinces`
+provinces (`sandbox.generator.CountryConfig`, `country_provinces(P)`, `--citizens` in total, the documented
+cross-province rates), serve it with the sandbox, land it with the real connectors, stage citizen, enterprise,
+legal_representative and land_holder; write the link state's registry (a Delta table, `linkstate.registry_rows`)
+and the left records (`linkstate.left_rows`), one Parquet file per partition (`partitions.partition_of`, the
+representatives by their enterprise's head office, `partitions.head_offices`, also written); train each link type's model once on the whole data
+(`partitions.train_whole`, as a first reconciliation trains it) and write it to its files (`models.write`).
+
+Then, each in a child process of its own so that its peak RSS (VmHWM) is its own:
+
+- `whole`: every left record linked at once against the whole registry read into memory (`linkstate._link`,
+  what the link state does with `LIENTHONG_LINKAGE_PARTITIONS=none`);
+- `partitioned`: every left record linked by `partitions.link_partitioned` (what it does with `province`);
+- one child per partition: its candidates (`partitions.candidates`, timed apart) and its links, reading only
+  that partition's left records; plus, not timed, how many registry rows each candidate key alone reaches
+  (which keys make a partition's candidate set large).
+
+The partitioned links and the per-partition links are checked equal to the whole ones (row for row, scores to
+1e-9). Each child's `baseline_rss_mib` is its resident set after the imports, before any data is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from _memory import rss_mib
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "benchmarks" / ".work"
+RESULTS = REPO / "benchmarks" / "results"
+STAGED = ("citizen", "enterprise", "legal_representative", "land_holder")
+SEED = 7
+SCORE_TOLERANCE = 1e-9
+
+
+def _root(provinces: int, citizens: int) -> Path:
+    return WORK / f"partitions-{provinces}-{citizens}"
+
+
+# ---- prepare ------------------------------------------------------------------------------------------------
+
+
+def prepare(provinces: int, citizens: int, seed: int) -> dict[str, Any]:
+    """Generate, land and stage the country, write the registry, the left records by partition and the models
+    (module docstring); returns what `prepared.json` holds. Reused when it exists."""
+    root = _root(provinces, citizens)
+    done = root / "prepared.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    from lienthong import pipeline, zones
+    from lienthong.contracts import contract
+    from lienthong.db import stop_embedded
+    from lienthong.reconcile import linkstate, models, partitions
+    from lienthong.reconcile.linkstate import _rows_of
+    from lienthong.settings import load_settings
+    from lienthong.staging import StagePlan, stage_json_source
+    from sandbox.generator import CountryConfig, generate
+    from sandbox.generator.config import country_provinces
+    from sandbox.runner import run_sandbox
+
+    config = CountryConfig(provinces=country_provinces(provinces), citizens=citizens, seed=seed)
+    data = root / "sb"
+    t0 = time.monotonic()
+    print(f"generating a country of {provinces} provinces, {citizens} citizens ...", file=sys.stderr, flush=True)
+    generate(config, data)
+    saved = dict(os.environ)
+    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
+    staged: dict[str, str] = {}
+    try:
+        with run_sandbox(data, root / "sbx") as ep:
+            os.environ.update(ep.airflow_conn_env())
+            print("landing ...", file=sys.stderr, flush=True)
+            pipeline.ingest_population("bench")
+            pipeline.ingest_business("bench")
+            for province in ep.land_dsns:
+                pipeline.ingest_land("bench", province)
+        settings = load_settings()
+        for ds in STAGED:
+            print(f"staging {ds} ...", file=sys.stderr, flush=True)
+            c = contract(ds)
+            res = stage_json_source(c, StagePlan.from_contract(c).raw_files(settings.raw_dir), run_id="bench",
+                                    staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
+            staged[ds] = str(res.staged_path)
+        print("registry, left records and models ...", file=sys.stderr, flush=True)
+        registry = linkstate.registry_rows(zones.read_table(staged["citizen"])).sort_by(linkstate.KEY)
+        state = root / "state"
+        zones.create(state / linkstate.REGISTRY, registry, run_id="bench")
+        registry_ref = zones.ref(state / linkstate.REGISTRY, 0)
+        left = pa.concat_tables([linkstate.left_rows(d, zones.read_table(staged[d]))
+                                 for d in linkstate.LEFT_DATASETS]).sort_by(linkstate.KEY)
+        pq.write_table(left, state / "left.parquet")
+        offices = partitions.head_offices(staged["enterprise"])
+        pq.write_table(offices, state / "head_offices.parquet")
+        parts = partitions.partitions(left, offices)
+        for name, rows in parts.items():
+            pq.write_table(rows, state / f"left-{name}.parquet")
+        trained = {}
+        for dataset, link_type in linkstate.LEFT_DATASETS.items():
+            rows = _rows_of(left, dataset)
+            model = partitions.train_whole(rows, registry_ref, settings)
+            if model is not None:
+                folder, digest = models.write(root / "models", link_type, model)
+                trained[link_type] = {"path": str(folder), "sha256": digest, "model_id": model.model_id}
+    finally:
+        stop_embedded(root / "data" / "warehouse-pg")
+        os.environ.clear()
+        os.environ.update(saved)
+    out = {"provinces": list(config.provinces), "citizens": citizens, "seed": seed, "rates": dict(config.rates),
+           "staged": staged, "registry_ref": registry_ref, "registry_rows": registry.num_rows,
+           "left_rows": left.num_rows, "partitions": {n: r.num_rows for n, r in parts.items()}, "models": trained,
+           "prepare_s": round(time.monotonic() - t0, 1)}
+    done.write_text(json.dumps(out, indent=2))
+    return out
+
+
+# ---- the children -------------------------------------------------------------------------------------------
+
+
+def _models(prepared: dict[str, Any]) -> dict[str, Any]:
+    from lienthong.reconcile import models
+
+    return {t: models.load(SimpleNamespace(path=m["path"], sha256=m["sha256"], link_type=t, model_id=m["model_id"]))
+            for t, m in prepared["models"].items()}
+
+
+def _bands(settings: Any) -> Any:
+    from lienthong.reconcile.people import LinkBands
+
+    return LinkBands(accept=settings.match_accept, review=settings.match_review)
+
+
+def _key_reach(rows: pa.Table, registry_ref: str, settings: Any) -> dict[str, int]:
+    """Registry rows each candidate key alone reaches from `rows` (not timed)."""
+    from lienthong.reconcile import partitions
+    from lienthong.reconcile.people import CANDIDATE_KEYS, PERSON_COLUMNS
+
+    return {"+".join(key): partitions.candidates(rows.select(PERSON_COLUMNS), registry_ref, settings, keys=(key,)).num_rows
+            for key in CANDIDATE_KEYS}
+
+
+def child(mode: str, provinces: int, citizens: int, partition: str | None) -> dict[str, Any]:
+    root = _root(provinces, citizens)
+    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    from splink import DuckDBAPI  # noqa: F401  (loaded before the baseline: every mode links with it)
+
+    from lienthong import zones
+    from lienthong.reconcile import linkstate, partitions
+    from lienthong.reconcile.linkstate import _link
+    from lienthong.reconcile.people import PERSON_COLUMNS
+    from lienthong.settings import load_settings
+
+    prepared = json.loads((root / "prepared.json").read_text())
+    settings = load_settings()
+    bands = _bands(settings)
+    trained = _models(prepared)
+    ref = prepared["registry_ref"]
+    out: dict[str, Any] = {"mode": mode, "baseline_rss_mib": rss_mib("VmRSS")}
+    state = root / "state"
+    if mode == "whole":
+        left = pq.read_table(state / "left.parquet")
+        t0 = time.monotonic()
+        registry = zones.read_table(ref).sort_by(linkstate.KEY)
+        t1 = time.monotonic()
+        links, _, counts = _link(left, registry, bands, settings, dict(trained))
+        out |= {"left": left.num_rows, "registry": registry.num_rows, "read_registry_s": round(t1 - t0, 2),
+                "link_s": round(time.monotonic() - t1, 2), "seconds": round(time.monotonic() - t0, 2), "counts": counts}
+    elif mode == "partitioned":
+        left = pq.read_table(state / "left.parquet")
+        # read, not derived here: deriving them loads the administrative units (~140 MiB), which a reconciliation
+        # has loaded anyway (the person shapes of the citizens need them) and the `whole` child does not
+        offices = pq.read_table(state / "head_offices.parquet")
+        t0 = time.monotonic()
+        links, _, counts = partitions.link_partitioned(left, ref, bands, settings, dict(trained), link=_link,
+                                                       link_types=linkstate.LEFT_DATASETS, head_offices=offices)
+        out |= {"left": left.num_rows, "seconds": round(time.monotonic() - t0, 2), "counts": counts}
+    else:
+        assert partition is not None
+        rows = pq.read_table(state / f"left-{partition}.parquet")
+        t0 = time.monotonic()
+        cands = partitions.candidates(rows.select(PERSON_COLUMNS), ref, settings)
+        t1 = time.monotonic()
+        links, _, counts = _link(rows, cands, bands, settings, dict(trained))
+        t2 = time.monotonic()
+        out |= {"partition": partition, "left": rows.num_rows, "candidates": cands.num_rows,
+                "candidates_share": round(cands.num_rows / prepared["registry_rows"], 4),
+                "candidates_s": round(t1 - t0, 2), "link_s": round(t2 - t1, 2), "seconds": round(t2 - t0, 2),
+                "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
+        out["peak_rss_mib"] = rss_mib()
+        out["candidates_by_key"] = _key_reach(rows, ref, settings)
+    out.setdefault("peak_rss_mib", rss_mib())
+    pq.write_table(links, state / f"links-{mode if partition is None else 'p-' + partition}.parquet")
+    return out
+
+
+def _run_child(args: list[str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed (exit {out.returncode})")
+    return json.loads([ln for ln in out.stdout.strip().splitlines() if ln.startswith("{")][-1])
+
+
+# ---- the comparison -----------------------------------------------------------------------------------------
+
+
+def differences(got: pa.Table, want: pa.Table) -> int:
+    """Rows that differ: in any column but the scores, or in a score by more than SCORE_TOLERANCE."""
+    g, w = got.sort_by("_key").to_pylist(), want.sort_by("_key").to_pylist()
+    if len(g) != len(w):
+        return abs(len(g) - len(w)) or 1
+    n = 0
+    for a, b in zip(g, w, strict=True):
+        for c in a:
+            x, y = a[c], b[c]
+            if c in ("score", "runner_up_score") and x is not None and y is not None:
+                if abs(x - y) > SCORE_TOLERANCE:
+                    n += 1
+                    break
+            elif x != y:
+                n += 1
+                break
+    return n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--provinces", type=int, default=3)
+    ap.add_argument("--citizens", type=int, default=30_000)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--result", type=Path, help="default benchmarks/results/partitions-<P>-<N>.json")
+    ap.add_argument("--child", choices=("whole", "partitioned", "partition"))
+    ap.add_argument("--partition")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.provinces, args.citizens, args.partition)))
+        return 0
+    prepared = prepare(args.provinces, args.citizens, args.seed)
+    size = ["--provinces", str(args.provinces), "--citizens", str(args.citizens)]
+    print(f"{prepared['registry_rows']} citizens, {prepared['left_rows']} left records in partitions "
+          f"{prepared['partitions']}", flush=True)
+    whole = _run_child(["--child", "whole", *size])
+    print(f"whole: {whole['seconds']} s, peak RSS {whole['peak_rss_mib']} MiB", flush=True)
+    partitioned = _run_child(["--child", "partitioned", *size])
+    print(f"partitioned: {partitioned['seconds']} s, peak RSS {partitioned['peak_rss_mib']} MiB", flush=True)
+    parts = {}
+    for name in prepared["partitions"]:
+        parts[name] = p = _run_child(["--child", "partition", "--partition", name, *size])
+        print(f"partition {name}: {p['left']} left records, {p['candidates']} candidates "
+              f"({100 * p['candidates_share']:.1f} %), {p['seconds']} s, peak RSS {p['peak_rss_mib']} MiB", flush=True)
+    state = _root(args.provinces, args.citizens) / "state"
+    want = pq.read_table(state / "links-whole.parquet")
+    by_partition = pa.concat_tables([pq.read_table(state / f"links-p-{n}.parquet") for n in parts])
+    equal = {"partitioned_vs_whole_rows_differing": differences(pq.read_table(state / "links-partitioned.parquet"), want),
+             "partitions_vs_whole_rows_differing": differences(by_partition, want),
+             "counts_equal": partitioned["counts"] == whole["counts"], "links": want.num_rows}
+    print(f"equal: {equal}", flush=True)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "what": "person linkage of every left record at once against the whole registry, against province by "
+                "province against each partition's candidates (benchmarks/bench_partitions.py)",
+        "machine": {"cpus": os.cpu_count()},
+        "country": {k: prepared[k] for k in ("provinces", "citizens", "seed", "rates", "registry_rows", "left_rows",
+                                             "partitions", "prepare_s")},
+        "models": {t: m["model_id"] for t, m in prepared["models"].items()},
+        "whole": whole, "partitioned": partitioned, "partitions": parts, "equal": equal,
+        "summary": {
+            "whole_peak_rss_mib": whole["peak_rss_mib"], "partitioned_peak_rss_mib": partitioned["peak_rss_mib"],
+            "largest_partition_peak_rss_mib": max(p["peak_rss_mib"] for p in parts.values()),
+            "largest_candidates_share": max(p["candidates_share"] for p in parts.values()),
+            "whole_s": whole["seconds"], "partitioned_s": partitioned["seconds"],
+            "sum_of_partitions_s": round(sum(p["seconds"] for p in parts.values()), 2),
+        },
+    }
+    out = args.result or RESULTS / f"partitions-{args.provinces}-{args.citizens}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {out}")
+    ok = equal["partitioned_vs_whole_rows_differing"] == 0 and equal["partitions_vs_whole_rows_differing"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Person linkage one partition (province) at a time, with the links of linking everything at once.
+
+Owns three things of the national-scale person linkage (`LIENTHONG_LINKAGE_PARTITIONS=province`):
+
+- the partition of a left person record (`partition_of`): the 2025 province it belongs to, or `UNKNOWN`;
+- the registry records a partition can link to (`candidates`): the rows of the registry's Delta version that
+  share at least one candidate key (`people.CANDIDATE_KEYS`: the exact passes' IDs and the model's blocking
+  keys, the same SQL expressions and the same equality, so a null key shares nothing) with one of the
+  partition's records, selected in DuckDB (the registry is scanned there, never read whole into Python);
+- linking partition by partition (`link_partitioned`): each partition's left records against its candidates
+  only, with the link of the caller (`linkstate._link`), the counts summed.
+
+Why the links are the same: with a given model (parameters and frozen name frequencies) the link of a left
+record is a function of that record and of the registry records sharing one of its candidate keys
+(`lienthong.reconcile.linkstate` relies on the same fact); a partition's candidates hold all of those for
+every one of its records, and the other registry rows could not have been paired with them. A link type
+without a model is trained once, on all its left records against the whole registry, exactly as linking
+everything at once trains it (`people.train`), then scores every partition: a model per partition would
+give other links.
+
+Memory: one partition at a time holds its left records, its candidates and the Splink session scoring them;
+only the key columns of the left records go into the candidate query, and the registry is scanned from its
+Parquet files within the DuckDB session's limit. The caller still holds every left record it links. And a
+partition's candidates are bounded by its records only as far as the keys are selective: a key on one field
+(the birth date, the ID's last six digits) reaches registry rows anywhere in the country, about (registry
+size / distinct values) of them per record (`benchmarks/bench_partitions.py` reports each key's reach).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lienthong import adminunits, zones
+from lienthong.duck import session
+from lienthong.reconcile.people import (
+    BLOCKING_KEYS,
+    CANDIDATE_KEYS,
+    PERSON_COLUMNS,
+    PERSON_SCHEMA,
+    LinkBands,
+    LinkModel,
+    train,
+)
+from lienthong.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"  # the partition of the records with no province
+KEY = "_key"  # the key of the link state's tables (`linkstate.KEY`): registry rows carry it, links are sorted by it
+HEAD_OFFICE_SCHEMA = pa.schema([("enterprise_code", pa.string()), ("province", pa.string())])
+
+# The linking of one set of left records against a registry table, as `linkstate._link` does it:
+# (left rows, registry rows, bands, settings, models by link type) -> (links, models used, counts by link type).
+Link = Callable[[pa.Table, pa.Table, LinkBands, Settings, dict[str, LinkModel | None]],
+                tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]]
+
+
+# --- which partition a left record belongs to ---------------------------------------------------------------
+
+
+def partition_of(left: pa.Table, head_offices: pa.Table | None = None) -> pa.Array:
+    """The partition of each left person record (rows with `dataset` and `unique_id`, as the link state's
+    left rows): a 2025 province code, or `UNKNOWN`.
+
+    - land_holder: the province of the land registry the row came from, its staged `province_code`, which
+      is the first part of its unique id `<province_code>:<holder_id>` (`sources.holder_key`);
+    - legal_representative: the province of its enterprise's head office (`head_offices`, from the staged
+      enterprise table), by the enterprise code of its unique id `<enterprise_code>#<position>`. The staged
+      representative rows carry no place of their own, so without `head_offices`, or for an enterprise with
+      no known head office, the record goes to `UNKNOWN`.
+
+    Which partition a record falls in never changes its link (see the module docstring), only which
+    candidates are read together."""
+    dataset = left["dataset"].combine_chunks()
+    uid = left["unique_id"].combine_chunks()
+    holder = pc.list_element(pc.split_pattern(uid, ":", max_splits=1), 0)
+    is_holder = pc.and_(pc.equal(dataset, "land_holder"), pc.match_substring(uid, ":"))
+    out = pc.if_else(is_holder, holder, pa.scalar(None, pa.string()))
+    if head_offices is not None and head_offices.num_rows:
+        code = pc.list_element(pc.split_pattern(uid, "#", max_splits=1), 0)
+        at = pc.index_in(code, value_set=head_offices["enterprise_code"].combine_chunks())
+        office = pc.take(head_offices["province"].combine_chunks(), at)
+        out = pc.if_else(pc.equal(dataset, "legal_representative"), office, out)
+    blank = pc.equal(pc.utf8_length(pc.fill_null(out, "")), 0)
+    return pc.if_else(blank, pa.scalar(UNKNOWN), out)
+
+
+@cache
+def _province_of_commune() -> tuple[pa.Array, pa.Array]:
+    """(2025 commune codes, their provinces)."""
+    communes = adminunits.new_communes()
+    codes = sorted(communes)
+    return pa.array(codes, pa.string()), pa.array([communes[c].province_code for c in codes], pa.string())
+
+
+def head_offices(enterprise_ref: str) -> pa.Table:
+    """(enterprise_code, province) of every enterprise of the staged version `enterprise_ref` whose head office
+    has a province (HEAD_OFFICE_SCHEMA): the 2025 province of its head office commune
+    (`head_office_commune_code_2025`), else its `head_office_province_code` as sent (a record from before
+    the 2025 reform may carry an old code: it only makes a partition of its own). Three columns are read."""
+    t = zones.read_table(enterprise_ref, columns=["enterprise_code", "head_office_commune_code_2025",
+                                                  "head_office_province_code"])
+    codes, provinces = _province_of_commune()
+    commune = t["head_office_commune_code_2025"].combine_chunks().cast(pa.string())
+    of_commune = pc.take(provinces, pc.index_in(commune, value_set=codes))
+    province = pc.coalesce(of_commune, t["head_office_province_code"].combine_chunks().cast(pa.string()))
+    out = pa.table({"enterprise_code": t["enterprise_code"].combine_chunks().cast(pa.string()), "province": province},
+                   schema=HEAD_OFFICE_SCHEMA)
+    return out.filter(pc.is_valid(out["province"]))
+
+
+# --- the registry records a partition can link to -----------------------------------------------------------
+
+
+_COLUMN = re.compile(r"\b(" + "|".join(PERSON_COLUMNS) + r")\b")
+
+
+def qualified(expression: str, alias: str) -> str:
+    """A candidate key's expression over the person shape with each column qualified by `alias`
+    (`substr(id_number, 1, 6)` -> `substr(l.id_number, 1, 6)`)."""
+    return _COLUMN.sub(lambda m: f"{alias}.{m.group(1)}", expression)
+
+
+def key_condition(key: tuple[str, ...], left: str = "l", right: str = "r") -> str:
+    """SQL: rows `left` and `right` share candidate key `key` (every expression equal; a null is equal to
+    nothing, as in the model's blocking and the exact passes' joins)."""
+    return " AND ".join(f"{qualified(e, left)} = {qualified(e, right)}" for e in key)
+
+
+def _key_columns(keys: tuple[tuple[str, ...], ...]) -> list[str]:
+    """The person columns `keys` read, in the person shape's order."""
+    used = {c for key in keys for e in key for c in _COLUMN.findall(e)}
+    return [c for c in PERSON_COLUMNS if c in used]
+
+
+def candidates(left: pa.Table, registry_ref: str, settings: Settings | None = None,
+               keys: tuple[tuple[str, ...], ...] = CANDIDATE_KEYS) -> pa.Table:
+    """The rows of the registry version `registry_ref` (the link state's `person_registry`: `_key` and the
+    person shape) that share at least one of `keys` with a record of `left` (person shape), in `_key` order.
+
+    In DuckDB: per key, a semi join of the registry (its `_key` and that key's columns only) with the left
+    records' key columns (`key_condition`); the union of the keys found, then the rows of those keys. What is
+    held is the left records' key columns and the candidates, never the registry (measured leaner than one
+    scan testing every key at once)."""
+    cols = _key_columns(keys)
+    with session(settings, purpose="link-candidates") as con:
+        zones.register(con, "registry", registry_ref)
+        con.register("left_keys", left.select(cols))
+        found_keys = " UNION ".join(f"SELECT r.{KEY} FROM registry r SEMI JOIN left_keys l ON {key_condition(key)}"
+                                    for key in keys)
+        con.execute(f"CREATE TEMP TABLE candidate_keys AS {found_keys}")
+        found = con.execute(f"SELECT r.* FROM registry r SEMI JOIN candidate_keys k ON k.{KEY} = r.{KEY} "
+                            f"ORDER BY r.{KEY}").fetch_arrow_table()
+    schema = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
+    return found.select(schema.names).cast(schema)
+
+
+def registry_rows(registry_ref: str, settings: Settings | None = None) -> int:
+    """How many rows the registry version `registry_ref` holds (from the Parquet files' metadata)."""
+    with session(settings, purpose="link-candidates") as con:
+        zones.register(con, "registry", registry_ref)
+        row = con.execute("SELECT count(*) FROM registry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _blocking_sql(key: tuple[str, ...]) -> str:
+    from splink import block_on
+
+    return str(block_on(*key).get_blocking_rule("duckdb").blocking_rule_sql)
+
+
+def check_model_keys(model: LinkModel) -> None:
+    """Raise ValueError when `model` blocks on a rule that is not one of `people.BLOCKING_KEYS` (a model
+    persisted before the keys changed): its pairs could fall outside a partition's candidates."""
+    ours = {_blocking_sql(key) for key in BLOCKING_KEYS}
+    rules = [r.get("blocking_rule") if isinstance(r, dict) else r
+             for r in model.splink.get("blocking_rules_to_generate_predictions", [])]
+    other = [r for r in rules if r not in ours]
+    if other:
+        raise ValueError(f"link model {model.model_id} blocks on {other}, which are not candidate keys "
+                         "(people.BLOCKING_KEYS): retrain it, or link with LIENTHONG_LINKAGE_PARTITIONS=none")
+
+
+# --- training once on the whole data ------------------------------------------------------------------------
+
+
+def train_whole(left: pa.Table, registry_ref: str, settings: Settings) -> LinkModel | None:
+    """The model `people.link_people` trains when it links `left` (person shape) against the whole registry
+    with no model: the same session tables (`l`, `r` in `_key` order, the exact passes' `exact_links`) and
+    the same `people.train`. None when the exact passes link every record (link_people then trains none)."""
+    from splink import DuckDBAPI
+
+    # the exact passes exactly as link_people runs them: train() reads their count for the prior
+    from lienthong.reconcile.people import _exact_links
+
+    cols = ", ".join(PERSON_COLUMNS)
+    with session(settings, purpose="link-people") as con:
+        con.register("left_in", left.select(PERSON_COLUMNS))
+        zones.register(con, "registry", registry_ref)
+        con.execute("CREATE TABLE l AS SELECT * FROM left_in")
+        con.execute(f"CREATE TABLE r AS SELECT {cols} FROM registry ORDER BY {KEY}")
+        _exact_links(con)
+        row = con.execute("SELECT count(*) FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)").fetchone()
+        if not row or not row[0]:
+            return None
+        return train(con, DuckDBAPI(connection=con))
+
+
+def _trained(left: pa.Table, registry_ref: str, settings: Settings, models: dict[str, LinkModel | None],
+             link_types: Mapping[str, str]) -> dict[str, LinkModel | None]:
+    """`models` with a model for each link type that has none and has left records, trained on the whole data."""
+    out = dict(models)
+    for dataset, link_type in link_types.items():
+        if out.get(link_type) is not None:
+            continue
+        rows = left.filter(pc.equal(left["dataset"], dataset))
+        if rows.num_rows:
+            t0 = time.monotonic()
+            out[link_type] = train_whole(rows, registry_ref, settings)
+            log.info("link partitions: %s model trained once on all %d records in %.1f s", link_type,
+                     rows.num_rows, time.monotonic() - t0)
+    return out
+
+
+# --- linking partition by partition -------------------------------------------------------------------------
+
+
+@dataclass
+class Partition:
+    """One partition's linking: its left records, its candidate registry rows, what it took."""
+
+    name: str
+    left: int
+    candidates: int
+    seconds: float
+    links: pa.Table
+    used: dict[str, LinkModel] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def _each(left: pa.Table, head_offices: pa.Table | None) -> Iterator[tuple[str, pa.Table]]:
+    """(name, left rows) of each partition (`partition_of`), in name order, each filtered when its turn comes
+    (one partition's copy at a time)."""
+    parts = partition_of(left, head_offices)
+    for name in sorted(pc.unique(parts).to_pylist()):
+        yield name, left.filter(pc.equal(parts, name))
+
+
+def partitions(left: pa.Table, head_offices: pa.Table | None = None) -> dict[str, pa.Table]:
+    """The left rows of each partition (`partition_of`), partitions in name order, rows in their order."""
+    return dict(_each(left, head_offices))
+
+
+def link_partitions(left: pa.Table, registry_ref: str, bands: LinkBands, settings: Settings,
+                    models: dict[str, LinkModel | None], *, link: Link, link_types: Mapping[str, str],
+                    head_offices: pa.Table | None = None, registry_total: int | None = None) -> Iterator[Partition]:
+    """Link each partition of `left` (the link state's left rows) against its candidates in
+    `registry_ref`, one at a time, with `link` and `models` completed by `_trained`; yields each partition's
+    result as it is done (`link_partitioned` merges them)."""
+    full = _trained(left, registry_ref, settings, models, link_types)
+    for model in full.values():
+        if model is not None:
+            check_model_keys(model)
+    total = registry_total if registry_total is not None else registry_rows(registry_ref, settings)
+    for name, rows in _each(left, head_offices):
+        t0 = time.monotonic()
+        cands = candidates(rows.select(PERSON_COLUMNS), registry_ref, settings)
+        links, used, counts = link(rows, cands, bands, settings, full)
+        seconds = time.monotonic() - t0
+        log.info("link partition %s: %d left records against %d candidate citizens of %d (%.1f %%) in %.1f s "
+                 "(%.0f records/s)", name, rows.num_rows, cands.num_rows, total,
+                 100.0 * cands.num_rows / max(total, 1), seconds, rows.num_rows / max(seconds, 1e-9))
+        yield Partition(name, rows.num_rows, cands.num_rows, seconds, links, used, counts)
+
+
+def merge_counts(parts: list[dict[str, Any]], registry_total: int) -> dict[str, Any]:
+    """The counts of each link type summed over the partitions (`people.link_counts`' shape); `right` is the
+    whole registry, as linking everything at once reports it."""
+    out: dict[str, dict[str, Any]] = {}
+    for counts in parts:
+        for link_type, c in counts.items():
+            into = out.setdefault(link_type, {})
+            for k, v in c.items():
+                into[k] = registry_total if k == "right" else into.get(k, 0) + v
+    return dict(out)
+
+
+def link_partitioned(left: pa.Table, registry_ref: str, bands: LinkBands, settings: Settings,
+                     models: dict[str, LinkModel | None], *, link: Link, link_types: Mapping[str, str],
+                     head_offices: pa.Table | None = None) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
+    """What `link(left, <the whole registry>, bands, settings, models)` returns (links sorted by `_key`, the
+    models used, counts by link type), linked partition by partition against each partition's candidates
+    in the registry version `registry_ref` (see the module docstring for why the links are the same).
+
+    `link_types` maps each left dataset to the link type scoring it; a link type with no model in `models`
+    is trained once on all its records against the whole registry first, then used for every partition."""
+    t0 = time.monotonic()
+    total = registry_rows(registry_ref, settings)
+    if left.num_rows == 0:
+        return link(left, candidates(left.select(PERSON_COLUMNS), registry_ref, settings), bands, settings, models)
+    links, used, counts, largest = [], {}, [], 0
+    n = 0
+    for part in link_partitions(left, registry_ref, bands, settings, models, link=link, link_types=link_types,
+                                head_offices=head_offices, registry_total=total):
+        links.append(part.links)
+        used.update(part.used)
+        counts.append(part.counts)
+        largest = max(largest, part.candidates)
+        n += 1
+    out = pa.concat_tables(links).sort_by(KEY)
+    log.info("linked %d left records in %d partitions in %.1f s (largest candidate set %d of %d citizens)",
+             left.num_rows, n, time.monotonic() - t0, largest, total)
+    return out, used, merge_counts(counts, total)

@@ -1,0 +1,104 @@
+"""Provinces as tasks: a three-province country reconciled with its person linkage split into one task per
+province (the integrate DAG's `plan_person_links`, mapped `link_province`, `reconcile`), and the result equal
+to the single-partition run on the same data.
+
+A synthetic country (sandbox `CountryConfig`: people holding land and representing enterprises outside their
+home province) goes through the real connectors, staging and a first reconciliation (it relinks everything,
+so it plans no province). Then random change sequences arrive as the agency systems deliver them, and each
+run is staged, validated, planned, linked province by province (each province's function called as its
+mapped task calls it) and reconciled. After every run:
+
+- the plan named more than one province, and reconcile used the links of every province task;
+- `rebuild.check_reconcile` with the linkage in ONE partition (`LIENTHONG_LINKAGE_PARTITIONS=none`: the
+  whole registry, every record at once) equals what the partitioned run left: link state, integrated tables
+  with their entity IDs, registry members, open findings;
+- the run's work folder is gone.
+
+Then a run whose province task did not run: reconcile does not use the plan, links itself, and still equals
+the single-partition run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def country(tmp_path_factory):
+    from province import reconciled_province
+
+    from sandbox.generator.country import CountryConfig
+
+    config = CountryConfig(provinces=("31", "79", "01"), citizens=2400, seed=7,
+                           rates={"land_other_province": 0.3, "representative_other_province": 0.3,
+                                  "moved_province": 0.2})
+    with reconciled_province(tmp_path_factory.mktemp("partreconcile"), citizens=0, seed=0, config=config) as prov:
+        yield prov
+
+
+def _stage(run_id: str) -> None:
+    from lienthong import pipeline
+    from lienthong.reconcile.sources import INPUT_DATASETS
+
+    for name in INPUT_DATASETS:
+        summary = pipeline.stage(name, run_id)
+        if summary.get("mode") not in ("none", "unchanged"):
+            pipeline.validate(name, run_id, summary)
+
+
+def _equals_one_partition(settings) -> None:
+    from lienthong.rebuild import check_reconcile
+
+    check = check_reconcile(dataclasses.replace(settings, linkage_partitions="none"))
+    assert check["equal"], {k: v for k, v in check.items() if k != "equal"}
+
+
+def test_province_tasks_give_the_single_partition_result(country):
+    from test_incremental_reconcile import change_sources
+
+    from lienthong import pipeline
+    from lienthong.reconcile import linkwork
+    from lienthong.settings import load_settings
+
+    s = load_settings()
+    assert s.linkage_partitions == "province"
+    assert country["first"]["link_state"]["mode"] == "full"
+    _equals_one_partition(s)
+    rng = random.Random(4)
+    for step in range(1, 4):
+        run_id = f"p{step}"
+        done = change_sources(s.raw_dir, rng, step, run_id)
+        _stage(run_id)
+        plan = pipeline.plan_person_links(run_id)
+        assert plan["mode"] == "change", (step, done, plan)
+        assert len(plan["partitions"]) >= 2 and sum(plan["sizes"].values()) == plan["left_records"], plan
+        linked = [pipeline.link_person_partition(run_id, p) for p in plan["partitions"]]
+        assert all(r["linked"] for r in linked), linked
+        assert sum(r["left_records"] for r in linked) == plan["left_records"]
+        result = pipeline.reconcile(run_id)
+        state = result["link_state"]
+        assert state["mode"] == "change", (step, state)
+        assert state["counts"]["province_tasks"] == plan["sizes"], (step, state["counts"])
+        assert state["counts"]["relinked"] == plan["left_records"]
+        assert not linkwork.work_dir(s.integrated_dir, run_id).exists()
+        _equals_one_partition(s)
+    # a province task that did not run: the plan is not used, reconcile links the change itself
+    done = change_sources(s.raw_dir, rng, 4, "p4")
+    _stage("p4")
+    plan = pipeline.plan_person_links("p4")
+    assert plan["mode"] == "change" and len(plan["partitions"]) >= 2, plan
+    pipeline.link_person_partition("p4", plan["partitions"][0])
+    with pytest.raises(ValueError, match="not in run p4's plan"):
+        pipeline.link_person_partition("p4", "no-such-province")
+    result = pipeline.reconcile("p4")
+    assert "province_tasks" not in result["link_state"]["counts"], result["link_state"]["counts"]
+    assert result["link_state"]["counts"]["relinked"] == plan["left_records"]
+    _equals_one_partition(s)
+    # nothing changed since: the plan says so and names no province
+    _stage("p5")
+    assert pipeline.plan_person_links("p5") == {"mode": "unchanged", "partitions": []}
