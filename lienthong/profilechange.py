@@ -4,9 +4,13 @@ where the rows are built, so that the publish task hands `publish.Touched` rows 
 Owns the row digests kept beside the last published version of each such dataset
 (`published/<dataset>/_rowhash/v<N>.build.parquet`: the key columns and a 64-bit digest of every row the
 builder's query selected) and the rule for trusting them. A build runs the dataset's query
-(`profiles.SQL_FROM_INTEGRATED`) in DuckDB into a session table, digests every row there, and compares with
-the kept digests of version N by key: the keys whose digest differs, is new or is gone are the touched keys,
-and only their rows leave DuckDB. Every other row is version N's row.
+(`profiles.SQL_FROM_INTEGRATED`) once in DuckDB, with each row's digest, and streams it in batches: a row
+whose digest is among the kept digests of version N is version N's row and is dropped from the batch; the
+others (changed or new), and the keys and digests of all, are kept. The keys of version N missing now are
+gone. Those keys are the touched keys; only their rows are held, and handed to publish as `publish.Touched`.
+Held in Python: the keys and digests of every row (about 30 bytes a row) and the touched rows; in DuckDB,
+the query's own working set and the kept digests (an earlier form that kept the rows in a session table ran
+out of DuckDB's memory at 2M citizens).
 
 Why the result equals publishing every row: a row's digest is a function of the whole row the query selected
 (every column, nested lists included), so a row that differs from version N's has another digest, except
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lienthong.contracts import Contract
@@ -81,17 +86,17 @@ def stamp(sql: str, contract: Contract) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _digest_expression(con: Any, table: str) -> str:
-    """DuckDB's hash of the row with the null-ness of each list column; MD5 of its JSON when a list sits
-    inside a struct or a list (a nested NULL and empty list would hash alike)."""
-    types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
+def _digest_expression(con: Any, body: str, alias: str) -> str:
+    """DuckDB's hash of a row of `body` (as `alias`) with the null-ness of each list column; MD5 of its JSON
+    when a list sits inside a struct or a list (a nested NULL and empty list would hash alike)."""
+    types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE ({body}))").fetchall()
     lists = [name for name, kind in types if kind.endswith("[]")]
     nested = any(kind.count("[]") > 1 or ("STRUCT" in kind and "[]" in kind.split("STRUCT", 1)[1].rsplit(")", 1)[0])
                  for _, kind in types)
     if nested:
-        return f"md5(to_json({table}))"
-    flags = "".join(f', "{name}" IS NULL' for name in lists)
-    return f"hash({table}{flags})"
+        return f"md5(to_json({alias}))"
+    flags = "".join(f', {alias}."{name}" IS NULL' for name in lists)
+    return f"hash({alias}{flags})"
 
 
 def _usable(path: Path, last: dict[str, Any], want: str) -> str | None:
@@ -109,12 +114,16 @@ def _usable(path: Path, last: dict[str, Any], want: str) -> str | None:
 def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
           last: dict[str, Any] | None) -> Built:
     """Build `dataset`'s rows from the zone tables `paths`: the touched rows since `last` (the last
-    publication, `publish.last_publication`) when its kept digests can be used, else every row."""
+    publication, `publish.last_publication`) when its kept digests can be used, else every row.
+
+    One pass of the query, streamed in batches: each row's digest is looked up among the kept ones in DuckDB
+    (a row whose digest is kept is version N's row), and only the other rows, with the keys and digests of
+    all, are held in Python. Rows of version N missing now are found from the keys afterwards."""
     from lienthong import profiles
 
     t0 = time.monotonic()
-    sql = profiles.SQL_FROM_INTEGRATED[dataset](contract)
-    want = stamp(sql, contract)
+    body = profiles.SQL_FROM_INTEGRATED[dataset](contract)
+    want = stamp(body, contract)
     keys = contract.primary_key
     on = ", ".join(f'"{k}"' for k in keys)
     reason = "no version published yet" if last is None else _usable(digests_path(ds_dir, last["version"]), last, want)
@@ -122,25 +131,36 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
         reason = "the dataset has no primary key"
     with session(purpose="profile-change") as con:
         profiles.register(con, paths)
-        con.execute(f"CREATE TEMP TABLE _rows AS {sql}")
-        digest = _digest_expression(con, "_rows")
-        con.execute(f"CREATE TEMP TABLE _now AS SELECT {on}, {digest} AS {DIGEST} FROM _rows")
-        digests = con.execute("SELECT * FROM _now").fetch_arrow_table()
+        digest = _digest_expression(con, body, "t")
+        rows_now = f"SELECT t.*, {digest} AS {DIGEST} FROM ({body}) t"
         if reason is not None:
-            rows = con.execute("SELECT * FROM _rows").fetch_arrow_table()
-            log.info("%s: built every row (%d) because %s", dataset, rows.num_rows, reason)
-            return Built(dataset, digests, want, reason, rows=profiles.shaped(rows, contract),
+            table = con.execute(f"{rows_now} ORDER BY {profiles.ORDER[dataset]}").fetch_arrow_table()
+            digests = table.select([*keys, DIGEST])
+            log.info("%s: built every row (%d) because %s", dataset, table.num_rows, reason)
+            return Built(dataset, digests, want, reason, rows=profiles.shaped(table, contract),
                          seconds=time.monotonic() - t0)
         assert last is not None
         kept = digests_path(ds_dir, last["version"])
-        con.execute(f"CREATE TEMP VIEW _before AS SELECT * FROM read_parquet('{kept}')")
-        touched_keys = con.execute(f"""SELECT {on} FROM _now n FULL JOIN _before b USING ({on})
-                                       WHERE n.{DIGEST} IS DISTINCT FROM b.{DIGEST} ORDER BY {on}""").fetch_arrow_table()
-        con.register("_touched", touched_keys)
-        rows = con.execute(f"SELECT * FROM _rows SEMI JOIN _touched USING ({on}) ORDER BY {on}").fetch_arrow_table()
+        con.execute("SET preserve_insertion_order = false")  # the touched rows are ordered below, in Python
+        reader = con.execute(f"""SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept
+                                 FROM ({rows_now}) n""").fetch_record_batch(100_000)
+        changed, all_digests = [], []
+        for batch in reader:
+            all_digests.append(pa.Table.from_batches([batch]).select([*keys, DIGEST]))
+            fresh = batch.filter(pc.invert(batch.column("_kept")))
+            if fresh.num_rows:
+                changed.append(pa.Table.from_batches([fresh]).drop_columns(["_kept"]))
+        digests = pa.concat_tables(all_digests) if all_digests else pa.schema(
+            [reader.schema.field(k) for k in [*keys, DIGEST]]).empty_table()
+        con.register("_now", digests)
+        gone = con.execute(f"SELECT {on} FROM read_parquet('{kept}') ANTI JOIN _now USING ({on})").fetch_arrow_table()
+    rows = pa.concat_tables(changed) if changed else None
+    rows = (rows.sort_by([(k, "ascending") for k in keys]) if rows is not None
+            else pa.schema([f for f in reader.schema if f.name != "_kept"]).empty_table())
+    touched_keys = pa.concat_tables([rows.select(keys), gone.cast(rows.select(keys).schema)])
     seconds = time.monotonic() - t0
-    log.info("%s: %d of %d rows touched since version %s (digests compared in %.1f s)", dataset,
-             touched_keys.num_rows, digests.num_rows, last["version"], seconds)
+    log.info("%s: %d of %d rows touched since version %s (%d changed or new, %d gone; %.1f s)", dataset,
+             touched_keys.num_rows, digests.num_rows, last["version"], rows.num_rows, gone.num_rows, seconds)
     return Built(dataset, digests, want, f"digests of version {last['version']}",
                  touched=Touched(profiles.shaped(rows, contract), touched_keys, last["version"]), seconds=seconds)
 

@@ -79,7 +79,6 @@ def citizen_profile_sql(contract: Contract) -> str:
         FROM citizen c LEFT JOIN person_of USING (citizen_id)
         LEFT JOIN ents ON ents.person_key = person_of.person_key
         LEFT JOIN lands ON lands.person_key = person_of.person_key
-        ORDER BY c.citizen_id
     """
 
 
@@ -107,7 +106,6 @@ def enterprise_profile_sql(contract: Contract) -> str:
         )
         SELECT e.* EXCLUDE (representatives, land_holder_records), reps.representatives, lands.land
         FROM enterprise_master e LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
-        ORDER BY e.enterprise_code
     """
 
 
@@ -130,20 +128,24 @@ def parcel_register_sql(contract: Contract) -> str:
         )
         SELECT p.*, holders.holders
         FROM parcel_master p LEFT JOIN holders USING (province_code, parcel_id)
-        ORDER BY p.province_code, p.commune_code_original, p.map_sheet, p.parcel_number, p.parcel_id
     """
 
 
+def ordered(dataset: str, body: str) -> str:
+    """A builder's query with its rows in the dataset's published order (`ORDER`)."""
+    return f"SELECT * FROM ({body}) ORDER BY {ORDER[dataset]}"
+
+
 def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, citizen_profile_sql(contract), contract)
+    return _build(paths, ordered("citizen_profile", citizen_profile_sql(contract)), contract)
 
 
 def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, enterprise_profile_sql(contract), contract)
+    return _build(paths, ordered("enterprise_profile", enterprise_profile_sql(contract)), contract)
 
 
 def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, parcel_register_sql(contract), contract)
+    return _build(paths, ordered("parcel_register", parcel_register_sql(contract)), contract)
 
 
 def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
@@ -216,7 +218,10 @@ def quality_summary(contract: Contract, url: str) -> pa.Table:
 
 
 # Which builder makes each published dataset: from the integrated zone's files (the query over the zone's
-# tables, and the rows it selects), or from the warehouse stores.
+# tables, unordered, its published order, and the rows it selects), or from the warehouse stores.
+ORDER: dict[str, str] = {
+    "citizen_profile": "citizen_id", "enterprise_profile": "enterprise_code",
+    "parcel_register": "province_code, commune_code_original, map_sheet, parcel_number, parcel_id"}
 SQL_FROM_INTEGRATED: dict[str, Callable[[Contract], str]] = {
     "citizen_profile": citizen_profile_sql, "enterprise_profile": enterprise_profile_sql,
     "parcel_register": parcel_register_sql}
