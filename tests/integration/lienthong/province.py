@@ -76,3 +76,15 @@ def staged_tables(datasets: tuple[str, ...], run_id: str) -> dict[str, Any]:
                                 staged_dir=settings.staged_dir, quarantine_dir=settings.quarantine_dir)
         staged[name] = zones.read_table(str(res.staged_path)).sort_by([(k, "ascending") for k in c.primary_key])
     return staged
+
+
+def stage_landed(run_id: str) -> None:
+    """Stage every input dataset (inside `ingested_province`), and validate each one staging changed, as the
+    integrate DAG does (it skips validation when staging changed nothing)."""
+    from lienthong import pipeline
+    from lienthong.reconcile.sources import INPUT_DATASETS
+
+    for name in INPUT_DATASETS:
+        summary = pipeline.stage(name, run_id)
+        if summary.get("mode") not in ("none", "unchanged"):
+            pipeline.validate(name, run_id, summary)

@@ -41,16 +41,6 @@ def country(tmp_path_factory):
         yield prov
 
 
-def _stage(run_id: str) -> None:
-    from lienthong import pipeline
-    from lienthong.reconcile.sources import INPUT_DATASETS
-
-    for name in INPUT_DATASETS:
-        summary = pipeline.stage(name, run_id)
-        if summary.get("mode") not in ("none", "unchanged"):
-            pipeline.validate(name, run_id, summary)
-
-
 def _equals_one_partition(settings) -> None:
     from lienthong.rebuild import check_reconcile
 
@@ -59,6 +49,7 @@ def _equals_one_partition(settings) -> None:
 
 
 def test_province_tasks_give_the_single_partition_result(country):
+    from province import stage_landed
     from test_incremental_reconcile import change_sources
 
     from lienthong import pipeline
@@ -73,7 +64,7 @@ def test_province_tasks_give_the_single_partition_result(country):
     for step in range(1, 4):
         run_id = f"p{step}"
         done = change_sources(s.raw_dir, rng, step, run_id)
-        _stage(run_id)
+        stage_landed(run_id)
         plan = pipeline.plan_person_links(run_id)
         assert plan["mode"] == "change", (step, done, plan)
         assert len(plan["partitions"]) >= 2 and sum(plan["sizes"].values()) == plan["left_records"], plan
@@ -89,7 +80,7 @@ def test_province_tasks_give_the_single_partition_result(country):
         _equals_one_partition(s)
     # a province task that did not run: the plan is not used, reconcile links the change itself
     done = change_sources(s.raw_dir, rng, 4, "p4")
-    _stage("p4")
+    stage_landed("p4")
     plan = pipeline.plan_person_links("p4")
     assert plan["mode"] == "change" and len(plan["partitions"]) >= 2, plan
     pipeline.link_person_partition("p4", plan["partitions"][0])
@@ -100,5 +91,5 @@ def test_province_tasks_give_the_single_partition_result(country):
     assert result["link_state"]["counts"]["relinked"] == plan["left_records"]
     _equals_one_partition(s)
     # nothing changed since: the plan says so and names no province
-    _stage("p5")
+    stage_landed("p5")
     assert pipeline.plan_person_links("p5") == {"mode": "unchanged", "partitions": []}

@@ -94,11 +94,11 @@ def _check_equals_every_row(dataset: str, result: dict, before: pa.Table | None)
 
 
 def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled):
+    from province import stage_landed
     from test_incremental_reconcile import change_sources
 
     from lienthong import pipeline, profilechange
     from lienthong.contracts import contract
-    from lienthong.reconcile.sources import INPUT_DATASETS
     from lienthong.settings import load_settings
 
     s = load_settings()
@@ -119,10 +119,7 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled):
     for step in range(1, 4):
         run_id = f"c{step}"
         done = change_sources(s.raw_dir, rng, step, run_id)
-        for name in INPUT_DATASETS:
-            summary = pipeline.stage(name, run_id)
-            if summary.get("mode") not in ("none", "unchanged"):
-                pipeline.validate(name, run_id, summary)
+        stage_landed(run_id)
         pipeline.reconcile(run_id)
         for d in DATASETS:
             result = pipeline.publish(d, f"p{step}")
@@ -136,6 +133,14 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled):
                 assert result["changes"] is not None and sum(result["changes"].values()) > 0, (step, d, result)
             assert len(_keys(rows[d], c.primary_key)) == rows[d].num_rows
     assert all(n > 0 for n in touched_seen.values()), touched_seen
+
+
+def _tamper(path, field: bytes, value: bytes) -> None:
+    """Set one metadata field of a kept digests file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**dict(table.schema.metadata), field: value}), path)
 
 
 def test_unusable_digests_fall_back_to_every_row(reconciled):
@@ -176,21 +181,14 @@ def test_unusable_digests_fall_back_to_every_row(reconciled):
     assert result["built"]["form"] == "every_row" and "no row digests kept" in result["built"]["reason"], result
     _check_equals_every_row(d, result, None)
     # describing another content than the last version's
-    import pyarrow.parquet as pq
-
-    kept = profilechange.digests_path(ds_dir, result["version"])
-    table = pq.read_table(kept)
-    meta = dict(table.schema.metadata)
-    pq.write_table(table.replace_schema_metadata({**meta, b"lienthong.content_hash": b"0" * 64}), kept)
+    _tamper(profilechange.digests_path(ds_dir, result["version"]), b"lienthong.content_hash", b"0" * 64)
     rename_one("Other")
     result = pipeline.publish(d, "f2")
     assert result["built"]["form"] == "every_row" and "do not describe" in result["built"]["reason"], result
     _check_equals_every_row(d, result, None)
     # made by another query (or contract, or DuckDB version)
     kept = profilechange.digests_path(ds_dir, result["version"])
-    table = pq.read_table(kept)
-    meta = dict(table.schema.metadata)
-    pq.write_table(table.replace_schema_metadata({**meta, b"lienthong.stamp": b"an older query"}), kept)
+    _tamper(kept, b"lienthong.stamp", b"an older query")
     rename_one("Query")
     result = pipeline.publish(d, "f3")
     assert result["built"]["form"] == "every_row" and "changed since" in result["built"]["reason"], result
