@@ -2,7 +2,7 @@
 time, candidate registry rows and peak RSS per partition, and the whole run's peak RSS either way.
 
     .venv/bin/python benchmarks/bench_partitions.py --provinces 3 --citizens 30000 \\
-        --result benchmarks/results/partitions-small.json
+        --result benchmarks/results/partitions-small.json [--spark]
 
 Prepare (once per size, kept in `benchmarks/.work/partitions-<P>-<N>/`): generate a country of `--provinces`
 provinces (`sandbox.generator.CountryConfig`, `country_provinces(P)`, `--citizens` in total, the documented
@@ -19,10 +19,29 @@ Then, each in a child process of its own so that its peak RSS (VmHWM) is its own
 - `partitioned`: every left record linked by `partitions.link_partitioned` (what it does with `province`);
 - one child per partition: its candidates (`partitions.candidates`, timed apart) and its links, reading only
   that partition's left records; plus, not timed, how many registry rows each candidate key alone reaches
-  (which keys make a partition's candidate set large).
+  (which keys make a partition's candidate set large);
+- `spark` (only with `--spark`: it is slow): the `whole` child's work on the Spark engine (the settings with
+  `linkage_engine="spark"`, `sparkengine`; master `LIENTHONG_SPARK_MASTER`, else `local[2]`, never the Airflow
+  connection): the same left records against the whole registry read into memory, the same models. Timed
+  apart: `startup_s`, starting the JVM and the SparkSession (`sparkengine.spark_session`, made once per process
+  and kept, as a worker does), then `read_registry_s` and `link_s` (the exact passes still on DuckDB, the
+  model's scoring on Spark); `scoring` gives per link type the candidate pairs and the time of the Spark
+  scoring (`spark_s`, from the log of `sparkengine.score_rest`) within the whole scoring step (`score_s`,
+  including the copy of its inputs to Parquet); the `whole` child reports its DuckDB `scoring` alike.
+  `peak_rss_mib` is the Python process's only: the JVM is a process of its own, whose peak (VmHWM) is `jvm`
+  (the java processes among this process's descendants, read after the linking; a remote master's executors
+  are not measured).
 
 The partitioned links and the per-partition links are checked equal to the whole ones (row for row, scores to
-1e-9). Each child's `baseline_rss_mib` is its resident set after the imports, before any data is read.
+1e-9). The Spark links are compared with the whole (DuckDB) ones as `lienthong linkage-compare` does
+(`enginecompare.agreement` and `enginecompare.differences`, left records told apart by `_key`): accepted links
+per engine and shared, the agreement (accepted (left, right) pairs both engines accept / pairs either
+accepts), the left records whose accepted link differs (the first ones listed, right IDs masked), the others
+whose candidate or band differs, and the largest difference of match probability on the pairs both engines
+link by the model (`max_abs_score_diff`: every band; `_accepted`: those both accept). The exit status is 1
+when the partitioned links differ from the whole ones or the Spark agreement is below
+`enginecompare.MIN_AGREEMENT` (the issue's 99.9 %). Each child's `baseline_rss_mib` is its resident set
+after the imports, before any data is read.
 """
 
 from __future__ import annotations
@@ -155,6 +174,72 @@ def _key_reach(rows: pa.Table, registry_ref: str, settings: Any) -> dict[str, in
             for key in CANDIDATE_KEYS}
 
 
+class _Records(logging.Handler):
+    """The log records of one logger, kept (the scoring times the engines log)."""
+
+    def __init__(self, logger: str) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        log = logging.getLogger(logger)
+        log.setLevel(logging.INFO)
+        log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def args(self, prefix: str) -> list[tuple[Any, ...]]:
+        return [r.args for r in self.records if isinstance(r.msg, str) and r.msg.startswith(prefix)
+                and isinstance(r.args, tuple)]
+
+
+def _scoring(link_types: list[str], people: _Records, spark: _Records | None = None) -> dict[str, Any]:
+    """Per link type (in the order `_link` links them): the candidate pairs scored and the scoring step's time
+    (`people._probabilistic_links`), and with Spark the time of the Spark scoring within it."""
+    scored = people.args("scored %s candidate pairs")  # (pairs, engine, seconds)
+    on_spark = spark.args("Spark scored") if spark is not None else []  # (pairs, seconds)
+    out: dict[str, Any] = {}
+    for i, link_type in enumerate(link_types):
+        row: dict[str, Any] = {}
+        if i < len(scored):
+            row |= {"pairs": int(scored[i][0]), "score_s": round(float(scored[i][2]), 2)}
+        if i < len(on_spark):
+            row["spark_s"] = round(float(on_spark[i][1]), 2)
+        out[link_type] = row
+    return out
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+
+
+def _jvm_memory() -> dict[str, Any]:
+    """The java processes among this process's descendants (the Spark driver's JVM, which pyspark starts as a
+    child through spark-submit): pids, peak (VmHWM) and current resident set, MiB, summed."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            status = _status(pid)
+            if status.get("Name") == "java" and "VmHWM" in status:
+                found.append((pid, int(status["VmHWM"].split()[0]), int(status.get("VmRSS", "0 kB").split()[0])))
+    if not found:
+        return {"pids": [], "peak_rss_mib": None,
+                "note": "no java process among this process's descendants: the JVM's memory is not measured"}
+    return {"pids": [p for p, _, _ in found], "peak_rss_mib": round(sum(h for _, h, _ in found) / 1024, 1),
+            "rss_mib": round(sum(r for _, _, r in found) / 1024, 1)}
+
+
 def child(mode: str, provinces: int, citizens: int, partition: str | None) -> dict[str, Any]:
     root = _root(provinces, citizens)
     os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
@@ -168,6 +253,10 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
     from lienthong.reconcile.people import PERSON_COLUMNS
     from lienthong.settings import load_settings
 
+    if mode == "spark":  # loaded before the baseline too
+        import pyspark.sql  # noqa: F401
+        from splink.backends.spark import SparkAPI  # noqa: F401
+
     prepared = json.loads((root / "prepared.json").read_text())
     settings = load_settings()
     bands = _bands(settings)
@@ -177,12 +266,38 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
     state = root / "state"
     if mode == "whole":
         left = pq.read_table(state / "left.parquet")
+        people_log = _Records("lienthong.reconcile.people")
         t0 = time.monotonic()
         registry = zones.read_table(ref).sort_by(linkstate.KEY)
         t1 = time.monotonic()
         links, _, counts = _link(left, registry, bands, settings, dict(trained))
         out |= {"left": left.num_rows, "registry": registry.num_rows, "read_registry_s": round(t1 - t0, 2),
-                "link_s": round(time.monotonic() - t1, 2), "seconds": round(time.monotonic() - t0, 2), "counts": counts}
+                "link_s": round(time.monotonic() - t1, 2), "seconds": round(time.monotonic() - t0, 2), "counts": counts,
+                "scoring": _scoring(list(counts), people_log)}
+    elif mode == "spark":
+        import dataclasses
+
+        from lienthong.reconcile import sparkengine
+
+        spark_settings = dataclasses.replace(settings, linkage_engine="spark",
+                                             spark_master=settings.spark_master or sparkengine.DEFAULT_MASTER)
+        left = pq.read_table(state / "left.parquet")
+        people_log, spark_log = _Records("lienthong.reconcile.people"), _Records("lienthong.reconcile.sparkengine")
+        t0 = time.monotonic()
+        spark = sparkengine.spark_session(spark_settings)
+        t1 = time.monotonic()
+        registry = zones.read_table(ref).sort_by(linkstate.KEY)
+        t2 = time.monotonic()
+        links, _, counts = _link(left, registry, bands, spark_settings, dict(trained))
+        t3 = time.monotonic()
+        out |= {"engine": "spark", "master": spark_settings.spark_master, "spark_version": spark.version,
+                "left": left.num_rows, "registry": registry.num_rows, "startup_s": round(t1 - t0, 2),
+                "read_registry_s": round(t2 - t1, 2), "link_s": round(t3 - t2, 2),
+                "seconds_after_startup": round(t3 - t1, 2), "seconds": round(t3 - t0, 2), "counts": counts,
+                "scoring": _scoring(list(counts), people_log, spark_log)}
+        out["peak_rss_mib"] = rss_mib()
+        out["jvm"] = _jvm_memory()
+        sparkengine.stop()
     elif mode == "partitioned":
         left = pq.read_table(state / "left.parquet")
         # read, not derived here: deriving them loads the administrative units (~140 MiB), which a reconciliation
@@ -240,13 +355,54 @@ def differences(got: pa.Table, want: pa.Table) -> int:
     return n
 
 
+def engine_agreement(spark: pa.Table, duckdb: pa.Table) -> dict[str, Any]:
+    """The Spark links against the DuckDB ones as `lienthong linkage-compare` compares them (module docstring);
+    both in the link state's shape (`linkstate.LINK_STATE_SCHEMA`)."""
+    import pyarrow.compute as pc
+
+    from lienthong.reconcile import enginecompare
+    from lienthong.reconcile.linkstate import LEFT_DATASETS
+
+    def keyed(links: pa.Table) -> pa.Table:  # left_id: the `_key` (`<dataset>|<unique_id>`), unique across datasets
+        return links.set_column(links.schema.get_field_index("left_id"), "left_id", links["_key"])
+
+    def compared(a: pa.Table, b: pa.Table) -> dict[str, Any]:
+        ratio, counts = enginecompare.agreement(a, b)
+        return {"accepted": {"duckdb": counts["a"], "spark": counts["b"], "both": counts["both"]},
+                "agreement": round(ratio, 6)}
+
+    a, b = keyed(duckdb), keyed(spark)
+    out = compared(a, b)
+    diffs, other = enginecompare.differences(a, b)
+    cols = ["left_id", "right_id", "method", "band", "score"]
+    j = a.select(cols).join(b.select(cols), keys=["left_id", "right_id"], join_type="inner",
+                            left_suffix="_duckdb", right_suffix="_spark")
+    model = j.filter(pc.and_(pc.equal(j["method_duckdb"], "probabilistic"), pc.equal(j["method_spark"], "probabilistic")))
+    both = model.filter(pc.and_(pc.equal(model["band_duckdb"], "accept"), pc.equal(model["band_spark"], "accept")))
+
+    def max_diff(t: pa.Table) -> float | None:
+        d = pc.max(pc.abs(pc.subtract(t["score_duckdb"], t["score_spark"]))).as_py()
+        return None if d is None else float(f"{d:.3g}")
+
+    out |= {"min_agreement": enginecompare.MIN_AGREEMENT, "agreement_ok": out["agreement"] >= enginecompare.MIN_AGREEMENT,
+            "accepted_links_differing": len(diffs), "other_links_differing": other,
+            "differences": [enginecompare.masked(d) for d in diffs[:10]],
+            "model_pairs_shared": model.num_rows, "max_abs_score_diff": max_diff(model),
+            "model_pairs_both_accept": both.num_rows, "max_abs_score_diff_accepted": max_diff(both),
+            "by_link_type": {t: compared(a.filter(pc.equal(a["dataset"], d)), b.filter(pc.equal(b["dataset"], d)))
+                             for d, t in LEFT_DATASETS.items()}}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--provinces", type=int, default=3)
     ap.add_argument("--citizens", type=int, default=30_000)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--result", type=Path, help="default benchmarks/results/partitions-<P>-<N>.json")
-    ap.add_argument("--child", choices=("whole", "partitioned", "partition"))
+    ap.add_argument("--spark", action="store_true",
+                    help="also link on the Spark engine and compare with DuckDB (slow; the `spark` child)")
+    ap.add_argument("--child", choices=("whole", "partitioned", "partition", "spark"))
     ap.add_argument("--partition")
     args = ap.parse_args()
     if args.child:
@@ -265,6 +421,12 @@ def main() -> int:
         parts[name] = p = _run_child(["--child", "partition", "--partition", name, *size])
         print(f"partition {name}: {p['left']} left records, {p['candidates']} candidates "
               f"({100 * p['candidates_share']:.1f} %), {p['seconds']} s, peak RSS {p['peak_rss_mib']} MiB", flush=True)
+    spark = None
+    if args.spark:
+        spark = _run_child(["--child", "spark", *size])
+        print(f"spark ({spark['master']}): {spark['seconds']} s (start-up {spark['startup_s']} s, linking "
+              f"{spark['link_s']} s), peak RSS {spark['peak_rss_mib']} MiB, JVM {spark['jvm']['peak_rss_mib']} MiB",
+              flush=True)
     state = _root(args.provinces, args.citizens) / "state"
     want = pq.read_table(state / "links-whole.parquet")
     by_partition = pa.concat_tables([pq.read_table(state / f"links-p-{n}.parquet") for n in parts])
@@ -272,10 +434,17 @@ def main() -> int:
              "partitions_vs_whole_rows_differing": differences(by_partition, want),
              "counts_equal": partitioned["counts"] == whole["counts"], "links": want.num_rows}
     print(f"equal: {equal}", flush=True)
+    if spark is not None:
+        spark["agreement"] = engine_agreement(pq.read_table(state / "links-spark.parquet"), want)
+        ag = spark["agreement"]
+        print(f"spark vs duckdb: accepted {ag['accepted']}, agreement {ag['agreement']:.4%}, "
+              f"{ag['accepted_links_differing']} differing accepted link(s), max |score diff| "
+              f"{ag['max_abs_score_diff']}", flush=True)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "what": "person linkage of every left record at once against the whole registry, against province by "
-                "province against each partition's candidates (benchmarks/bench_partitions.py)",
+                "province against each partition's candidates; with --spark, the whole linking on the Spark engine "
+                "and its agreement with DuckDB (benchmarks/bench_partitions.py)",
         "machine": {"cpus": os.cpu_count()},
         "country": {k: prepared[k] for k in ("provinces", "citizens", "seed", "rates", "registry_rows", "left_rows",
                                              "partitions", "prepare_s")},
@@ -289,11 +458,22 @@ def main() -> int:
             "sum_of_partitions_s": round(sum(p["seconds"] for p in parts.values()), 2),
         },
     }
+    if spark is not None:
+        ag = spark["agreement"]
+        result["spark"] = spark
+        result["summary"] |= {
+            "spark_s": spark["seconds"], "spark_startup_s": spark["startup_s"], "spark_link_s": spark["link_s"],
+            "spark_peak_rss_mib": spark["peak_rss_mib"], "spark_jvm_peak_rss_mib": spark["jvm"]["peak_rss_mib"],
+            "spark_accepted": ag["accepted"], "spark_agreement": ag["agreement"],
+            "spark_accepted_links_differing": ag["accepted_links_differing"],
+            "spark_max_abs_score_diff": ag["max_abs_score_diff"],
+        }
     out = args.result or RESULTS / f"partitions-{args.provinces}-{args.citizens}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     ok = equal["partitioned_vs_whole_rows_differing"] == 0 and equal["partitions_vs_whole_rows_differing"] == 0
+    ok = ok and (spark is None or spark["agreement"]["agreement_ok"])
     return 0 if ok else 1
 
 
