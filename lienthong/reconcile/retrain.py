@@ -251,6 +251,8 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
         raise NoReconciliation("no reconciliation has finished yet: there are no staged versions to retrain on")
     inputs = {name: info["staged_path"] for name, info in (last.metrics or {})["inputs"].items()}
     person_inputs = {n: inputs[n] for n in linkstate.PERSON_INPUTS}
+    # what the link state reads: the person inputs, and the enterprises (head offices place representatives)
+    link_inputs = {n: inputs[n] for n in (*linkstate.PERSON_INPUTS, "enterprise") if n in inputs}
     active_ids = {t: p[0].model_id for t, p in persisted.items() if p is not None}
     active_models = {t: (p[1] if p is not None else None) for t, p in persisted.items()}
     state = (last.metrics or {}).get("link_state") or {}
@@ -266,12 +268,12 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
             log.info("retrain: the link state of %s was linked with %s, the active models are %s: relinking with "
                      "the active models", last.run_id, state.get("models"), active_ids)
             t = time.monotonic()
-            before = linkstate.update(scratch / "before", person_inputs, None, active_models, run_id=run_id,
+            before = linkstate.update(scratch / "before", link_inputs, None, active_models, run_id=run_id,
                                       settings=s, bands=bands)
             before_ref, before_source = before.refs[linkstate.LINKS], "relinked with the active models"
             seconds["relink_before"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
-        after = linkstate.update(scratch / "after", person_inputs, None, {}, run_id=run_id, settings=s, bands=bands)
+        after = linkstate.update(scratch / "after", link_inputs, None, {}, run_id=run_id, settings=s, bands=bands)
         seconds["train_and_relink"] = round(time.monotonic() - t, 3)
         link_cmp = compare_links(zones.read_table(before_ref), zones.read_table(after.refs[linkstate.LINKS]))
         accuracy: dict[str, dict[str, Any]] = {}
