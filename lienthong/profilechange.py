@@ -134,7 +134,7 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
         digest = _digest_expression(con, body, "t")
         rows_now = f"SELECT t.*, {digest} AS {DIGEST} FROM ({body}) t"
         if reason is not None:
-            table = con.execute(f"{rows_now} ORDER BY {profiles.ORDER[dataset]}").fetch_arrow_table()
+            table = profiles.fetch_ordered(con, rows_now, dataset)
             digests = table.select([*keys, DIGEST])
             log.info("%s: built every row (%d) because %s", dataset, table.num_rows, reason)
             return Built(dataset, digests, want, reason, rows=profiles.shaped(table, contract),

@@ -43,11 +43,21 @@ def shaped(table: pa.Table, contract: Contract) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def _build(paths: dict[str, str], sql: str, contract: Contract) -> pa.Table:
-    """The rows `sql` selects from views over the given zone tables, in the contract's schema."""
+def fetch_ordered(con: Any, sql: str, dataset: str) -> pa.Table:
+    """Every row `sql` selects, in `dataset`'s published order (`ORDER`). Streamed out of DuckDB in batches
+    and sorted in Arrow: an ORDER BY (or insertion order) over 2M nested rows ran out of DuckDB's memory."""
+    con.execute("SET preserve_insertion_order = false")
+    reader = con.execute(sql).fetch_record_batch(100_000)
+    table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    return table.sort_by([(c.strip(), "ascending") for c in ORDER[dataset].split(",")])
+
+
+def _build(paths: dict[str, str], dataset: str, body: str, contract: Contract) -> pa.Table:
+    """The rows query `body` selects from views over the given zone tables, in the contract's schema and the
+    dataset's order."""
     with session(purpose="profiles") as con:
         register(con, paths)
-        table = con.execute(sql).fetch_arrow_table()
+        table = fetch_ordered(con, body, dataset)
     return shaped(table, contract)
 
 
@@ -131,21 +141,16 @@ def parcel_register_sql(contract: Contract) -> str:
     """
 
 
-def ordered(dataset: str, body: str) -> str:
-    """A builder's query with its rows in the dataset's published order (`ORDER`)."""
-    return f"SELECT * FROM ({body}) ORDER BY {ORDER[dataset]}"
-
-
 def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, ordered("citizen_profile", citizen_profile_sql(contract)), contract)
+    return _build(paths, "citizen_profile", citizen_profile_sql(contract), contract)
 
 
 def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, ordered("enterprise_profile", enterprise_profile_sql(contract)), contract)
+    return _build(paths, "enterprise_profile", enterprise_profile_sql(contract), contract)
 
 
 def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, ordered("parcel_register", parcel_register_sql(contract)), contract)
+    return _build(paths, "parcel_register", parcel_register_sql(contract), contract)
 
 
 def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
