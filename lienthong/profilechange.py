@@ -122,7 +122,7 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
     from lienthong import profiles
 
     t0 = time.monotonic()
-    body = profiles.SQL_FROM_INTEGRATED[dataset](contract)
+    body = profiles.SQL_FROM_INTEGRATED[dataset](contract, (0, 1))  # what the digests stand for
     want = stamp(body, contract)
     keys = contract.primary_key
     on = ", ".join(f'"{k}"' for k in keys)
@@ -132,31 +132,38 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
     with session(purpose="profile-change") as con:
         profiles.register(con, paths)
         digest = _digest_expression(con, body, "t")
-        rows_now = f"SELECT t.*, {digest} AS {DIGEST} FROM ({body}) t"
+
+        def with_digest(part: str) -> str:
+            return f"SELECT t.*, {digest} AS {DIGEST} FROM ({part}) t"
+
         if reason is not None:
-            table = profiles.fetch_ordered(con, rows_now, dataset)
+            schema, batches = profiles.stream(con, dataset, contract, with_digest)
+            table = profiles.in_order(pa.Table.from_batches(list(batches), schema=schema), dataset)
             digests = table.select([*keys, DIGEST])
             log.info("%s: built every row (%d) because %s", dataset, table.num_rows, reason)
             return Built(dataset, digests, want, reason, rows=profiles.shaped(table, contract),
                          seconds=time.monotonic() - t0)
         assert last is not None
         kept = digests_path(ds_dir, last["version"])
-        con.execute("SET preserve_insertion_order = false")  # the touched rows are ordered below, in Python
-        reader = con.execute(f"""SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept
-                                 FROM ({rows_now}) n""").fetch_record_batch(100_000)
+
+        def marked(part: str) -> str:  # a row whose digest is kept is version N's row
+            return (f"SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept "
+                    f"FROM ({with_digest(part)}) n")
+
+        schema, batches = profiles.stream(con, dataset, contract, marked)
         changed, all_digests = [], []
-        for batch in reader:
+        for batch in batches:
             all_digests.append(pa.Table.from_batches([batch]).select([*keys, DIGEST]))
             fresh = batch.filter(pc.invert(batch.column("_kept")))
             if fresh.num_rows:
                 changed.append(pa.Table.from_batches([fresh]).drop_columns(["_kept"]))
         digests = pa.concat_tables(all_digests) if all_digests else pa.schema(
-            [reader.schema.field(k) for k in [*keys, DIGEST]]).empty_table()
+            [schema.field(k) for k in [*keys, DIGEST]]).empty_table()
         con.register("_now", digests)
         gone = con.execute(f"SELECT {on} FROM read_parquet('{kept}') ANTI JOIN _now USING ({on})").fetch_arrow_table()
     rows = pa.concat_tables(changed) if changed else None
     rows = (rows.sort_by([(k, "ascending") for k in keys]) if rows is not None
-            else pa.schema([f for f in reader.schema if f.name != "_kept"]).empty_table())
+            else pa.schema([f for f in schema if f.name != "_kept"]).empty_table())
     touched_keys = pa.concat_tables([rows.select(keys), gone.cast(rows.select(keys).schema)])
     seconds = time.monotonic() - t0
     log.info("%s: %d of %d rows touched since version %s (%d changed or new, %d gone; %.1f s)", dataset,

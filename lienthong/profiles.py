@@ -19,13 +19,16 @@ rule whose outcome or counts changed, does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from lienthong.contracts import Contract
 from lienthong.duck import session
+
+log = logging.getLogger(__name__)
 
 
 def register(con: Any, paths: dict[str, str]) -> None:
@@ -43,37 +46,74 @@ def shaped(table: pa.Table, contract: Contract) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def fetch_ordered(con: Any, sql: str, dataset: str) -> pa.Table:
-    """Every row `sql` selects, in `dataset`'s published order (`ORDER`). Streamed out of DuckDB in batches
-    and sorted in Arrow: an ORDER BY (or insertion order) over 2M nested rows ran out of DuckDB's memory."""
+# Rows of a dataset's driving table per bucket of its build (`parts`): the nested lists are DuckDB aggregates
+# ordered inside the list, held in memory per group; at 2M citizens one bucket ran out of DuckDB's 2 GB (and
+# parcel_register out of 6 GB), measured.
+ROWS_PER_PART = 200_000
+DRIVING = {"citizen_profile": "citizen", "enterprise_profile": "enterprise_master", "parcel_register": "parcel_master"}
+
+
+def parts(con: Any, dataset: str) -> int:
+    """How many buckets `dataset` is built in: one per `ROWS_PER_PART` rows of its driving table."""
+    row = con.execute(f"SELECT count(*) FROM {DRIVING[dataset]}").fetchone()
+    return max(1, -(-int(row[0] if row else 0) // ROWS_PER_PART))
+
+
+def stream(con: Any, dataset: str, contract: Contract, wrap: Callable[[str], str] = lambda body: body,
+           ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The rows of `dataset`'s query (each bucket's query passed through `wrap`), bucket after bucket, in
+    batches, in no particular order: (their schema, the batches)."""
+    n = parts(con, dataset)
     con.execute("SET preserve_insertion_order = false")
-    reader = con.execute(sql).fetch_record_batch(100_000)
-    table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    build = SQL_FROM_INTEGRATED[dataset]
+    schema = con.execute(f"SELECT * FROM ({wrap(build(contract, (0, n)))}) LIMIT 0").fetch_arrow_table().schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for b in range(n):
+            yield from con.execute(wrap(build(contract, (b, n)))).fetch_record_batch(100_000)
+            log.info("%s: bucket %d of %d built", dataset, b + 1, n)
+
+    return schema, batches()
+
+
+def in_order(table: pa.Table, dataset: str) -> pa.Table:
+    """`table` sorted in `dataset`'s published order (`ORDER`), in Arrow."""
     return table.sort_by([(c.strip(), "ascending") for c in ORDER[dataset].split(",")])
 
 
-def _build(paths: dict[str, str], dataset: str, body: str, contract: Contract) -> pa.Table:
-    """The rows query `body` selects from views over the given zone tables, in the contract's schema and the
-    dataset's order."""
+def _build(paths: dict[str, str], dataset: str, contract: Contract) -> pa.Table:
+    """Every row of `dataset` from views over the given zone tables, built bucket by bucket (`stream`), in the
+    contract's schema and the dataset's order."""
     with session(purpose="profiles") as con:
         register(con, paths)
-        table = fetch_ordered(con, body, dataset)
-    return shaped(table, contract)
+        schema, batches = stream(con, dataset, contract)
+        table = pa.Table.from_batches(list(batches), schema=schema)
+    return shaped(in_order(table, dataset), contract)
 
 
-def citizen_profile_sql(contract: Contract) -> str:
+def _in_part(columns: str, part: tuple[int, int]) -> str:
+    """SQL: the row's `columns` hash into bucket `part` = (b, n) (`true` for one bucket)."""
+    b, n = part
+    return "true" if n == 1 else f"hash({columns}) % {n} = {b}"
+
+
+def citizen_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
     flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels", "entity_id")]
     cols = ", ".join(f'c."{n}"' for n in flat)
+    # a bucket of citizens, and the lists of the persons they are (a person's lists are in each bucket that
+    # holds one of its citizen IDs)
+    of_part = "" if part[1] == 1 else " AND {0}.person_key IN (SELECT person_key FROM person_of)"
     return f"""
         WITH person_of AS (
-          SELECT unnest(citizen_ids) AS citizen_id, person_key, entity_id FROM person_master
-          WHERE in_population_registry
+          SELECT * FROM (SELECT unnest(citizen_ids) AS citizen_id, person_key, entity_id FROM person_master
+                         WHERE in_population_registry)
+          WHERE {_in_part("citizen_id", part)}
         ), ents AS (
           SELECT l.person_key, list({{'enterprise_code': e.enterprise_code, 'enterprise_name': e.name,
                                      'enterprise_status': e.status, 'title': l.title}}
                                     ORDER BY e.enterprise_code) AS enterprises
           FROM enterprise_representative_link l JOIN enterprise_master e ON e.enterprise_code = l.master_enterprise_code
-          WHERE l.band = 'accept' AND l.person_key IS NOT NULL GROUP BY l.person_key
+          WHERE l.band = 'accept' AND l.person_key IS NOT NULL{of_part.format("l")} GROUP BY l.person_key
         ), lands AS (
           SELECT h.person_key, list({{'province_code': p.province_code, 'commune_code_2025': p.commune_code_2025,
                                      'map_sheet': p.map_sheet, 'parcel_number': p.parcel_number, 'area_m2': p.area_m2,
@@ -82,75 +122,80 @@ def citizen_profile_sql(contract: Contract) -> str:
                                     ORDER BY p.province_code, p.parcel_id, h.serial) AS parcels
           FROM parcel_holder_link h
           JOIN parcel_master p ON p.province_code = h.province_code AND p.parcel_id = h.parcel_id
-          WHERE h.band = 'accept' AND h.person_key IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
+          WHERE h.band = 'accept' AND h.person_key IS NOT NULL AND h.certificate_status = 'HIEU_LUC'{of_part.format("h")}
           GROUP BY h.person_key
         )
         SELECT {cols}, person_of.entity_id, ents.enterprises, lands.parcels
-        FROM citizen c LEFT JOIN person_of USING (citizen_id)
+        FROM (SELECT * FROM citizen WHERE {_in_part("citizen_id", part)}) c LEFT JOIN person_of USING (citizen_id)
         LEFT JOIN ents ON ents.person_key = person_of.person_key
         LEFT JOIN lands ON lands.person_key = person_of.person_key
     """
 
 
-def enterprise_profile_sql(contract: Contract) -> str:
-    return """
+def enterprise_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
+    return f"""
         WITH reps AS (
           SELECT l.master_enterprise_code AS enterprise_code,
-                 list({'position': l.position, 'full_name': coalesce(pm.full_name, r.full_name),
+                 list({{'position': l.position, 'full_name': coalesce(pm.full_name, r.full_name),
                        'citizen_id': CASE WHEN l.band = 'accept' THEN l.citizen_id END, 'title': l.title,
-                       'link_method': l.method, 'link_band': l.band} ORDER BY l.enterprise_code, l.position) AS representatives
+                       'link_method': l.method, 'link_band': l.band}} ORDER BY l.enterprise_code, l.position) AS representatives
           FROM enterprise_representative_link l
           LEFT JOIN person_master pm ON pm.person_key = l.person_key
           LEFT JOIN legal_representative r ON r.enterprise_code = l.enterprise_code AND r.position = l.position
+          WHERE {_in_part("l.master_enterprise_code", part)}
           GROUP BY 1
         ), lands AS (
           SELECT h.enterprise_code,
-                 list({'province_code': p.province_code, 'parcel_id': p.parcel_id,
+                 list({{'province_code': p.province_code, 'parcel_id': p.parcel_id,
                        'commune_code_2025': p.commune_code_2025, 'map_sheet': p.map_sheet,
                        'parcel_number': p.parcel_number, 'certificate_serial': h.serial,
-                       'share_percent': h.share_percent} ORDER BY p.province_code, p.parcel_id) AS land
+                       'share_percent': h.share_percent}} ORDER BY p.province_code, p.parcel_id) AS land
           FROM parcel_holder_link h
           JOIN parcel_master p ON p.province_code = h.province_code AND p.parcel_id = h.parcel_id
           WHERE h.band = 'accept' AND h.enterprise_code IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
+            AND {_in_part("h.enterprise_code", part)}
           GROUP BY 1
         )
         SELECT e.* EXCLUDE (representatives, land_holder_records), reps.representatives, lands.land
-        FROM enterprise_master e LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
+        FROM (SELECT * FROM enterprise_master WHERE {_in_part("enterprise_code", part)}) e
+        LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
     """
 
 
-def parcel_register_sql(contract: Contract) -> str:
-    return """
+def parcel_register_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
+    return f"""
         WITH holders AS (
           SELECT h.province_code, h.parcel_id,
-                 list({'holder_type': h.holder_type, 'person_key': h.person_key,
+                 list({{'holder_type': h.holder_type, 'person_key': h.person_key,
                        'full_name': CASE WHEN h.holder_type = 'CA_NHAN' THEN coalesce(pm.full_name, lh.name) END,
                        'enterprise_code': h.enterprise_code,
                        'enterprise_name': CASE WHEN h.holder_type <> 'CA_NHAN' THEN coalesce(em.name, lh.name) END,
                        'share_percent': h.share_percent, 'certificate_serial': h.serial,
-                       'certificate_status': h.certificate_status, 'link_method': h.method, 'link_band': h.band}
+                       'certificate_status': h.certificate_status, 'link_method': h.method, 'link_band': h.band}}
                       ORDER BY h.certificate_id) AS holders
           FROM parcel_holder_link h
           LEFT JOIN person_master pm ON pm.person_key = h.person_key
           LEFT JOIN enterprise_master em ON em.enterprise_code = h.enterprise_code
           LEFT JOIN land_holder lh ON lh.province_code = h.province_code AND lh.holder_id = h.holder_id
+          WHERE {_in_part("h.province_code, h.parcel_id", part)}
           GROUP BY 1, 2
         )
         SELECT p.*, holders.holders
-        FROM parcel_master p LEFT JOIN holders USING (province_code, parcel_id)
+        FROM (SELECT * FROM parcel_master WHERE {_in_part("province_code, parcel_id", part)}) p
+        LEFT JOIN holders USING (province_code, parcel_id)
     """
 
 
 def citizen_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, "citizen_profile", citizen_profile_sql(contract), contract)
+    return _build(paths, "citizen_profile", contract)
 
 
 def enterprise_profile(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, "enterprise_profile", enterprise_profile_sql(contract), contract)
+    return _build(paths, "enterprise_profile", contract)
 
 
 def parcel_register(contract: Contract, paths: dict[str, str]) -> pa.Table:
-    return _build(paths, "parcel_register", parcel_register_sql(contract), contract)
+    return _build(paths, "parcel_register", contract)
 
 
 def _from_postgres(url: str, sql: str, contract: Contract) -> pa.Table:
@@ -227,7 +272,7 @@ def quality_summary(contract: Contract, url: str) -> pa.Table:
 ORDER: dict[str, str] = {
     "citizen_profile": "citizen_id", "enterprise_profile": "enterprise_code",
     "parcel_register": "province_code, commune_code_original, map_sheet, parcel_number, parcel_id"}
-SQL_FROM_INTEGRATED: dict[str, Callable[[Contract], str]] = {
+SQL_FROM_INTEGRATED: dict[str, Callable[[Contract, tuple[int, int]], str]] = {
     "citizen_profile": citizen_profile_sql, "enterprise_profile": enterprise_profile_sql,
     "parcel_register": parcel_register_sql}
 FROM_INTEGRATED: dict[str, Callable[[Contract, dict[str, str]], pa.Table]] = {
