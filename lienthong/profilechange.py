@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,13 +174,11 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
 def keep(built: Built, ds_dir: Path, version: int, content_hash: str) -> Path:
     """Keep the build's digests as those of `version` (published from it, or found unchanged), and drop the
     digests of earlier versions (only the last version's are ever compared with)."""
-    path = digests_path(ds_dir, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = built.digests.replace_schema_metadata({"lienthong.stamp": built.stamp, "lienthong.content_hash": content_hash,
-                                                   "lienthong.version": str(version)})
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    from lienthong.staging import write_atomic
+
+    path = write_atomic(built.digests.replace_schema_metadata(
+        {"lienthong.stamp": built.stamp, "lienthong.content_hash": content_hash, "lienthong.version": str(version)}),
+        digests_path(ds_dir, version))
     for other in path.parent.glob(f"v[0-9]*{SUFFIX}"):
         if other != path:
             other.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ Reconcile uses a plan only when it was made for the same fingerprint, the link s
 the versions the plan left (nothing written to them since), and every partition's links are there; otherwise
 it links itself (`linkstate.update`), with the same result: a province task runs the same linking on the same
 records against the registry rows sharing a candidate key with them (`partitions`). The work folders of other
-runs are removed when a run finishes (`drop_other_work`).
+runs are removed when a run finishes (`drop_work`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from lienthong import zones
 from lienthong.settings import Settings
+from lienthong.staging import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,6 @@ def work_dir(integrated_dir: Path, run_id: str) -> Path:
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(value, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
@@ -83,10 +78,11 @@ def write_plan(settings: Settings, run_id: str, fingerprint: dict[str, Any], pre
     offices = partitions.head_offices(inputs["enterprise"]) if inputs.get("enterprise") else None
     left = prepared.left
     parts = partitions.partition_of(left, offices) if left.num_rows else pa.array([], pa.string())
-    _write_parquet(d / "left.parquet", left.append_column(PARTITION, parts))
-    _write_parquet(d / "deletes.parquet", pa.table({linkstate.KEY: pa.array(sorted(prepared.left_deletes), pa.string())}))
-    names = sorted(set(parts.to_pylist()))
-    sizes = {name: int(pc.sum(pc.equal(parts, name)).as_py() or 0) for name in names}
+    write_atomic(left.append_column(PARTITION, parts), d / "left.parquet")
+    write_atomic(pa.table({linkstate.KEY: pa.array(sorted(prepared.left_deletes), pa.string())}), d / "deletes.parquet")
+    counted = pc.value_counts(parts).to_pylist()
+    sizes = {c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])}
+    names = list(sizes)
     plan = {"run_id": run_id, "fingerprint": fingerprint, "refs": prepared.refs,
             "previous_links": prepared.previous_links, "versions": _state_versions(settings.integrated_dir),
             "counts": prepared.counts, "seconds": prepared.seconds, "model_ids": prepared.model_ids,
@@ -130,7 +126,7 @@ def link_partition(run_id: str, partition: str, settings: Settings) -> dict[str,
     bands = LinkBands(**plan["fingerprint"]["bands"])
     links, _, counts = linkstate.link_against(left, plan["refs"][linkstate.REGISTRY], plan["fingerprint"]["inputs"],
                                               bands, settings, found)
-    _write_parquet(d / f"links-{_safe(partition)}.parquet", links)
+    write_atomic(links, d / f"links-{_safe(partition)}.parquet")
     _write_json(d / f"counts-{_safe(partition)}.json", counts)
     seconds = time.monotonic() - t0
     log.info("partition %s: %d left records linked in %.1f s (%.0f records/s)", partition, left.num_rows, seconds,
@@ -192,13 +188,11 @@ def planned(settings: Settings, run_id: str, fingerprint: dict[str, Any]) -> Pla
     return Planned(d, fingerprint, plan, reason)
 
 
-def drop_other_work(integrated_dir: Path, keep_run_id: str | None = None) -> list[str]:
-    """Remove the work folders of every run but `keep_run_id` (a finished run's plan is spent)."""
-    root = work_dir(integrated_dir, "x").parent
-    keep = work_dir(integrated_dir, keep_run_id).name if keep_run_id else None
-    removed = []
-    for d in sorted(root.glob("*")) if root.exists() else []:
-        if d.name != keep:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d.name)
+def drop_work(integrated_dir: Path) -> list[str]:
+    """Remove every run's work folder (a finished run's plan is spent, and a plan is only for its own run)."""
+    from lienthong.reconcile.linkstate import state_dir
+
+    root = state_dir(integrated_dir) / WORK
+    removed = sorted(d.name for d in root.iterdir()) if root.exists() else []
+    shutil.rmtree(root, ignore_errors=True)
     return removed

@@ -806,7 +806,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
             metrics=metrics, outputs=outputs, model_paths=model_paths))
     _drop_other_findings_files(s, synced)
     goldenstate.drop_other_snapshots(s.integrated_dir, golden.folder)
-    linkwork.drop_other_work(s.integrated_dir)  # this run's plan is spent, and any other's
+    linkwork.drop_work(s.integrated_dir)  # this run's plan is spent, and any other's
     log.info("integrated zone written: %s; findings %s; link state %s (%s relinked)",
              {n: o["rows"] for n, o in outputs.items()}, changes, update.mode, update.counts.get("relinked"))
     return {"run_id": run_id, "outputs": outputs, "findings": changes, "links": metrics["links"],
