@@ -22,7 +22,8 @@ for the whole benchmark:
 
 After the reconciliation, each run publishes the three datasets built from the integrated zone
 (`publish_<ds>`, as the publish DAG does): the full run builds and publishes every row; a later run builds
-only the rows whose digests moved since the last version (`lienthong.profilechange`) and publishes them.
+only the rows of the driving keys the change in its input tables reaches, and publishes those whose digests
+moved since the last version (`lienthong.profilechange`).
 
 Each step (each ingestion, each `stage_<ds>`, each `validate_<ds>`, reconcile, each `publish_<ds>`) is a child process of its own,
 as an Airflow task is: its peak RSS (VmHWM) is the task's. The stage summary goes to the validate child in a
@@ -384,7 +385,8 @@ def _run(label: str, provinces: list[str], env: dict, data_dir: Path) -> dict:
         s = steps[f"publish_{ds}"] = _run_step("publish", run_id, env, ds)
         built = s["built"]
         _log(f"{label}: publish_{ds} {s['status']} v{s['version']} ({s['rows']} rows; built {built['form']}"
-             + (f", {built['touched_keys']} keys touched" if built["form"] == "touched" else "")
+             + (f", {built['touched_keys']} keys touched of {built['built_rows']} rows built"
+                if built["form"] == "touched" else "")
              + f") in {s['seconds']:.1f} s (publish {s['publish_s']:.1f} s; cpu {s['cpu_s']:.1f} s, "
              f"process {s['process_s']:.1f} s, peak {s['peak_rss_mib']:.0f} MiB)")
     wall_s = time.monotonic() - t_run

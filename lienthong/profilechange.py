@@ -30,6 +30,7 @@ the version without digests, and the next run publishes every row.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lienthong import profiles, zones
 from lienthong.contracts import Contract
 from lienthong.duck import session
 from lienthong.publish import HASHES_DIR, Touched, version_name
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 
 DIGEST = "_digest"
 SUFFIX = ".build.parquet"
+INPUTS = "lienthong.inputs"  # metadata of the kept digests: the table versions their build read
+# A build from the change runs the query for its scope when the scope holds at most this share of the last
+# version's rows; a wider change runs it for every key (as fast, without the scope's joins).
+MAX_SCOPE_SHARE = 0.5
 
 
 @dataclass
@@ -59,9 +65,12 @@ class Built:
     digests: pa.Table
     stamp: str
     reason: str
+    inputs: dict[str, dict[str, Any]]
     rows: pa.Table | None = None
     touched: Touched | None = None
     seconds: float = 0.0
+    built_rows: int | None = None
+    scope: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         form = "touched" if self.touched is not None else "every_row"
@@ -69,7 +78,7 @@ class Built:
                                "seconds": round(self.seconds, 3)}
         if self.touched is not None:
             out |= {"since_version": self.touched.since, "touched_keys": self.touched.keys.num_rows,
-                    "touched_rows": self.touched.rows.num_rows}
+                    "touched_rows": self.touched.rows.num_rows, "built_rows": self.built_rows, "scope": self.scope}
         return out
 
 
@@ -110,24 +119,76 @@ def _usable(path: Path, last: dict[str, Any], want: str) -> str | None:
     return None
 
 
+def _table_id(reference: str) -> str | None:
+    """The Delta table id of a table version (a table made again at the same path has another), None when it
+    is not a table version or cannot be read any more (vacuumed, removed)."""
+    if zones.split_ref(reference)[1] is None or not zones.is_table(reference) or not zones.readable(reference):
+        return None
+    return str(zones.open_table(reference).metadata().id)
+
+
+def _inputs(dataset: str, paths: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The table versions a build of `dataset` read (the tables its query reads), kept with its digests so that
+    the next build can find what changed since."""
+    return {name: {"ref": paths[name], "table_id": _table_id(paths[name])}
+            for name in profiles.AFFECTS[dataset] if name in paths}
+
+
+def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then: int) -> tuple[str | None, dict[str, int]]:
+    """Session table `profiles.SCOPE`: the hashes of the driving keys whose rows may differ from those the kept
+    digests were built from (`profiles.AFFECTS` over the rows of each input table that differ between the
+    version read then and now, both ways, whole rows compared). Returns why there is no scope (None: there
+    is) and the changed rows per input table that changed."""
+    raw = (pq.read_schema(kept).metadata or {}).get(INPUTS.encode())
+    if raw is None:
+        return "the kept digests do not name the table versions they were built from", {}
+    before = json.loads(raw)
+    changed: dict[str, int] = {}
+    for name in profiles.AFFECTS[dataset]:
+        then, now = before.get(name), paths.get(name)
+        if then is None or now is None or then.get("table_id") is None:
+            return f"{name}: no table version to compare with", {}
+        if _table_id(then["ref"]) != then["table_id"]:
+            return f"{name}: the version read then ({then['ref']}) cannot be read any more", {}
+        if then["ref"] == now:
+            continue
+        zones.register(con, f"o_{name}", then["ref"])
+        cols_now = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+        if cols_now != [r[0] for r in con.execute(f"DESCRIBE o_{name}").fetchall()]:
+            return f"{name}: its columns changed since {then['ref']}", {}
+        listed = ", ".join(f'"{c}"' for c in cols_now)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE d_{name} AS
+                        (SELECT {listed} FROM o_{name} EXCEPT ALL SELECT {listed} FROM {name})
+                        UNION ALL (SELECT {listed} FROM {name} EXCEPT ALL SELECT {listed} FROM o_{name})""")
+        changed[name] = int((con.execute(f"SELECT count(*) FROM d_{name}").fetchone() or (0,))[0])
+    reached = [name for name, n in changed.items() if n]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {profiles.SCOPE} AS {profiles.scope_sql(dataset, reached)}")
+    keys = int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])
+    if keys > MAX_SCOPE_SHARE * rows_then:
+        return f"the change reaches {keys} keys of {rows_then} rows", changed
+    return None, changed
+
+
 def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
           last: dict[str, Any] | None) -> Built:
     """Build `dataset`'s rows from the zone tables `paths`: the touched rows since `last` (the last
     publication, `publish.last_publication`) when its kept digests can be used, else every row.
 
-    One pass of the query, streamed in batches: each row's digest is looked up among the kept ones in DuckDB
-    (a row whose digest is kept is version N's row), and only the other rows, with the keys and digests of
-    all, are held in Python. Rows of version N missing now are found from the keys afterwards."""
-    from lienthong import profiles
-
+    With usable digests, the query runs for the scope only (`_scope`: the driving keys the change in its
+    input tables reaches) when the kept digests name the table versions they were built from, else for every
+    key; streamed in batches, each row's digest is looked up among the kept ones in DuckDB (a row whose
+    digest is kept is version N's row), and only the other rows, with the keys and digests of all, are held in
+    Python. A key outside the scope keeps its digest. Rows of version N missing now are found from the keys
+    afterwards."""
     t0 = time.monotonic()
-    body = profiles.SQL_FROM_INTEGRATED[dataset](contract, (0, 1))  # what the digests stand for
+    body = profiles.SQL_FROM_INTEGRATED[dataset](contract, (0, 1), False)  # what the digests stand for
     want = stamp(body, contract)
     keys = contract.primary_key
     on = ", ".join(f'"{k}"' for k in keys)
+    inputs = _inputs(dataset, paths)
     reason = "no version published yet" if last is None else _usable(digests_path(ds_dir, last["version"]), last, want)
-    if not keys:
-        reason = "the dataset has no primary key"
+    if not keys or not set(profiles.DRIVING_KEY[dataset]) <= set(keys):
+        reason = "the dataset's primary key does not hold its driving key"
     with session(purpose="profile-change") as con:
         profiles.register(con, paths)
         digest = _digest_expression(con, body, "t")
@@ -140,35 +201,48 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
             table = profiles.in_order(pa.Table.from_batches(list(batches), schema=schema), dataset)
             digests = table.select([*keys, DIGEST])
             log.info("%s: built every row (%d) because %s", dataset, table.num_rows, reason)
-            return Built(dataset, digests, want, reason, rows=profiles.shaped(table, contract),
+            return Built(dataset, digests, want, reason, inputs, rows=profiles.shaped(table, contract),
                          seconds=time.monotonic() - t0)
         assert last is not None
         kept = digests_path(ds_dir, last["version"])
+        no_scope, changed = _scope(con, dataset, paths, kept, int(last["row_count"]))
+        scope: dict[str, Any] = {"reason": no_scope} if no_scope else {
+            "keys": int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])}
+        scope["changed_rows"] = changed
 
         def marked(part: str) -> str:  # a row whose digest is kept is version N's row
             return (f"SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept "
                     f"FROM ({with_digest(part)}) n")
 
-        schema, batches = profiles.stream(con, dataset, contract, marked)
-        changed, all_digests = [], []
+        schema, batches = profiles.stream(con, dataset, contract, marked, scoped=no_scope is None)
+        digest_schema = pa.schema([schema.field(k) for k in [*keys, DIGEST]])
+        changed_rows, all_digests = [], []
+        if no_scope is None:  # the keys outside the scope: their rows, so their digests, are those of version N
+            driving = ", ".join(f'k."{c}"' for c in profiles.DRIVING_KEY[dataset])
+            all_digests.append(con.execute(
+                f"SELECT k.* FROM (SELECT {on}, {DIGEST} FROM read_parquet('{kept}')) k "
+                f"ANTI JOIN {profiles.SCOPE} s ON hash({driving}) = s.h").fetch_arrow_table().cast(digest_schema))
+        built_rows = 0
         for batch in batches:
+            built_rows += batch.num_rows
             all_digests.append(pa.Table.from_batches([batch]).select([*keys, DIGEST]))
             fresh = batch.filter(pc.invert(batch.column("_kept")))
             if fresh.num_rows:
-                changed.append(pa.Table.from_batches([fresh]).drop_columns(["_kept"]))
-        digests = pa.concat_tables(all_digests) if all_digests else pa.schema(
-            [schema.field(k) for k in [*keys, DIGEST]]).empty_table()
+                changed_rows.append(pa.Table.from_batches([fresh]).drop_columns(["_kept"]))
+        digests = pa.concat_tables(all_digests) if all_digests else digest_schema.empty_table()
         con.register("_now", digests)
         gone = con.execute(f"SELECT {on} FROM read_parquet('{kept}') ANTI JOIN _now USING ({on})").fetch_arrow_table()
-    rows = pa.concat_tables(changed) if changed else None
+    rows = pa.concat_tables(changed_rows) if changed_rows else None
     rows = (rows.sort_by([(k, "ascending") for k in keys]) if rows is not None
             else pa.schema([f for f in schema if f.name != "_kept"]).empty_table())
     touched_keys = pa.concat_tables([rows.select(keys), gone.cast(rows.select(keys).schema)])
     seconds = time.monotonic() - t0
-    log.info("%s: %d of %d rows touched since version %s (%d changed or new, %d gone; %.1f s)", dataset,
-             touched_keys.num_rows, digests.num_rows, last["version"], rows.num_rows, gone.num_rows, seconds)
-    return Built(dataset, digests, want, f"digests of version {last['version']}",
-                 touched=Touched(profiles.shaped(rows, contract), touched_keys, last["version"]), seconds=seconds)
+    log.info("%s: %d of %d rows touched since version %s (%d changed or new, %d gone; %d rows built%s; %.1f s)",
+             dataset, touched_keys.num_rows, digests.num_rows, last["version"], rows.num_rows, gone.num_rows,
+             built_rows, f", every key because {no_scope}" if no_scope else " for the change's scope", seconds)
+    return Built(dataset, digests, want, f"digests of version {last['version']}", inputs,
+                 touched=Touched(profiles.shaped(rows, contract), touched_keys, last["version"]), seconds=seconds,
+                 built_rows=built_rows, scope=scope)
 
 
 def keep(built: Built, ds_dir: Path, version: int, content_hash: str) -> Path:
@@ -177,7 +251,8 @@ def keep(built: Built, ds_dir: Path, version: int, content_hash: str) -> Path:
     from lienthong.staging import write_atomic
 
     path = write_atomic(built.digests.replace_schema_metadata(
-        {"lienthong.stamp": built.stamp, "lienthong.content_hash": content_hash, "lienthong.version": str(version)}),
+        {"lienthong.stamp": built.stamp, "lienthong.content_hash": content_hash, "lienthong.version": str(version),
+         INPUTS: json.dumps(built.inputs, sort_keys=True)}),
         digests_path(ds_dir, version))
     for other in path.parent.glob(f"v[0-9]*{SUFFIX}"):
         if other != path:

@@ -53,24 +53,34 @@ ROWS_PER_PART = 200_000
 DRIVING = {"citizen_profile": "citizen", "enterprise_profile": "enterprise_master", "parcel_register": "parcel_master"}
 
 
-def parts(con: Any, dataset: str) -> int:
-    """How many buckets `dataset` is built in: one per `ROWS_PER_PART` rows of its driving table."""
-    row = con.execute(f"SELECT count(*) FROM {DRIVING[dataset]}").fetchone()
+# The columns of the driving table that make a row of the dataset (a subset of its primary key): the hash of
+# them puts a row in a bucket, and in the scope of a build from the change (`SCOPE`).
+DRIVING_KEY = {"citizen_profile": ("citizen_id",), "enterprise_profile": ("enterprise_code",),
+               "parcel_register": ("province_code", "parcel_id")}
+# The session table a scoped build is restricted to: one column `h`, the hash of each driving key to build.
+SCOPE = "_scope"
+
+
+def parts(con: Any, dataset: str, *, scoped: bool = False) -> int:
+    """How many buckets `dataset` is built in: one per `ROWS_PER_PART` rows of its driving table (of the
+    scope's keys, `scoped`)."""
+    row = con.execute(f"SELECT count(*) FROM {SCOPE if scoped else DRIVING[dataset]}").fetchone()
     return max(1, -(-int(row[0] if row else 0) // ROWS_PER_PART))
 
 
 def stream(con: Any, dataset: str, contract: Contract, wrap: Callable[[str], str] = lambda body: body,
-           ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+           *, scoped: bool = False) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The rows of `dataset`'s query (each bucket's query passed through `wrap`), bucket after bucket, in
-    batches, in no particular order: (their schema, the batches)."""
-    n = parts(con, dataset)
+    batches, in no particular order: (their schema, the batches). `scoped`: only the rows of the driving keys
+    whose hash is in session table `SCOPE`, which is then the query's rows for those keys."""
+    n = parts(con, dataset, scoped=scoped)
     con.execute("SET preserve_insertion_order = false")
     build = SQL_FROM_INTEGRATED[dataset]
-    schema = con.execute(f"SELECT * FROM ({wrap(build(contract, (0, n)))}) LIMIT 0").fetch_arrow_table().schema
+    schema = con.execute(f"SELECT * FROM ({wrap(build(contract, (0, n), scoped))}) LIMIT 0").fetch_arrow_table().schema
 
     def batches() -> Iterator[pa.RecordBatch]:
         for b in range(n):
-            yield from con.execute(wrap(build(contract, (b, n)))).fetch_record_batch(100_000)
+            yield from con.execute(wrap(build(contract, (b, n), scoped))).fetch_record_batch(100_000)
             log.info("%s: bucket %d of %d built", dataset, b + 1, n)
 
     return schema, batches()
@@ -91,23 +101,27 @@ def _build(paths: dict[str, str], dataset: str, contract: Contract) -> pa.Table:
     return shaped(in_order(table, dataset), contract)
 
 
-def _in_part(columns: str, part: tuple[int, int]) -> str:
-    """SQL: the row's `columns` hash into bucket `part` = (b, n) (`true` for one bucket)."""
+def _in_part(columns: str, part: tuple[int, int], scoped: bool = False) -> str:
+    """SQL: the row's `columns` hash into bucket `part` = (b, n) (`true` for one bucket), and into the scope
+    (`SCOPE`) when `scoped`."""
     b, n = part
-    return "true" if n == 1 else f"hash({columns}) % {n} = {b}"
+    where = [] if n == 1 else [f"hash({columns}) % {n} = {b}"]
+    if scoped:
+        where.append(f"hash({columns}) IN (SELECT h FROM {SCOPE})")
+    return " AND ".join(where) or "true"
 
 
-def citizen_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
+def citizen_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1), scoped: bool = False) -> str:
     flat = [f.name for f in contract.fields if f.name not in ("enterprises", "parcels", "entity_id")]
     cols = ", ".join(f'c."{n}"' for n in flat)
     # a bucket of citizens, and the lists of the persons they are (a person's lists are in each bucket that
     # holds one of its citizen IDs)
-    of_part = "" if part[1] == 1 else " AND {0}.person_key IN (SELECT person_key FROM person_of)"
+    of_part = "" if part[1] == 1 and not scoped else " AND {0}.person_key IN (SELECT person_key FROM person_of)"
     return f"""
         WITH person_of AS (
           SELECT * FROM (SELECT unnest(citizen_ids) AS citizen_id, person_key, entity_id FROM person_master
                          WHERE in_population_registry)
-          WHERE {_in_part("citizen_id", part)}
+          WHERE {_in_part("citizen_id", part, scoped)}
         ), ents AS (
           SELECT l.person_key, list({{'enterprise_code': e.enterprise_code, 'enterprise_name': e.name,
                                      'enterprise_status': e.status, 'title': l.title}}
@@ -126,13 +140,13 @@ def citizen_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> s
           GROUP BY h.person_key
         )
         SELECT {cols}, person_of.entity_id, ents.enterprises, lands.parcels
-        FROM (SELECT * FROM citizen WHERE {_in_part("citizen_id", part)}) c LEFT JOIN person_of USING (citizen_id)
+        FROM (SELECT * FROM citizen WHERE {_in_part("citizen_id", part, scoped)}) c LEFT JOIN person_of USING (citizen_id)
         LEFT JOIN ents ON ents.person_key = person_of.person_key
         LEFT JOIN lands ON lands.person_key = person_of.person_key
     """
 
 
-def enterprise_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
+def enterprise_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1), scoped: bool = False) -> str:
     return f"""
         WITH reps AS (
           SELECT l.master_enterprise_code AS enterprise_code,
@@ -142,7 +156,7 @@ def enterprise_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -
           FROM enterprise_representative_link l
           LEFT JOIN person_master pm ON pm.person_key = l.person_key
           LEFT JOIN legal_representative r ON r.enterprise_code = l.enterprise_code AND r.position = l.position
-          WHERE {_in_part("l.master_enterprise_code", part)}
+          WHERE {_in_part("l.master_enterprise_code", part, scoped)}
           GROUP BY 1
         ), lands AS (
           SELECT h.enterprise_code,
@@ -153,16 +167,16 @@ def enterprise_profile_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -
           FROM parcel_holder_link h
           JOIN parcel_master p ON p.province_code = h.province_code AND p.parcel_id = h.parcel_id
           WHERE h.band = 'accept' AND h.enterprise_code IS NOT NULL AND h.certificate_status = 'HIEU_LUC'
-            AND {_in_part("h.enterprise_code", part)}
+            AND {_in_part("h.enterprise_code", part, scoped)}
           GROUP BY 1
         )
         SELECT e.* EXCLUDE (representatives, land_holder_records), reps.representatives, lands.land
-        FROM (SELECT * FROM enterprise_master WHERE {_in_part("enterprise_code", part)}) e
+        FROM (SELECT * FROM enterprise_master WHERE {_in_part("enterprise_code", part, scoped)}) e
         LEFT JOIN reps USING (enterprise_code) LEFT JOIN lands USING (enterprise_code)
     """
 
 
-def parcel_register_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> str:
+def parcel_register_sql(contract: Contract, part: tuple[int, int] = (0, 1), scoped: bool = False) -> str:
     return f"""
         WITH holders AS (
           SELECT h.province_code, h.parcel_id,
@@ -177,11 +191,11 @@ def parcel_register_sql(contract: Contract, part: tuple[int, int] = (0, 1)) -> s
           LEFT JOIN person_master pm ON pm.person_key = h.person_key
           LEFT JOIN enterprise_master em ON em.enterprise_code = h.enterprise_code
           LEFT JOIN land_holder lh ON lh.province_code = h.province_code AND lh.holder_id = h.holder_id
-          WHERE {_in_part("h.province_code, h.parcel_id", part)}
+          WHERE {_in_part("h.province_code, h.parcel_id", part, scoped)}
           GROUP BY 1, 2
         )
         SELECT p.*, holders.holders
-        FROM (SELECT * FROM parcel_master WHERE {_in_part("province_code, parcel_id", part)}) p
+        FROM (SELECT * FROM parcel_master WHERE {_in_part("province_code, parcel_id", part, scoped)}) p
         LEFT JOIN holders USING (province_code, parcel_id)
     """
 
@@ -272,10 +286,75 @@ def quality_summary(contract: Contract, url: str) -> pa.Table:
 ORDER: dict[str, str] = {
     "citizen_profile": "citizen_id", "enterprise_profile": "enterprise_code",
     "parcel_register": "province_code, commune_code_original, map_sheet, parcel_number, parcel_id"}
-SQL_FROM_INTEGRATED: dict[str, Callable[[Contract, tuple[int, int]], str]] = {
+SQL_FROM_INTEGRATED: dict[str, Callable[[Contract, tuple[int, int], bool], str]] = {
     "citizen_profile": citizen_profile_sql, "enterprise_profile": enterprise_profile_sql,
     "parcel_register": parcel_register_sql}
 FROM_INTEGRATED: dict[str, Callable[[Contract, dict[str, str]], pa.Table]] = {
     "citizen_profile": citizen_profile, "enterprise_profile": enterprise_profile, "parcel_register": parcel_register}
 FROM_STORES: dict[str, Callable[[Contract, str], pa.Table]] = {
     "reconciliation_findings": reconciliation_findings, "quality_summary": quality_summary}
+
+# For each table a dataset's query reads: the driving keys (`DRIVING_KEY`, as those columns) whose row a
+# changed row of it may alter, a changed row being an old or a new one (session view `d_<table>`). Through the
+# tables as they are now: a row between the changed one and the driving key that did not change is the same
+# in both versions, and one that did is in its own `d_` view. Every table the query reads is listed (a unit
+# test checks it against the query's text); the conditions the query adds (bands, certificate status) are
+# left out, which only widens the scope.
+AFFECTS: dict[str, dict[str, str]] = {
+    "citizen_profile": {
+        "citizen": "SELECT citizen_id FROM d_citizen",
+        "person_master": "SELECT unnest(citizen_ids) AS citizen_id FROM d_person_master",
+        "enterprise_representative_link": """
+            SELECT unnest(pm.citizen_ids) AS citizen_id
+            FROM d_enterprise_representative_link d JOIN person_master pm ON pm.person_key = d.person_key""",
+        "enterprise_master": """
+            SELECT unnest(pm.citizen_ids) AS citizen_id
+            FROM d_enterprise_master d JOIN enterprise_representative_link l ON l.master_enterprise_code = d.enterprise_code
+            JOIN person_master pm ON pm.person_key = l.person_key""",
+        "parcel_holder_link": """
+            SELECT unnest(pm.citizen_ids) AS citizen_id
+            FROM d_parcel_holder_link d JOIN person_master pm ON pm.person_key = d.person_key""",
+        "parcel_master": """
+            SELECT unnest(pm.citizen_ids) AS citizen_id
+            FROM d_parcel_master d
+            JOIN parcel_holder_link h ON h.province_code = d.province_code AND h.parcel_id = d.parcel_id
+            JOIN person_master pm ON pm.person_key = h.person_key""",
+    },
+    "enterprise_profile": {
+        "enterprise_master": "SELECT enterprise_code FROM d_enterprise_master",
+        "enterprise_representative_link":
+            "SELECT master_enterprise_code AS enterprise_code FROM d_enterprise_representative_link",
+        "person_master": """
+            SELECT l.master_enterprise_code AS enterprise_code
+            FROM d_person_master d JOIN enterprise_representative_link l ON l.person_key = d.person_key""",
+        "legal_representative": """
+            SELECT l.master_enterprise_code AS enterprise_code
+            FROM d_legal_representative d JOIN enterprise_representative_link l ON l.enterprise_code = d.enterprise_code""",
+        "parcel_holder_link": "SELECT enterprise_code FROM d_parcel_holder_link",
+        "parcel_master": """
+            SELECT h.enterprise_code
+            FROM d_parcel_master d
+            JOIN parcel_holder_link h ON h.province_code = d.province_code AND h.parcel_id = d.parcel_id""",
+    },
+    "parcel_register": {
+        "parcel_master": "SELECT province_code, parcel_id FROM d_parcel_master",
+        "parcel_holder_link": "SELECT province_code, parcel_id FROM d_parcel_holder_link",
+        "person_master": """
+            SELECT h.province_code, h.parcel_id
+            FROM d_person_master d JOIN parcel_holder_link h ON h.person_key = d.person_key""",
+        "enterprise_master": """
+            SELECT h.province_code, h.parcel_id
+            FROM d_enterprise_master d JOIN parcel_holder_link h ON h.enterprise_code = d.enterprise_code""",
+        "land_holder": """
+            SELECT h.province_code, h.parcel_id
+            FROM d_land_holder d JOIN parcel_holder_link h ON h.province_code = d.province_code AND h.holder_id = d.holder_id""",
+    },
+}
+
+
+def scope_sql(dataset: str, changed: list[str]) -> str:
+    """SQL: the distinct hashes (`h`) of the driving keys whose rows the changed rows of tables `changed` (each
+    as view `d_<table>`) may alter; the content of session table `SCOPE` for a scoped build."""
+    cols = ", ".join(f'"{c}"' for c in DRIVING_KEY[dataset])
+    union = " UNION ALL ".join(f"SELECT {cols} FROM ({AFFECTS[dataset][t]})" for t in changed)
+    return f"SELECT DISTINCT hash({cols}) AS h FROM ({union})" if changed else "SELECT 0::UBIGINT AS h WHERE false"

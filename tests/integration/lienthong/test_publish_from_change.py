@@ -149,6 +149,9 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled, 
             built = result["built"]
             assert built["form"] == "touched", (step, d, built)
             assert built["touched_keys"] < built["rows_now"] / 2, (step, d, done, built)
+            # the query ran for the change's scope only (the kept digests name the table versions they read)
+            assert "reason" not in built["scope"], (step, d, built)
+            assert built["built_rows"] < built["rows_now"] / 2, (step, d, built)
             touched_seen[d] += built["touched_keys"]
             rows[d] = _check_equals_every_row(d, result, rows[d])
             c = contract(d)
@@ -158,12 +161,13 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled, 
     assert all(n > 0 for n in touched_seen.values()), touched_seen
 
 
-def _tamper(path, field: bytes, value: bytes) -> None:
-    """Set one metadata field of a kept digests file."""
+def _tamper(path, field: bytes, value: bytes | None) -> None:
+    """Set one metadata field of a kept digests file (None: remove it)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    pq.write_table(table.replace_schema_metadata({**dict(table.schema.metadata), field: value}), path)
+    meta = {**dict(table.schema.metadata), field: value}
+    pq.write_table(table.replace_schema_metadata({k: v for k, v in meta.items() if v is not None}), path)
 
 
 def test_unusable_digests_fall_back_to_every_row(reconciled):
@@ -181,8 +185,8 @@ def test_unusable_digests_fall_back_to_every_row(reconciled):
     kept = profilechange.digests_path(ds_dir, last["version"])
     assert kept.exists()
 
-    names = iter(["Hải", "Lan", "Mai", "Hoa"])
-    hours = iter(range(11, 15))
+    names = iter(["Hải", "Lan", "Mai", "Hoa", "Đào", "Cúc"])
+    hours = iter(range(11, 17))
 
     def rename_one(tag: str) -> None:
         """One citizen renamed at the population registry, landed, staged and reconciled."""
@@ -220,5 +224,31 @@ def test_unusable_digests_fall_back_to_every_row(reconciled):
     rename_one("Again")
     result = pipeline.publish(d, "f4")
     assert result["built"]["form"] == "touched" and result["built"]["touched_keys"] >= 1, result
+    assert "reason" not in result["built"]["scope"], result  # built for the change's scope
     _check_equals_every_row(d, result, None)
     assert len(list(kept.parent.glob(f"*{profilechange.SUFFIX}"))) == 1
+
+    # usable digests, but a table version they were built from cannot be read any more (vacuumed, or the table
+    # made again): the query runs for every key, the digests still tell the touched rows
+    import pyarrow.parquet as pq
+
+    kept = profilechange.digests_path(ds_dir, result["version"])
+    inputs = json.loads(pq.read_schema(kept).metadata[profilechange.INPUTS.encode()])
+    assert set(inputs) == {"citizen", "person_master", "enterprise_representative_link", "enterprise_master",
+                           "parcel_holder_link", "parcel_master"}, inputs
+    inputs["person_master"]["table_id"] = "a table made again"
+    _tamper(kept, profilechange.INPUTS.encode(), json.dumps(inputs).encode())
+    rename_one("Vacuumed")
+    result = pipeline.publish(d, "f5")
+    built = result["built"]
+    assert built["form"] == "touched" and "cannot be read any more" in built["scope"]["reason"], result
+    assert built["built_rows"] == built["rows_now"] and built["touched_keys"] >= 1, built
+    _check_equals_every_row(d, result, None)
+    # digests that do not name their table versions (kept by an earlier release): the same
+    _tamper(profilechange.digests_path(ds_dir, result["version"]), profilechange.INPUTS.encode(), None)
+    rename_one("Unnamed")
+    result = pipeline.publish(d, "f6")
+    built = result["built"]
+    assert built["form"] == "touched" and "do not name" in built["scope"]["reason"], result
+    assert built["built_rows"] == built["rows_now"], built
+    _check_equals_every_row(d, result, None)
