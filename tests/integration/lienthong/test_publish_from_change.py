@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pyarrow as pa
 import pytest
@@ -252,3 +253,58 @@ def test_unusable_digests_fall_back_to_every_row(reconciled):
     assert built["form"] == "touched" and "do not name" in built["scope"]["reason"], result
     assert built["built_rows"] == built["rows_now"], built
     _check_equals_every_row(d, result, None)
+
+
+def _altered(rows: pa.Table, rng: random.Random) -> pa.Table:
+    """`rows` with one in twenty rows changed in every text column (join keys included) and one in fifty
+    removed: a change to a table, as a reconciliation or staging could make it."""
+    import pyarrow.compute as pc
+
+    picked = pa.array([rng.random() < 0.05 for _ in range(rows.num_rows)])
+    kept = pa.array([rng.random() >= 0.02 for _ in range(rows.num_rows)])
+    for i, field in enumerate(rows.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            changed = pc.binary_join_element_wise(rows.column(i), pa.scalar(" đổi", field.type), "")
+            rows = rows.set_column(i, field, pc.if_else(picked, changed, rows.column(i)))
+    return rows.filter(kept)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_a_change_to_any_input_table_is_in_the_scope(reconciled, tmp_path, dataset):
+    """For each table the query reads, a new version with rows changed (text columns, join keys included) or
+    removed: the build from the change runs for its scope only, and the last version's rows with the touched
+    rows applied equal a build of every row from the new version. (Leaving a table out of `profiles.AFFECTS`
+    fails this for that table.)"""
+    from lienthong import profilechange, profiles, zones
+    from lienthong.contracts import contract
+    from lienthong.publish import content_hash
+
+    c = contract(dataset)
+    keys = c.primary_key
+    rng = random.Random(dataset)
+    paths = _paths(dataset)
+    sql = profiles.SQL_FROM_INTEGRATED[dataset](c, (0, 1), False)
+    read = [t for t in sorted(paths) if re.search(rf"\b(FROM|JOIN)\s+{t}\b", sql)]  # what the query reads
+    assert len(read) >= 5, read
+    for table in read:
+        copy = tmp_path / table
+        rows = zones.read_table(paths[table])
+        before = {**paths, table: zones.ref(copy, zones.create(copy, rows, run_id="t0").version or 0)}
+        ds_dir = tmp_path / f"{table}-published"
+        first = profilechange.build(dataset, c, before, ds_dir, None)
+        assert first.rows is not None
+        digest = content_hash(first.rows, c)
+        profilechange.keep(first, ds_dir, 1, digest)
+        after = {**paths, table: zones.ref(copy, zones.create(copy, _altered(rows, rng), run_id="t1").version or 0)}
+        built = profilechange.build(dataset, c, after, ds_dir,
+                                    {"version": 1, "content_hash": digest, "row_count": first.rows.num_rows})
+        assert built.touched is not None and built.scope is not None and "reason" not in built.scope, (table, built.scope)
+        full = profiles.FROM_INTEGRATED[dataset](c, after)
+        touched = _keys(built.touched.keys, keys)
+        carried = [r for r in first.rows.to_pylist() if tuple(r[k] for k in keys) not in touched]
+        applied = sorted(carried + built.touched.rows.to_pylist(), key=lambda r: tuple(str(r[k]) for k in keys))
+        want = sorted(full.to_pylist(), key=lambda r: tuple(str(r[k]) for k in keys))
+        assert len(applied) == len(want), table
+        assert applied == want, table
+        assert built.scope["changed_rows"].get(table, 0) > 0, table
+        assert built.built_rows is not None and built.built_rows < built.digests.num_rows, (table, built.summary())
