@@ -45,12 +45,14 @@ from lienthong import profiles, zones
 from lienthong.contracts import Contract
 from lienthong.duck import session
 from lienthong.publish import HASHES_DIR, Touched, version_name
+from lienthong.staging import write_atomic
 
 log = logging.getLogger(__name__)
 
 DIGEST = "_digest"
 SUFFIX = ".build.parquet"
 INPUTS = "lienthong.inputs"  # metadata of the kept digests: the table versions their build read
+INPUT_HASHES = "inputs"  # beside them: the digests of each input table's version a build read last
 # A build from the change runs the query for its scope when the scope holds at most this share of the last
 # version's rows; a wider change runs it for every key (as fast, without the scope's joins).
 MAX_SCOPE_SHARE = 0.5
@@ -134,16 +136,52 @@ def _inputs(dataset: str, paths: dict[str, str]) -> dict[str, dict[str, Any]]:
             for name in profiles.AFFECTS[dataset] if name in paths}
 
 
-def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then: int) -> tuple[str | None, dict[str, int]]:
+def _input_hashes_path(ds_dir: Path, name: str) -> Path:
+    return Path(ds_dir) / HASHES_DIR / INPUT_HASHES / f"{name}.parquet"
+
+
+def _hash_rows(con: Any, name: str, view: str, target: str) -> None:
+    """Session table `target`: per row of `view` (input table `name`), its digest (`_h`, as `_digest_expression`
+    makes it for the whole row) and the columns the scope queries read (`profiles.LINK_COLUMNS`)."""
+    digest = _digest_expression(con, f"SELECT * FROM {view}", "t")
+    cols = ", ".join(f't."{c}"' for c in profiles.LINK_COLUMNS[name])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {digest} AS _h, {cols} FROM {view} t")
+
+
+def _old_hashes(con: Any, name: str, then: dict[str, Any], ds_dir: Path, target: str) -> bool:
+    """Session table `target`: `_hash_rows` of the version read then, from the cache the build that read the
+    version after it kept (when it names that version of that table), else from the version itself. Returns
+    whether the cache served."""
+    cache = _input_hashes_path(ds_dir, name)
+    if cache.exists():
+        meta = pq.read_schema(cache).metadata or {}
+        if (meta.get(b"lienthong.ref", b"").decode() == then["ref"]
+                and meta.get(b"lienthong.table_id", b"").decode() == then["table_id"]):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT * FROM read_parquet({zones.sql_text(cache)})")
+            return True
+    zones.register(con, f"o_{name}", then["ref"])
+    _hash_rows(con, name, f"o_{name}", target)
+    con.execute(f"DROP VIEW o_{name}")
+    return False
+
+
+def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then: int,
+           ds_dir: Path) -> tuple[str | None, dict[str, Any]]:
     """Session table `profiles.SCOPE`: the hashes of the driving keys whose rows may differ from those the kept
     digests were built from (`profiles.AFFECTS` over the rows of each input table that differ between the
-    version read then and now, both ways, whole rows compared). Returns why there is no scope (None: there
-    is) and the changed rows per input table that changed."""
+    version read then and now, both ways). Returns why there is no scope (None: there is) and what was compared:
+    the changed rows per input table that changed, and those whose digests then came from the cache.
+
+    Rows are compared by a 64-bit digest of the whole row, as a multiset (digest and count): one scan of the
+    version now (its digests are kept for the next build, `_input_hashes_path`) and, without such a cache, one
+    of the version then. Only the digests and the columns the scope queries read are held. A changed row is
+    missed only if its digest collides with another row's (about 5e-20 per row, as for the rows' digests)."""
     raw = (pq.read_schema(kept).metadata or {}).get(INPUTS.encode())
     if raw is None:
         return "the kept digests do not name the table versions they were built from", {}
     before = json.loads(raw)
     changed: dict[str, int] = {}
+    cached: list[str] = []
     for name in profiles.AFFECTS[dataset]:
         then, now = before.get(name), paths.get(name)
         if then is None or now is None or then.get("table_id") is None:
@@ -152,21 +190,32 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
             return f"{name}: the version read then ({then['ref']}) cannot be read any more", {}
         if then["ref"] == now:
             continue
-        zones.register(con, f"o_{name}", then["ref"])
-        cols_now = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
-        if cols_now != [r[0] for r in con.execute(f"DESCRIBE o_{name}").fetchall()]:
+        if _old_hashes(con, name, then, ds_dir, "h_old"):
+            cached.append(name)
+        _hash_rows(con, name, name, "h_now")
+        if con.execute("DESCRIBE h_old").fetchall() != con.execute("DESCRIBE h_now").fetchall():
             return f"{name}: its columns changed since {then['ref']}", {}
-        listed = ", ".join(f'"{c}"' for c in cols_now)
+        con.execute("""CREATE OR REPLACE TEMP TABLE h_diff AS
+                       WITH o AS (SELECT _h, count(*) AS n FROM h_old GROUP BY _h),
+                            w AS (SELECT _h, count(*) AS n FROM h_now GROUP BY _h)
+                       (SELECT _h FROM (SELECT * FROM o EXCEPT SELECT * FROM w))
+                       UNION (SELECT _h FROM (SELECT * FROM w EXCEPT SELECT * FROM o))""")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE d_{name} AS
-                        (SELECT {listed} FROM o_{name} EXCEPT ALL SELECT {listed} FROM {name})
-                        UNION ALL (SELECT {listed} FROM {name} EXCEPT ALL SELECT {listed} FROM o_{name})""")
+                        SELECT * EXCLUDE (_h) FROM h_old SEMI JOIN h_diff USING (_h)
+                        UNION ALL SELECT * EXCLUDE (_h) FROM h_now SEMI JOIN h_diff USING (_h)""")
         changed[name] = int((con.execute(f"SELECT count(*) FROM d_{name}").fetchone() or (0,))[0])
+        kept_now = con.execute("SELECT * FROM h_now").fetch_arrow_table()
+        write_atomic(kept_now.replace_schema_metadata(
+            {"lienthong.ref": now, "lienthong.table_id": str(_table_id(now))}), _input_hashes_path(ds_dir, name))
+        for t in ("h_old", "h_now", "h_diff"):
+            con.execute(f"DROP TABLE {t}")
     reached = [name for name, n in changed.items() if n]
     con.execute(f"CREATE OR REPLACE TEMP TABLE {profiles.SCOPE} AS {profiles.scope_sql(dataset, reached)}")
     keys = int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])
+    compared = {"changed_rows": changed, "then_from_cache": cached}
     if keys > MAX_SCOPE_SHARE * rows_then:
-        return f"the change reaches {keys} keys of {rows_then} rows", changed
-    return None, changed
+        return f"the change reaches {keys} keys of {rows_then} rows", compared
+    return None, compared
 
 
 def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
@@ -205,10 +254,11 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
                          seconds=time.monotonic() - t0)
         assert last is not None
         kept = digests_path(ds_dir, last["version"])
-        no_scope, changed = _scope(con, dataset, paths, kept, int(last["row_count"]))
+        t1 = time.monotonic()
+        no_scope, compared = _scope(con, dataset, paths, kept, int(last["row_count"]), ds_dir)
         scope: dict[str, Any] = {"reason": no_scope} if no_scope else {
             "keys": int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])}
-        scope["changed_rows"] = changed
+        scope |= {**compared, "seconds": round(time.monotonic() - t1, 3)}
 
         def marked(part: str) -> str:  # a row whose digest is kept is version N's row
             return (f"SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept "
@@ -248,8 +298,6 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
 def keep(built: Built, ds_dir: Path, version: int, content_hash: str) -> Path:
     """Keep the build's digests as those of `version` (published from it, or found unchanged), and drop the
     digests of earlier versions (only the last version's are ever compared with)."""
-    from lienthong.staging import write_atomic
-
     path = write_atomic(built.digests.replace_schema_metadata(
         {"lienthong.stamp": built.stamp, "lienthong.content_hash": content_hash, "lienthong.version": str(version),
          INPUTS: json.dumps(built.inputs, sort_keys=True)}),

@@ -352,6 +352,19 @@ AFFECTS: dict[str, dict[str, str]] = {
 }
 
 
+# The columns of each table the `AFFECTS` queries read from its changed rows (`d_<table>` holds these only).
+LINK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "citizen": ("citizen_id",),
+    "person_master": ("person_key", "citizen_ids"),
+    "enterprise_representative_link": ("person_key", "master_enterprise_code", "enterprise_code"),
+    "enterprise_master": ("enterprise_code",),
+    "parcel_holder_link": ("province_code", "parcel_id", "person_key", "enterprise_code"),
+    "parcel_master": ("province_code", "parcel_id"),
+    "legal_representative": ("enterprise_code",),
+    "land_holder": ("province_code", "holder_id"),
+}
+
+
 def scope_sql(dataset: str, changed: list[str]) -> str:
     """SQL: the distinct hashes (`h`) of the driving keys whose rows the changed rows of tables `changed` (each
     as view `d_<table>`) may alter; the content of session table `SCOPE` for a scoped build."""

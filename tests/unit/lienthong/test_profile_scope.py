@@ -50,3 +50,15 @@ def test_changes_reach_the_driving_keys_through_the_tables_now():
         got = {h for (h,) in con.execute(profiles.scope_sql(dataset, ["enterprise_master", "parcel_master"])).fetchall()}
         assert {h for (h,) in con.execute(key_sql).fetchall()} <= got, dataset
     assert con.execute(profiles.scope_sql("citizen_profile", [])).fetchall() == []
+
+
+@pytest.mark.parametrize("dataset", sorted(profiles.AFFECTS))
+def test_the_scope_queries_read_only_the_link_columns_of_the_changed_rows(dataset):
+    """`d_<table>` holds only `LINK_COLUMNS[table]`: every scope query binds against that."""
+    con = duckdb.connect()
+    for table, cols in profiles.LINK_COLUMNS.items():
+        listed = ", ".join(f"{c} {'VARCHAR[]' if c == 'citizen_ids' else 'VARCHAR'}" for c in cols)
+        con.execute(f"CREATE TABLE d_{table} ({listed})")
+        extra = ", holder_id VARCHAR" if table == "parcel_holder_link" else ""  # the tables now: what the joins read
+        con.execute(f"CREATE TABLE {table} ({listed}{extra})")
+    assert con.execute(profiles.scope_sql(dataset, list(profiles.AFFECTS[dataset]))).fetchall() == []
