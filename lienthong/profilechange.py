@@ -165,6 +165,26 @@ def _old_hashes(con: Any, name: str, then: dict[str, Any], ds_dir: Path, target:
     return False
 
 
+def _staged_change(con: Any, name: str, then: str, now: str) -> bool:
+    """Session table `d_<name>` for a staged input (a table staging writes, with `_merge_key` and
+    `_staged_version`): the link columns of the old and new rows of the keys `stagedchange.changed_keys`
+    finds (the rows staging wrote since the version then, and the keys gone; it reads those columns only).
+    False, and nothing made, for a table that is not staged."""
+    from lienthong.reconcile import stagedchange
+
+    if not {"_merge_key", "_staged_version"} <= {r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()}:
+        return False
+    zones.register(con, f"o_{name}", then)
+    stagedchange.changed_keys(con, now, then, new_view=name, old_view=f"o_{name}", target="k_diff")
+    cols = ", ".join(f'"{c}"' for c in profiles.LINK_COLUMNS[name])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE d_{name} AS
+                    SELECT {cols} FROM o_{name} SEMI JOIN k_diff USING (_merge_key)
+                    UNION ALL SELECT {cols} FROM {name} SEMI JOIN k_diff USING (_merge_key)""")
+    con.execute("DROP TABLE k_diff")
+    con.execute(f"DROP VIEW o_{name}")
+    return True
+
+
 def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then: int,
            ds_dir: Path) -> tuple[str | None, dict[str, Any]]:
     """Session table `profiles.SCOPE`: the hashes of the driving keys whose rows may differ from those the kept
@@ -172,7 +192,9 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
     version read then and now, both ways). Returns why there is no scope (None: there is) and what was compared:
     the changed rows per input table that changed, and those whose digests then came from the cache.
 
-    Rows are compared by a 64-bit digest of the whole row, as a multiset (digest and count): one scan of the
+    A staged input's changed rows are those staging wrote since (`_staged_change`). The other tables (the
+    integrated zone's, each version a whole rewrite) are compared by a 64-bit digest of the whole row, as a
+    multiset (digest and count): one scan of the
     version now (its digests are kept for the next build, `_input_hashes_path`) and, without such a cache, one
     of the version then. Only the digests and the columns the scope queries read are held. A changed row is
     missed only if its digest collides with another row's (about 5e-20 per row, as for the rows' digests)."""
@@ -189,6 +211,9 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
         if _table_id(then["ref"]) != then["table_id"]:
             return f"{name}: the version read then ({then['ref']}) cannot be read any more", {}
         if then["ref"] == now:
+            continue
+        if _staged_change(con, name, then["ref"], now):
+            changed[name] = int((con.execute(f"SELECT count(*) FROM d_{name}").fetchone() or (0,))[0])
             continue
         if _old_hashes(con, name, then, ds_dir, "h_old"):
             cached.append(name)
