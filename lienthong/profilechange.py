@@ -3,7 +3,9 @@ where the rows are built, so that the publish task hands `publish.Touched` rows 
 
 Owns the row digests kept beside the last published version of each such dataset
 (`published/<dataset>/_rowhash/v<N>.build.parquet`: the key columns and a 64-bit digest of every row the
-builder's query selected) and the rule for trusting them. A build runs the dataset's query
+builder's query selected, and in its metadata the input table versions that build read), the rule for
+trusting them, and the scope of a build from the change (`_scope`: the driving keys the rows changed in those
+inputs since can reach, `profiles.AFFECTS`; the query runs for those keys only). A build runs the dataset's query
 (`profiles.SQL_FROM_INTEGRATED`) once in DuckDB, with each row's digest, and streams it in batches: a row
 whose digest is among the kept digests of version N is version N's row and is dropped from the batch; the
 others (changed or new), and the keys and digests of all, are kept. The keys of version N missing now are
