@@ -126,9 +126,12 @@ def _usable(path: Path, last: dict[str, Any], want: str) -> str | None:
 def _table_id(reference: str) -> str | None:
     """The Delta table id of a table version (a table made again at the same path has another), None when it
     is not a table version or cannot be read any more (vacuumed, removed)."""
-    if zones.split_ref(reference)[1] is None or not zones.is_table(reference) or not zones.readable(reference):
+    if zones.split_ref(reference)[1] is None or not zones.is_table(reference):
         return None
-    return str(zones.open_table(reference).metadata().id)
+    try:
+        return str(zones.open_table(reference).metadata().id)
+    except Exception:  # a vacuumed version, a removed table (as `zones.readable`)
+        return None
 
 
 def _inputs(dataset: str, paths: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -239,7 +242,7 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
     reached = [name for name, n in changed.items() if n]
     con.execute(f"CREATE OR REPLACE TEMP TABLE {profiles.SCOPE} AS {profiles.scope_sql(dataset, reached)}")
     keys = int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])
-    compared = {"changed_rows": changed, "then_from_cache": cached}
+    compared = {"keys": keys, "changed_rows": changed, "then_from_cache": cached}
     if keys > MAX_SCOPE_SHARE * rows_then:
         return f"the change reaches {keys} keys of {rows_then} rows", compared
     return None, compared
@@ -283,9 +286,8 @@ def build(dataset: str, contract: Contract, paths: dict[str, str], ds_dir: Path,
         kept = digests_path(ds_dir, last["version"])
         t1 = time.monotonic()
         no_scope, compared = _scope(con, dataset, paths, kept, int(last["row_count"]), ds_dir)
-        scope: dict[str, Any] = {"reason": no_scope} if no_scope else {
-            "keys": int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])}
-        scope |= {**compared, "seconds": round(time.monotonic() - t1, 3)}
+        scope: dict[str, Any] = {**({"reason": no_scope} if no_scope else {}), **compared,
+                                 "seconds": round(time.monotonic() - t1, 3)}
 
         def marked(part: str) -> str:  # a row whose digest is kept is version N's row
             return (f"SELECT n.*, n.{DIGEST} IN (SELECT {DIGEST} FROM read_parquet('{kept}')) AS _kept "

@@ -145,7 +145,7 @@ def check_reconcile(settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         bands = LinkBands(accept=settings.match_accept, review=settings.match_review)
-        update = linkstate.update(scratch, {n: inputs[n] for n in (*linkstate.PERSON_INPUTS, "enterprise") if n in inputs}, None,
+        update = linkstate.update(scratch, linkstate.link_inputs(inputs), None,
                                   {t: (p[1] if p else None) for t, p in persisted.items()}, run_id="rebuild-check",
                                   settings=settings, bands=bands)
         if update.trained:

@@ -58,6 +58,14 @@ KEY = "_key"
 # left dataset -> the link type (model) that scores it
 LEFT_DATASETS = {"legal_representative": "representative_citizen", "land_holder": "holder_citizen"}
 PERSON_INPUTS = ("citizen", *LEFT_DATASETS)
+# What the link state reads: the person inputs, and the enterprises (their head offices place representatives
+# in a province, `partitions.head_offices`).
+LINK_INPUTS = (*PERSON_INPUTS, "enterprise")
+
+
+def link_inputs(staged: dict[str, str]) -> dict[str, str]:
+    """The staged refs of `staged` (by dataset) the link state reads (`LINK_INPUTS`)."""
+    return {n: staged[n] for n in LINK_INPUTS if n in staged}
 
 REGISTRY_SCHEMA = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
 LEFT_SCHEMA = pa.schema([pa.field(KEY, pa.string()), pa.field("dataset", pa.string()), *PERSON_SCHEMA])

@@ -251,8 +251,7 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
         raise NoReconciliation("no reconciliation has finished yet: there are no staged versions to retrain on")
     inputs = {name: info["staged_path"] for name, info in (last.metrics or {})["inputs"].items()}
     person_inputs = {n: inputs[n] for n in linkstate.PERSON_INPUTS}
-    # what the link state reads: the person inputs, and the enterprises (head offices place representatives)
-    link_inputs = {n: inputs[n] for n in (*linkstate.PERSON_INPUTS, "enterprise") if n in inputs}
+    link_inputs = linkstate.link_inputs(inputs)
     active_ids = {t: p[0].model_id for t, p in persisted.items() if p is not None}
     active_models = {t: (p[1] if p is not None else None) for t, p in persisted.items()}
     state = (last.metrics or {}).get("link_state") or {}

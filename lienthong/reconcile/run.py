@@ -611,11 +611,10 @@ class LinkContext:
 
     @property
     def link_inputs(self) -> dict[str, str]:
-        """The staged refs the link state reads: the person inputs, and the enterprises (their head offices
-        place representatives in a province)."""
+        """The staged refs the link state reads (`linkstate.LINK_INPUTS`)."""
         from lienthong.reconcile import linkstate
 
-        return {n: self.inputs[n]["staged_path"] for n in (*linkstate.PERSON_INPUTS, "enterprise")}
+        return linkstate.link_inputs({n: info["staged_path"] for n, info in self.inputs.items()})
 
     @property
     def models(self) -> dict[str, Any]:
