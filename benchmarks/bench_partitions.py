@@ -166,7 +166,8 @@ def _bands(settings: Any) -> Any:
 
 
 def _key_reach(rows: pa.Table, registry_ref: str, settings: Any) -> dict[str, int]:
-    """Registry rows each candidate key alone reaches from `rows` (not timed)."""
+    """Registry rows each candidate key alone reaches from `rows`: an ID key from every record, a blocking key
+    from the records the exact passes leave (`partitions.candidates`; not timed)."""
     from lienthong.reconcile import partitions
     from lienthong.reconcile.people import CANDIDATE_KEYS, PERSON_COLUMNS
 
@@ -320,6 +321,8 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
                 "candidates_s": round(t1 - t0, 2), "link_s": round(t2 - t1, 2), "seconds": round(t2 - t0, 2),
                 "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
         out["peak_rss_mib"] = rss_mib()
+        # the blocking keys are followed only from the records the exact passes leave to the model
+        out["exact_linked"] = partitions.exact_linked(rows.select(PERSON_COLUMNS), ref, settings)
         out["candidates_by_key"] = _key_reach(rows, ref, settings)
     out.setdefault("peak_rss_mib", rss_mib())
     pq.write_table(links, state / f"links-{mode if partition is None else 'p-' + partition}.parquet")

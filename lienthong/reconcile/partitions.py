@@ -44,10 +44,12 @@ from lienthong.duck import session
 from lienthong.reconcile.people import (
     BLOCKING_KEYS,
     CANDIDATE_KEYS,
+    EXACT_KEYS,
     PERSON_COLUMNS,
     PERSON_SCHEMA,
     LinkBands,
     LinkModel,
+    exact_pairs_sql,
     train,
 )
 from lienthong.settings import Settings
@@ -136,6 +138,10 @@ def key_condition(key: tuple[str, ...], left: str = "l", right: str = "r") -> st
     return " AND ".join(f"{qualified(e, left)} = {qualified(e, right)}" for e in key)
 
 
+# the columns the exact passes confirm a pair with (`people.exact_pairs_sql`)
+_EXACT_CONFIRMS: tuple[tuple[str, ...], ...] = (("name_fold", "name_sorted", "birth_year"),)
+
+
 def _key_columns(keys: tuple[tuple[str, ...], ...]) -> list[str]:
     """The person columns `keys` read, in the person shape's order."""
     used = {c for key in keys for e in key for c in _COLUMN.findall(e)}
@@ -145,23 +151,45 @@ def _key_columns(keys: tuple[tuple[str, ...], ...]) -> list[str]:
 def candidates(left: pa.Table, registry_ref: str, settings: Settings | None = None,
                keys: tuple[tuple[str, ...], ...] = CANDIDATE_KEYS) -> pa.Table:
     """The rows of the registry version `registry_ref` (the link state's `person_registry`: `_key` and the
-    person shape) that share at least one of `keys` with a record of `left` (person shape), in `_key` order.
+    person shape) that a pair of `link_people` can reach from a record of `left` (person shape), in `_key`
+    order: the rows sharing an ID of the exact passes (`people.EXACT_KEYS`) with any record, and the rows
+    sharing a blocking key with a record the exact passes do not link (the model scores only those, so a
+    record linked by its ID reaches nothing else). `keys` narrows which keys are looked at.
 
-    In DuckDB: per key, a semi join of the registry (its `_key` and that key's columns only) with the left
-    records' key columns (`key_condition`); the union of the keys found, then the rows of those keys. What is
-    held is the left records' key columns and the candidates, never the registry (measured leaner than one
-    scan testing every key at once)."""
-    cols = _key_columns(keys)
+    In DuckDB: the exact passes' confirmed pairs (`people.exact_pairs_sql`, over the ID, name and birth
+    columns only) mark the linked records; then per key a semi join of the registry (its `_key` and that
+    key's columns only) with the key columns of the records it applies to (`key_condition`); the union of
+    the keys found, then the rows of those keys. What is held is the left records' key columns and the
+    candidates, never the registry (measured leaner than one scan testing every key at once)."""
     with session(settings, purpose="link-candidates") as con:
-        zones.register(con, "registry", registry_ref)
-        con.register("left_keys", left.select(cols))
-        found_keys = " UNION ".join(f"SELECT r.{KEY} FROM registry r SEMI JOIN left_keys l ON {key_condition(key)}"
-                                    for key in keys)
+        _mark_exact(con, left, registry_ref, keys)
+        found_keys = " UNION ".join(
+            f"SELECT r.{KEY} FROM registry r SEMI JOIN {'left_keys' if key in EXACT_KEYS else 'rest_keys'} l "
+            f"ON {key_condition(key)}" for key in keys)
         con.execute(f"CREATE TEMP TABLE candidate_keys AS {found_keys}")
         found = con.execute(f"SELECT r.* FROM registry r SEMI JOIN candidate_keys k ON k.{KEY} = r.{KEY} "
                             f"ORDER BY r.{KEY}").fetch_arrow_table()
     schema = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
     return found.select(schema.names).cast(schema)
+
+
+def exact_linked(left: pa.Table, registry_ref: str, settings: Settings | None = None) -> int:
+    """How many records of `left` (person shape) the exact passes link against the registry version
+    `registry_ref` (the records whose blocking keys `candidates` does not follow)."""
+    with session(settings, purpose="link-candidates") as con:
+        _mark_exact(con, left, registry_ref, ())
+        row = con.execute("SELECT count(*) FROM exact_left").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _mark_exact(con: Any, left: pa.Table, registry_ref: str, keys: tuple[tuple[str, ...], ...]) -> None:
+    """In the session `con`: view `registry` of `registry_ref`; `left_keys`, the unique id and the columns of
+    `keys` and of the exact passes of every record of `left`; `exact_left`, the records the exact passes
+    link; `rest_keys`, the `left_keys` of the others."""
+    zones.register(con, "registry", registry_ref)
+    con.register("left_keys", left.select(["unique_id", *_key_columns((*keys, *EXACT_KEYS, *_EXACT_CONFIRMS))]))
+    con.execute(f"CREATE TEMP TABLE exact_left AS SELECT DISTINCT left_id FROM ({exact_pairs_sql('left_keys', 'registry')})")
+    con.execute("CREATE TEMP TABLE rest_keys AS SELECT * FROM left_keys WHERE unique_id NOT IN (SELECT left_id FROM exact_left)")
 
 
 def registry_rows(registry_ref: str, settings: Settings | None = None) -> int:

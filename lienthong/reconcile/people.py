@@ -137,6 +137,10 @@ BLOCKING_KEYS: tuple[tuple[str, ...], ...] = (
 # model's blocking keys. A left record's link depends on the registry records sharing one of these with it
 # and on nothing else of the registry (`lienthong.reconcile.linkstate` relinks on that).
 CANDIDATE_KEYS: tuple[tuple[str, ...], ...] = (("id_number",), *BLOCKING_KEYS)
+# The keys of the exact passes (`exact_pairs_sql`). A left record they link is scored by nothing else, so its
+# candidates are the rows sharing its IDs; the blocking keys reach registry rows only through the records the
+# exact passes leave (`l_rest`, which the model scores).
+EXACT_KEYS: tuple[tuple[str, ...], ...] = (("id_number",), ("legacy_id",))
 
 
 def _settings(link_type: Literal["link_only", "link_and_dedupe", "dedupe_only"] = "link_only", *, probability_two_random_records_match: float = 0.0001) -> Any:
@@ -342,28 +346,36 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _exact_links(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Exact passes. A key shared by several right records (the registry's own duplicates) links to the
-    first of them in key order; a key match whose name AND birth year both disagree is not confirmed."""
-    con.execute("""
-        CREATE TABLE exact_links AS
+def exact_pairs_sql(left: str = "l", right: str = "r") -> str:
+    """SQL: the confirmed pairs of the exact passes between person tables `left` and `right` (left_id,
+    right_id, method, pass): the same personal ID, then the same legacy ID, each confirmed unless the name
+    AND the birth year both disagree. Whether a left record is linked exactly depends only on the right
+    rows sharing one of its IDs (`lienthong.reconcile.partitions` relies on it)."""
+    return f"""
         WITH cand AS (
           SELECT l.unique_id AS left_id, r.unique_id AS right_id, 'exact_id' AS method, 1 AS pass,
                  l.name_fold AS ln, r.name_fold AS rn, l.name_sorted AS ls, r.name_sorted AS rs,
                  l.birth_year AS ly, r.birth_year AS ry
-          FROM l JOIN r ON l.id_number = r.id_number
+          FROM {left} l JOIN {right} r ON l.id_number = r.id_number
           UNION ALL
           SELECT l.unique_id, r.unique_id, 'legacy_id', 2, l.name_fold, r.name_fold, l.name_sorted, r.name_sorted,
                  l.birth_year, r.birth_year
-          FROM l JOIN r ON l.legacy_id = r.legacy_id
-        ), confirmed AS (
-          SELECT * FROM cand
-          WHERE ln IS NULL OR rn IS NULL OR ls = rs OR jaro_winkler_similarity(ln, rn) >= 0.85
-             OR (ly IS NOT NULL AND ly = ry)
+          FROM {left} l JOIN {right} r ON l.legacy_id = r.legacy_id
         )
+        SELECT left_id, right_id, method, pass FROM cand
+        WHERE ln IS NULL OR rn IS NULL OR ls = rs OR jaro_winkler_similarity(ln, rn) >= 0.85
+           OR (ly IS NOT NULL AND ly = ry)
+    """
+
+
+def _exact_links(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Exact passes. A key shared by several right records (the registry's own duplicates) links to the
+    first of them in key order; a key match whose name AND birth year both disagree is not confirmed."""
+    con.execute(f"""
+        CREATE TABLE exact_links AS
         SELECT left_id, right_id, method, 1.0::DOUBLE AS score, 'accept' AS band,
                NULL::VARCHAR AS runner_up_id, NULL::DOUBLE AS runner_up_score
-        FROM confirmed
+        FROM ({exact_pairs_sql()})
         QUALIFY row_number() OVER (PARTITION BY left_id ORDER BY pass, right_id) = 1
     """)
     return con.execute("SELECT * FROM exact_links").fetch_arrow_table()

@@ -106,14 +106,14 @@ def test_partitioned_links_equal_linking_everything_at_once_with_the_same_model(
 
 
 def _reached(left: pa.Table, registry: pa.Table) -> set[str]:
-    """The registry rows that the exact passes' ID joins or the model's blocking rules (Splink's deterministic
-    link over the model's settings) pair with a record of `left`."""
+    """The registry rows that the exact passes' ID joins pair with a record of `left`, or the model's blocking
+    rules (Splink's deterministic link over the model's settings) with a record they do not link."""
     import logging
 
     from splink import DuckDBAPI, Linker
 
     from lienthong.duck import session
-    from lienthong.reconcile.people import PERSON_COLUMNS, _settings
+    from lienthong.reconcile.people import PERSON_COLUMNS, _exact_links, _settings
 
     with session(purpose="test") as con:
         con.register("left_in", left.select(PERSON_COLUMNS))
@@ -123,8 +123,11 @@ def _reached(left: pa.Table, registry: pa.Table) -> set[str]:
         exact = {row[0] for row in con.execute(
             "SELECT r.unique_id FROM l JOIN r ON l.id_number = r.id_number "
             "UNION SELECT r.unique_id FROM l JOIN r ON l.legacy_id = r.legacy_id").fetchall()}
+        _exact_links(con)
+        con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
         db = DuckDBAPI(connection=con)
-        linker = Linker([db.register("l", dataset_display_name="left"), db.register("r", dataset_display_name="right")],
+        linker = Linker([db.register("l_rest", dataset_display_name="left"),
+                         db.register("r", dataset_display_name="right")],
                         _settings(), log_level=logging.WARNING)
         pairs = linker.inference.deterministic_link()
         blocked = {row[0] for row in con.execute(

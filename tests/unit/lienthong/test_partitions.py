@@ -21,6 +21,7 @@ from lienthong.reconcile.people import (
     PERSON_SCHEMA,
     TF_SCHEMA,
     LinkModel,
+    _exact_links,
     _settings,
     person_table,
 )
@@ -83,8 +84,9 @@ def test_a_head_office_is_in_the_2025_province_of_its_commune_else_in_the_provin
 
 
 def _blocked_pairs(left: pa.Table, registry: pa.Table) -> set[tuple[str, str]]:
-    """(left id, registry id) of every pair the link makes a candidate: the exact passes' ID joins and the
-    pairs Splink's blocking rules generate (its deterministic link over the model's own settings)."""
+    """(left id, registry id) of every pair the link makes a candidate: the exact passes' ID joins, and the
+    pairs Splink's blocking rules generate (its deterministic link over the model's own settings) for the
+    left records the exact passes do not link (`link_people` scores only those)."""
     from splink import DuckDBAPI, Linker
 
     with session(purpose="test") as con:
@@ -95,8 +97,11 @@ def _blocked_pairs(left: pa.Table, registry: pa.Table) -> set[tuple[str, str]]:
         exact = {(a, b) for a, b in con.execute(
             "SELECT l.unique_id, r.unique_id FROM l JOIN r ON l.id_number = r.id_number "
             "UNION SELECT l.unique_id, r.unique_id FROM l JOIN r ON l.legacy_id = r.legacy_id").fetchall()}
+        _exact_links(con)
+        con.execute("CREATE TABLE l_rest AS SELECT * FROM l WHERE unique_id NOT IN (SELECT left_id FROM exact_links)")
         db = DuckDBAPI(connection=con)
-        linker = Linker([db.register("l", dataset_display_name="left"), db.register("r", dataset_display_name="right")],
+        linker = Linker([db.register("l_rest", dataset_display_name="left"),
+                         db.register("r", dataset_display_name="right")],
                         _settings(), log_level=logging.WARNING)
         pairs = linker.inference.deterministic_link()
         rows = con.execute(f"SELECT source_dataset_l, unique_id_l, unique_id_r FROM {pairs.physical_name}").fetchall()
@@ -184,6 +189,24 @@ def test_the_pairs_of_each_blocking_rule_are_candidates(tmp_path: Path, key: tup
     # without that key the pair is lost: every key is needed
     others = tuple(k for k in partitions.CANDIDATE_KEYS if k != key)
     assert partitions.candidates(left, ref, keys=others).num_rows == 0
+
+
+def test_a_record_the_exact_passes_link_reaches_only_the_rows_sharing_its_ids(tmp_path: Path):
+    same = {**LEFT_ONE, "unique_id": "c1", "legacy_id": None, "commune": "an hai"}
+    by_date = {"unique_id": "c2", **OTHER, "birth_date": LEFT_ONE["birth_date"]}
+    registry = _people([same, by_date])
+    ref = _registry(tmp_path, registry)
+    left = _people([LEFT_ONE])
+    assert partitions.exact_linked(left, ref) == 1
+    assert partitions.candidates(left, ref)[linkstate.KEY].to_pylist() == ["c1"]
+    # an ID whose holder's name and birth year both disagree is no exact link: the blocking keys apply again
+    other = _people([{**same, "name_fold": "tran thi binh", "name_sorted": "binh thi tran", "birth_year": 1991,
+                      "birth_date": None}, by_date])
+    ref = _registry(tmp_path / "other", other)
+    assert partitions.exact_linked(left, ref) == 0
+    assert partitions.candidates(left, ref)[linkstate.KEY].to_pylist() == ["c1", "c2"]
+    assert _blocked_pairs(left, other) == {("l", "c1"), ("l", "c2")}
+    assert _blocked_pairs(left, registry) == {("l", "c1")}
 
 
 def test_a_null_key_shares_nothing_and_a_short_id_s_empty_middle_shares_with_other_short_ids(tmp_path: Path):
