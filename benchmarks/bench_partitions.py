@@ -149,6 +149,43 @@ def prepare(provinces: int, citizens: int, seed: int) -> dict[str, Any]:
     return out
 
 
+def refresh_models(prepared: dict[str, Any], provinces: int, citizens: int) -> dict[str, Any]:
+    """`prepared` with each model that blocks on other keys than `people.BLOCKING_KEYS` (prepared before the keys
+    changed: the partitioned link refuses it, `partitions.check_model_keys`) trained again on the whole data as
+    `prepare` trains it, written, and `prepared.json` rewritten; the country itself is kept."""
+    from lienthong.reconcile import linkstate, models, partitions
+    from lienthong.reconcile.linkstate import _rows_of
+    from lienthong.settings import load_settings
+
+    stale = []
+    for link_type, model in _models(prepared).items():
+        try:
+            partitions.check_model_keys(model)
+        except ValueError:
+            stale.append(link_type)
+    if not stale:
+        return prepared
+    root = _root(provinces, citizens)
+    saved = dict(os.environ)
+    os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
+    try:
+        settings = load_settings()
+        left = pq.read_table(root / "state" / "left.parquet")
+        for dataset, link_type in linkstate.LEFT_DATASETS.items():
+            if link_type not in stale:
+                continue
+            print(f"training {link_type} again: its model blocks on other keys", file=sys.stderr, flush=True)
+            model = partitions.train_whole(_rows_of(left, dataset), prepared["registry_ref"], settings)
+            assert model is not None
+            folder, digest = models.write(root / "models", link_type, model)
+            prepared["models"][link_type] = {"path": str(folder), "sha256": digest, "model_id": model.model_id}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    (root / "prepared.json").write_text(json.dumps(prepared, indent=2))
+    return prepared
+
+
 # ---- the children -------------------------------------------------------------------------------------------
 
 
@@ -411,7 +448,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.provinces, args.citizens, args.partition)))
         return 0
-    prepared = prepare(args.provinces, args.citizens, args.seed)
+    prepared = refresh_models(prepare(args.provinces, args.citizens, args.seed), args.provinces, args.citizens)
     size = ["--provinces", str(args.provinces), "--citizens", str(args.citizens)]
     print(f"{prepared['registry_rows']} citizens, {prepared['left_rows']} left records in partitions "
           f"{prepared['partitions']}", flush=True)

@@ -21,9 +21,11 @@ give other links.
 Memory: one partition at a time holds its left records, its candidates and the Splink session scoring them;
 only the key columns of the left records go into the candidate query, and the registry is scanned from its
 Parquet files within the DuckDB session's limit. The caller still holds every left record it links. And a
-partition's candidates are bounded by its records only as far as the keys are selective: a key on one field
-(the birth date, the ID's last six digits) reaches registry rows anywhere in the country, about (registry
-size / distinct values) of them per record (`benchmarks/bench_partitions.py` reports each key's reach).
+partition's candidates are bounded by its records only as far as the keys are selective: a key with no place in it
+(a name with a birth year or a street, the ID's last six digits) reaches registry rows anywhere in the
+country, about (registry size / distinct values) of them per record, though only from the records the exact
+passes leave (`benchmarks/bench_partitions.py` reports each key's reach, `benchmarks/bench_blocking.py` what
+each finds).
 """
 
 from __future__ import annotations
@@ -215,7 +217,8 @@ def check_model_keys(model: LinkModel) -> None:
     other = [r for r in rules if r not in ours]
     if other:
         raise ValueError(f"link model {model.model_id} blocks on {other}, which are not candidate keys "
-                         "(people.BLOCKING_KEYS): retrain it, or link with LIENTHONG_LINKAGE_PARTITIONS=none")
+                         "(people.BLOCKING_KEYS): retrain it (`lienthong retrain-models --activate`), or link with "
+                         "LIENTHONG_LINKAGE_PARTITIONS=none")
 
 
 # --- training once on the whole data ------------------------------------------------------------------------
