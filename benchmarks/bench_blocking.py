@@ -22,11 +22,15 @@ the birth date alone, `PREVIOUS_BLOCKING_KEYS`), it reports:
 
 A partition's candidates (`partitions.candidates`) are these rows plus the rows sharing an ID with any of its
 records. Counting is in one DuckDB session; nothing is timed.
+
+And when `bench_partitions.py` has linked the country (`state/links-whole.parquet`, with the keys and models of
+that run), `accuracy`: per left dataset, in the person's home province or outside it, the records whose
+person is in the registry (`linkable`), the accepted links to a record of that person (`true`) and to any
+other (`false`), precision, recall and F1.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from bench_partitions import RESULTS, SEED, _root, prepare
+from bench_partitions import RESULTS, _root, country_arguments, prepare
 
 # The blocking keys before they were narrowed: a key on the birth date alone reached a quarter of a 5M
 # registry from one province's left-over records (results/partitions-5-5000000.json).
@@ -119,13 +123,42 @@ def report(root: Path, registry_ref: str, sets: dict[str, tuple[tuple[str, ...],
     return out
 
 
+def accuracy(root: Path) -> dict[str, Any] | None:
+    """The accepted links of `state/links-whole.parquet` against the truth (module docstring); None when the
+    country was not linked yet."""
+    import duckdb
+
+    links = root / "state" / "links-whole.parquet"
+    if not links.exists():
+        return None
+    mapping = " ".join(f"WHEN '{a}' THEN '{b}'" for a, b in TRUTH_DATASET.items())
+    con = duckdb.connect(config={"enable_progress_bar": False})
+    con.execute(f"""CREATE TABLE t AS SELECT dataset, record_key, person_id, coalesce(cross_province, false) AS crossing
+                    FROM read_parquet('{root / "sb" / "truth" / "links.parquet"}')""")
+    con.execute("CREATE TABLE registered AS SELECT DISTINCT person_id FROM t WHERE dataset = 'citizen'")
+    rows = con.execute(f"""
+        WITH x AS (
+          SELECT l.dataset, l.band, lt.person_id AS lp, coalesce(lt.crossing, false) AS crossing, rt.person_id AS rp,
+                 lt.person_id IN (SELECT person_id FROM registered) AS linkable
+          FROM read_parquet('{links}') l
+          LEFT JOIN t lt ON lt.record_key = l.left_id AND lt.dataset = CASE l.dataset {mapping} END
+          LEFT JOIN t rt ON rt.dataset = 'citizen' AND rt.record_key = l.right_id)
+        SELECT dataset, crossing, count(*) FILTER (WHERE linkable),
+               count(*) FILTER (WHERE band = 'accept' AND lp = rp),
+               count(*) FILTER (WHERE band = 'accept' AND rp IS DISTINCT FROM lp)
+        FROM x GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
+    out: dict[str, Any] = {"links": str(links.name), "modified": time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.localtime(links.stat().st_mtime))}
+    for dataset, cross, n, tp, fp in rows:
+        precision, recall = tp / max(tp + fp, 1), tp / max(n, 1)
+        out[f"{dataset}_{'cross_province' if cross else 'in_province'}"] = {
+            "linkable": n, "true": tp, "false": fp, "precision": round(precision, 5), "recall": round(recall, 5),
+            "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 5)}
+    return out
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--provinces", type=int, default=3)
-    ap.add_argument("--citizens", type=int, default=30_000)
-    ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--result", type=Path, help="default benchmarks/results/blocking-<P>-<N>.json")
-    args = ap.parse_args()
+    args = country_arguments(__doc__ or "", "blocking-<P>-<N>.json").parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     prepared = prepare(args.provinces, args.citizens, args.seed)
     root = _root(args.provinces, args.citizens)
@@ -134,6 +167,7 @@ def main() -> int:
 
     t0 = time.monotonic()
     out = report(root, prepared["registry_ref"], {"current": BLOCKING_KEYS, "before": PREVIOUS_BLOCKING_KEYS})
+    out["accuracy"] = accuracy(root)
     for name, s in out["sets"].items():
         print(f"{name}: found {s['found']}, reach {s['reach_all']} {s['reach']}", flush=True)
     result = {"date": time.strftime("%Y-%m-%d"),

@@ -434,12 +434,19 @@ def engine_agreement(spark: pa.Table, duckdb: pa.Table) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def country_arguments(description: str, result: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark on a prepared country (`prepare`): its size and seed, and `--result`
+    (`result` names the default file)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--provinces", type=int, default=3)
     ap.add_argument("--citizens", type=int, default=30_000)
     ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--result", type=Path, help="default benchmarks/results/partitions-<P>-<N>.json")
+    ap.add_argument("--result", type=Path, help=f"default benchmarks/results/{result}")
+    return ap
+
+
+def main() -> int:
+    ap = country_arguments(__doc__, "partitions-<P>-<N>.json")
     ap.add_argument("--spark", action="store_true",
                     help="also link on the Spark engine and compare with DuckDB (slow; the `spark` child)")
     ap.add_argument("--child", choices=("whole", "partitioned", "partition", "spark"))
