@@ -132,7 +132,8 @@ def accuracy(root: Path) -> dict[str, Any] | None:
     if not links.exists():
         return None
     mapping = " ".join(f"WHEN '{a}' THEN '{b}'" for a, b in TRUTH_DATASET.items())
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"""CREATE TABLE t AS SELECT dataset, record_key, person_id, coalesce(cross_province, false) AS crossing
                     FROM read_parquet('{root / "sb" / "truth" / "links.parquet"}')""")
     con.execute("CREATE TABLE registered AS SELECT DISTINCT person_id FROM t WHERE dataset = 'citizen'")
