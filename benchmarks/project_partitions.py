@@ -6,7 +6,7 @@
 
 Per measured partition (a province's `link_province` task; the `unknown` partition left out): its left
 records L, its candidate registry rows C, its time and its peak RSS. Fitted by least squares:
-time = a + b·L + c·C and RSS = a + b·L + c·C. The share of the registry a province's candidates reach is
+time = a + b·L + c·C and RSS = a + b·L + c·C, no coefficient negative. The share of the registry a province's candidates reach is
 reported against the registry's size (it grows with the country: some blocking keys are not local to a
 province). Projected for a country of `--citizens` in `--provinces` provinces, an average province and the
 largest (`--largest` citizens), each with left records in the measured proportion to citizens, under two
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,28 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def fit(pts: list[dict[str, float]], target: str) -> tuple[list[float], float]:
-    """Coefficients (a, b per left record, c per candidate) of target = a + b·L + c·C, and R²."""
+    """Coefficients (a, b per left record, c per candidate) of target = a + b·L + c·C, none negative (a task
+    does not get cheaper with more records: unconstrained, the DuckDB session's fixed memory limit made the
+    left records' coefficient negative once most tasks reached it), and R².
+
+    Non-negative least squares by hand (numpy has none, scipy is not a dependency): with three coefficients,
+    the best of the least-squares fits on every subset of them whose coefficients are all >= 0 is exact."""
     x = np.array([[1.0, p["left"], p["candidates"]] for p in pts])
     y = np.array([p[target] for p in pts])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    pred = x @ coef
-    r2 = 1 - float(((y - pred) ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+    best: tuple[float, np.ndarray] | None = None
+    for subset in itertools.chain.from_iterable(itertools.combinations(range(3), k) for k in (1, 2, 3)):
+        cols = list(subset)
+        sub, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if (sub < 0).any():
+            continue
+        coef = np.zeros(3)
+        coef[cols] = sub
+        residual = float(((y - x @ coef) ** 2).sum())
+        if best is None or residual < best[0]:
+            best = (residual, coef)
+    assert best is not None, "no non-negative fit"  # a single positive column always fits
+    residual, coef = best
+    r2 = 1 - residual / float(((y - y.mean()) ** 2).sum())
     return [float(c) for c in coef], r2
 
 
