@@ -30,7 +30,9 @@ Then, each in a child process of its own so that its peak RSS (VmHWM) is its own
   including the copy of its inputs to Parquet); the `whole` child reports its DuckDB `scoring` alike.
   `peak_rss_mib` is the Python process's only: the JVM is a process of its own, whose peak (VmHWM) is `jvm`
   (the java processes among this process's descendants, read after the linking; a remote master's executors
-  are not measured).
+  are not measured). `--spark-only` runs only this child on a country already measured with the same models
+  and compares it with that run's whole links; the driver's memory for a big country comes from
+  `PYSPARK_SUBMIT_ARGS` (recorded as `submit_args`), e.g. `--driver-memory 6g pyspark-shell`.
 
 The partitioned links and the per-partition links are checked equal to the whole ones (row for row, scores to
 1e-9). The Spark links are compared with the whole (DuckDB) ones as `lienthong linkage-compare` does
@@ -329,6 +331,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         links, _, counts = _link(left, registry, bands, spark_settings, dict(trained))
         t3 = time.monotonic()
         out |= {"engine": "spark", "master": spark_settings.spark_master, "spark_version": spark.version,
+                "submit_args": os.environ.get("PYSPARK_SUBMIT_ARGS"),  # e.g. the driver's memory for a big country
                 "left": left.num_rows, "registry": registry.num_rows, "startup_s": round(t1 - t0, 2),
                 "read_registry_s": round(t2 - t1, 2), "link_s": round(t3 - t2, 2),
                 "seconds_after_startup": round(t3 - t1, 2), "seconds": round(t3 - t0, 2), "counts": counts,
@@ -445,10 +448,44 @@ def country_arguments(description: str, result: str) -> argparse.ArgumentParser:
     return ap
 
 
+def _spark(size: list[str]) -> dict[str, Any]:
+    """The `spark` child's result."""
+    spark = _run_child(["--child", "spark", *size])
+    print(f"spark ({spark['master']}): {spark['seconds']} s (start-up {spark['startup_s']} s, linking "
+          f"{spark['link_s']} s), peak RSS {spark['peak_rss_mib']} MiB, JVM {spark['jvm']['peak_rss_mib']} MiB",
+          flush=True)
+    return spark
+
+
+def _agree(spark: dict[str, Any], state: Path) -> None:
+    """`spark` with its agreement with the whole DuckDB links of `state`."""
+    spark["agreement"] = ag = engine_agreement(pq.read_table(state / "links-spark.parquet"),
+                                               pq.read_table(state / "links-whole.parquet"))
+    print(f"spark vs duckdb: accepted {ag['accepted']}, agreement {ag['agreement']:.4%}, "
+          f"{ag['accepted_links_differing']} differing accepted link(s), max |score diff| "
+          f"{ag['max_abs_score_diff']}", flush=True)
+
+
+def _with_spark(result: dict[str, Any], spark: dict[str, Any]) -> None:
+    """`result` with the Spark run and its figures in the summary."""
+    ag = spark["agreement"]
+    result["spark"] = spark
+    result["summary"] |= {
+        "spark_s": spark["seconds"], "spark_startup_s": spark["startup_s"], "spark_link_s": spark["link_s"],
+        "spark_peak_rss_mib": spark["peak_rss_mib"], "spark_jvm_peak_rss_mib": spark["jvm"]["peak_rss_mib"],
+        "spark_accepted": ag["accepted"], "spark_agreement": ag["agreement"],
+        "spark_accepted_links_differing": ag["accepted_links_differing"],
+        "spark_max_abs_score_diff": ag["max_abs_score_diff"],
+    }
+
+
 def main() -> int:
     ap = country_arguments(__doc__, "partitions-<P>-<N>.json")
     ap.add_argument("--spark", action="store_true",
                     help="also link on the Spark engine and compare with DuckDB (slow; the `spark` child)")
+    ap.add_argument("--spark-only", action="store_true",
+                    help="only the `spark` child, compared with the whole links of the last run on this country "
+                         "(state/links-whole.parquet, the same models); its part of the result file is replaced")
     ap.add_argument("--child", choices=("whole", "partitioned", "partition", "spark"))
     ap.add_argument("--partition")
     args = ap.parse_args()
@@ -457,6 +494,18 @@ def main() -> int:
         return 0
     prepared = refresh_models(prepare(args.provinces, args.citizens, args.seed), args.provinces, args.citizens)
     size = ["--provinces", str(args.provinces), "--citizens", str(args.citizens)]
+    if args.spark_only:
+        path = args.result or RESULTS / f"partitions-{args.provinces}-{args.citizens}.json"
+        result = json.loads(path.read_text())
+        if result["models"] != {t: m["model_id"] for t, m in prepared["models"].items()}:
+            print(f"{path} was measured with other models: run without --spark-only", file=sys.stderr)
+            return 2
+        spark = _spark(size)
+        _agree(spark, _root(args.provinces, args.citizens) / "state")
+        _with_spark(result, spark)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {path}")
+        return 0 if spark["agreement"]["agreement_ok"] else 1
     print(f"{prepared['registry_rows']} citizens, {prepared['left_rows']} left records in partitions "
           f"{prepared['partitions']}", flush=True)
     whole = _run_child(["--child", "whole", *size])
@@ -468,12 +517,7 @@ def main() -> int:
         parts[name] = p = _run_child(["--child", "partition", "--partition", name, *size])
         print(f"partition {name}: {p['left']} left records, {p['candidates']} candidates "
               f"({100 * p['candidates_share']:.1f} %), {p['seconds']} s, peak RSS {p['peak_rss_mib']} MiB", flush=True)
-    spark = None
-    if args.spark:
-        spark = _run_child(["--child", "spark", *size])
-        print(f"spark ({spark['master']}): {spark['seconds']} s (start-up {spark['startup_s']} s, linking "
-              f"{spark['link_s']} s), peak RSS {spark['peak_rss_mib']} MiB, JVM {spark['jvm']['peak_rss_mib']} MiB",
-              flush=True)
+    spark = _spark(size) if args.spark else None
     state = _root(args.provinces, args.citizens) / "state"
     want = pq.read_table(state / "links-whole.parquet")
     by_partition = pa.concat_tables([pq.read_table(state / f"links-p-{n}.parquet") for n in parts])
@@ -482,11 +526,7 @@ def main() -> int:
              "counts_equal": partitioned["counts"] == whole["counts"], "links": want.num_rows}
     print(f"equal: {equal}", flush=True)
     if spark is not None:
-        spark["agreement"] = engine_agreement(pq.read_table(state / "links-spark.parquet"), want)
-        ag = spark["agreement"]
-        print(f"spark vs duckdb: accepted {ag['accepted']}, agreement {ag['agreement']:.4%}, "
-              f"{ag['accepted_links_differing']} differing accepted link(s), max |score diff| "
-              f"{ag['max_abs_score_diff']}", flush=True)
+        _agree(spark, state)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "what": "person linkage of every left record at once against the whole registry, against province by "
@@ -506,15 +546,7 @@ def main() -> int:
         },
     }
     if spark is not None:
-        ag = spark["agreement"]
-        result["spark"] = spark
-        result["summary"] |= {
-            "spark_s": spark["seconds"], "spark_startup_s": spark["startup_s"], "spark_link_s": spark["link_s"],
-            "spark_peak_rss_mib": spark["peak_rss_mib"], "spark_jvm_peak_rss_mib": spark["jvm"]["peak_rss_mib"],
-            "spark_accepted": ag["accepted"], "spark_agreement": ag["agreement"],
-            "spark_accepted_links_differing": ag["accepted_links_differing"],
-            "spark_max_abs_score_diff": ag["max_abs_score_diff"],
-        }
+        _with_spark(result, spark)
     out = args.result or RESULTS / f"partitions-{args.provinces}-{args.citizens}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
