@@ -1,6 +1,6 @@
 """The benchmark scripts' own logic, without running a benchmark: the Splink-default baseline of
 `bench_linkage.py --baseline` on FEBRL4, how `bench_incremental.py` picks the records it changes, and the
-summary `run_all.py` makes of the two new stages."""
+summary `run_all.py` makes of the two new stages, and the fit `project_partitions.py` projects from."""
 
 from __future__ import annotations
 
@@ -165,3 +165,18 @@ def test_reconcile_memory_names_the_step_each_peak_falls_in() -> None:
         "clustering, entity assignment and commit", "integrated tables with entity IDs, findings sync", "end"]
     assert [p["peak_rss_mib"] for p in phases] == [100.0, 900.0, 400.0, 700.0, 300.0, 50.0]
     assert phases[-1]["to_s"] == 30.0
+
+
+def test_the_projection_fit_is_least_squares_with_no_negative_coefficient() -> None:
+    fit = _load("project_partitions").fit
+    # an exact plane with positive coefficients: found as it is
+    pts = [{"left": left, "candidates": cand, "rss": 100 + 2e-3 * left + 5e-4 * cand}
+           for left, cand in [(1e5, 3e5), (2e5, 9e5), (4e5, 1e6), (8e5, 4e6), (1e6, 2e6)]]
+    (a, b, c), r2 = fit(pts, "rss")
+    assert (a, b, c) == pytest.approx((100, 2e-3, 5e-4), rel=1e-6) and r2 == pytest.approx(1.0)
+    # memory that falls with the left records: the unconstrained fit's coefficient would be negative; the
+    # fit sets it to zero and fits the rest
+    pts = [{"left": left, "candidates": cand, "rss": 300 + 1e-3 * cand - 4e-4 * left}
+           for left, cand in [(1e5, 3e5), (2e5, 9e5), (4e5, 1e6), (8e5, 4e6), (1e6, 2e6)]]
+    coef, r2 = fit(pts, "rss")
+    assert min(coef) >= 0 and coef[1] == 0 and 0 < r2 < 1
