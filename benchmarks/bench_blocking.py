@@ -137,16 +137,19 @@ def accuracy(root: Path) -> dict[str, Any] | None:
     con.execute(f"""CREATE TABLE t AS SELECT dataset, record_key, person_id, coalesce(cross_province, false) AS crossing
                     FROM read_parquet('{root / "sb" / "truth" / "links.parquet"}')""")
     con.execute("CREATE TABLE registered AS SELECT DISTINCT person_id FROM t WHERE dataset = 'citizen'")
+    # one row per left record: a registry ID held by two citizen records (registered twice by mistake) is true
+    # when either of them is the record's person
     rows = con.execute(f"""
         WITH x AS (
-          SELECT l.dataset, l.band, lt.person_id AS lp, coalesce(lt.crossing, false) AS crossing, rt.person_id AS rp,
-                 lt.person_id IN (SELECT person_id FROM registered) AS linkable
+          SELECT l.dataset, l.band, coalesce(lt.crossing, false) AS crossing,
+                 lt.person_id IN (SELECT person_id FROM registered) AS linkable,
+                 EXISTS (SELECT 1 FROM t rt WHERE rt.dataset = 'citizen' AND rt.record_key = l.right_id
+                                              AND rt.person_id = lt.person_id) AS right_person
           FROM read_parquet('{links}') l
-          LEFT JOIN t lt ON lt.record_key = l.left_id AND lt.dataset = CASE l.dataset {mapping} END
-          LEFT JOIN t rt ON rt.dataset = 'citizen' AND rt.record_key = l.right_id)
+          LEFT JOIN t lt ON lt.record_key = l.left_id AND lt.dataset = CASE l.dataset {mapping} END)
         SELECT dataset, crossing, count(*) FILTER (WHERE linkable),
-               count(*) FILTER (WHERE band = 'accept' AND lp = rp),
-               count(*) FILTER (WHERE band = 'accept' AND rp IS DISTINCT FROM lp)
+               count(*) FILTER (WHERE band = 'accept' AND right_person),
+               count(*) FILTER (WHERE band = 'accept' AND NOT right_person)
         FROM x GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
     out: dict[str, Any] = {"links": str(links.name), "modified": time.strftime(
         "%Y-%m-%dT%H:%M:%S", time.localtime(links.stat().st_mtime))}
