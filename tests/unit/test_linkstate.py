@@ -36,12 +36,15 @@ def test_a_changed_citizen_touches_the_left_records_sharing_any_candidate_key():
         _person("a", name_fold="nguyen van an", birth_year=1980),  # same name and birth year
         _person("b", id_number="031080000123"),  # the citizen's ID
         _person("c", name_fold="tran thi binh", birth_year=1980, commune="tan dan"),  # nothing in common
-        _person("d", birth_date=dt.date(1980, 5, 14)),  # the same birth date
-        _person("e", id_number="031080999999", given_name="an"),  # same ID prefix and given name
+        _person("d", birth_date=dt.date(1980, 5, 14), given_name="an"),  # the same birth date and given name
+        _person("e", id_number="031080999999", given_name="an", family_name="nguyen"),  # same ID prefix and names
+        _person("f", birth_date=dt.date(1980, 5, 14)),  # the same birth date alone: no key
+        _person("g", id_number="031080999999", given_name="an"),  # the same ID prefix and given name alone
     ])
     left = left.add_column(0, linkstate.KEY, left["unique_id"])
     changed = _people([_person("031080000123", id_number="031080000123", name_fold="nguyen van an",
-                               birth_year=1980, birth_date=dt.date(1980, 5, 14), given_name="an", commune="an hai")])
+                               birth_year=1980, birth_date=dt.date(1980, 5, 14), given_name="an",
+                               family_name="nguyen", commune="an hai")])
     with session(purpose="test") as con:
         con.register("person_left", left)
         assert linkstate.dirty_by_registry(con, changed) == {"a", "b", "d", "e"}
