@@ -88,8 +88,7 @@ def prepare(provinces: int, citizens: int, seed: int) -> dict[str, Any]:
     from lienthong import pipeline, zones
     from lienthong.contracts import contract
     from lienthong.db import stop_embedded
-    from lienthong.reconcile import linkstate, models, partitions
-    from lienthong.reconcile.linkstate import _rows_of
+    from lienthong.reconcile import linkstate, partitions
     from lienthong.settings import load_settings
     from lienthong.staging import StagePlan, stage_json_source
     from sandbox.generator import CountryConfig, generate
@@ -132,13 +131,7 @@ def prepare(provinces: int, citizens: int, seed: int) -> dict[str, Any]:
         parts = partitions.partitions(left, offices)
         for name, rows in parts.items():
             pq.write_table(rows, state / f"left-{name}.parquet")
-        trained = {}
-        for dataset, link_type in linkstate.LEFT_DATASETS.items():
-            rows = _rows_of(left, dataset)
-            model = partitions.train_whole(rows, registry_ref, settings)
-            if model is not None:
-                folder, digest = models.write(root / "models", link_type, model)
-                trained[link_type] = {"path": str(folder), "sha256": digest, "model_id": model.model_id}
+        trained = _train(root, left, registry_ref, settings, tuple(linkstate.LEFT_DATASETS.values()))
     finally:
         stop_embedded(root / "data" / "warehouse-pg")
         os.environ.clear()
@@ -151,12 +144,29 @@ def prepare(provinces: int, citizens: int, seed: int) -> dict[str, Any]:
     return out
 
 
+def _train(root: Path, left: pa.Table, registry_ref: str, settings: Any, link_types: tuple[str, ...]) -> dict[str, Any]:
+    """Each of `link_types` with left records trained once on all of them against the whole registry
+    (`partitions.train_whole`, as a first reconciliation trains it) and written under `root / "models"`:
+    link type -> what `prepared.json` holds of its model."""
+    from lienthong.reconcile import linkstate, models, partitions
+    from lienthong.reconcile.linkstate import _rows_of
+
+    out = {}
+    for dataset, link_type in linkstate.LEFT_DATASETS.items():
+        if link_type not in link_types:
+            continue
+        model = partitions.train_whole(_rows_of(left, dataset), registry_ref, settings)
+        if model is not None:
+            folder, digest = models.write(root / "models", link_type, model)
+            out[link_type] = {"path": str(folder), "sha256": digest, "model_id": model.model_id}
+    return out
+
+
 def refresh_models(prepared: dict[str, Any], provinces: int, citizens: int) -> dict[str, Any]:
     """`prepared` with each model that blocks on other keys than `people.BLOCKING_KEYS` (prepared before the keys
     changed: the partitioned link refuses it, `partitions.check_model_keys`) trained again on the whole data as
     `prepare` trains it, written, and `prepared.json` rewritten; the country itself is kept."""
-    from lienthong.reconcile import linkstate, models, partitions
-    from lienthong.reconcile.linkstate import _rows_of
+    from lienthong.reconcile import partitions
     from lienthong.settings import load_settings
 
     stale = []
@@ -171,16 +181,9 @@ def refresh_models(prepared: dict[str, Any], provinces: int, citizens: int) -> d
     saved = dict(os.environ)
     os.environ["LIENTHONG_DATA_DIR"] = str(root / "data")
     try:
-        settings = load_settings()
-        left = pq.read_table(root / "state" / "left.parquet")
-        for dataset, link_type in linkstate.LEFT_DATASETS.items():
-            if link_type not in stale:
-                continue
-            print(f"training {link_type} again: its model blocks on other keys", file=sys.stderr, flush=True)
-            model = partitions.train_whole(_rows_of(left, dataset), prepared["registry_ref"], settings)
-            assert model is not None
-            folder, digest = models.write(root / "models", link_type, model)
-            prepared["models"][link_type] = {"path": str(folder), "sha256": digest, "model_id": model.model_id}
+        print(f"training {stale} again: their models block on other keys", file=sys.stderr, flush=True)
+        prepared["models"] |= _train(root, pq.read_table(root / "state" / "left.parquet"), prepared["registry_ref"],
+                                     load_settings(), tuple(stale))
     finally:
         os.environ.clear()
         os.environ.update(saved)

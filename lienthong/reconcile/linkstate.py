@@ -187,8 +187,7 @@ def dirty_by_registry(con: Any, changed_people: pa.Table,
     con.register("reg_changed", changed_people.select(PERSON_COLUMNS))
     parts = []
     for key in keys if keys is not None else CANDIDATE_KEYS:
-        on = " AND ".join(f"{_qualified(e, 'l')} = {_qualified(e, 'c')}" for e in key)
-        parts.append(f"SELECT l.{KEY} FROM person_left l JOIN reg_changed c ON {on}")
+        parts.append(f"SELECT l.{KEY} FROM person_left l JOIN reg_changed c ON {partitions.key_condition(key, 'l', 'c')}")
     found = con.execute(" UNION ".join(parts)).fetchall()
     con.unregister("reg_changed")
     return {r[0] for r in found}
