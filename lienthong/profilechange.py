@@ -190,6 +190,28 @@ def _staged_change(con: Any, name: str, then: str, now: str) -> bool:
     return True
 
 
+def _reconciled_change(con: Any, name: str, then: str, now: str) -> bool:
+    """Session table `d_<name>` for an integrated table whose versions from `then` to `now` were written by
+    change runs that recorded the keys they may differ in (`outputchange.keys_between`): the link columns of
+    the old and new rows of those keys (reading those columns only). False, and nothing made, when the
+    records do not cover the versions."""
+    from lienthong.reconcile import outputchange
+
+    keys = outputchange.keys_between(then, now)
+    if keys is None:
+        return False
+    zones.register(con, f"o_{name}", then)
+    con.register("_changed_keys", keys)
+    key, cols = outputchange.key_sql(name), ", ".join(f'"{c}"' for c in profiles.LINK_COLUMNS[name])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE d_{name} AS
+                    SELECT {cols} FROM o_{name} WHERE CAST(({key}) AS VARCHAR) IN (SELECT k FROM _changed_keys)
+                    UNION ALL
+                    SELECT {cols} FROM {name} WHERE CAST(({key}) AS VARCHAR) IN (SELECT k FROM _changed_keys)""")
+    con.unregister("_changed_keys")
+    con.execute(f"DROP VIEW o_{name}")
+    return True
+
+
 def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then: int,
            ds_dir: Path) -> tuple[str | None, dict[str, Any]]:
     """Session table `profiles.SCOPE`: the hashes of the driving keys whose rows may differ from those the kept
@@ -197,9 +219,10 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
     version read then and now, both ways). Returns why there is no scope (None: there is) and what was compared:
     the changed rows per input table that changed, and those whose digests then came from the cache.
 
-    A staged input's changed rows are those staging wrote since (`_staged_change`). The other tables (the
-    integrated zone's, each version a whole rewrite) are compared by a 64-bit digest of the whole row, as a
-    multiset (digest and count): one scan of the
+    A staged input's changed rows are those staging wrote since (`_staged_change`). An integrated table's are
+    the rows of the keys the reconciliations that wrote its versions since recorded (`_reconciled_change`,
+    `outputchange`). Without such records (a whole build, a kill between a version and its record), a table
+    is compared by a 64-bit digest of the whole row, as a multiset (digest and count): one scan of the
     version now (its digests are kept for the next build, `_input_hashes_path`) and, without such a cache, one
     of the version then. Only the digests and the columns the scope queries read are held. A changed row is
     missed only if its digest collides with another row's (about 5e-20 per row, as for the rows' digests)."""
@@ -209,6 +232,7 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
     before = json.loads(raw)
     changed: dict[str, int] = {}
     cached: list[str] = []
+    recorded: list[str] = []
     for name in profiles.AFFECTS[dataset]:
         then, now = before.get(name), paths.get(name)
         if then is None or now is None or then.get("table_id") is None:
@@ -219,6 +243,10 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
             continue
         if _staged_change(con, name, then["ref"], now):
             changed[name] = int((con.execute(f"SELECT count(*) FROM d_{name}").fetchone() or (0,))[0])
+            continue
+        if _reconciled_change(con, name, then["ref"], now):
+            changed[name] = int((con.execute(f"SELECT count(*) FROM d_{name}").fetchone() or (0,))[0])
+            recorded.append(name)
             continue
         if _old_hashes(con, name, then, ds_dir, "h_old"):
             cached.append(name)
@@ -242,7 +270,7 @@ def _scope(con: Any, dataset: str, paths: dict[str, str], kept: Path, rows_then:
     reached = [name for name, n in changed.items() if n]
     con.execute(f"CREATE OR REPLACE TEMP TABLE {profiles.SCOPE} AS {profiles.scope_sql(dataset, reached)}")
     keys = int((con.execute(f"SELECT count(*) FROM {profiles.SCOPE}").fetchone() or (0,))[0])
-    compared = {"keys": keys, "changed_rows": changed, "then_from_cache": cached}
+    compared = {"keys": keys, "changed_rows": changed, "then_from_cache": cached, "from_reconciliation": recorded}
     if keys > MAX_SCOPE_SHARE * rows_then:
         return f"the change reaches {keys} keys of {rows_then} rows", compared
     return None, compared

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 STATE = ("_state", "golden")
 FINDINGS_FILE = "findings.parquet"
+TOUCHED_SUFFIX = ".touched.parquet"  # + an output's name: the keys a change run recomputed (`touched_file`)
 # The derived relations kept in the snapshot and compared with the run's own (whole rows).
 RELATIONS = ("person_link", "holder_organisation_links", "idless_candidates", "citizen_duplicates",
              "enterprise_duplicates")
@@ -461,13 +462,22 @@ def prepare_change(con: duckdb.DuckDBPyConnection, staged: dict[str, str], basis
     return metrics
 
 
+def touched_file(folder: Path, name: str) -> Path:
+    """Where a change run keeps the keys it recomputed of output `name` (column `k`)."""
+    return Path(folder) / f"{name}{TOUCHED_SUFFIX}"
+
+
 def build_outputs(con: duckdb.DuckDBPyConnection, folder: Path, basis: Basis) -> dict[str, Any]:
     """Every output file into `folder`, its touched keys recomputed and the others carried over from the
-    basis's snapshot (after `prepare_change`); returns per output the keys touched and rows recomputed."""
+    basis's snapshot (after `prepare_change`), and each output's touched keys beside it (`touched_file`);
+    returns per output the keys touched and rows recomputed."""
     metrics: dict[str, Any] = {}
     for name, spec in SPECS.items():
         t1 = time.monotonic()
         touched = _restricted(con, spec)
+        # the touched keys, for the record of what the output's new version may differ in (`outputchange`)
+        con.execute(f"COPY (SELECT CAST(k AS VARCHAR) AS k FROM tk) TO {zones.sql_text(touched_file(folder, name))} "
+                    "(FORMAT parquet)")
         if touched == 0:  # no key touched: the output is the snapshot's, as the same query wrote it
             shutil.copyfile(basis.snapshot / f"{name}.parquet", folder / f"{name}.parquet")
             metrics[name] = {"touched": 0, "recomputed": 0, "seconds": round(time.monotonic() - t1, 3)}

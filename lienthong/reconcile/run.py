@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -116,6 +116,7 @@ class Integration:
     clusters: Path  # `entities.CLUSTER_SCHEMA` rows
     metrics: dict[str, Any]
     rows: dict[str, int]  # staged rows read, per input
+    touched: dict[str, Path] = field(default_factory=dict)  # a change run's recomputed keys per output
 
     def table(self, name: str, settings: Settings) -> pa.Table:
         """Integrated table `name` as it was built (the masters without their entity IDs)."""
@@ -132,17 +133,31 @@ class Integration:
         """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
         return _findings_from(self.findings_file)
 
-    def with_entity_ids(self, settings: Settings, members: pa.Table) -> Iterator[tuple[str, pa.Table]]:
-        """(name, table) of every integrated table, one at a time, the masters with their `entity_id` from
-        the registry's `members`."""
+    def with_entity_ids(self, settings: Settings, members: pa.Table,
+                        changed_members: pa.Table | None = None) -> Iterator[tuple[str, pa.Table, pa.Table | None]]:
+        """(name, table, keys) of every integrated table, one at a time, the masters with their `entity_id`
+        from the registry's `members`. `keys`: on a change run (`touched`) given the registry's
+        `changed_members`, the keys in which the table may differ from the last reconciliation's
+        (`outputchange`): those recomputed, and a master's rows whose cluster has a member whose entity
+        changed; else None."""
         with session(settings, purpose="entity-ids") as con:
             _cluster_entities(con, str(self.clusters), members)
+            if changed_members is not None:
+                con.register("changed_in", changed_members.select(["kind", "dataset", "record_key"]))
+                con.execute(f"""CREATE OR REPLACE TABLE changed_cluster AS
+                                SELECT DISTINCT c.kind, c.cluster_key
+                                FROM read_parquet({zones.sql_text(self.clusters)}) c
+                                SEMI JOIN changed_in m USING (kind, dataset, record_key)""")
+                con.unregister("changed_in")
             for name, path in self.files.items():
                 relation = f"read_parquet({zones.sql_text(path)})"
+                keys = None
+                if changed_members is not None and name in self.touched:
+                    keys = _change_keys(con, name, relation, self.touched[name])
                 if name in _master_cluster():
-                    yield name, _with_entity_id(con, name, relation)
+                    yield name, _with_entity_id(con, name, relation), keys
                 else:
-                    yield name, con.execute(f"SELECT * FROM {relation}").fetch_arrow_table()
+                    yield name, con.execute(f"SELECT * FROM {relation}").fetch_arrow_table(), keys
 
 
 def _findings_from(path: Path) -> list:
@@ -470,7 +485,10 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         if state["mode"] == "full":  # a change run's came with the outputs (`goldenstate.SPECS`)
             con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {zones.sql_text(clusters)} (FORMAT parquet)")
         step("clusters")
-    return Integration(files=files, findings_file=findings_file, clusters=clusters, metrics=metrics, rows=rows)
+    touched = ({name: goldenstate.touched_file(out_dir, name) for name in files} if state["mode"] == "change"
+               else {})
+    return Integration(files=files, findings_file=findings_file, clusters=clusters, metrics=metrics, rows=rows,
+                       touched=touched)
 
 
 def reconcile_tables(staged: Mapping[str, pa.Table | str], settings: Settings,
@@ -532,6 +550,22 @@ def _cluster_entities(con: Any, clusters: pa.Table | str, members: pa.Table) -> 
     if isinstance(clusters, pa.Table):
         con.unregister("clusters_arrow")
     con.unregister("members_in")
+
+
+def _change_keys(con: Any, name: str, relation: str, touched: Path) -> pa.Table:
+    """The keys (`outputchange.KEY`) output `name` (rows of `relation`) may differ in from the last
+    reconciliation's: the `touched` keys the golden-record state recomputed, and for a master the keys of its
+    rows in a cluster of `changed_cluster` (a member's entity changed)."""
+    from lienthong.reconcile import outputchange
+
+    union = ""
+    if name in _master_cluster():
+        kind, cluster_sql = _master_cluster()[name]
+        union = f"""UNION SELECT CAST(({outputchange.key_sql(name)}) AS VARCHAR) FROM {relation}
+                    WHERE ({cluster_sql}) IN (SELECT cluster_key FROM changed_cluster WHERE kind = '{kind}')"""
+    return con.execute(f"""SELECT k AS {outputchange.KEY} FROM (
+                             SELECT k FROM read_parquet({zones.sql_text(touched)}) {union}) WHERE k IS NOT NULL
+                           ORDER BY 1""").fetch_arrow_table()
 
 
 def _with_entity_id(con: Any, name: str, relation: str) -> pa.Table:
@@ -700,7 +734,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
     from lienthong.cases import run_case_counts
     from lienthong.db import connect, warehouse_url
     from lienthong.findings import ensure_findings_schema
-    from lienthong.reconcile import goldenstate, idlessstate, linkstate, linkwork, models
+    from lienthong.reconcile import goldenstate, idlessstate, linkstate, linkwork, models, outputchange
     from lienthong.reconcile.explain import save_models
     from lienthong.reconcile.sources import INPUT_DATASETS
 
@@ -756,10 +790,10 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
                                "members_changed": assignment.changed_members.num_rows,
                                "seconds": round(time.monotonic() - t0, 3)}
         log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
-        members = assignment.members
+        members, changed_members = assignment.members, assignment.changed_members
         del assignment
         previous = (last.outputs or {}) if last is not None else {}
-        for name, table in result.with_entity_ids(s, members):
+        for name, table, keys in result.with_entity_ids(s, members, changed_members if result.touched else None):
             digest = _hash(table)
             kept = _unchanged_output(s, name, previous.get(name), digest)
             if kept is not None:
@@ -774,10 +808,15 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
             path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
             outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": digest, "written": True}
             del table
+            before = (previous.get(name) or {}).get("path")
+            if keys is not None and before:  # what readers comparing with the last version need read
+                outputchange.record(integrated_table(s.integrated_dir, name), str(before), path, keys)
+                outputs[name]["changed_keys"] = keys.num_rows
             zones.maintain(integrated_table(s.integrated_dir, name), retention_hours=s.zone_retention_hours,
                            run_id=run_id)
+            outputchange.prune(integrated_table(s.integrated_dir, name))
         rows = result.rows
-        del members
+        del members, changed_members
         synced = _keep_findings(s, run_id, result.findings_file)
     for name in (linkstate.REGISTRY, linkstate.LEFT, linkstate.LINKS):
         zones.maintain(linkstate.table_path(s.integrated_dir, name), retention_hours=s.zone_retention_hours,

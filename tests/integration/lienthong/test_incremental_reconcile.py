@@ -206,6 +206,35 @@ def _entity_of_record(settings) -> dict[tuple[str, str, str], str]:
     return {(r["kind"], r["dataset"], r["record_key"]): r["entity_id"] for r in members.to_pylist()}
 
 
+def _check_recorded_change(previous: dict[str, Any], result: dict[str, Any]) -> int:
+    """Every integrated table the run wrote has a record of the keys it may differ in from the last run's
+    version (`outputchange`), and every key whose row differs between the two versions (or is in one only)
+    is among them; returns how many keys the records name."""
+    from lienthong import zones
+    from lienthong.duck import session
+    from lienthong.reconcile import outputchange
+
+    named = 0
+    for name, out in result["outputs"].items():
+        if not out["written"]:
+            continue
+        keys = outputchange.keys_between(previous[name]["path"], out["path"])
+        assert keys is not None and out["changed_keys"] == keys.num_rows, (name, out)
+        assert keys.num_rows < out["rows"], (name, keys.num_rows, out)
+        with session(purpose="test") as con:
+            zones.register(con, "old", previous[name]["path"])
+            zones.register(con, "new", out["path"])
+            key = outputchange.key_sql(name)
+            differing = {r[0] for r in con.execute(f"""
+                SELECT CAST(({key}) AS VARCHAR) FROM ((SELECT * FROM old EXCEPT ALL SELECT * FROM new)
+                                                     UNION ALL (SELECT * FROM new EXCEPT ALL SELECT * FROM old))""").fetchall()}
+        assert differing, (name, "a version with no row changed is not written")
+        missing = differing - set(keys["k"].to_pylist())
+        assert not missing, (name, sorted(missing)[:5])
+        named += keys.num_rows
+    return named
+
+
 def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
     from lienthong import entities, pipeline, zones
     from lienthong.rebuild import check_reconcile
@@ -216,6 +245,7 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
     check = check_reconcile(s)
     assert check["equal"], check
     rng = random.Random(3)
+    previous = reconciled["first"]["outputs"]
     for step in range(1, 5):
         before = _entity_of_record(s)
         run_id = f"c{step}"
@@ -225,6 +255,9 @@ def test_each_change_run_equals_a_rebuild_and_keeps_untouched_ids(reconciled):
             if summary.get("mode") not in ("none", "unchanged"):
                 pipeline.validate(name, run_id, summary)
         result = pipeline.reconcile(run_id)
+        # the keys the new versions may differ in are recorded, and hold every row that differs
+        assert _check_recorded_change(previous, result) > 0, (step, done)
+        previous = result["outputs"]
         state = result["link_state"]
         assert state["mode"] == "change", (step, done, state)
         assert 0 < state["counts"]["relinked"] < state["counts"]["left_upserts"] + 400, (step, done, state["counts"])

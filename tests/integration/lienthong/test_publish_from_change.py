@@ -7,7 +7,9 @@ property test: renames, births, deaths, ID corrections, enterprises dissolving, 
 moving, parcels deleted), and each run is staged, reconciled and published by the pipeline's own steps. After
 every run, for each dataset built from the integrated zone:
 
-- the publish task built the touched rows only, fewer than all, from the last version's kept digests;
+- the publish task built the touched rows only, fewer than all, from the last version's kept digests, for
+  the scope the changed rows of its inputs reach: an integrated table's from the keys its reconciliation
+  recorded, or (those records removed) from digests of both versions;
 - the version it published holds exactly the rows a build of every row gives (content hash over every row,
   row count, and the rows read back from the warehouse's stable view);
 - the feed's change counts equal the difference between the two versions' rows.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 
 import pyarrow as pa
 import pytest
@@ -122,6 +125,7 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled, 
 
     from lienthong import pipeline, profilechange, profiles
     from lienthong.contracts import contract
+    from lienthong.reconcile import outputchange
     from lienthong.settings import load_settings
 
     s = load_settings()
@@ -140,11 +144,15 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled, 
         assert result["built"]["form"] == "touched" and result["built"]["touched_keys"] == 0, result
     rng = random.Random(5)
     touched_seen = dict.fromkeys(DATASETS, 0)
-    for step in range(1, 4):
+    staged_inputs = {"citizen", "legal_representative", "land_holder"}
+    for step in range(1, 5):
         run_id = f"c{step}"
         done = change_sources(s.raw_dir, rng, step, run_id)
         stage_landed(run_id)
-        pipeline.reconcile(run_id)
+        reconciled_run = pipeline.reconcile(run_id)
+        if step >= 3:  # the reconciliation's records of its changed keys gone: the scope compares the versions
+            for name in reconciled_run["outputs"]:
+                shutil.rmtree(outputchange.records_dir(s.integrated_dir / name), ignore_errors=True)
         for d in DATASETS:
             result = pipeline.publish(d, f"p{step}")
             built = result["built"]
@@ -153,8 +161,15 @@ def test_the_publish_task_publishes_the_change_and_equals_every_row(reconciled, 
             # the query ran for the change's scope only (the kept digests name the table versions they read)
             assert "reason" not in built["scope"], (step, d, built)
             assert built["built_rows"] < built["rows_now"] / 2, (step, d, built)
-            if step > 1:  # the digests of the input versions the last build read were kept by it
-                assert set(built["scope"]["then_from_cache"]) & set(built["scope"]["changed_rows"]), (step, d, built)
+            integrated_changed = set(built["scope"]["changed_rows"]) - staged_inputs
+            if step < 3:  # each integrated table's changed rows from the keys its reconciliation recorded
+                assert integrated_changed, (step, d, built)
+                assert set(built["scope"]["from_reconciliation"]) == integrated_changed, (step, d, built)
+                assert not built["scope"]["then_from_cache"], (step, d, built)
+            else:  # compared by digests, those of the version then kept by the last build from step 4 on
+                assert not built["scope"]["from_reconciliation"], (step, d, built)
+                if step == 4:
+                    assert set(built["scope"]["then_from_cache"]) & integrated_changed, (step, d, built)
             touched_seen[d] += built["touched_keys"]
             rows[d] = _check_equals_every_row(d, result, rows[d])
             c = contract(d)
