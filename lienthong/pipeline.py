@@ -63,6 +63,23 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None, *, rebuil
     return stage_dataset(dataset, run_id, settings or load_settings(), rebuild=rebuild)
 
 
+@writes_data_dir
+def plan_stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Plan staging a per-province dataset as one task per province (`lienthong.stagestep.plan_stage`);
+    returns the provinces to stage (none for a national source, or nothing new)."""
+    from lienthong.stagestep import plan_stage as plan
+
+    return plan(dataset, run_id, settings or load_settings())
+
+
+@writes_data_dir
+def stage_province(dataset: str, run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage one province's part of the run's plan; `stage` then commits the parts."""
+    from lienthong.stagestep import stage_province as part
+
+    return part(dataset, run_id, province, settings or load_settings())
+
+
 @reports_lineage
 @writes_data_dir
 def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:

@@ -8,12 +8,18 @@ last validated version, gates the dataset's state and moves rows failing a criti
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lienthong import runs
 from lienthong.db import connect, warehouse_url
@@ -26,33 +32,45 @@ class NothingToStage(LookupError):
     """A dataset's source has not landed anything yet (its ingestion DAG has not run)."""
 
 
-def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: bool = False) -> dict[str, Any]:
-    """Merge the raw landings a dataset has not staged yet into its staged and quarantine tables; record the
-    run, its conservation check and the landings it merged. A run with no new landing writes and records
-    nothing (`mode: none`). The tables are rebuilt from every landing when asked (`rebuild`), when they do not
-    exist, or when they were written under another version of the contract."""
-    from lienthong import zones
+def _to_stage(dataset: str, s: Settings, rebuild: bool) -> tuple[Any, list[Path], str | None]:
+    """(contract, the raw files to stage, why the tables are rebuilt from every landing or None)."""
     from lienthong.contracts import contract
-    from lienthong.staging import StagePlan, landing_of, stage_json_source, staged_schema, table_paths
+    from lienthong.staging import StagePlan, landing_of, staged_schema, table_paths
 
-    s = settings
-    url = warehouse_url(s)
     c = contract(dataset)
-    started_at = datetime.now(UTC)
     files = StagePlan.from_contract(c).raw_files(s.raw_dir)
     if not files:
         raise NothingToStage(f"{dataset}: no raw landing yet from {c.custom.get('sourceSystem')}")
     staged_table, _ = table_paths(dataset, s.staged_dir, s.quarantine_dir)
     why = "asked" if rebuild else _rebuild_needed(c, staged_table, staged_schema(c)[0])
     if why:
+        return c, files, why
+    with connect(warehouse_url(s)) as conn:
+        done = runs.staged_landings(conn, dataset)
+    return c, [f for f in files if landing_of(f, s.raw_dir) not in done], None
+
+
+def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: bool = False) -> dict[str, Any]:
+    """Merge the raw landings a dataset has not staged yet into its staged and quarantine tables; record the
+    run, its conservation check and the landings it merged. A run with no new landing writes and records
+    nothing (`mode: none`). The tables are rebuilt from every landing when asked (`rebuild`), when they do not
+    exist, or when they were written under another version of the contract.
+
+    When the run planned the dataset by province (`plan_stage`) and every province's part is there
+    (`stage_province`), this commits the parts; otherwise it stages the dataset whole, here."""
+    from lienthong import zones
+    from lienthong.staging import landing_of, stage_json_source, table_paths
+
+    s = settings
+    url = warehouse_url(s)
+    started_at = datetime.now(UTC)
+    c, new, why = _to_stage(dataset, s, rebuild)
+    if why:
         log.info("%s: staging rebuilds its tables from every landing (%s)", dataset, why)
-        new = files
-    else:
-        with connect(url) as conn:
-            done = runs.staged_landings(conn, dataset)
-        new = [f for f in files if landing_of(f, s.raw_dir) not in done]
-    result = stage_json_source(c, new, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
-                               full=bool(why), raw_dir=s.raw_dir)
+    result = None if rebuild else _commit_provinces(c, run_id, s, new, why)
+    if result is None:
+        result = stage_json_source(c, new, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
+                                   full=bool(why), raw_dir=s.raw_dir)
     landings = tuple(sorted({landing_of(f, s.raw_dir) for f in new}))
     if result.mode == "unchanged":
         # Nothing written: the staged version and its validation stand; only the position moves past these landings.
@@ -69,7 +87,147 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
                 landings=landings))
         for table in table_paths(dataset, s.staged_dir, s.quarantine_dir):
             zones.maintain(table, retention_hours=s.zone_retention_hours, run_id=run_id)
+    shutil.rmtree(province_work_dir(s, dataset, run_id), ignore_errors=True)  # spent, or not used
     return result.as_dict()
+
+
+# --- one task per province --------------------------------------------------------------------------------
+# A per-province source (`partitionedBy: province`: the land registries) can be staged as one task per
+# province (the integrate DAG's `plan_stage_<dataset>`, mapped `stage_province_<dataset>`, then
+# `stage_<dataset>` commits). Why the parts equal staging whole: a record's identity holds its province (raw
+# `_entity` is `<province>/<entity>`), and every step of `staging._stage_part` works per identity (the
+# latest version, the comparison with the tables, the rows deleted); the records held back for a duplicated
+# value, rechecked with any change, are each rechecked by their own province's part, and the plan names every
+# province with new landings or such records. The parts compare with the table versions the plan pinned and
+# are committed together: a change in one MERGE per table, as staging whole does; a rebuild one province
+# after another (the first replaces the tables, the others append; "rebuild-partial" until the last, as a
+# rebuild in hash buckets). A plan that no longer holds (the tables moved, other landings to stage, a part
+# missing or made for another plan) is not used: the stage task stages whole, which is never wrong.
+
+PLAN_FILE = "plan.json"
+
+
+def province_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
+    """The run's work folder for staging `dataset` by province."""
+    return Path(s.staged_dir) / "_work" / dataset / hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
+    """Plan staging `dataset` by province: the provinces whose part must be staged (new landings, or records
+    held back for a duplicated value), their raw files, and the table versions the parts compare with,
+    written to the run's work folder. No province (and no plan) for a source that is not per province."""
+    from lienthong import zones
+    from lienthong.staging import QUARANTINE_SCHEMA, StagePlan, held_back_provinces, table_paths
+
+    s = settings
+    c, new, why = _to_stage(dataset, s, False)
+    sp = StagePlan.from_contract(c)
+    work = province_work_dir(s, dataset, run_id)
+    shutil.rmtree(work, ignore_errors=True)  # an earlier attempt's plan and parts
+    if not sp.per_province:
+        return {"dataset": dataset, "partitions": [], "reason": "the source is not landed by province"}
+    if not new:
+        return {"dataset": dataset, "partitions": [], "reason": "no new landing"}
+    staged_table, quarantine_table = table_paths(dataset, s.staged_dir, s.quarantine_dir)
+    by_province: dict[str, list[str]] = {}
+    for f in new:
+        by_province.setdefault(str(sp.province_of(f, s.raw_dir)), []).append(str(f))
+    if why is None:
+        quarantine = zones.ref(quarantine_table, int(zones.version(quarantine_table) or 0)) \
+            if zones.is_table(quarantine_table) else None
+        for province in held_back_provinces(sp, quarantine, s.raw_dir) if quarantine else ():
+            by_province.setdefault(province, [])
+    plan = {"dataset": dataset, "run_id": run_id, "mode": "rebuild" if why else "change", "reason": why,
+            "contract_version": c.version, "partitions": sorted(by_province), "files": by_province,
+            "staged_version": zones.version(staged_table) if zones.is_table(staged_table) else None,
+            "quarantine_version": zones.version(quarantine_table) if zones.is_table(quarantine_table) else None,
+            "quarantine_columns": QUARANTINE_SCHEMA.names}
+    _write_json(work / PLAN_FILE, plan)
+    log.info("%s: staged by province (%s): %s", dataset, plan["mode"],
+             {p: len(f) for p, f in sorted(by_province.items())})
+    return {"dataset": dataset, "mode": plan["mode"], "partitions": plan["partitions"],
+            "files": {p: len(f) for p, f in by_province.items()}}
+
+
+def _part_version(plan: dict[str, Any], province: str) -> int:
+    """The staged table version the province's part is written by: the change's one commit, or in a rebuild
+    the province's own commit (one per province, in the plan's order)."""
+    held = plan["staged_version"]
+    base = 0 if held is None else held + 1
+    return base + (plan["partitions"].index(province) if plan["mode"] == "rebuild" else 0)
+
+
+def stage_province(dataset: str, run_id: str, province: str, settings: Settings) -> dict[str, Any]:
+    """Stage one province's part of the run's plan (`plan_stage`): the rows it writes to each table and its
+    counts, into the work folder, for `stage_dataset` to commit. Reads only; commits nothing."""
+    from lienthong.contracts import contract
+    from lienthong.duck import session
+    from lienthong.staging import StagePlan, _stage_part, staged_schema, table_paths, write_atomic
+
+    s = settings
+    work = province_work_dir(s, dataset, run_id)
+    plan = json.loads((work / PLAN_FILE).read_text())
+    if province not in plan["partitions"]:
+        raise ValueError(f"{dataset}: province {province} is not in the run's plan ({plan['partitions']})")
+    c = contract(dataset)
+    staged_table, quarantine_table = table_paths(dataset, s.staged_dir, s.quarantine_dir)
+    full = plan["mode"] == "rebuild"
+    at = None if full else (plan["staged_version"], plan["quarantine_version"])
+    t0 = time.monotonic()
+    with session(s, purpose="staging") as con:
+        out = _stage_part(con, StagePlan.from_contract(c), plan["files"][province], run_id=run_id, full=full,
+                          raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
+                          staged_fields=staged_schema(c)[1], next_version=_part_version(plan, province),
+                          bucket=None, at=at, province=province)
+    write_atomic(out.pop("staged_rows"), work / f"{province}.staged.parquet")
+    write_atomic(out.pop("quarantine_rows"), work / f"{province}.quarantine.parquet")
+    counts = {**out, "province": province, "plan": plan["run_id"], "seconds": round(time.monotonic() - t0, 3)}
+    _write_json(work / f"{province}.json", counts)
+    log.info("%s, province %s: %d rows in, %d staged, %d quarantined (%.1f s)", dataset, province,
+             out["rows_in"], out["rows_staged"], out["rows_quarantined"], counts["seconds"])
+    return counts
+
+
+def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: str | None) -> Any:
+    """Commit the run's province parts (`stage_province`) when its plan still holds; returns the
+    `staging.StageResult`, or None when there is no usable plan (the caller stages whole)."""
+    from lienthong import zones
+    from lienthong.staging import commit_parts, table_paths
+
+    work = province_work_dir(s, c.name, run_id)
+    if not (work / PLAN_FILE).is_file():
+        return None
+    plan = json.loads((work / PLAN_FILE).read_text())
+    staged_table, quarantine_table = table_paths(c.name, s.staged_dir, s.quarantine_dir)
+    now = (zones.version(staged_table) if zones.is_table(staged_table) else None,
+           zones.version(quarantine_table) if zones.is_table(quarantine_table) else None)
+    planned_files = sorted(f for files in plan["files"].values() for f in files)
+    stale = [what for what, bad in (
+        ("the tables moved since the plan", now != (plan["staged_version"], plan["quarantine_version"])),
+        ("other landings to stage", planned_files != sorted(map(str, new))),
+        ("another mode", plan["mode"] != ("rebuild" if why else "change")),
+        ("another contract version", plan["contract_version"] != c.version)) if bad]
+    missing = [p for p in plan["partitions"] if not (work / f"{p}.json").is_file()
+               or json.loads((work / f"{p}.json").read_text()).get("plan") != run_id]
+    if stale or missing:
+        log.warning("%s: not committing the province parts (%s); staging whole", c.name,
+                    "; ".join(stale + ([f"no part for {', '.join(missing)}"] if missing else [])))
+        return None
+    parts = []
+    for p in plan["partitions"]:
+        out = json.loads((work / f"{p}.json").read_text())
+        out["staged_rows"] = pq.read_table(work / f"{p}.staged.parquet")
+        out["quarantine_rows"] = pq.read_table(work / f"{p}.quarantine.parquet")
+        parts.append(out)
+    return commit_parts(c, parts, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
+                        full=plan["mode"] == "rebuild")
 
 
 def _rebuild_needed(c: Any, staged_table: Any, schema: Any) -> str | None:

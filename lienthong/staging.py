@@ -109,6 +109,12 @@ class StagePlan:
         return cls(contract, c["sourceSystem"], c["sourceEntity"], c["sourceKey"], c["sourceUpdatedAt"],
                    c.get("sourceUpdatedAtParse"), c.get("partitionedBy") == "province", c.get("unnest"))
 
+    def province_of(self, raw_file: str | Path, raw_dir: Path) -> str | None:
+        """The province a raw part file of a per-province source was landed for (None for another source)."""
+        if not self.per_province:
+            return None
+        return Path(raw_file).relative_to(Path(raw_dir) / self.source).parts[0]
+
     def raw_files(self, raw_dir: Path) -> list[Path]:
         """Committed raw parts (temporary folders of running or interrupted runs excluded)."""
         base = Path(raw_dir) / self.source
@@ -368,12 +374,7 @@ def stage_json_source(
     # append. Until the last part's staged commit, the table's newest commit says "rebuild-partial", and a
     # run finding that (a rebuild killed half-way) rebuilds again.
     parts = _parts(files, load_settings().stage_chunk_rows) if full else 1
-    totals = {"raw_rows": 0, "rows_in": 0, "rows_staged": 0, "rows_quarantined": 0, "deleted": 0}
-    by_rule: dict[str, int] = {}
-    repairs: dict[str, int] = {}
-    found: dict[str, int] = {}
-    raw_runs: set[str] = set()
-    s = q = zones.Commit(None)
+    committed = _Committed()
     for part in range(parts):
         held_version = zones.version(staged_table)
         next_version = 0 if held_version is None else held_version + 1  # the version this part's commit makes
@@ -382,33 +383,124 @@ def stage_json_source(
             out = _stage_part(con, plan, files, run_id=run_id, full=full, raw_dir=raw_dir, staged_table=staged_table,
                               quarantine_table=quarantine_table, staged_fields=staged_fields,
                               next_version=next_version, bucket=(part, parts) if parts > 1 else None)
-        staged_rows = out.pop("staged_rows").cast(pa.schema(list(schema) + [pa.field(zones.OP, pa.string())]))
-        quarantine_rows = out.pop("quarantine_rows").cast(pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())]))
-        last = part == parts - 1
-        meta = {"lienthong.contract_version": contract.version,
-                "lienthong.mode": ("rebuild" if last else "rebuild-partial") if full else "change"}
-        # Quarantine first: a kill between the two commits leaves a record in both tables at most (the rerun's
-        # merge settles it), never in neither.
-        if full:
-            write = zones.create if part == 0 else zones.append
-            q = write(quarantine_table, quarantine_rows.drop_columns([zones.OP]), run_id=run_id, metadata=meta)
-            s = write(staged_table, staged_rows.drop_columns([zones.OP]), run_id=run_id, partition_by=partition, metadata=meta)
-        else:
-            _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
-            _ensure_table(staged_table, schema, run_id, partition)
-            q = zones.merge(quarantine_table, quarantine_rows, key="_merge_key", run_id=run_id, metadata=meta)
-            s = zones.merge(staged_table, staged_rows, key="_merge_key", run_id=run_id, partition_by=partition, metadata=meta)
-        for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
-            totals[k] += out[k]
-        totals["deleted"] += s.deleted + q.deleted
-        for target, counts in ((by_rule, out["by_rule"]), (repairs, out["repairs"]), (found, out["findings"])):
-            for k, v in counts.items():
-                target[k] = target.get(k, 0) + v
-        raw_runs |= set(out["raw_runs"])
-        if parts > 1:
-            log.info("staged %s part %d of %d: %d rows in, %d staged, %d quarantined", contract.name, part + 1, parts,
-                     out["rows_in"], out["rows_staged"], out["rows_quarantined"])
+        _commit_part(committed, plan, out, run_id=run_id, full=full, part=part, parts=parts,
+                     tables=(staged_table, quarantine_table), schema=schema, partition=partition)
+    return _stage_result(contract, run_id, committed, full=full, staged_table=staged_table,
+                         quarantine_table=quarantine_table, t0=t0)
+
+
+def commit_parts(contract: Contract, outs: list[dict[str, Any]], *, run_id: str, staged_dir: Path,
+                 quarantine_dir: Path, full: bool) -> StageResult:
+    """Commit parts staged apart (`_stage_part`'s outputs, one per province of a per-province source, each
+    compared with the same table versions): a change in one MERGE per table, the parts' rows together in the
+    order staging whole writes them; a rebuild one part after another (as `stage_json_source`'s buckets)."""
+    t0 = time.monotonic()
+    plan = StagePlan.from_contract(contract)
+    tables = table_paths(contract.name, staged_dir, quarantine_dir)
+    schema, _ = staged_schema(contract)
+    partition = _partition_by(plan, contract)
+    committed = _Committed()
+    if full:
+        for i, out in enumerate(outs):
+            _commit_part(committed, plan, out, run_id=run_id, full=True, part=i, parts=len(outs), tables=tables,
+                         schema=schema, partition=partition)
+    else:
+        _commit_part(committed, plan, _together(outs, contract, schema), run_id=run_id, full=False, part=0, parts=1,
+                     tables=tables, schema=schema, partition=partition)
+    return _stage_result(contract, run_id, committed, full=full, staged_table=tables[0],
+                         quarantine_table=tables[1], t0=t0)
+
+
+def _together(outs: list[dict[str, Any]], contract: Contract, schema: pa.Schema) -> dict[str, Any]:
+    """Parts' outputs as one: rows concatenated in the order `_stage_part` sorts them, counts summed."""
+    with_op = pa.field(zones.OP, pa.string())
+    staged = pa.concat_tables([o["staged_rows"].select(schema.names + [zones.OP]).cast(pa.schema(list(schema) + [with_op]))
+                               for o in outs])
+    quarantine = pa.concat_tables([o["quarantine_rows"].select(QUARANTINE_SCHEMA.names + [zones.OP])
+                                   .cast(pa.schema(list(QUARANTINE_SCHEMA) + [with_op])) for o in outs])
+    out: dict[str, Any] = {
+        "staged_rows": staged.sort_by([(k, "ascending") for k in contract.primary_key], null_placement="at_end"),
+        "quarantine_rows": quarantine.sort_by([("_merge_key", "ascending")], null_placement="at_end"),
+        "raw_runs": sorted({r for o in outs for r in o["raw_runs"]})}
+    for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
+        out[k] = sum(o[k] for o in outs)
+    for k in ("by_rule", "repairs", "findings"):
+        out[k] = {}
+        for o in outs:
+            for rule, n in o[k].items():
+                out[k][rule] = out[k].get(rule, 0) + n
+    return out
+
+
+def held_back_provinces(plan: StagePlan, quarantine_ref: str, raw_dir: Path) -> set[str]:
+    """The provinces of the records quarantine version `quarantine_ref` holds back for a duplicated value
+    (rechecked with any change: `_uniqueness_held`)."""
+    with session(load_settings(), purpose="staging") as con:
+        zones.register(con, "cur_quarantine", quarantine_ref)
+        files, _ = _uniqueness_held(con, plan, [], raw_dir)
+    return {str(plan.province_of(f, raw_dir)) for f in files}
+
+
+@dataclass
+class _Committed:
+    """What a staging run's commits did so far: the counts summed over its parts and the last commits."""
+
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("raw_rows", "rows_in", "rows_staged", "rows_quarantined", "deleted"), 0))
+    by_rule: dict[str, int] = field(default_factory=dict)
+    repairs: dict[str, int] = field(default_factory=dict)
+    found: dict[str, int] = field(default_factory=dict)
+    raw_runs: set[str] = field(default_factory=set)
+    staged: zones.Commit = field(default_factory=lambda: zones.Commit(None))
+    quarantine: zones.Commit = field(default_factory=lambda: zones.Commit(None))
+
+
+def _commit_part(committed: _Committed, plan: StagePlan, out: dict[str, Any], *, run_id: str, full: bool, part: int,
+                 parts: int, tables: tuple[Path, Path], schema: pa.Schema, partition: list[str] | None) -> None:
+    """Commit one part's rows (`_stage_part`'s output) to the quarantine table, then the staged table, and add
+    its counts to `committed`."""
+    contract = plan.contract
+    staged_table, quarantine_table = tables
+    staged_rows = out.pop("staged_rows").cast(pa.schema(list(schema) + [pa.field(zones.OP, pa.string())]))
+    quarantine_rows = out.pop("quarantine_rows").cast(pa.schema(list(QUARANTINE_SCHEMA) + [pa.field(zones.OP, pa.string())]))
+    last = part == parts - 1
+    meta = {"lienthong.contract_version": contract.version,
+            "lienthong.mode": ("rebuild" if last else "rebuild-partial") if full else "change"}
+    # Quarantine first: a kill between the two commits leaves a record in both tables at most (the rerun's
+    # merge settles it), never in neither.
+    if full:
+        write = zones.create if part == 0 else zones.append
+        q = write(quarantine_table, quarantine_rows.drop_columns([zones.OP]), run_id=run_id, metadata=meta)
+        s = write(staged_table, staged_rows.drop_columns([zones.OP]), run_id=run_id, partition_by=partition, metadata=meta)
+    else:
+        _ensure_table(quarantine_table, QUARANTINE_SCHEMA, run_id, None)
+        _ensure_table(staged_table, schema, run_id, partition)
+        q = zones.merge(quarantine_table, quarantine_rows, key="_merge_key", run_id=run_id, metadata=meta)
+        s = zones.merge(staged_table, staged_rows, key="_merge_key", run_id=run_id, partition_by=partition, metadata=meta)
+    committed.staged, committed.quarantine = s, q
+    for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
+        committed.totals[k] += out[k]
+    committed.totals["deleted"] += s.deleted + q.deleted
+    _add_counts(committed, out)
+    if parts > 1:
+        log.info("staged %s part %d of %d: %d rows in, %d staged, %d quarantined", contract.name, part + 1, parts,
+                 out["rows_in"], out["rows_staged"], out["rows_quarantined"])
+
+
+def _add_counts(committed: _Committed, out: dict[str, Any]) -> None:
+    for target, counts in ((committed.by_rule, out["by_rule"]), (committed.repairs, out["repairs"]),
+                           (committed.found, out["findings"])):
+        for k, v in counts.items():
+            target[k] = target.get(k, 0) + v
+    committed.raw_runs |= set(out["raw_runs"])
+
+
+def _stage_result(contract: Contract, run_id: str, committed: _Committed, *, full: bool, staged_table: Path,
+                  quarantine_table: Path, t0: float) -> StageResult:
+    """The run's result from its commits, its conservation checked."""
+    totals = committed.totals
     rows_in, rows_staged, rows_quarantined = totals["rows_in"], totals["rows_staged"], totals["rows_quarantined"]
+    s, q = committed.staged, committed.quarantine
     result = StageResult(
         dataset=contract.name,
         run_id=run_id,
@@ -421,11 +513,11 @@ def stage_json_source(
         staged_path=zones.ref(staged_table, _required(s.version)),
         quarantine_path=zones.ref(quarantine_table, _required(q.version)),
         content_hash=content_hash(contract, zones.ref(staged_table, _required(s.version))),
-        raw_runs=sorted(raw_runs),
-        quarantine_by_rule=dict(sorted(by_rule.items())),
+        raw_runs=sorted(committed.raw_runs),
+        quarantine_by_rule=dict(sorted(committed.by_rule.items())),
         seconds=time.monotonic() - t0,
-        repairs=dict(sorted(repairs.items())),
-        findings=dict(sorted(found.items())),
+        repairs=dict(sorted(committed.repairs.items())),
+        findings=dict(sorted(committed.found.items())),
         # a change none of whose records was new (the inclusive watermark's boundary, a re-landing) wrote nothing
         mode="rebuild" if full else ("change" if rows_staged or rows_quarantined or totals["deleted"] else "unchanged"),
         deleted=totals["deleted"],
@@ -451,12 +543,16 @@ def _parts(files: list[str], chunk_rows: int) -> int:
 
 def _stage_part(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str], *, run_id: str, full: bool,
                 raw_dir: Path | None, staged_table: Path, quarantine_table: Path, staged_fields: list[Field],
-                next_version: int, bucket: tuple[int, int] | None) -> dict[str, Any]:
-    """Stage one part (all of a change, or one hash bucket of a full stage) in session `con`: the rows to
-    write to each table (with `_op`) and the counts."""
+                next_version: int, bucket: tuple[int, int] | None, at: tuple[int, int] | None = None,
+                province: str | None = None) -> dict[str, Any]:
+    """Stage one part (all of a change, one hash bucket of a full stage, or one province's change of a
+    per-province source) in session `con`: the rows to write to each table (with `_op`) and the counts.
+    `at`: the (staged, quarantine) table versions to compare with (default: the newest); `province`: the
+    records held back for a duplicated value are those of that province only."""
     contract = plan.contract
-    current = {} if full else _register_current(con, staged_table, quarantine_table)
-    held_back = _uniqueness_held(con, plan, files, raw_dir) if current and raw_dir is not None else ([], [])
+    current = {} if full else _register_current(con, staged_table, quarantine_table, at)
+    held_back = (_uniqueness_held(con, plan, files, raw_dir, province) if current and raw_dir is not None
+                 else ([], []))
     raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back, bucket=bucket)
     # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
     # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
@@ -568,14 +664,17 @@ def _partition_select(plan: StagePlan, contract: Contract) -> str:
     return "".join(f"{_quote(c)}, " for c in cols)
 
 
-def _register_current(con: duckdb.DuckDBPyConnection, staged_table: Path, quarantine_table: Path) -> dict[str, str]:
-    """Make the tables' newest versions readable as `cur_staged` / `cur_quarantine` ({} when there are none)."""
+def _register_current(con: duckdb.DuckDBPyConnection, staged_table: Path, quarantine_table: Path,
+                      at: tuple[int, int] | None = None) -> dict[str, str]:
+    """Make the tables' newest versions (or versions `at`: staged, quarantine) readable as `cur_staged` /
+    `cur_quarantine` ({} when there are none)."""
     if not (zones.is_table(staged_table) and zones.is_table(quarantine_table)):
         return {}
     out = {}
-    for name, path in (("cur_staged", staged_table), ("cur_quarantine", quarantine_table)):
-        zones.register(con, name, path)
-        out[name] = str(path)
+    for i, (name, path) in enumerate((("cur_staged", staged_table), ("cur_quarantine", quarantine_table))):
+        ref = str(path) if at is None else zones.ref(path, at[i])
+        zones.register(con, name, ref)
+        out[name] = ref
     return out
 
 
@@ -617,16 +716,18 @@ def _has_uniqueness(contract: Contract) -> str:
 
 
 def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
-                     raw_dir: Path) -> tuple[list[str], list[str]]:
+                     raw_dir: Path, province: str | None = None) -> tuple[list[str], list[str]]:
     """(landing files, record hashes) of the records quarantined (also) by a uniqueness rule, to be staged
-    again with the change (the landings the change reads anyway are not listed twice)."""
+    again with the change (the landings the change reads anyway are not listed twice); with `province`, of
+    that province's landings only."""
     found = con.execute(f"SELECT DISTINCT _source_run_id, _record_hash FROM cur_quarantine "
                         f"WHERE {_has_uniqueness(plan.contract)}").fetchall()
     if not found:
         return [], []
     run_folders = {safe_run_id(r) for r, _ in found if r}
     listed = set(files)
-    held = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in run_folders and str(f) not in listed]
+    held = [str(f) for f in plan.raw_files(raw_dir) if _landing_run(f) in run_folders and str(f) not in listed
+            and (province is None or plan.province_of(f, raw_dir) == province)]
     return held, sorted({h for _, h in found})
 
 

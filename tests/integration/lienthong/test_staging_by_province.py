@@ -1,0 +1,137 @@
+"""Provinces as tasks for staging: the land datasets of a three-province country staged as the integrate DAG
+does it (`plan_stage_<dataset>`, one `stage_province_<dataset>` per province, then `stage_<dataset>`
+committing the parts), and the tables equal to staging the same landings whole.
+
+A synthetic country (sandbox `CountryConfig`, land registries in three provinces) is landed by the real
+connectors. The first staging rebuilds the tables province by province; then random change sequences arrive
+as the agency systems deliver them, and each run stages the change province by province. Every time, the
+same landings are also staged whole (`staging.stage_json_source`) into copies of the tables as they were
+before: the staged and quarantine rows are equal (in a rebuild, but for `_staged_version`, which names each
+province's commit), and so are the counts. A plan that no longer holds (a part missing) is not committed:
+the stage task stages whole, with the same result.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+LAND = ("parcel", "land_holder", "certificate")
+
+
+@pytest.fixture(scope="module")
+def country(tmp_path_factory):
+    from province import ingested_province
+
+    from sandbox.generator.country import CountryConfig
+
+    config = CountryConfig(provinces=("31", "79", "01"), citizens=1500, seed=9,
+                           rates={"land_other_province": 0.3, "representative_other_province": 0.2,
+                                  "moved_province": 0.2})
+    with ingested_province(tmp_path_factory.mktemp("stageprov"), citizens=0, seed=0, config=config) as prov:
+        yield prov
+
+
+def _rows(reference: str, drop: tuple[str, ...] = ()) -> list[dict]:
+    from lienthong import zones
+
+    table = zones.read_table(reference)
+    table = table.drop_columns([c for c in drop if c in table.column_names])
+    return sorted(table.to_pylist(), key=lambda r: (str(r["_merge_key"]), str(r.get("_record_hash"))))
+
+
+def _whole(dataset: str, files, tmp_path, tag: str, *, full: bool):
+    """The same landings staged whole into copies of the dataset's tables as they are now."""
+    from lienthong.contracts import contract
+    from lienthong.settings import load_settings
+    from lienthong.staging import stage_json_source, table_paths
+
+    s = load_settings()
+    scratch = tmp_path / f"{dataset}-{tag}"
+    for src, dst in zip(table_paths(dataset, s.staged_dir, s.quarantine_dir),
+                        table_paths(dataset, scratch / "staged", scratch / "quarantine"), strict=True):
+        if src.exists():
+            shutil.copytree(src, dst)
+    return stage_json_source(contract(dataset), files, run_id=f"whole-{tag}", staged_dir=scratch / "staged",
+                             quarantine_dir=scratch / "quarantine", full=full, raw_dir=s.raw_dir)
+
+
+def _by_province(dataset: str, run_id: str) -> tuple[dict, dict]:
+    from lienthong import pipeline
+
+    plan = pipeline.plan_stage(dataset, run_id)
+    parts = {p: pipeline.stage_province(dataset, run_id, p) for p in plan["partitions"]}
+    return plan, parts
+
+
+def _check_equal(dataset: str, mine: dict, whole, *, rebuild: bool) -> None:
+    drop = ("_staged_version", "run_id") if rebuild else ("run_id",)
+    for k in ("rows_in", "rows_staged", "rows_quarantined", "rows_unchanged", "raw_rows", "deleted"):
+        assert mine[k] == getattr(whole, k), (dataset, k, mine[k], getattr(whole, k))
+    assert mine["quarantine_by_rule"] == whole.quarantine_by_rule, dataset
+    assert _rows(mine["staged_path"], drop) == _rows(whole.staged_path, drop), dataset
+    assert _rows(mine["quarantine_path"], drop) == _rows(whole.quarantine_path, drop), dataset
+    if not rebuild:
+        assert mine["content_hash"] == whole.content_hash, dataset
+
+
+def test_provinces_staged_apart_equal_staging_whole(country, tmp_path):
+    from test_incremental_reconcile import change_sources
+
+    from lienthong import pipeline
+    from lienthong.settings import load_settings
+    from lienthong.stagestep import _to_stage, province_work_dir
+
+    s = load_settings()
+    # the first staging: a rebuild (no table yet), one province after another
+    for d in LAND:
+        files = _to_stage(d, s, False)[1]
+        plan, parts = _by_province(d, "r1")
+        assert plan["mode"] == "rebuild" and plan["partitions"] == ["01", "31", "79"], plan
+        assert sum(p["rows_in"] for p in parts.values()) > 0
+        mine = pipeline.stage(d, "r1")
+        assert mine["mode"] == "rebuild", mine
+        _check_equal(d, mine, _whole(d, files, tmp_path, "r1", full=True), rebuild=True)
+        assert not province_work_dir(s, d, "r1").exists()
+        pipeline.validate(d, "r1", mine)
+    for name in ("citizen", "enterprise", "legal_representative"):  # national sources: one task as before
+        assert pipeline.plan_stage(name, "r1")["partitions"] == []
+        pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
+
+    rng = random.Random(6)
+    changed_provinces = set()
+    for step in range(1, 4):
+        run_id = f"c{step}"
+        done = change_sources(s.raw_dir, rng, step, run_id)
+        for d in LAND:
+            files = _to_stage(d, s, False)[1]
+            whole = _whole(d, files, tmp_path, run_id, full=False)
+            plan, parts = _by_province(d, run_id)
+            if not files:
+                assert plan["partitions"] == [], plan
+                continue
+            assert plan["mode"] == "change", plan
+            changed_provinces |= set(plan["partitions"])
+            mine = pipeline.stage(d, run_id)
+            assert mine["mode"] == whole.mode, (step, d, done, mine["mode"], whole.mode)
+            if mine["mode"] != "unchanged":
+                _check_equal(d, mine, whole, rebuild=False)
+                pipeline.validate(d, run_id, mine)
+    assert len(changed_provinces) >= 2, changed_provinces
+
+    # a plan that no longer holds: one part missing -> the stage task stages whole, with the same result
+    done = change_sources(s.raw_dir, rng, 4, "c4")
+    d = "land_holder"
+    files = _to_stage(d, s, False)[1]
+    assert files, done
+    whole = _whole(d, files, tmp_path, "c4", full=False)
+    plan, _ = _by_province(d, "c4")
+    (province_work_dir(s, d, "c4") / f"{plan['partitions'][0]}.json").unlink()
+    mine = pipeline.stage(d, "c4")
+    if mine["mode"] != "unchanged":
+        _check_equal(d, mine, whole, rebuild=False)
+    assert not province_work_dir(s, d, "c4").exists()
