@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,14 +221,17 @@ def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: st
         log.warning("%s: not committing the province parts (%s); staging whole", c.name,
                     "; ".join(stale + ([f"no part for {', '.join(missing)}"] if missing else [])))
         return None
-    parts = []
-    for p in plan["partitions"]:
-        out = json.loads((work / f"{p}.json").read_text())
-        out["staged_rows"] = pq.read_table(work / f"{p}.staged.parquet")
-        out["quarantine_rows"] = pq.read_table(work / f"{p}.quarantine.parquet")
-        parts.append(out)
-    return commit_parts(c, parts, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
-                        full=plan["mode"] == "rebuild")
+
+
+    def parts() -> Iterator[dict[str, Any]]:  # read one at a time: a rebuild commits each before the next
+        for p in plan["partitions"]:
+            out = json.loads((work / f"{p}.json").read_text())
+            out["staged_rows"] = pq.read_table(work / f"{p}.staged.parquet")
+            out["quarantine_rows"] = pq.read_table(work / f"{p}.quarantine.parquet")
+            yield out
+
+    return commit_parts(c, parts(), len(plan["partitions"]), run_id=run_id, staged_dir=s.staged_dir,
+                        quarantine_dir=s.quarantine_dir, full=plan["mode"] == "rebuild")
 
 
 def _rebuild_needed(c: Any, staged_table: Any, schema: Any) -> str | None:

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -389,11 +390,12 @@ def stage_json_source(
                          quarantine_table=quarantine_table, t0=t0)
 
 
-def commit_parts(contract: Contract, outs: list[dict[str, Any]], *, run_id: str, staged_dir: Path,
+def commit_parts(contract: Contract, outs: Iterable[dict[str, Any]], count: int, *, run_id: str, staged_dir: Path,
                  quarantine_dir: Path, full: bool) -> StageResult:
-    """Commit parts staged apart (`_stage_part`'s outputs, one per province of a per-province source, each
-    compared with the same table versions): a change in one MERGE per table, the parts' rows together in the
-    order staging whole writes them; a rebuild one part after another (as `stage_json_source`'s buckets)."""
+    """Commit `count` parts staged apart (`_stage_part`'s outputs, one per province of a per-province source,
+    each compared with the same table versions): a change in one MERGE per table, the parts' rows together in
+    the order staging whole writes them; a rebuild one part after another, each taken from `outs` when its
+    turn comes (as `stage_json_source`'s buckets)."""
     t0 = time.monotonic()
     plan = StagePlan.from_contract(contract)
     tables = table_paths(contract.name, staged_dir, quarantine_dir)
@@ -402,10 +404,11 @@ def commit_parts(contract: Contract, outs: list[dict[str, Any]], *, run_id: str,
     committed = _Committed()
     if full:
         for i, out in enumerate(outs):
-            _commit_part(committed, plan, out, run_id=run_id, full=True, part=i, parts=len(outs), tables=tables,
+            _commit_part(committed, plan, out, run_id=run_id, full=True, part=i, parts=count, tables=tables,
                          schema=schema, partition=partition)
+            del out
     else:
-        _commit_part(committed, plan, _together(outs, contract, schema), run_id=run_id, full=False, part=0, parts=1,
+        _commit_part(committed, plan, _together(list(outs), contract, schema), run_id=run_id, full=False, part=0, parts=1,
                      tables=tables, schema=schema, partition=partition)
     return _stage_result(contract, run_id, committed, full=full, staged_table=tables[0],
                          quarantine_table=tables[1], t0=t0)

@@ -180,3 +180,10 @@ def test_the_projection_fit_is_least_squares_with_no_negative_coefficient() -> N
            for left, cand in [(1e5, 3e5), (2e5, 9e5), (4e5, 1e6), (8e5, 4e6), (1e6, 2e6)]]
     coef, r2 = fit(pts, "rss")
     assert min(coef) >= 0 and coef[1] == 0 and 0 < r2 < 1
+
+
+def test_stage_provinces_spreads_the_parts_longest_first_to_the_least_loaded_worker() -> None:
+    bench = _load("bench_stage_provinces")
+    assert bench._makespan([5.0, 4.0, 3.0, 3.0], 1) == 15.0
+    assert bench._makespan([5.0, 4.0, 3.0, 3.0], 2) == 8.0  # 5+3 and 4+3
+    assert bench._makespan([5.0, 4.0, 3.0, 3.0], 4) == 5.0
