@@ -165,6 +165,8 @@ def chain(tmp_path_factory):
         result["runs"] = runs
         if not done:
             raise AssertionError(failure or f"the chain did not settle within {CHAIN_TIMEOUT}s")
+        result["integrate_tasks"] = [api.task_states("integrate", r["dag_run_id"]) for r in runs["integrate"]
+                                     if r["state"] == "success"]
         with psycopg2.connect(stack.warehouse_url) as conn, conn.cursor() as cur:
             cur.execute(
                 "SELECT staged_path FROM lienthong_ops.stage_run WHERE dataset = 'citizen' ORDER BY created_at DESC LIMIT 1"
@@ -211,6 +213,13 @@ def test_scheduler_runs_integrate_then_publish_from_asset_events_after_triggered
         r for r in runs["publish"] if r["state"] == "success" and r["run_type"] == "asset_triggered"
     ]
     assert integrate_ok and publish_ok, chain["diagnostics"]
+    # the land datasets were staged province by province: a plan, a mapped task per province, the commit
+    staged_by_province = [
+        states for states in chain["integrate_tasks"]
+        if all(states.get(f"{d}.stage_{d}") == "success" for d in ("parcel", "land_holder", "certificate"))
+        and all(any(t.startswith(f"{d}.stage_province_{d}[") and st == "success" for t, st in states.items())
+                for d in ("parcel", "land_holder", "certificate"))]
+    assert staged_by_province, (chain["integrate_tasks"], chain["diagnostics"])
     # publish follows an integrate run: it cannot have started before the first integrate run started.
     assert min(r["start_date"] for r in publish_ok) >= min(r["start_date"] for r in integrate_ok), chain[
         "diagnostics"
