@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from lienthong import runs
 from lienthong.db import connect, warehouse_url
+from lienthong.paths import write_json
 from lienthong.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,19 +113,12 @@ def province_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
     return Path(s.staged_dir) / "_work" / dataset / hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
     """Plan staging `dataset` by province: the provinces whose part must be staged (new landings, or records
     held back for a duplicated value), their raw files, and the table versions the parts compare with,
     written to the run's work folder. No province (and no plan) for a source that is not per province."""
     from lienthong import zones
-    from lienthong.staging import QUARANTINE_SCHEMA, StagePlan, held_back_provinces, table_paths
+    from lienthong.staging import StagePlan, _parts, held_back_provinces, table_paths
 
     s = settings
     c, new, why = _to_stage(dataset, s, False)
@@ -140,34 +133,42 @@ def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
     by_province: dict[str, list[str]] = {}
     for f in new:
         by_province.setdefault(str(sp.province_of(f, s.raw_dir)), []).append(str(f))
-    if why is None:
-        quarantine = zones.ref(quarantine_table, int(zones.version(quarantine_table) or 0)) \
-            if zones.is_table(quarantine_table) else None
-        for province in held_back_provinces(sp, quarantine, s.raw_dir) if quarantine else ():
+    versions = [zones.version(t) if zones.is_table(t) else None for t in (staged_table, quarantine_table)]
+    if why is None and versions[1] is not None:
+        for province in held_back_provinces(sp, zones.ref(quarantine_table, versions[1]), s.raw_dir):
             by_province.setdefault(province, [])
+    # a change is staged in one piece per province; a rebuild in hash buckets of at most the chunk's raw rows
+    buckets = {p: _parts(files, s.stage_chunk_rows) if why else 1 for p, files in by_province.items()}
     plan = {"dataset": dataset, "run_id": run_id, "mode": "rebuild" if why else "change", "reason": why,
             "contract_version": c.version, "partitions": sorted(by_province), "files": by_province,
-            "staged_version": zones.version(staged_table) if zones.is_table(staged_table) else None,
-            "quarantine_version": zones.version(quarantine_table) if zones.is_table(quarantine_table) else None,
-            "quarantine_columns": QUARANTINE_SCHEMA.names}
-    _write_json(work / PLAN_FILE, plan)
+            "buckets": buckets, "staged_version": versions[0], "quarantine_version": versions[1]}
+    write_json(work / PLAN_FILE, plan)
     log.info("%s: staged by province (%s): %s", dataset, plan["mode"],
              {p: len(f) for p, f in sorted(by_province.items())})
     return {"dataset": dataset, "mode": plan["mode"], "partitions": plan["partitions"],
-            "files": {p: len(f) for p, f in by_province.items()}}
+            "files": {p: len(f) for p, f in by_province.items()}, "buckets": buckets}
 
 
-def _part_version(plan: dict[str, Any], province: str) -> int:
-    """The staged table version the province's part is written by: the change's one commit, or in a rebuild
-    the province's own commit (one per province, in the plan's order)."""
+def _part_version(plan: dict[str, Any], province: str, bucket: int) -> int:
+    """The staged table version a part is written by: the change's one commit, or in a rebuild the part's own
+    commit (one per province and hash bucket, in the plan's order)."""
     held = plan["staged_version"]
     base = 0 if held is None else held + 1
-    return base + (plan["partitions"].index(province) if plan["mode"] == "rebuild" else 0)
+    if plan["mode"] != "rebuild":
+        return base
+    before = plan["partitions"][:plan["partitions"].index(province)]
+    return base + sum(plan["buckets"][p] for p in before) + bucket
+
+
+def _part_files(work: Path, province: str, bucket: int) -> tuple[Path, Path]:
+    return work / f"{province}.{bucket}.staged.parquet", work / f"{province}.{bucket}.quarantine.parquet"
 
 
 def stage_province(dataset: str, run_id: str, province: str, settings: Settings) -> dict[str, Any]:
     """Stage one province's part of the run's plan (`plan_stage`): the rows it writes to each table and its
-    counts, into the work folder, for `stage_dataset` to commit. Reads only; commits nothing."""
+    counts, into the work folder, for `stage_dataset` to commit. Reads only; commits nothing. A rebuild's part
+    above `LIENTHONG_STAGE_CHUNK_ROWS` raw rows runs in hash buckets of the identity (as staging whole does),
+    each in a session of its own, so memory follows the bucket, not the province."""
     from lienthong.contracts import contract
     from lienthong.duck import session
     from lienthong.staging import StagePlan, _stage_part, staged_schema, table_paths, write_atomic
@@ -181,19 +182,25 @@ def stage_province(dataset: str, run_id: str, province: str, settings: Settings)
     staged_table, quarantine_table = table_paths(dataset, s.staged_dir, s.quarantine_dir)
     full = plan["mode"] == "rebuild"
     at = None if full else (plan["staged_version"], plan["quarantine_version"])
+    buckets = int(plan["buckets"][province])
     t0 = time.monotonic()
-    with session(s, purpose="staging") as con:
-        out = _stage_part(con, StagePlan.from_contract(c), plan["files"][province], run_id=run_id, full=full,
-                          raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
-                          staged_fields=staged_schema(c)[1], next_version=_part_version(plan, province),
-                          bucket=None, at=at, province=province)
-    write_atomic(out.pop("staged_rows"), work / f"{province}.staged.parquet")
-    write_atomic(out.pop("quarantine_rows"), work / f"{province}.quarantine.parquet")
-    counts = {**out, "province": province, "plan": plan["run_id"], "seconds": round(time.monotonic() - t0, 3)}
-    _write_json(work / f"{province}.json", counts)
-    log.info("%s, province %s: %d rows in, %d staged, %d quarantined (%.1f s)", dataset, province,
-             out["rows_in"], out["rows_staged"], out["rows_quarantined"], counts["seconds"])
-    return counts
+    counts: list[dict[str, Any]] = []
+    for i in range(buckets):
+        with session(s, purpose="staging") as con:
+            out = _stage_part(con, StagePlan.from_contract(c), plan["files"][province], run_id=run_id, full=full,
+                              raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
+                              staged_fields=staged_schema(c)[1], next_version=_part_version(plan, province, i),
+                              bucket=(i, buckets) if buckets > 1 else None, at=at, province=province)
+        staged_file, quarantine_file = _part_files(work, province, i)
+        write_atomic(out.pop("staged_rows"), staged_file)
+        write_atomic(out.pop("quarantine_rows"), quarantine_file)
+        counts.append(out)
+    done = {"province": province, "plan": plan["run_id"], "buckets": counts, "seconds": round(time.monotonic() - t0, 3),
+            **{k: sum(b[k] for b in counts) for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined")}}
+    write_json(work / f"{province}.json", done)
+    log.info("%s, province %s: %d rows in, %d staged, %d quarantined (%d bucket(s), %.1f s)", dataset, province,
+             done["rows_in"], done["rows_staged"], done["rows_quarantined"], buckets, done["seconds"])
+    return done
 
 
 def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: str | None) -> Any:
@@ -222,15 +229,13 @@ def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: st
                     "; ".join(stale + ([f"no part for {', '.join(missing)}"] if missing else [])))
         return None
 
-
     def parts() -> Iterator[dict[str, Any]]:  # read one at a time: a rebuild commits each before the next
         for p in plan["partitions"]:
-            out = json.loads((work / f"{p}.json").read_text())
-            out["staged_rows"] = pq.read_table(work / f"{p}.staged.parquet")
-            out["quarantine_rows"] = pq.read_table(work / f"{p}.quarantine.parquet")
-            yield out
+            for i, out in enumerate(json.loads((work / f"{p}.json").read_text())["buckets"]):
+                staged_file, quarantine_file = _part_files(work, p, i)
+                yield {**out, "staged_rows": pq.read_table(staged_file), "quarantine_rows": pq.read_table(quarantine_file)}
 
-    return commit_parts(c, parts(), len(plan["partitions"]), run_id=run_id, staged_dir=s.staged_dir,
+    return commit_parts(c, parts(), sum(plan["buckets"].values()), run_id=run_id, staged_dir=s.staged_dir,
                         quarantine_dir=s.quarantine_dir, full=plan["mode"] == "rebuild")
 
 

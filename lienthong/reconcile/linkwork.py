@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lienthong import zones
+from lienthong.paths import write_json
 from lienthong.settings import Settings
 from lienthong.staging import write_atomic
 
@@ -47,12 +47,6 @@ def work_dir(integrated_dir: Path, run_id: str) -> Path:
     from lienthong.reconcile.linkstate import state_dir
 
     return state_dir(integrated_dir) / WORK / run_id.replace("/", "_")
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def _safe(partition: str) -> str:
@@ -87,7 +81,7 @@ def write_plan(settings: Settings, run_id: str, fingerprint: dict[str, Any], pre
             "previous_links": prepared.previous_links, "versions": _state_versions(settings.integrated_dir),
             "counts": prepared.counts, "seconds": prepared.seconds, "model_ids": prepared.model_ids,
             "partitions": sizes}
-    _write_json(d / "plan.json", plan)
+    write_json(d / "plan.json", plan)
     log.info("person links planned for %d left records in %d partitions: %s", left.num_rows, len(names), sizes)
     return {"mode": "change", "partitions": names, "left_records": left.num_rows, "sizes": sizes}
 
@@ -127,7 +121,7 @@ def link_partition(run_id: str, partition: str, settings: Settings) -> dict[str,
     links, _, counts = linkstate.link_against(left, plan["refs"][linkstate.REGISTRY], plan["fingerprint"]["inputs"],
                                               bands, settings, found)
     write_atomic(links, d / f"links-{_safe(partition)}.parquet")
-    _write_json(d / f"counts-{_safe(partition)}.json", counts)
+    write_json(d / f"counts-{_safe(partition)}.json", counts)
     seconds = time.monotonic() - t0
     log.info("partition %s: %d left records linked in %.1f s (%.0f records/s)", partition, left.num_rows, seconds,
              left.num_rows / max(seconds, 1e-9))

@@ -22,10 +22,8 @@ Owns the retraining run and its before/after comparison:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import shutil
 import time
 import uuid
@@ -36,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lienthong.paths import safe_run_id
+from lienthong.paths import safe_run_id, write_json
 from lienthong.private_files import writes_data_dir
 from lienthong.settings import Settings, load_settings
 
@@ -218,13 +216,6 @@ def _accuracy(staged: dict[str, pa.Table], links_ref: str, truth_dir: Path, sett
     return out
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @writes_data_dir
 def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = False,
             truth_dir: str | Path | None = None) -> dict[str, Any]:
@@ -328,7 +319,7 @@ def retrain(settings: Settings | None = None, *, run_id: str, activate: bool = F
         "activate": activate, "truth": truth_dir is not None, "link_types": link_types, "next": next_step,
         "seconds": seconds | {"total": round(time.monotonic() - t0, 3)}, "report": str(path),
     }
-    _write_json(path, report)
+    write_json(path, report, indent=1, sort_keys=False)
     log.info("retrain %s: %s; %s; comparison at %s", run_id,
              {t: (e["model_before"], e["model_after"], e["status"]) for t, e in link_types.items()}, next_step, path)
     return report

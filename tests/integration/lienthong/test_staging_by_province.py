@@ -3,7 +3,8 @@ does it (`plan_stage_<dataset>`, one `stage_province_<dataset>` per province, th
 committing the parts), and the tables equal to staging the same landings whole.
 
 A synthetic country (sandbox `CountryConfig`, land registries in three provinces) is landed by the real
-connectors. The first staging rebuilds the tables province by province; then random change sequences arrive
+connectors. The first staging rebuilds the tables province by province (a large province's part in hash
+buckets); then random change sequences arrive
 as the agency systems deliver them, and each run stages the change province by province. Every time, the
 same landings are also staged whole (`staging.stage_json_source`) into copies of the tables as they were
 before: the staged and quarantine rows are equal (in a rebuild, but for `_staged_version`, which names each
@@ -79,7 +80,7 @@ def _check_equal(dataset: str, mine: dict, whole, *, rebuild: bool) -> None:
         assert mine["content_hash"] == whole.content_hash, dataset
 
 
-def test_provinces_staged_apart_equal_staging_whole(country, tmp_path):
+def test_provinces_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     from test_incremental_reconcile import change_sources
 
     from lienthong import pipeline
@@ -87,17 +88,22 @@ def test_provinces_staged_apart_equal_staging_whole(country, tmp_path):
     from lienthong.stagestep import _to_stage, province_work_dir
 
     s = load_settings()
-    # the first staging: a rebuild (no table yet), one province after another
+    # the first staging: a rebuild (no table yet), one province after another, a large province's part in hash
+    # buckets (a small chunk here; staging whole uses the same chunk)
+    monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "300")
     for d in LAND:
         files = _to_stage(d, s, False)[1]
         plan, parts = _by_province(d, "r1")
         assert plan["mode"] == "rebuild" and plan["partitions"] == ["01", "31", "79"], plan
+        assert max(plan["buckets"].values()) > 1 and min(plan["buckets"].values()) >= 1, plan
+        assert all(len(parts[p]["buckets"]) == plan["buckets"][p] for p in parts), parts
         assert sum(p["rows_in"] for p in parts.values()) > 0
         mine = pipeline.stage(d, "r1")
         assert mine["mode"] == "rebuild", mine
         _check_equal(d, mine, _whole(d, files, tmp_path, "r1", full=True), rebuild=True)
         assert not province_work_dir(s, d, "r1").exists()
         pipeline.validate(d, "r1", mine)
+    monkeypatch.delenv("LIENTHONG_STAGE_CHUNK_ROWS")
     for name in ("citizen", "enterprise", "legal_representative"):  # national sources: one task as before
         assert pipeline.plan_stage(name, "r1")["partitions"] == []
         pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
