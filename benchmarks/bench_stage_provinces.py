@@ -9,9 +9,9 @@ scratch data folder whose raw zone is the country's, twice:
 
 - **whole**: `staging.stage_json_source` in one process (above `LIENTHONG_STAGE_CHUNK_ROWS` raw rows, in hash
   buckets of the identity, one after another);
-- **by province**: `stagestep.plan_stage` (a process), then each province's part (`stagestep.stage_province`)
-  in a process of its own, as the integrate DAG's mapped `stage_province_<dataset>` tasks run on Celery
-  workers, then the commit of the parts (`stagestep._commit_provinces`, a process).
+- **by province**: `stagestep.plan_stage` (a process), then each province's part (`stagestep.stage_part`)
+  in a process of its own, as the integrate DAG's mapped `stage_part_<dataset>` tasks run on Celery
+  workers, then the commit of the parts (`stagestep._commit_parts`, a process).
 
 Each step's seconds and peak RSS (VmHWM of its own process) are reported, and the two results are compared:
 equal rows in both tables (but for `_staged_version`, which names each province's commit) and equal counts.
@@ -62,15 +62,15 @@ def child(step: str, dataset: str, provinces: int, citizens: int, province: str 
 
         out = plan_stage(dataset, "bench", s)
     elif step == "part":
-        from lienthong.stagestep import stage_province
+        from lienthong.stagestep import stage_part
 
-        part = stage_province(dataset, "bench", str(province), s)
+        part = stage_part(dataset, "bench", str(province), s)
         out = {k: part[k] for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined")}
     elif step == "commit":
-        from lienthong.stagestep import _commit_provinces, _to_stage
+        from lienthong.stagestep import _commit_parts, _to_stage
 
         _, new, why = _to_stage(dataset, s, False)
-        res = _commit_provinces(c, "bench", s, new, why)
+        res = _commit_parts(c, "bench", s, new, why)
         if res is None:
             raise RuntimeError(f"{dataset}: the province parts were not committed (see the log)")
         out = _summary(res.as_dict())

@@ -10,11 +10,13 @@ For each staged dataset (citizen; enterprise and legal_representative; parcel, l
    contract; unusable records go to quarantine with a reason naming record and field); checks
    `rows_in == rows_staged + rows_quarantined + rows_unchanged` on the change. Skipped when the source has
    not landed anything yet; does nothing (one log line) when nothing new landed.
-   A dataset landed by province (parcel, land_holder, certificate) is staged province by province:
-   **plan_stage_<dataset>** lists the provinces with new landings (or records held back for a duplicated
-   value) and pins the table versions; **stage_province_<dataset>** stages one province's part (one mapped
-   task per province, pool `stage_partitions`), reading only; **stage_<dataset>** commits the parts (a change
-   in one MERGE per table), or stages whole itself when the plan no longer holds. The result is the same.
+   Staging runs in parts: **plan_stage_<dataset>** lists the parts and pins the table versions (a dataset
+   landed by province, parcel, land_holder and certificate, by province: those with new landings or records
+   held back for a duplicated value; a national source by hash shares of the record identity when its new
+   landings hold more than `LIENTHONG_STAGE_CHUNK_ROWS` raw rows, else no part); **stage_part_<dataset>**
+   stages one part (one mapped task per part, pool `stage_partitions`), reading only; **stage_<dataset>**
+   commits the parts (a change in one MERGE per table), or stages whole itself when no part was planned or
+   the plan no longer holds. The result is the same.
 2. **validate_<dataset>** — the Great Expectations suite generated from the contract on the changed rows
    (uniqueness on the whole table), the gate on the dataset's state; results stored in the warehouse; the
    quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`. Skipped when staging
@@ -47,7 +49,6 @@ from lienthong.assets import (
     RAW_BUSINESS_ENTERPRISES,
     RAW_LAND,
     RAW_POPULATION_CITIZENS,
-    STAGED_BY_PROVINCE,
     STAGED_DATASETS,
     integrated,
     staged,
@@ -105,10 +106,6 @@ def integrate():
                 }
                 return verdict
 
-            if dataset not in STAGED_BY_PROVINCE:
-                validate_one(stage_one())
-                return
-
             @task(task_id=f"plan_stage_{dataset}")
             def plan_one(*, run_id=None) -> list[str]:
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -119,23 +116,22 @@ def integrate():
                     summary = plan_stage(dataset, run_id)
                 except NothingToStage as exc:
                     raise AirflowSkipException(str(exc)) from exc
-                print(f"{dataset} by province: {summary}")
+                print(f"{dataset} in parts: {summary}")
                 return summary["partitions"]
 
-            @task(task_id=f"stage_province_{dataset}", pool=STAGE_POOL,
-                  map_index_template="{{ stage_province }}")
-            def province_one(province: str, *, run_id=None) -> dict:
+            @task(task_id=f"stage_part_{dataset}", pool=STAGE_POOL, map_index_template="{{ stage_part }}")
+            def part_one(part: str, *, run_id=None) -> dict:
                 from airflow.sdk import get_current_context
 
-                from lienthong.pipeline import stage_province
+                from lienthong.pipeline import stage_part
 
-                get_current_context()["stage_province"] = province  # names the mapped instance in the UI
-                return stage_province(dataset, run_id, province)
+                get_current_context()["stage_part"] = part  # names the mapped instance in the UI
+                return stage_part(dataset, run_id, part)
 
-            # commits the provinces' parts (or, with no usable plan, stages whole); skipped with the plan
+            # commits the parts (or, with no part planned or no usable plan, stages whole); skipped with the plan
             stage_all = stage_one.override(trigger_rule="none_failed")()
             planned = plan_one()
-            planned >> province_one.expand(province=planned) >> stage_all
+            planned >> part_one.expand(part=planned) >> stage_all
             validate_one(stage_all)
 
         validated.append(stage_and_validate())

@@ -11,9 +11,8 @@ from airflow.sdk import Asset
 from lienthong.datasets import INTEGRATED as INTEGRATED_DATASETS
 from lienthong.datasets import PUBLISHED as PUBLISHED_DATASETS
 from lienthong.datasets import STAGED as STAGED_DATASETS
-from lienthong.datasets import STAGED_BY_PROVINCE
 
-__all__ = ["INTEGRATED_DATASETS", "PUBLISHED_DATASETS", "STAGED_BY_PROVINCE", "STAGED_DATASETS"]
+__all__ = ["INTEGRATED_DATASETS", "PUBLISHED_DATASETS", "STAGED_DATASETS"]
 
 RAW_POPULATION_CITIZENS = Asset(name="raw_population_citizens", uri="lienthong://raw/population_registry/citizens")
 RAW_BUSINESS_ENTERPRISES = Asset(name="raw_business_enterprises", uri="lienthong://raw/business_registry/enterprises")

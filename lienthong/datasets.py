@@ -10,9 +10,6 @@ from __future__ import annotations
 
 # In the order the reconciliation reads them.
 STAGED: tuple[str, ...] = ("citizen", "enterprise", "legal_representative", "land_holder", "parcel", "certificate")
-# The staged datasets landed by province (their contracts' `partitionedBy: province`): staged as one task per
-# province (`lienthong.stagestep.plan_stage`); named here so the integrate DAG needs no contract at parse time.
-STAGED_BY_PROVINCE: tuple[str, ...] = ("land_holder", "parcel", "certificate")
 INTEGRATED: tuple[str, ...] = ("person_master", "enterprise_master", "parcel_master",
                                "enterprise_representative_link", "parcel_holder_link")
 PUBLISHED: tuple[str, ...] = ("citizen_profile", "enterprise_profile", "parcel_register", "reconciliation_findings",

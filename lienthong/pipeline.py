@@ -65,19 +65,20 @@ def stage(dataset: str, run_id: str, settings: Settings | None = None, *, rebuil
 
 @writes_data_dir
 def plan_stage(dataset: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Plan staging a per-province dataset as one task per province (`lienthong.stagestep.plan_stage`);
-    returns the provinces to stage (none for a national source, or nothing new)."""
+    """Plan staging a dataset as one task per part: a province of a per-province source, or a share of a
+    national source's large change (`lienthong.stagestep.plan_stage`); returns the parts (none: `stage`
+    stages it whole)."""
     from lienthong.stagestep import plan_stage as plan
 
     return plan(dataset, run_id, settings or load_settings())
 
 
 @writes_data_dir
-def stage_province(dataset: str, run_id: str, province: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Stage one province's part of the run's plan; `stage` then commits the parts."""
-    from lienthong.stagestep import stage_province as part
+def stage_part(dataset: str, run_id: str, part: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Stage one part of the run's plan; `stage` then commits the parts."""
+    from lienthong.stagestep import stage_part as one
 
-    return part(dataset, run_id, province, settings or load_settings())
+    return one(dataset, run_id, part, settings or load_settings())
 
 
 @reports_lineage

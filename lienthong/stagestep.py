@@ -57,8 +57,8 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
     nothing (`mode: none`). The tables are rebuilt from every landing when asked (`rebuild`), when they do not
     exist, or when they were written under another version of the contract.
 
-    When the run planned the dataset by province (`plan_stage`) and every province's part is there
-    (`stage_province`), this commits the parts; otherwise it stages the dataset whole, here."""
+    When the run planned the dataset in parts (`plan_stage`) and every part is there (`stage_part`), this
+    commits the parts; otherwise it stages the dataset whole, here."""
     from lienthong import zones
     from lienthong.staging import landing_of, stage_json_source, table_paths
 
@@ -68,7 +68,7 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
     c, new, why = _to_stage(dataset, s, rebuild)
     if why:
         log.info("%s: staging rebuilds its tables from every landing (%s)", dataset, why)
-    result = None if rebuild else _commit_provinces(c, run_id, s, new, why)
+    result = None if rebuild else _commit_parts(c, run_id, s, new, why)
     if result is None:
         result = stage_json_source(c, new, run_id=run_id, staged_dir=s.staged_dir, quarantine_dir=s.quarantine_dir,
                                    full=bool(why), raw_dir=s.raw_dir)
@@ -88,128 +88,144 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
                 landings=landings))
         for table in table_paths(dataset, s.staged_dir, s.quarantine_dir):
             zones.maintain(table, retention_hours=s.zone_retention_hours, run_id=run_id)
-    shutil.rmtree(province_work_dir(s, dataset, run_id), ignore_errors=True)  # spent, or not used
+    shutil.rmtree(stage_work_dir(s, dataset, run_id), ignore_errors=True)  # spent, or not used
     return result.as_dict()
 
 
-# --- one task per province --------------------------------------------------------------------------------
-# A per-province source (`partitionedBy: province`: the land registries) can be staged as one task per
-# province (the integrate DAG's `plan_stage_<dataset>`, mapped `stage_province_<dataset>`, then
-# `stage_<dataset>` commits). Why the parts equal staging whole: a record's identity holds its province (raw
-# `_entity` is `<province>/<entity>`), and every step of `staging._stage_part` works per identity (the
-# latest version, the comparison with the tables, the rows deleted); the records held back for a duplicated
-# value, rechecked with any change, are each rechecked by their own province's part, and the plan names every
-# province with new landings or such records. The parts compare with the table versions the plan pinned and
-# are committed together: a change in one MERGE per table, as staging whole does; a rebuild one province
-# after another (the first replaces the tables, the others append; "rebuild-partial" until the last, as a
-# rebuild in hash buckets). A plan that no longer holds (the tables moved, other landings to stage, a part
-# missing or made for another plan) is not used: the stage task stages whole, which is never wrong.
+# --- one task per part: a province, or a share of the identities ------------------------------------------
+# A dataset's change (or rebuild) can be staged as one task per part (the integrate DAG's
+# `plan_stage_<dataset>`, mapped `stage_part_<dataset>`, then `stage_<dataset>` commits). A source landed by
+# province (`partitionedBy: province`: the land registries) is split by province, a large province's rebuild
+# further in hash buckets; a national source (population, business) whose new landings hold more than
+# `LIENTHONG_STAGE_CHUNK_ROWS` raw rows is split in hash shares of the record identity (a smaller one is
+# staged whole by the stage task). Why the parts equal staging whole: a record's identity decides its part (a
+# per-province source's identity holds its province: raw `_entity` is `<province>/<entity>`; a share is a hash
+# of the identity), and every step of `staging._stage_part` works per identity (the latest version, the
+# comparison with the tables, the rows deleted); the records held back for a duplicated value, rechecked with
+# any change, are each rechecked by the part their identity falls in, and the plan names every province with
+# new landings or such records. The parts compare with the table versions the plan pinned and are committed
+# together: a change in one MERGE per table, as staging whole does; a rebuild one part after another (the
+# first replaces the tables, the others append; "rebuild-partial" until the last, as a rebuild in hash
+# buckets). A plan that no longer holds (the tables moved, other landings to stage, a part missing or made
+# for another plan) is not used: the stage task stages whole, which is never wrong.
 
 PLAN_FILE = "plan.json"
 
 
-def province_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
-    """The run's work folder for staging `dataset` by province."""
+def stage_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
+    """The run's work folder for staging `dataset` in parts."""
     return Path(s.staged_dir) / "_work" / dataset / hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
-    """Plan staging `dataset` by province: the provinces whose part must be staged (new landings, or records
-    held back for a duplicated value), their raw files, and the table versions the parts compare with,
-    written to the run's work folder. No province (and no plan) for a source that is not per province."""
+    """Plan staging `dataset` in parts: the parts (provinces with new landings or records held back for a
+    duplicated value; or shares of the identities of a national source's large change), their raw files,
+    and the table versions the parts compare with, written to the run's work folder. No part (and no plan)
+    when the stage task stages it whole: a national source's change that fits one part, nothing new."""
     from lienthong import zones
     from lienthong.staging import StagePlan, _parts, held_back_provinces, table_paths
 
     s = settings
     c, new, why = _to_stage(dataset, s, False)
     sp = StagePlan.from_contract(c)
-    work = province_work_dir(s, dataset, run_id)
+    work = stage_work_dir(s, dataset, run_id)
     shutil.rmtree(work, ignore_errors=True)  # an earlier attempt's plan and parts
-    if not sp.per_province:
-        return {"dataset": dataset, "partitions": [], "reason": "the source is not landed by province"}
     if not new:
         return {"dataset": dataset, "partitions": [], "reason": "no new landing"}
     staged_table, quarantine_table = table_paths(dataset, s.staged_dir, s.quarantine_dir)
-    by_province: dict[str, list[str]] = {}
-    for f in new:
-        by_province.setdefault(str(sp.province_of(f, s.raw_dir)), []).append(str(f))
     versions = [zones.version(t) if zones.is_table(t) else None for t in (staged_table, quarantine_table)]
-    if why is None and versions[1] is not None:
-        for province in held_back_provinces(sp, zones.ref(quarantine_table, versions[1]), s.raw_dir):
-            by_province.setdefault(province, [])
-    # a change is staged in one piece per province; a rebuild in hash buckets of at most the chunk's raw rows
-    buckets = {p: _parts(files, s.stage_chunk_rows) if why else 1 for p, files in by_province.items()}
+    files: dict[str, list[str]] = {}
+    if sp.per_province:
+        for f in new:
+            files.setdefault(str(sp.province_of(f, s.raw_dir)), []).append(str(f))
+        if why is None and versions[1] is not None:
+            for province in held_back_provinces(sp, zones.ref(quarantine_table, versions[1]), s.raw_dir):
+                files.setdefault(province, [])
+        # a change is staged in one piece per province; a rebuild in hash buckets of at most the chunk's rows
+        buckets = {p: _parts(f, s.stage_chunk_rows) if why else 1 for p, f in files.items()}
+    else:
+        shares = _parts([str(f) for f in new], s.stage_chunk_rows)
+        if shares <= 1:
+            return {"dataset": dataset, "partitions": [], "reason": "a national source's change that fits one part"}
+        files = {f"share{i:03d}": [str(f) for f in new] for i in range(shares)}  # each reads its share of all
+        buckets = dict.fromkeys(files, 1)
     plan = {"dataset": dataset, "run_id": run_id, "mode": "rebuild" if why else "change", "reason": why,
-            "contract_version": c.version, "partitions": sorted(by_province), "files": by_province,
-            "buckets": buckets, "staged_version": versions[0], "quarantine_version": versions[1]}
+            "split": "province" if sp.per_province else "share", "contract_version": c.version,
+            "partitions": sorted(files), "files": files, "buckets": buckets,
+            "staged_version": versions[0], "quarantine_version": versions[1]}
     write_json(work / PLAN_FILE, plan)
-    log.info("%s: staged by province (%s): %s", dataset, plan["mode"],
-             {p: len(f) for p, f in sorted(by_province.items())})
-    return {"dataset": dataset, "mode": plan["mode"], "partitions": plan["partitions"],
-            "files": {p: len(f) for p, f in by_province.items()}, "buckets": buckets}
+    log.info("%s: staged in parts by %s (%s): %s", dataset, plan["split"], plan["mode"],
+             {p: len(f) for p, f in sorted(files.items())})
+    return {"dataset": dataset, "mode": plan["mode"], "split": plan["split"], "partitions": plan["partitions"],
+            "files": {p: len(f) for p, f in files.items()}, "buckets": buckets}
 
 
-def _part_version(plan: dict[str, Any], province: str, bucket: int) -> int:
+def _part_version(plan: dict[str, Any], part: str, bucket: int) -> int:
     """The staged table version a part is written by: the change's one commit, or in a rebuild the part's own
-    commit (one per province and hash bucket, in the plan's order)."""
+    commit (one per part and hash bucket, in the plan's order)."""
     held = plan["staged_version"]
     base = 0 if held is None else held + 1
     if plan["mode"] != "rebuild":
         return base
-    before = plan["partitions"][:plan["partitions"].index(province)]
+    before = plan["partitions"][:plan["partitions"].index(part)]
     return base + sum(plan["buckets"][p] for p in before) + bucket
 
 
-def _part_files(work: Path, province: str, bucket: int) -> tuple[Path, Path]:
-    return work / f"{province}.{bucket}.staged.parquet", work / f"{province}.{bucket}.quarantine.parquet"
+def _part_files(work: Path, part: str, bucket: int) -> tuple[Path, Path]:
+    return work / f"{part}.{bucket}.staged.parquet", work / f"{part}.{bucket}.quarantine.parquet"
 
 
-def stage_province(dataset: str, run_id: str, province: str, settings: Settings) -> dict[str, Any]:
-    """Stage one province's part of the run's plan (`plan_stage`): the rows it writes to each table and its
-    counts, into the work folder, for `stage_dataset` to commit. Reads only; commits nothing. A rebuild's part
-    above `LIENTHONG_STAGE_CHUNK_ROWS` raw rows runs in hash buckets of the identity (as staging whole does),
-    each in a session of its own, so memory follows the bucket, not the province."""
+def stage_part(dataset: str, run_id: str, part: str, settings: Settings) -> dict[str, Any]:
+    """Stage one part of the run's plan (`plan_stage`): the rows it writes to each table and its counts, into
+    the work folder, for `stage_dataset` to commit. Reads only; commits nothing. A province's rebuild above
+    `LIENTHONG_STAGE_CHUNK_ROWS` raw rows runs in hash buckets of the identity (as staging whole does), each in
+    a session of its own, so memory follows the bucket, not the province."""
     from lienthong.contracts import contract
     from lienthong.duck import session
     from lienthong.staging import StagePlan, _stage_part, staged_schema, table_paths, write_atomic
 
     s = settings
-    work = province_work_dir(s, dataset, run_id)
+    work = stage_work_dir(s, dataset, run_id)
     plan = json.loads((work / PLAN_FILE).read_text())
-    if province not in plan["partitions"]:
-        raise ValueError(f"{dataset}: province {province} is not in the run's plan ({plan['partitions']})")
+    if part not in plan["partitions"]:
+        raise ValueError(f"{dataset}: part {part} is not in the run's plan ({plan['partitions']})")
     c = contract(dataset)
     staged_table, quarantine_table = table_paths(dataset, s.staged_dir, s.quarantine_dir)
     full = plan["mode"] == "rebuild"
     at = None if full else (plan["staged_version"], plan["quarantine_version"])
-    buckets = int(plan["buckets"][province])
+    buckets = int(plan["buckets"][part])
+    by_province = plan["split"] == "province"
     t0 = time.monotonic()
     counts: list[dict[str, Any]] = []
     for i in range(buckets):
+        if by_province:
+            bucket = (i, buckets) if buckets > 1 else None
+        else:  # a share of the identities
+            bucket = (plan["partitions"].index(part), len(plan["partitions"]))
         with session(s, purpose="staging") as con:
-            out = _stage_part(con, StagePlan.from_contract(c), plan["files"][province], run_id=run_id, full=full,
+            out = _stage_part(con, StagePlan.from_contract(c), plan["files"][part], run_id=run_id, full=full,
                               raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
-                              staged_fields=staged_schema(c)[1], next_version=_part_version(plan, province, i),
-                              bucket=(i, buckets) if buckets > 1 else None, at=at, province=province)
-        staged_file, quarantine_file = _part_files(work, province, i)
+                              staged_fields=staged_schema(c)[1], next_version=_part_version(plan, part, i),
+                              bucket=bucket, at=at, province=part if by_province else None)
+        staged_file, quarantine_file = _part_files(work, part, i)
         write_atomic(out.pop("staged_rows"), staged_file)
         write_atomic(out.pop("quarantine_rows"), quarantine_file)
         counts.append(out)
-    done = {"province": province, "plan": plan["run_id"], "buckets": counts, "seconds": round(time.monotonic() - t0, 3),
+    done = {"part": part, "plan": plan["run_id"], "buckets": counts, "seconds": round(time.monotonic() - t0, 3),
             **{k: sum(b[k] for b in counts) for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined")}}
-    write_json(work / f"{province}.json", done)
-    log.info("%s, province %s: %d rows in, %d staged, %d quarantined (%d bucket(s), %.1f s)", dataset, province,
+    write_json(work / f"{part}.json", done)
+    log.info("%s, part %s: %d rows in, %d staged, %d quarantined (%d bucket(s), %.1f s)", dataset, part,
              done["rows_in"], done["rows_staged"], done["rows_quarantined"], buckets, done["seconds"])
     return done
 
 
-def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: str | None) -> Any:
-    """Commit the run's province parts (`stage_province`) when its plan still holds; returns the
+def _commit_parts(c: Any, run_id: str, s: Settings, new: list[Path], why: str | None) -> Any:
+    """Commit the run's parts (`stage_part`) when its plan still holds; returns the
     `staging.StageResult`, or None when there is no usable plan (the caller stages whole)."""
     from lienthong import zones
     from lienthong.staging import commit_parts, table_paths
 
-    work = province_work_dir(s, c.name, run_id)
+    work = stage_work_dir(s, c.name, run_id)
     if not (work / PLAN_FILE).is_file():
         return None
     plan = json.loads((work / PLAN_FILE).read_text())
@@ -225,7 +241,7 @@ def _commit_provinces(c: Any, run_id: str, s: Settings, new: list[Path], why: st
     missing = [p for p in plan["partitions"] if not (work / f"{p}.json").is_file()
                or json.loads((work / f"{p}.json").read_text()).get("plan") != run_id]
     if stale or missing:
-        log.warning("%s: not committing the province parts (%s); staging whole", c.name,
+        log.warning("%s: not committing the parts (%s); staging whole", c.name,
                     "; ".join(stale + ([f"no part for {', '.join(missing)}"] if missing else [])))
         return None
 

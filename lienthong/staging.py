@@ -740,22 +740,23 @@ def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[st
     `typed`: the latest version of each identity in them, extracted, standardized, typed, with its reasons.
     Returns (raw rows, rows in, the standardization's counts)."""
     contract = plan.contract
+    in_bucket = "true"
+    if bucket is not None:  # one share of the identities: every version of a record falls in the same part
+        key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+        ident = f"_entity || '|' || {key}" if plan.per_province else key
+        in_bucket = f"hash(coalesce({ident}, '#' || _record_hash)) % {bucket[1]} = {bucket[0]}"
     if files:
-        where = ""
-        if bucket is not None:  # one share of the identities: every version of a record falls in the same part
-            key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
-            ident = f"_entity || '|' || {key}" if plan.per_province else key
-            where = f" WHERE hash(coalesce({ident}, '#' || _record_hash)) % {bucket[1]} = {bucket[0]}"
-        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true){where}")
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true) "
+                    f"WHERE {in_bucket}")
     else:
         con.execute("CREATE TEMP TABLE raw (payload VARCHAR, _entity VARCHAR, _run_id VARCHAR, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
     recheck_files, recheck_hashes = recheck
-    if recheck_files and recheck_hashes:
+    if recheck_files and recheck_hashes:  # held-back records of this part's share only
         con.register("recheck_hashes", pa.table({"h": pa.array(recheck_hashes, pa.string())}))
         con.execute(f"""INSERT INTO raw BY NAME
                         SELECT payload, _entity, _run_id, _record_hash, _ingested_at
                         FROM read_parquet({json.dumps(recheck_files)}, union_by_name = true)
-                        WHERE _record_hash IN (SELECT h FROM recheck_hashes)""")
+                        WHERE _record_hash IN (SELECT h FROM recheck_hashes) AND {in_bucket}""")
     raw_rows = _scalar(con, "SELECT count(*) FROM raw")
     key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
     upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"

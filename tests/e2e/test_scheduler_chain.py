@@ -217,7 +217,7 @@ def test_scheduler_runs_integrate_then_publish_from_asset_events_after_triggered
     staged_by_province = [
         states for states in chain["integrate_tasks"]
         if all(states.get(f"{d}.stage_{d}") == "success" for d in ("parcel", "land_holder", "certificate"))
-        and all(any(t.startswith(f"{d}.stage_province_{d}[") and st == "success" for t, st in states.items())
+        and all(any(t.startswith(f"{d}.stage_part_{d}[") and st == "success" for t, st in states.items())
                 for d in ("parcel", "land_holder", "certificate"))]
     assert staged_by_province, (chain["integrate_tasks"], chain["diagnostics"])
     # publish follows an integrate run: it cannot have started before the first integrate run started.

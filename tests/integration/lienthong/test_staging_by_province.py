@@ -1,15 +1,16 @@
-"""Provinces as tasks for staging: the land datasets of a three-province country staged as the integrate DAG
-does it (`plan_stage_<dataset>`, one `stage_province_<dataset>` per province, then `stage_<dataset>`
-committing the parts), and the tables equal to staging the same landings whole.
+"""Parts as tasks for staging: every dataset of a three-province country staged as the integrate DAG does it
+(`plan_stage_<dataset>`, one `stage_part_<dataset>` per part, then `stage_<dataset>` committing the parts),
+and the tables equal to staging the same landings whole.
 
 A synthetic country (sandbox `CountryConfig`, land registries in three provinces) is landed by the real
-connectors. The first staging rebuilds the tables province by province (a large province's part in hash
-buckets); then random change sequences arrive
-as the agency systems deliver them, and each run stages the change province by province. Every time, the
-same landings are also staged whole (`staging.stage_json_source`) into copies of the tables as they were
-before: the staged and quarantine rows are equal (in a rebuild, but for `_staged_version`, which names each
-province's commit), and so are the counts. A plan that no longer holds (a part missing) is not committed:
-the stage task stages whole, with the same result.
+connectors. The first staging rebuilds the tables in parts: the land datasets by province (a large
+province's part in hash buckets), the national sources in hash shares of the record identity. Then random
+change sequences arrive as the agency systems deliver them, and each run stages the change in parts (land by
+province; a national source in shares when its change is above the chunk). Every time, the same landings are
+also staged whole (`staging.stage_json_source`) into copies of the tables as they were before: the staged
+and quarantine rows are equal (in a rebuild, but for `_staged_version`, which names each part's commit), and
+so are the counts. A plan that no longer holds (a part missing) is not committed: the stage task stages
+whole, with the same result.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 LAND = ("parcel", "land_holder", "certificate")
+ALL = (*LAND, "citizen", "enterprise", "legal_representative")
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,11 @@ def _whole(dataset: str, files, tmp_path, tag: str, *, full: bool):
                              quarantine_dir=scratch / "quarantine", full=full, raw_dir=s.raw_dir)
 
 
-def _by_province(dataset: str, run_id: str) -> tuple[dict, dict]:
+def _by_parts(dataset: str, run_id: str) -> tuple[dict, dict]:
     from lienthong import pipeline
 
     plan = pipeline.plan_stage(dataset, run_id)
-    parts = {p: pipeline.stage_province(dataset, run_id, p) for p in plan["partitions"]}
+    parts = {p: pipeline.stage_part(dataset, run_id, p) for p in plan["partitions"]}
     return plan, parts
 
 
@@ -80,54 +82,62 @@ def _check_equal(dataset: str, mine: dict, whole, *, rebuild: bool) -> None:
         assert mine["content_hash"] == whole.content_hash, dataset
 
 
-def test_provinces_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
+def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     from test_incremental_reconcile import change_sources
 
     from lienthong import pipeline
     from lienthong.settings import load_settings
-    from lienthong.stagestep import _to_stage, province_work_dir
+    from lienthong.stagestep import _to_stage, stage_work_dir
 
     s = load_settings()
     # the first staging: a rebuild (no table yet), one province after another, a large province's part in hash
-    # buckets (a small chunk here; staging whole uses the same chunk)
+    # buckets; a national source in hash shares of its identities (a small chunk here; staging whole uses the
+    # same chunk)
     monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "300")
-    for d in LAND:
+    for d in ALL:
         files = _to_stage(d, s, False)[1]
-        plan, parts = _by_province(d, "r1")
-        assert plan["mode"] == "rebuild" and plan["partitions"] == ["01", "31", "79"], plan
-        assert max(plan["buckets"].values()) > 1 and min(plan["buckets"].values()) >= 1, plan
-        assert all(len(parts[p]["buckets"]) == plan["buckets"][p] for p in parts), parts
-        assert sum(p["rows_in"] for p in parts.values()) > 0
+        plan, parts = _by_parts(d, "r1")
+        if d in LAND:
+            assert plan["mode"] == "rebuild" and plan["partitions"] == ["01", "31", "79"], plan
+            assert max(plan["buckets"].values()) > 1 and min(plan["buckets"].values()) >= 1, plan
+            assert all(len(parts[p]["buckets"]) == plan["buckets"][p] for p in parts), parts
+        elif d == "citizen":  # 1,500 records
+            assert plan["split"] == "share" and len(plan["partitions"]) >= 3, plan
+        assert sum(p["rows_in"] for p in parts.values()) > 0 or not plan["partitions"], plan
         mine = pipeline.stage(d, "r1")
         assert mine["mode"] == "rebuild", mine
         _check_equal(d, mine, _whole(d, files, tmp_path, "r1", full=True), rebuild=True)
-        assert not province_work_dir(s, d, "r1").exists()
+        assert not stage_work_dir(s, d, "r1").exists()
         pipeline.validate(d, "r1", mine)
-    monkeypatch.delenv("LIENTHONG_STAGE_CHUNK_ROWS")
-    for name in ("citizen", "enterprise", "legal_representative"):  # national sources: one task as before
-        assert pipeline.plan_stage(name, "r1")["partitions"] == []
-        pipeline.validate(name, "r1", pipeline.stage(name, "r1"))
 
+    # the changes: a land dataset's by province, a national one's in shares when above the (smaller) chunk
+    monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "3")
     rng = random.Random(6)
-    changed_provinces = set()
+    changed_provinces, shared = set(), set()
     for step in range(1, 4):
         run_id = f"c{step}"
         done = change_sources(s.raw_dir, rng, step, run_id)
-        for d in LAND:
+        for d in ALL:
             files = _to_stage(d, s, False)[1]
             whole = _whole(d, files, tmp_path, run_id, full=False)
-            plan, parts = _by_province(d, run_id)
+            plan, parts = _by_parts(d, run_id)
             if not files:
                 assert plan["partitions"] == [], plan
                 continue
-            assert plan["mode"] == "change", plan
-            changed_provinces |= set(plan["partitions"])
+            if d in LAND:
+                assert plan["mode"] == "change" and plan["split"] == "province", plan
+                changed_provinces |= set(plan["partitions"])
+            elif plan["partitions"]:
+                assert plan["mode"] == "change" and plan["split"] == "share", plan
+                shared.add(d)
             mine = pipeline.stage(d, run_id)
             assert mine["mode"] == whole.mode, (step, d, done, mine["mode"], whole.mode)
             if mine["mode"] != "unchanged":
                 _check_equal(d, mine, whole, rebuild=False)
                 pipeline.validate(d, run_id, mine)
     assert len(changed_provinces) >= 2, changed_provinces
+    assert "citizen" in shared, shared
+    monkeypatch.delenv("LIENTHONG_STAGE_CHUNK_ROWS")
 
     # a plan that no longer holds: one part missing -> the stage task stages whole, with the same result
     done = change_sources(s.raw_dir, rng, 4, "c4")
@@ -135,9 +145,9 @@ def test_provinces_staged_apart_equal_staging_whole(country, tmp_path, monkeypat
     files = _to_stage(d, s, False)[1]
     assert files, done
     whole = _whole(d, files, tmp_path, "c4", full=False)
-    plan, _ = _by_province(d, "c4")
-    (province_work_dir(s, d, "c4") / f"{plan['partitions'][0]}.json").unlink()
+    plan, _ = _by_parts(d, "c4")
+    (stage_work_dir(s, d, "c4") / f"{plan['partitions'][0]}.json").unlink()
     mine = pipeline.stage(d, "c4")
     if mine["mode"] != "unchanged":
         _check_equal(d, mine, whole, rebuild=False)
-    assert not province_work_dir(s, d, "c4").exists()
+    assert not stage_work_dir(s, d, "c4").exists()

@@ -94,23 +94,16 @@ def test_integrate_links_persons_in_one_mapped_task_per_province_before_reconcil
     assert validations and validations <= plan.upstream_task_ids
 
 
-def test_integrate_stages_each_land_dataset_in_one_mapped_task_per_province(dagbag):
-    """plan_stage_<d> -> stage_province_<d> (mapped over the plan's provinces, in its pool) -> stage_<d>, which
-    commits the parts and runs when the plan names no province (a skipped mapped task); the national sources
-    keep one stage task."""
-    from lienthong.contracts import contract
-    from lienthong.datasets import STAGED, STAGED_BY_PROVINCE
+def test_integrate_stages_each_dataset_in_one_mapped_task_per_part(dagbag):
+    """plan_stage_<d> -> stage_part_<d> (mapped over the plan's parts, in its pool) -> stage_<d>, which commits
+    the parts and runs when the plan names none (a skipped mapped task) -> validate_<d>."""
+    from lienthong.datasets import STAGED
 
     dag = dagbag.dags["integrate"]
-    by_province = {d for d in STAGED if contract(d).custom.get("partitionedBy") == "province"}
-    assert set(STAGED_BY_PROVINCE) == by_province
     for d in STAGED:
         stage = dag.get_task(f"{d}.stage_{d}")
         assert f"{d}.validate_{d}" in stage.downstream_task_ids
-        if d not in by_province:
-            assert not stage.upstream_task_ids, d
-            continue
-        plan, part = dag.get_task(f"{d}.plan_stage_{d}"), dag.get_task(f"{d}.stage_province_{d}")
+        plan, part = dag.get_task(f"{d}.plan_stage_{d}"), dag.get_task(f"{d}.stage_part_{d}")
         assert type(part).__name__.endswith("MappedOperator"), type(part)
         assert part.partial_kwargs.get("pool") == "stage_partitions"
         assert plan.task_id in part.upstream_task_ids
