@@ -110,6 +110,7 @@ def stage_dataset(dataset: str, run_id: str, settings: Settings, *, rebuild: boo
 # for another plan) is not used: the stage task stages whole, which is never wrong.
 
 PLAN_FILE = "plan.json"
+ALL_PARTS = "*"  # the plan's key for the files every part reads (the shares of a national source)
 
 
 def stage_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
@@ -147,17 +148,23 @@ def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
         shares = _parts([str(f) for f in new], s.stage_chunk_rows)
         if shares <= 1:
             return {"dataset": dataset, "partitions": [], "reason": "a national source's change that fits one part"}
-        files = {f"share{i:03d}": [str(f) for f in new] for i in range(shares)}  # each reads its share of all
-        buckets = dict.fromkeys(files, 1)
+        parts = [f"share{i:03d}" for i in range(shares)]
+        files = {ALL_PARTS: [str(f) for f in new]}  # every share reads them all and keeps its identities
+        buckets = dict.fromkeys(parts, 1)
     plan = {"dataset": dataset, "run_id": run_id, "mode": "rebuild" if why else "change", "reason": why,
             "split": "province" if sp.per_province else "share", "contract_version": c.version,
-            "partitions": sorted(files), "files": files, "buckets": buckets,
+            "partitions": sorted(buckets), "files": files, "buckets": buckets,
             "staged_version": versions[0], "quarantine_version": versions[1]}
     write_json(work / PLAN_FILE, plan)
     log.info("%s: staged in parts by %s (%s): %s", dataset, plan["split"], plan["mode"],
              {p: len(f) for p, f in sorted(files.items())})
     return {"dataset": dataset, "mode": plan["mode"], "split": plan["split"], "partitions": plan["partitions"],
             "files": {p: len(f) for p, f in files.items()}, "buckets": buckets}
+
+
+def _files_of(plan: dict[str, Any], part: str) -> list[str]:
+    """The raw files part `part` of a plan reads (a province's own; every share reads them all)."""
+    return plan["files"].get(part, plan["files"].get(ALL_PARTS, []))
 
 
 def _part_version(plan: dict[str, Any], part: str, bucket: int) -> int:
@@ -203,7 +210,7 @@ def stage_part(dataset: str, run_id: str, part: str, settings: Settings) -> dict
         else:  # a share of the identities
             bucket = (plan["partitions"].index(part), len(plan["partitions"]))
         with session(s, purpose="staging") as con:
-            out = _stage_part(con, StagePlan.from_contract(c), plan["files"][part], run_id=run_id, full=full,
+            out = _stage_part(con, StagePlan.from_contract(c), _files_of(plan, part), run_id=run_id, full=full,
                               raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
                               staged_fields=staged_schema(c)[1], next_version=_part_version(plan, part, i),
                               bucket=bucket, at=at, province=part if by_province else None)
@@ -232,7 +239,7 @@ def _commit_parts(c: Any, run_id: str, s: Settings, new: list[Path], why: str | 
     staged_table, quarantine_table = table_paths(c.name, s.staged_dir, s.quarantine_dir)
     now = (zones.version(staged_table) if zones.is_table(staged_table) else None,
            zones.version(quarantine_table) if zones.is_table(quarantine_table) else None)
-    planned_files = sorted(f for files in plan["files"].values() for f in files)
+    planned_files = sorted({f for files in plan["files"].values() for f in files})
     stale = [what for what, bad in (
         ("the tables moved since the plan", now != (plan["staged_version"], plan["quarantine_version"])),
         ("other landings to stage", planned_files != sorted(map(str, new))),

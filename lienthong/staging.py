@@ -147,6 +147,7 @@ class StageResult:
     findings: dict[str, int] = field(default_factory=dict)
     mode: str = "change"  # change | rebuild | unchanged (new landings, nothing new in them) | none (no new landing)
     deleted: int = 0  # rows the change removed (a child list that got shorter)
+    parts: int = 0  # parts staged apart and committed together (`commit_parts`; 0: staged here)
 
     @property
     def conservation_ok(self) -> bool:
@@ -410,8 +411,10 @@ def commit_parts(contract: Contract, outs: Iterable[dict[str, Any]], count: int,
     else:
         _commit_part(committed, plan, _together(list(outs), contract, schema), run_id=run_id, full=False, part=0, parts=1,
                      tables=tables, schema=schema, partition=partition)
-    return _stage_result(contract, run_id, committed, full=full, staged_table=tables[0],
-                         quarantine_table=tables[1], t0=t0)
+    result = _stage_result(contract, run_id, committed, full=full, staged_table=tables[0],
+                           quarantine_table=tables[1], t0=t0)
+    result.parts = count
+    return result
 
 
 def _together(outs: list[dict[str, Any]], contract: Contract, schema: pa.Schema) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
         assert sum(p["rows_in"] for p in parts.values()) > 0 or not plan["partitions"], plan
         mine = pipeline.stage(d, "r1")
         assert mine["mode"] == "rebuild", mine
+        assert mine["parts"] == sum(plan["buckets"].values()) if plan["partitions"] else mine["parts"] == 0, mine
         _check_equal(d, mine, _whole(d, files, tmp_path, "r1", full=True), rebuild=True)
         assert not stage_work_dir(s, d, "r1").exists()
         pipeline.validate(d, "r1", mine)
@@ -132,6 +133,7 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
                 shared.add(d)
             mine = pipeline.stage(d, run_id)
             assert mine["mode"] == whole.mode, (step, d, done, mine["mode"], whole.mode)
+            assert mine["parts"] == len(plan["partitions"]), (step, d, mine, plan)  # the parts were committed
             if mine["mode"] != "unchanged":
                 _check_equal(d, mine, whole, rebuild=False)
                 pipeline.validate(d, run_id, mine)
@@ -148,6 +150,7 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     plan, _ = _by_parts(d, "c4")
     (stage_work_dir(s, d, "c4") / f"{plan['partitions'][0]}.json").unlink()
     mine = pipeline.stage(d, "c4")
+    assert mine["parts"] == 0, mine  # staged whole
     if mine["mode"] != "unchanged":
         _check_equal(d, mine, whole, rebuild=False)
     assert not stage_work_dir(s, d, "c4").exists()
