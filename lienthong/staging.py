@@ -393,10 +393,10 @@ def stage_json_source(
 
 def commit_parts(contract: Contract, outs: Iterable[dict[str, Any]], count: int, *, run_id: str, staged_dir: Path,
                  quarantine_dir: Path, full: bool) -> StageResult:
-    """Commit `count` parts staged apart (`_stage_part`'s outputs, one per province of a per-province source,
-    each compared with the same table versions): a change in one MERGE per table, the parts' rows together in
-    the order staging whole writes them; a rebuild one part after another, each taken from `outs` when its
-    turn comes (as `stage_json_source`'s buckets)."""
+    """Commit `count` parts staged apart (`_stage_part`'s outputs: a province's, or a hash share's of the
+    identities, each compared with the same table versions): a change in one MERGE per table, the parts' rows
+    together in the order staging whole writes them; a rebuild one part after another, each taken from `outs`
+    when its turn comes (as `stage_json_source`'s buckets)."""
     t0 = time.monotonic()
     plan = StagePlan.from_contract(contract)
     tables = table_paths(contract.name, staged_dir, quarantine_dir)
@@ -407,7 +407,7 @@ def commit_parts(contract: Contract, outs: Iterable[dict[str, Any]], count: int,
         for i, out in enumerate(outs):
             _commit_part(committed, plan, out, run_id=run_id, full=True, part=i, parts=count, tables=tables,
                          schema=schema, partition=partition)
-            del out
+            del out  # freed before the next part is read
     else:
         _commit_part(committed, plan, _together(list(outs), contract, schema), run_id=run_id, full=False, part=0, parts=1,
                      tables=tables, schema=schema, partition=partition)
