@@ -424,10 +424,14 @@ def _together(outs: list[dict[str, Any]], contract: Contract, schema: pa.Schema)
                                for o in outs])
     quarantine = pa.concat_tables([o["quarantine_rows"].select(QUARANTINE_SCHEMA.names + [zones.OP])
                                    .cast(pa.schema(list(QUARANTINE_SCHEMA) + [with_op])) for o in outs])
-    out: dict[str, Any] = {
-        "staged_rows": staged.sort_by([(k, "ascending") for k in contract.primary_key], null_placement="at_end"),
-        "quarantine_rows": quarantine.sort_by([("_merge_key", "ascending")], null_placement="at_end"),
-        "raw_runs": sorted({r for o in outs for r in o["raw_runs"]})}
+    order = ", ".join(_quote(k) for k in contract.primary_key)
+    with session(load_settings(), purpose="staging") as con:  # ordered as `_stage_part` orders, by DuckDB
+        con.register("s", staged)
+        con.register("q", quarantine)
+        out: dict[str, Any] = {
+            "staged_rows": con.execute(f"SELECT * FROM s ORDER BY {order}").fetch_arrow_table().cast(staged.schema),
+            "quarantine_rows": con.execute("SELECT * FROM q ORDER BY _merge_key").fetch_arrow_table().cast(quarantine.schema),
+            "raw_runs": sorted({r for o in outs for r in o["raw_runs"]})}
     for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
         out[k] = sum(o[k] for o in outs)
     for k in ("by_rule", "repairs", "findings"):
