@@ -60,6 +60,17 @@ def reconciled_province(root: Path, *, citizens: int, seed: int, run_id: str = "
         yield {**prov, "settings": load_settings(), "first": pipeline.reconcile(run_id), "stages": stages}
 
 
+def three_provinces(*, citizens: int, seed: int, representatives_outside: float) -> Any:
+    """A generator config for a country of three provinces (Hải Phòng, Hồ Chí Minh City, Hà Nội) with raised
+    cross-province rates: 30 % of land held and `representatives_outside` of enterprises represented outside
+    one's home province, 20 % of people moved."""
+    from sandbox.generator.country import CountryConfig
+
+    return CountryConfig(provinces=("31", "79", "01"), citizens=citizens, seed=seed,
+                         rates={"land_other_province": 0.3, "representative_other_province": representatives_outside,
+                                "moved_province": 0.2})
+
+
 def staged_tables(datasets: tuple[str, ...], run_id: str) -> dict[str, Any]:
     """Each of `datasets` staged from all its landings (inside `ingested_province`), as an Arrow table in
     primary-key order."""

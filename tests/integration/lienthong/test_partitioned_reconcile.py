@@ -30,13 +30,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def country(tmp_path_factory):
-    from province import reconciled_province
+    from province import reconciled_province, three_provinces
 
-    from sandbox.generator.country import CountryConfig
-
-    config = CountryConfig(provinces=("31", "79", "01"), citizens=2400, seed=7,
-                           rates={"land_other_province": 0.3, "representative_other_province": 0.3,
-                                  "moved_province": 0.2})
+    config = three_provinces(citizens=2400, seed=7, representatives_outside=0.3)
     with reconciled_province(tmp_path_factory.mktemp("partreconcile"), citizens=0, seed=0, config=config) as prov:
         yield prov
 

@@ -28,13 +28,9 @@ ALL = (*LAND, "citizen", "enterprise", "legal_representative")
 
 @pytest.fixture(scope="module")
 def country(tmp_path_factory):
-    from province import ingested_province
+    from province import ingested_province, three_provinces
 
-    from sandbox.generator.country import CountryConfig
-
-    config = CountryConfig(provinces=("31", "79", "01"), citizens=1500, seed=9,
-                           rates={"land_other_province": 0.3, "representative_other_province": 0.2,
-                                  "moved_province": 0.2})
+    config = three_provinces(citizens=1500, seed=9, representatives_outside=0.2)
     with ingested_province(tmp_path_factory.mktemp("stageprov"), citizens=0, seed=0, config=config) as prov:
         yield prov
 
