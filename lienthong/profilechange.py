@@ -126,12 +126,7 @@ def _usable(path: Path, last: dict[str, Any], want: str) -> str | None:
 def _table_id(reference: str) -> str | None:
     """The Delta table id of a table version (a table made again at the same path has another), None when it
     is not a table version or cannot be read any more (vacuumed, removed)."""
-    if zones.split_ref(reference)[1] is None or not zones.is_table(reference):
-        return None
-    try:
-        return str(zones.open_table(reference).metadata().id)
-    except Exception:  # a vacuumed version, a removed table (as `zones.readable`)
-        return None
+    return None if zones.split_ref(reference)[1] is None else zones.table_id(reference)
 
 
 def _inputs(dataset: str, paths: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -428,18 +428,15 @@ def _together(outs: list[dict[str, Any]], contract: Contract, schema: pa.Schema)
     with session(load_settings(), purpose="staging") as con:  # ordered as `_stage_part` orders, by DuckDB
         con.register("s", staged)
         con.register("q", quarantine)
-        out: dict[str, Any] = {
-            "staged_rows": con.execute(f"SELECT * FROM s ORDER BY {order}").fetch_arrow_table().cast(staged.schema),
-            "quarantine_rows": con.execute("SELECT * FROM q ORDER BY _merge_key").fetch_arrow_table().cast(quarantine.schema),
-            "raw_runs": sorted({r for o in outs for r in o["raw_runs"]})}
-    for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined"):
-        out[k] = sum(o[k] for o in outs)
-    for k in ("by_rule", "repairs", "findings"):
-        out[k] = {}
-        for o in outs:
-            for rule, n in o[k].items():
-                out[k][rule] = out[k].get(rule, 0) + n
-    return out
+        rows = {"staged_rows": con.execute(f"SELECT * FROM s ORDER BY {order}").fetch_arrow_table().cast(staged.schema),
+                "quarantine_rows": con.execute("SELECT * FROM q ORDER BY _merge_key").fetch_arrow_table()
+                .cast(quarantine.schema)}
+    summed = _Committed()
+    for o in outs:
+        _add_counts(summed, o)
+    return {**rows, "by_rule": summed.by_rule, "repairs": summed.repairs, "findings": summed.found,
+            "raw_runs": sorted(summed.raw_runs),
+            **{k: sum(o[k] for o in outs) for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined")}}
 
 
 def held_back_provinces(plan: StagePlan, quarantine_ref: str, raw_dir: Path) -> set[str]:

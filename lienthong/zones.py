@@ -66,6 +66,17 @@ def readable(reference: str | Path) -> bool:
         return False
 
 
+def table_id(reference: str | Path) -> str | None:
+    """The Delta table id behind a reference (a table made again at the same path has another id); None when
+    it names no table or a version that cannot be read any more (vacuumed, removed)."""
+    if not is_table(reference):
+        return None
+    try:
+        return str(open_table(reference).metadata().id)
+    except Exception:  # a vacuumed version, a removed table (as `readable`)
+        return None
+
+
 def version(path: str | Path) -> int | None:
     """The newest committed version of the table at `path` (None when there is no table)."""
     return open_table(split_ref(path)[0]).version() if is_table(path) else None

@@ -47,19 +47,12 @@ def records_dir(table_path: Path) -> Path:
     return table_path.parent / "_state" / "changes" / table_path.name
 
 
-def _table_id(reference: str) -> str | None:
-    try:
-        return str(zones.open_table(reference).metadata().id)
-    except Exception:  # a vacuumed version, a removed table (as `zones.readable`)
-        return None
-
-
 def record(table_path: Path, from_ref: str, to_ref: str, keys: pa.Table) -> Path:
     """Keep `keys` (column `k`) as the keys in which version `to_ref` may differ from `from_ref`."""
     path, version = zones.split_ref(to_ref)
     if Path(path) != Path(table_path) or version is None:
         raise ValueError(f"{to_ref} is not a version of {table_path}")
-    meta = {FROM_REF: from_ref.encode(), TO_REF: to_ref.encode(), TABLE_ID: str(_table_id(to_ref)).encode()}
+    meta = {FROM_REF: from_ref.encode(), TO_REF: to_ref.encode(), TABLE_ID: str(zones.table_id(to_ref)).encode()}
     out = write_atomic(keys.select([KEY]).replace_schema_metadata(meta), records_dir(table_path) / f"v{version}.parquet")
     log.info("%s: version %d differs from %s in at most %d keys", Path(table_path).name, version, from_ref,
              keys.num_rows)
@@ -74,7 +67,7 @@ def keys_between(then: str, now: str) -> pa.Table | None:
     path, version = zones.split_ref(now)
     if version is None:
         return None
-    table_id = _table_id(now)
+    table_id = zones.table_id(now)
     folder = records_dir(Path(path))
     parts: list[pa.Table] = []
     at, at_version = now, version
@@ -100,7 +93,7 @@ def prune(table_path: Path) -> int:
     folder = records_dir(table_path)
     if not folder.is_dir():
         return 0
-    current = _table_id(str(table_path))
+    current = zones.table_id(table_path)
     gone = 0
     for step in folder.glob("v*.parquet"):
         meta = pq.read_schema(step).metadata or {}
