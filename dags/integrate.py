@@ -20,7 +20,12 @@ For each staged dataset (citizen; enterprise and legal_representative; parcel, l
 2. **validate_<dataset>** — the Great Expectations suite generated from the contract on the changed rows
    (uniqueness on the whole table), the gate on the dataset's state; results stored in the warehouse; the
    quality-gate verdict is recorded for the publish DAG; emits `staged_<dataset>`. Skipped when staging
-   changed nothing.
+   changed nothing. Validation runs in parts too: **plan_validate_<dataset>** pins the staged version and
+   lists the parts of the change (a per-province dataset's provinces with changed rows, each above
+   `LIENTHONG_STAGE_CHUNK_ROWS` rows in hash buckets; a national source's change above that size in hash
+   shares, else no part); **validate_part_<dataset>** runs the row-level rules on one part (mapped, pool
+   `stage_partitions`), reading only; **validate_<dataset>** runs the uniqueness rules on the whole version and
+   combines, or validates whole when no part was planned or the plan no longer holds. The verdict is the same.
 
 Then the person linkage, province by province: **plan_person_links** (when at least one dataset changed)
 brings the link state's registry and left records to the staged versions and writes the left records a change
@@ -128,11 +133,33 @@ def integrate():
                 get_current_context()["stage_part"] = part  # names the mapped instance in the UI
                 return stage_part(dataset, run_id, part)
 
+            @task(task_id=f"plan_validate_{dataset}")
+            def plan_validation(stage_summary: dict, *, run_id=None) -> list[str]:
+                from lienthong.pipeline import plan_validate
+
+                summary = plan_validate(dataset, run_id, stage_summary)
+                print(f"{dataset} validated in parts: {summary}")
+                return summary["partitions"]
+
+            @task(task_id=f"validate_part_{dataset}", pool=STAGE_POOL, map_index_template="{{ validate_part }}")
+            def validate_part(part: str, *, run_id=None) -> dict:
+                from airflow.sdk import get_current_context
+
+                from lienthong.pipeline import validate_part as one
+
+                get_current_context()["validate_part"] = part  # names the mapped instance in the UI
+                return one(dataset, run_id, part)
+
             # commits the parts (or, with no part planned or no usable plan, stages whole); skipped with the plan
             stage_all = stage_one.override(trigger_rule="none_failed")()
             planned = plan_one()
             planned >> part_one.expand(part=planned) >> stage_all
-            validate_one(stage_all)
+            # combines the parts' row-level checks with the dataset-level ones (no part planned: validates
+            # whole); runs when the stage succeeded, skipped with it
+            to_validate = plan_validation(stage_all)
+            checked = validate_part.expand(part=to_validate)
+            validate_all = validate_one.override(trigger_rule="none_failed_min_one_success")(stage_all)
+            [to_validate, checked] >> validate_all
 
         validated.append(stage_and_validate())
 

@@ -84,10 +84,27 @@ def stage_part(dataset: str, run_id: str, part: str, settings: Settings | None =
 @reports_lineage
 @writes_data_dir
 def validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """Validate the change a staging run made and gate the dataset's state (`lienthong.stagestep.validate_dataset`)."""
-    from lienthong.stagestep import validate_dataset
+    """Validate the change a staging run made and gate the dataset's state (`lienthong.validatestep.validate_dataset`)."""
+    from lienthong.validatestep import validate_dataset
 
     return validate_dataset(dataset, run_id, stage_summary, settings or load_settings())
+
+
+@writes_data_dir
+def plan_validate(dataset: str, run_id: str, stage_summary: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Plan validating the stage's change as one task per province (or hash share of a national source's large
+    change) (`lienthong.validatestep.plan_validate`); returns the parts (none: `validate` validates whole)."""
+    from lienthong.validatestep import plan_validate as plan
+
+    return plan(dataset, run_id, stage_summary, settings or load_settings())
+
+
+@writes_data_dir
+def validate_part(dataset: str, run_id: str, part: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Run the row-level rules on one part of the run's validation plan; `validate` then combines the parts."""
+    from lienthong.validatestep import validate_part as one
+
+    return one(dataset, run_id, part, settings or load_settings())
 
 
 @writes_data_dir

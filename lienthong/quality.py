@@ -24,6 +24,7 @@ loggers kept at WARNING.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import fcntl
 import json
@@ -101,6 +102,7 @@ class QualityResult:
     flagged: dict[str, list[str]] = field(default_factory=dict)
     staged_path: str = ""
     rows_changed: int = 0
+    parts: int = 0  # the parts (`check_part`) whose row-level checks it combined; 0: validated whole
     seconds: float = 0.0
     gx_seconds: float = 0.0
     result_path: str = ""
@@ -329,6 +331,108 @@ def _build_docs(context: Any, suite: Any, masked: Any, run_id: str, reports_dir:
     return urls[DOCS_SITE].removeprefix("file://")
 
 
+@dataclass
+class Found:
+    """What GX found failing for one rule in a batch: the count, the failing rows' 0-based positions in the
+    batch, their `_merge_key` and (critical rules) primary-key values, in position order. JSON-able."""
+
+    unexpected: int = 0
+    positions: list[int] = field(default_factory=list)
+    merge_keys: list[str] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def then(self, other: Found, offset: int) -> Found:
+        """This and `other` found in a batch that follows this one's at `offset` rows."""
+        return Found(self.unexpected + other.unexpected, self.positions + [offset + p for p in other.positions],
+                     self.merge_keys + other.merge_keys, self.keys + other.keys)
+
+
+@dataclass
+class PartChecks:
+    """A part of a validation in parts (`check_part`): the row-level rules on the changed rows of one
+    province or hash share, each `Found` with positions in the part's batch (`rows_changed` rows). JSON-able,
+    kept in the run's work folder for the combining task."""
+
+    part: str
+    rows_changed: int
+    gx_success: bool
+    found: dict[str, Found] = field(default_factory=dict)
+    result_paths: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PartChecks:
+        return cls(**{**d, "found": {k: Found(**v) for k, v in d["found"].items()}})
+
+
+def _one_after_another(batches: list[tuple[dict[str, Found], int]]) -> dict[str, Found]:
+    """What batches found ({rule: Found}, rows in the batch), as found in one batch made of them in order."""
+    merged: dict[str, Found] = {}
+    offset = 0
+    for found, rows in batches:
+        for rule, f in found.items():
+            merged[rule] = merged.get(rule, Found()).then(f, offset)
+        offset += rows
+    return merged
+
+
+def _needed_columns(contract: Contract, staged_path: str | Path) -> list[str]:
+    """The staged columns the suite reads: the staged table also holds wide per-record lists (_repairs, ...)
+    whose conversion to pandas objects dominated time and memory at a million rows."""
+    from lienthong import zones
+
+    needed = {c for r in contract.rules for c in r.columns} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
+    available = set(zones.schema(staged_path).names)
+    return [c for c in contract.field_names if c in needed & available]
+
+
+def _run_suite(context: Any, contract: Contract, df: Any, pairs: list[tuple[QualityRule, Any]], *,
+               asset: str) -> tuple[Any, Any, dict[str, Found]]:
+    """One GX validation of batch `df` against the expectations of `pairs`: (suite, result, {rule: Found}
+    for every rule with failing rows)."""
+    import great_expectations as gx
+
+    source = context.data_sources.add_pandas(name=f"staged_{asset}")
+    batch = source.add_dataframe_asset(name=asset).add_batch_definition_whole_dataframe("whole").get_batch(
+        batch_parameters={"dataframe": df})
+    # copies: an expectation joins the suite it is added to, and a part runs the same ones on several batches
+    suite = gx.ExpectationSuite(name=f"{contract.name}@{contract.version}", expectations=[copy.copy(exp) for _, exp in pairs])
+    # COMPLETE gives every failing row's index; the index query (a pandas expression) is not needed.
+    res = batch.validate(suite, result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
+    by_rule = {r.expectation_config.meta.get("rule"): r for r in res.results}
+    pk = list(contract.primary_key)
+    found: dict[str, Found] = {}
+    for rule, exp in pairs:
+        r = by_rule.get(rule.name)
+        if r is not None and r.exception_info and r.exception_info.get("raised_exception"):
+            raise RuntimeError(f"expectation {exp.expectation_type} for rule {rule.name} raised: {r.exception_info.get('exception_message')}")
+        details = (r.result or {}) if r else {}
+        unexpected = int(details.get("unexpected_count") or 0)
+        if unexpected:
+            positions = sorted({int(i) for i in details.get("unexpected_index_list") or []})
+            found[rule.name] = Found(unexpected, positions, [str(k) for k in df["_merge_key"].iloc[positions]],
+                                     _keys_at(df, pk, positions) if rule.severity == "critical" else [])
+    return suite, res, found
+
+
+def _gx_quiet() -> None:
+    for name in _GX_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _write_report(reports_dir: Path, run_id: str, name: str, gate: dict[str, Any] | None, masked: Any,
+                  **more: Any) -> str:
+    out = Path(reports_dir) / "quality" / safe_run_id(run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    body = ({"gate": gate} if gate is not None else {}) | more | {"great_expectations": masked.to_json_dict()}
+    path.write_text(json.dumps(body, indent=2, default=str))
+    return str(path)
+
+
 def validate(
     contract: Contract,
     staged_path: str | Path,
@@ -340,6 +444,7 @@ def validate(
     reports_dir: Path | None = None,
     warehouse_url: str | None = None,
     store: bool = True,
+    parts: list[PartChecks] | None = None,
 ) -> QualityResult:
     """Run the contract's suite on a staged table version, apply the gate, store the results (and Data Docs
     when `reports_dir` is given). See the module docstring for what `failed_rows` / `failed_keys` hold.
@@ -351,51 +456,43 @@ def validate(
     (row-level expectations carry the row condition `_changed`): a value is duplicated in that batch exactly
     when it is in the version, so GX's own expectations give the whole-table verdict. The gate measures
     each rule against the dataset's state: `rows_in` rows (staged + quarantined), the failures GX found plus
-    `quarantine_by_rule` (the quarantine table's rows per rule)."""
-    import great_expectations as gx
+    `quarantine_by_rule` (the quarantine table's rows per rule).
 
-    from lienthong import zones
-
-    for name in _GX_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    With `parts` (`check_part`'s results, which together cover the change), the row-level rules' failures
+    are theirs and GX here runs the dataset-level rules alone on the rows sharing a value; the result is the
+    one validating whole gives (failing rows' positions: in the parts' batches one after the other, then
+    this batch)."""
+    _gx_quiet()
     t0 = time.monotonic()
-    # Only the columns the suite reads: the staged table also holds wide per-record lists (_repairs, ...)
-    # whose conversion to pandas objects dominated time and memory at a million rows.
-    needed = {c for r in contract.rules for c in r.columns} | set(contract.primary_key) | {"citizen_id", "birth_date", "sex"}
-    available = set(zones.schema(staged_path).names)
-    columns = [c for c in contract.field_names if c in needed & available]
-    df, rows_changed, rows_total, held = _change_batch(contract, str(staged_path), columns, since_version)
+    columns = _needed_columns(contract, staged_path)
+    df, rows_changed, rows_total, held = _change_batch(contract, str(staged_path), columns, since_version,
+                                                       changed=parts is None)
     rows_in = rows_total if rows_in is None else rows_in
     quarantine_by_rule = quarantine_by_rule or {}
-    suite_name = f"{contract.name}@{contract.version}"
 
     t_gx = time.monotonic()
     context = _context(reports_dir)
-    source = context.data_sources.add_pandas(name=f"staged_{contract.name}")
-    asset = source.add_dataframe_asset(name=contract.name)
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
     pairs = expectations_for(contract, max(rows_in, 1), set(columns), changed_only="_changed")
-    suite = gx.ExpectationSuite(name=suite_name, expectations=[exp for _, exp in pairs])
-    # COMPLETE gives every failing row's index; the index query (a pandas expression) is not needed.
-    res = batch.validate(suite, result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
+    here = pairs if parts is None else [(r, e) for r, e in pairs if _dataset_level(contract, r) is not None]
+    suite, res, found = _run_suite(context, contract, df, here, asset=contract.name)
+    gx_success = bool(res.success)
+    if parts is not None:  # the parts' batches first, in order, then this one
+        found = _one_after_another([(p.found, p.rows_changed) for p in parts] + [(found, len(df))])
+        rows_changed = sum(p.rows_changed for p in parts)
+        gx_success = gx_success and all(p.gx_success for p in parts)
     gx_seconds = time.monotonic() - t_gx
 
     outcomes: list[RuleOutcome] = []
-    failed_rows: dict[str, list[int]] = {}
+    failed: dict[str, Found] = {}
     flagged: dict[str, list[str]] = {}
-    by_rule = {r.expectation_config.meta.get("rule"): r for r in res.results}
     for rule, exp in pairs:
-        r = by_rule.get(rule.name)
-        if r is not None and r.exception_info and r.exception_info.get("raised_exception"):
-            raise RuntimeError(f"expectation {exp.expectation_type} for rule {rule.name} raised: {r.exception_info.get('exception_message')}")
-        details = (r.result or {}) if r else {}
-        unexpected = int(details.get("unexpected_count") or 0)
+        f = found.get(rule.name, Found())
+        unexpected = f.unexpected
         if rule.severity == "critical" and unexpected:
-            failed_rows[rule.name] = sorted({int(i) for i in details.get("unexpected_index_list") or []})
+            failed[rule.name] = f
         if _dataset_level(contract, rule) is None:
             if rule.severity != "critical" and unexpected:
-                positions = sorted({int(i) for i in details.get("unexpected_index_list") or []})
-                flagged[rule.name] = [str(k) for k in df["_merge_key"].iloc[positions]]
+                flagged[rule.name] = f.merge_keys
             # the rows validated earlier that still fail it (their `_failed_rules`), besides the change's
             unexpected += held.get(rule.name, 0)
         quarantined = _quarantined_for(rule, quarantine_by_rule)
@@ -403,45 +500,85 @@ def validate(
         outcomes.append(
             RuleOutcome(rule.name, exp.expectation_type, rule.column, rule.severity, rows_in, unexpected, quarantined, rule.tolerance_text, ok)
         )
-    failed_keys = {name: _keys_at(df, list(contract.primary_key), positions) for name, positions in failed_rows.items()}
     result = QualityResult(
         dataset=contract.name,
         run_id=run_id,
-        suite=suite_name,
-        gx_success=bool(res.success),
+        suite=suite.name,
+        gx_success=gx_success,
         gate_passed=all(o.success for o in outcomes if o.severity == "critical"),
         outcomes=outcomes,
-        failed_rows=failed_rows,
-        failed_keys=failed_keys,
-        failed_merge_keys={name: [str(k) for k in df["_merge_key"].iloc[positions]] for name, positions in failed_rows.items()},
+        failed_rows={name: f.positions for name, f in failed.items()},
+        failed_keys={name: f.keys for name, f in failed.items()},
+        failed_merge_keys={name: f.merge_keys for name, f in failed.items()},
         flagged=flagged,
         staged_path=str(staged_path),
         rows_changed=rows_changed,
+        parts=0 if parts is None else len(parts),
     )
     if reports_dir is not None:
         t_docs = time.monotonic()
         masked = masked_results(res, contract)
         result.data_docs_path = _build_docs(context, suite, masked, run_id, Path(reports_dir))
         gx_seconds += time.monotonic() - t_docs
-        out = Path(reports_dir) / "quality" / safe_run_id(run_id)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{contract.name}.json"
-        result.result_path = str(path)
         gate = result.as_dict(include_keys=_keys_are_public(contract))
         gate.pop("failed_merge_keys", None)
         gate.pop("flagged", None)
-        path.write_text(json.dumps({"gate": gate, "great_expectations": masked.to_json_dict()}, indent=2, default=str))
+        more = {} if parts is None else {"parts": {p.part: p.result_paths for p in parts}}
+        result.result_path = _write_report(Path(reports_dir), run_id, contract.name, gate, masked, **more)
     result.gx_seconds = gx_seconds
     result.seconds = time.monotonic() - t0
     if store:
         _store(result, warehouse_url)
     log.info(
-        "quality %s: %d rules on %d changed of %d rows, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
-        contract.name, len(outcomes), rows_changed, rows_total, "passed" if result.gate_passed else "FAILED",
+        "quality %s: %d rules on %d changed of %d rows%s, gate %s, critical failures %s, warnings %s, failing staged rows %s (%.1fs, GX %.1fs)",
+        contract.name, len(outcomes), rows_changed, rows_total, "" if parts is None else f" in {len(parts)} part(s)",
+        "passed" if result.gate_passed else "FAILED",
         [o.rule for o in result.failed_critical], [o.rule for o in result.failed_warning],
-        {k: len(v) for k, v in failed_rows.items()}, result.seconds, result.gx_seconds,
+        {k: len(v) for k, v in result.failed_rows.items()}, result.seconds, result.gx_seconds,
     )
     return result
+
+
+def check_part(
+    contract: Contract,
+    staged_path: str | Path,
+    *,
+    run_id: str,
+    part: str,
+    where: list[str],
+    since_version: int,
+    rows_in: int,
+    reports_dir: Path | None = None,
+) -> PartChecks:
+    """The row-level rules of the suite on the rows of staged version `staged_path` written after
+    `since_version` that match `where` (SQL conditions, one batch each: a province, or hash buckets of it);
+    for `validate(parts=...)` to combine. `rows_in` is the dataset's state (the rules' tolerance, as in
+    `validate`). Each batch's masked result goes to Data Docs and a JSON file named after the part."""
+    _gx_quiet()
+    t0 = time.monotonic()
+    columns = _needed_columns(contract, staged_path)
+    context = _context(reports_dir)
+    pairs = [(r, e) for r, e in expectations_for(contract, max(rows_in, 1), set(columns), changed_only="_changed")
+             if _dataset_level(contract, r) is None]
+    out = PartChecks(part=part, rows_changed=0, gx_success=True)
+    for i, condition in enumerate(where):
+        name = f"{contract.name}.{part}" + (f".{i}" if len(where) > 1 else "")
+        df, changed, _, _ = _change_batch(contract, str(staged_path), columns, since_version, part=condition,
+                                          duplicated=False)
+        suite, res, found = _run_suite(context, contract, df, pairs, asset=name)
+        out.found = _one_after_another([(out.found, out.rows_changed), (found, changed)])
+        out.rows_changed += changed
+        out.gx_success = out.gx_success and bool(res.success)
+        if reports_dir is not None:
+            masked = masked_results(res, contract)
+            _build_docs(context, suite, masked, run_id, Path(reports_dir))
+            out.result_paths.append(_write_report(Path(reports_dir), run_id, name, None, masked, part=part,
+                                                  condition=condition, rows_changed=changed))
+        del df
+    out.seconds = round(time.monotonic() - t0, 3)
+    log.info("quality %s, part %s: %d rules on %d changed rows in %d batch(es), failing %s (%.1fs)", contract.name,
+             part, len(pairs), out.rows_changed, len(where), {k: f.unexpected for k, f in out.found.items()}, out.seconds)
+    return out
 
 
 def _dataset_level(contract: Contract, rule: QualityRule) -> list[str] | None:
@@ -454,38 +591,41 @@ def _dataset_level(contract: Contract, rule: QualityRule) -> list[str] | None:
     return pk if rule.column in pk and len(pk) > 1 else [rule.column]
 
 
-def _change_batch(contract: Contract, staged: str, columns: list[str], since_version: int) -> tuple[Any, int, int, dict[str, int]]:
+def _change_batch(contract: Contract, staged: str, columns: list[str], since_version: int, *, part: str = "true",
+                  changed: bool = True, duplicated: bool = True) -> tuple[Any, int, int, dict[str, int]]:
     """(pandas batch, changed rows, rows in the version, {rule: unchanged rows failing it}): the batch is the
-    rows written after `since_version`, plus every row sharing a uniqueness rule's (non-null) value with
-    another row, `_changed` telling them apart; a fresh RangeIndex, so GX's failing row index is a position
-    in the batch. The unchanged rows' failures are read from their `_failed_rules`."""
+    rows written after `since_version` (those matching SQL condition `part`; none unless `changed`), plus
+    (`duplicated`) every row sharing a uniqueness rule's (non-null) value with another row, `_changed`
+    telling them apart; a fresh RangeIndex, so GX's failing row index is a position in the batch. The
+    unchanged rows' failures are read from their `_failed_rules` (with `duplicated`: the whole's batch)."""
     from lienthong import zones
     from lienthong.duck import session
     from lienthong.settings import load_settings
 
-    duplicated = []
-    for rule in contract.rules:
+    dup_conditions = []
+    for rule in contract.rules if duplicated else []:
         cols = _dataset_level(contract, rule)
         if cols is None or not set(cols) <= set(columns):
             continue
         tup = ", ".join(f'"{c}"' for c in cols)
-        duplicated.append(f"({tup}) IN (SELECT ({tup}) FROM t WHERE NOT ({' AND '.join(f'{chr(34)}{c}{chr(34)} IS NULL' for c in cols)}) "
-                          f"GROUP BY ALL HAVING count(*) > 1)")
+        dup_conditions.append(f"({tup}) IN (SELECT ({tup}) FROM t WHERE NOT ({' AND '.join(f'{chr(34)}{c}{chr(34)} IS NULL' for c in cols)}) "
+                              f"GROUP BY ALL HAVING count(*) > 1)")
     select = ", ".join(f'"{c}"' for c in columns)
     with session(load_settings(), purpose="quality") as con:
         zones.register(con, "t", staged)
         present = {r[0] for r in con.execute("DESCRIBE t").fetchall()}
         held: dict[str, int] = {}
         if "_staged_version" in present:
-            changed, key, order = f"_staged_version > {int(since_version)}", "_merge_key", "ORDER BY _merge_key"
-            if "_failed_rules" in present:
+            change, key, order = f"_staged_version > {int(since_version)}", "_merge_key", "ORDER BY _merge_key"
+            if "_failed_rules" in present and duplicated:
                 held = dict(con.execute(f"SELECT r, count(*) FROM (SELECT unnest(_failed_rules) AS r FROM t "
-                                        f"WHERE NOT ({changed})) GROUP BY r").fetchall())
+                                        f"WHERE NOT ({change})) GROUP BY r").fetchall())
         else:  # a plain staged Parquet file (earlier releases' per-run copies): every row, in file order
-            changed, key, order = "true", "CAST(row_number() OVER () - 1 AS VARCHAR)", ""
+            change, key, order = "true", "CAST(row_number() OVER () - 1 AS VARCHAR)", ""
+        change = f"({change}) AND ({part})" if changed else "false"
         total = int((con.execute("SELECT count(*) FROM t").fetchone() or (0,))[0])
-        where = " OR ".join([changed, *duplicated])
-        table = con.execute(f"SELECT {select}, {key} AS _merge_key, {changed} AS _changed FROM t WHERE {where} "
+        where = " OR ".join([change, *dup_conditions])
+        table = con.execute(f"SELECT {select}, {key} AS _merge_key, {change} AS _changed FROM t WHERE {where} "
                             f"{order}").fetch_arrow_table()
     df = table.to_pandas()
     return df, int(df["_changed"].sum()) if len(df) else 0, total, held
@@ -522,6 +662,8 @@ def verdict(result: QualityResult, contract: Contract) -> dict[str, Any]:
         "staged_path": result.staged_path,
         "result_path": result.result_path,
         "data_docs_path": result.data_docs_path,
+        "rows_changed": result.rows_changed,
+        "parts": result.parts,
         "seconds": round(result.seconds, 3),
     }
     if _keys_are_public(contract):

@@ -29,7 +29,8 @@ NOT_COMPARED = {"staged": ("_staged_version",), "quarantine": ("run_id",)}
 def rebuild(run_id: str, settings: Settings, datasets: list[str] | None = None, *, reconcile: bool = True) -> dict[str, Any]:
     """Restage and revalidate `datasets` (default: every staged dataset) from every raw landing, then
     reconcile. Returns each step's summary."""
-    from lienthong.stagestep import NothingToStage, stage_dataset, validate_dataset
+    from lienthong.stagestep import NothingToStage, stage_dataset
+    from lienthong.validatestep import validate_dataset
 
     out: dict[str, Any] = {"run_id": run_id, "datasets": {}}
     for name in datasets or list(STAGED):
@@ -79,13 +80,13 @@ def check(settings: Settings, datasets: list[str] | None = None) -> dict[str, An
     current tables. Returns per dataset and table the comparison, and `equal` overall."""
     from lienthong.contracts import contract
     from lienthong.quality import validate
-    from lienthong.stagestep import apply_verdict
     from lienthong.staging import (
         StagePlan,
         quarantine_by_rule,
         stage_json_source,
         table_paths,
     )
+    from lienthong.validatestep import apply_verdict
 
     scratch = settings.data_dir / "tmp" / f"rebuild-check-{uuid.uuid4().hex[:8]}"
     out: dict[str, Any] = {"datasets": {}}

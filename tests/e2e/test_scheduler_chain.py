@@ -220,6 +220,13 @@ def test_scheduler_runs_integrate_then_publish_from_asset_events_after_triggered
         and all(any(t.startswith(f"{d}.stage_part_{d}[") and st == "success" for t, st in states.items())
                 for d in ("parcel", "land_holder", "certificate"))]
     assert staged_by_province, (chain["integrate_tasks"], chain["diagnostics"])
+    # ... and validated province by province: a mapped validate_part per province, then the combining task
+    validated_by_province = [
+        states for states in chain["integrate_tasks"]
+        if all(states.get(f"{d}.validate_{d}") == "success"
+               and any(t.startswith(f"{d}.validate_part_{d}[") and st == "success" for t, st in states.items())
+               for d in ("parcel", "land_holder", "certificate"))]
+    assert validated_by_province, (chain["integrate_tasks"], chain["diagnostics"])
     # publish follows an integrate run: it cannot have started before the first integrate run started.
     assert min(r["start_date"] for r in publish_ok) >= min(r["start_date"] for r in integrate_ok), chain[
         "diagnostics"

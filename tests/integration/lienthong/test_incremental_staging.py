@@ -41,7 +41,7 @@ from children import Child
 from stdnum.vn import mst
 
 from connectors.base.landing import RawLanding, canonical_json, record_hash
-from lienthong import quality, rebuild, runs, stagestep, staging, zones
+from lienthong import quality, rebuild, runs, stagestep, staging, validatestep, zones
 from lienthong.contracts import contract
 from lienthong.db import connect, ensure_database, warehouse_url
 from lienthong.settings import Settings, load_settings
@@ -544,7 +544,7 @@ def stage_and_validate(settings: Settings, dataset: str, run_id: str) -> dict[st
     summary = stagestep.stage_dataset(dataset, run_id, settings)
     assert summary["conservation_ok"], summary
     assert summary["rows_in"] == summary["rows_staged"] + summary["rows_quarantined"] + summary["rows_unchanged"]
-    stagestep.validate_dataset(dataset, run_id, summary, settings)
+    validatestep.validate_dataset(dataset, run_id, summary, settings)
     return summary
 
 
@@ -626,7 +626,7 @@ import sys
 import deltalake  # noqa: F401  (imported before 'ready': the kill timer starts on the work itself)
 import duckdb  # noqa: F401
 
-from lienthong import stagestep, staging, zones  # noqa: F401
+from lienthong import stagestep, staging, validatestep, zones  # noqa: F401
 from lienthong.contracts import contract
 from lienthong.settings import load_settings
 
@@ -640,7 +640,7 @@ settings = load_settings()
 print("ready", flush=True)
 summary = stagestep.stage_dataset("citizen", run_id, settings)
 if validate:
-    stagestep.validate_dataset("citizen", run_id, summary, settings)
+    validatestep.validate_dataset("citizen", run_id, summary, settings)
 print("done", flush=True)
 """
 
@@ -684,7 +684,7 @@ def assert_rerun_settles(settings: Settings, source: Source, run_id: str, what: 
     """The retried task (same run id) finishes the job: tables equal the rebuild, nothing lost or doubled."""
     summary = stagestep.stage_dataset("citizen", run_id, settings)
     assert summary["conservation_ok"], summary
-    stagestep.validate_dataset("citizen", run_id, summary, settings)
+    validatestep.validate_dataset("citizen", run_id, summary, settings)
     assert_state(settings, source, CITIZEN, what)
     staged, quarantine = table_rows(settings, "citizen")
     assert len(staged) + len(quarantine) == len(source.versions), (

@@ -1,6 +1,8 @@
-"""Parts as tasks for staging: every dataset of a three-province country staged as the integrate DAG does it
-(`plan_stage_<dataset>`, one `stage_part_<dataset>` per part, then `stage_<dataset>` committing the parts),
-and the tables equal to staging the same landings whole.
+"""Parts as tasks for staging and validation: every dataset of a three-province country staged as the integrate
+DAG does it (`plan_stage_<dataset>`, one `stage_part_<dataset>` per part, then `stage_<dataset>` committing the
+parts), and the tables equal to staging the same landings whole; then validated as the DAG does it
+(`plan_validate_<dataset>`, one `validate_part_<dataset>` per part, `validate_<dataset>` combining), with the
+verdict equal to validating the same version whole.
 
 A synthetic country (sandbox `CountryConfig`, land registries in three provinces) is landed by the real
 connectors. The first staging rebuilds the tables in parts: the land datasets by province (a large
@@ -10,11 +12,14 @@ province; a national source in shares when its change is above the chunk). Every
 also staged whole (`staging.stage_json_source`) into copies of the tables as they were before: the staged
 and quarantine rows are equal (in a rebuild, but for `_staged_version`, which names each part's commit), and
 so are the counts. A plan that no longer holds (a part missing) is not committed: the stage task stages
-whole, with the same result.
+whole, with the same result. Each validation in parts gives the outcomes, gate, failing and flagged rows of
+`quality.validate` run whole on the same version (rows failing a rule are in the synthetic data: the test
+asserts some were found by the parts); a validation plan with a part missing is validated whole.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 
@@ -78,6 +83,45 @@ def _check_equal(dataset: str, mine: dict, whole, *, rebuild: bool) -> None:
         assert mine["content_hash"] == whole.content_hash, dataset
 
 
+def _sorted(by_rule: dict) -> dict:
+    return {k: sorted(json.dumps(v, sort_keys=True, default=str) for v in vs) for k, vs in by_rule.items()}
+
+
+def _validated_in_parts(dataset: str, run_id: str, staged: dict, found: dict) -> dict:
+    """Validate the stage's result as the DAG does (plan, parts, the combining validate task), after checking
+    that the parts combine to what validating the same version whole gives; the verdict."""
+    from lienthong import pipeline, quality
+    from lienthong.contracts import contract
+    from lienthong.settings import load_settings
+    from lienthong.staging import quarantine_by_rule
+    from lienthong.validatestep import baseline, planned_parts, work_dir
+
+    s, c = load_settings(), contract(dataset)
+    plan = pipeline.plan_validate(dataset, run_id, staged)
+    parts = {p: pipeline.validate_part(dataset, run_id, p) for p in plan["partitions"]}
+    base = baseline(dataset, run_id, staged, s)
+    kw = {"run_id": run_id, "since_version": base["since"], "rows_in": base["rows_in"], "store": False,
+          "quarantine_by_rule": quarantine_by_rule(staged["quarantine_path"])}
+    whole = quality.validate(c, staged["staged_path"], **kw)
+    checks = planned_parts(dataset, run_id, base, c.version, s)
+    assert (checks is None) == (not plan["partitions"]), (dataset, plan)
+    if checks is not None:
+        combined = quality.validate(c, staged["staged_path"], parts=checks, **kw)
+        assert combined.parts == len(parts) and combined.rows_changed == whole.rows_changed, (dataset, plan)
+        assert combined.outcomes == whole.outcomes and combined.gate_passed == whole.gate_passed, dataset
+        for attr in ("failed_merge_keys", "failed_keys", "flagged"):
+            assert _sorted(getattr(combined, attr)) == _sorted(getattr(whole, attr)), (dataset, attr)
+        assert {k: len(v) for k, v in combined.failed_rows.items()} == {k: len(v) for k, v in whole.failed_rows.items()}
+        for p in parts.values():
+            for rule, n in p["failing"].items():
+                found[(dataset, rule)] = found.get((dataset, rule), 0) + n
+    verdict = pipeline.validate(dataset, run_id, staged)
+    assert verdict["parts"] == len(plan["partitions"]), (dataset, verdict["parts"], plan)
+    assert verdict["gate_passed"] == whole.gate_passed and verdict["rows_changed"] == whole.rows_changed, dataset
+    assert not work_dir(s, dataset, run_id).exists()  # spent
+    return verdict
+
+
 def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     from test_incremental_reconcile import change_sources
 
@@ -86,6 +130,7 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     from lienthong.stagestep import _to_stage, stage_work_dir
 
     s = load_settings()
+    found: dict = {}  # (dataset, rule) -> rows the validation parts found failing it
     # the first staging: a rebuild (no table yet), one province after another, a large province's part in hash
     # buckets; a national source in hash shares of its identities (a small chunk here; staging whole uses the
     # same chunk)
@@ -105,7 +150,9 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
         assert mine["parts"] == sum(plan["buckets"].values()) if plan["partitions"] else mine["parts"] == 0, mine
         _check_equal(d, mine, _whole(d, files, tmp_path, "r1", full=True), rebuild=True)
         assert not stage_work_dir(s, d, "r1").exists()
-        pipeline.validate(d, "r1", mine)
+        verdict = _validated_in_parts(d, "r1", mine, found)
+        if d in LAND:  # every row is new: each province in hash buckets of the chunk
+            assert verdict["parts"] == 3, verdict
 
     # the changes: a land dataset's by province, a national one's in shares when above the (smaller) chunk
     monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "3")
@@ -132,9 +179,10 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
             assert mine["parts"] == len(plan["partitions"]), (step, d, mine, plan)  # the parts were committed
             if mine["mode"] != "unchanged":
                 _check_equal(d, mine, whole, rebuild=False)
-                pipeline.validate(d, run_id, mine)
+                _validated_in_parts(d, run_id, mine, found)
     assert len(changed_provinces) >= 2, changed_provinces
     assert "citizen" in shared, shared
+    assert sum(found.values()) > 0, found  # the comparisons saw failing rows
     monkeypatch.delenv("LIENTHONG_STAGE_CHUNK_ROWS")
 
     # a plan that no longer holds: one part missing -> the stage task stages whole, with the same result
@@ -149,4 +197,10 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     assert mine["parts"] == 0, mine  # staged whole
     if mine["mode"] != "unchanged":
         _check_equal(d, mine, whole, rebuild=False)
+        # a validation plan that no longer holds: one part missing -> validated whole
+        plan = pipeline.plan_validate(d, "c4", mine)
+        assert plan["partitions"], plan
+        for p in plan["partitions"][1:]:
+            pipeline.validate_part(d, "c4", p)
+        assert pipeline.validate(d, "c4", mine)["parts"] == 0
     assert not stage_work_dir(s, d, "c4").exists()

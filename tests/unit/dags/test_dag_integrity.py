@@ -90,13 +90,16 @@ def test_integrate_links_persons_in_one_mapped_task_per_province_before_reconcil
     assert plan.task_id in link.upstream_task_ids
     assert {plan.task_id, link.task_id} <= reconcile.upstream_task_ids
     assert reconcile.trigger_rule == plan.trigger_rule == "none_failed_min_one_success"
-    validations = {t for t in dag.task_ids if t.split(".")[-1].startswith("validate_")}
+    validations = {t for t in dag.task_ids if t.split(".")[-1].startswith("validate_")
+                   and not t.split(".")[-1].startswith("validate_part_")}
     assert validations and validations <= plan.upstream_task_ids
 
 
 def test_integrate_stages_each_dataset_in_one_mapped_task_per_part(dagbag):
     """plan_stage_<d> -> stage_part_<d> (mapped over the plan's parts, in its pool) -> stage_<d>, which commits
-    the parts and runs when the plan names none (a skipped mapped task) -> validate_<d>."""
+    the parts and runs when the plan names none (a skipped mapped task) -> plan_validate_<d> ->
+    validate_part_<d> (mapped, same pool) -> validate_<d>, which combines the parts and runs when the plan names
+    none, but not when staging was skipped (it needs one upstream success)."""
     from lienthong.datasets import STAGED
 
     dag = dagbag.dags["integrate"]
@@ -109,3 +112,10 @@ def test_integrate_stages_each_dataset_in_one_mapped_task_per_part(dagbag):
         assert plan.task_id in part.upstream_task_ids
         assert part.task_id in stage.upstream_task_ids
         assert stage.trigger_rule == "none_failed"
+        vplan, vpart = dag.get_task(f"{d}.plan_validate_{d}"), dag.get_task(f"{d}.validate_part_{d}")
+        validate = dag.get_task(f"{d}.validate_{d}")
+        assert type(vpart).__name__.endswith("MappedOperator"), type(vpart)
+        assert vpart.partial_kwargs.get("pool") == "stage_partitions"
+        assert stage.task_id in vplan.upstream_task_ids and vplan.task_id in vpart.upstream_task_ids
+        assert {stage.task_id, vplan.task_id, vpart.task_id} <= validate.upstream_task_ids
+        assert validate.trigger_rule == "none_failed_min_one_success"

@@ -9,8 +9,8 @@ from connectors.base.landing import RawLanding
 from lienthong import quality, zones
 from lienthong.contracts import contract
 from lienthong.rebuild import compare
-from lienthong.stagestep import apply_verdict
 from lienthong.staging import quarantine_by_rule, stage_json_source
+from lienthong.validatestep import apply_verdict
 
 RULE = "legacy_id:invalidValues:pattern"
 
