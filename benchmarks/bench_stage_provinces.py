@@ -1,6 +1,8 @@
 """Staging the land datasets by province against staging them whole, on a generated country (issue 21).
 
     .venv/bin/python benchmarks/bench_stage_provinces.py --provinces 5 --citizens 1000000
+    .venv/bin/python benchmarks/bench_stage_provinces.py --provinces 5 --citizens 5000000 --datasets citizen \
+        --result benchmarks/results/stage-shares-5-5000000.json
 
 Uses the country `bench_partitions.py` prepared (`benchmarks/.work/partitions-<P>-<N>/`: generated, served by
 the sandbox and landed by the real connectors; prepared here the same way when missing). Each land dataset
@@ -13,7 +15,9 @@ scratch data folder whose raw zone is the country's, twice:
   in a process of its own, as the integrate DAG's mapped `stage_part_<dataset>` tasks run on Celery
   workers, then the commit of the parts (`stagestep._commit_parts`, a process).
 
-Each step's seconds and peak RSS (VmHWM of its own process) are reported, and the two results are compared:
+`--datasets citizen` (or enterprise, legal_representative) measures a national source instead, whose first
+load is staged in hash shares of the record identity (`LIENTHONG_STAGE_CHUNK_ROWS` raw rows each), every
+share reading all the landings. Each step's seconds and peak RSS (VmHWM of its own process) are reported, and the two results are compared:
 equal rows in both tables (but for `_staged_version`, which names each province's commit) and equal counts.
 Writes `benchmarks/results/stage-provinces-<P>-<N>.json`.
 """
@@ -117,6 +121,7 @@ def main() -> int:
     parser.add_argument("--child", choices=("whole", "plan", "part", "commit"), help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--province", help=argparse.SUPPRESS)
+    parser.add_argument("--datasets", default=",".join(LAND), help="comma-separated (default: the land datasets)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.dataset, args.provinces, args.citizens, args.province)), flush=True)
@@ -129,14 +134,14 @@ def main() -> int:
         data.mkdir(parents=True)
         (data / "raw").symlink_to(raw, target_is_directory=True)
     per_dataset: dict[str, Any] = {}
-    for d in LAND:
+    for d in args.datasets.split(","):
         whole = _run("whole", d, args.provinces, args.citizens, "whole")
         print(f"{d} whole: {whole['rows_in']:,} rows in {whole['seconds']} s, peak RSS {whole['peak_rss_mib']} MiB",
               flush=True)
         plan = _run("plan", d, args.provinces, args.citizens, "provinces")
         parts = {p: _run("part", d, args.provinces, args.citizens, "provinces", p) for p in plan["partitions"]}
         for p, part in parts.items():
-            print(f"{d} province {p}: {part['rows_in']:,} rows in {part['seconds']} s, peak RSS "
+            print(f"{d} part {p}: {part['rows_in']:,} rows in {part['seconds']} s, peak RSS "
                   f"{part['peak_rss_mib']} MiB", flush=True)
         commit = _run("commit", d, args.provinces, args.citizens, "provinces")
         print(f"{d} commit of the parts: {commit['seconds']} s, peak RSS {commit['peak_rss_mib']} MiB", flush=True)

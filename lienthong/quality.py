@@ -11,8 +11,10 @@ failing share exceeds its tolerance.
 This module owns:
 - the suite built from a contract (`expectations_for`);
 - the run (`validate`): one GX validation in COMPLETE result format, so every failing row of a critical
-  rule is known by its 0-based position in the staged Parquet file (`QualityResult.failed_rows`) and its
-  primary key (`failed_keys`), for the caller to move to quarantine;
+  rule is known by its 0-based position in the batch (`QualityResult.failed_rows`), its `_merge_key` and
+  its primary key (`failed_keys`), for the caller to move to quarantine;
+- a validation in parts: the row-level rules on one part's changed rows (`check_part`, one GX batch per
+  SQL condition), combined by `validate(parts=...)` with the uniqueness rules run on the whole version;
 - what is kept: `quality_run` / `quality_result` in the warehouse, a JSON file per run and dataset, and GX
   Data Docs (a static site under `<reports_dir>/data_docs/`). What leaves memory is masked: no row value
   of a column the contract classifies personal or sensitive, and no row's primary key when that key is
@@ -83,9 +85,11 @@ class RuleOutcome:
 class QualityResult:
     """A dataset's validation: per-rule outcomes, the gate, and the rows of critical rules that failed.
 
-    `failed_rows` maps a critical rule to the 0-based positions (in the staged Parquet file) of the rows
-    its expectation found failing, whether or not the rule stayed within tolerance; `failed_keys` gives the
-    same rows' primary keys ({key column: value}, same order). Rules without failing staged rows are absent.
+    `failed_rows` maps a critical rule to the 0-based positions (in the batch GX validated; in parts, the
+    parts' batches one after the other, then the uniqueness batch) of the rows its expectation found failing,
+    whether or not the rule stayed within tolerance; `failed_merge_keys` and `failed_keys` give the same rows'
+    `_merge_key` and primary keys ({key column: value}), in the same order. Rules without failing staged rows
+    are absent.
     """
 
     dataset: str
