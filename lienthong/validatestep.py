@@ -17,7 +17,8 @@ gates, stores and quarantines as validating whole does. Why the result is the sa
 at one row, the parts' conditions split the changed rows without overlap or gap (a province column that is
 never null; a hash residue), and the dataset-level rules still see the whole version. A plan that no longer
 holds (another staged version or baseline, a part missing or made for another plan) is not used: the task
-validates whole, which is never wrong.
+plans again and runs the parts itself, one after another, when the change is above the chunk (memory
+follows the part), else validates whole; either is never wrong.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def validate_dataset(dataset: str, run_id: str, stage_summary: dict[str, Any], s
         reports_dir=s.reports_dir,
         warehouse_url=url,
         # the row-level rules' failures from the run's parts (`validate_part_<dataset>`) when they cover the change
-        parts=planned_parts(dataset, run_id, base, c.version, s),
+        parts=planned_parts(dataset, run_id, base, c.version, s) or _parts_here(dataset, run_id, stage_summary, base, c.version, s),
     )
     out = verdict(result, c)
     # the quarantine table is the one this stage wrote (its summary names it), not the settings' default
@@ -236,3 +237,17 @@ def last_validated_version(url: str, dataset: str, run_id: str) -> int:
         ref = runs.last_validated_staged_path(conn, dataset, before_run_id=run_id)
     version = zones.split_ref(ref)[1] if ref else None
     return -1 if version is None else version
+
+
+def _parts_here(dataset: str, run_id: str, stage_summary: dict[str, Any], base: dict[str, Any], contract_version: str,
+                s: Settings) -> list[Any] | None:
+    """Without a usable plan from the DAG's tasks (a plan that no longer holds, `lienthong rebuild`, a run
+    outside Airflow), a change above `LIENTHONG_STAGE_CHUNK_ROWS` rows is still validated in parts, one after
+    another in this process, so memory follows the part here too; a smaller one is validated whole (None)."""
+    plan = plan_validate(dataset, run_id, stage_summary, s)
+    if sum(plan.get("rows", {}).values()) <= s.stage_chunk_rows:
+        return None
+    log.info("%s: validating the change's %d part(s) here, one after another", dataset, len(plan["partitions"]))
+    for part in plan["partitions"]:
+        validate_part(dataset, run_id, part, s)
+    return planned_parts(dataset, run_id, base, contract_version, s)

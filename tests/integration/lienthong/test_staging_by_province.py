@@ -87,21 +87,30 @@ def _sorted(by_rule: dict) -> dict:
     return {k: sorted(json.dumps(v, sort_keys=True, default=str) for v in vs) for k, vs in by_rule.items()}
 
 
+def _baseline_kw(dataset: str, run_id: str, staged: dict) -> dict:
+    """`quality.validate`'s arguments for validating the stage's result as the validate task does."""
+    from lienthong.settings import load_settings
+    from lienthong.staging import quarantine_by_rule
+    from lienthong.validatestep import baseline
+
+    base = baseline(dataset, run_id, staged, load_settings())
+    return {"run_id": run_id, "since_version": base["since"], "rows_in": base["rows_in"], "store": False,
+            "quarantine_by_rule": quarantine_by_rule(staged["quarantine_path"])}
+
+
 def _validated_in_parts(dataset: str, run_id: str, staged: dict, found: dict) -> dict:
     """Validate the stage's result as the DAG does (plan, parts, the combining validate task), after checking
     that the parts combine to what validating the same version whole gives; the verdict."""
     from lienthong import pipeline, quality
     from lienthong.contracts import contract
     from lienthong.settings import load_settings
-    from lienthong.staging import quarantine_by_rule
     from lienthong.validatestep import baseline, planned_parts, work_dir
 
     s, c = load_settings(), contract(dataset)
     plan = pipeline.plan_validate(dataset, run_id, staged)
     parts = {p: pipeline.validate_part(dataset, run_id, p) for p in plan["partitions"]}
     base = baseline(dataset, run_id, staged, s)
-    kw = {"run_id": run_id, "since_version": base["since"], "rows_in": base["rows_in"], "store": False,
-          "quarantine_by_rule": quarantine_by_rule(staged["quarantine_path"])}
+    kw = _baseline_kw(dataset, run_id, staged)
     whole = quality.validate(c, staged["staged_path"], **kw)
     checks = planned_parts(dataset, run_id, base, c.version, s)
     assert (checks is None) == (not plan["partitions"]), (dataset, plan)
@@ -125,7 +134,8 @@ def _validated_in_parts(dataset: str, run_id: str, staged: dict, found: dict) ->
 def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     from test_incremental_reconcile import change_sources
 
-    from lienthong import pipeline
+    from lienthong import pipeline, quality
+    from lienthong.contracts import contract
     from lienthong.settings import load_settings
     from lienthong.stagestep import _to_stage, stage_work_dir
 
@@ -197,10 +207,15 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
     assert mine["parts"] == 0, mine  # staged whole
     if mine["mode"] != "unchanged":
         _check_equal(d, mine, whole, rebuild=False)
-        # a validation plan that no longer holds: one part missing -> validated whole
+        # a validation plan that no longer holds: one part missing -> validated in parts in the validate task
+        # itself, one after another, when the change is above the chunk (else whole), with the same verdict
+        at_once = quality.validate(contract(d), mine["staged_path"], **_baseline_kw(d, "c4", mine))
         plan = pipeline.plan_validate(d, "c4", mine)
         assert plan["partitions"], plan
         for p in plan["partitions"][1:]:
             pipeline.validate_part(d, "c4", p)
-        assert pipeline.validate(d, "c4", mine)["parts"] == 0
+        monkeypatch.setenv("LIENTHONG_STAGE_CHUNK_ROWS", "3")
+        verdict = pipeline.validate(d, "c4", mine)
+        assert verdict["parts"] == len(plan["partitions"]) and verdict["gate_passed"] == at_once.gate_passed, verdict
+        assert verdict["rules"] == quality.verdict(at_once, contract(d))["rules"]
     assert not stage_work_dir(s, d, "c4").exists()
