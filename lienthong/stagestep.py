@@ -123,7 +123,7 @@ def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
     and the table versions the parts compare with, written to the run's work folder. No part (and no plan)
     when the stage task stages it whole: a national source's change that fits one part, nothing new."""
     from lienthong import zones
-    from lienthong.staging import StagePlan, _parts, held_back_provinces, table_paths
+    from lienthong.staging import StagePlan, _parts, held_back_provinces, split_landings, table_paths
 
     s = settings
     c, new, why = _to_stage(dataset, s, False)
@@ -148,12 +148,16 @@ def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
         if shares <= 1:
             return {"dataset": dataset, "partitions": [], "reason": "a national source's change that fits one part"}
         parts = [f"share{i:03d}" for i in range(shares)]
-        files = {ALL_PARTS: [str(f) for f in new]}  # every share reads them all and keeps its identities
+        files = {ALL_PARTS: [str(f) for f in new]}  # the landings the shares stage
         buckets = dict.fromkeys(parts, 1)
+        # read once here and written again by share, so that each share reads its own rows only
+        split = dict(zip(parts, split_landings(sp, files[ALL_PARTS], shares, work / "landings"), strict=True))
     plan = {"dataset": dataset, "run_id": run_id, "mode": "rebuild" if why else "change", "reason": why,
             "split": "province" if sp.per_province else "share", "contract_version": c.version,
             "partitions": sorted(buckets), "files": files, "buckets": buckets,
             "staged_version": versions[0], "quarantine_version": versions[1]}
+    if not sp.per_province:
+        plan["share_files"] = split
     write_json(work / PLAN_FILE, plan)
     log.info("%s: staged in parts by %s (%s): %s", dataset, plan["split"], plan["mode"],
              {p: len(f) for p, f in sorted(files.items())})
@@ -188,7 +192,14 @@ def stage_part(dataset: str, run_id: str, part: str, settings: Settings) -> dict
     a session of its own, so memory follows the bucket, not the province."""
     from lienthong.contracts import contract
     from lienthong.duck import session
-    from lienthong.staging import StagePlan, _stage_part, staged_schema, table_paths, write_atomic
+    from lienthong.staging import (
+        StagePlan,
+        _stage_part,
+        split_landings,
+        staged_schema,
+        table_paths,
+        write_atomic,
+    )
 
     s = settings
     work = stage_work_dir(s, dataset, run_id)
@@ -203,20 +214,26 @@ def stage_part(dataset: str, run_id: str, part: str, settings: Settings) -> dict
     by_province = plan["split"] == "province"
     t0 = time.monotonic()
     counts: list[dict[str, Any]] = []
+    sp = StagePlan.from_contract(c)
+    # each bucket of a province (a share: its part of the plan's split) reads its own rows, split in one pass
+    split_dir = work / f"{part}.landings"
+    reads = (split_landings(sp, _files_of(plan, part), buckets, split_dir) if by_province and buckets > 1
+             else [plan.get("share_files", {}).get(part)] * buckets)
     for i in range(buckets):
         if by_province:
             bucket = (i, buckets) if buckets > 1 else None
         else:  # a share of the identities
             bucket = (plan["partitions"].index(part), len(plan["partitions"]))
         with session(s, purpose="staging") as con:
-            out = _stage_part(con, StagePlan.from_contract(c), _files_of(plan, part), run_id=run_id, full=full,
+            out = _stage_part(con, sp, _files_of(plan, part), run_id=run_id, full=full,
                               raw_dir=s.raw_dir, staged_table=staged_table, quarantine_table=quarantine_table,
                               staged_fields=staged_schema(c)[1], next_version=_part_version(plan, part, i),
-                              bucket=bucket, at=at, province=part if by_province else None)
+                              bucket=bucket, at=at, province=part if by_province else None, read=reads[i])
         staged_file, quarantine_file = _part_files(work, part, i)
         write_atomic(out.pop("staged_rows"), staged_file)
         write_atomic(out.pop("quarantine_rows"), quarantine_file)
         counts.append(out)
+    shutil.rmtree(split_dir, ignore_errors=True)
     done = {"part": part, "plan": plan["run_id"], "buckets": counts, "seconds": round(time.monotonic() - t0, 3),
             **{k: sum(b[k] for b in counts) for k in ("raw_rows", "rows_in", "rows_staged", "rows_quarantined")}}
     write_json(work / f"{part}.json", done)

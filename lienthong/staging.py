@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -377,6 +378,8 @@ def stage_json_source(
     # run finding that (a rebuild killed half-way) rebuilds again.
     parts = _parts(files, load_settings().stage_chunk_rows) if full else 1
     committed = _Committed()
+    split_dir = Path(staged_dir) / "_work" / contract.name / f"split-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+    shares = split_landings(plan, files, parts, split_dir) if parts > 1 else [None]
     for part in range(parts):
         held_version = zones.version(staged_table)
         next_version = 0 if held_version is None else held_version + 1  # the version this part's commit makes
@@ -384,9 +387,12 @@ def stage_json_source(
         with session(load_settings(), purpose="staging") as con:
             out = _stage_part(con, plan, files, run_id=run_id, full=full, raw_dir=raw_dir, staged_table=staged_table,
                               quarantine_table=quarantine_table, staged_fields=staged_fields,
-                              next_version=next_version, bucket=(part, parts) if parts > 1 else None)
+                              next_version=next_version, bucket=(part, parts) if parts > 1 else None,
+                              read=shares[part])
         _commit_part(committed, plan, out, run_id=run_id, full=full, part=part, parts=parts,
                      tables=(staged_table, quarantine_table), schema=schema, partition=partition)
+    if parts > 1:
+        shutil.rmtree(split_dir, ignore_errors=True)
     return _stage_result(contract, run_id, committed, full=full, staged_table=staged_table,
                          quarantine_table=quarantine_table, t0=t0)
 
@@ -551,16 +557,18 @@ def _parts(files: list[str], chunk_rows: int) -> int:
 def _stage_part(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str], *, run_id: str, full: bool,
                 raw_dir: Path | None, staged_table: Path, quarantine_table: Path, staged_fields: list[Field],
                 next_version: int, bucket: tuple[int, int] | None, at: tuple[int, int] | None = None,
-                province: str | None = None) -> dict[str, Any]:
+                province: str | None = None, read: list[str] | None = None) -> dict[str, Any]:
     """Stage one part (all of a change, one hash bucket of a full stage, or one province's change of a
     per-province source) in session `con`: the rows to write to each table (with `_op`) and the counts.
     `at`: the (staged, quarantine) table versions to compare with (default: the newest); `province`: the
-    records held back for a duplicated value are those of that province only."""
+    records held back for a duplicated value are those of that province only; `read`: the bucket's own rows
+    of `files` (`split_landings`), read instead of them."""
     contract = plan.contract
     current = {} if full else _register_current(con, staged_table, quarantine_table, at)
     held_back = (_uniqueness_held(con, plan, files, raw_dir, province) if current and raw_dir is not None
                  else ([], []))
-    raw_rows, rows_in, applied = _typed_delta(con, plan, files, recheck=held_back, bucket=bucket)
+    raw_rows, rows_in, applied = _typed_delta(con, plan, files if read is None else read, recheck=held_back,
+                                              bucket=bucket, presplit=read is not None)
     # The winning version of each identity the change touches (see `VERSION_ORDER`): the change's when it
     # sorts before what the tables hold, else the tables' (an older or identical version changes nothing).
     # Versions are compared per source record (`latest_parent`: a parent whose child list is now empty counts).
@@ -738,20 +746,54 @@ def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: lis
     return held, sorted({h for _, h in found})
 
 
+def _share_sql(plan: StagePlan, shares: int) -> str:
+    """SQL over a raw landing row: its share (0 .. shares-1) of the record identities. Every version of a
+    record falls in the same share."""
+    key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+    ident = f"_entity || '|' || {key}" if plan.per_province else key
+    return f"hash(coalesce({ident}, '#' || _record_hash)) % {shares}"
+
+
+SPLIT_GROUP_ROWS = 20_000  # rows per share buffered before a row group is written (memory: shares x this)
+
+
+def split_landings(plan: StagePlan, files: list[str], shares: int, out_dir: Path) -> list[list[str]]:
+    """The landings `files` written again in one pass as `shares` folders of Parquet files, one per share of
+    the record identities (`_share_sql`), so that each share reads its own rows instead of every landing
+    (which costs a read and a JSON key extraction of every row per share). The rows keep every column DuckDB
+    reads from the landings; the folders are named by number alone, so no reader takes them for Hive
+    partitions. Returns each share's files (none for an empty share)."""
+    import pyarrow.dataset as ds
+
+    shutil.rmtree(out_dir, ignore_errors=True)  # an earlier attempt's
+    t0 = time.monotonic()
+    with session(load_settings(), purpose="staging") as con:
+        reader = con.execute(f"SELECT *, CAST({_share_sql(plan, shares)} AS INTEGER) AS _share "
+                             f"FROM read_parquet({json.dumps(files)}, union_by_name = true)").fetch_record_batch(100_000)
+        ds.write_dataset(reader, out_dir, format="parquet", basename_template="part-{i}.parquet",
+                         partitioning=ds.partitioning(pa.schema([("_share", pa.int32())])),
+                         min_rows_per_group=SPLIT_GROUP_ROWS, max_rows_per_group=4 * SPLIT_GROUP_ROWS)
+    out = [sorted(str(p) for p in (out_dir / str(i)).glob("*.parquet")) for i in range(shares)]
+    log.info("%s: %d landing file(s) split in %d shares of the record identities in %.1f s", plan.contract.name,
+             len(files), shares, time.monotonic() - t0)
+    return out
+
+
 def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[str],
-                 recheck: tuple[list[str], list[str]] = ([], []), bucket: tuple[int, int] | None = None) -> tuple[int, int, Any]:
+                 recheck: tuple[list[str], list[str]] = ([], []), bucket: tuple[int, int] | None = None,
+                 presplit: bool = False) -> tuple[int, int, Any]:
     """Read `files` (plus the records `recheck` names: landing files, record hashes) and build the temp table
     `typed`: the latest version of each identity in them, extracted, standardized, typed, with its reasons.
+    With `bucket` (share, shares), only the identities of that share; `presplit`: `files` already hold only
+    that share's rows (`split_landings`), the records to recheck are still filtered.
     Returns (raw rows, rows in, the standardization's counts)."""
     contract = plan.contract
     in_bucket = "true"
     if bucket is not None:  # one share of the identities: every version of a record falls in the same part
-        key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
-        ident = f"_entity || '|' || {key}" if plan.per_province else key
-        in_bucket = f"hash(coalesce({ident}, '#' || _record_hash)) % {bucket[1]} = {bucket[0]}"
+        in_bucket = f"{_share_sql(plan, bucket[1])} = {bucket[0]}"
     if files:
         con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM read_parquet({json.dumps(files)}, union_by_name = true) "
-                    f"WHERE {in_bucket}")
+                    f"WHERE {'true' if presplit else in_bucket}")
     else:
         con.execute("CREATE TEMP TABLE raw (payload VARCHAR, _entity VARCHAR, _run_id VARCHAR, _record_hash VARCHAR, _ingested_at TIMESTAMPTZ)")
     recheck_files, recheck_hashes = recheck

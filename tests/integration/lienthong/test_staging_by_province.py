@@ -154,6 +154,9 @@ def test_parts_staged_apart_equal_staging_whole(country, tmp_path, monkeypatch):
             assert all(len(parts[p]["buckets"]) == plan["buckets"][p] for p in parts), parts
         elif d == "citizen":  # 1,500 records
             assert plan["split"] == "share" and len(plan["partitions"]) >= 3, plan
+            # the plan read the landings once and wrote each share its own rows
+            written = json.loads((stage_work_dir(s, d, "r1") / "plan.json").read_text())
+            assert sorted(written["share_files"]) == plan["partitions"] and all(written["share_files"].values())
         assert sum(p["rows_in"] for p in parts.values()) > 0 or not plan["partitions"], plan
         mine = pipeline.stage(d, "r1")
         assert mine["mode"] == "rebuild", mine

@@ -137,6 +137,31 @@ def test_a_full_stage_in_parts_equals_one_pass(tmp_path, monkeypatch):
     assert names["031203000003"] == "Đổi Tên"
 
 
+def test_landings_split_in_one_pass_give_each_share_exactly_its_filtered_rows(tmp_path):
+    """`split_landings` writes each share the rows the share's hash filter takes from the landings, every column
+    as read, and no row twice; folders named by number (no Hive columns when read back)."""
+    import duckdb
+
+    from lienthong.staging import StagePlan, _share_sql, split_landings
+
+    land(tmp_path, "r1", [citizen(f"03120300{i:04d}") for i in range(40)] + [citizen(None), citizen(None, name="Khác")])
+    land(tmp_path, "r2", [citizen("031203000003", name="Đổi Tên", updated="2026-11-21T08:00:00+07:00")])
+    files = [str(f) for f in sorted((tmp_path / "raw").rglob("*.parquet"))]
+    plan = StagePlan.from_contract(contract("citizen"))
+    shares = split_landings(plan, files, 3, tmp_path / "split")
+    con = duckdb.connect()
+    every = con.execute(f"SELECT count(*) FROM read_parquet({files!r}, union_by_name = true)").fetchone()[0]
+    assert sum(con.execute(f"SELECT count(*) FROM read_parquet({f!r})").fetchone()[0] for f in shares if f) == every == 43
+    for i, mine in enumerate(shares):
+        assert mine, i  # 43 rows in 3 shares: none is empty here
+        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({mine!r}, union_by_name = true)").fetchall()]
+        assert "_share" not in cols and "payload" in cols, cols
+        got = con.execute(f"SELECT * FROM read_parquet({mine!r}, union_by_name = true) ORDER BY _record_hash").fetchall()
+        want = con.execute(f"SELECT {', '.join(cols)} FROM read_parquet({files!r}, union_by_name = true) "
+                           f"WHERE {_share_sql(plan, 3)} = {i} ORDER BY _record_hash").fetchall()
+        assert got == want, i
+
+
 def test_a_relanding_of_records_already_staged_writes_nothing(tmp_path):
     land(tmp_path, "r1", [citizen("031203001234"), citizen("031185004321", updated="2026-11-21T08:00:00+07:00")])
     first = stage(tmp_path)
