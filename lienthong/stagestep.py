@@ -166,7 +166,8 @@ def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:
 
 
 def _files_of(plan: dict[str, Any], part: str) -> list[str]:
-    """The raw files part `part` of a plan reads (a province's own; every share reads them all)."""
+    """The raw files part `part` of a plan stages (a province's own; for a share, all of them, of which it reads
+    its own rows from the plan's `share_files`)."""
     return plan["files"].get(part, plan["files"].get(ALL_PARTS, []))
 
 
