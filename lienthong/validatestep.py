@@ -48,10 +48,6 @@ def work_dir(s: Settings, dataset: str, run_id: str) -> Path:
     return stage_work_dir(s, dataset, run_id) / "validate"
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _shares(rows: int, chunk_rows: int) -> int:
     return max(1, -(-rows // max(chunk_rows, 1)))
 
@@ -70,7 +66,7 @@ def plan_validate(dataset: str, run_id: str, stage_summary: dict[str, Any], sett
     from lienthong import zones
     from lienthong.contracts import contract
     from lienthong.duck import session
-    from lienthong.staging import StagePlan, _partition_by
+    from lienthong.staging import StagePlan, _lit, _partition_by
 
     s = settings
     work = work_dir(s, dataset, run_id)
@@ -94,7 +90,7 @@ def plan_validate(dataset: str, run_id: str, stage_summary: dict[str, Any], sett
         if any(p is None for p, _ in counts):
             return {"dataset": dataset, "partitions": [], "reason": f"changed rows without a {column}"}
         for province, n in counts:
-            own = f'"{column}" = {_literal(str(province))}'
+            own = f'"{column}" = {_lit(str(province))}'
             b = _shares(n, s.stage_chunk_rows)
             where[str(province)] = [own] if b == 1 else [f"{own} AND hash(_merge_key) % {b} = {i}" for i in range(b)]
     else:
@@ -147,7 +143,7 @@ def planned_parts(dataset: str, run_id: str, base: dict[str, Any], contract_vers
     missing = [p for p in plan["partitions"] if p not in done or done[p].get("plan") != run_id
                or done[p].get("staged_path") != plan["staged_path"]]
     if stale or missing:
-        log.warning("%s: not combining the validation parts (%s); validating whole", dataset,
+        log.warning("%s: not combining the validation parts (%s); validating here", dataset,
                     "; ".join(stale + ([f"no part for {', '.join(missing)}"] if missing else [])))
         return None
     return [PartChecks.from_dict({k: v for k, v in done[p].items() if k not in ("plan", "staged_path")})
