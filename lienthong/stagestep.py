@@ -8,7 +8,6 @@ Validation is `lienthong.validatestep`'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -114,7 +113,9 @@ ALL_PARTS = "*"  # the plan's key for the files every part reads (the shares of 
 
 def stage_work_dir(s: Settings, dataset: str, run_id: str) -> Path:
     """The run's work folder for staging `dataset` in parts."""
-    return Path(s.staged_dir) / "_work" / dataset / hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    from lienthong.staging import run_work_dir
+
+    return run_work_dir(s.staged_dir, dataset, run_id)
 
 
 def plan_stage(dataset: str, run_id: str, settings: Settings) -> dict[str, Any]:

@@ -378,7 +378,7 @@ def stage_json_source(
     # run finding that (a rebuild killed half-way) rebuilds again.
     parts = _parts(files, load_settings().stage_chunk_rows) if full else 1
     committed = _Committed()
-    split_dir = Path(staged_dir) / "_work" / contract.name / f"split-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+    split_dir = run_work_dir(staged_dir, contract.name, run_id) / "split"
     shares = split_landings(plan, files, parts, split_dir) if parts > 1 else [None]
     for part in range(parts):
         held_version = zones.version(staged_table)
@@ -550,7 +550,11 @@ def _stage_result(contract: Contract, run_id: str, committed: _Committed, *, ful
 
 def _parts(files: list[str], chunk_rows: int) -> int:
     """How many parts a full stage of `files` takes: their rows (from the Parquet footers) per `chunk_rows`."""
-    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    return shares_for(sum(pq.read_metadata(f).num_rows for f in files), chunk_rows)
+
+
+def shares_for(rows: int, chunk_rows: int) -> int:
+    """How many parts of at most `chunk_rows` rows `rows` rows take (at least one)."""
     return max(1, -(-rows // max(chunk_rows, 1)))
 
 
@@ -746,12 +750,23 @@ def _uniqueness_held(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: lis
     return held, sorted({h for _, h in found})
 
 
+def run_work_dir(staged_dir: Path, dataset: str, run_id: str) -> Path:
+    """A run's work folder for staging `dataset` (its parts, the landings split by share), under the staged zone."""
+    return Path(staged_dir) / "_work" / dataset / hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def _identity_sql(plan: StagePlan) -> str:
+    """SQL over a raw landing row: its record identity (`_identity`): the source key (with the province for a
+    per-province source), or the record hash for a record without one."""
+    key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
+    ident = f"_entity || '|' || {key}" if plan.per_province else key
+    return f"coalesce({ident}, '#' || _record_hash)"
+
+
 def _share_sql(plan: StagePlan, shares: int) -> str:
     """SQL over a raw landing row: its share (0 .. shares-1) of the record identities. Every version of a
     record falls in the same share."""
-    key = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
-    ident = f"_entity || '|' || {key}" if plan.per_province else key
-    return f"hash(coalesce({ident}, '#' || _record_hash)) % {shares}"
+    return f"hash({_identity_sql(plan)}) % {shares}"
 
 
 SPLIT_GROUP_ROWS = 20_000  # rows per share buffered before a row group is written (memory: shares x this)
@@ -804,19 +819,17 @@ def _typed_delta(con: duckdb.DuckDBPyConnection, plan: StagePlan, files: list[st
                         FROM read_parquet({json.dumps(recheck_files)}, union_by_name = true)
                         WHERE _record_hash IN (SELECT h FROM recheck_hashes) AND {in_bucket}""")
     raw_rows = _scalar(con, "SELECT count(*) FROM raw")
-    key_src = f"json_extract_string(payload, {_lit(_json_path(plan.key_field))})"
     upd_src = f"json_extract_string(payload, {_lit(_json_path(plan.updated_field))})"
     if plan.updated_parse == "dmy_local_datetime":
         upd = f"timezone('Asia/Ho_Chi_Minh', try_strptime({upd_src}, '%d/%m/%Y %H:%M:%S'))"
     else:
         upd = f"TRY_CAST({upd_src} AS TIMESTAMPTZ)"
-    identity = f"_entity || '|' || {key_src}" if plan.per_province else key_src
     # Latest version per key; records without a key cannot be merged, so each distinct one is kept.
     con.execute(
         f"""CREATE TEMP TABLE latest_parent AS
             SELECT * EXCLUDE (rn) FROM (
               SELECT *, row_number() OVER (PARTITION BY _identity ORDER BY {VERSION_ORDER}) AS rn
-              FROM (SELECT *, coalesce({identity}, '#' || _record_hash) AS _identity, {upd} AS _source_updated_at
+              FROM (SELECT *, {_identity_sql(plan)} AS _identity, {upd} AS _source_updated_at
                     FROM raw)) WHERE rn = 1"""
     )
     if plan.unnest:

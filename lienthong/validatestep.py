@@ -48,10 +48,6 @@ def work_dir(s: Settings, dataset: str, run_id: str) -> Path:
     return stage_work_dir(s, dataset, run_id) / "validate"
 
 
-def _shares(rows: int, chunk_rows: int) -> int:
-    return max(1, -(-rows // max(chunk_rows, 1)))
-
-
 def baseline(dataset: str, run_id: str, stage_summary: dict[str, Any], s: Settings) -> dict[str, Any]:
     """What a validation of the stage's result measures against: the staged version, the last validated
     version before it (-1 after a rebuild: every row), and the dataset's rows (staged + quarantined)."""
@@ -66,7 +62,7 @@ def plan_validate(dataset: str, run_id: str, stage_summary: dict[str, Any], sett
     from lienthong import zones
     from lienthong.contracts import contract
     from lienthong.duck import session
-    from lienthong.staging import StagePlan, _lit, _partition_by
+    from lienthong.staging import StagePlan, _lit, _partition_by, shares_for
 
     s = settings
     work = work_dir(s, dataset, run_id)
@@ -91,10 +87,10 @@ def plan_validate(dataset: str, run_id: str, stage_summary: dict[str, Any], sett
             return {"dataset": dataset, "partitions": [], "reason": f"changed rows without a {column}"}
         for province, n in counts:
             own = f'"{column}" = {_lit(str(province))}'
-            b = _shares(n, s.stage_chunk_rows)
+            b = shares_for(n, s.stage_chunk_rows)
             where[str(province)] = [own] if b == 1 else [f"{own} AND hash(_merge_key) % {b} = {i}" for i in range(b)]
     else:
-        n = _shares(counts[0][1], s.stage_chunk_rows)
+        n = shares_for(counts[0][1], s.stage_chunk_rows)
         if n <= 1:
             return {"dataset": dataset, "partitions": [], "reason": "a national source's change that fits one part"}
         where = {f"share{i:03d}": [f"hash(_merge_key) % {n} = {i}"] for i in range(n)}
