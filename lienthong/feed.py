@@ -182,11 +182,11 @@ def _drop(cur: Any, schema: str, name: str) -> None:
 
 
 def store(cur: Any, contract: Contract, schema: str, version: int, committed_at: datetime,
-          change: Change | None, copy: Callable[[Any, pa.Table, str], None], generation: str) -> None:
-    """In the publish transaction, before the generation table `generation` is brought to `version`
+          change: Change | None, copy: Callable[[Any, pa.Table, str], None], row_versions: str) -> None:
+    """In the publish transaction, before the dataset's row versions are brought to `version`
     (`lienthong.pubtables.apply_change`): append `version`'s changed keys to the feed (`copy(cur, table,
-    name)` loads Arrow rows); or start the feed at `version` over `generation` when `change` is None or the
-    feed's relations are missing."""
+    name)` loads Arrow rows); or start the feed at `version` over the relation `row_versions` (the
+    generation's, `lienthong.pubtables.rows_view`) when `change` is None or the feed's relations are missing."""
     name = contract.name
     ft, kt = f'"{schema}"."{feed_table(name)}"', f'"{schema}"."{keys_table(name)}"'
     keys = contract.primary_key
@@ -202,7 +202,7 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
                         changes bigint NOT NULL, contract_version text NOT NULL)""")
         cur.execute(f"COMMENT ON TABLE {ft} IS %s", (f"{contract.id}: the versions whose changes "
                                                       f"{changes_table(name)} keeps; the first is where the feed starts",))
-        _create_changes_view(cur, contract, schema, generation)
+        create_changes_view(cur, contract, schema, row_versions)
         cur.execute(f"INSERT INTO {ft} VALUES (%s, %s, 0, %s)", (version, committed_at, contract.version))
         return
     gone = numbered(change.gone.select([*keys, "_change_type"]), keys, 0)
@@ -219,27 +219,29 @@ def store(cur: Any, contract: Contract, schema: str, version: int, committed_at:
                                                               contract.version))
 
 
-def _create_changes_view(cur: Any, contract: Contract, schema: str, generation: str) -> None:
-    """`<dataset>__changes`: each changed key with its row version in `generation` (the one the version closed
-    for a delete or pre-image, the one it opened for an insert or post-image) and its commit time."""
+def create_changes_view(cur: Any, contract: Contract, schema: str, row_versions: str) -> None:
+    """`<dataset>__changes`: each changed key with its row version in `row_versions` (the one the version
+    closed for a delete or pre-image, the one it opened for an insert or post-image) and its commit time.
+    Replaced in place when the row versions move to another relation (a compaction): the agency views over
+    it stay."""
     name = contract.name
     on = " AND ".join(f'r."{k}" = k."{k}"' for k in contract.primary_key)
     closing = ", ".join(f"'{t}'" for t in CLOSING)
     # The row version is looked up per key (LATERAL with LIMIT 1, which the planner cannot flatten into a
     # join: exactly one row version matches): a reader paging by (version, seq) then walks the keys' primary
     # key in order and stops at its page, instead of hash-joining every row of the generation first.
-    cur.execute(f"""CREATE VIEW "{schema}"."{changes_table(name)}" AS
+    cur.execute(f"""CREATE OR REPLACE VIEW "{schema}"."{changes_table(name)}" AS
         SELECT {", ".join(f'r."{f.name}"' for f in contract.fields)}, k._change_type, k._commit_version,
                f.committed_at AS _commit_timestamp, k._seq
         FROM "{schema}"."{keys_table(name)}" k
         JOIN "{schema}"."{feed_table(name)}" f ON f.version = k._commit_version
         CROSS JOIN LATERAL (
-            SELECT * FROM "{schema}"."{generation}" r
+            SELECT * FROM "{schema}"."{row_versions}" r
             WHERE {on} AND CASE WHEN k._change_type IN ({closing}) THEN r._to_version = k._commit_version
                                 ELSE r._from_version = k._commit_version END
             LIMIT 1) r""")
     cur.execute(f'COMMENT ON VIEW "{schema}"."{changes_table(name)}" IS %s',
-                (f"{contract.id}: the change rows of every version kept, from the row versions of {generation}",))
+                (f"{contract.id}: the change rows of every version kept, from the row versions of {row_versions}",))
 
 
 def numbered(rows: pa.Table, keys: Sequence[str], start: int) -> pa.Table:

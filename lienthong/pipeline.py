@@ -183,6 +183,7 @@ def publish(dataset: str, run_id: str, settings: Settings | None = None) -> dict
         lineage=lineage,
         quality={"gate_passed": bool(gate), "failed_critical": failed},
         retention=s.published_retention,
+        compact_share=s.published_compact_share,
         url=url,
         rows=rows,
         touched=touched,

@@ -82,6 +82,9 @@ class Settings:
     retry_attempts: int = 6
     retry_max_wait: float = 30.0
     published_retention: int = 5
+    # A published dataset's row versions are rewritten into one base table once the versions since its last
+    # rewrite hold more than this share of its rows (lienthong.pubtables.compact).
+    published_compact_share: float = 0.5
     # The staged, quarantine and integrated Delta tables: the hours an old version stays readable (time travel)
     # before `vacuum` removes the files only it needed; each run compacts the small files its change wrote.
     zone_retention_hours: int = 168
@@ -216,6 +219,7 @@ def load_settings() -> Settings:
         retry_attempts=_env_int("RETRY_ATTEMPTS", 6),
         retry_max_wait=_env_float("RETRY_MAX_WAIT", 30.0),
         published_retention=_env_int("PUBLISHED_RETENTION", 5),
+        published_compact_share=_env_float("PUBLISHED_COMPACT_SHARE", 0.5),
         zone_retention_hours=_env_int("ZONE_RETENTION_HOURS", 168),
         stage_chunk_rows=_env_int("STAGE_CHUNK_ROWS", 500_000),
         match_accept=_probability("MATCH_ACCEPT", "0.95"),
