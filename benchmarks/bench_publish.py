@@ -156,7 +156,7 @@ def instrumented_publish(timings: Timings):
     saved = {name: getattr(P, name) for name in
              ("connect", "_copy_arrow", "_nested_as_json", "_write_parquet_version", "_write_hashes",
               "cleanup_orphans", "_switch_view", "_set_current", "_apply_retention", "_publish_rows",
-              "_next_from_touched", "_sync_delta_feed")}
+              "_next_from_touched", "_sync_delta_feed", "_compact")}
     saved_other = [(F, "change", F.change), (F, "row_hashes", F.row_hashes), (F, "store", F.store),
                    (T, "apply_change", T.apply_change), (T, "load_full", T.load_full)]
     F.change = timed("change_s", F.change)
@@ -176,6 +176,7 @@ def instrumented_publish(timings: Timings):
     P._apply_retention = timed("retention_s", P._apply_retention)
     P._next_from_touched = timed("touched_s", P._next_from_touched)  # its row hashes and change included
     P._sync_delta_feed = timed("delta_feed_sync_s", P._sync_delta_feed)
+    P._compact = timed("compact_s", P._compact)  # whether it is due, and the compaction when it is
     try:
         yield
     finally:
@@ -198,13 +199,13 @@ def run_publish(url: str, rows, published_dir: Path, run_id: str = "bench", touc
         total = time.perf_counter() - t0
     assert result.status == "published" and result.rows == (rows.num_rows if rows is not None else expect_rows), result
     s, m = timings.seconds, timings.marks
-    out = {"publish_total_s": total, **s, "changes": result.changes}
+    out = {"publish_total_s": total, **s, "changes": result.changes, "compacted": result.compacted}
     out["client_side_copy_s"] = s.get("our_copy_s", 0.0) - s.get("server_copy_s", 0.0)
     # in the database after the rows and the feed: the version's view, the switch, the record, the commit
     out["switch_record_commit_s"] = m["set_current"] - m["rows_and_feed_s:end"]
     # the Parquet folder and the row hashes are written on a thread during rows_and_feed_s: not added again
     accounted = ("cleanup_orphans_s", "rows_and_feed_s", "switch_record_commit_s", "retention_s",
-                 "delta_feed_sync_s", *(("touched_s",) if "touched_s" in s else ("row_hashes_s", "change_s")))
+                 "delta_feed_sync_s", "compact_s", *(("touched_s",) if "touched_s" in s else ("row_hashes_s", "change_s")))
     out["other_s"] = total - sum(out.get(k, 0.0) for k in accounted)  # last_publication, content hash, ...
     return out
 
@@ -246,6 +247,35 @@ def changed_and_touched(rows, fraction: float, seed: int = 11, version: int = 0)
     con.register("k", keys)
     now = con.execute("SELECT n.* FROM n SEMI JOIN k USING (citizen_id) ORDER BY citizen_id").fetch_arrow_table()
     return table, Touched(rows=now.cast(table.schema), keys=keys, since=version)
+
+
+def run_compaction(url: str, version: int, changed_versions: int) -> dict:
+    """(d) the compaction a publish runs once the change tables outgrow `pubtables.COMPACT_SHARE` of the base,
+    forced here (share 0) after `changed_versions` versions from the change and timed alone (after a
+    CHECKPOINT, as the other steps); with the change tables' growth per version, how often it is due at the
+    default share and its cost spread over those versions."""
+    from lienthong import pubtables
+    from lienthong.contracts import contract
+    from lienthong.db import connect
+
+    c = contract(DATASET)
+    with connect(url) as conn, conn.cursor() as cur:
+        generation, _ = pubtables.current_generation(cur, "published", DATASET)
+        base_rows, change_rows = pubtables._change_rows(cur, "published", generation)
+    checkpoint(url)
+    with connect(url) as conn, conn.cursor() as cur:
+        t0 = time.perf_counter()
+        new = pubtables.compact(cur, c, "published", version, oldest_kept=None, share=0.0)
+        cur.execute(f'SELECT count(*) FROM published."{new}"')
+        (carried,) = cur.fetchone()
+        conn.commit()
+        took = time.perf_counter() - t0
+    per_version = change_rows / changed_versions
+    between = pubtables.COMPACT_SHARE * base_rows / per_version
+    return {"compact_s": round(took, 3), "base_rows": base_rows, "change_table_rows": change_rows,
+            "change_table_rows_per_version": round(per_version), "row_versions_carried": carried,
+            "versions_between_compactions": round(between, 1),
+            "amortized_per_version_s": round(took / between, 4)}
 
 
 # --- (b) bare COPY of the same rows from a file -------------------------------------------------------
@@ -331,7 +361,7 @@ def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT pg_total_relation_size('published.{DATASET}__r000001')")
         (pg_bytes,) = cur.fetchone()
-    change = touched_change = None
+    change = touched_change = compaction = None
     if change_fraction:
         next_rows = changed_rows(rows, change_fraction)
         checkpoint(url)
@@ -346,6 +376,9 @@ def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
         touched_change["touched_keys"] = touched.keys.num_rows
         progress(f"{n:,} rows: a {change_fraction:.0%} change from {touched.keys.num_rows:,} touched keys published "
                  f"in {touched_change['publish_total_s']:.2f}s ({touched_change['changes']})")
+        compaction = run_compaction(url, version=3, changed_versions=2)
+        progress(f"{n:,} rows: compaction {compaction['compact_s']:.2f}s, due every "
+                 f"{compaction['versions_between_compactions']:.0f} versions of this size")
     parquet_bytes = sum(p.stat().st_size for p in (size_dir / "published").rglob("*.parquet"))
     shutil.rmtree(size_dir, ignore_errors=True)
 
@@ -377,6 +410,12 @@ def bench_size(server_url: str, n: int, change_fraction: float) -> dict:
             "fraction": change_fraction,
             "publish": {k: round(v, 3) if isinstance(v, float) else v for k, v in touched_change.items()},
             "ratio_change_to_full_publish": round(touched_change["publish_total_s"] / pub["publish_total_s"], 3),
+        },
+        "compaction": None if compaction is None else {
+            **compaction,
+            "ratio_to_full_publish": round(compaction["compact_s"] / pub["publish_total_s"], 3),
+            "amortized_ratio_to_full_publish": round(
+                compaction["amortized_per_version_s"] / pub["publish_total_s"], 4),
         },
     }
 

@@ -8,7 +8,8 @@ orchestrates). A *generation* `G = published.<dataset>__r<NNNNNN>` is:
   full load (`load_full`) or a compaction (`compact`), never by a change;
 - `G_d`, the *delta*: the row versions opened by the versions since (same columns); a change closes one of
   them in place (`_to_version`; the table is small, so the pages it writes are few);
-- `G_x`, the *closings*: (key, `_from_version`, `_to_version`) of the base rows a later version closed;
+- `G_x`, the *closings*: (key, `_to_version`) of the base rows a later version closed (a key has at most one
+  current base row, so the key names it);
 - `G_rows`, a view: every row version with its effective `_to_version` (the base's, else its closing's).
 
 A row version is in version `v` when `_from_version <= v` and (`_to_version` is null or `_to_version > v`).
@@ -22,7 +23,8 @@ version), and when a compaction rewrites it; its number is the version it starte
 
 A version from the change (`apply_change`): the version's changed keys are already in the feed
 (`lienthong.feed`); the delta rows they replace or delete are closed by one UPDATE of the delta, the base rows
-by one INSERT of closings (both return the closed rows, for the Delta feed), and one COPY adds the new images
+by one INSERT of closings written from the change's keys alone (the delta and the base's closed rows are
+read once, for the Delta feed), and one COPY adds the new images
 to the delta, all checked against the change's counts (a current row missing, or one already there, fails
 the publish). The feed's change rows are these row versions themselves (`feed`'s view `<dataset>__changes`,
 over `G_rows`), not copies. Readers see the old version or the new one: it is one transaction, and MVCC does
@@ -37,7 +39,7 @@ every view is pointed at it before the old one is dropped. That is the price of 
 the base: a rewrite every so many versions, instead of a page write per changed row every version.
 
 Indexes of a generation: unique (key, `_from_version`) on the base and the delta (serves the current rows
-and every version's: a key has few versions), the closings' primary key (the same columns), the contract's
+and every version's: a key has few versions), the closings' primary key (the key), the contract's
 `indexes` and the person-list GIN indexes (`lienthong.sessions.index_person_lists`) on the base and the delta.
 Two current rows of one key are kept out by `apply_change`'s checks (what it closed and added, and no key
 inserted twice).
@@ -135,10 +137,10 @@ def _create_tables(cur: Any, contract: Contract, schema: str, name: str, first_v
     keys = contract.primary_key
     if keys:
         types = {f.name: f.postgres_type() for f in contract.fields}
-        cur.execute(sql.SQL("CREATE TABLE {} ({}, {} integer NOT NULL, {} integer NOT NULL, PRIMARY KEY ({}, {}))").format(
+        cur.execute(sql.SQL("CREATE TABLE {} ({}, {} integer NOT NULL, PRIMARY KEY ({}))").format(
             _ident(schema, closings_table(name)),
             sql.SQL(", ").join(sql.SQL("{} {} NOT NULL").format(sql.Identifier(k), sql.SQL(types[k])) for k in keys),
-            sql.Identifier(FROM), sql.Identifier(TO), _cols(keys), sql.Identifier(FROM)))
+            sql.Identifier(TO), _cols(keys)))
 
 
 def _create_rows_view(cur: Any, contract: Contract, schema: str, name: str) -> None:
@@ -146,7 +148,7 @@ def _create_rows_view(cur: Any, contract: Contract, schema: str, name: str) -> N
     keys = contract.primary_key
     if keys:
         base = sql.SQL("SELECT {}, b.{fr}, COALESCE(b.{to}, x.{to}) AS {to} FROM {b} b LEFT JOIN {x} x "
-                       "ON {on} AND x.{fr} = b.{fr}").format(
+                       "ON {on} AND b.{to} IS NULL").format(
             _cols(cols, "b"), b=_ident(schema, name), x=_ident(schema, closings_table(name)),
             on=_same_key(keys, "x", "b"), fr=sql.Identifier(FROM), to=sql.Identifier(TO))
     else:
@@ -226,30 +228,41 @@ def apply_change(cur: Any, contract: Contract, schema: str, generation: str, ver
         d=delta, c=changed, closing=closing_change, on=_same_key(keys, "r", "c"), to=to, v=v,
         cols=_cols(names, "r"), meta=meta).as_string(cur), out)
     closed = cur.rowcount
-    cur.execute(sql.SQL("""INSERT INTO {x} ({keys}, {fr}, {to}) SELECT {bkeys}, b.{fr}, {v} FROM {b} b JOIN {c} c ON {on}
-                           WHERE {closing} AND b.{to} IS NULL
-                             AND NOT EXISTS (SELECT 1 FROM {x} x WHERE {xon} AND x.{fr} = b.{fr})""").format(
-        x=closings, keys=_cols(keys), bkeys=_cols(keys, "b"), b=base, c=changed, on=_same_key(keys, "b", "c"),
-        xon=_same_key(keys, "x", "b"), closing=closing_change, fr=fr, to=to, v=v))
-    if cur.rowcount:
-        closed += cur.rowcount
+    # the base rows: the keys the delta did not close are closed in the base, a closing row each, written
+    # without reading the base; then the closed rows are read once, for the feed
+    cur.execute(sql.SQL("""INSERT INTO {x} ({keys}, {to}) SELECT {ckeys}, {v} FROM {c} c WHERE {closing}
+                           AND NOT EXISTS (SELECT 1 FROM {d} r WHERE {don} AND r.{to} = {v})""").format(
+        x=closings, keys=_cols(keys), ckeys=_cols(keys, "c"), c=changed, closing=closing_change, d=delta,
+        don=_same_key(keys, "r", "c"), to=to, v=v))
+    closings_added = cur.rowcount
+    if closings_added:
+        # statistics as the tables now are (a small table the planner last saw empty it would otherwise scan
+        # once per key: measured 33 s instead of 1 s for a 1 % change at 2M rows); readers plan with them too
+        cur.execute(sql.SQL("ANALYZE {}").format(closings))
         cur.copy_expert(sql.SQL("""COPY (SELECT {cols}, {meta} FROM {c} c JOIN {x} x ON {xon} AND x.{to} = {v}
-                                         JOIN {b} b ON {bon} AND b.{fr} = x.{fr} WHERE {closing})
+                                         JOIN {b} b ON {bon} AND b.{to} IS NULL WHERE {closing})
                                    TO STDOUT WITH (FORMAT csv)""").format(
             cols=_cols(names, "b"), meta=meta, c=changed, x=closings, xon=_same_key(keys, "x", "c"),
-            b=base, bon=_same_key(keys, "b", "x"), closing=closing_change, fr=fr, to=to, v=v).as_string(cur), out)
+            b=base, bon=_same_key(keys, "b", "x"), closing=closing_change, to=to, v=v).as_string(cur), out)
+        closed += cur.rowcount  # fewer than the closings when one names a key with no current row: refused below
     expected_closed = counts["delete"] + counts["update_preimage"]
     opened = post.select(names)
     if opened.num_rows:
         copy(cur, opened.append_column(pa.field(FROM, pa.int32()), pa.repeat(pa.scalar(version, pa.int32()), opened.num_rows)),
              f'"{schema}"."{delta_table(generation)}"')
+        # only the columns a lookup joins on (every column's statistics, jsonb lists included, cost 4 times
+        # as much and grow with the delta)
+        cur.execute(sql.SQL("ANALYZE {} ({}, {}, {})").format(delta, _cols(keys), fr, to))
     added, expected_added = opened.num_rows, counts["insert"] + counts["update_postimage"]
-    # a key inserted while a current row of it remains (the current rows were not the previous version)
-    cur.execute(sql.SQL("""SELECT count(*) FROM (SELECT 1 FROM ({current}) r JOIN {c} c ON {on}
-                           WHERE c._commit_version = %(v)s AND c._change_type = 'insert'
-                           GROUP BY {keys} HAVING count(*) > 1) d""").format(
-        current=sql.SQL(current_select(contract, schema, generation, keys)), c=changed, on=_same_key(keys, "r", "c"),
-        keys=_cols(keys, "r")), {"v": version})
+    # a key inserted while a current row of it remains (the current rows were not the previous version);
+    # driven from the inserted keys, each looked up in the base and the delta (a join to the current rows'
+    # UNION ALL would not be parameterized by the key, and would read the whole base)
+    cur.execute(sql.SQL("""SELECT count(*) FROM {c} c WHERE c._commit_version = %(v)s AND c._change_type = 'insert'
+                             AND (SELECT count(*) FROM {b} b WHERE {bon} AND b.{to} IS NULL
+                                    AND NOT EXISTS (SELECT 1 FROM {x} x WHERE {xon}))
+                               + (SELECT count(*) FROM {d} r WHERE {don} AND r.{to} IS NULL) > 1""").format(
+        c=changed, b=base, d=delta, x=closings, bon=_same_key(keys, "b", "c"), xon=_same_key(keys, "x", "b"),
+        don=_same_key(keys, "r", "c"), to=to), {"v": version})
     (doubled,) = cur.fetchone()
     if (closed, added, doubled) != (expected_closed, expected_added, 0):
         raise RuntimeError(f"{contract.name} v{version}: the change closed {closed} current rows and added {added} "
@@ -304,8 +317,7 @@ def current_select(contract: Contract, schema: str, generation: str, columns: li
     base = f'SELECT {cols} FROM "{schema}"."{generation}" b WHERE b."{TO}" IS NULL'
     if keys:
         same = " AND ".join(f'x."{k}" = b."{k}"' for k in keys)
-        base += (f' AND NOT EXISTS (SELECT 1 FROM "{schema}"."{closings_table(generation)}" x'
-                 f' WHERE {same} AND x."{FROM}" = b."{FROM}")')
+        base += f' AND NOT EXISTS (SELECT 1 FROM "{schema}"."{closings_table(generation)}" x WHERE {same})'
     return f'{base} UNION ALL SELECT {cols} FROM "{schema}"."{delta_table(generation)}" WHERE "{TO}" IS NULL'
 
 

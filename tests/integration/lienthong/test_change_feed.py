@@ -458,3 +458,127 @@ def test_a_feed_read_in_a_database_session_is_in_the_persons_usage_history(wareh
     mine = [(r.agency, r.dataset, r.version, r.purpose, r.case_id) for r in reads if r.case_id == "FEED-01"]
     assert (agency, dataset, base.version, "tax_registration", "FEED-01") in mine
     assert all(v == base.version for _, _, v, _, _ in mine)  # the version after has no row of the person
+
+
+def test_versions_from_the_change_leave_the_base_alone_until_a_compaction(warehouse, tmp_path):
+    """A version from the change writes no row of its generation's base table: every base row still carries
+    the transaction that loaded it and was never updated or deleted; the closings and the new row versions go
+    to the generation's change tables. Once these outgrow the compaction share, the row versions still read
+    move into a new generation after the version is served: the stable view, every kept version's view and an
+    agency's feed give the same rows across it, the rows no kept version shows are left behind, and the old
+    generation is gone."""
+    _, _, _ = warehouse  # the agencies' secrets in the environment
+    url = ensure_database(warehouse_url(), "rowversions_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    folder, dataset, retention = tmp_path / "published", "parcel_register", 3
+    c = contract(dataset)
+    rng = random.Random(17)
+    initial, mutate = GENERATORS[dataset]
+    kept: dict[int, Counter] = {}
+
+    def publish_next(rows: list[dict], share: float):
+        result = publish(c, {}, run_id=f"rowversions-{len(kept) + 1}", gate_passed=True, published_dir=folder,
+                         lineage={}, quality={}, retention=retention, url=url,
+                         rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()), compact_share=share)
+        apply_access(url)
+        assert result.status == "published"
+        kept[result.version] = Counter(rows_key(r) for r in rows)
+        return result
+
+    def base_written(conn, generation: str) -> tuple[int, int]:
+        """(base rows updated or deleted since loaded, transactions that wrote base rows)."""
+        ((touched, writers),) = [tuple(r.values()) for r in _select(
+            conn, f"""SELECT count(*) FILTER (WHERE xmax::text <> '0') AS touched, count(DISTINCT xmin::text) AS writers
+                      FROM published."{generation}" """)]
+        return touched, writers
+
+    def views_hold_their_versions(conn, current: int) -> None:
+        assert Counter(rows_key(r) for r in _select(conn, f'SELECT * FROM published."{dataset}"')) == kept[current]
+        for v in range(current - retention + 1, current + 1):
+            shown = _select(conn, f'SELECT * FROM published."{dataset}__v{v:06d}"')
+            assert Counter(rows_key(r) for r in shown) == kept[v], f"version {v}"
+
+    rows = initial()
+    first = publish_next(rows, share=100.0)
+    generation = f"{dataset}__r{first.version:06d}"
+    agency = "land_department"  # a row filter (province 31) and masked columns
+    conn = agency_connect(url, agency)
+    platform = psycopg2.connect(url)
+    platform.autocommit = True
+    try:
+        for _ in range(2):
+            rows = mutate(rows, rng, len(kept))
+            result = publish_next(rows, share=100.0)
+            assert result.changes and result.compacted is None
+        assert base_written(platform, generation) == (0, 1)
+        changed = {t: _select(platform, f'SELECT count(*) AS n FROM published."{generation}{t}"')[0]["n"]
+                   for t in ("_d", "_x")}
+        assert changed["_d"] > 0 and changed["_x"] > 0, changed
+        views_hold_their_versions(platform, result.version)
+        copy_version, copy = _snapshot(conn, agency, dataset)
+        assert copy_version == result.version
+
+        rows = mutate(rows, rng, len(kept))
+        compacting = publish_next(rows, share=0.0)  # due at any size of the change tables
+        assert compacting.compacted == f"{dataset}__r{compacting.version:06d}"
+        for gone in (generation, f"{generation}_d", f"{generation}_x", f"{generation}_rows"):
+            assert _select(platform, "SELECT to_regclass(%s) AS r", (f'published."{gone}"',))[0]["r"] is None, gone
+        new = compacting.compacted
+        oldest = compacting.version - retention + 1
+        assert _select(platform, f'SELECT count(*) AS n FROM published."{new}" WHERE _to_version <= %s',
+                       (oldest,))[0]["n"] == 0  # closed before the oldest kept version: left behind
+        assert base_written(platform, new) == (0, 1)
+        views_hold_their_versions(platform, compacting.version)
+
+        rows = mutate(rows, rng, len(kept))
+        after = publish_next(rows, share=100.0)  # the next change goes to the new generation's change tables
+        assert after.changes and after.compacted is None and base_written(platform, new) == (0, 1)
+        views_hold_their_versions(platform, after.version)
+        # the agency's copy follows the feed across the compaction to its view of the newest version
+        changes = _changes(conn, agency, copy_version, dataset)
+        assert {ch["_commit_version"] for ch in changes} == {compacting.version, after.version}
+        now_version, now_rows = _snapshot(conn, agency, dataset)
+        assert now_version == after.version and _apply(copy, changes) == now_rows
+    finally:
+        conn.close()
+        platform.close()
+
+
+def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(warehouse, tmp_path):
+    """A warehouse published before the base and change tables (one generation table updated in place, every
+    view over it) gets a new generation at its next version; the older version stays readable until
+    retention, and the version after is written from its change again."""
+    _, _, _ = warehouse
+    url = ensure_database(warehouse_url(), "onetable_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    folder, dataset = tmp_path / "published", "parcel_register"
+    c = contract(dataset)
+    rng = random.Random(5)
+    initial, mutate = GENERATORS[dataset]
+
+    def publish_rows(rows: list[dict], run_id: str):
+        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()))
+
+    first_rows = initial()
+    first = publish_rows(first_rows, "onetable-1")
+    old = f"{dataset}__r{first.version:06d}"
+    cols = ", ".join(f'"{f.name}"' for f in c.fields)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # the earlier layout: every view over the one table
+        cur.execute(f'CREATE OR REPLACE VIEW published."{dataset}__v{first.version:06d}" AS SELECT {cols} '
+                    f'FROM published."{old}" WHERE _from_version <= {first.version} AND '
+                    f'(_to_version IS NULL OR _to_version > {first.version})')
+        cur.execute(f'CREATE OR REPLACE VIEW published."{dataset}" AS SELECT {cols} FROM published."{old}" '
+                    "WHERE _to_version IS NULL")
+        feed.create_changes_view(cur, c, "published", old)
+        cur.execute(f'DROP VIEW published."{old}_rows"')
+        cur.execute(f'DROP TABLE published."{old}_d", published."{old}_x"')
+    rows = mutate(first_rows, rng, 1)
+    second = publish_rows(rows, "onetable-2")
+    assert second.changes is None  # a new generation, and the feed starts again there
+    third_rows = mutate(rows, rng, 2)
+    third = publish_rows(third_rows, "onetable-3")
+    assert third.changes and sum(third.changes.values()) > 0
+    with psycopg2.connect(url) as conn:
+        for version, expected in ((first.version, first_rows), (second.version, rows), (third.version, third_rows)):
+            shown = _select(conn, f'SELECT * FROM published."{dataset}__v{version:06d}"')
+            assert Counter(rows_key(r) for r in shown) == Counter(rows_key(r) for r in expected), f"v{version}"
+        assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{second.version:06d}_d"',))[0]["r"]
