@@ -28,15 +28,16 @@ read once, for the Delta feed), and one COPY adds the new images
 to the delta, all checked against the change's counts (a current row missing, or one already there, fails
 the publish). The feed's change rows are these row versions themselves (`feed`'s view `<dataset>__changes`,
 over `G_rows`), not copies. Readers see the old version or the new one: it is one transaction, and MVCC does
-the rest. Why not UPDATE the base in place, as the first layout did: each closed row then rewrote a page of
-the large table and put an entry at a random place of its index, with a full-page image in the WAL after
-every checkpoint (at 2M rows about 50 µs per changed row, 0.6 s of a 1 % change: 0.10 of a full publish).
+the rest. Why not UPDATE the base in place, as the first layout did: every version then left dead tuples and
+index entries all over the large table for VACUUM, and had to keep its pages 10 % empty for the updates. The
+change costs about the same either way (at 2M rows, 1.3 s for 1 %): what it pays for is reading the replaced
+rows' images for the feed, key by key, not writing pages (docs/benchmarks.md, "The base and change tables").
 
 Compaction (`compact`, after the version is served, in a transaction of its own): once the delta and the
 closings hold more than `COMPACT_SHARE` of the base's rows, the row versions the kept versions and the feed
 still read are written into a new generation by the server (INSERT ... SELECT, no client round trip), and
-every view is pointed at it before the old one is dropped. That is the price of keeping the change out of
-the base: a rewrite every so many versions, instead of a page write per changed row every version.
+every view is pointed at it before the old one is dropped (at 2M rows 8.5-9 s, due about every 33 versions of
+1 %). That is the price of keeping the change out of the base.
 
 Indexes of a generation: unique (key, `_from_version`) on the base and the delta (serves the current rows
 and every version's: a key has few versions), the closings' primary key (the key), the contract's
