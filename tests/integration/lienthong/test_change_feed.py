@@ -582,3 +582,49 @@ def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(warehouse
             shown = _select(conn, f'SELECT * FROM published."{dataset}__v{version:06d}"')
             assert Counter(rows_key(r) for r in shown) == Counter(rows_key(r) for r in expected), f"v{version}"
         assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{second.version:06d}_d"',))[0]["r"]
+
+
+def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(warehouse, tmp_path, monkeypatch):
+    """A compaction runs after its version is served, in a transaction of its own: when it fails (here the old
+    generation cannot be dropped) the version stays published and read from the old generation, nothing of
+    the new one is left, and the next publish compacts."""
+    from lienthong import pubtables
+
+    _, _, _ = warehouse
+    url = ensure_database(warehouse_url(), "compactfail_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    folder, dataset = tmp_path / "published", "parcel_register"
+    c = contract(dataset)
+    rng = random.Random(9)
+    initial, mutate = GENERATORS[dataset]
+
+    def publish_rows(rows: list[dict], run_id: str):
+        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
+                       compact_share=0.0)
+
+    rows = initial()
+    first = publish_rows(rows, "compactfail-1")
+    real_drop = pubtables._drop_generation
+
+    def drop_fails(cur, schema, name, cascade):
+        if name == f"{dataset}__r{first.version:06d}":
+            raise RuntimeError("disk full")
+        return real_drop(cur, schema, name, cascade)
+
+    monkeypatch.setattr(pubtables, "_drop_generation", drop_fails)
+    rows = mutate(rows, rng, 1)
+    second = publish_rows(rows, "compactfail-2")
+    assert second.status == "published" and second.changes and second.compacted is None
+    with psycopg2.connect(url) as conn:
+        assert Counter(rows_key(r) for r in _select(conn, f'SELECT * FROM published."{dataset}"')) == \
+            Counter(rows_key(r) for r in rows)
+        assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{second.version:06d}"',))[0]["r"] is None
+    monkeypatch.setattr(pubtables, "_drop_generation", real_drop)
+    second_rows, rows = rows, mutate(rows, rng, 2)
+    third = publish_rows(rows, "compactfail-3")
+    assert third.compacted == f"{dataset}__r{third.version:06d}"
+    with psycopg2.connect(url) as conn:  # the versions kept read from the compacted generation
+        for version, expected in ((second.version, second_rows), (third.version, rows)):
+            shown = _select(conn, f'SELECT * FROM published."{dataset}__v{version:06d}"')
+            assert Counter(rows_key(r) for r in shown) == Counter(rows_key(r) for r in expected)
+        assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{first.version:06d}"',))[0]["r"] is None
