@@ -628,3 +628,49 @@ def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(wa
             shown = _select(conn, f'SELECT * FROM published."{dataset}__v{version:06d}"')
             assert Counter(rows_key(r) for r in shown) == Counter(rows_key(r) for r in expected)
         assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{first.version:06d}"',))[0]["r"] is None
+
+
+def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_path, monkeypatch, caplog):
+    """A reader in a long transaction on a kept version's view holds a lock the compaction needs (it repoints
+    that view): the compaction gives up after its lock timeout instead of queueing every later reader behind
+    it, the version it followed is served, the reader still reads its rows, and the next publish compacts."""
+    from lienthong import pubtables
+
+    _, _, _ = warehouse
+    monkeypatch.setattr(pubtables, "COMPACT_LOCK_TIMEOUT", "300ms")
+    url = ensure_database(warehouse_url(), "compactlock_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    folder, dataset = tmp_path / "published", "parcel_register"
+    c = contract(dataset)
+    rng = random.Random(13)
+    initial, mutate = GENERATORS[dataset]
+
+    def publish_rows(rows: list[dict], run_id: str):
+        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
+                       compact_share=0.0)
+
+    first_rows = initial()
+    first = publish_rows(first_rows, "compactlock-1")
+    old_view = f'published."{dataset}__v{first.version:06d}"'
+    reader = psycopg2.connect(url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        held = Counter(rows_key(r) for r in _select(reader, f"SELECT * FROM {old_view}"))
+        assert held == Counter(rows_key(r) for r in first_rows)
+        rows = mutate(first_rows, rng, 1)
+        with caplog.at_level("ERROR", logger="lienthong.publish"):
+            second = publish_rows(rows, "compactlock-2")  # the version itself takes no lock the reader holds
+        assert second.status == "published" and second.changes and second.compacted is None
+        assert any("compacting" in r.getMessage() and r.exc_info and "lock timeout" in str(r.exc_info[1])
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert Counter(rows_key(r) for r in _select(reader, f"SELECT * FROM {old_view}")) == held
+    finally:
+        reader.rollback()
+        reader.close()
+    with psycopg2.connect(url) as conn:
+        assert Counter(rows_key(r) for r in _select(conn, f'SELECT * FROM published."{dataset}"')) == \
+            Counter(rows_key(r) for r in rows)
+    rows = mutate(rows, rng, 2)
+    third = publish_rows(rows, "compactlock-3")
+    assert third.compacted == f"{dataset}__r{third.version:06d}"
