@@ -383,7 +383,12 @@ def publish(
                 generation, closed = _publish_rows(cur, published, version, nxt, changes, published_at)
                 pubtables.create_version_view(cur, published, PUBLISHED_SCHEMA, generation, version)
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
-                _switch_view(cur, view, pubtables.current_select(published, PUBLISHED_SCHEMA, generation))
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (view,))
+                if closed is None or not cur.fetchone()[0]:
+                    _switch_view(cur, view, pubtables.current_select(published, PUBLISHED_SCHEMA, generation))
+                # else: a version from the change, in the generation the stable view already reads; replacing
+                # the view would take a lock that waits for every open reader of it, and queue new readers
+                # behind it (the comment's lock does not conflict with reads)
                 cur.execute(f"COMMENT ON VIEW {view} IS %s", (f"{published.id} {version_name(version)} run {run_id}",))
                 # agency sessions open now read the new version from the commit on: recorded with it
                 sessions.record_switch(cur, name, version, tname)

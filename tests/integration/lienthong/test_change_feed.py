@@ -674,3 +674,45 @@ def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_p
     rows = mutate(rows, rng, 2)
     third = publish_rows(rows, "compactlock-3")
     assert third.compacted == f"{dataset}__r{third.version:06d}"
+
+
+def test_a_version_from_the_change_is_published_while_a_reader_holds_the_stable_view(warehouse, tmp_path):
+    """A version written from its change takes no lock that conflicts with reading the stable view (the view
+    already reads its generation and is not replaced): it commits while an agency-style reader keeps a
+    transaction open on the view, which still sees its snapshot; the next statement after sees the new rows."""
+    import threading
+
+    _, _, _ = warehouse
+    url = ensure_database(warehouse_url(), "openreader_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    folder, dataset = tmp_path / "published", "parcel_register"
+    c = contract(dataset)
+    rng = random.Random(21)
+    initial, mutate = GENERATORS[dataset]
+
+    def publish_rows(rows: list[dict], run_id: str):
+        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
+                       compact_share=100.0)
+
+    first_rows = initial()
+    publish_rows(first_rows, "openreader-1")
+    rows = mutate(first_rows, rng, 1)
+    reader = psycopg2.connect(url)
+    done: list = []
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        held = Counter(rows_key(r) for r in _select(reader, f'SELECT * FROM published."{dataset}"'))
+        worker = threading.Thread(target=lambda: done.append(publish_rows(rows, "openreader-2")), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        finished = not worker.is_alive()
+        assert Counter(rows_key(r) for r in _select(reader, f'SELECT * FROM published."{dataset}"')) == held
+    finally:
+        reader.rollback()  # lets a publish stuck behind the reader end, whatever the outcome
+        reader.close()
+    assert finished, "the publish waited for the reader of the stable view"
+    assert done and done[0].status == "published" and done[0].changes
+    with psycopg2.connect(url) as conn:
+        assert Counter(rows_key(r) for r in _select(conn, f'SELECT * FROM published."{dataset}"')) == \
+            Counter(rows_key(r) for r in rows)
