@@ -36,7 +36,7 @@ rows' images for the feed, key by key, not writing pages (docs/benchmarks.md, "T
 Compaction (`compact`, after the version is served, in a transaction of its own): once the delta and the
 closings hold more than `COMPACT_SHARE` of the base's rows, the row versions the kept versions and the feed
 still read are written into a new generation by the server (INSERT ... SELECT, no client round trip), and
-every view is pointed at it before the old one is dropped (at 2M rows 8.5-9 s, due about every 33 versions of
+every view is pointed at it before the old one is dropped (at 2M rows 8.5-9.8 s, due about every 33 versions of
 1 %). That is the price of keeping the change out of the base.
 
 Indexes of a generation: unique (key, `_from_version`) on the base and the delta (serves the current rows
