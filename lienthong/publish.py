@@ -384,7 +384,8 @@ def publish(
                 pubtables.create_version_view(cur, published, PUBLISHED_SCHEMA, generation, version)
                 view = f'"{PUBLISHED_SCHEMA}"."{name}"'
                 cur.execute("SELECT to_regclass(%s) IS NOT NULL", (view,))
-                if closed is None or not cur.fetchone()[0]:
+                (view_exists,) = cur.fetchone()
+                if closed is None or not view_exists:
                     _switch_view(cur, view, pubtables.current_select(published, PUBLISHED_SCHEMA, generation))
                 # else: a version from the change, in the generation the stable view already reads; replacing
                 # the view would take a lock that waits for every open reader of it, and queue new readers
