@@ -648,29 +648,43 @@ def _compact(published: Contract, version: int, retention: int, share: float, ur
 
 
 def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: str | None, run_id: str) -> None:
-    """Keep the newest `keep` versions (Parquet folders and PostgreSQL tables); never the current one."""
+    """Keep the newest `keep` versions (Parquet folders and PostgreSQL tables); never the current one. The
+    database forgets the versions first, in one transaction that waits at most
+    `pubtables.MAINTENANCE_LOCK_TIMEOUT` for a lock: a reader still holding an expired version's view makes
+    retention wait for the next publish (logged) instead of queueing every later reader behind it. The files
+    go after its commit (a kill in between leaves files the next retention removes)."""
+    import psycopg2.errors
+
     if keep < 1:
         return
     cutoff = current - keep
-    with connect(url) as conn:
-        expired = runs.publications(conn, dataset, status="published", up_to_version=cutoff)
-        for old in expired:
+    try:
+        with connect(url) as conn:
             with conn.cursor() as cur:
-                _drop_relation(cur, old.table_name)
-            runs.expire_publication(conn, dataset, old.version)
-            hashes_path(ds_dir, old.version).unlink(missing_ok=True)
-            hashes_path(ds_dir, old.version).with_suffix(".parquet").unlink(missing_ok=True)
-        if not expired:
-            return
-        # the folders before the chain the oldest kept version reads go (its base snapshot and deltas stay)
-        try:
-            needed = snapshots.chain_of(snapshots.manifest(ds_dir, cutoff + 1))["base_version"]
-        except (OSError, ValueError, KeyError):
-            needed = cutoff + 1
-        for folder in ds_dir.glob("v[0-9]*"):
-            if folder.is_dir() and folder.name[1:].isdigit() and int(folder.name[1:]) < needed:
-                shutil.rmtree(folder, ignore_errors=True)
-        with conn.cursor() as cur:  # the rows and the feed start at the oldest version kept
-            pubtables.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
-            feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
+                cur.execute("SET lock_timeout = %s", (pubtables.MAINTENANCE_LOCK_TIMEOUT,))  # this connection only
+            expired = runs.publications(conn, dataset, status="published", up_to_version=cutoff)
+            for old in expired:
+                with conn.cursor() as cur:
+                    _drop_relation(cur, old.table_name)
+                runs.expire_publication(conn, dataset, old.version)
+            if not expired:
+                return
+            with conn.cursor() as cur:  # the rows and the feed start at the oldest version kept
+                pubtables.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
+                feed.expire(cur, dataset, PUBLISHED_SCHEMA, cutoff + 1)
+    except psycopg2.errors.LockNotAvailable as exc:
+        log.warning("%s: retention deferred to the next publish: a reader holds a version it would drop (%s)",
+                    dataset, str(exc).strip())
+        return
+    for old in expired:
+        hashes_path(ds_dir, old.version).unlink(missing_ok=True)
+        hashes_path(ds_dir, old.version).with_suffix(".parquet").unlink(missing_ok=True)
+    # the folders before the chain the oldest kept version reads go (its base snapshot and deltas stay)
+    try:
+        needed = snapshots.chain_of(snapshots.manifest(ds_dir, cutoff + 1))["base_version"]
+    except (OSError, ValueError, KeyError):
+        needed = cutoff + 1
+    for folder in ds_dir.glob("v[0-9]*"):
+        if folder.is_dir() and folder.name[1:].isdigit() and int(folder.name[1:]) < needed:
+            shutil.rmtree(folder, ignore_errors=True)
     feeddelta.expire(ds_dir, cutoff + 1, run_id=run_id)

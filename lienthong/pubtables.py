@@ -69,9 +69,10 @@ DELTA_FILLFACTOR = 90  # the delta's rows are closed in place: room for the new 
 INDEX_BUILD_MEMORY = "256MB"
 # compact once the delta and the closings hold more rows than this share of the base's
 COMPACT_SHARE = 0.5
-# how long a compaction waits for the locks on the views it repoints and the generation it drops: a reader
-# holding them (a long agency transaction) makes it give up rather than queue every new reader behind it
-COMPACT_LOCK_TIMEOUT = "5s"
+# how long a compaction (or retention, `lienthong.publish`) waits for the locks on the views it repoints or
+# drops and the generation it drops: a reader holding them (a long agency transaction) makes it give up rather
+# than queue every new reader behind it
+MAINTENANCE_LOCK_TIMEOUT = "5s"
 
 
 def version_view(dataset: str, version: int) -> str:
@@ -343,7 +344,7 @@ def compact(cur: Any, contract: Contract, schema: str, version: int, oldest_kept
     the feed's change view and the stable view at it, and drop the old one. Returns the new generation, or
     None when there was nothing to do. A view other than these still reading the old generation makes the
     drop fail, and the transaction with it: nothing is lost. So does a lock not granted within `lock_timeout`
-    (for this transaction only; `COMPACT_LOCK_TIMEOUT` by default)."""
+    (for this transaction only; `MAINTENANCE_LOCK_TIMEOUT` by default)."""
     current = current_generation(cur, schema, contract.name)
     if current is None or not contract.primary_key or not has_change_tables(cur, schema, current[0]):
         return None
@@ -352,7 +353,7 @@ def compact(cur: Any, contract: Contract, schema: str, version: int, oldest_kept
     if change_rows <= share * max(base_rows, 1) or old == generation_table(contract.name, version):
         return None
     new = generation_table(contract.name, version)
-    cur.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout or COMPACT_LOCK_TIMEOUT,))
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout or MAINTENANCE_LOCK_TIMEOUT,))
     _drop_generation(cur, schema, new, cascade=False)
     _create_tables(cur, contract, schema, new, version)
     names = [*(f.name for f in contract.fields), FROM, TO]

@@ -637,7 +637,7 @@ def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_p
     from lienthong import pubtables
 
     _, _, _ = warehouse
-    monkeypatch.setattr(pubtables, "COMPACT_LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(pubtables, "MAINTENANCE_LOCK_TIMEOUT", "300ms")
     url = ensure_database(warehouse_url(), "compactlock_" + tmp_path.name[-12:].lower().replace("-", "_"))
     folder, dataset = tmp_path / "published", "parcel_register"
     c = contract(dataset)

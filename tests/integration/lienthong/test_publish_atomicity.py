@@ -290,3 +290,40 @@ def test_unchanged_content_publishes_nothing(tmp_path: Path):
     assert sorted(p.name for p in (published_dir / DATASET).iterdir()) == ["CURRENT", "_rowhash", "v000001"]
     assert [p.name for p in (published_dir / DATASET / "_rowhash").iterdir()] == ["v000001.arrow"]
     assert _view_state(url) == (1_500, 1, "G01")
+
+
+def test_retention_waits_for_a_reader_of_an_expired_version(tmp_path: Path, monkeypatch, caplog):
+    """A reader in a long transaction on a version's view that retention would drop: retention gives up after
+    its lock timeout (logged) and keeps that version whole (its view, its publication record, its folder), the
+    new version is served, the reader keeps reading; the next publish after the reader ends expires it."""
+    from lienthong import pubtables
+
+    monkeypatch.setattr(pubtables, "MAINTENANCE_LOCK_TIMEOUT", "300ms")
+    url = _db(tmp_path, "pub_keep_")
+    published_dir = tmp_path / "published"
+    versions = {m: synthetic_profiles(1_000 + i * 100, m, seed=i) for i, m in enumerate(("G01", "G02", "G03"), start=1)}
+    _publish(url, published_dir, versions["G01"], "G01", retention=1)
+    reader = psycopg2.connect(url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute(f'SELECT count(*) FROM published."{DATASET}__v000001"')
+            assert cur.fetchone()[0] == versions["G01"].num_rows
+        with caplog.at_level("WARNING", logger="lienthong.publish"):
+            second = _publish(url, published_dir, versions["G02"], "G02", retention=1)
+        assert (second.status, second.version) == ("published", 2)
+        assert any("retention deferred" in r.getMessage() for r in caplog.records)
+        assert _version_tables(url) == {f"{DATASET}__v000001", f"{DATASET}__v000002"}
+        assert [(v, status) for v, _, status, _ in _publications(url)] == [(1, "published"), (2, "published")]
+        assert (published_dir / DATASET / "v000001").is_dir()
+        with reader.cursor() as cur:
+            cur.execute(f'SELECT count(*) FROM published."{DATASET}__v000001"')
+            assert cur.fetchone()[0] == versions["G01"].num_rows
+        assert _view_state(url)[0] == versions["G02"].num_rows
+    finally:
+        reader.rollback()
+        reader.close()
+    third = _publish(url, published_dir, versions["G03"], "G03", retention=1)
+    assert third.version == 3
+    assert _version_tables(url) == {f"{DATASET}__v000003"}
+    assert [(v, status) for v, _, status, _ in _publications(url)] == [(1, "expired"), (2, "expired"), (3, "published")]
+    assert not (published_dir / DATASET / "v000001").exists()
