@@ -8,6 +8,7 @@ feed's tables themselves; a kill before the publish commits leaves neither a ver
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -23,7 +24,7 @@ from feed_sequences import GENERATORS, parcel, rows_key
 from psycopg2 import errors
 from singlewindow_service import service_for
 
-from lienthong import feed, snapshots
+from lienthong import feed, pubtables, snapshots
 from lienthong.access import apply_access, load_agencies
 from lienthong.contracts import contract
 from lienthong.db import ensure_database, warehouse_url
@@ -111,6 +112,19 @@ def _publish(url: str, folder: Path, dataset: str, rows: list[dict], run_id: str
                      retention=RETENTION, url=url, rows=table)
     apply_access(url)  # the publish DAG's next task
     return result
+
+
+def _own_database(tmp_path: Path, prefix: str) -> str:
+    """A database of the test's own (the module's warehouse is shared by the tests above)."""
+    return ensure_database(warehouse_url(), prefix + tmp_path.name[-12:].lower().replace("-", "_"))
+
+
+def _publish_parcels(url: str, folder: Path, rows: list[dict], run_id: str, *, retention: int = RETENTION,
+                     compact_share: float = pubtables.COMPACT_SHARE):
+    c = contract("parcel_register")
+    return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
+                   retention=retention, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
+                   compact_share=compact_share)
 
 
 @pytest.mark.parametrize("dataset", list(GENERATORS))
@@ -468,17 +482,15 @@ def test_versions_from_the_change_leave_the_base_alone_until_a_compaction(wareho
     agency's feed give the same rows across it, the rows no kept version shows are left behind, and the old
     generation is gone."""
     _, _, _ = warehouse  # the agencies' secrets in the environment
-    url = ensure_database(warehouse_url(), "rowversions_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    url = _own_database(tmp_path, "rowversions_")
     folder, dataset, retention = tmp_path / "published", "parcel_register", 3
-    c = contract(dataset)
     rng = random.Random(17)
     initial, mutate = GENERATORS[dataset]
     kept: dict[int, Counter] = {}
 
     def publish_next(rows: list[dict], share: float):
-        result = publish(c, {}, run_id=f"rowversions-{len(kept) + 1}", gate_passed=True, published_dir=folder,
-                         lineage={}, quality={}, retention=retention, url=url,
-                         rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()), compact_share=share)
+        result = _publish_parcels(url, folder, rows, f"rowversions-{len(kept) + 1}", retention=retention,
+                                  compact_share=share)
         apply_access(url)
         assert result.status == "published"
         kept[result.version] = Counter(rows_key(r) for r in rows)
@@ -548,15 +560,12 @@ def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(warehouse
     view over it) gets a new generation at its next version; the older version stays readable until
     retention, and the version after is written from its change again."""
     _, _, _ = warehouse
-    url = ensure_database(warehouse_url(), "onetable_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    url = _own_database(tmp_path, "onetable_")
     folder, dataset = tmp_path / "published", "parcel_register"
     c = contract(dataset)
     rng = random.Random(5)
     initial, mutate = GENERATORS[dataset]
-
-    def publish_rows(rows: list[dict], run_id: str):
-        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
-                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()))
+    publish_rows = functools.partial(_publish_parcels, url, folder)
 
     first_rows = initial()
     first = publish_rows(first_rows, "onetable-1")
@@ -588,19 +597,12 @@ def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(wa
     """A compaction runs after its version is served, in a transaction of its own: when it fails (here the old
     generation cannot be dropped) the version stays published and read from the old generation, nothing of
     the new one is left, and the next publish compacts."""
-    from lienthong import pubtables
-
     _, _, _ = warehouse
-    url = ensure_database(warehouse_url(), "compactfail_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    url = _own_database(tmp_path, "compactfail_")
     folder, dataset = tmp_path / "published", "parcel_register"
-    c = contract(dataset)
     rng = random.Random(9)
     initial, mutate = GENERATORS[dataset]
-
-    def publish_rows(rows: list[dict], run_id: str):
-        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
-                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
-                       compact_share=0.0)
+    publish_rows = functools.partial(_publish_parcels, url, folder, compact_share=0.0)
 
     rows = initial()
     first = publish_rows(rows, "compactfail-1")
@@ -634,20 +636,13 @@ def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_p
     """A reader in a long transaction on a kept version's view holds a lock the compaction needs (it repoints
     that view): the compaction gives up after its lock timeout instead of queueing every later reader behind
     it, the version it followed is served, the reader still reads its rows, and the next publish compacts."""
-    from lienthong import pubtables
-
     _, _, _ = warehouse
     monkeypatch.setattr(pubtables, "MAINTENANCE_LOCK_TIMEOUT", "300ms")
-    url = ensure_database(warehouse_url(), "compactlock_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    url = _own_database(tmp_path, "compactlock_")
     folder, dataset = tmp_path / "published", "parcel_register"
-    c = contract(dataset)
     rng = random.Random(13)
     initial, mutate = GENERATORS[dataset]
-
-    def publish_rows(rows: list[dict], run_id: str):
-        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
-                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
-                       compact_share=0.0)
+    publish_rows = functools.partial(_publish_parcels, url, folder, compact_share=0.0)
 
     first_rows = initial()
     first = publish_rows(first_rows, "compactlock-1")
@@ -683,16 +678,11 @@ def test_a_version_from_the_change_is_published_while_a_reader_holds_the_stable_
     import threading
 
     _, _, _ = warehouse
-    url = ensure_database(warehouse_url(), "openreader_" + tmp_path.name[-12:].lower().replace("-", "_"))
+    url = _own_database(tmp_path, "openreader_")
     folder, dataset = tmp_path / "published", "parcel_register"
-    c = contract(dataset)
     rng = random.Random(21)
     initial, mutate = GENERATORS[dataset]
-
-    def publish_rows(rows: list[dict], run_id: str):
-        return publish(c, {}, run_id=run_id, gate_passed=True, published_dir=folder, lineage={}, quality={},
-                       retention=RETENTION, url=url, rows=pa.Table.from_pylist(rows, schema=c.arrow_schema()),
-                       compact_share=100.0)
+    publish_rows = functools.partial(_publish_parcels, url, folder, compact_share=100.0)
 
     first_rows = initial()
     publish_rows(first_rows, "openreader-1")
