@@ -261,7 +261,8 @@ def run_compaction(url: str, version: int, changed_versions: int) -> dict:
     c = contract(DATASET)
     with connect(url) as conn, conn.cursor() as cur:
         generation, _ = pubtables.current_generation(cur, "published", DATASET)
-        base_rows, change_rows = pubtables._change_rows(cur, "published", generation)
+        base_rows = pubtables.base_rows(cur, "published", generation)
+        change_rows = pubtables.change_table_rows(cur, "published", generation)
     checkpoint(url)
     with connect(url) as conn, conn.cursor() as cur:
         t0 = time.perf_counter()

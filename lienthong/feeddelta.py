@@ -67,10 +67,8 @@ def _rows(cur: Any, contract: Contract, schema_name: str, version: int) -> pa.Ta
     cur.execute(f'SELECT changes FROM "{schema_name}"."{feed.feed_table(contract.name)}" WHERE version = %s', (version,))
     (changes,) = cur.fetchone()
     generation = pubtables.current_generation(cur, schema_name, contract.name)
-    cur.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                (f'"{schema_name}"."{generation[0] if generation else ""}"',))
-    found = cur.fetchone()
-    with pubtables.keyed_joins(cur, changes, int(found[0]) if found else 0):
+    rows = pubtables.base_rows(cur, schema_name, generation[0] if generation else None)
+    with pubtables.keyed_joins(cur, changes, rows):
         cur.copy_expert(f"""COPY (SELECT {cols} FROM "{schema_name}"."{feed.changes_table(contract.name)}"
                                   WHERE _commit_version = {int(version)} ORDER BY _seq) TO STDOUT WITH (FORMAT csv)""",
                         buffer)

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -653,8 +654,6 @@ def _apply_retention(dataset: str, ds_dir: Path, current: int, keep: int, url: s
     `pubtables.MAINTENANCE_LOCK_TIMEOUT` for a lock: a reader still holding an expired version's view makes
     retention wait for the next publish (logged) instead of queueing every later reader behind it. The files
     go after its commit (a kill in between leaves files the next retention removes)."""
-    import psycopg2.errors
-
     if keep < 1:
         return
     cutoff = current - keep

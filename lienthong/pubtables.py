@@ -313,11 +313,11 @@ def create_version_view(cur: Any, contract: Contract, schema: str, generation: s
     return name
 
 
-def current_select(contract: Contract, schema: str, generation: str, columns: list[str] | None = None) -> str:
+def current_select(contract: Contract, schema: str, generation: str) -> str:
     """The stable view's query: the current rows of the generation (the base rows no closing names, and the
-    open delta rows), the contract's columns or `columns`. Written out rather than over `G_rows`, so that the
-    planner sees an anti-join it can run as one hash anti-join over the base, or key by key."""
-    cols = ", ".join(f'"{c}"' for c in (columns or [f.name for f in contract.fields]))
+    open delta rows). Written out rather than over `G_rows`, so that the planner sees an anti-join it can run
+    as one hash anti-join over the base, or key by key."""
+    cols = ", ".join(f'"{f.name}"' for f in contract.fields)
     keys = contract.primary_key
     base = f'SELECT {cols} FROM "{schema}"."{generation}" b WHERE b."{TO}" IS NULL'
     if keys:
@@ -326,14 +326,20 @@ def current_select(contract: Contract, schema: str, generation: str, columns: li
     return f'{base} UNION ALL SELECT {cols} FROM "{schema}"."{delta_table(generation)}" WHERE "{TO}" IS NULL'
 
 
-def _change_rows(cur: Any, schema: str, generation: str) -> tuple[int, int]:
-    """(rows in the base, as the statistics have it; rows in the delta and the closings, counted)."""
+def base_rows(cur: Any, schema: str, generation: str | None) -> int:
+    """The rows of `generation`'s base as the statistics have them (0 when there is none): what sizes a change
+    against the table (`keyed_joins`, `compact`) without counting it."""
     cur.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                (f'"{schema}"."{generation}"',))
+                (f'"{schema}"."{generation or ""}"',))
     found = cur.fetchone()
+    return int(found[0]) if found else 0
+
+
+def change_table_rows(cur: Any, schema: str, generation: str) -> int:
+    """The rows in `generation`'s delta and closings, counted (they are small)."""
     cur.execute(sql.SQL("SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {})").format(
         _ident(schema, delta_table(generation)), _ident(schema, closings_table(generation))))
-    return (int(found[0]) if found else 0), int(cur.fetchone()[0])
+    return int(cur.fetchone()[0])
 
 
 def compact(cur: Any, contract: Contract, schema: str, version: int, oldest_kept: int | None,
@@ -349,8 +355,8 @@ def compact(cur: Any, contract: Contract, schema: str, version: int, oldest_kept
     if current is None or not contract.primary_key or not has_change_tables(cur, schema, current[0]):
         return None
     old = current[0]
-    base_rows, change_rows = _change_rows(cur, schema, old)
-    if change_rows <= share * max(base_rows, 1) or old == generation_table(contract.name, version):
+    base, change_rows = base_rows(cur, schema, old), change_table_rows(cur, schema, old)
+    if change_rows <= share * max(base, 1) or old == generation_table(contract.name, version):
         return None
     new = generation_table(contract.name, version)
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout or MAINTENANCE_LOCK_TIMEOUT,))
@@ -376,7 +382,7 @@ def compact(cur: Any, contract: Contract, schema: str, version: int, oldest_kept
         _ident(schema, contract.name), sql.SQL(current_select(contract, schema, new))))
     _drop_generation(cur, schema, old, cascade=False)
     log.info("%s: compacted generation %s (%d base rows, %d in its delta and closings) into %s (%d row versions)",
-             contract.name, old, base_rows, change_rows, new, carried)
+             contract.name, old, base, change_rows, new, carried)
     return new
 
 

@@ -474,14 +474,14 @@ def test_a_feed_read_in_a_database_session_is_in_the_persons_usage_history(wareh
     assert all(v == base.version for _, _, v, _, _ in mine)  # the version after has no row of the person
 
 
-def test_versions_from_the_change_leave_the_base_alone_until_a_compaction(warehouse, tmp_path):
+@pytest.mark.usefixtures("warehouse")  # the agencies' secrets in the environment
+def test_versions_from_the_change_leave_the_base_alone_until_a_compaction(tmp_path):
     """A version from the change writes no row of its generation's base table: every base row still carries
     the transaction that loaded it and was never updated or deleted; the closings and the new row versions go
     to the generation's change tables. Once these outgrow the compaction share, the row versions still read
     move into a new generation after the version is served: the stable view, every kept version's view and an
     agency's feed give the same rows across it, the rows no kept version shows are left behind, and the old
     generation is gone."""
-    _, _, _ = warehouse  # the agencies' secrets in the environment
     url = _own_database(tmp_path, "rowversions_")
     folder, dataset, retention = tmp_path / "published", "parcel_register", 3
     rng = random.Random(17)
@@ -555,11 +555,11 @@ def test_versions_from_the_change_leave_the_base_alone_until_a_compaction(wareho
         platform.close()
 
 
-def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(warehouse, tmp_path):
+@pytest.mark.usefixtures("warehouse")  # the agencies' secrets in the environment
+def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(tmp_path):
     """A warehouse published before the base and change tables (one generation table updated in place, every
     view over it) gets a new generation at its next version; the older version stays readable until
     retention, and the version after is written from its change again."""
-    _, _, _ = warehouse
     url = _own_database(tmp_path, "onetable_")
     folder, dataset = tmp_path / "published", "parcel_register"
     c = contract(dataset)
@@ -593,11 +593,11 @@ def test_a_generation_of_the_one_table_layout_is_followed_by_a_new_one(warehouse
         assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{second.version:06d}_d"',))[0]["r"]
 
 
-def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(warehouse, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("warehouse")  # the agencies' secrets in the environment
+def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(tmp_path, monkeypatch):
     """A compaction runs after its version is served, in a transaction of its own: when it fails (here the old
     generation cannot be dropped) the version stays published and read from the old generation, nothing of
     the new one is left, and the next publish compacts."""
-    _, _, _ = warehouse
     url = _own_database(tmp_path, "compactfail_")
     folder, dataset = tmp_path / "published", "parcel_register"
     rng = random.Random(9)
@@ -632,11 +632,11 @@ def test_a_compaction_that_fails_leaves_the_version_served_and_is_tried_again(wa
         assert _select(conn, "SELECT to_regclass(%s) AS r", (f'published."{dataset}__r{first.version:06d}"',))[0]["r"] is None
 
 
-def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_path, monkeypatch, caplog):
+@pytest.mark.usefixtures("warehouse")  # the agencies' secrets in the environment
+def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(tmp_path, monkeypatch, caplog):
     """A reader in a long transaction on a kept version's view holds a lock the compaction needs (it repoints
     that view): the compaction gives up after its lock timeout instead of queueing every later reader behind
     it, the version it followed is served, the reader still reads its rows, and the next publish compacts."""
-    _, _, _ = warehouse
     monkeypatch.setattr(pubtables, "MAINTENANCE_LOCK_TIMEOUT", "300ms")
     url = _own_database(tmp_path, "compactlock_")
     folder, dataset = tmp_path / "published", "parcel_register"
@@ -671,13 +671,13 @@ def test_a_compaction_gives_way_to_a_reader_holding_the_dataset(warehouse, tmp_p
     assert third.compacted == f"{dataset}__r{third.version:06d}"
 
 
-def test_a_version_from_the_change_is_published_while_a_reader_holds_the_stable_view(warehouse, tmp_path):
+@pytest.mark.usefixtures("warehouse")  # the agencies' secrets in the environment
+def test_a_version_from_the_change_is_published_while_a_reader_holds_the_stable_view(tmp_path):
     """A version written from its change takes no lock that conflicts with reading the stable view (the view
     already reads its generation and is not replaced): it commits while an agency-style reader keeps a
     transaction open on the view, which still sees its snapshot; the next statement after sees the new rows."""
     import threading
 
-    _, _, _ = warehouse
     url = _own_database(tmp_path, "openreader_")
     folder, dataset = tmp_path / "published", "parcel_register"
     rng = random.Random(21)
