@@ -137,11 +137,17 @@ class Settings:
     # (`lienthong.reconcile.partitions`: the same links, memory bounded by the partition's candidates), or
     # `none`, everything at once against the whole registry read into memory.
     linkage_partitions: str = LINKAGE_PARTITIONS[0]
+    # A partition whose records reach more candidate registry rows than this (or hold more records) is linked
+    # in parts of its records (buckets of the folded name), each against its own candidates
+    # (`partitions.candidate_parts`): the same links, memory bounded by the part, not by the country.
+    link_candidate_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.linkage_engine not in LINKAGE_ENGINES:
             raise ValueError(f"{ENV_PREFIX}LINKAGE_ENGINE={self.linkage_engine!r}: one of "
                              f"{', '.join(LINKAGE_ENGINES)} (duckdb is the default)")
+        if self.link_candidate_rows < 1:
+            raise ValueError(f"{ENV_PREFIX}LINK_CANDIDATE_ROWS={self.link_candidate_rows}: at least 1")
         if self.linkage_partitions not in LINKAGE_PARTITIONS:
             raise ValueError(f"{ENV_PREFIX}LINKAGE_PARTITIONS={self.linkage_partitions!r}: one of "
                              f"{', '.join(LINKAGE_PARTITIONS)} ({LINKAGE_PARTITIONS[0]} is the default)")
@@ -243,6 +249,7 @@ def load_settings() -> Settings:
         spark_master=_env("SPARK_MASTER"),
         spark_conn_id=_env("SPARK_CONN_ID"),
         linkage_partitions=(_env("LINKAGE_PARTITIONS") or LINKAGE_PARTITIONS[0]).strip().lower(),
+        link_candidate_rows=_env_int("LINK_CANDIDATE_ROWS", 1_000_000),
     )
 
 

@@ -32,14 +32,18 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lienthong import adminunits, zones
 from lienthong.duck import session
@@ -165,14 +169,112 @@ def candidates(left: pa.Table, registry_ref: str, settings: Settings | None = No
     candidates, never the registry (measured leaner than one scan testing every key at once)."""
     with session(settings, purpose="link-candidates") as con:
         _mark_exact(con, left, registry_ref, keys)
-        found_keys = " UNION ".join(
-            f"SELECT r.{KEY} FROM registry r SEMI JOIN {'left_keys' if key in EXACT_KEYS else 'rest_keys'} l "
+        con.execute(f"CREATE TEMP TABLE candidate_keys AS {_found_keys(keys)}")
+        return _fetch(con, "candidate_keys")
+
+
+def _found_keys(keys: tuple[tuple[str, ...], ...], part: bool = False) -> str:
+    """SQL: the `_key` of every registry row a record of `left_keys` reaches on `keys` (`candidates`); with
+    `part`, (`_part`, `_key`) for each part (`_part` of the records) whose records reach the row."""
+    if part:
+        return " UNION ".join(
+            f"SELECT l._part, r.{KEY} FROM registry r JOIN {'left_keys' if key in EXACT_KEYS else 'rest_keys'} l "
             f"ON {key_condition(key)}" for key in keys)
-        con.execute(f"CREATE TEMP TABLE candidate_keys AS {found_keys}")
-        found = con.execute(f"SELECT r.* FROM registry r SEMI JOIN candidate_keys k ON k.{KEY} = r.{KEY} "
-                            f"ORDER BY r.{KEY}").fetch_arrow_table()
-    schema = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
-    return found.select(schema.names).cast(schema)
+    return " UNION ".join(
+        f"SELECT r.{KEY} FROM registry r SEMI JOIN {'left_keys' if key in EXACT_KEYS else 'rest_keys'} l "
+        f"ON {key_condition(key)}" for key in keys)
+
+
+_CANDIDATE_SCHEMA = pa.schema([pa.field(KEY, pa.string()), *PERSON_SCHEMA])
+
+
+def _fetch(con: Any, found: str) -> pa.Table:
+    """The registry rows whose `_key` is in the session's table `found`, in `_key` order."""
+    rows = con.execute(f"SELECT r.* FROM registry r SEMI JOIN {found} k ON k.{KEY} = r.{KEY} "
+                       f"ORDER BY r.{KEY}").fetch_arrow_table()
+    return rows.select(_CANDIDATE_SCHEMA.names).cast(_CANDIDATE_SCHEMA)
+
+
+@dataclass
+class CandidatePart:
+    """Some of a partition's left records and the registry rows they can reach (`candidate_parts`)."""
+
+    index: int  # 0-based
+    of: int  # how many parts the partition was split into
+    left: pa.Table  # the records, as given (every column), in their order
+    candidates: pa.Table  # `candidates` of those records
+    reached: int  # the registry rows the whole partition reaches (`candidates` of all its records)
+
+
+PART = "_part"
+
+
+def candidate_parts(left: pa.Table, registry_ref: str, settings: Settings, *,
+                    max_rows: int | None = None) -> Iterator[CandidatePart]:
+    """`left` (the link state's left rows of one partition) with its candidates (`candidates`), in parts of
+    at most about `max_rows` candidate rows (default `settings.link_candidate_rows`) when the whole
+    partition's candidates, or its records, are more: then its records are split in
+    ceil(max(candidates, records) / max_rows) buckets of a hash of their folded name (namesakes, who reach the
+    same registry rows, stay together; a record with no name by its unique id), and each bucket comes with
+    the registry rows its own records reach. Links made part by part are those made at once (the link of a
+    record depends only on it and its candidates; module docstring); the parts' candidates may overlap, so
+    they add up to more than the partition's.
+
+    Memory: one DuckDB session finds the candidates as `candidates` does and counts them; when there is more
+    than one part, it also writes each part's registry rows to a Parquet folder of its own in one pass over
+    the registry (spilled under the DuckDB spill folder, removed when the iteration ends). The session is
+    closed before the first part is given, and a part is read only when its turn comes: the caller holds one
+    part's candidates at a time."""
+    from lienthong.duck import spill_root
+
+    limit = max_rows if max_rows is not None else settings.link_candidate_rows
+    indexed = left.select(PERSON_COLUMNS).append_column("_row", pa.array(range(left.num_rows), pa.int64()))
+    folder: Path | None = None
+    try:
+        with session(settings, purpose="link-candidates") as con:
+            _mark_exact(con, indexed, registry_ref, CANDIDATE_KEYS, extra=("_row", "name_fold"))
+            con.execute(f"CREATE TEMP TABLE candidate_keys AS {_found_keys(CANDIDATE_KEYS)}")
+            row = con.execute("SELECT count(*) FROM candidate_keys").fetchone()
+            reached = int(row[0]) if row else 0
+            n = max(1, -(-max(reached, left.num_rows) // max(limit, 1)))
+            if n == 1:
+                whole = _fetch(con, "candidate_keys")
+            else:
+                parts = _split(con, n)
+                root = spill_root(settings)
+                root.mkdir(parents=True, exist_ok=True)
+                folder = Path(tempfile.mkdtemp(prefix="link-parts-", dir=root))
+                con.execute(f"COPY (SELECT k.{PART}, r.* FROM registry r JOIN part_keys k ON k.{KEY} = r.{KEY}) "
+                            f"TO {zones.sql_text(folder / 'rows')} (FORMAT parquet, PARTITION_BY ({PART}))")
+        if n == 1:
+            yield CandidatePart(0, 1, left, whole, reached)
+            return
+        assert folder is not None
+        for i in range(n):
+            mine = left.filter(pc.equal(parts, i))
+            if mine.num_rows == 0:
+                continue
+            where = folder / "rows" / f"{PART}={i}"  # DuckDB's files of a part hold no `_part` column
+            rows = pq.read_table(where) if where.exists() else _CANDIDATE_SCHEMA.empty_table()
+            rows = rows.sort_by(KEY).select(_CANDIDATE_SCHEMA.names).cast(_CANDIDATE_SCHEMA)
+            yield CandidatePart(i, n, mine, rows, reached)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _split(con: Any, n: int) -> pa.Array:
+    """In the session of `candidates`: each left record's part of `n` (`candidate_parts`), in `left_keys`
+    with `rest_keys`, and `part_keys` (`_part`, `_key`) of the registry rows each part reaches. Returns the
+    parts in the records' order."""
+    part = f"(hash(coalesce(name_fold, unique_id)) % {n})::INTEGER AS {PART}"
+    con.execute(f"CREATE TEMP TABLE keyed AS SELECT *, {part} FROM left_keys")
+    con.execute("CREATE OR REPLACE TEMP VIEW left_keys AS SELECT * FROM keyed")
+    con.execute("CREATE OR REPLACE TEMP TABLE rest_keys AS SELECT * FROM keyed "
+                "WHERE unique_id NOT IN (SELECT left_id FROM exact_left)")
+    con.execute(f"CREATE TEMP TABLE part_keys AS {_found_keys(CANDIDATE_KEYS, part=True)}")
+    out = con.execute(f"SELECT {PART} FROM keyed ORDER BY _row").fetch_arrow_table()
+    return out[PART].combine_chunks()
 
 
 def exact_linked(left: pa.Table, registry_ref: str, settings: Settings | None = None) -> int:
@@ -184,12 +286,15 @@ def exact_linked(left: pa.Table, registry_ref: str, settings: Settings | None = 
     return int(row[0]) if row else 0
 
 
-def _mark_exact(con: Any, left: pa.Table, registry_ref: str, keys: tuple[tuple[str, ...], ...]) -> None:
+def _mark_exact(con: Any, left: pa.Table, registry_ref: str, keys: tuple[tuple[str, ...], ...],
+                extra: tuple[str, ...] = ()) -> None:
     """In the session `con`: view `registry` of `registry_ref`; `left_keys`, the unique id and the columns of
-    `keys` and of the exact passes of every record of `left`; `exact_left`, the records the exact passes
-    link; `rest_keys`, the `left_keys` of the others."""
+    `keys` and of the exact passes of every record of `left` (and its columns `extra`); `exact_left`, the
+    records the exact passes link; `rest_keys`, the `left_keys` of the others."""
     zones.register(con, "registry", registry_ref)
-    con.register("left_keys", left.select(["unique_id", *_key_columns((*keys, *EXACT_KEYS, *_EXACT_CONFIRMS))]))
+    columns = ["unique_id", *_key_columns((*keys, *EXACT_KEYS, *_EXACT_CONFIRMS))]
+    con.register("left_in", left.select([*columns, *(c for c in extra if c not in columns)]))
+    con.execute("CREATE TEMP VIEW left_keys AS SELECT * FROM left_in")
     con.execute(f"CREATE TEMP TABLE exact_left AS SELECT DISTINCT left_id FROM ({exact_pairs_sql('left_keys', 'registry')})")
     con.execute("CREATE TEMP TABLE rest_keys AS SELECT * FROM left_keys WHERE unique_id NOT IN (SELECT left_id FROM exact_left)")
 
@@ -276,6 +381,7 @@ class Partition:
     links: pa.Table
     used: dict[str, LinkModel] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+    parts: list[int] = field(default_factory=list)  # the candidates of each part it was linked in (`candidate_parts`)
 
 
 def _each(left: pa.Table, head_offices: pa.Table | None) -> Iterator[tuple[str, pa.Table]]:
@@ -304,13 +410,25 @@ def link_partitions(left: pa.Table, registry_ref: str, bands: LinkBands, setting
     total = registry_total if registry_total is not None else registry_rows(registry_ref, settings)
     for name, rows in _each(left, head_offices):
         t0 = time.monotonic()
-        cands = candidates(rows.select(PERSON_COLUMNS), registry_ref, settings)
-        links, used, counts = link(rows, cands, bands, settings, full)
+        links, used, counts, sizes, reached = [], {}, [], [], 0
+        for part in candidate_parts(rows, registry_ref, settings):
+            got, part_used, part_counts = link(part.left, part.candidates, bands, settings, full)
+            links.append(got)
+            used.update(part_used)
+            counts.append(part_counts)
+            sizes.append(part.candidates.num_rows)
+            reached = part.reached
+            if part.of > 1:
+                log.info("link partition %s, part %d of %d: %d left records against %d candidate citizens "
+                         "(%.0f s so far)", name, part.index + 1, part.of, part.left.num_rows,
+                         part.candidates.num_rows, time.monotonic() - t0)
         seconds = time.monotonic() - t0
-        log.info("link partition %s: %d left records against %d candidate citizens of %d (%.1f %%) in %.1f s "
-                 "(%.0f records/s)", name, rows.num_rows, cands.num_rows, total,
-                 100.0 * cands.num_rows / max(total, 1), seconds, rows.num_rows / max(seconds, 1e-9))
-        yield Partition(name, rows.num_rows, cands.num_rows, seconds, links, used, counts)
+        log.info("link partition %s: %d left records against %d candidate citizens of %d (%.1f %%) in %d part(s) "
+                 "(largest %d) in %.1f s (%.0f records/s)", name, rows.num_rows, reached, total,
+                 100.0 * reached / max(total, 1), len(sizes), max(sizes, default=0), seconds,
+                 rows.num_rows / max(seconds, 1e-9))
+        yield Partition(name, rows.num_rows, reached, seconds, pa.concat_tables(links), used,
+                        merge_counts(counts, total), parts=sizes)
 
 
 def merge_counts(parts: list[dict[str, Any]], registry_total: int) -> dict[str, Any]:

@@ -105,6 +105,39 @@ def test_partitioned_links_equal_linking_everything_at_once_with_the_same_model(
     assert not _differences(got, _rows(held))
 
 
+def test_provinces_linked_in_parts_under_a_candidate_limit_give_the_same_links(country, tmp_path: Path, caplog):
+    """A limit of a fifth of the largest province's candidates splits every province into parts (buckets of
+    the folded name, as many as the limit goes into its records or its candidates); the link state they build is the one linking everything at once builds."""
+    import logging
+
+    from lienthong import zones
+    from lienthong.reconcile import linkstate, partitions
+    from lienthong.reconcile.people import PERSON_COLUMNS
+
+    part = country["part"]
+    left = zones.read_table(part.refs[linkstate.LEFT])
+    offices = partitions.head_offices(country["staged"]["enterprise"])
+    largest = max(partitions.candidates(rows.select(PERSON_COLUMNS), part.refs[linkstate.REGISTRY]).num_rows
+                  for name, rows in partitions.partitions(left, offices).items() if name in PROVINCES)
+    limited = dataclasses.replace(country["province"], link_candidate_rows=largest // 5)
+    with caplog.at_level(logging.INFO, logger="lienthong.reconcile.partitions"):
+        done = linkstate.update(tmp_path / "parts", country["staged"], None, dict(country["models"]), run_id="parts",
+                                settings=limited, bands=country["bands"])
+    # every province went in parts, none of them reaching as many registry rows as its province
+    split = [r.args for r in caplog.records if r.msg.startswith("link partition %s, part %d of %d")]
+    assert {a[0] for a in split} >= set(PROVINCES), split
+    summaries = {r.args[0]: r.args for r in caplog.records if r.msg.startswith("link partition %s: ")}
+    for name in PROVINCES:
+        _, records, reached, _, _, parts, biggest, *_ = summaries[name]
+        assert parts == -(-max(records, reached) // limited.link_candidate_rows) > 1, summaries[name]
+        assert biggest < reached, summaries[name]
+    got, want = _rows(done.refs[linkstate.LINKS]), _rows(country["whole"].refs[linkstate.LINKS])
+    assert len(want) > 1000
+    diff = _differences(got, want)
+    assert not diff, diff[:5]
+    assert done.counts["links"] == country["whole"].counts["links"]
+
+
 def _reached(left: pa.Table, registry: pa.Table) -> set[str]:
     """The registry rows that the exact passes' ID joins pair with a record of `left`, or the model's blocking
     rules (Splink's deterministic link over the model's settings) with a record they do not link."""

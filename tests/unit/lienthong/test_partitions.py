@@ -286,3 +286,94 @@ def test_each_partition_is_linked_once_against_its_own_candidates_and_the_result
     assert links[linkstate.KEY].to_pylist() == sorted(left[linkstate.KEY].to_pylist())
     assert links["candidates"].to_pylist() == [2, 2, 2, 1]
     assert used == {} and counts == {"holder_citizen": {"left": 4, "right": 3, "exact_id_accept": 2}}
+
+
+def _keys(table: pa.Table) -> list[str]:
+    return table[linkstate.KEY].to_pylist()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_partition_over_the_candidate_limit_comes_in_parts_each_with_exactly_its_own_candidates(tmp_path: Path,
+                                                                                                    seed: int):
+    from lienthong.settings import load_settings
+
+    rng = random.Random(seed)
+    left = _random_people(rng, "l", 40).append_column("extra", pa.array(range(40), pa.int64()))
+    registry = _random_people(rng, "c", 80)
+    ref = _registry(tmp_path, registry)
+    settings = dataclasses.replace(load_settings(), data_dir=tmp_path / "data")
+    whole = partitions.candidates(left.select(PERSON_COLUMNS), ref)
+    # under the limit: one part, the partition's candidates
+    [one] = list(partitions.candidate_parts(left, ref, settings, max_rows=whole.num_rows))
+    assert (one.index, one.of, one.reached) == (0, 1, whole.num_rows)
+    assert one.left.equals(left) and one.candidates.equals(whole)
+    # over it: ceil(max(candidates, records) / limit) parts
+    limit = max(whole.num_rows, left.num_rows) // 3
+    parts = list(partitions.candidate_parts(left, ref, settings, max_rows=limit))
+    of = -(-max(whole.num_rows, left.num_rows) // limit)
+    assert len(parts) > 1 and all(p.of == of and p.reached == whole.num_rows for p in parts)
+    # every record in exactly one part, with all its columns, in its order within the part
+    got = sorted(x for p in parts for x in p.left["extra"].to_pylist())
+    assert got == list(range(40))
+    for p in parts:
+        assert p.left.schema == left.schema
+        assert p.left["extra"].to_pylist() == sorted(p.left["extra"].to_pylist())
+        # each part's candidates are exactly those of its records, in `_key` order, in the candidates' shape
+        mine = partitions.candidates(p.left.select(PERSON_COLUMNS), ref)
+        assert p.candidates.schema == whole.schema
+        assert _keys(p.candidates) == _keys(mine) == sorted(_keys(mine))
+        assert p.candidates.equals(mine)
+    # namesakes stay together; the parts reach every candidate of the partition and nothing else
+    part_of = {u: p.index for p in parts for u, n in zip(p.left["unique_id"].to_pylist(),
+                                                         p.left["name_fold"].to_pylist(), strict=True) if n}
+    by_name: dict[str, set[int]] = {}
+    for p in parts:
+        for u, n in zip(p.left["unique_id"].to_pylist(), p.left["name_fold"].to_pylist(), strict=True):
+            if n:
+                by_name.setdefault(n, set()).add(part_of[u])
+    assert all(len(v) == 1 for v in by_name.values()), by_name
+    assert set().union(*(set(_keys(p.candidates)) for p in parts)) == set(_keys(whole))
+    # the spill folder of the parts is gone once the iteration ends
+    assert not list((tmp_path / "data").rglob("link-parts-*"))
+
+
+def test_the_candidate_limit_is_read_and_checked(monkeypatch):
+    from lienthong.settings import load_settings
+
+    monkeypatch.delenv("LIENTHONG_LINK_CANDIDATE_ROWS", raising=False)
+    assert load_settings().link_candidate_rows == 1_000_000
+    monkeypatch.setenv("LIENTHONG_LINK_CANDIDATE_ROWS", "250000")
+    assert load_settings().link_candidate_rows == 250_000
+    monkeypatch.setenv("LIENTHONG_LINK_CANDIDATE_ROWS", "0")
+    with pytest.raises(ValueError, match=r"LIENTHONG_LINK_CANDIDATE_ROWS=0: at least 1"):
+        load_settings()
+
+
+def test_a_partition_in_parts_is_linked_part_by_part_and_its_counts_merged(tmp_path: Path):
+    from lienthong.reconcile.people import LinkBands
+    from lienthong.settings import load_settings
+
+    names = ["nguyen van an", "tran thi binh", "le van cuong", "pham thi dung"]
+    registry = _people([{"unique_id": f"c{i}", "id_number": f"0310800000{i:02d}", "name_fold": names[i % 4],
+                         "birth_year": 1980} for i in range(12)])
+    ref = _registry(tmp_path, registry)
+    left = _people([{"unique_id": f"31:{i}", "name_fold": names[i % 4], "birth_year": 1980} for i in range(8)])
+    left = left.add_column(0, "dataset", pa.array(["land_holder"] * 8, pa.string()))
+    left = left.add_column(0, linkstate.KEY, pa.array([f"land_holder|{u}" for u in left["unique_id"].to_pylist()]))
+    calls = []
+
+    def link(rows, cands, bands, settings, models):
+        calls.append((sorted(rows["unique_id"].to_pylist()), _keys(cands)))
+        links = pa.table({linkstate.KEY: rows[linkstate.KEY], "candidates": [cands.num_rows] * rows.num_rows})
+        return links, {}, {"holder_citizen": {"left": rows.num_rows, "right": cands.num_rows}}
+
+    settings = dataclasses.replace(load_settings(), data_dir=tmp_path / "data", link_candidate_rows=4)
+    links, _, counts = partitions.link_partitioned(left, ref, LinkBands(), settings, {}, link=link, link_types={})
+    # 12 candidates, limit 4: three parts of the one partition, each linked once against its own candidates
+    assert 1 < len(calls) <= 3
+    for rows, cands in calls:
+        want = {f"c{i}" for i in range(12) if names[i % 4] in {names[int(u.split(":")[1]) % 4] for u in rows}}
+        assert set(cands) == want
+    assert sorted(u for rows, _ in calls for u in rows) == sorted(left["unique_id"].to_pylist())
+    assert links[linkstate.KEY].to_pylist() == sorted(left[linkstate.KEY].to_pylist())
+    assert counts == {"holder_citizen": {"left": 8, "right": 12}}
