@@ -17,7 +17,9 @@ Then, each in a child process of its own so that its peak RSS (VmHWM) is its own
 - `whole`: every left record linked at once against the whole registry read into memory (`linkstate._link`,
   what the link state does with `LIENTHONG_LINKAGE_PARTITIONS=none`);
 - `partitioned`: every left record linked by `partitions.link_partitioned` (what it does with `province`);
-- one child per partition: its candidates (`partitions.candidates`, timed apart) and its links, reading only
+- one child per partition, as its province task links it: its candidates (`partitions.candidate_parts`,
+  timed apart), in parts when they or its records exceed `LIENTHONG_LINK_CANDIDATE_ROWS` (`--candidate-rows`
+  sets it for every child; the resident set after each part is in `parts`), and its links, reading only
   that partition's left records; plus, not timed, how many registry rows each candidate key alone reaches
   (which keys make a partition's candidate set large);
 - `spark` (only with `--spark`: it is slow): the `whole` child's work on the Spark engine (the settings with
@@ -354,15 +356,29 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
     else:
         assert partition is not None
         rows = pq.read_table(state / f"left-{partition}.parquet")
+        # as a province task links: in parts when the province's candidates (or records) exceed
+        # `settings.link_candidate_rows` (`partitions.candidate_parts`), one part's candidates held at a time
         t0 = time.monotonic()
-        cands = partitions.candidates(rows.select(PERSON_COLUMNS), ref, settings)
-        t1 = time.monotonic()
-        links, _, counts = _link(rows, cands, bands, settings, dict(trained))
+        candidates_s, parts, got, reached = 0.0, [], [], 0
+        t = time.monotonic()
+        for part in partitions.candidate_parts(rows, ref, settings):
+            t1 = time.monotonic()  # the first part waits for the province's candidate query, a later one reads its file
+            candidates_s += t1 - t
+            part_links, _, _ = _link(part.left, part.candidates, bands, settings, dict(trained))
+            got.append(part_links)
+            parts.append({"left": part.left.num_rows, "candidates": part.candidates.num_rows,
+                          "candidates_s": round(t1 - t, 2), "link_s": round(time.monotonic() - t1, 2),
+                          "rss_mib": rss_mib("VmRSS")})
+            t = time.monotonic()
+            reached = part.reached
         t2 = time.monotonic()
-        out |= {"partition": partition, "left": rows.num_rows, "candidates": cands.num_rows,
-                "candidates_share": round(cands.num_rows / prepared["registry_rows"], 4),
-                "candidates_s": round(t1 - t0, 2), "link_s": round(t2 - t1, 2), "seconds": round(t2 - t0, 2),
-                "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
+        links = pa.concat_tables(got).sort_by(linkstate.KEY)
+        out |= {"partition": partition, "left": rows.num_rows, "candidates": reached,
+                "candidates_share": round(reached / prepared["registry_rows"], 4),
+                "candidate_rows_limit": settings.link_candidate_rows, "parts": parts,
+                "largest_part_candidates": max(p["candidates"] for p in parts),
+                "candidates_s": round(candidates_s, 2), "link_s": round(t2 - t0 - candidates_s, 2),
+                "seconds": round(t2 - t0, 2), "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
         out["peak_rss_mib"] = rss_mib()
         # the blocking keys are followed only from the records the exact passes leave to the model
         out["exact_linked"] = partitions.exact_linked(rows.select(PERSON_COLUMNS), ref, settings)
@@ -489,9 +505,13 @@ def main() -> int:
     ap.add_argument("--spark-only", action="store_true",
                     help="only the `spark` child, compared with the whole links of the last run on this country "
                          "(state/links-whole.parquet, the same models); its part of the result file is replaced")
+    ap.add_argument("--candidate-rows", type=int,
+                    help="LIENTHONG_LINK_CANDIDATE_ROWS for the children (default: the setting's default)")
     ap.add_argument("--child", choices=("whole", "partitioned", "partition", "spark"))
     ap.add_argument("--partition")
     args = ap.parse_args()
+    if args.candidate_rows is not None:
+        os.environ["LIENTHONG_LINK_CANDIDATE_ROWS"] = str(args.candidate_rows)  # the children inherit it
     if args.child:
         print(json.dumps(child(args.child, args.provinces, args.citizens, args.partition)))
         return 0
@@ -519,7 +539,8 @@ def main() -> int:
     for name in prepared["partitions"]:
         parts[name] = p = _run_child(["--child", "partition", "--partition", name, *size])
         print(f"partition {name}: {p['left']} left records, {p['candidates']} candidates "
-              f"({100 * p['candidates_share']:.1f} %), {p['seconds']} s, peak RSS {p['peak_rss_mib']} MiB", flush=True)
+              f"({100 * p['candidates_share']:.1f} %) in {len(p['parts'])} part(s) (largest "
+              f"{p['largest_part_candidates']}), {p['seconds']} s, peak RSS {p['peak_rss_mib']} MiB", flush=True)
     spark = _spark(size) if args.spark else None
     state = _root(args.provinces, args.citizens) / "state"
     want = pq.read_table(state / "links-whole.parquet")
@@ -544,6 +565,9 @@ def main() -> int:
             "whole_peak_rss_mib": whole["peak_rss_mib"], "partitioned_peak_rss_mib": partitioned["peak_rss_mib"],
             "largest_partition_peak_rss_mib": max(p["peak_rss_mib"] for p in parts.values()),
             "largest_candidates_share": max(p["candidates_share"] for p in parts.values()),
+            "candidate_rows_limit": next(iter(parts.values()))["candidate_rows_limit"],
+            "largest_part_candidates": max(p["largest_part_candidates"] for p in parts.values()),
+            "parts": {n: len(p["parts"]) for n, p in parts.items()},
             "whole_s": whole["seconds"], "partitioned_s": partitioned["seconds"],
             "sum_of_partitions_s": round(sum(p["seconds"] for p in parts.values()), 2),
         },

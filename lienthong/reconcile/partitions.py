@@ -8,7 +8,8 @@ Owns three things of the national-scale person linkage (`LIENTHONG_LINKAGE_PARTI
   keys, the same SQL expressions and the same equality, so a null key shares nothing) with one of the
   partition's records, selected in DuckDB (the registry is scanned there, never read whole into Python);
 - linking partition by partition (`link_partitioned`): each partition's left records against its candidates
-  only, with the link of the caller (`linkstate._link`), the counts summed.
+  only (in parts of a bounded number of candidates, `candidate_parts`), with the link of the caller
+  (`linkstate._link`), the counts summed.
 
 Why the links are the same: with a given model (parameters and frozen name frequencies) the link of a left
 record is a function of that record and of the registry records sharing one of its candidate keys
@@ -20,12 +21,15 @@ give other links.
 
 Memory: one partition at a time holds its left records, its candidates and the Splink session scoring them;
 only the key columns of the left records go into the candidate query, and the registry is scanned from its
-Parquet files within the DuckDB session's limit. The caller still holds every left record it links. And a
-partition's candidates are bounded by its records only as far as the keys are selective: a key with no place in it
-(a name with a birth year or a street, the ID's last six digits) reaches registry rows anywhere in the
+Parquet files within the DuckDB session's limit. The caller still holds every left record it links. A
+partition's candidates are bounded by its records only as far as the keys are selective: a key with no place
+in it (a name with a birth year or a street, the ID's last six digits) reaches registry rows anywhere in the
 country, about (registry size / distinct values) of them per record, though only from the records the exact
 passes leave (`benchmarks/bench_partitions.py` reports each key's reach, `benchmarks/bench_blocking.py` what
-each finds).
+each finds). So the candidates of a province grow with the country, and a partition whose candidates (or
+records) exceed `settings.link_candidate_rows` is linked in parts (`candidate_parts`): buckets of its records
+by their folded name, each with the registry rows its own records reach, one at a time. A part's memory
+follows the limit, not the size of the country; the time still grows with it (more namesakes to score).
 """
 
 from __future__ import annotations
