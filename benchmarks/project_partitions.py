@@ -15,7 +15,16 @@ assumptions for C:
 - `keys_as_now`: C is the share of the national registry the largest measured country's provinces reached
   (the highest share measured; it only grows with the country);
 - `province_local_keys`: C is the province's own registry plus the cross-province share of its records
-  (blocking keys that carry the place, which the model does not have yet).
+  (blocking keys that carry the place, which the model does not have yet);
+- `keys_as_now_in_parts`: C as in `keys_as_now`, the task linked in k = ceil(max(C, L) / limit) parts
+  (`partitions.candidate_parts`, `LIENTHONG_LINK_CANDIDATE_ROWS`, `--limit`): each part L / k records and
+  C·(1 + overlap) / k candidates, the overlap being the measured excess of the parts' candidates over the
+  province's (0 when no measured task went in parts). Time k·a + b·L + c·C·(1 + overlap) plus the second
+  candidate query of a task in parts, taken as the measured share of such a task's time; peak RSS that of
+  one part.
+
+Only tasks linked in one part are fitted (a task in parts peaks with its largest part, not with its
+candidates); the tasks in parts give the overlap and the second query's share.
 
 And the wall time of all provinces' tasks with W workers each taking one task at a time (longest first): at
 least the largest province's task. A projection, not a measurement: it extends fits of up to 5M citizens.
@@ -41,11 +50,27 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, float]]:
     for r in results:
         total = r["country"]["registry_rows"]
         for name, p in r["partitions"].items():
-            if name == "unknown":
+            if name == "unknown" or len(p.get("parts", [None])) > 1:
                 continue
             out.append({"registry": total, "left": p["left"], "candidates": p["candidates"],
                         "seconds": p["seconds"], "rss_mib": p["peak_rss_mib"], "share": p["candidates_share"]})
     return out
+
+
+def in_parts(results: list[dict[str, Any]]) -> tuple[float, float]:
+    """From the measured tasks linked in parts: the overlap (the parts' candidates summed over the province's,
+    minus 1) and the share of such a task's time its candidate queries took beyond the first part's wait
+    being the only one (`candidates_s` of the first part over the task's seconds, halved: the second query
+    repeats the first). (0, 0) when none went in parts."""
+    over, share = [], []
+    for r in results:
+        for name, p in r["partitions"].items():
+            parts = p.get("parts", [])
+            if name == "unknown" or len(parts) < 2:
+                continue
+            over.append(sum(q["candidates"] for q in parts) / p["candidates"] - 1)
+            share.append(parts[0]["candidates_s"] / 2 / p["seconds"])
+    return (float(np.mean(over)), float(np.mean(share))) if over else (0.0, 0.0)
 
 
 def fit(pts: list[dict[str, float]], target: str) -> tuple[list[float], float]:
@@ -88,9 +113,11 @@ def main() -> int:
     ap.add_argument("--provinces", type=int, default=34)
     ap.add_argument("--largest", type=int, default=14_000_000)
     ap.add_argument("--workers", default="1,10,34")
+    ap.add_argument("--limit", type=int, default=1_000_000, help="candidate rows per part (LIENTHONG_LINK_CANDIDATE_ROWS)")
     ap.add_argument("--out", type=Path, default=RESULTS / "partitions-projection.json")
     args = ap.parse_args()
-    files = sorted(p for p in RESULTS.glob("partitions-*.json") if p.name != args.out.name)
+    files = sorted(p for p in RESULTS.glob("partitions-*.json")
+                   if p.name != args.out.name and "partitions" in json.loads(p.read_text()))  # not a projection
     results = [json.loads(p.read_text()) for p in files]
     pts = points(results)
     (ta, tb, tc), t_r2 = fit(pts, "seconds")
@@ -103,20 +130,28 @@ def main() -> int:
     share_now = max(s for _, s in shares)
     sizes = {"average": args.citizens / args.provinces, "largest": float(args.largest)}
     rest = (args.citizens - args.largest) / (args.provinces - 1)
+    overlap, second_query = in_parts(results)
     out: dict[str, Any] = {
         "measured_from": [f.name for f in files], "points": len(pts),
         "fit_seconds": {"a": ta, "per_left": tb, "per_candidate": tc, "r2": t_r2},
         "fit_rss_mib": {"a": ma, "per_left": mb, "per_candidate": mc, "r2": m_r2},
         "left_per_citizen": left_per_citizen, "largest_share_by_registry": shares,
         "country": {"citizens": args.citizens, "provinces": args.provinces, "largest": args.largest},
+        "parts": {"limit": args.limit, "overlap": overlap, "second_query_share": second_query},
         "scenarios": {},
     }
-    for scenario in ("keys_as_now", "province_local_keys"):
+    for scenario in ("keys_as_now", "province_local_keys", "keys_as_now_in_parts"):
         def task(citizens: float, scenario: str = scenario) -> dict[str, float]:
             left = left_per_citizen * citizens
-            cand = share_now * args.citizens if scenario == "keys_as_now" else citizens * (1 + CROSS_PROVINCE)
-            return {"citizens": citizens, "left": left, "candidates": cand,
-                    "seconds": ta + tb * left + tc * cand, "rss_gib": (ma + mb * left + mc * cand) / 1024}
+            cand = citizens * (1 + CROSS_PROVINCE) if scenario == "province_local_keys" else share_now * args.citizens
+            if scenario != "keys_as_now_in_parts":
+                return {"citizens": citizens, "left": left, "candidates": cand,
+                        "seconds": ta + tb * left + tc * cand, "rss_gib": (ma + mb * left + mc * cand) / 1024}
+            k = max(1, -(-int(max(cand, left)) // args.limit))
+            seconds = (k * ta + tb * left + tc * cand * (1 + overlap)) / (1 - second_query)
+            part_left, part_cand = left / k, cand * (1 + overlap) / k
+            return {"citizens": citizens, "left": left, "candidates": cand, "parts": k, "seconds": seconds,
+                    "rss_gib": (ma + mb * part_left + mc * part_cand) / 1024}
 
         per = {name: task(n) for name, n in sizes.items()}
         tasks = [task(args.largest)["seconds"]] + [task(rest)["seconds"]] * (args.provinces - 1)
@@ -132,7 +167,8 @@ def main() -> int:
     for scenario, s in out["scenarios"].items():
         for name, t in s["tasks"].items():
             print(f"{scenario} {name}: {t['citizens'] / 1e6:.1f}M citizens, {t['left'] / 1e6:.2f}M left, "
-                  f"{t['candidates'] / 1e6:.1f}M candidates: {t['seconds']:.0f} s, {t['rss_gib']:.1f} GiB")
+                  f"{t['candidates'] / 1e6:.1f}M candidates" + (f" in {t['parts']} parts" if "parts" in t else "")
+                  + f": {t['seconds']:.0f} s, {t['rss_gib']:.1f} GiB")
         print(f"{scenario} wall time by workers: " + ", ".join(f"W={w}: {v / 3600:.2f} h"
                                                              for w, v in s["wall_s_by_workers"].items()))
     print(f"written: {args.out}")
