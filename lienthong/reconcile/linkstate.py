@@ -328,17 +328,19 @@ def link_against(left: pa.Table, registry_ref: str, inputs: dict[str, str], band
 
 @dataclass
 class Prepared:
-    """A change update up to the linking (`prepare`): the registry and left records committed, the left
-    records to relink, the links version they are relinked from, the left records gone, counts so far."""
+    """An update up to the linking (`prepare`, or `prepare_full` for a full relink): the registry and left
+    records committed, the left records to relink, the links version they are relinked from, the left records
+    gone, counts so far."""
 
     refs: dict[str, str]  # REGISTRY and LEFT after the commits
-    previous_links: str
+    previous_links: str | None  # None: no links yet (a full relink)
     left: pa.Table  # LEFT_SCHEMA: the records to relink
     left_deletes: set[str]
     counts: dict[str, Any]
     seconds: dict[str, float]
     model_ids: dict[str, str]
     t0: float
+    full: bool = False  # every left record is relinked and the links replace the table's content
 
 
 def full_reason(integrated_dir: Path, bases: dict[str, list[str]] | None, models: dict[str, LinkModel | None],
@@ -374,10 +376,11 @@ def update(
     paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
     model_ids = {t: m.model_id for t, m in models.items() if m is not None}
     reason = _full_reason(paths, bases, models, state_models, model_ids)
-    if reason:
+    planned = work is not None and work.reason is None
+    if reason and not (planned and work.plan.get("full")):
         log.info("link state: relinking everything (%s)", reason)
         return _full(paths, inputs, models, run_id=run_id, settings=settings, bands=bands, t0=t0, reason=reason)
-    if work is not None and work.reason is None:
+    if planned:
         prepared = work.prepared()
         links, link_counts = work.links()
         log.info("link state: %d left records relinked by %d province tasks (plan of run %s)", prepared.left.num_rows,
@@ -476,12 +479,46 @@ def prepare(integrated_dir: Path, inputs: dict[str, str], bases: dict[str, list[
     return Prepared(refs, previous_links, left, left_deletes, counts, seconds, model_ids, t0)
 
 
+def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str, LinkModel | None], *,
+                 run_id: str, reason: str) -> Prepared:
+    """A full relink up to the linking, for province tasks to link (`linkwork`): the registry and the left
+    records committed whole from the staged versions `inputs`, every left record to relink. Only with a
+    persisted model for every link type (a model is trained on the whole data, in `update`, never by a
+    province). A run that dies before `finish` commits the links is relinked whole by the next run: the
+    reason this one relinks everything still holds then, as for `update`'s own full relink."""
+    missing = sorted(t for t in LEFT_DATASETS.values() if models.get(t) is None)
+    if missing:
+        raise ValueError(f"link state: no persisted model for {', '.join(missing)}: a full relink by province "
+                         "needs one for every link type")
+    t0 = time.monotonic()
+    paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
+    registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
+    n_registry = registry.num_rows
+    refs = {REGISTRY: _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)}
+    del registry
+    left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+    refs[LEFT] = _commit(paths[LEFT], left, set(), run_id=run_id, full=True)
+    previous = zones.ref(paths[LINKS], v) if (v := zones.version(paths[LINKS])) is not None else None
+    counts = {"registry": n_registry, "left": left.num_rows, "relinked": left.num_rows, "trained": [],
+              "reason": reason}
+    return Prepared(refs, previous, left, set(), counts, {"prepare": round(time.monotonic() - t0, 3)},
+                    {t: m.model_id for t, m in models.items() if m is not None}, t0, full=True)
+
+
 def finish(integrated_dir: Path, prepared: Prepared, links: pa.Table, used: dict[str, LinkModel],
            link_counts: dict[str, Any], *, run_id: str, settings: Settings, link_seconds: float) -> Update:
     """Commit the relinked records' links (and drop the links of the left records gone): the update done."""
     links_path = table_path(integrated_dir, LINKS)
     refs = dict(prepared.refs)
     seconds = {**prepared.seconds, "link": round(link_seconds, 3)}
+    if prepared.full:
+        refs[LINKS] = _commit(links_path, links, set(), run_id=run_id, full=True)
+        seconds["total"] = round(time.monotonic() - prepared.t0, 3)
+        counts = {**prepared.counts, "links": link_counts}
+        log.info("link state (full, %s): %d left records relinked against %d citizens in %.1f s",
+                 counts["reason"], counts["relinked"], counts["registry"], seconds["total"])
+        return Update("full", refs, counts, seconds, {t: m.model_id for t, m in used.items()} | prepared.model_ids)
+    assert prepared.previous_links is not None
     changed_links = links_changed(prepared.previous_links, links, prepared.left_deletes, settings)
     refs[LINKS] = _commit(links_path, links, prepared.left_deletes, run_id=run_id, full=False)
     seconds["total"] = round(time.monotonic() - prepared.t0, 3)

@@ -5,7 +5,8 @@ Owns the run's work folder `<integrated>/_state/work/<run_id>/`:
 
 - `plan.json`: what the plan was made for (`fingerprint`: the staged inputs, the bases, the models, the
   bands), the link state's table versions after the plan's commits (registry, left) and the links version
-  it relinks from, the counts and seconds so far, and the partitions;
+  it relinks from, the counts and seconds so far, the partitions, and whether it relinks everything
+  (`full`: a model change or a base gone, with a persisted model for every link type, `linkstate.prepare_full`);
 - `left.parquet`: the left records to relink with their partition (`partitions.partition_of`);
 - `deletes.parquet`: the left records gone;
 - `links-<partition>.parquet` with `counts-<partition>.json`: one partition's links, written by its task
@@ -80,10 +81,12 @@ def write_plan(settings: Settings, run_id: str, fingerprint: dict[str, Any], pre
     plan = {"run_id": run_id, "fingerprint": fingerprint, "refs": prepared.refs,
             "previous_links": prepared.previous_links, "versions": _state_versions(settings.integrated_dir),
             "counts": prepared.counts, "seconds": prepared.seconds, "model_ids": prepared.model_ids,
-            "partitions": sizes}
+            "partitions": sizes, "full": prepared.full}
     write_json(d / "plan.json", plan)
-    log.info("person links planned for %d left records in %d partitions: %s", left.num_rows, len(names), sizes)
-    return {"mode": "change", "partitions": names, "left_records": left.num_rows, "sizes": sizes}
+    mode = "full" if prepared.full else "change"
+    log.info("person links planned (%s) for %d left records in %d partitions: %s", mode, left.num_rows, len(names),
+             sizes)
+    return {"mode": mode, "partitions": names, "left_records": left.num_rows, "sizes": sizes}
 
 
 def _plan(d: Path) -> dict[str, Any]:
@@ -147,7 +150,8 @@ class Planned:
         deletes = set(pq.read_table(self.folder / "deletes.parquet")[linkstate.KEY].to_pylist())
         return linkstate.Prepared(refs=self.plan["refs"], previous_links=self.plan["previous_links"], left=left,
                                   left_deletes=deletes, counts=self.plan["counts"], seconds=self.plan["seconds"],
-                                  model_ids=self.plan["model_ids"], t0=time.monotonic())
+                                  model_ids=self.plan["model_ids"], t0=time.monotonic(),
+                                  full=bool(self.plan.get("full")))
 
     def links(self) -> tuple[pa.Table, dict[str, Any]]:
         """Every partition's links (sorted by key) and their counts summed."""

@@ -699,8 +699,11 @@ def _record_start(url: str, run_id: str, started: datetime, input_metrics: dict[
 def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """The first part of reconciliation `run_id`, for the integrate DAG's province tasks: the link state's
     registry and left records brought to the staged inputs, and the left records to relink written by
-    province (`linkwork`). Nothing to plan (no province task runs; reconcile does it all) when nothing
-    changed, or when the run relinks everything (no state or model yet, a base vacuumed, another model)."""
+    province (`linkwork`). A run that relinks everything (no state yet, a base vacuumed, another model
+    activated) is planned whole (`linkstate.prepare_full`) when every link type has a persisted model and the
+    linkage is by province. Nothing to plan (no province task runs; reconcile does it all) when nothing
+    changed, or when a full relink needs a model trained first (the first reconciliation) or the linkage is
+    in one partition."""
     from lienthong.db import warehouse_url
     from lienthong.reconcile import linkstate, linkwork
 
@@ -713,9 +716,16 @@ def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str
     # those that did not finish), so that the plan's fingerprint is the one reconcile computes
     ctx = _link_context(run_id, s)
     reason = linkstate.full_reason(s.integrated_dir, ctx.bases, ctx.models, ctx.state_models)
-    if reason:
-        log.info("person links: reconcile relinks everything (%s); no province to plan", reason)
+    untrained = sorted(t for t in linkstate.LEFT_DATASETS.values() if ctx.models.get(t) is None)
+    if reason and (untrained or s.linkage_partitions != "province"):
+        why = f"no persisted model for {', '.join(untrained)}" if untrained else "the linkage is not by province"
+        log.info("person links: reconcile relinks everything (%s; %s); no province to plan", reason, why)
         return {"mode": "full", "reason": reason, "partitions": []}
+    if reason:
+        # everything relinked, by the province tasks, with the persisted models
+        log.info("person links: relinking everything by province (%s)", reason)
+        full = linkstate.prepare_full(s.integrated_dir, ctx.link_inputs, ctx.models, run_id=run_id, reason=reason)
+        return linkwork.write_plan(s, run_id, ctx.fingerprint(), full, ctx.link_inputs) | {"reason": reason}
     prepared = linkstate.prepare(s.integrated_dir, ctx.link_inputs, ctx.bases, ctx.models, run_id=run_id,
                                  settings=s, bands=ctx.bands)
     if isinstance(prepared, linkstate.Update):

@@ -15,12 +15,14 @@ mapped task calls it) and reconciled. After every run:
 - the run's work folder is gone.
 
 Then a run whose province task did not run: reconcile does not use the plan, links itself, and still equals
-the single-partition run.
+the single-partition run. And a full relink (another model activated) is planned by province too, linked in
+parts under a small candidate limit, and equals the single-partition run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 
 import pytest
@@ -89,3 +91,55 @@ def test_province_tasks_give_the_single_partition_result(country):
     # nothing changed since: the plan says so and names no province
     stage_landed("p5")
     assert pipeline.plan_person_links("p5") == {"mode": "unchanged", "partitions": []}
+
+
+def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(country, caplog):
+    """Another model activated: every left record is relinked, by the province tasks (in parts under a
+    small candidate limit), and the result is the single-partition rebuild's; a kill before reconcile leaves
+    a state the next run relinks whole again."""
+    from province import stage_landed
+
+    from lienthong import pipeline, zones
+    from lienthong.db import connect, warehouse_url
+    from lienthong.reconcile import linkstate, linkwork, models
+    from lienthong.reconcile.people import LinkModel
+    from lienthong.settings import load_settings
+
+    s = load_settings()
+    with connect(warehouse_url(s)) as conn:
+        record, model = models.active(conn, "holder_citizen")
+        # the same parameters but a slightly different prior: another model (its id is its content's hash)
+        splink = {**model.splink, "probability_two_random_records_match":
+                  model.splink["probability_two_random_records_match"] * 1.01}
+        other = LinkModel(splink=splink, tf=model.tf)
+        assert other.model_id != record.model_id
+        models.save(conn, s.integrated_dir, "holder_citizen", other, run_id="activate")
+        conn.commit()
+    stage_landed("f1")
+    plan = pipeline.plan_person_links("f1")
+    left = zones.read_table(linkstate.table_path(s.integrated_dir, linkstate.LEFT))
+    assert plan["mode"] == "full" and "models differ" in plan["reason"], plan
+    assert len(plan["partitions"]) >= 3 and plan["left_records"] == left.num_rows, plan
+    # a task killed before reconcile: the next plan is full again and replaces this one
+    pipeline.link_person_partition("f1", plan["partitions"][0])
+    again = pipeline.plan_person_links("f2")
+    assert again["mode"] == "full" and again["left_records"] == left.num_rows, again
+    limited = dataclasses.replace(s, link_candidate_rows=150)
+    from lienthong.reconcile.linkwork import link_partition
+
+    with caplog.at_level(logging.INFO, logger="lienthong.reconcile.partitions"):
+        linked = [link_partition("f2", p, limited) for p in again["partitions"]]
+    assert all(r["linked"] for r in linked), linked
+    in_parts = {r.args[0] for r in caplog.records if r.msg.startswith("link partition %s, part %d of %d")}
+    assert len(in_parts) >= 2, in_parts
+    result = pipeline.reconcile("f2")
+    state = result["link_state"]
+    assert state["mode"] == "full", state
+    assert state["counts"]["province_tasks"] == again["sizes"], state["counts"]
+    assert state["counts"]["relinked"] == left.num_rows
+    assert state["models"]["holder_citizen"] == other.model_id
+    assert not linkwork.work_dir(s.integrated_dir, "f2").exists()
+    _equals_one_partition(s)
+    # and the next run has nothing to relink
+    stage_landed("f3")
+    assert pipeline.plan_person_links("f3") == {"mode": "unchanged", "partitions": []}
