@@ -480,16 +480,16 @@ def prepare(integrated_dir: Path, inputs: dict[str, str], bases: dict[str, list[
 
 
 def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str, LinkModel | None], *,
-                 run_id: str, reason: str) -> Prepared:
+                 run_id: str, reason: str, settings: Settings) -> tuple[Prepared, dict[str, LinkModel]]:
     """A full relink up to the linking, for province tasks to link (`linkwork`): the registry and the left
-    records committed whole from the staged versions `inputs`, every left record to relink. Only with a
-    persisted model for every link type (a model is trained on the whole data, in `update`, never by a
-    province). A run that dies before `finish` commits the links is relinked whole by the next run: the
-    reason this one relinks everything still holds then, as for `update`'s own full relink."""
-    missing = sorted(t for t in LEFT_DATASETS.values() if models.get(t) is None)
-    if missing:
-        raise ValueError(f"link state: no persisted model for {', '.join(missing)}: a full relink by province "
-                         "needs one for every link type")
+    records committed whole from the staged versions `inputs`, every left record to relink. A link type
+    with no model in `models` gets one trained here on the whole data (`partitions.train_missing`, what
+    linking everything at once trains), never by a province; returns the Prepared and the models trained
+    (for the caller to persist: the province tasks link with the persisted ones).
+
+    A run that dies before `finish` commits the links is relinked whole by the next run: the reason this one
+    relinks everything still holds then (no earlier reconciliation, another model, a base gone), as for
+    `update`'s own full relink; a model persisted before the kill is then the one it links with."""
     t0 = time.monotonic()
     paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
     registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
@@ -498,11 +498,17 @@ def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str,
     del registry
     left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
     refs[LEFT] = _commit(paths[LEFT], left, set(), run_id=run_id, full=True)
+    seconds = {"prepare": round(time.monotonic() - t0, 3)}
+    t1 = time.monotonic()
+    complete = partitions.train_missing(left, refs[REGISTRY], settings, models, LEFT_DATASETS)
+    trained = {t: m for t, m in complete.items() if m is not None and models.get(t) is None}
+    seconds["train"] = round(time.monotonic() - t1, 3)
     previous = zones.ref(paths[LINKS], v) if (v := zones.version(paths[LINKS])) is not None else None
-    counts = {"registry": n_registry, "left": left.num_rows, "relinked": left.num_rows, "trained": [],
+    counts = {"registry": n_registry, "left": left.num_rows, "relinked": left.num_rows, "trained": sorted(trained),
               "reason": reason}
-    return Prepared(refs, previous, left, set(), counts, {"prepare": round(time.monotonic() - t0, 3)},
-                    {t: m.model_id for t, m in models.items() if m is not None}, t0, full=True)
+    prepared = Prepared(refs, previous, left, set(), counts, seconds,
+                        {t: m.model_id for t, m in complete.items() if m is not None}, t0, full=True)
+    return prepared, trained
 
 
 def finish(integrated_dir: Path, prepared: Prepared, links: pa.Table, used: dict[str, LinkModel],

@@ -355,8 +355,8 @@ def train_whole(left: pa.Table, registry_ref: str, settings: Settings) -> LinkMo
         return train(con, DuckDBAPI(connection=con))
 
 
-def _trained(left: pa.Table, registry_ref: str, settings: Settings, models: dict[str, LinkModel | None],
-             link_types: Mapping[str, str]) -> dict[str, LinkModel | None]:
+def train_missing(left: pa.Table, registry_ref: str, settings: Settings, models: dict[str, LinkModel | None],
+                  link_types: Mapping[str, str]) -> dict[str, LinkModel | None]:
     """`models` with a model for each link type that has none and has left records, trained on the whole data."""
     out = dict(models)
     for dataset, link_type in link_types.items():
@@ -405,9 +405,9 @@ def link_partitions(left: pa.Table, registry_ref: str, bands: LinkBands, setting
                     models: dict[str, LinkModel | None], *, link: Link, link_types: Mapping[str, str],
                     head_offices: pa.Table | None = None, registry_total: int | None = None) -> Iterator[Partition]:
     """Link each partition of `left` (the link state's left rows) against its candidates in
-    `registry_ref`, one at a time, with `link` and `models` completed by `_trained`; yields each partition's
+    `registry_ref`, one at a time, with `link` and `models` completed by `train_missing`; yields each partition's
     result as it is done (`link_partitioned` merges them)."""
-    full = _trained(left, registry_ref, settings, models, link_types)
+    full = train_missing(left, registry_ref, settings, models, link_types)
     for model in full.values():
         if model is not None:
             check_model_keys(model)

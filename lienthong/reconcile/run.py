@@ -696,14 +696,24 @@ def _record_start(url: str, run_id: str, started: datetime, input_metrics: dict[
                                                           status="running", metrics={"inputs": input_metrics}))
 
 
+def _save_trained(url: str, s: Settings, run_id: str, trained: dict[str, Any], inputs: dict[str, dict[str, Any]]) -> None:
+    """Persist and activate the link models run `run_id` trained on the whole data (`models.save`)."""
+    from lienthong.db import connect
+    from lienthong.reconcile import linkstate, models
+
+    with connect(url) as conn:
+        for link_type, model in trained.items():
+            models.save(conn, s.integrated_dir, link_type, model, run_id=run_id,
+                        summary={"trained_on": {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS}})
+
+
 def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """The first part of reconciliation `run_id`, for the integrate DAG's province tasks: the link state's
     registry and left records brought to the staged inputs, and the left records to relink written by
-    province (`linkwork`). A run that relinks everything (no state yet, a base vacuumed, another model
-    activated) is planned whole (`linkstate.prepare_full`) when every link type has a persisted model and the
-    linkage is by province. Nothing to plan (no province task runs; reconcile does it all) when nothing
-    changed, or when a full relink needs a model trained first (the first reconciliation) or the linkage is
-    in one partition."""
+    province (`linkwork`). A run that relinks everything (the first, a base vacuumed, another model
+    activated) is planned whole (`linkstate.prepare_full`; a link type with no model yet gets one trained
+    on the whole data and persisted here). Nothing to plan (no province task runs; reconcile does it all) when
+    nothing changed, or for a full relink when the linkage is in one partition (`LIENTHONG_LINKAGE_PARTITIONS=none`)."""
     from lienthong.db import warehouse_url
     from lienthong.reconcile import linkstate, linkwork
 
@@ -711,21 +721,26 @@ def plan_person_links(run_id: str, settings: Settings | None = None) -> dict[str
     ctx = _link_context(run_id, s)
     if ctx.unchanged:
         return {"mode": "unchanged", "partitions": []}
-    _record_start(warehouse_url(s), run_id, datetime.now(UTC), ctx.input_metrics)
+    url = warehouse_url(s)
+    _record_start(url, run_id, datetime.now(UTC), ctx.input_metrics)
     # again, with this run recorded as started: the bases reconcile will find (it counts this run among
     # those that did not finish), so that the plan's fingerprint is the one reconcile computes
     ctx = _link_context(run_id, s)
     reason = linkstate.full_reason(s.integrated_dir, ctx.bases, ctx.models, ctx.state_models)
-    untrained = sorted(t for t in linkstate.LEFT_DATASETS.values() if ctx.models.get(t) is None)
-    if reason and (untrained or s.linkage_partitions != "province"):
-        why = f"no persisted model for {', '.join(untrained)}" if untrained else "the linkage is not by province"
-        log.info("person links: reconcile relinks everything (%s; %s); no province to plan", reason, why)
+    if reason and s.linkage_partitions != "province":
+        log.info("person links: reconcile relinks everything (%s) in one partition; no province to plan", reason)
         return {"mode": "full", "reason": reason, "partitions": []}
     if reason:
-        # everything relinked, by the province tasks, with the persisted models
+        # everything relinked by the province tasks, with the persisted models (a missing one trained here on
+        # the whole data and persisted first, as reconcile would)
         log.info("person links: relinking everything by province (%s)", reason)
-        full = linkstate.prepare_full(s.integrated_dir, ctx.link_inputs, ctx.models, run_id=run_id, reason=reason)
-        return linkwork.write_plan(s, run_id, ctx.fingerprint(), full, ctx.link_inputs) | {"reason": reason}
+        full, trained = linkstate.prepare_full(s.integrated_dir, ctx.link_inputs, ctx.models, run_id=run_id,
+                                               reason=reason, settings=s)
+        if trained:
+            _save_trained(url, s, run_id, trained, ctx.inputs)
+            ctx = _link_context(run_id, s)  # the fingerprint reconcile computes names the models just persisted
+        return linkwork.write_plan(s, run_id, ctx.fingerprint(), full, ctx.link_inputs) | {
+            "reason": reason, "trained": sorted(trained)}
     prepared = linkstate.prepare(s.integrated_dir, ctx.link_inputs, ctx.bases, ctx.models, run_id=run_id,
                                  settings=s, bands=ctx.bands)
     if isinstance(prepared, linkstate.Update):
@@ -773,10 +788,7 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         s.integrated_dir, ctx.link_inputs, ctx.bases, ctx.models, run_id=run_id, settings=s, bands=bands,
         state_models=ctx.state_models, work=linkwork.planned(s, run_id, ctx.fingerprint()))
     if update.trained:
-        with connect(url) as conn:
-            for link_type, model in update.trained.items():
-                models.save(conn, s.integrated_dir, link_type, model, run_id=run_id,
-                            summary={"trained_on": {n: inputs[n]["staged_path"] for n in linkstate.PERSON_INPUTS}})
+        _save_trained(url, s, run_id, update.trained, inputs)
     with connect(url) as conn:
         records = {t: runs.active_link_model(conn, t) for t in models.LINK_TYPES}
     outputs: dict[str, Any] = {}

@@ -227,6 +227,13 @@ def test_scheduler_runs_integrate_then_publish_from_asset_events_after_triggered
                and any(t.startswith(f"{d}.validate_part_{d}[") and st == "success" for t, st in states.items())
                for d in ("parcel", "land_holder", "certificate"))]
     assert validated_by_province, (chain["integrate_tasks"], chain["diagnostics"])
+    # ... and the people linked province by province, the first reconciliation too (its plan trains the
+    # models): the plan, a mapped link_province per province, then reconcile
+    linked_by_province = [
+        states for states in chain["integrate_tasks"]
+        if states.get("plan_person_links") == "success" and states.get("reconcile") == "success"
+        and any(t.startswith("link_province[") and st == "success" for t, st in states.items())]
+    assert linked_by_province, (chain["integrate_tasks"], chain["diagnostics"])
     # publish follows an integrate run: it cannot have started before the first integrate run started.
     assert min(r["start_date"] for r in publish_ok) >= min(r["start_date"] for r in integrate_ok), chain[
         "diagnostics"

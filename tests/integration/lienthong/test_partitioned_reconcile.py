@@ -143,3 +143,49 @@ def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(co
     # and the next run has nothing to relink
     stage_landed("f3")
     assert pipeline.plan_person_links("f3") == {"mode": "unchanged", "partitions": []}
+
+
+def test_a_first_run_trains_in_the_plan_and_links_by_province(tmp_path_factory):
+    """The first reconciliation of a country as the DAG runs it: the plan trains each link type's model on
+    the whole data (the model linking everything at once trains, up to the float noise of training) and
+    persists it, the province tasks link
+    every left record, and reconcile's result equals the single-partition rebuild."""
+    from province import ingested_province, stage_landed, three_provinces
+
+    from lienthong import pipeline
+    from lienthong.db import connect, warehouse_url
+    from lienthong.reconcile import linkstate, models
+    from lienthong.reconcile.people import LinkBands
+    from lienthong.reconcile.retrain import same_model
+    from lienthong.reconcile.sources import INPUT_DATASETS
+    from lienthong.runs.latest import latest_integration
+    from lienthong.settings import load_settings
+
+    config = three_provinces(citizens=1200, seed=11, representatives_outside=0.3)
+    root = tmp_path_factory.mktemp("firstplan")
+    with ingested_province(root, citizens=0, seed=0, config=config):
+        s = load_settings()
+        stage_landed("r1")
+        plan = pipeline.plan_person_links("r1")
+        assert plan["mode"] == "full" and plan["reason"] == "no earlier reconciliation", plan
+        assert plan["trained"] == sorted(linkstate.LEFT_DATASETS.values()), plan
+        assert len(plan["partitions"]) >= 3, plan
+        with connect(warehouse_url(s)) as conn:
+            persisted = {t: models.active(conn, t) for t in models.LINK_TYPES}
+        assert all(p is not None and p[0].trained_run_id == "r1" for p in persisted.values()), persisted
+        # the models linking everything at once would train on the same data
+        staged = {n: latest_integration(n, warehouse_url(s))["staged_path"] for n in INPUT_DATASETS}
+        whole = linkstate.update(root / "whole", linkstate.link_inputs(staged), None, {}, run_id="whole",
+                                 settings=dataclasses.replace(s, linkage_partitions="none"),
+                                 bands=LinkBands(accept=s.match_accept, review=s.match_review))
+        # (the same parameters up to the float noise of training: `retrain.same_model`)
+        assert set(whole.trained) == set(persisted)
+        assert all(same_model(whole.trained[t], p[1]) for t, p in persisted.items() if p is not None)
+        linked = [pipeline.link_person_partition("r1", p) for p in plan["partitions"]]
+        assert all(r["linked"] for r in linked), linked
+        result = pipeline.reconcile("r1")
+        state = result["link_state"]
+        assert state["mode"] == "full" and state["counts"]["province_tasks"] == plan["sizes"], state
+        assert state["counts"]["trained"] == plan["trained"]
+        assert state["models"] == {t: p[1].model_id for t, p in persisted.items() if p is not None}
+        _equals_one_partition(s)
