@@ -32,9 +32,9 @@ brings the link state's registry and left records to the staged versions and wri
 touches, by province, into the run's work folder; **link_province** links one province's records (one mapped
 task per province, pool `reconcile_partitions`: the unit a Celery worker takes) against the registry rows
 sharing a candidate key with them, from any province (a province reaching more than
-`LIENTHONG_LINK_CANDIDATE_ROWS` registry rows in parts, one at a time). A new model or a vacuumed base
-relinks everything the same way, every left record planned by province; only a first run (no model to link
-with yet: it is trained on the whole data) relinks inside reconcile (no province task runs).
+`LIENTHONG_LINK_CANDIDATE_ROWS` registry rows in parts, one at a time). A first run, a new model or a
+vacuumed base relinks everything the same way, every left record planned by province; on a first run the plan
+trains the link models on the whole data and persists them before any province task starts.
 
 Then **reconcile** (when at least one dataset changed, skipped when every staged version is the one the last
 reconciliation used): duplicates inside each source; legal
