@@ -24,7 +24,8 @@ assumptions for C:
   one part.
 
 Only tasks linked in one part are fitted (a task in parts peaks with its largest part, not with its
-candidates); the tasks in parts give the overlap and the second query's share.
+candidates); the tasks in parts (`results/link-parts-*.json`, `bench_partitions.py --candidate-rows N`) give
+the overlap and the second query's share.
 
 And the wall time of all provinces' tasks with W workers each taking one task at a time (longest first): at
 least the largest province's task. A projection, not a measurement: it extends fits of up to 5M citizens.
@@ -119,6 +120,8 @@ def main() -> int:
     files = sorted(p for p in RESULTS.glob("partitions-*.json")
                    if p.name != args.out.name and "partitions" in json.loads(p.read_text()))  # not a projection
     results = [json.loads(p.read_text()) for p in files]
+    # the runs under a candidate limit (`bench_partitions.py --candidate-rows N --result link-parts-…`)
+    part_files = sorted(RESULTS.glob("link-parts-*.json"))
     pts = points(results)
     (ta, tb, tc), t_r2 = fit(pts, "seconds")
     (ma, mb, mc), m_r2 = fit(pts, "rss_mib")
@@ -130,9 +133,9 @@ def main() -> int:
     share_now = max(s for _, s in shares)
     sizes = {"average": args.citizens / args.provinces, "largest": float(args.largest)}
     rest = (args.citizens - args.largest) / (args.provinces - 1)
-    overlap, second_query = in_parts(results)
+    overlap, second_query = in_parts([json.loads(p.read_text()) for p in part_files])
     out: dict[str, Any] = {
-        "measured_from": [f.name for f in files], "points": len(pts),
+        "measured_from": [f.name for f in files], "parts_from": [f.name for f in part_files], "points": len(pts),
         "fit_seconds": {"a": ta, "per_left": tb, "per_candidate": tc, "r2": t_r2},
         "fit_rss_mib": {"a": ma, "per_left": mb, "per_candidate": mc, "r2": m_r2},
         "left_per_citizen": left_per_citizen, "largest_share_by_registry": shares,

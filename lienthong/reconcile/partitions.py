@@ -35,6 +35,7 @@ follows the limit, not the size of the country; the time still grows with it (mo
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -247,7 +248,8 @@ def candidate_parts(left: pa.Table, registry_ref: str, settings: Settings, *,
                 parts = _split(con, n)
                 root = spill_root(settings)
                 root.mkdir(parents=True, exist_ok=True)
-                folder = Path(tempfile.mkdtemp(prefix="link-parts-", dir=root))
+                # named as the sessions' spill folders are (`duck.session`): purpose, then process
+                folder = Path(tempfile.mkdtemp(prefix=f"link-parts-{os.getpid()}-", dir=root))
                 con.execute(f"COPY (SELECT k.{PART}, r.* FROM registry r JOIN part_keys k ON k.{KEY} = r.{KEY}) "
                             f"TO {zones.sql_text(folder / 'rows')} (FORMAT parquet, PARTITION_BY ({PART}))")
         if n == 1:
