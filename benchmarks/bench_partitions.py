@@ -36,6 +36,9 @@ Then, each in a child process of its own so that its peak RSS (VmHWM) is its own
   and compares it with that run's whole links; the driver's memory for a big country comes from
   `PYSPARK_SUBMIT_ARGS` (recorded as `submit_args`), e.g. `--driver-memory 6g pyspark-shell`.
 
+`--tasks-only` runs only the per-province children (e.g. under another `--candidate-rows`), compared with the
+whole links of the last full run on the same country and models.
+
 The partitioned links and the per-partition links are checked equal to the whole ones (row for row, scores to
 1e-9). The Spark links are compared with the whole (DuckDB) ones as `lienthong linkage-compare` does
 (`enginecompare.agreement` and `enginecompare.differences`, left records told apart by `_key`): accepted links
@@ -507,6 +510,9 @@ def main() -> int:
                          "(state/links-whole.parquet, the same models); its part of the result file is replaced")
     ap.add_argument("--candidate-rows", type=int,
                     help="LIENTHONG_LINK_CANDIDATE_ROWS for the children (default: the setting's default)")
+    ap.add_argument("--tasks-only", action="store_true",
+                    help="only the per-province children, compared with the whole links of the last run on this "
+                         "country (state/links-whole.parquet, the same models): e.g. another --candidate-rows")
     ap.add_argument("--child", choices=("whole", "partitioned", "partition", "spark"))
     ap.add_argument("--partition")
     args = ap.parse_args()
@@ -531,10 +537,13 @@ def main() -> int:
         return 0 if spark["agreement"]["agreement_ok"] else 1
     print(f"{prepared['registry_rows']} citizens, {prepared['left_rows']} left records in partitions "
           f"{prepared['partitions']}", flush=True)
-    whole = _run_child(["--child", "whole", *size])
-    print(f"whole: {whole['seconds']} s, peak RSS {whole['peak_rss_mib']} MiB", flush=True)
-    partitioned = _run_child(["--child", "partitioned", *size])
-    print(f"partitioned: {partitioned['seconds']} s, peak RSS {partitioned['peak_rss_mib']} MiB", flush=True)
+    whole: dict[str, Any] | None = None
+    partitioned: dict[str, Any] | None = None
+    if not args.tasks_only:
+        whole = _run_child(["--child", "whole", *size])
+        print(f"whole: {whole['seconds']} s, peak RSS {whole['peak_rss_mib']} MiB", flush=True)
+        partitioned = _run_child(["--child", "partitioned", *size])
+        print(f"partitioned: {partitioned['seconds']} s, peak RSS {partitioned['peak_rss_mib']} MiB", flush=True)
     parts = {}
     for name in prepared["partitions"]:
         parts[name] = p = _run_child(["--child", "partition", "--partition", name, *size])
@@ -545,9 +554,11 @@ def main() -> int:
     state = _root(args.provinces, args.citizens) / "state"
     want = pq.read_table(state / "links-whole.parquet")
     by_partition = pa.concat_tables([pq.read_table(state / f"links-p-{n}.parquet") for n in parts])
-    equal = {"partitioned_vs_whole_rows_differing": differences(pq.read_table(state / "links-partitioned.parquet"), want),
-             "partitions_vs_whole_rows_differing": differences(by_partition, want),
-             "counts_equal": partitioned["counts"] == whole["counts"], "links": want.num_rows}
+    equal = {"partitions_vs_whole_rows_differing": differences(by_partition, want), "links": want.num_rows}
+    if whole is not None and partitioned is not None:
+        equal |= {"partitioned_vs_whole_rows_differing":
+                  differences(pq.read_table(state / "links-partitioned.parquet"), want),
+                  "counts_equal": partitioned["counts"] == whole["counts"]}
     print(f"equal: {equal}", flush=True)
     if spark is not None:
         _agree(spark, state)
@@ -562,13 +573,14 @@ def main() -> int:
         "models": {t: m["model_id"] for t, m in prepared["models"].items()},
         "whole": whole, "partitioned": partitioned, "partitions": parts, "equal": equal,
         "summary": {
-            "whole_peak_rss_mib": whole["peak_rss_mib"], "partitioned_peak_rss_mib": partitioned["peak_rss_mib"],
+            **({"whole_peak_rss_mib": whole["peak_rss_mib"], "partitioned_peak_rss_mib": partitioned["peak_rss_mib"],
+                "whole_s": whole["seconds"], "partitioned_s": partitioned["seconds"]}
+               if whole is not None and partitioned is not None else {}),
             "largest_partition_peak_rss_mib": max(p["peak_rss_mib"] for p in parts.values()),
             "largest_candidates_share": max(p["candidates_share"] for p in parts.values()),
             "candidate_rows_limit": next(iter(parts.values()))["candidate_rows_limit"],
             "largest_part_candidates": max(p["largest_part_candidates"] for p in parts.values()),
             "parts": {n: len(p["parts"]) for n, p in parts.items()},
-            "whole_s": whole["seconds"], "partitioned_s": partitioned["seconds"],
             "sum_of_partitions_s": round(sum(p["seconds"] for p in parts.values()), 2),
         },
     }
@@ -578,7 +590,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
-    ok = equal["partitioned_vs_whole_rows_differing"] == 0 and equal["partitions_vs_whole_rows_differing"] == 0
+    ok = equal.get("partitioned_vs_whole_rows_differing", 0) == 0 and equal["partitions_vs_whole_rows_differing"] == 0
     ok = ok and (spark is None or spark["agreement"]["agreement_ok"])
     return 0 if ok else 1
 

@@ -187,3 +187,18 @@ def test_stage_provinces_spreads_the_parts_longest_first_to_the_least_loaded_wor
     assert bench._makespan([5.0, 4.0, 3.0, 3.0], 1) == 15.0
     assert bench._makespan([5.0, 4.0, 3.0, 3.0], 2) == 8.0  # 5+3 and 4+3
     assert bench._makespan([5.0, 4.0, 3.0, 3.0], 4) == 5.0
+
+
+def test_the_projection_fits_tasks_in_one_part_and_takes_the_overlap_from_tasks_in_parts() -> None:
+    project = _load("project_partitions")
+    result = {"country": {"registry_rows": 1000}, "partitions": {
+        "01": {"left": 10, "candidates": 100, "seconds": 5.0, "peak_rss_mib": 50.0, "candidates_share": 0.1,
+               "parts": [{"candidates": 100, "candidates_s": 1.0}]},
+        "79": {"left": 30, "candidates": 400, "seconds": 8.0, "peak_rss_mib": 60.0, "candidates_share": 0.4,
+               "parts": [{"candidates": 220, "candidates_s": 2.0}, {"candidates": 220, "candidates_s": 0.1}]},
+        "unknown": {"left": 1, "candidates": 1, "seconds": 1.0, "peak_rss_mib": 40.0, "candidates_share": 0.0}}}
+    # a task in parts peaks with its largest part: not a point of the fit by candidates; nor is `unknown`
+    assert [p["candidates"] for p in project.points([result])] == [100]
+    overlap, share = project.in_parts([result])
+    assert overlap == pytest.approx(440 / 400 - 1) and share == pytest.approx(2.0 / 2 / 8.0)
+    assert project.in_parts([]) == (0.0, 0.0)
