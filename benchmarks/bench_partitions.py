@@ -384,8 +384,9 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
                 "seconds": round(t2 - t0, 2), "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
         out["peak_rss_mib"] = rss_mib()
         # the blocking keys are followed only from the records the exact passes leave to the model
-        out["exact_linked"] = partitions.exact_linked(rows.select(PERSON_COLUMNS), ref, settings)
-        out["candidates_by_key"] = _key_reach(rows, ref, settings)
+        if not os.environ.get("BENCH_SKIP_KEY_REACH"):
+            out["exact_linked"] = partitions.exact_linked(rows.select(PERSON_COLUMNS), ref, settings)
+            out["candidates_by_key"] = _key_reach(rows, ref, settings)
     out.setdefault("peak_rss_mib", rss_mib())
     pq.write_table(links, state / f"links-{mode if partition is None else 'p-' + partition}.parquet")
     return out
@@ -510,6 +511,8 @@ def main() -> int:
                          "(state/links-whole.parquet, the same models); its part of the result file is replaced")
     ap.add_argument("--candidate-rows", type=int,
                     help="LIENTHONG_LINK_CANDIDATE_ROWS for the children (default: the setting's default)")
+    ap.add_argument("--skip-key-reach", action="store_true",
+                    help="the province children do not count what each key reaches (a query per key: minutes at 5M)")
     ap.add_argument("--tasks-only", action="store_true",
                     help="only the per-province children, compared with the whole links of the last run on this "
                          "country (state/links-whole.parquet, the same models): e.g. another --candidate-rows")
@@ -518,6 +521,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.candidate_rows is not None:
         os.environ["LIENTHONG_LINK_CANDIDATE_ROWS"] = str(args.candidate_rows)  # the children inherit it
+    if args.skip_key_reach:
+        os.environ["BENCH_SKIP_KEY_REACH"] = "1"
     if args.child:
         print(json.dumps(child(args.child, args.provinces, args.citizens, args.partition)))
         return 0
