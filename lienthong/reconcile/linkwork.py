@@ -6,7 +6,8 @@ Owns the run's work folder `<integrated>/_state/work/<run_id>/`:
 - `plan.json`: what the plan was made for (`fingerprint`: the staged inputs, the bases, the models, the
   bands), the link state's table versions after the plan's commits (registry, left) and the links version
   it relinks from, the counts and seconds so far, the partitions, and whether it relinks everything
-  (`full`: a model change or a base gone, with a persisted model for every link type, `linkstate.prepare_full`);
+  (`full`: the first run, a model change or a base gone, `linkstate.prepare_full`; the models the province
+  tasks link with are persisted before the plan is written);
 - `left.parquet`: the left records to relink with their partition (`partitions.partition_of`);
 - `deletes.parquet`: the left records gone;
 - `links-<partition>.parquet` with `counts-<partition>.json`: one partition's links, written by its task

@@ -270,7 +270,7 @@ def candidate_parts(left: pa.Table, registry_ref: str, settings: Settings, *,
 
 
 def _split(con: Any, n: int) -> pa.Array:
-    """In the session of `candidates`: each left record's part of `n` (`candidate_parts`), in `left_keys`
+    """In the session of `candidate_parts`: each left record's part of `n`, in `left_keys`
     with `rest_keys`, and `part_keys` (`_part`, `_key`) of the registry rows each part reaches. Returns the
     parts in the records' order."""
     part = f"(hash(coalesce(name_fold, unique_id)) % {n})::INTEGER AS {PART}"
