@@ -116,6 +116,16 @@ def left_rows(dataset: str, staged: pa.Table) -> pa.Table:
     return out.add_column(0, KEY, keys).cast(LEFT_SCHEMA)
 
 
+def whole_registry(inputs: dict[str, str]) -> pa.Table:
+    """Every citizen of the staged version `inputs['citizen']` in the registry's shape, in `_key` order."""
+    return registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
+
+
+def whole_left(inputs: dict[str, str]) -> pa.Table:
+    """Every left person record of the staged versions `inputs` (each of LEFT_DATASETS), in `_key` order."""
+    return pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+
+
 def left_record_keys(dataset: str, staged: pa.Table) -> pa.Array:
     """The `_key` of every staged row of a left dataset, valid as a left record or not (to delete it)."""
     unique = sources.representative_key(staged) if dataset == "legal_representative" else sources.holder_key(staged)
@@ -492,11 +502,11 @@ def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str,
     `update`'s own full relink; a model persisted before the kill is then the one it links with."""
     t0 = time.monotonic()
     paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
-    registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
+    registry = whole_registry(inputs)
     n_registry = registry.num_rows
     refs = {REGISTRY: _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)}
     del registry
-    left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+    left = whole_left(inputs)
     refs[LEFT] = _commit(paths[LEFT], left, set(), run_id=run_id, full=True)
     seconds = {"prepare": round(time.monotonic() - t0, 3)}
     t1 = time.monotonic()
@@ -578,8 +588,8 @@ def _full_reason(paths: dict[str, Path], bases: dict[str, list[str]] | None, mod
 
 def _full(paths: dict[str, Path], inputs: dict[str, str], models: dict[str, LinkModel | None], *, run_id: str,
           settings: Settings, bands: LinkBands, t0: float, reason: str) -> Update:
-    registry = registry_rows(zones.read_table(inputs["citizen"])).sort_by(KEY)
-    left = pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+    registry = whole_registry(inputs)
+    left = whole_left(inputs)
     n_registry = registry.num_rows
     t1 = time.monotonic()
     if settings.linkage_partitions == "province":

@@ -102,6 +102,7 @@ def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(co
     from lienthong import pipeline, zones
     from lienthong.db import connect, warehouse_url
     from lienthong.reconcile import linkstate, linkwork, models
+    from lienthong.reconcile.linkwork import link_partition
     from lienthong.reconcile.people import LinkModel
     from lienthong.settings import load_settings
 
@@ -125,8 +126,6 @@ def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(co
     again = pipeline.plan_person_links("f2")
     assert again["mode"] == "full" and again["left_records"] == left.num_rows, again
     limited = dataclasses.replace(s, link_candidate_rows=150)
-    from lienthong.reconcile.linkwork import link_partition
-
     with caplog.at_level(logging.INFO, logger="lienthong.reconcile.partitions"):
         linked = [link_partition("f2", p, limited) for p in again["partitions"]]
     assert all(r["linked"] for r in linked), linked

@@ -324,13 +324,11 @@ def test_a_partition_over_the_candidate_limit_comes_in_parts_each_with_exactly_i
         assert _keys(p.candidates) == _keys(mine) == sorted(_keys(mine))
         assert p.candidates.equals(mine)
     # namesakes stay together; the parts reach every candidate of the partition and nothing else
-    part_of = {u: p.index for p in parts for u, n in zip(p.left["unique_id"].to_pylist(),
-                                                         p.left["name_fold"].to_pylist(), strict=True) if n}
     by_name: dict[str, set[int]] = {}
     for p in parts:
-        for u, n in zip(p.left["unique_id"].to_pylist(), p.left["name_fold"].to_pylist(), strict=True):
+        for n in p.left["name_fold"].to_pylist():
             if n:
-                by_name.setdefault(n, set()).add(part_of[u])
+                by_name.setdefault(n, set()).add(p.index)
     assert all(len(v) == 1 for v in by_name.values()), by_name
     assert set().union(*(set(_keys(p.candidates)) for p in parts)) == set(_keys(whole))
     # the spill folder of the parts is gone once the iteration ends
