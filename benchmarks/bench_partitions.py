@@ -14,7 +14,7 @@ representatives by their enterprise's head office, `partitions.head_offices`, al
 
 Then, each in a child process of its own so that its peak RSS (VmHWM) is its own:
 
-- `whole`: every left record linked at once against the whole registry read into memory (`linkstate._link`,
+- `whole`: every left record linked at once against the whole registry read into memory (`linkstate.link_rows`,
   what the link state does with `LIENTHONG_LINKAGE_PARTITIONS=none`);
 - `partitioned`: every left record linked by `partitions.link_partitioned` (what it does with `province`);
 - one child per partition, as its province task links it: its candidates (`partitions.candidate_parts`,
@@ -240,7 +240,7 @@ class _Records(logging.Handler):
 
 
 def _scoring(link_types: list[str], people: _Records, spark: _Records | None = None) -> dict[str, Any]:
-    """Per link type (in the order `_link` links them): the candidate pairs scored and the scoring step's time
+    """Per link type (in the order `link_rows` links them): the candidate pairs scored and the scoring step's time
     (`people._probabilistic_links`), and with Spark the time of the Spark scoring within it."""
     scored = people.args("scored %s candidate pairs")  # (pairs, engine, seconds)
     on_spark = spark.args("Spark scored") if spark is not None else []  # (pairs, seconds)
@@ -296,7 +296,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
 
     from lienthong import zones
     from lienthong.reconcile import linkstate, partitions
-    from lienthong.reconcile.linkstate import _link
+    from lienthong.reconcile.linkstate import link_rows
     from lienthong.reconcile.people import PERSON_COLUMNS
     from lienthong.settings import load_settings
 
@@ -317,7 +317,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         t0 = time.monotonic()
         registry = zones.read_table(ref).sort_by(linkstate.KEY)
         t1 = time.monotonic()
-        links, _, counts = _link(left, registry, bands, settings, dict(trained))
+        links, _, counts = link_rows(left, registry, bands, settings, dict(trained))
         out |= {"left": left.num_rows, "registry": registry.num_rows, "read_registry_s": round(t1 - t0, 2),
                 "link_s": round(time.monotonic() - t1, 2), "seconds": round(time.monotonic() - t0, 2), "counts": counts,
                 "scoring": _scoring(list(counts), people_log)}
@@ -335,7 +335,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         t1 = time.monotonic()
         registry = zones.read_table(ref).sort_by(linkstate.KEY)
         t2 = time.monotonic()
-        links, _, counts = _link(left, registry, bands, spark_settings, dict(trained))
+        links, _, counts = link_rows(left, registry, bands, spark_settings, dict(trained))
         t3 = time.monotonic()
         out |= {"engine": "spark", "master": spark_settings.spark_master, "spark_version": spark.version,
                 "submit_args": os.environ.get("PYSPARK_SUBMIT_ARGS"),  # e.g. the driver's memory for a big country
@@ -352,7 +352,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         # has loaded anyway (the person shapes of the citizens need them) and the `whole` child does not
         offices = pq.read_table(state / "head_offices.parquet")
         t0 = time.monotonic()
-        links, _, counts = partitions.link_partitioned(left, ref, bands, settings, dict(trained), link=_link,
+        links, _, counts = partitions.link_partitioned(left, ref, bands, settings, dict(trained), link=link_rows,
                                                        link_types=linkstate.LEFT_DATASETS, head_offices=offices)
         out |= {"left": left.num_rows, "seconds": round(time.monotonic() - t0, 2), "counts": counts}
     else:
@@ -366,7 +366,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         for part in partitions.candidate_parts(rows, ref, settings):
             t1 = time.monotonic()  # the first part waits for the province's candidate query, a later one reads its file
             candidates_s += t1 - t
-            part_links, _, _ = _link(part.left, part.candidates, bands, settings, dict(trained))
+            part_links, _, _ = link_rows(part.left, part.candidates, bands, settings, dict(trained))
             got.append(part_links)
             parts.append({"left": part.left.num_rows, "candidates": part.candidates.num_rows,
                           "candidates_s": round(t1 - t, 2), "link_s": round(time.monotonic() - t1, 2),

@@ -31,7 +31,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -875,11 +876,24 @@ def _needs(contract: Contract, name: str) -> bool:
 
 def write_atomic(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file under a temporary name and rename it into place (readers never see half)."""
+    with atomic_writer(path, table.schema) as write:
+        write(table)
+    return path
+
+
+@contextmanager
+def atomic_writer(path: Path, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+    """`write_atomic` for rows that come a table at a time: the `with` block gets a function writing a table
+    (cast to `schema`) as it comes, so the rows are never all held at once; the file is renamed into place
+    when the block ends. On an error the temporary file is removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            yield lambda table: writer.write_table(table.select(schema.names).cast(schema))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

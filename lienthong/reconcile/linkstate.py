@@ -293,7 +293,7 @@ def _rows_of(left: pa.Table, dataset: str) -> pa.Table:
     return left.filter(mask)
 
 
-def _link(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settings,
+def link_rows(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settings,
           models: dict[str, LinkModel | None]) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
     """Link each left dataset's records with its model (trained here when `models` has none for it)."""
     parts, used, counts = [], {}, {}
@@ -319,11 +319,11 @@ def _link(left: pa.Table, registry: pa.Table, bands: LinkBands, settings: Settin
 def _link_partitioned(left: pa.Table, registry_ref: str, inputs: dict[str, str], bands: LinkBands,
                       settings: Settings, models: dict[str, LinkModel | None],
                       ) -> tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]:
-    """`_link` against the registry version `registry_ref`, one province at a time (`partitions`): the same
+    """`link_rows` against the registry version `registry_ref`, one province at a time (`partitions`): the same
     links, the registry never read whole. Representatives go to their enterprise's head-office province
     when `inputs` names the staged `enterprise` version, else to the `unknown` partition."""
     offices = partitions.head_offices(inputs["enterprise"]) if inputs.get("enterprise") else None
-    return partitions.link_partitioned(left, registry_ref, bands, settings, models, link=_link,
+    return partitions.link_partitioned(left, registry_ref, bands, settings, models, link=link_rows,
                                        link_types=LEFT_DATASETS, head_offices=offices)
 
 
@@ -333,7 +333,7 @@ def link_against(left: pa.Table, registry_ref: str, inputs: dict[str, str], band
     against the whole registry read at once."""
     if settings.linkage_partitions == "province":
         return _link_partitioned(left, registry_ref, inputs, bands, settings, models)
-    return _link(left, zones.read_table(registry_ref).sort_by(KEY), bands, settings, models)
+    return link_rows(left, zones.read_table(registry_ref).sort_by(KEY), bands, settings, models)
 
 
 @dataclass
@@ -602,7 +602,7 @@ def _full(paths: dict[str, Path], inputs: dict[str, str], models: dict[str, Link
         links, used, link_counts = _link_partitioned(left, registry_ref, inputs, bands, settings, models)
         t2 = time.monotonic()
     else:
-        links, used, link_counts = _link(left, registry, bands, settings, models)
+        links, used, link_counts = link_rows(left, registry, bands, settings, models)
         t2 = time.monotonic()
         registry_ref = _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)
     refs = {REGISTRY: registry_ref,

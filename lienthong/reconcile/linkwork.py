@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from lienthong import zones
 from lienthong.paths import write_json
 from lienthong.settings import Settings
-from lienthong.staging import write_atomic
+from lienthong.staging import atomic_writer, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _plan(d: Path) -> dict[str, Any]:
 def link_partition(run_id: str, partition: str, settings: Settings) -> dict[str, Any]:
     """Link one partition of run `run_id`'s plan against the registry version the plan left; write its links."""
     from lienthong.db import connect, warehouse_url
-    from lienthong.reconcile import linkstate, models
+    from lienthong.reconcile import linkstate, models, partitions
     from lienthong.reconcile.people import LinkBands
 
     t0 = time.monotonic()
@@ -110,8 +110,6 @@ def link_partition(run_id: str, partition: str, settings: Settings) -> dict[str,
     if partition not in plan["partitions"]:
         raise ValueError(f"partition {partition!r} is not in run {run_id}'s plan (partitions: "
                          f"{sorted(plan['partitions'])})")
-    table = pq.read_table(d / "left.parquet", filters=[(PARTITION, "=", partition)])
-    left = table.drop_columns([PARTITION]).cast(linkstate.LEFT_SCHEMA)
     wanted = plan["fingerprint"]["models"]
     with connect(warehouse_url(settings)) as conn:
         active = {t: models.active(conn, t) for t in models.LINK_TYPES}
@@ -122,15 +120,41 @@ def link_partition(run_id: str, partition: str, settings: Settings) -> dict[str,
         log.warning("partition %s: the link models changed since the plan (%s); not linked here", partition, wanted)
         return {"partition": partition, "linked": False, "reason": "the link models changed since the plan"}
     bands = LinkBands(**plan["fingerprint"]["bands"])
-    links, _, counts = linkstate.link_against(left, plan["refs"][linkstate.REGISTRY], plan["fingerprint"]["inputs"],
-                                              bands, settings, found)
-    write_atomic(links, d / f"links-{_safe(partition)}.parquet")
+    registry = plan["refs"][linkstate.REGISTRY]
+    out = d / f"links-{_safe(partition)}.parquet"
+    if settings.linkage_partitions == "province":
+        # the province's records are read by DuckDB from the plan's file, one part at a time reaching Python
+        # (`partitions.candidate_parts`), and each part's links are written as they come
+        if any(found.get(t) is None for t in linkstate.LEFT_DATASETS.values()):
+            # a link type with no model (its training on the whole data linked nothing): trained on this
+            # partition's records as linking them at once would (`partitions.train_missing`)
+            found = partitions.train_missing(_read_partition(d, partition), registry, settings, found,
+                                             linkstate.LEFT_DATASETS)
+        with atomic_writer(out, linkstate.LINK_STATE_SCHEMA) as write:
+            done = partitions.link_partition(
+                partition, partitions.LeftFile(d / "left.parquet", PARTITION, partition), registry, bands, settings,
+                found, link=linkstate.link_rows, total=partitions.registry_rows(registry, settings), sink=write)
+        records, counts = done.left, done.counts
+    else:
+        left = _read_partition(d, partition)
+        links, _, counts = linkstate.link_against(left, registry, plan["fingerprint"]["inputs"], bands, settings,
+                                                  found)
+        write_atomic(links, out)
+        records = left.num_rows
     write_json(d / f"counts-{_safe(partition)}.json", counts)
     seconds = time.monotonic() - t0
-    log.info("partition %s: %d left records linked in %.1f s (%.0f records/s)", partition, left.num_rows, seconds,
-             left.num_rows / max(seconds, 1e-9))
-    return {"partition": partition, "linked": True, "left_records": left.num_rows, "links": links.num_rows,
-            "seconds": round(seconds, 3)}
+    log.info("partition %s: %d left records linked in %.1f s (%.0f records/s)", partition, records, seconds,
+             records / max(seconds, 1e-9))
+    return {"partition": partition, "linked": True, "left_records": records,
+            "links": pq.read_metadata(out).num_rows, "seconds": round(seconds, 3)}
+
+
+def _read_partition(d: Path, partition: str) -> pa.Table:
+    """Every left record of `partition` in the plan of folder `d`, at once."""
+    from lienthong.reconcile import linkstate
+
+    table = pq.read_table(d / "left.parquet", filters=[(PARTITION, "=", partition)])
+    return table.drop_columns([PARTITION]).cast(linkstate.LEFT_SCHEMA)
 
 
 @dataclass

@@ -9,7 +9,7 @@ Owns three things of the national-scale person linkage (`LIENTHONG_LINKAGE_PARTI
   partition's records, selected in DuckDB (the registry is scanned there, never read whole into Python);
 - linking partition by partition (`link_partitioned`): each partition's left records against its candidates
   only (in parts of a bounded number of candidates, `candidate_parts`), with the link of the caller
-  (`linkstate._link`), the counts summed.
+  (`linkstate.link_rows`), the counts summed.
 
 Why the links are the same: with a given model (parameters and frozen name frequencies) the link of a left
 record is a function of that record and of the registry records sharing one of its candidate keys
@@ -71,7 +71,7 @@ UNKNOWN = "unknown"  # the partition of the records with no province
 KEY = "_key"  # the key of the link state's tables (`linkstate.KEY`): registry rows carry it, links are sorted by it
 HEAD_OFFICE_SCHEMA = pa.schema([("enterprise_code", pa.string()), ("province", pa.string())])
 
-# The linking of one set of left records against a registry table, as `linkstate._link` does it:
+# The linking of one set of left records against a registry table, as `linkstate.link_rows` does it:
 # (left rows, registry rows, bands, settings, models by link type) -> (links, models used, counts by link type).
 Link = Callable[[pa.Table, pa.Table, LinkBands, Settings, dict[str, LinkModel | None]],
                 tuple[pa.Table, dict[str, LinkModel], dict[str, Any]]]
@@ -211,56 +211,95 @@ class CandidatePart:
     reached: int  # the registry rows the whole partition reaches (`candidates` of all its records)
 
 
+@dataclass(frozen=True)
+class LeftFile:
+    """A partition's left records in a Parquet file: every row of `path`, or those whose column `column` is
+    `value` (a plan's `left.parquet` holds every partition, `linkwork.PARTITION` naming each row's). Given to
+    `candidate_parts`, they are read by DuckDB, and one part's records at a time reach Python."""
+
+    path: Path
+    column: str | None = None
+    value: str | None = None
+
+    def schema(self) -> pa.Schema:
+        """The records' columns (the file's, without `column`)."""
+        schema = pq.read_schema(self.path)
+        return schema.remove(schema.get_field_index(self.column)) if self.column is not None else schema
+
+    def view_sql(self) -> str:
+        """SQL: the records, with `_row`, their place in the file (their order)."""
+        drop = f', "{self.column}"' if self.column is not None else ""
+        where = f'WHERE "{self.column}" = {zones.sql_text(str(self.value))}' if self.column is not None else ""
+        return (f"SELECT * EXCLUDE (file_row_number{drop}), file_row_number AS {_ROW} "
+                f"FROM read_parquet({zones.sql_text(self.path)}, file_row_number = true) {where}")
+
+
 PART = "_part"
+_ROW = "_row"  # a record's place among the partition's records (their order)
 
 
-def candidate_parts(left: pa.Table, registry_ref: str, settings: Settings, *,
+def candidate_parts(left: pa.Table | LeftFile, registry_ref: str, settings: Settings, *,
                     max_rows: int | None = None) -> Iterator[CandidatePart]:
-    """`left` (the link state's left rows of one partition) with its candidates (`candidates`), in parts of
-    at most about `max_rows` candidate rows (default `settings.link_candidate_rows`) when the whole
-    partition's candidates, or its records, are more: then its records are split in
-    ceil(max(candidates, records) / max_rows) buckets of a hash of their folded name (namesakes, who reach the
-    same registry rows, stay together; a record with no name by its unique id), and each bucket comes with
-    the registry rows its own records reach. Links made part by part are those made at once (the link of a
-    record depends only on it and its candidates; module docstring); the parts' candidates may overlap, so
-    they add up to more than the partition's.
+    """`left` (the link state's left rows of one partition, as a table or a `LeftFile`) with its candidates
+    (`candidates`), in parts of at most about `max_rows` candidate rows (default
+    `settings.link_candidate_rows`) when the whole partition's candidates, or its records, are more: then its
+    records are split in ceil(max(candidates, records) / max_rows) buckets of a hash of their folded name
+    (namesakes, who reach the same registry rows, stay together; a record with no name by its unique id),
+    and each bucket comes with the registry rows its own records reach. Links made part by part are those
+    made at once (the link of a record depends only on it and its candidates; module docstring); the parts'
+    candidates may overlap, so they add up to more than the partition's.
 
     Memory: one DuckDB session finds the candidates as `candidates` does and counts them; when there is more
-    than one part, it also writes each part's registry rows to a Parquet folder of its own in one pass over
-    the registry (spilled under the DuckDB spill folder, removed when the iteration ends). The session is
-    closed before the first part is given, and a part is read only when its turn comes: the caller holds one
-    part's candidates at a time."""
+    than one part, it also writes each part's registry rows, and each part's records, to Parquet folders of
+    their own in one pass each (spilled under the DuckDB spill folder, removed when the iteration ends). The
+    session is closed before the first part is given, and a part is read only when its turn comes: the
+    caller holds one part's candidates and records at a time. Records given as a `LeftFile` are never read
+    whole into Python unless they fit in one part."""
     from lienthong.duck import spill_root
 
     limit = max_rows if max_rows is not None else settings.link_candidate_rows
-    indexed = left.select(PERSON_COLUMNS).append_column("_row", pa.array(range(left.num_rows), pa.int64()))
+    schema = left.schema if isinstance(left, pa.Table) else left.schema()
     folder: Path | None = None
     try:
         with session(settings, purpose="link-candidates") as con:
-            _mark_exact(con, indexed, registry_ref, CANDIDATE_KEYS, extra=("_row", "name_fold"))
+            if isinstance(left, pa.Table):
+                con.register("left_src", left.append_column(_ROW, pa.array(range(left.num_rows), pa.int64())))
+            else:
+                con.execute(f"CREATE TEMP VIEW left_src AS {left.view_sql()}")
+            _mark_exact(con, "left_src", registry_ref, CANDIDATE_KEYS, extra=(_ROW, "name_fold"))
+            row = con.execute("SELECT count(*) FROM left_keys").fetchone()
+            records = int(row[0]) if row else 0
             con.execute(f"CREATE TEMP TABLE candidate_keys AS {_found_keys(CANDIDATE_KEYS)}")
             row = con.execute("SELECT count(*) FROM candidate_keys").fetchone()
             reached = int(row[0]) if row else 0
-            n = max(1, -(-max(reached, left.num_rows) // max(limit, 1)))
+            n = max(1, -(-max(reached, records) // max(limit, 1)))
             if n == 1:
                 whole = _fetch(con, "candidate_keys")
+                if not isinstance(left, pa.Table):  # under the limit: few enough records to hold at once
+                    left = con.execute(f"SELECT * EXCLUDE ({_ROW}) FROM left_src ORDER BY {_ROW}"
+                                       ).fetch_arrow_table().cast(schema)
             else:
-                parts = _split(con, n)
+                _split(con, n)
                 root = spill_root(settings)
                 root.mkdir(parents=True, exist_ok=True)
                 # named as the sessions' spill folders are (`duck.session`): purpose, then process
                 folder = Path(tempfile.mkdtemp(prefix=f"link-parts-{os.getpid()}-", dir=root))
                 con.execute(f"COPY (SELECT k.{PART}, r.* FROM registry r JOIN part_keys k ON k.{KEY} = r.{KEY}) "
                             f"TO {zones.sql_text(folder / 'rows')} (FORMAT parquet, PARTITION_BY ({PART}))")
+                con.execute(f"COPY (SELECT k.{PART}, l.* FROM left_src l JOIN keyed k USING ({_ROW})) "
+                            f"TO {zones.sql_text(folder / 'left')} (FORMAT parquet, PARTITION_BY ({PART}))")
         if n == 1:
+            assert isinstance(left, pa.Table)
             yield CandidatePart(0, 1, left, whole, reached)
             return
         assert folder is not None
         for i in range(n):
-            mine = left.filter(pc.equal(parts, i))
-            if mine.num_rows == 0:
+            # DuckDB's files of a part hold no `_part` column
+            records_at = folder / "left" / f"{PART}={i}"
+            if not records_at.exists():
                 continue
-            where = folder / "rows" / f"{PART}={i}"  # DuckDB's files of a part hold no `_part` column
+            mine = pq.read_table(records_at).sort_by(_ROW).drop_columns([_ROW]).select(schema.names).cast(schema)
+            where = folder / "rows" / f"{PART}={i}"
             rows = pq.read_table(where) if where.exists() else _CANDIDATE_SCHEMA.empty_table()
             rows = rows.sort_by(KEY).select(_CANDIDATE_SCHEMA.names).cast(_CANDIDATE_SCHEMA)
             yield CandidatePart(i, n, mine, rows, reached)
@@ -269,18 +308,16 @@ def candidate_parts(left: pa.Table, registry_ref: str, settings: Settings, *,
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _split(con: Any, n: int) -> pa.Array:
-    """In the session of `candidate_parts`: each left record's part of `n`, in `left_keys`
-    with `rest_keys`, and `part_keys` (`_part`, `_key`) of the registry rows each part reaches. Returns the
-    parts in the records' order."""
+def _split(con: Any, n: int) -> None:
+    """In the session of `candidate_parts`: each left record's part of `n` (`keyed`: `left_keys` with
+    `_part`; `left_keys` and `rest_keys` now carry it), and `part_keys` (`_part`, `_key`) of the registry rows
+    each part reaches."""
     part = f"(hash(coalesce(name_fold, unique_id)) % {n})::INTEGER AS {PART}"
     con.execute(f"CREATE TEMP TABLE keyed AS SELECT *, {part} FROM left_keys")
     con.execute("CREATE OR REPLACE TEMP VIEW left_keys AS SELECT * FROM keyed")
     con.execute("CREATE OR REPLACE TEMP TABLE rest_keys AS SELECT * FROM keyed "
                 "WHERE unique_id NOT IN (SELECT left_id FROM exact_left)")
     con.execute(f"CREATE TEMP TABLE part_keys AS {_found_keys(CANDIDATE_KEYS, part=True)}")
-    out = con.execute(f"SELECT {PART} FROM keyed ORDER BY _row").fetch_arrow_table()
-    return out[PART].combine_chunks()
 
 
 def exact_linked(left: pa.Table, registry_ref: str, settings: Settings | None = None) -> int:
@@ -292,15 +329,21 @@ def exact_linked(left: pa.Table, registry_ref: str, settings: Settings | None = 
     return int(row[0]) if row else 0
 
 
-def _mark_exact(con: Any, left: pa.Table, registry_ref: str, keys: tuple[tuple[str, ...], ...],
+def _mark_exact(con: Any, left: pa.Table | str, registry_ref: str, keys: tuple[tuple[str, ...], ...],
                 extra: tuple[str, ...] = ()) -> None:
     """In the session `con`: view `registry` of `registry_ref`; `left_keys`, the unique id and the columns of
-    `keys` and of the exact passes of every record of `left` (and its columns `extra`); `exact_left`, the
-    records the exact passes link; `rest_keys`, the `left_keys` of the others."""
+    `keys` and of the exact passes of every record of `left` (a table, or a relation of the session: copied
+    into the session then) and its columns `extra`; `exact_left`, the records the exact passes link;
+    `rest_keys`, the `left_keys` of the others."""
     zones.register(con, "registry", registry_ref)
     columns = ["unique_id", *_key_columns((*keys, *EXACT_KEYS, *_EXACT_CONFIRMS))]
-    con.register("left_in", left.select([*columns, *(c for c in extra if c not in columns)]))
-    con.execute("CREATE TEMP VIEW left_keys AS SELECT * FROM left_in")
+    selected = ", ".join(f'"{c}"' for c in [*columns, *(c for c in extra if c not in columns)])
+    if isinstance(left, pa.Table):  # read in place
+        con.register("left_in", left)
+        con.execute(f"CREATE TEMP VIEW left_held AS SELECT {selected} FROM left_in")
+    else:  # a relation (a file's rows) is read once, not once per key
+        con.execute(f"CREATE TEMP TABLE left_held AS SELECT {selected} FROM {left}")
+    con.execute("CREATE TEMP VIEW left_keys AS SELECT * FROM left_held")
     con.execute(f"CREATE TEMP TABLE exact_left AS SELECT DISTINCT left_id FROM ({exact_pairs_sql('left_keys', 'registry')})")
     con.execute("CREATE TEMP TABLE rest_keys AS SELECT * FROM left_keys WHERE unique_id NOT IN (SELECT left_id FROM exact_left)")
 
@@ -410,31 +453,46 @@ def link_partitions(left: pa.Table, registry_ref: str, bands: LinkBands, setting
     `registry_ref`, one at a time, with `link` and `models` completed by `train_missing`; yields each partition's
     result as it is done (`link_partitioned` merges them)."""
     full = train_missing(left, registry_ref, settings, models, link_types)
-    for model in full.values():
-        if model is not None:
-            check_model_keys(model)
     total = registry_total if registry_total is not None else registry_rows(registry_ref, settings)
     for name, rows in _each(left, head_offices):
-        t0 = time.monotonic()
-        links, used, counts, sizes, reached = [], {}, [], [], 0
-        for part in candidate_parts(rows, registry_ref, settings):
-            got, part_used, part_counts = link(part.left, part.candidates, bands, settings, full)
-            links.append(got)
-            used.update(part_used)
-            counts.append(part_counts)
-            sizes.append(part.candidates.num_rows)
-            reached = part.reached
-            if part.of > 1:
-                log.info("link partition %s, part %d of %d: %d left records against %d candidate citizens "
-                         "(%.0f s so far)", name, part.index + 1, part.of, part.left.num_rows,
-                         part.candidates.num_rows, time.monotonic() - t0)
-        seconds = time.monotonic() - t0
-        log.info("link partition %s: %d left records against %d candidate citizens of %d (%.1f %%) in %d part(s) "
-                 "(largest %d) in %.1f s (%.0f records/s)", name, rows.num_rows, reached, total,
-                 100.0 * reached / max(total, 1), len(sizes), max(sizes, default=0), seconds,
-                 rows.num_rows / max(seconds, 1e-9))
-        yield Partition(name, rows.num_rows, reached, seconds, pa.concat_tables(links), used,
-                        merge_counts(counts, total), parts=sizes)
+        links: list[pa.Table] = []
+        done = link_partition(name, rows, registry_ref, bands, settings, full, link=link, total=total,
+                              sink=links.append)
+        done.links = pa.concat_tables(links)
+        yield done
+
+
+def link_partition(name: str, left: pa.Table | LeftFile, registry_ref: str, bands: LinkBands, settings: Settings,
+                   models: dict[str, LinkModel | None], *, link: Link, total: int,
+                   sink: Callable[[pa.Table], None]) -> Partition:
+    """Link partition `name`'s records `left` against their candidates in `registry_ref` with `link` and
+    `models` (one for each link type with records, or None where its training links nothing:
+    `train_missing`), in parts (`candidate_parts`); each part's links go to `sink` as they are made (the
+    result's `links` stays empty), so records given as a `LeftFile` are never held whole. `total`: the
+    registry's rows (the counts' `right`)."""
+    for model in models.values():
+        if model is not None:
+            check_model_keys(model)
+    t0 = time.monotonic()
+    used: dict[str, LinkModel] = {}
+    counts, sizes, reached, records = [], [], 0, 0
+    for part in candidate_parts(left, registry_ref, settings):
+        got, part_used, part_counts = link(part.left, part.candidates, bands, settings, models)
+        sink(got)
+        used.update(part_used)
+        counts.append(part_counts)
+        sizes.append(part.candidates.num_rows)
+        reached, records = part.reached, records + part.left.num_rows
+        if part.of > 1:
+            log.info("link partition %s, part %d of %d: %d left records against %d candidate citizens "
+                     "(%.0f s so far)", name, part.index + 1, part.of, part.left.num_rows,
+                     part.candidates.num_rows, time.monotonic() - t0)
+    seconds = time.monotonic() - t0
+    log.info("link partition %s: %d left records against %d candidate citizens of %d (%.1f %%) in %d part(s) "
+             "(largest %d) in %.1f s (%.0f records/s)", name, records, reached, total,
+             100.0 * reached / max(total, 1), len(sizes), max(sizes, default=0), seconds,
+             records / max(seconds, 1e-9))
+    return Partition(name, records, reached, seconds, pa.table({}), used, merge_counts(counts, total), parts=sizes)
 
 
 def merge_counts(parts: list[dict[str, Any]], registry_total: int) -> dict[str, Any]:

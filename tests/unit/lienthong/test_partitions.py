@@ -11,6 +11,8 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from lienthong import zones
@@ -333,6 +335,58 @@ def test_a_partition_over_the_candidate_limit_comes_in_parts_each_with_exactly_i
     assert set().union(*(set(_keys(p.candidates)) for p in parts)) == set(_keys(whole))
     # the spill folder of the parts is gone once the iteration ends
     assert not list((tmp_path / "data").rglob("link-parts-*"))
+
+
+@pytest.mark.parametrize("limit_share", [None, 3])
+def test_a_partition_read_from_a_file_among_others_comes_in_the_same_parts_as_given_whole(tmp_path: Path,
+                                                                                         limit_share: int | None):
+    from lienthong.settings import load_settings
+
+    rng = random.Random(5)
+    left = _random_people(rng, "l", 60).append_column("extra", pa.array(range(60), pa.int64()))
+    ref = _registry(tmp_path, _random_people(rng, "c", 90))
+    settings = dataclasses.replace(load_settings(), data_dir=tmp_path / "data")
+    whole = partitions.candidates(left.select(PERSON_COLUMNS), ref)
+    limit = (max(whole.num_rows, 40) // limit_share) if limit_share else whole.num_rows + 60
+    # the file holds three partitions' rows interleaved; partition "b" is the 2nd, 5th, ... row
+    marks = pa.array(["a", "b", "c"][i % 3] for i in range(60))
+    path = tmp_path / "left.parquet"
+    pq.write_table(left.append_column("_partition", marks), path, row_group_size=7)
+    mine = left.filter(pc.equal(marks, "b"))
+    given = list(partitions.candidate_parts(mine, ref, settings, max_rows=limit))
+    read = list(partitions.candidate_parts(partitions.LeftFile(path, "_partition", "b"), ref, settings,
+                                           max_rows=limit))
+    assert (len(given) > 1) == bool(limit_share)
+    assert [(p.index, p.of, p.reached) for p in read] == [(p.index, p.of, p.reached) for p in given]
+    for r, g in zip(read, given, strict=True):
+        assert r.left.schema == left.schema and r.left.equals(g.left)
+        assert r.candidates.equals(g.candidates)
+    # the records of the file are those of the partition, each once, in the file's order within a part
+    got = [x for p in read for x in p.left["extra"].to_pylist()]
+    assert sorted(got) == mine["extra"].to_pylist() and all(x % 3 == 1 for x in got)
+    # a file holding one partition only is read whole
+    pq.write_table(mine, tmp_path / "b.parquet")
+    alone = list(partitions.candidate_parts(partitions.LeftFile(tmp_path / "b.parquet"), ref, settings,
+                                            max_rows=limit))
+    assert [p.left for p in alone] == [p.left for p in given]
+    assert not list((tmp_path / "data").rglob("link-parts-*"))
+
+
+def test_links_written_part_by_part_are_replaced_whole_or_not_at_all(tmp_path: Path):
+    from lienthong.staging import atomic_writer
+
+    schema = pa.schema([("k", pa.string()), ("n", pa.int64())])
+    path = tmp_path / "links.parquet"
+    with atomic_writer(path, schema) as write:
+        for i in range(3):
+            write(pa.table({"n": [i, i], "k": ["x", "y"]}))  # columns in another order are put in the schema's
+
+    assert pq.read_table(path).to_pydict() == {"k": ["x", "y"] * 3, "n": [0, 0, 1, 1, 2, 2]}
+    with pytest.raises(RuntimeError, match="part 2 failed"), atomic_writer(path, schema) as write:
+        write(pa.table({"k": ["z"], "n": [9]}))
+        raise RuntimeError("part 2 failed")
+    assert pq.read_table(path).num_rows == 6  # the earlier file stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["links.parquet"]  # no temporary file left
 
 
 def test_the_candidate_limit_is_read_and_checked(monkeypatch):
