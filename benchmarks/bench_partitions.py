@@ -19,9 +19,11 @@ Then, each in a child process of its own so that its peak RSS (VmHWM) is its own
 - `partitioned`: every left record linked by `partitions.link_partitioned` (what it does with `province`);
 - one child per partition, as its province task links it: its candidates (`partitions.candidate_parts`,
   timed apart), in parts when they or its records exceed `LIENTHONG_LINK_CANDIDATE_ROWS` (`--candidate-rows`
-  sets it for every child; the resident set after each part is in `parts`), and its links, reading only
-  that partition's left records; plus, not timed, how many registry rows each candidate key alone reaches
-  (which keys make a partition's candidate set large);
+  sets it for every child; each part's records, their Arrow size, and the resident set after it are in
+  `parts`), and its links, written part by part; its left records are read by DuckDB from their file
+  (`partitions.LeftFile`), one part's reaching Python at a time, as the task reads the plan's; plus, not
+  timed, how many registry rows each candidate key alone reaches (which keys make a partition's candidate
+  set large); `left_mib` is the Arrow size of the partition's records whole (read after the peak is taken);
 - `spark` (only with `--spark`: it is slow): the `whole` child's work on the Spark engine (the settings with
   `linkage_engine="spark"`, `sparkengine`; master `LIENTHONG_SPARK_MASTER`, else `local[2]`, never the Airflow
   connection): the same left records against the whole registry read into memory, the same models. Timed
@@ -299,6 +301,7 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
     from lienthong.reconcile.linkstate import link_rows
     from lienthong.reconcile.people import PERSON_COLUMNS
     from lienthong.settings import load_settings
+    from lienthong.staging import atomic_writer
 
     if mode == "spark":  # loaded before the baseline too
         import pyspark.sql  # noqa: F401
@@ -357,37 +360,43 @@ def child(mode: str, provinces: int, citizens: int, partition: str | None) -> di
         out |= {"left": left.num_rows, "seconds": round(time.monotonic() - t0, 2), "counts": counts}
     else:
         assert partition is not None
-        rows = pq.read_table(state / f"left-{partition}.parquet")
-        # as a province task links: in parts when the province's candidates (or records) exceed
-        # `settings.link_candidate_rows` (`partitions.candidate_parts`), one part's candidates held at a time
+        source = partitions.LeftFile(state / f"left-{partition}.parquet")
+        # as a province task links: its records read by DuckDB from their file, in parts when the province's
+        # candidates (or records) exceed `settings.link_candidate_rows` (`partitions.candidate_parts`), one
+        # part's records and candidates held at a time, each part's links written as they come
         t0 = time.monotonic()
-        candidates_s, parts, got, reached = 0.0, [], [], 0
+        candidates_s, parts, reached, records = 0.0, [], 0, 0
         t = time.monotonic()
-        for part in partitions.candidate_parts(rows, ref, settings):
-            t1 = time.monotonic()  # the first part waits for the province's candidate query, a later one reads its file
-            candidates_s += t1 - t
-            part_links, _, _ = link_rows(part.left, part.candidates, bands, settings, dict(trained))
-            got.append(part_links)
-            parts.append({"left": part.left.num_rows, "candidates": part.candidates.num_rows,
-                          "candidates_s": round(t1 - t, 2), "link_s": round(time.monotonic() - t1, 2),
-                          "rss_mib": rss_mib("VmRSS")})
-            t = time.monotonic()
-            reached = part.reached
+        with atomic_writer(state / f"links-p-{partition}.parquet", linkstate.LINK_STATE_SCHEMA) as write:
+            for part in partitions.candidate_parts(source, ref, settings):
+                t1 = time.monotonic()  # the first part waits for the province's candidate query, a later one reads its files
+                candidates_s += t1 - t
+                part_links, _, _ = link_rows(part.left, part.candidates, bands, settings, dict(trained))
+                write(part_links)
+                parts.append({"left": part.left.num_rows, "left_mib": round(part.left.nbytes / 2**20, 1),
+                              "candidates": part.candidates.num_rows, "candidates_s": round(t1 - t, 2),
+                              "link_s": round(time.monotonic() - t1, 2), "rss_mib": rss_mib("VmRSS")})
+                t = time.monotonic()
+                reached, records = part.reached, records + part.left.num_rows
+                del part, part_links
         t2 = time.monotonic()
-        links = pa.concat_tables(got).sort_by(linkstate.KEY)
-        out |= {"partition": partition, "left": rows.num_rows, "candidates": reached,
+        links = None  # written part by part above
+        out |= {"partition": partition, "left": records, "candidates": reached,
                 "candidates_share": round(reached / prepared["registry_rows"], 4),
                 "candidate_rows_limit": settings.link_candidate_rows, "parts": parts,
                 "largest_part_candidates": max(p["candidates"] for p in parts),
                 "candidates_s": round(candidates_s, 2), "link_s": round(t2 - t0 - candidates_s, 2),
-                "seconds": round(t2 - t0, 2), "rate_records_per_s": round(rows.num_rows / max(t2 - t0, 1e-9), 1)}
+                "seconds": round(t2 - t0, 2), "rate_records_per_s": round(records / max(t2 - t0, 1e-9), 1)}
         out["peak_rss_mib"] = rss_mib()
+        rows = pq.read_table(source.path)  # after the peak is taken: what reading them whole would have held
+        out["left_mib"] = round(rows.nbytes / 2**20, 1)
         # the blocking keys are followed only from the records the exact passes leave to the model
         if not os.environ.get("BENCH_SKIP_KEY_REACH"):
             out["exact_linked"] = partitions.exact_linked(rows.select(PERSON_COLUMNS), ref, settings)
             out["candidates_by_key"] = _key_reach(rows, ref, settings)
     out.setdefault("peak_rss_mib", rss_mib())
-    pq.write_table(links, state / f"links-{mode if partition is None else 'p-' + partition}.parquet")
+    if links is not None:
+        pq.write_table(links, state / f"links-{mode if partition is None else 'p-' + partition}.parquet")
     return out
 
 
