@@ -143,20 +143,21 @@ def _properties(run_id: str, metadata: dict[str, str] | None) -> Any:
     return CommitProperties(custom_metadata={"lienthong.run_id": run_id, **(metadata or {})})
 
 
-def _write(path: str | Path, rows: pa.Table, mode: Literal["overwrite", "append"], *, run_id: str,
-           partition_by: list[str] | None, metadata: dict[str, str] | None) -> Commit:
+def _write(path: str | Path, rows: pa.Table | pa.RecordBatchReader, mode: Literal["overwrite", "append"], *,
+           run_id: str, partition_by: list[str] | None, metadata: dict[str, str] | None) -> Commit:
     from deltalake import write_deltalake
 
     Path(path).mkdir(parents=True, exist_ok=True)
     schema_mode: Literal["overwrite"] | None = "overwrite" if mode == "overwrite" else None
     write_deltalake(str(path), rows, mode=mode, schema_mode=schema_mode, partition_by=partition_by or None,
                     commit_properties=_properties(run_id, metadata))
-    return Commit(version(path), inserted=rows.num_rows)
+    return Commit(version(path), inserted=rows.num_rows if isinstance(rows, pa.Table) else 0)
 
 
-def create(path: str | Path, rows: pa.Table, *, run_id: str, partition_by: list[str] | None = None,
-           metadata: dict[str, str] | None = None) -> Commit:
-    """Create the table at `path` holding `rows` (or replace what a table there holds, in one commit)."""
+def create(path: str | Path, rows: pa.Table | pa.RecordBatchReader, *, run_id: str,
+           partition_by: list[str] | None = None, metadata: dict[str, str] | None = None) -> Commit:
+    """Create the table at `path` holding `rows` (or replace what a table there holds, in one commit). A
+    reader's batches are written as they come (never held at once); its commit counts no rows."""
     return _write(path, rows, "overwrite", run_id=run_id, partition_by=partition_by, metadata=metadata)
 
 

@@ -28,8 +28,13 @@ base version is gone (vacuumed), or the model differs from the one the state was
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +129,67 @@ def whole_registry(inputs: dict[str, str]) -> pa.Table:
 def whole_left(inputs: dict[str, str]) -> pa.Table:
     """Every left person record of the staged versions `inputs` (each of LEFT_DATASETS), in `_key` order."""
     return pa.concat_tables([left_rows(d, zones.read_table(inputs[d])) for d in LEFT_DATASETS]).sort_by(KEY)
+
+
+WHOLE_BATCH_ROWS = 200_000  # staged rows shaped at a time when the registry or the left records are built in batches
+
+
+def _shaped(ref: str, shape: Callable[[pa.Table], pa.Table]) -> Iterator[pa.Table]:
+    """`shape` of the rows of staged version `ref`, WHOLE_BATCH_ROWS at a time: a person shape is a function
+    of its own row only (`sources`), so the batches' shapes together are the shape of the whole table."""
+    for batch in zones.dataset(ref).to_batches(batch_size=WHOLE_BATCH_ROWS):
+        if batch.num_rows:
+            yield shape(pa.Table.from_batches([batch]))
+
+
+def registry_batches(inputs: dict[str, str]) -> Iterator[pa.Table]:
+    """`whole_registry`'s rows a batch at a time, in no particular order."""
+    return _shaped(inputs["citizen"], registry_rows)
+
+
+def left_batches(inputs: dict[str, str]) -> Iterator[pa.Table]:
+    """`whole_left`'s rows a batch at a time, in no particular order."""
+    for d in LEFT_DATASETS:
+        yield from _shaped(inputs[d], partial(left_rows, d))
+
+
+def sorted_batches(ref: str, schema: pa.Schema, settings: Settings | None) -> Iterator[pa.Table]:
+    """The rows of table version (or Parquet file) `ref` in `_key` order, in `schema`, WHOLE_BATCH_ROWS at a
+    time: sorted by DuckDB within its memory limit (spilled beyond it), never held whole in Python."""
+    with session(settings, purpose="link-state") as con:
+        zones.register(con, "rows_in", ref)
+        reader = con.execute(f"SELECT * FROM rows_in ORDER BY {KEY}").fetch_record_batch(WHOLE_BATCH_ROWS)
+        for batch in reader:
+            yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+
+
+def _commit_whole(path: Path, tables: Iterable[pa.Table], schema: pa.Schema, *, run_id: str,
+                  settings: Settings) -> tuple[str, int]:
+    """`_commit(..., full=True)` of the rows of `tables` (in `schema`, any order) in `_key` order, made in
+    batches: written as they come to a scratch file under the DuckDB spill folder, then sorted by DuckDB and
+    written to the table as they come out (`sorted_batches`). Returns (the version's ref, its rows). Memory:
+    one batch and the DuckDB session, whatever the size of the table."""
+    from lienthong.duck import spill_root
+    from lienthong.staging import atomic_writer
+
+    root = spill_root(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"link-state-{os.getpid()}-", dir=root))
+    try:
+        rows = 0
+        with atomic_writer(scratch / "rows.parquet", schema) as write:
+            for table in tables:
+                write(table)
+                rows += table.num_rows
+        batches = sorted_batches(str(scratch / "rows.parquet"), schema, settings)
+        reader = pa.RecordBatchReader.from_batches(schema, (b for t in batches for b in t.to_batches()))
+        commit = zones.create(path, reader, run_id=run_id, metadata={"lienthong.mode": "full"})
+        v = commit.version if commit.version is not None else zones.version(path)
+        if v is None:
+            raise RuntimeError(f"link state {path}: no version after its commit")
+        return zones.ref(path, v), rows
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def left_record_keys(dataset: str, staged: pa.Table) -> pa.Array:
@@ -344,7 +410,10 @@ class Prepared:
 
     refs: dict[str, str]  # REGISTRY and LEFT after the commits
     previous_links: str | None  # None: no links yet (a full relink)
-    left: pa.Table  # LEFT_SCHEMA: the records to relink
+    # LEFT_SCHEMA: the records to relink; None for a full relink planned for the province tasks (every record
+    # of the version refs[LEFT], never held whole: `linkwork.write_plan` reads it in batches), and for a plan
+    # reconcile takes up (its tasks have linked them)
+    left: pa.Table | None
     left_deletes: set[str]
     counts: dict[str, Any]
     seconds: dict[str, float]
@@ -393,8 +462,8 @@ def update(
     if planned:
         prepared = work.prepared()
         links, link_counts = work.links()
-        log.info("link state: %d left records relinked by %d province tasks (plan of run %s)", prepared.left.num_rows,
-                 len(work.plan["partitions"]), run_id)
+        log.info("link state: %d left records relinked by %d province tasks (plan of run %s)",
+                 sum(work.plan["partitions"].values()), len(work.plan["partitions"]), run_id)
         done = finish(integrated_dir, prepared, links, {}, link_counts, run_id=run_id, settings=settings,
                       link_seconds=0.0)
         done.counts["province_tasks"] = dict(work.plan["partitions"])  # left records linked by each task
@@ -403,6 +472,7 @@ def update(
     if isinstance(found, Update):
         return found
     t3 = time.monotonic()
+    assert found.left is not None  # a change's records to relink
     links, used, link_counts = link_against(found.left, found.refs[REGISTRY], inputs, bands, settings, models)
     return finish(integrated_dir, found, links, used, link_counts, run_id=run_id, settings=settings,
                   link_seconds=time.monotonic() - t3)
@@ -502,21 +572,25 @@ def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str,
     `update`'s own full relink; a model persisted before the kill is then the one it links with."""
     t0 = time.monotonic()
     paths = {name: table_path(integrated_dir, name) for name in (REGISTRY, LEFT, LINKS)}
-    registry = whole_registry(inputs)
-    n_registry = registry.num_rows
-    refs = {REGISTRY: _commit(paths[REGISTRY], registry, set(), run_id=run_id, full=True)}
-    del registry
-    left = whole_left(inputs)
-    refs[LEFT] = _commit(paths[LEFT], left, set(), run_id=run_id, full=True)
+    refs, n = {}, {}
+    for name, batches, schema in ((REGISTRY, registry_batches(inputs), REGISTRY_SCHEMA),
+                                  (LEFT, left_batches(inputs), LEFT_SCHEMA)):
+        refs[name], n[name] = _commit_whole(paths[name], batches, schema, run_id=run_id, settings=settings)
     seconds = {"prepare": round(time.monotonic() - t0, 3)}
     t1 = time.monotonic()
-    complete = partitions.train_missing(left, refs[REGISTRY], settings, models, LEFT_DATASETS)
+    complete = dict(models)
+    if any(models.get(t) is None for t in LEFT_DATASETS.values()):
+        # a first run trains on the whole data, the records read whole (in `_key` order, as linking at once
+        # reads them); the plan of a model change or of a base gone holds one batch at a time
+        left = pa.concat_tables(sorted_batches(refs[LEFT], LEFT_SCHEMA, settings))
+        complete = partitions.train_missing(left, refs[REGISTRY], settings, models, LEFT_DATASETS)
+        del left
     trained = {t: m for t, m in complete.items() if m is not None and models.get(t) is None}
     seconds["train"] = round(time.monotonic() - t1, 3)
     previous = zones.ref(paths[LINKS], v) if (v := zones.version(paths[LINKS])) is not None else None
-    counts = {"registry": n_registry, "left": left.num_rows, "relinked": left.num_rows, "trained": sorted(trained),
+    counts = {"registry": n[REGISTRY], "left": n[LEFT], "relinked": n[LEFT], "trained": sorted(trained),
               "reason": reason}
-    prepared = Prepared(refs, previous, left, set(), counts, seconds,
+    prepared = Prepared(refs, previous, None, set(), counts, seconds,
                         {t: m.model_id for t, m in complete.items() if m is not None}, t0, full=True)
     return prepared, trained
 

@@ -72,12 +72,19 @@ def write_plan(settings: Settings, run_id: str, fingerprint: dict[str, Any], pre
     shutil.rmtree(d, ignore_errors=True)  # an earlier attempt's plan: the state has moved since
     d.mkdir(parents=True)
     offices = partitions.head_offices(inputs["enterprise"]) if inputs.get("enterprise") else None
-    left = prepared.left
-    parts = partitions.partition_of(left, offices) if left.num_rows else pa.array([], pa.string())
-    write_atomic(left.append_column(PARTITION, parts), d / "left.parquet")
+    # a full relink's records (every one of the committed left version) come a batch at a time, in `_key` order
+    tables = ([prepared.left] if prepared.left is not None
+              else linkstate.sorted_batches(prepared.refs[linkstate.LEFT], linkstate.LEFT_SCHEMA, settings))
+    counted: dict[str, int] = {}
+    with atomic_writer(d / "left.parquet", linkstate.LEFT_SCHEMA.append(pa.field(PARTITION, pa.string()))) as write:
+        for left in tables:
+            parts = partitions.partition_of(left, offices) if left.num_rows else pa.array([], pa.string())
+            write(left.append_column(PARTITION, parts))
+            for c in pc.value_counts(parts).to_pylist():
+                counted[c["values"]] = counted.get(c["values"], 0) + c["counts"]
     write_atomic(pa.table({linkstate.KEY: pa.array(sorted(prepared.left_deletes), pa.string())}), d / "deletes.parquet")
-    counted = pc.value_counts(parts).to_pylist()
-    sizes = {c["values"]: c["counts"] for c in sorted(counted, key=lambda c: c["values"])}
+    sizes = dict(sorted(counted.items()))
+    records = sum(sizes.values())
     names = list(sizes)
     plan = {"run_id": run_id, "fingerprint": fingerprint, "refs": prepared.refs,
             "previous_links": prepared.previous_links, "versions": _state_versions(settings.integrated_dir),
@@ -85,9 +92,9 @@ def write_plan(settings: Settings, run_id: str, fingerprint: dict[str, Any], pre
             "partitions": sizes, "full": prepared.full}
     write_json(d / "plan.json", plan)
     mode = "full" if prepared.full else "change"
-    log.info("person links planned (%s) for %d left records in %d partitions: %s", mode, left.num_rows, len(names),
+    log.info("person links planned (%s) for %d left records in %d partitions: %s", mode, records, len(names),
              sizes)
-    return {"mode": mode, "partitions": names, "left_records": left.num_rows, "sizes": sizes}
+    return {"mode": mode, "partitions": names, "left_records": records, "sizes": sizes}
 
 
 def _plan(d: Path) -> dict[str, Any]:
@@ -171,9 +178,9 @@ class Planned:
         from lienthong.reconcile import linkstate
 
         assert self.plan is not None and self.reason is None
-        left = pq.read_table(self.folder / "left.parquet").drop_columns([PARTITION]).cast(linkstate.LEFT_SCHEMA)
         deletes = set(pq.read_table(self.folder / "deletes.parquet")[linkstate.KEY].to_pylist())
-        return linkstate.Prepared(refs=self.plan["refs"], previous_links=self.plan["previous_links"], left=left,
+        # the records themselves are not read: the province tasks have linked them
+        return linkstate.Prepared(refs=self.plan["refs"], previous_links=self.plan["previous_links"], left=None,
                                   left_deletes=deletes, counts=self.plan["counts"], seconds=self.plan["seconds"],
                                   model_ids=self.plan["model_ids"], t0=time.monotonic(),
                                   full=bool(self.plan.get("full")))
