@@ -165,10 +165,15 @@ def sorted_batches(ref: str, schema: pa.Schema, settings: Settings | None) -> It
 
 def _commit_whole(path: Path, tables: Iterable[pa.Table], schema: pa.Schema, *, run_id: str,
                   settings: Settings) -> tuple[str, int]:
-    """`_commit(..., full=True)` of the rows of `tables` (in `schema`, any order) in `_key` order, made in
-    batches: written as they come to a scratch file under the DuckDB spill folder, then sorted by DuckDB and
-    written to the table as they come out (`sorted_batches`). Returns (the version's ref, its rows). Memory:
-    one batch and the DuckDB session, whatever the size of the table."""
+    """`_commit(..., full=True)` of the rows of `tables` (in `schema`, any order), made in batches: written as
+    they come to a scratch file under the DuckDB spill folder, then sorted by DuckDB and written to the table
+    as they come out (`sorted_batches`). Returns (the version's ref, its rows). Memory: one batch and the
+    DuckDB session, whatever the size of the table.
+
+    The Delta writer may put the sorted batches in another order in its file (measured with deltalake
+    1.6), so the table's rows lie in sorted runs of a batch each, not in one: every reader of the link state
+    orders by `_key` itself (`sorted_batches`, the candidates' queries, `link_against`), and a run's row
+    groups still span narrow key ranges."""
     from lienthong.duck import spill_root
     from lienthong.staging import atomic_writer
 

@@ -39,6 +39,13 @@ def country(tmp_path_factory):
         yield prov
 
 
+def _partitions(left, inputs) -> list[str]:
+    """Each left record's partition, computed on the records whole."""
+    from lienthong.reconcile import partitions
+
+    return partitions.partition_of(left, partitions.head_offices(inputs["enterprise"])).to_pylist()
+
+
 def _equals_one_partition(settings) -> None:
     from lienthong.rebuild import check_reconcile
 
@@ -93,10 +100,14 @@ def test_province_tasks_give_the_single_partition_result(country):
     assert pipeline.plan_person_links("p5") == {"mode": "unchanged", "partitions": []}
 
 
-def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(country, caplog):
+def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(country, caplog, monkeypatch):
     """Another model activated: every left record is relinked, by the province tasks (in parts under a
     small candidate limit), and the result is the single-partition rebuild's; a kill before reconcile leaves
-    a state the next run relinks whole again."""
+    a state the next run relinks whole again. The plan builds the registry and the left records in batches
+    (of 300 staged rows here), and they are those built whole."""
+    import json
+
+    import pyarrow.parquet as pq
     from province import stage_landed
 
     from lienthong import pipeline, zones
@@ -107,6 +118,7 @@ def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(co
     from lienthong.settings import load_settings
 
     s = load_settings()
+    monkeypatch.setattr(linkstate, "WHOLE_BATCH_ROWS", 300)
     with connect(warehouse_url(s)) as conn:
         record, model = models.active(conn, "holder_citizen")
         # the same parameters but a slightly different prior: another model (its id is its content's hash)
@@ -125,6 +137,19 @@ def test_a_full_relink_after_a_model_change_is_planned_and_linked_by_province(co
     pipeline.link_person_partition("f1", plan["partitions"][0])
     again = pipeline.plan_person_links("f2")
     assert again["mode"] == "full" and again["left_records"] == left.num_rows, again
+    # built in batches, committed and planned in `_key` order: what building them whole gives, row for row
+    work = linkwork.work_dir(s.integrated_dir, "f2")
+    inputs = json.loads((work / "plan.json").read_text())["fingerprint"]["inputs"]
+    registry = linkstate.whole_registry(inputs)
+    assert registry.num_rows > 3 * linkstate.WHOLE_BATCH_ROWS
+    stored = zones.read_table(linkstate.table_path(s.integrated_dir, linkstate.REGISTRY))
+    assert stored.num_rows == registry.num_rows and stored.sort_by(linkstate.KEY).equals(registry)
+    whole = linkstate.whole_left(inputs)
+    stored = zones.read_table(linkstate.table_path(s.integrated_dir, linkstate.LEFT))
+    assert stored.num_rows == whole.num_rows and stored.sort_by(linkstate.KEY).equals(whole)
+    planned = pq.read_table(work / "left.parquet")
+    assert planned.drop_columns([linkwork.PARTITION]).equals(whole)
+    assert planned[linkwork.PARTITION].to_pylist() == _partitions(whole, inputs)
     limited = dataclasses.replace(s, link_candidate_rows=150)
     with caplog.at_level(logging.INFO, logger="lienthong.reconcile.partitions"):
         linked = [link_partition("f2", p, limited) for p in again["partitions"]]
