@@ -8,7 +8,9 @@ Owns the run's work folder `<integrated>/_state/work/<run_id>/`:
   it relinks from, the counts and seconds so far, the partitions, and whether it relinks everything
   (`full`: the first run, a model change or a base gone, `linkstate.prepare_full`; the models the province
   tasks link with are persisted before the plan is written);
-- `left.parquet`: the left records to relink with their partition (`partitions.partition_of`);
+- `left.parquet`: the left records to relink with their partition (`partitions.partition_of`), in `_key`
+  order (a full relink's written a batch at a time from the committed left version; a province task reads
+  its partition's rows part by part, `partitions.LeftFile`);
 - `deletes.parquet`: the left records gone;
 - `links-<partition>.parquet` with `counts-<partition>.json`: one partition's links, written by its task
   (each file written aside and renamed into place, the counts last: a partition is done when they exist).

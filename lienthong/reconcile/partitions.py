@@ -21,7 +21,8 @@ give other links.
 
 Memory: one partition at a time holds its left records, its candidates and the Splink session scoring them;
 only the key columns of the left records go into the candidate query, and the registry is scanned from its
-Parquet files within the DuckDB session's limit. The caller still holds every left record it links. A
+Parquet files within the DuckDB session's limit. `link_partitioned` holds every left record it links; a
+province task gives its records as a file (`LeftFile`) and holds one part's at a time (`link_partition`). A
 partition's candidates are bounded by its records only as far as the keys are selective: a key with no place
 in it (a name with a birth year or a street, the ID's last six digits) reaches registry rows anywhere in the
 country, about (registry size / distinct values) of them per record, though only from the records the exact
