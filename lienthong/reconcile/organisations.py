@@ -25,6 +25,11 @@ def _street(addresses: pa.ChunkedArray | pa.Array) -> pa.Array:
     return fold_key(first)
 
 
+# the columns `link_holder_organisations` reads of each input
+ORGANISATION_HOLDER_COLUMNS = ("province_code", "holder_id", "document_number", "name", "address")
+ORGANISATION_ENTERPRISE_COLUMNS = ("enterprise_code", "name", "head_office_address")
+
+
 def link_holder_organisations(holders: pa.Table, enterprises: pa.Table, duplicates: pa.Table) -> pa.Table:
     """One row per organisation holder (LINK_SCHEMA): right_id is the surviving enterprise code."""
     with session(purpose="link-organisations") as con:

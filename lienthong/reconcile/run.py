@@ -98,11 +98,24 @@ def _load_staged(con: Any, staged: Mapping[str, pa.Table | str]) -> dict[str, in
     return rows
 
 
-def _arrow(con: Any, name: str, where: str = "true") -> pa.Table:
-    """The columns of staged table `name` the Arrow steps read (`_ARROW_COLUMNS`), in the session's order."""
-    columns = _ARROW_COLUMNS[name]
-    select = "*" if columns is None else ", ".join(f'"{c}"' for c in columns)
-    return con.execute(f"SELECT {select} FROM {name} WHERE {where}").fetch_arrow_table()
+def _arrow(con: Any, name: str, where: str = "true", columns: list[str] | None = None) -> pa.Table:
+    """The columns of staged table `name` the Arrow steps read (`columns`, else `_ARROW_COLUMNS`), of the rows
+    `where` holds (SQL over the table, aliased `t`), in the session's order."""
+    columns = columns if columns is not None else _ARROW_COLUMNS[name]
+    select = "*" if columns is None else ", ".join(f't."{c}"' for c in columns)
+    return con.execute(f"SELECT {select} FROM {name} t WHERE {where}").fetch_arrow_table()
+
+
+# The rows the ID-less holder pass reads (`idless.idless_holders`: person holders, not deleted, with no
+# document number): a superset in SQL (no number, or one with no letter or digit: every number that trims to
+# nothing), narrowed by the pass itself, so its inputs are those holders, their certificates and those
+# certificates' parcels, not the whole land tables.
+_IDLESS_HOLDERS = ("NOT coalesce(t.deleted, false) AND t.holder_type = 'CA_NHAN' AND "
+                   "(t.document_number IS NULL OR NOT regexp_matches(t.document_number, '[0-9A-Za-z]'))")
+_IDLESS_CERTIFICATES = f"""(t.province_code, t.holder_id) IN (
+    SELECT (t.province_code, t.holder_id) FROM land_holder t WHERE {_IDLESS_HOLDERS})"""
+_IDLESS_PARCELS = f"""(t.province_code, t.parcel_id) IN (
+    SELECT (t.province_code, t.parcel_id) FROM certificate t WHERE {_IDLESS_CERTIFICATES})"""
 
 
 @dataclass
@@ -369,7 +382,11 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         people,
         sources,
     )
-    from lienthong.reconcile.organisations import link_holder_organisations
+    from lienthong.reconcile.organisations import (
+        ORGANISATION_ENTERPRISE_COLUMNS,
+        ORGANISATION_HOLDER_COLUMNS,
+        link_holder_organisations,
+    )
 
     bands = people.LinkBands(accept=settings.match_accept, review=settings.match_review)
     metrics: dict[str, Any] = {"seconds": {}, "links": {}}
@@ -397,9 +414,9 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         step("dedupe")
         log.info("duplicates: %d citizen, %d enterprise, %d land-holder records in clusters",
                  cdup.num_rows, edup.num_rows, hdup.num_rows)
-        person_holders = _arrow(con, "land_holder", f"{alive} AND holder_type = 'CA_NHAN'")
         registry: pa.Table | None = None
         if person_links is None:
+            person_holders = _arrow(con, "land_holder", f"{alive} AND holder_type = 'CA_NHAN'")
             reps = _arrow(con, "legal_representative")
             registry = sources.citizens_as_people(cit)
             step("prepare_registry")
@@ -417,7 +434,7 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             metrics["links"] = {"representative_citizen": rep_result.counts, "holder_citizen": holder_result.counts,
                                 "model_seconds": {"representative_citizen": rep_result.seconds,
                                                   "holder_citizen": holder_result.seconds}}
-            del reps, rep_result, holder_result
+            del reps, rep_result, holder_result, person_holders
         else:
             # taken out of the caller's dict (every caller passes one made for the call), so each table is
             # freed as soon as the session holds its copy, not kept to the end of the reconciliation
@@ -431,12 +448,13 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         # their key, a duplicate cluster) and carries the others over; without bases it is computed whole.
         citizen_ref = staged.get("citizen")
         idless_run = idlessstate.update(
-            settings.integrated_dir, person_holders=person_holders, certificates=_arrow(con, "certificate"),
-            parcels=_arrow(con, "parcel"), citizens=cit, registry=registry, model_links=holder_links,
+            settings.integrated_dir, person_holders=_arrow(con, "land_holder", _IDLESS_HOLDERS),
+            certificates=_arrow(con, "certificate", _IDLESS_CERTIFICATES),
+            parcels=_arrow(con, "parcel", _IDLESS_PARCELS), citizens=cit, registry=registry, model_links=holder_links,
             duplicates=cdup, citizen_ref=citizen_ref if isinstance(citizen_ref, str) else None,
             bases=bases.get("citizen", []) if bases is not None and isinstance(citizen_ref, str) else None,
             bands=bands, settings=settings, run_id=f"integrate:{scratch.name}")
-        del person_holders, cit, registry
+        del cit, registry
         idless_links, idless_review = idless_run.links, idless_run.review
         holder_links = idless.combine(idless_links, holder_links, settings=settings)
         metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_run.left)
@@ -444,8 +462,9 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
                                    "seconds": idless_run.seconds}
         del idless_run, idless_links
         step("link_idless_holders")
-        org_links = link_holder_organisations(_arrow(con, "land_holder", f"{alive} AND holder_type = 'TO_CHUC'"),
-                                              _arrow(con, "enterprise"), edup)
+        org_links = link_holder_organisations(
+            _arrow(con, "land_holder", f"{alive} AND holder_type = 'TO_CHUC'", columns=list(ORGANISATION_HOLDER_COLUMNS)),
+            _arrow(con, "enterprise", columns=list(ORGANISATION_ENTERPRISE_COLUMNS)), edup)
         step("link_organisations")
         metrics["links"]["holder_enterprise"] = people.method_band_counts(org_links)
 

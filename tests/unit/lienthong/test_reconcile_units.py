@@ -95,3 +95,44 @@ def test_organisation_holders_link_by_tax_code_then_by_name_and_street():
     # a duplicate enterprise code resolves to its survivor
     assert links["31:4"]["right_id"] == "0100000001"
     assert (links["31:5"]["right_id"], links["31:5"]["band"]) == (None, "reject")
+
+
+def test_the_id_less_pass_reads_only_its_holders_certificates_and_parcels_and_gets_what_the_whole_tables_give():
+    """Reconcile gives the ID-less pass the rows its SQL superset selects (`run._IDLESS_*`), not the whole
+    land tables; its inputs (`idlessstate.current_inputs`) are then those of the whole tables. Numbers that
+    are blank in any way (spaces, a tab, a no-break space, empty) count as no number; others do not."""
+    from lienthong.duck import session
+    from lienthong.reconcile import idlessstate, run
+
+    numbers = [None, "", "   ", "\t", "\u00a0", " \u2003 ", "012345678901", "A1", "-", "0"]
+    holders = pa.table({
+        "province_code": ["31"] * 14,
+        "holder_id": [f"H{i}" for i in range(14)],
+        "holder_type": ["CA_NHAN"] * 10 + ["TO_CHUC", "CA_NHAN", "CA_NHAN", "CA_NHAN"],
+        "name": [f"Nguyễn Văn {i}" for i in range(14)],
+        "document_type": ["CCCD"] * 14,
+        "document_number": [*numbers, None, None, None, " "],
+        "birth_year": [1980] * 14,
+        "address": ["Thôn 1, Xã An Hải"] * 14,
+        "deleted": [False] * 11 + [True, None, False],
+    })
+    certificates = pa.table({
+        "province_code": ["31"] * 16, "holder_id": [f"H{i % 14}" for i in range(16)],
+        "parcel_id": [f"P{i}" for i in range(16)], "deleted": [False] * 15 + [True]})
+    parcels = pa.table({
+        "province_code": ["31"] * 17, "parcel_id": [f"P{i}" for i in range(17)],
+        "commune_code_original": ["10001"] * 17, "commune_code_2025": ["31001"] * 17, "deleted": [False] * 17})
+    with session(purpose="test") as con:
+        for name, table in (("land_holder", holders), ("certificate", certificates), ("parcel", parcels)):
+            con.register(f"{name}_in", table)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_in")
+        few = (run._arrow(con, "land_holder", run._IDLESS_HOLDERS),
+               run._arrow(con, "certificate", run._IDLESS_CERTIFICATES),
+               run._arrow(con, "parcel", run._IDLESS_PARCELS))
+    whole = idlessstate.current_inputs(holders, certificates, parcels)
+    assert idlessstate.current_inputs(*few).equals(whole)
+    # every blank number is ID-less; "-" and "0" are numbers; the deleted and the organisation are not read
+    assert whole["unique_id"].to_pylist() == ["31:H0", "31:H1", "31:H2", "31:H3", "31:H4", "31:H5", "31:H12", "31:H13"]
+    # the superset reads "-" too (no letter or digit), which the pass then finds to be a number
+    assert few[0]["holder_id"].to_pylist() == ["H0", "H1", "H2", "H3", "H4", "H5", "H8", "H12", "H13"]
+    assert few[1].num_rows < certificates.num_rows and few[2].num_rows < parcels.num_rows
