@@ -128,12 +128,13 @@ def _entity_schema_with_op() -> pa.Schema:
 @dataclass(frozen=True)
 class Assignment:
     """One run's result. `members` and `entities` are the full new tables (merged and retired entities stay
-    forever); `events` is the run's log; `changed_members` / `changed_entities` are the rows that differ from
-    the previous tables, with a `_op` column ('upsert', or 'delete' for a member whose record is gone), ready
-    for `zones.merge`."""
+    forever; None when the caller did not ask for them, `assign(..., whole_tables=False)`: the committed
+    versions hold them); `events` is the run's log; `changed_members` / `changed_entities` are the rows that
+    differ from the previous tables, with a `_op` column ('upsert', or 'delete' for a member whose record is
+    gone), ready for `zones.merge`."""
 
-    members: pa.Table
-    entities: pa.Table
+    members: pa.Table | None
+    entities: pa.Table | None
     events: pa.Table
     changed_members: pa.Table
     changed_entities: pa.Table
@@ -178,7 +179,7 @@ def _records(alias: str = "") -> str:
 
 def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, clusters: pa.Table | str,
            run_id: str, *,
-           settings: Settings | None = None, whole: bool = False) -> Assignment:
+           settings: Settings | None = None, whole: bool = False, whole_tables: bool = True) -> Assignment:
     """The entities of clustering `clusters` (CLUSTER_SCHEMA), carried over from the previous registry
     (MEMBER_SCHEMA, ENTITY_SCHEMA) by the rules in the module docstring. Pure: the same inputs give
     byte-identical outputs (every output sorted by its key).
@@ -195,7 +196,12 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
     The rules run on the part of the registry the clustering touches (`_restrict_to_closure`, the closure of
     `touched_closure` found in the same session), so a run's cost beyond one scan follows the change; the rest
     of the members are carried over as they are. `whole` runs them on everything (the reference the tests
-    compare the closure with); the result is the same."""
+    compare the closure with); the result is the same.
+
+    `whole_tables=False` leaves the full new members and entities out of the result (None): only the changed
+    rows and the events are fetched into Python, so a caller that commits the assignment and then reads the
+    committed versions (`update(..., whole_tables=False)`, the reconciliation) never holds the whole registry.
+    """
     if not run_id:
         raise ValueError("run_id: a non-empty string")
     if isinstance(clusters, pa.Table):
@@ -245,15 +251,18 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
                 ("cm", "SELECT * FROM cm ORDER BY kind, dataset, record_key", _member_schema_with_op()),
                 ("cent", "SELECT * FROM cent ORDER BY entity_id", _entity_schema_with_op()),
                 ("ev", "SELECT * FROM ev ORDER BY seq", EVENT_SCHEMA)):
+            if table in ("nm", "ne") and not whole_tables:
+                con.execute(f"DROP TABLE {table}")
+                continue
             same_as = {"cm": "nm", "cent": "ne"}.get(table)
-            if same_as is not None and all_changed[table]:
+            if same_as is not None and same_as in fetched and all_changed[table]:
                 rows = fetched[same_as]
                 fetched[table] = rows.append_column(schema.field(zones.OP),
                                                     pa.repeat(pa.scalar("upsert", pa.string()), rows.num_rows))
             else:
                 fetched[table] = _fetch(con, sql, schema)
             con.execute(f"DROP TABLE {table}")
-        return Assignment(members=fetched["nm"], entities=fetched["ne"], events=fetched["ev"],
+        return Assignment(members=fetched.get("nm"), entities=fetched.get("ne"), events=fetched["ev"],
                           changed_members=fetched["cm"], changed_entities=fetched["cent"])
 
 
@@ -816,11 +825,14 @@ def rollback(directory: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
 
 
 def update(directory: str | Path, clusters: pa.Table | str, run_id: str, *,
-           settings: Settings | None = None) -> tuple[Assignment, dict[str, str]]:
-    """One run end to end: load the registry as it was before this run, assign, commit. Safe to rerun."""
+           settings: Settings | None = None, whole_tables: bool = True) -> tuple[Assignment, dict[str, str]]:
+    """One run end to end: load the registry as it was before this run, assign, commit. Safe to rerun.
+    `whole_tables=False`: the result holds no full member and entity tables (`assign`); the refs returned
+    name the committed versions, which hold them."""
     members, entities = stored_refs(directory, before_run=run_id)
     result = assign(members if members is not None else empty_members(),
-                    entities if entities is not None else empty_entities(), clusters, run_id, settings=settings)
+                    entities if entities is not None else empty_entities(), clusters, run_id, settings=settings,
+                    whole_tables=whole_tables)
     return result, commit(directory, result, run_id)
 
 

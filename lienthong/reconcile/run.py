@@ -146,10 +146,10 @@ class Integration:
         """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
         return _findings_from(self.findings_file)
 
-    def with_entity_ids(self, settings: Settings, members: pa.Table,
+    def with_entity_ids(self, settings: Settings, members: pa.Table | str,
                         changed_members: pa.Table | None = None) -> Iterator[tuple[str, pa.Table, pa.Table | None]]:
         """(name, table, keys) of every integrated table, one at a time, the masters with their `entity_id`
-        from the registry's `members`. `keys`: on a change run (`touched`) given the registry's
+        from the registry's `members` (a table, or the ref of a member version, read by DuckDB). `keys`: on a change run (`touched`) given the registry's
         `changed_members`, the keys in which the table may differ from the last reconciliation's
         (`outputchange`): those recomputed, and a master's rows whose cluster has a member whose entity
         changed; else None."""
@@ -553,22 +553,29 @@ def _bases(last: Any, unfinished: list[Any], names: tuple[str, ...]) -> dict[str
     return out
 
 
-def _cluster_entities(con: Any, clusters: pa.Table | str, members: pa.Table) -> None:
+def _cluster_entities(con: Any, clusters: pa.Table | str, members: pa.Table | str) -> None:
     """Table `cluster_entity` of `con`: the registry's entity of every cluster (kind, cluster_key, entity_id);
-    `clusters` an Arrow table or a Parquet file of them."""
+    `clusters` an Arrow table or a Parquet file of them, `members` an Arrow table or the ref of a stored
+    member version."""
     if isinstance(clusters, pa.Table):
         con.register("clusters_arrow", clusters.select(["kind", "cluster_key", "dataset", "record_key"]))
         source = "clusters_arrow"
     else:
         source = f"read_parquet({zones.sql_text(Path(clusters))})"
-    con.register("members_in", members.select(["kind", "dataset", "record_key", "entity_id"]))
+    if isinstance(members, pa.Table):
+        con.register("members_in", members.select(["kind", "dataset", "record_key", "entity_id"]))
+    else:
+        zones.register(con, "members_in", members)
     con.execute(f"""CREATE OR REPLACE TABLE cluster_entity AS
                     SELECT DISTINCT c.kind, c.cluster_key, m.entity_id
                     FROM (SELECT kind, cluster_key, dataset, record_key FROM {source}) c
                     JOIN members_in m USING (kind, dataset, record_key)""")
     if isinstance(clusters, pa.Table):
         con.unregister("clusters_arrow")
-    con.unregister("members_in")
+    if isinstance(members, pa.Table):
+        con.unregister("members_in")
+    else:
+        con.execute("DROP VIEW members_in")
 
 
 def _change_keys(con: Any, name: str, relation: str, touched: Path) -> pa.Table:
@@ -825,13 +832,14 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         # whatever a run that did not finish (this run's earlier attempt included) wrote into the registry is
         # undone first, so the assignment starts from the registry the last successful run left
         entities.rollback(entities.registry_dir(s), [u.run_id for u in unfinished] + [run_id])
+        # the full members are not fetched: the entity IDs are read from the committed member version
         assignment, registry_refs = entities.update(entities.registry_dir(s), str(result.clusters), run_id,
-                                                    settings=s)
+                                                    settings=s, whole_tables=False)
         metrics["entities"] = {"refs": registry_refs, "events": _event_counts(assignment.events),
                                "members_changed": assignment.changed_members.num_rows,
                                "seconds": round(time.monotonic() - t0, 3)}
         log.info("entity registry: %s", metrics["entities"]["events"] or "no entity created, merged, split or retired")
-        members, changed_members = assignment.members, assignment.changed_members
+        members, changed_members = registry_refs[entities.MEMBER_TABLE], assignment.changed_members
         del assignment
         previous = (last.outputs or {}) if last is not None else {}
         for name, table, keys in result.with_entity_ids(s, members, changed_members if result.touched else None):

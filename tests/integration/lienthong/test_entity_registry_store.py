@@ -166,3 +166,18 @@ def test_a_commit_refuses_another_runs_assignment(settings):
     result = en.assign(en.empty_members(), en.empty_entities(), clusters(RUN1), "r1", settings=settings)
     with pytest.raises(ValueError, match="belong to run"):
         en.commit(directory, result, "r2")
+
+
+def test_a_run_that_fetches_no_whole_tables_commits_the_same_registry(settings, tmp_path):
+    """`update(..., whole_tables=False)` (the reconciliation's): no full member or entity table in the result,
+    the same changed rows and events, and the committed versions are the full tables a run fetching them gets."""
+    lean_dir, whole_dir = tmp_path / "lean" / "_registry", tmp_path / "whole" / "_registry"
+    for run_id, rows in (("r1", RUN1), ("r2", RUN2), ("r3", RUN3)):
+        lean, lean_refs = en.update(lean_dir, clusters(rows), run_id, settings=settings, whole_tables=False)
+        whole, _ = en.update(whole_dir, clusters(rows), run_id, settings=settings)
+        assert lean.members is None and lean.entities is None
+        assert whole.members is not None and whole.members.num_rows > 0
+        for name in ("events", "changed_members", "changed_entities"):
+            assert getattr(lean, name).equals(getattr(whole, name)), (run_id, name)
+        members, entities = en.load(lean_dir, lean_refs)
+        assert members.equals(whole.members) and entities.equals(whole.entities), run_id
