@@ -80,7 +80,7 @@ def stream(con: Any, dataset: str, contract: Contract, wrap: Callable[[str], str
 
     def batches() -> Iterator[pa.RecordBatch]:
         for b in range(n):
-            yield from con.execute(wrap(build(contract, (b, n), scoped))).fetch_record_batch(100_000)
+            yield from con.execute(wrap(build(contract, (b, n), scoped))).to_arrow_reader(100_000)
             log.info("%s: bucket %d of %d built", dataset, b + 1, n)
 
     return schema, batches()

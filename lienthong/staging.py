@@ -785,7 +785,7 @@ def split_landings(plan: StagePlan, files: list[str], shares: int, out_dir: Path
     t0 = time.monotonic()
     with session(load_settings(), purpose="staging") as con:
         reader = con.execute(f"SELECT *, CAST({_share_sql(plan, shares)} AS INTEGER) AS _share "
-                             f"FROM read_parquet({json.dumps(files)}, union_by_name = true)").fetch_record_batch(100_000)
+                             f"FROM read_parquet({json.dumps(files)}, union_by_name = true)").to_arrow_reader(100_000)
         ds.write_dataset(reader, out_dir, format="parquet", basename_template="part-{i}.parquet",
                          partitioning=ds.partitioning(pa.schema([("_share", pa.int32())])),
                          min_rows_per_group=SPLIT_GROUP_ROWS, max_rows_per_group=4 * SPLIT_GROUP_ROWS)

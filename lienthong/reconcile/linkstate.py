@@ -170,7 +170,7 @@ def sorted_batches(ref: str, schema: pa.Schema, settings: Settings | None) -> It
     time: sorted by DuckDB within its memory limit (spilled beyond it), never held whole in Python."""
     with session(settings, purpose="link-state") as con:
         zones.register(con, "rows_in", ref)
-        reader = con.execute(f"SELECT * FROM rows_in ORDER BY {KEY}").fetch_record_batch(WHOLE_BATCH_ROWS)
+        reader = con.execute(f"SELECT * FROM rows_in ORDER BY {KEY}").to_arrow_reader(WHOLE_BATCH_ROWS)
         for batch in reader:
             yield pa.Table.from_batches([batch]).select(schema.names).cast(schema)
 
@@ -589,7 +589,7 @@ def prepare_full(integrated_dir: Path, inputs: dict[str, str], models: dict[str,
     if any(models.get(t) is None for t in LEFT_DATASETS.values()):
         # a first run trains on the whole data, the records read whole (in `_key` order, as linking at once
         # reads them); the plan of a model change or of a base gone holds one batch at a time
-        left = pa.concat_tables(sorted_batches(refs[LEFT], LEFT_SCHEMA, settings))
+        left = pa.concat_tables([LEFT_SCHEMA.empty_table(), *sorted_batches(refs[LEFT], LEFT_SCHEMA, settings)])
         complete = partitions.train_missing(left, refs[REGISTRY], settings, models, LEFT_DATASETS)
         del left
     trained = {t: m for t, m in complete.items() if m is not None and models.get(t) is None}
