@@ -149,10 +149,10 @@ class Integration:
     def with_entity_ids(self, settings: Settings, members: pa.Table | str,
                         changed_members: pa.Table | None = None) -> Iterator[tuple[str, pa.Table, pa.Table | None]]:
         """(name, table, keys) of every integrated table, one at a time, the masters with their `entity_id`
-        from the registry's `members` (a table, or the ref of a member version, read by DuckDB). `keys`: on a change run (`touched`) given the registry's
-        `changed_members`, the keys in which the table may differ from the last reconciliation's
-        (`outputchange`): those recomputed, and a master's rows whose cluster has a member whose entity
-        changed; else None."""
+        from the registry's `members` (a table, or the ref of a member version, read by DuckDB). `keys`: on a
+        change run (`touched`) given the registry's `changed_members`, the keys in which the table may differ
+        from the last reconciliation's (`outputchange`): those recomputed, and a master's rows whose cluster
+        has a member whose entity changed; else None."""
         with session(settings, purpose="entity-ids") as con:
             _cluster_entities(con, str(self.clusters), members)
             if changed_members is not None:

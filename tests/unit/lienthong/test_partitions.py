@@ -372,23 +372,6 @@ def test_a_partition_read_from_a_file_among_others_comes_in_the_same_parts_as_gi
     assert not list((tmp_path / "data").rglob("link-parts-*"))
 
 
-def test_links_written_part_by_part_are_replaced_whole_or_not_at_all(tmp_path: Path):
-    from lienthong.staging import atomic_writer
-
-    schema = pa.schema([("k", pa.string()), ("n", pa.int64())])
-    path = tmp_path / "links.parquet"
-    with atomic_writer(path, schema) as write:
-        for i in range(3):
-            write(pa.table({"n": [i, i], "k": ["x", "y"]}))  # columns in another order are put in the schema's
-
-    assert pq.read_table(path).to_pydict() == {"k": ["x", "y"] * 3, "n": [0, 0, 1, 1, 2, 2]}
-    with pytest.raises(RuntimeError, match="part 2 failed"), atomic_writer(path, schema) as write:
-        write(pa.table({"k": ["z"], "n": [9]}))
-        raise RuntimeError("part 2 failed")
-    assert pq.read_table(path).num_rows == 6  # the earlier file stands
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["links.parquet"]  # no temporary file left
-
-
 def test_the_candidate_limit_is_read_and_checked(monkeypatch):
     from lienthong.settings import load_settings
 

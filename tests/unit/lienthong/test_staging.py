@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from connectors.base.landing import RawLanding
 from lienthong import zones
 from lienthong.contracts import contract
-from lienthong.staging import stage_json_source
+from lienthong.staging import atomic_writer, stage_json_source
 
 
 def citizen(id_: str | None, name: str = "Nguyễn Văn An", dob: str = "2003-05-14", updated: str = "2026-11-20T08:15:02+07:00", **kw):
@@ -172,3 +177,17 @@ def test_a_relanding_of_records_already_staged_writes_nothing(tmp_path):
                               quarantine_dir=tmp_path / "quarantine")
     assert again.mode == "unchanged" and (again.rows_in, again.rows_unchanged) == (2, 2) and again.conservation_ok
     assert again.staged_path == first.staged_path and again.quarantine_path == first.quarantine_path
+
+
+def test_a_file_written_table_by_table_is_replaced_whole_or_not_at_all(tmp_path: Path):
+    schema = pa.schema([("k", pa.string()), ("n", pa.int64())])
+    path = tmp_path / "links.parquet"
+    with atomic_writer(path, schema) as write:
+        for i in range(3):
+            write(pa.table({"n": [i, i], "k": ["x", "y"]}))  # columns in another order are put in the schema's
+    assert pq.read_table(path).to_pydict() == {"k": ["x", "y"] * 3, "n": [0, 0, 1, 1, 2, 2]}
+    with pytest.raises(RuntimeError, match="part 2 failed"), atomic_writer(path, schema) as write:
+        write(pa.table({"k": ["z"], "n": [9]}))
+        raise RuntimeError("part 2 failed")
+    assert pq.read_table(path).num_rows == 6  # the earlier file stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["links.parquet"]  # no temporary file left
