@@ -50,7 +50,8 @@ class _Recorder(logging.Handler):
                            "logger": record.name, "message": record.getMessage()[:300]})
 
 
-def _phases(lines: list[dict], samples: list[tuple[float, float]], end: float) -> list[dict]:
+def _phases(lines: list[dict], samples: list[tuple[float, float]], arrow: list[tuple[float, float]],
+            end: float) -> list[dict]:
     marks = []
     for logger, start, name in STEPS:
         hit = next((ln for ln in lines if ln["logger"] == logger and ln["message"].startswith(start)
@@ -62,19 +63,24 @@ def _phases(lines: list[dict], samples: list[tuple[float, float]], end: float) -
     names = ["start"] + [m["phase"] for m in marks]
     for name, a, b in zip(names, bounds, bounds[1:], strict=False):
         inside = [r for t, r in samples if a <= t <= b]
+        pool = [r for t, r in arrow if a <= t <= b]
         out.append({"phase": "set-up" if name == "start" else name, "from_s": a, "to_s": b,
-                    "peak_rss_mib": max(inside) if inside else None})
+                    "peak_rss_mib": max(inside) if inside else None,
+                    "peak_arrow_mib": max(pool) if pool else None})
     return out
 
 
-def _plot(samples: list[tuple[float, float]], phases: list[dict], path: Path, title: str) -> None:
+def _plot(samples: list[tuple[float, float]], arrow: list[tuple[float, float]], phases: list[dict], path: Path,
+          title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(13, 4.5))
-    ax.plot([t for t, _ in samples], [r / 1024 for _, r in samples], lw=1.2)
+    ax.plot([t for t, _ in samples], [r / 1024 for _, r in samples], lw=1.2, label="resident set")
+    ax.plot([t for t, _ in arrow], [r / 1024 for _, r in arrow], lw=1.0, color="tab:orange",
+            label="of which Arrow's memory pool")
     for p in phases[1:]:
         ax.axvline(p["from_s"], color="grey", lw=0.6, ls=":")
     ax.axhline(4, color="red", lw=0.8, ls="--", label="4 GiB target")
@@ -107,11 +113,16 @@ def main() -> int:
     os.environ["LIENTHONG_DATABASE_URL"] = warehouse_url(s)
     t0 = time.monotonic()
     samples: list[tuple[float, float]] = []
+    arrow: list[tuple[float, float]] = []  # Arrow's memory pool at the same instants: what Python holds in Arrow
     done = threading.Event()
 
     def sample() -> None:
+        import pyarrow as pa
+
         while not done.is_set():
-            samples.append((round(time.monotonic() - t0, 1), rss_mib("VmRSS")))
+            t = round(time.monotonic() - t0, 1)
+            samples.append((t, rss_mib("VmRSS")))
+            arrow.append((t, round(pa.total_allocated_bytes() / 2**20, 1)))
             done.wait(0.5)
 
     recorder = _Recorder(t0)
@@ -127,23 +138,24 @@ def main() -> int:
         done.set()
         stop_embedded(s.embedded_pgdata)
     seconds = round(time.monotonic() - t0, 1)
-    phases = _phases(recorder.lines, samples, seconds)
+    phases = _phases(recorder.lines, samples, arrow, seconds)
     commit = os.environ.get("BENCH_CODE_COMMIT")
     record = {
         "data_dir": str(args.data_dir), "relink": args.relink, "run_id": run_id, "seconds": seconds,
         "peak_rss_mib": rss_mib("VmHWM"), "unchanged": bool(out.get("unchanged")),
         "link_state": {k: (out.get("link_state") or {}).get(k) for k in ("mode", "counts")},
         "rows": {n: o.get("rows") for n, o in (out.get("outputs") or {}).items()},
-        "phases": phases, "log": recorder.lines, "samples": samples,
+        "duckdb_memory": s.duckdb_memory, "phases": phases, "log": recorder.lines, "samples": samples,
+        "arrow_samples": arrow,
         "code": {"commit": commit}, "machine": {"cpus": os.cpu_count(), "loadavg_after": list(os.getloadavg())},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-    _plot(samples, phases, result.with_suffix(".png"),
+    _plot(samples, arrow, phases, result.with_suffix(".png"),
           f"reconcile {'relink' if args.relink else 'run'} on {label}: peak {record['peak_rss_mib'] / 1024:.1f} GiB")
     for p in phases:
-        print(f"{p['from_s']:7.1f} s  {p['phase']:60s} peak {p['peak_rss_mib']} MiB")
+        print(f"{p['from_s']:7.1f} s  {p['phase']:60s} peak {p['peak_rss_mib']} MiB (Arrow {p['peak_arrow_mib']})")
     print(f"peak {record['peak_rss_mib']} MiB in {seconds} s -> {result}")
     return 0
 

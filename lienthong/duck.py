@@ -63,6 +63,7 @@ def session(
     purpose: str,
     preserve_insertion_order: bool = True,
     database: str | Path = ":memory:",
+    on_disk: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection (or one on the database file `database`) bounded by the settings
     (`duckdb_memory`, `duckdb_threads`), spilling to its own folder; closed, and the folder removed, when the
@@ -71,7 +72,13 @@ def session(
     `purpose` names the spill folder (a short slug: `staging`, `link-people`), so a full disk points at the
     step that filled it. `preserve_insertion_order` stays DuckDB's default (true): callers that write or
     number rows rely on it; one that never does may turn it off to let large sorts and exports use less
-    memory. Settings default to the environment's (`load_settings()`)."""
+    memory. Settings default to the environment's (`load_settings()`).
+
+    `on_disk` keeps the session's tables in a database file of its own in the spill folder (removed with it)
+    instead of in memory: for a step that builds many large tables, whose blocks DuckDB then evicts from
+    its buffer pool as it needs room (written once, at a checkpoint) rather than holding them up to the limit
+    and spilling them one by one. The reconciliation's integration session is on disk (docs/benchmarks.md,
+    "The reconcile task's session on disk")."""
     import duckdb
 
     if not _PURPOSE.fullmatch(purpose):
@@ -81,6 +88,8 @@ def session(
     root.mkdir(parents=True, exist_ok=True)
     # mkdtemp: created 0700 and unique, so two sessions of one process never share (or delete) a folder.
     spill = Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=root))
+    if on_disk:
+        database = spill / "session.duckdb"
     try:
         con = duckdb.connect(str(database), config={
             "memory_limit": s.duckdb_memory,

@@ -300,9 +300,13 @@ def _full_reason(path: Path, citizen_ref: str | None, bases: list[str], fingerpr
 # --- the update -----------------------------------------------------------------------------------------
 
 
-def _whole(left: pa.Table, citizens: pa.Table, registry: pa.Table | None, bands: LinkBands,
-           model_links: pa.Table, duplicates: pa.Table | None, settings: Settings | None) -> tuple[pa.Table, pa.Table]:
-    return idless.link_idless(left, idless.registry_with_places(citizens, registry), bands, model_links=model_links,
+def _link(left: pa.Table, namesakes: pa.Table, bands: LinkBands, model_links: pa.Table,
+          duplicates: pa.Table | None, settings: Settings | None) -> tuple[pa.Table, pa.Table]:
+    """The pass over holders `left` against `namesakes`, the citizens that can pair with one of them
+    (`candidates`). Every pair `idless.link_idless` makes joins on the folded name (and, for a holder with a
+    birth year, on that year and province), so the other citizens change nothing; the registry's person shape
+    and places are made for these citizens only, not for the whole country."""
+    return idless.link_idless(left, idless.registry_with_places(namesakes), bands, model_links=model_links,
                               duplicates=duplicates, settings=settings)
 
 
@@ -320,15 +324,13 @@ def update(
     bands: LinkBands,
     settings: Settings,
     run_id: str,
-    registry: pa.Table | None = None,
 ) -> Result:
     """The ID-less holder pass over the current inputs, from the state where it can be (module docstring).
 
-    `person_holders`, `certificates`, `parcels`, `citizens` (with `registry`, its person shape, when the
-    caller has it), `model_links` (the model's holder links) and `duplicates` (`dedupe.citizen_duplicates`)
-    are the current inputs, as `idless.link_idless` takes them. `citizen_ref` is the staged citizen version
-    `citizens` holds (None: not a staged version), `bases` the staged citizen versions the state may reflect;
-    None: compute whole and leave the state as it is."""
+    `person_holders`, `certificates`, `parcels`, `citizens`, `model_links` (the model's holder links) and
+    `duplicates` (`dedupe.citizen_duplicates`) are the current inputs, as `idless.link_idless` takes them.
+    `citizen_ref` is the staged citizen version `citizens` holds (None: not a staged version), `bases` the
+    staged citizen versions the state may reflect; None: compute whole and leave the state as it is."""
     t0 = time.monotonic()
     path = table_path(integrated_dir)
     left = current_inputs(person_holders, certificates, parcels, settings=settings)
@@ -340,7 +342,7 @@ def update(
     reason = "no bases (not a ledger run)" if bases is None else _full_reason(path, citizen_ref, bases, fingerprint)
     if reason:
         t1 = time.monotonic()
-        links, review = _whole(left, citizens, registry, bands, model, duplicates, settings)
+        links, review = _link(left, candidates(citizens, left), bands, model, duplicates, settings)
         seconds["link"] = round(time.monotonic() - t1, 3)
         mode, counts = ("whole" if bases is None else "full"), {"reason": reason, "relinked": left.num_rows}
         if bases is None:
@@ -426,8 +428,8 @@ def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, dup
     keep = pa.array(sorted(relink), pa.string())
     dirty_left = left.filter(pc.is_in(left["unique_id"], value_set=keep))
     registry = candidates(citizens, dirty_left)
-    new_links, new_review = _whole(dirty_left, registry, None, bands,
-                                   model.filter(pc.is_in(model["left_id"], value_set=keep)), duplicates, settings)
+    new_links, new_review = _link(dirty_left, registry, bands,
+                                  model.filter(pc.is_in(model["left_id"], value_set=keep)), duplicates, settings)
     seconds["link"] = round(time.monotonic() - t2, 3)
     held = state.filter(pc.equal(state["kind"], HOLDER))
     carried = held.filter(pc.invert(pc.is_in(held["unique_id"], value_set=keep)))

@@ -398,7 +398,7 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         metrics["seconds"][name] = round(now - t, 3)
         t = now
 
-    with session(settings, purpose="integrate") as con:
+    with session(settings, purpose="integrate", on_disk=True) as con:
         rows = _load_staged(con, staged)
         step("load_staged")
         log.info("reconciling %s", rows)
@@ -450,7 +450,7 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         idless_run = idlessstate.update(
             settings.integrated_dir, person_holders=_arrow(con, "land_holder", _IDLESS_HOLDERS),
             certificates=_arrow(con, "certificate", _IDLESS_CERTIFICATES),
-            parcels=_arrow(con, "parcel", _IDLESS_PARCELS), citizens=cit, registry=registry, model_links=holder_links,
+            parcels=_arrow(con, "parcel", _IDLESS_PARCELS), citizens=cit, model_links=holder_links,
             duplicates=cdup, citizen_ref=citizen_ref if isinstance(citizen_ref, str) else None,
             bases=bases.get("citizen", []) if bases is not None and isinstance(citizen_ref, str) else None,
             bands=bands, settings=settings, run_id=f"integrate:{scratch.name}")
