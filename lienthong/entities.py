@@ -201,12 +201,14 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
     `whole_tables=False` leaves the full new members and entities out of the result (None): only the changed
     rows and the events are fetched into Python, so a caller that commits the assignment and then reads the
     committed versions (`update(..., whole_tables=False)`, the reconciliation) never holds the whole registry.
+    The session then builds no full copy of them either (the members and entities outside the closure are
+    their previous rows, never changed ones).
     """
     if not run_id:
         raise ValueError("run_id: a non-empty string")
     if isinstance(clusters, pa.Table):
         _require(clusters, CLUSTER_SCHEMA, "clusters")
-    with duck.session(settings, purpose="entities") as con:
+    with duck.session(settings, purpose="entities", on_disk=True) as con:
         for name, previous, schema, what in (("pm_in_raw", previous_members, MEMBER_SCHEMA, "previous_members"),
                                              ("pe_in_raw", previous_entities, ENTITY_SCHEMA, "previous_entities")):
             if isinstance(previous, pa.Table):
@@ -223,10 +225,10 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
         scoped = not whole and _restrict_to_closure(con)
         _carry_over(con)
         _new_ids(con)
-        _outputs(con)
-        if scoped:
+        _outputs(con, whole_entities=whole_tables)
+        if scoped and whole_tables:
             # the members outside the closure, as they were, and the closure's new rows
-            con.execute("""CREATE TEMP TABLE nm_all AS
+            con.execute("""CREATE TABLE nm_all AS
                 SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM pm_all
                 ANTI JOIN se ON se.entity_id = pm_all.entity_id
                 ANTI JOIN nm ON nm.kind = pm_all.kind AND nm.dataset = pm_all.dataset
@@ -240,9 +242,9 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
         # When every row of a new table changed (a first run: every member and entity is new), the changed
         # rows are that table plus `_op`: made from the same buffers, not fetched and held twice.
         all_changed = {
-            "cm": _count(con, "SELECT count(*) FROM cm") == _count(con, "SELECT count(*) FROM nm")
+            "cm": whole_tables and _count(con, "SELECT count(*) FROM cm") == _count(con, "SELECT count(*) FROM nm")
                   and _count(con, "SELECT count(*) FROM cm WHERE _op <> 'upsert'") == 0,
-            "cent": _count(con, "SELECT count(*) FROM cent") == _count(con, "SELECT count(*) FROM ne")}
+            "cent": whole_tables and _count(con, "SELECT count(*) FROM cent") == _count(con, "SELECT count(*) FROM ne")}
         fetched: dict[str, pa.Table] = {}
         for table, sql, schema in (
                 ("nm", "SELECT kind, dataset, record_key, entity_id, continuity, since_run FROM nm "
@@ -267,9 +269,9 @@ def assign(previous_members: pa.Table | str, previous_entities: pa.Table | str, 
 
 
 def _drop_intermediates(con: duckdb.DuckDBPyConnection, keep: tuple[str, ...]) -> None:
-    """Drop the session's temporary tables but `keep`, so their memory is free before the outputs are
+    """Drop the session's tables but `keep`, so their memory is free before the outputs are
     fetched into Python (the moment of the assignment's peak: DuckDB's tables and the Arrow copies at once)."""
-    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
         if name not in keep:
             con.execute(f'DROP TABLE "{name}"')
 
@@ -277,16 +279,16 @@ def _drop_intermediates(con: duckdb.DuckDBPyConnection, keep: tuple[str, ...]) -
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     """Typed, checked inputs: continuity keys sorted and distinct (so equal sets compare equal)."""
     kinds = ", ".join(f"'{k}'" for k in KIND_PREFIX)
-    con.execute("""CREATE TEMP TABLE cl AS
+    con.execute("""CREATE TABLE cl AS
         SELECT kind::VARCHAR AS kind, cluster_key::VARCHAR AS cluster_key, dataset::VARCHAR AS dataset,
                record_key::VARCHAR AS record_key,
                list_sort(list_distinct(coalesce(continuity::VARCHAR[], []::VARCHAR[]))) AS continuity
         FROM cl_in_raw""")
-    con.execute("""CREATE TEMP TABLE pm_in AS
+    con.execute("""CREATE TABLE pm_in AS
         SELECT kind::VARCHAR AS kind, dataset::VARCHAR AS dataset, record_key::VARCHAR AS record_key,
                entity_id::VARCHAR AS entity_id, continuity::VARCHAR[] AS continuity, since_run::VARCHAR AS since_run
         FROM pm_in_raw""")
-    con.execute("""CREATE TEMP TABLE pe AS
+    con.execute("""CREATE TABLE pe AS
         SELECT entity_id::VARCHAR AS entity_id, kind::VARCHAR AS kind, status::VARCHAR AS status,
                created_run::VARCHAR AS created_run, created_seq::BIGINT AS created_seq,
                updated_run::VARCHAR AS updated_run, merged_into::VARCHAR AS merged_into, members::BIGINT AS members
@@ -320,14 +322,14 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
         return False
     # one row per current record: its cluster, its previous entity, whether its continuity keys moved (a
     # stored list is sorted and distinct as `_prepare` makes it; one that is not only widens the closure)
-    con.execute("""CREATE TEMP TABLE cm_join AS
+    con.execute("""CREATE TABLE cm_join AS
         SELECT c.kind, c.cluster_key, m.entity_id,
                m.entity_id IS NOT NULL AND c.continuity IS DISTINCT FROM m.continuity AS moved_keys
         FROM cl c LEFT JOIN pm_in m ON m.kind = c.kind AND m.dataset = c.dataset AND m.record_key = c.record_key""")
-    con.execute("""CREATE TEMP TABLE edge AS
+    con.execute("""CREATE TABLE edge AS
         SELECT DISTINCT kind, cluster_key, entity_id FROM cm_join WHERE entity_id IS NOT NULL""")
     # seeds: clusters that are not exactly one entity's previous records, or hold a record whose keys moved
-    con.execute("""CREATE TEMP TABLE sc AS
+    con.execute("""CREATE TABLE sc AS
         WITH csz AS (
             SELECT kind, cluster_key, count(*) AS size, count(entity_id) AS known, min(entity_id) AS e,
                    max(entity_id) AS e_max, bool_or(moved_keys) AS moved_keys
@@ -337,11 +339,11 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
         WHERE csz.known < csz.size OR csz.e <> csz.e_max OR esz.total <> csz.size OR csz.moved_keys""")
     # member rows naming no active entity of their kind (a registry `assign` did not write, e.g. edited by
     # hand): rule 1 treats their records as unknown, so their clusters and entities are seeds too
-    con.execute("""CREATE TEMP TABLE stale AS SELECT m.kind, m.dataset, m.record_key, m.entity_id FROM pm_in m
+    con.execute("""CREATE TABLE stale AS SELECT m.kind, m.dataset, m.record_key, m.entity_id FROM pm_in m
         ANTI JOIN pe ON pe.entity_id = m.entity_id AND pe.kind = m.kind AND pe.status = 'active'""")
     con.execute("""INSERT INTO sc SELECT DISTINCT c.kind, c.cluster_key FROM cl c
         SEMI JOIN stale s ON s.kind = c.kind AND s.dataset = c.dataset AND s.record_key = c.record_key""")
-    con.execute("""CREATE TEMP TABLE se AS
+    con.execute("""CREATE TABLE se AS
         SELECT m.entity_id FROM pm_in m
         ANTI JOIN cl c ON c.kind = m.kind AND c.dataset = m.dataset AND c.record_key = m.record_key
         UNION SELECT entity_id FROM stale""")
@@ -350,9 +352,9 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
     _close(con)
     con.execute("DROP TABLE edge")
     con.execute("ALTER TABLE pm_in RENAME TO pm_all")
-    con.execute("CREATE TEMP TABLE pm_in AS SELECT * FROM pm_all SEMI JOIN se ON se.entity_id = pm_all.entity_id")
+    con.execute("CREATE TABLE pm_in AS SELECT * FROM pm_all SEMI JOIN se ON se.entity_id = pm_all.entity_id")
     con.execute("ALTER TABLE cl RENAME TO cl_all")
-    con.execute("""CREATE TEMP TABLE cl AS SELECT * FROM cl_all
+    con.execute("""CREATE TABLE cl AS SELECT * FROM cl_all
                    SEMI JOIN sc ON sc.kind = cl_all.kind AND sc.cluster_key = cl_all.cluster_key""")
     con.execute("DROP TABLE cl_all")
     log.info("entity registry: the change touches %d of the clusters and %d entities",
@@ -364,42 +366,42 @@ def _restrict_to_closure(con: duckdb.DuckDBPyConnection) -> bool:
 def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
     """Rules 1 to 6: which cluster keeps, merges, splits off, continues or retires which entity."""
     # rule 1: the prior entity of a previous record (active entities only)
-    con.execute("""CREATE TEMP TABLE pm AS
+    con.execute("""CREATE TABLE pm AS
         SELECT m.kind, m.dataset, m.record_key, m.entity_id, e.created_seq
         FROM pm_in m JOIN pe e ON e.entity_id = m.entity_id AND e.kind = m.kind AND e.status = 'active'""")
-    con.execute("""CREATE TEMP TABLE cur AS
+    con.execute("""CREATE TABLE cur AS
         SELECT c.kind, c.cluster_key, c.dataset, c.record_key, c.continuity, p.entity_id AS prior
         FROM cl c LEFT JOIN pm p ON p.kind = c.kind AND p.dataset = c.dataset AND p.record_key = c.record_key""")
     # how many of each entity's previous records each cluster holds
-    con.execute("""CREATE TEMP TABLE ec AS
+    con.execute("""CREATE TABLE ec AS
         SELECT c.kind, c.prior AS entity_id, c.cluster_key, count(*) AS n, any_value(e.created_seq) AS created_seq
         FROM cur c JOIN pe e ON e.entity_id = c.prior GROUP BY c.kind, c.prior, c.cluster_key""")
     # rule 2: heirs
-    con.execute("""CREATE TEMP TABLE heir AS
+    con.execute("""CREATE TABLE heir AS
         SELECT * FROM ec QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY n DESC, cluster_key) = 1""")
     # rule 3: the entity a cluster takes; the other entities whose heir it is merge into it
-    con.execute("""CREATE TEMP TABLE taken AS
+    con.execute("""CREATE TABLE taken AS
         SELECT * FROM heir
         QUALIFY row_number() OVER (PARTITION BY kind, cluster_key ORDER BY n DESC, created_seq, entity_id) = 1""")
-    con.execute("""CREATE TEMP TABLE merged AS
+    con.execute("""CREATE TABLE merged AS
         SELECT h.kind, h.entity_id, h.cluster_key, h.n, t.entity_id AS merged_into
         FROM heir h JOIN taken t ON t.kind = h.kind AND t.cluster_key = h.cluster_key
         WHERE h.entity_id <> t.entity_id""")
-    con.execute("""CREATE TEMP TABLE cs AS
+    con.execute("""CREATE TABLE cs AS
         SELECT kind, cluster_key, count(*) AS size, count(prior) AS known,
                min(dataset || ':' || record_key) AS seed
         FROM cur GROUP BY kind, cluster_key""")
     # rule 4: clusters of known records that take no entity split off from the prior entity most in them
-    con.execute("""CREATE TEMP TABLE split_src AS
+    con.execute("""CREATE TABLE split_src AS
         SELECT ec.kind, ec.cluster_key, ec.entity_id AS other_entity_id, ec.n
         FROM ec ANTI JOIN taken t ON t.kind = ec.kind AND t.cluster_key = ec.cluster_key
         QUALIFY row_number() OVER (PARTITION BY ec.kind, ec.cluster_key
                                    ORDER BY ec.n DESC, ec.created_seq, ec.entity_id) = 1""")
     # rule 5: entities that lost every record, clusters of records never seen, paired by a shared continuity
     # key when the pair is unique both ways
-    con.execute("""CREATE TEMP TABLE orphan AS
+    con.execute("""CREATE TABLE orphan AS
         SELECT DISTINCT p.kind, p.entity_id FROM pm p ANTI JOIN ec ON ec.entity_id = p.entity_id""")
-    con.execute("""CREATE TEMP TABLE pairs AS
+    con.execute("""CREATE TABLE pairs AS
         WITH rk AS (
             SELECT DISTINCT m.kind, m.entity_id, unnest(m.continuity) AS ckey
             FROM pm_in m SEMI JOIN orphan o ON o.entity_id = m.entity_id),
@@ -409,15 +411,15 @@ def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
         SELECT rk.kind, rk.entity_id, ck.cluster_key, min(rk.ckey) AS ckey, list(rk.ckey ORDER BY rk.ckey) AS keys
         FROM rk JOIN ck ON ck.kind = rk.kind AND ck.ckey = rk.ckey
         GROUP BY rk.kind, rk.entity_id, ck.cluster_key""")
-    con.execute("""CREATE TEMP TABLE cont AS
+    con.execute("""CREATE TABLE cont AS
         SELECT * FROM pairs
         QUALIFY count(*) OVER (PARTITION BY kind, entity_id) = 1
             AND count(*) OVER (PARTITION BY kind, cluster_key) = 1""")
     # rule 6
-    con.execute("""CREATE TEMP TABLE retired AS
+    con.execute("""CREATE TABLE retired AS
         SELECT o.kind, o.entity_id FROM orphan o ANTI JOIN cont c ON c.entity_id = o.entity_id""")
     # clusters that need a new entity: split off (rule 4) or created (rule 5)
-    con.execute("""CREATE TEMP TABLE need AS
+    con.execute("""CREATE TABLE need AS
         SELECT cs.kind, cs.cluster_key, cs.seed FROM cs
         ANTI JOIN taken t ON t.kind = cs.kind AND t.cluster_key = cs.cluster_key
         ANTI JOIN cont c ON c.kind = cs.kind AND c.cluster_key = cs.cluster_key""")
@@ -426,8 +428,8 @@ def _carry_over(con: duckdb.DuckDBPyConnection) -> None:
 def _new_ids(con: duckdb.DuckDBPyConnection) -> None:
     """Rule 7: IDs for the clusters in `need`, bumping n until an ID is unused. In a round, a candidate
     already used is bumped; of candidates equal to each other, the smallest seed keeps it."""
-    con.execute("CREATE TEMP TABLE newid (kind VARCHAR, cluster_key VARCHAR, seed VARCHAR, entity_id VARCHAR)")
-    con.execute("CREATE TEMP TABLE pending AS SELECT kind, cluster_key, seed, 0 AS n FROM need")
+    con.execute("CREATE TABLE newid (kind VARCHAR, cluster_key VARCHAR, seed VARCHAR, entity_id VARCHAR)")
+    con.execute("CREATE TABLE pending AS SELECT kind, cluster_key, seed, 0 AS n FROM need")
     while True:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE prop AS
             SELECT *, entity_id IN (SELECT entity_id FROM pe UNION ALL SELECT entity_id FROM newid) AS used,
@@ -438,31 +440,35 @@ def _new_ids(con: duckdb.DuckDBPyConnection) -> None:
             break
         con.execute("""CREATE OR REPLACE TEMP TABLE pending AS
             SELECT kind, cluster_key, seed, n + 1 AS n FROM prop WHERE used OR rank > 1""")
-    con.execute("""CREATE TEMP TABLE fresh_entity AS
+    con.execute("""CREATE TABLE fresh_entity AS
         SELECT n.kind, n.cluster_key, n.entity_id, s.other_entity_id,
                (SELECT coalesce(max(created_seq), 0) FROM pe) + row_number() OVER (ORDER BY n.kind, n.seed) AS created_seq
         FROM newid n LEFT JOIN split_src s ON s.kind = n.kind AND s.cluster_key = n.cluster_key""")
 
 
-def _outputs(con: duckdb.DuckDBPyConnection) -> None:
-    """The new member and entity tables, the run's events, and the rows that changed."""
+def _outputs(con: duckdb.DuckDBPyConnection, *, whole_entities: bool = True) -> None:
+    """The new member and entity tables, the run's events, and the rows that changed.
+
+    `whole_entities=False`: `ne` holds only the entities the run may have changed (those in scope and the new
+    ones), not the others copied as they are: a caller that fetches only the changed rows needs no more (an
+    entity out of scope is its previous row, never a changed one)."""
     # the entity of each current cluster
-    con.execute("""CREATE TEMP TABLE ca AS
+    con.execute("""CREATE TABLE ca AS
         SELECT kind, cluster_key, entity_id, 'kept' AS how FROM taken
         UNION ALL SELECT kind, cluster_key, entity_id, 'continued' FROM cont
         UNION ALL SELECT kind, cluster_key, entity_id, 'new' FROM fresh_entity""")
-    con.execute("""CREATE TEMP TABLE nm AS
+    con.execute("""CREATE TABLE nm AS
         SELECT c.kind, c.dataset, c.record_key, a.entity_id, c.continuity,
                CASE WHEN c.prior = a.entity_id THEN p.since_run ELSE getvariable('run_id') END AS since_run,
                c.prior, c.cluster_key
         FROM cur c JOIN ca a ON a.kind = c.kind AND a.cluster_key = c.cluster_key
         LEFT JOIN pm_in p ON p.kind = c.kind AND p.dataset = c.dataset AND p.record_key = c.record_key""")
-    con.execute("""CREATE TEMP TABLE cnt AS
+    con.execute("""CREATE TABLE cnt AS
         SELECT entity_id, count(*) AS n, count(*) FILTER (WHERE prior = entity_id) AS stayed
         FROM nm GROUP BY entity_id""")
-    con.execute("CREATE TEMP TABLE pcnt AS SELECT entity_id, count(*) AS n FROM pm GROUP BY entity_id")
+    con.execute("CREATE TABLE pcnt AS SELECT entity_id, count(*) AS n FROM pm GROUP BY entity_id")
     # entities in scope (active with a previous record here) and the new ones
-    con.execute("""CREATE TEMP TABLE scope_e AS
+    con.execute("""CREATE TABLE scope_e AS
         SELECT e.entity_id, e.kind,
                CASE WHEN m.entity_id IS NOT NULL THEN 'merged' WHEN r.entity_id IS NOT NULL THEN 'retired'
                     ELSE 'active' END AS status,
@@ -476,15 +482,15 @@ def _outputs(con: duckdb.DuckDBPyConnection) -> None:
         LEFT JOIN merged m ON m.entity_id = e.entity_id
         LEFT JOIN retired r ON r.entity_id = e.entity_id
         LEFT JOIN cnt c ON c.entity_id = e.entity_id""")
-    con.execute("""CREATE TEMP TABLE ne AS
-        SELECT * FROM pe ANTI JOIN scope_e s ON s.entity_id = pe.entity_id
-        UNION ALL SELECT * FROM scope_e
+    unchanged = "SELECT * FROM pe ANTI JOIN scope_e s ON s.entity_id = pe.entity_id UNION ALL" if whole_entities else ""
+    con.execute(f"""CREATE TABLE ne AS
+        {unchanged} SELECT * FROM scope_e
         UNION ALL
         SELECT f.entity_id, f.kind, 'active', getvariable('run_id'), f.created_seq, getvariable('run_id'),
                NULL, c.n
         FROM fresh_entity f JOIN cnt c ON c.entity_id = f.entity_id""")
     _events(con)
-    con.execute("""CREATE TEMP TABLE cm AS
+    con.execute("""CREATE TABLE cm AS
         SELECT n.kind, n.dataset, n.record_key, n.entity_id, n.continuity, n.since_run, 'upsert' AS _op
         FROM nm n LEFT JOIN pm_in p ON p.kind = n.kind AND p.dataset = n.dataset AND p.record_key = n.record_key
         WHERE p.record_key IS NULL OR n.entity_id IS DISTINCT FROM p.entity_id
@@ -492,7 +498,7 @@ def _outputs(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL
         SELECT p.*, 'delete' FROM pm_in p
         ANTI JOIN cl c ON c.kind = p.kind AND c.dataset = p.dataset AND c.record_key = p.record_key""")
-    con.execute("""CREATE TEMP TABLE cent AS
+    con.execute("""CREATE TABLE cent AS
         SELECT n.*, 'upsert' AS _op FROM ne n
         ANTI JOIN pe p ON p.entity_id = n.entity_id AND p.kind IS NOT DISTINCT FROM n.kind
             AND p.status IS NOT DISTINCT FROM n.status AND p.created_run IS NOT DISTINCT FROM n.created_run
@@ -504,23 +510,23 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
     """The run's events, numbered by (kind, event, entity_id); evidence is compact JSON with sorted lists."""
     # the records of each (cluster, prior entity) an event names: new and continued clusters' records, the
     # records a split took from its source, the records a merged entity brought
-    con.execute(f"""CREATE TEMP TABLE crec AS
+    con.execute(f"""CREATE TABLE crec AS
         SELECT c.kind, c.cluster_key, {_records('c')} AS records, count(*) AS n FROM cur c
         SEMI JOIN (SELECT kind, cluster_key FROM fresh_entity UNION ALL SELECT kind, cluster_key FROM cont) x
             ON x.kind = c.kind AND x.cluster_key = c.cluster_key
         GROUP BY c.kind, c.cluster_key""")
-    con.execute(f"""CREATE TEMP TABLE prec AS
+    con.execute(f"""CREATE TABLE prec AS
         SELECT c.kind, c.cluster_key, c.prior, {_records('c')} AS records FROM cur c
         SEMI JOIN (SELECT kind, cluster_key, other_entity_id AS prior FROM split_src
                    UNION ALL SELECT kind, cluster_key, entity_id FROM merged) x
             ON x.kind = c.kind AND x.cluster_key = c.cluster_key AND x.prior = c.prior
         GROUP BY c.kind, c.cluster_key, c.prior""")
-    con.execute(f"""CREATE TEMP TABLE erec AS
+    con.execute(f"""CREATE TABLE erec AS
         SELECT p.kind, p.entity_id, {_records('p')} AS records, count(*) AS n FROM pm p
         SEMI JOIN (SELECT entity_id FROM retired UNION ALL SELECT entity_id FROM cont) x
             ON x.entity_id = p.entity_id
         GROUP BY p.kind, p.entity_id""")
-    con.execute("""CREATE TEMP TABLE ev_raw AS
+    con.execute("""CREATE TABLE ev_raw AS
         SELECT f.kind, 'created' AS event, f.entity_id, NULL::VARCHAR AS other_entity_id,
                json_object('records', r.records, 'members', r.n)::VARCHAR AS evidence
         FROM fresh_entity f JOIN crec r ON r.kind = f.kind AND r.cluster_key = f.cluster_key
@@ -546,7 +552,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
         SELECT r.kind, 'retired', r.entity_id, NULL, json_object('records', o.records, 'members', o.n)::VARCHAR
         FROM retired r JOIN erec o ON o.entity_id = r.entity_id""")
     order = "CASE event " + " ".join(f"WHEN '{e}' THEN {i}" for i, e in enumerate(EVENTS)) + " END"
-    con.execute(f"""CREATE TEMP TABLE ev AS
+    con.execute(f"""CREATE TABLE ev AS
         SELECT getvariable('run_id') AS run_id, row_number() OVER (ORDER BY kind, {order}, entity_id) AS seq,
                event, kind, entity_id, other_entity_id, evidence
         FROM ev_raw""")
@@ -580,10 +586,10 @@ def touched_closure(previous_members: pa.Table, clusters: pa.Table,
         con.register("pm_in", previous_members)
         con.register("cl_in", clusters)
         con.register("ck", _key_table(changed_record_keys))
-        con.execute("""CREATE TEMP TABLE edge AS
+        con.execute("""CREATE TABLE edge AS
             SELECT DISTINCT c.kind, c.cluster_key, m.entity_id FROM cl_in c
             JOIN pm_in m ON m.kind = c.kind AND m.dataset = c.dataset AND m.record_key = c.record_key""")
-        con.execute("""CREATE TEMP TABLE sc AS
+        con.execute("""CREATE TABLE sc AS
             WITH csz AS (
                 SELECT c.kind, c.cluster_key, count(*) AS size, count(m.entity_id) AS known,
                        count(DISTINCT m.entity_id) AS ents, any_value(m.entity_id) AS e
@@ -596,7 +602,7 @@ def touched_closure(previous_members: pa.Table, clusters: pa.Table,
             UNION
             SELECT c.kind, c.cluster_key FROM cl_in c
             SEMI JOIN ck ON ck.kind = c.kind AND ck.dataset = c.dataset AND ck.record_key = c.record_key""")
-        con.execute("""CREATE TEMP TABLE se AS
+        con.execute("""CREATE TABLE se AS
             SELECT m.entity_id FROM pm_in m
             SEMI JOIN ck ON ck.kind = m.kind AND ck.dataset = m.dataset AND ck.record_key = m.record_key
             UNION

@@ -46,12 +46,26 @@ def _clusters(con: DuckDBPyConnection, source: str, key: str, group: list[str], 
     """).fetch_arrow_table().cast(DUPLICATE_SCHEMA)
 
 
-def citizen_duplicates(citizens: pa.Table) -> pa.Table:
+_CITIZEN_COLUMNS = ["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision", "sex",
+                    "residence_commune_code_2025", "household_id", "source_updated_at"]
+
+
+def _citizens_folded(part: pa.Table) -> pa.Table:
+    part = part.select(_CITIZEN_COLUMNS)
+    return part.append_column("name_fold", fold_key(part["full_name"].combine_chunks()))
+
+
+def citizen_duplicates(citizens: pa.Table | pa.RecordBatchReader) -> pa.Table:
+    """`citizens` a table, or a reader of its rows (the reconciliation reads them from its session a batch at a
+    time): each batch is folded and handed to DuckDB, which holds the rows, so Python holds one batch."""
+    reader = citizens.to_reader(max_chunksize=200_000) if isinstance(citizens, pa.Table) else citizens
     with session(purpose="dedupe") as con:
-        con.register("c0", citizens.select(["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision",
-                                            "sex", "residence_commune_code_2025", "household_id", "source_updated_at"])
-                     .append_column("name_fold", fold_key(citizens["full_name"].combine_chunks())))
-        con.execute("CREATE TABLE c AS SELECT * FROM c0 WHERE birth_date IS NOT NULL")
+        con.register("c0", _citizens_folded(reader.schema.empty_table()))
+        con.execute("CREATE TABLE c AS SELECT * FROM c0 WHERE false")
+        for batch in reader:
+            con.register("c0", _citizens_folded(pa.Table.from_batches([batch])))
+            con.execute("INSERT INTO c SELECT * FROM c0 WHERE birth_date IS NOT NULL")
+        con.unregister("c0")
         return _clusters(con, "c", "citizen_id",
                          ["name_fold", "birth_date", "birth_date_precision", "sex", "residence_commune_code_2025",
                           "coalesce(household_id, '')"],

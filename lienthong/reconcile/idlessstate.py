@@ -59,9 +59,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -156,16 +157,53 @@ def current_inputs(person_holders: pa.Table, certificates: pa.Table, parcels: pa
     return idless.idless_inputs(holders, certs, own, settings=settings)
 
 
-def namesakes(citizens: pa.Table, names: pa.Array | pa.ChunkedArray) -> pa.Table:
+# The citizens as the pass takes them: a table, or a function that reads them a batch at a time (what the
+# reconciliation gives: its session's citizen table, so the whole table is never held in Python).
+Citizens: TypeAlias = pa.Table | Callable[[], pa.RecordBatchReader]
+
+CITIZEN_BATCH_ROWS = 200_000
+
+
+def _citizen_reader(citizens: Citizens) -> pa.RecordBatchReader:
+    if isinstance(citizens, pa.Table):
+        return citizens.to_reader(max_chunksize=CITIZEN_BATCH_ROWS)
+    return citizens()
+
+
+def citizen_rows(citizens: Citizens, keep: Callable[[pa.Table], pa.Array | pa.ChunkedArray]) -> pa.Table:
+    """The rows of `citizens` that `keep` (a mask over a batch, as a table) holds, in their order, one batch
+    at a time: only the kept rows are held."""
+    reader = _citizen_reader(citizens)
+    parts = []
+    for batch in reader:
+        part = pa.Table.from_batches([batch])
+        parts.append(part.filter(keep(part)))
+    return pa.concat_tables([reader.schema.empty_table(), *parts])
+
+
+def _citizen_schema(citizens: Citizens) -> pa.Schema:
+    if isinstance(citizens, pa.Table):
+        return citizens.schema
+    reader = citizens()
+    schema = reader.schema
+    reader.close()
+    return schema
+
+
+def namesakes(citizens: Citizens, names: pa.Array | pa.ChunkedArray) -> pa.Table:
     """The citizens whose folded full name is one of `names` (their rows as given, in their order): the name is
-    folded once per distinct name, never per row."""
-    dictionary, indices = distinct(citizens["full_name"])
-    hit = pc.indices_nonzero(pc.fill_null(pc.is_in(fold_key(dictionary), value_set=pa.array(
-        sorted({n for n in pa.chunked_array([names]).to_pylist() if n is not None}), pa.string())), False))
-    return citizens.filter(pc.fill_null(pc.is_in(indices, value_set=hit.cast(indices.type)), False))
+    folded once per distinct name of a batch, never per row."""
+    wanted = pa.array(sorted({n for n in pa.chunked_array([names]).to_pylist() if n is not None}), pa.string())
+
+    def keep(part: pa.Table) -> pa.Array:
+        dictionary, indices = distinct(part["full_name"])
+        hit = pc.indices_nonzero(pc.fill_null(pc.is_in(fold_key(dictionary), value_set=wanted), False))
+        return pc.fill_null(pc.is_in(indices, value_set=hit.cast(indices.type)), False)
+
+    return citizen_rows(citizens, keep)
 
 
-def candidates(citizens: pa.Table, left: pa.Table) -> pa.Table:
+def candidates(citizens: Citizens, left: pa.Table) -> pa.Table:
     """The citizens (rows as given, in their order) that can pair with a holder of `left` (`INPUT_SCHEMA`):
     of the same folded name and, for a holder with a birth year, of that birth year and province (the pairs
     `idless.link_idless` makes join on exactly these); every namesake of a holder without one."""
@@ -316,7 +354,7 @@ def update(
     person_holders: pa.Table,
     certificates: pa.Table,
     parcels: pa.Table,
-    citizens: pa.Table,
+    citizens: Citizens,
     model_links: pa.Table,
     duplicates: pa.Table | None,
     citizen_ref: str | None,
@@ -328,7 +366,8 @@ def update(
     """The ID-less holder pass over the current inputs, from the state where it can be (module docstring).
 
     `person_holders`, `certificates`, `parcels`, `citizens`, `model_links` (the model's holder links) and
-    `duplicates` (`dedupe.citizen_duplicates`) are the current inputs, as `idless.link_idless` takes them.
+    `duplicates` (`dedupe.citizen_duplicates`) are the current inputs, as `idless.link_idless` takes them;
+    `citizens` may be a function that reads them a batch at a time (`Citizens`), read once or twice.
     `citizen_ref` is the staged citizen version `citizens` holds (None: not a staged version), `bases` the
     staged citizen versions the state may reflect; None: compute whole and leave the state as it is."""
     t0 = time.monotonic()
@@ -365,7 +404,7 @@ def update(
     return Result(links, review, left, mode, counts, seconds, zones.ref(path, version or 0))
 
 
-def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, duplicates: pa.Table | None,
+def _change(path: Path, left: pa.Table, citizens: Citizens, model: pa.Table, duplicates: pa.Table | None,
             citizen_ref: str, bases: list[str], bands: LinkBands, settings: Settings,
             seconds: dict[str, float]) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     t0 = time.monotonic()
@@ -403,7 +442,7 @@ def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, dup
             UNION SELECT model_left_id FROM s WHERE kind = '{MODEL}' AND model_right_id IN (SELECT id FROM dc)
         """).fetchall()}
         # 3b. the citizens whose staged row changed since any base: old and new rows
-        changed, gone = citizen_changes(con, bases, citizen_ref, citizens.schema)
+        changed, gone = citizen_changes(con, bases, citizen_ref, _citizen_schema(citizens))
     seconds["compare"] = round(time.monotonic() - t0, 3)
     t1 = time.monotonic()
     # A citizen whose row changed only in what the pass does not read (an update time, a status) moves no
@@ -414,8 +453,9 @@ def _change(path: Path, left: pa.Table, citizens: pa.Table, model: pa.Table, dup
     touched = [t.filter(pc.is_in(t["unique_id"], value_set=pa.array(sorted(moved), pa.string())))
                for t in (new_shapes, old_shapes)]
     if dup_changed:
-        touched.append(idless.registry_with_places(citizens.filter(pc.is_in(
-            citizens["citizen_id"], value_set=pa.array(sorted(dup_changed), pa.string())))))
+        ids = pa.array(sorted(dup_changed), pa.string())
+        touched.append(idless.registry_with_places(citizen_rows(
+            citizens, lambda part: pc.is_in(part["citizen_id"], value_set=ids))))
     by_registry: set[str] = set()
     records = pa.concat_tables(touched)
     if records.num_rows:

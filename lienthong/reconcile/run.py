@@ -16,11 +16,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +97,40 @@ def _load_staged(con: Any, staged: Mapping[str, pa.Table | str]) -> dict[str, in
     return rows
 
 
-def _arrow(con: Any, name: str, where: str = "true", columns: list[str] | None = None) -> pa.Table:
-    """The columns of staged table `name` the Arrow steps read (`columns`, else `_ARROW_COLUMNS`), of the rows
-    `where` holds (SQL over the table, aliased `t`), in the session's order."""
+def _select(name: str, where: str = "true", columns: list[str] | None = None) -> str:
+    """The SQL of the columns of staged table `name` the Arrow steps read (`columns`, else `_ARROW_COLUMNS`),
+    of the rows `where` holds (SQL over the table, aliased `t`), in the session's order."""
     columns = columns if columns is not None else _ARROW_COLUMNS[name]
     select = "*" if columns is None else ", ".join(f't."{c}"' for c in columns)
-    return con.execute(f"SELECT {select} FROM {name} t WHERE {where}").fetch_arrow_table()
+    return f"SELECT {select} FROM {name} t WHERE {where}"
+
+
+def _arrow(con: Any, name: str, where: str = "true", columns: list[str] | None = None) -> pa.Table:
+    """`_select`'s rows as one Arrow table."""
+    return con.execute(_select(name, where, columns)).fetch_arrow_table()
+
+
+def _batches(con: Any, name: str) -> Callable[[], pa.RecordBatchReader]:
+    """A function reading `_select`'s rows of `name` from session `con` a batch of 200,000 at a time, each call
+    a new read: for the steps that go over a table the size of the country (the citizens) and keep a part of
+    it. Each read runs on a cursor of its own (closed when the read ends), not on `con`: a statement on `con`
+    while a read is pending (the memory limit a nested session sets on every open one, `duck.session`) would
+    end the read early, without an error."""
+    sql = _select(name)
+
+    def read() -> pa.RecordBatchReader:
+        cursor = con.cursor()
+        reader = cursor.execute(sql).to_arrow_reader(200_000)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from reader
+            finally:
+                cursor.close()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    return read
 
 
 # The rows the ID-less holder pass reads (`idless.idless_holders`: person holders, not deleted, with no
@@ -403,10 +430,11 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         step("load_staged")
         log.info("reconciling %s", rows)
         alive = "NOT coalesce(deleted, false)"
-        cit = _arrow(con, "citizen")
+        # the citizens are read from the session a batch at a time by the steps that go over them, never whole
+        citizens = _batches(con, "citizen")
         # kept as state (`dupstate`): a run with `bases` recomputes only the groups the staged change touches
         dups, metrics["dedupe"] = dupstate.duplicates(staged, bases, settings.integrated_dir, settings=settings, whole={
-            "citizen": partial(dedupe.citizen_duplicates, cit),  # `cit` is deleted later: bound now
+            "citizen": lambda: dedupe.citizen_duplicates(citizens()),
             "enterprise": lambda: dedupe.enterprise_duplicates(_arrow(con, "enterprise")),
             "land_holder": lambda: dedupe.holder_duplicates(_arrow(con, "land_holder", alive))})
         cdup, edup, hdup = dups["citizen"], dups["enterprise"], dups["land_holder"]
@@ -418,7 +446,7 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         if person_links is None:
             person_holders = _arrow(con, "land_holder", f"{alive} AND holder_type = 'CA_NHAN'")
             reps = _arrow(con, "legal_representative")
-            registry = sources.citizens_as_people(cit)
+            registry = sources.citizens_as_people(_arrow(con, "citizen"))
             step("prepare_registry")
             rep_result = people.link_people(sources.representatives_as_people(reps), registry, bands,
                                             settings=settings)
@@ -450,11 +478,11 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         idless_run = idlessstate.update(
             settings.integrated_dir, person_holders=_arrow(con, "land_holder", _IDLESS_HOLDERS),
             certificates=_arrow(con, "certificate", _IDLESS_CERTIFICATES),
-            parcels=_arrow(con, "parcel", _IDLESS_PARCELS), citizens=cit, model_links=holder_links,
+            parcels=_arrow(con, "parcel", _IDLESS_PARCELS), citizens=citizens, model_links=holder_links,
             duplicates=cdup, citizen_ref=citizen_ref if isinstance(citizen_ref, str) else None,
             bases=bases.get("citizen", []) if bases is not None and isinstance(citizen_ref, str) else None,
             bands=bands, settings=settings, run_id=f"integrate:{scratch.name}")
-        del cit, registry
+        del registry
         idless_links, idless_review = idless_run.links, idless_run.review
         holder_links = idless.combine(idless_links, holder_links, settings=settings)
         metrics["links"]["holder_citizen_idless"] = idless.counts(idless_links, idless_run.left)

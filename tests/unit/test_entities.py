@@ -545,6 +545,11 @@ def check_closure(settings: Settings, prev: en.Assignment, out: en.Assignment, t
     for name in ("members", "entities", "events", "changed_members", "changed_entities"):
         assert getattr(full, name).equals(getattr(out, name)), name
         assert getattr(whole, name).equals(getattr(out, name)), name
+    # the reconciliation's assignment (`whole_tables=False`: no full copy of the registry in its session)
+    lean = en.assign(prev.members, prev.entities, table, run_id, settings=settings, whole_tables=False)
+    assert lean.members is None and lean.entities is None
+    for name in ("events", "changed_members", "changed_entities"):
+        assert getattr(lean, name).equals(getattr(out, name)), name
 
 
 # 8 x 10 keeps the file near 25 s (each step opens four DuckDB sessions); a deeper run:

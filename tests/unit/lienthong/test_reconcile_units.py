@@ -72,6 +72,24 @@ def test_citizen_duplicates_need_every_identifying_field_equal():
                                                                   ("031090000002", "031090000001")}
 
 
+def test_citizen_duplicates_read_in_batches_are_those_of_the_whole_table():
+    """The reconciliation hands the citizens to the duplicate rules a batch at a time: clusters whose records
+    fall in different batches (and a batch with no dated row) come out as from the whole table."""
+    base = {"legacy_id": None, "birth_date_precision": "day", "sex": "NAM", "residence_commune_code_2025": "11224",
+            "household_id": None, "source_updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}
+    names = ["Lê Văn Bình", "Trần Thị Hoa", "Phạm Văn Cường"]
+    rows = [{**base, "citizen_id": f"0310900000{i:02d}", "full_name": names[i % 3].upper() if i % 2 else names[i % 3],
+             "birth_date": None if i in (3, 4, 5) else dt.date(1990, 5, 1 + i % 2),
+             "legacy_id": "12345678" + str(i) if i == 7 else None,
+             "household_id": "HK-1" if i % 4 == 0 else None} for i in range(20)]
+    table = pa.Table.from_pylist(rows)
+    whole = dedupe.citizen_duplicates(table)
+    assert whole.num_rows >= 8  # clusters there are to find
+    for size in (1, 3, 7):
+        assert dedupe.citizen_duplicates(table.to_reader(max_chunksize=size)).equals(whole), size
+    assert dedupe.citizen_duplicates(table.slice(0, 0).to_reader()).num_rows == 0
+
+
 def test_organisation_holders_link_by_tax_code_then_by_name_and_street():
     enterprises = pa.table({
         "enterprise_code": ["0100000001", "0100000002", "0100000003", "0100000004"],
@@ -136,3 +154,34 @@ def test_the_id_less_pass_reads_only_its_holders_certificates_and_parcels_and_ge
     # the superset reads "-" too (no letter or digit), which the pass then finds to be a number
     assert few[0]["holder_id"].to_pylist() == ["H0", "H1", "H2", "H3", "H4", "H5", "H8", "H12", "H13"]
     assert few[1].num_rows < certificates.num_rows and few[2].num_rows < parcels.num_rows
+
+
+def test_a_batched_read_of_the_session_survives_a_nested_session(monkeypatch):
+    """The citizens are read from the reconciliation's session a batch at a time while the steps open
+    sessions of their own, which set the memory limit on every open session: a read on the session itself
+    ends there without an error; `run._batches` reads on a cursor of its own, so every row comes."""
+    from lienthong.duck import session
+    from lienthong.reconcile import run
+
+    monkeypatch.setitem(run._ARROW_COLUMNS, "citizen", ["citizen_id", "full_name"])
+
+    def read_with_a_session_opened(reader: pa.RecordBatchReader) -> list[str]:
+        ids: list[str] = []
+        for i, batch in enumerate(reader):
+            ids.extend(batch.column("citizen_id").to_pylist())
+            if i == 0:
+                with session(purpose="dedupe") as inner:
+                    inner.execute("SELECT 1")
+        return ids
+
+    with session(purpose="integrate", on_disk=True) as con:
+        con.execute("""CREATE TABLE citizen AS
+                       SELECT lpad(i::VARCHAR, 12, '0') AS citizen_id, 'Lê Văn ' || i AS full_name
+                       FROM range(450000) t(i)""")
+        expected = [f"{i:012d}" for i in range(450000)]
+        bare = read_with_a_session_opened(con.execute("SELECT * FROM citizen").to_arrow_reader(200_000))
+        assert len(bare) < len(expected)  # what the cursor is for: the bare read ended early
+        read = run._batches(con, "citizen")
+        assert read_with_a_session_opened(read()) == expected
+        assert read_with_a_session_opened(read()) == expected  # each call a new read
+        assert read().schema.names == ["citizen_id", "full_name"]
