@@ -145,6 +145,7 @@ def main() -> int:
         "peak_rss_mib": rss_mib("VmHWM"), "unchanged": bool(out.get("unchanged")),
         "link_state": {k: (out.get("link_state") or {}).get(k) for k in ("mode", "counts")},
         "rows": {n: o.get("rows") for n, o in (out.get("outputs") or {}).items()},
+        "written": {n: o.get("written") for n, o in (out.get("outputs") or {}).items()},
         "duckdb_memory": s.duckdb_memory, "phases": phases, "log": recorder.lines, "samples": samples,
         "arrow_samples": arrow,
         "code": {"commit": commit}, "machine": {"cpus": os.cpu_count(), "loadavg_after": list(os.getloadavg())},

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +41,61 @@ def integrated_table(integrated_dir: Path, dataset: str) -> Path:
     return Path(integrated_dir) / dataset
 
 
-def _hash(table: pa.Table) -> str:
-    """sha256 of the table's rows in order, in fixed windows of 200,000 rows, each copied by `take` into fresh
-    buffers (a slice or `combine_chunks` keeps the source's offsets and validity buffers, whose bytes depend on
-    how DuckDB or Parquet chunked the rows): the same content hashes the same however it was chunked (a
-    reconciliation compares it with the last one's to keep an unchanged table's version)."""
+HASH_WINDOW_ROWS = 200_000
+
+
+def _hash_window(h: Any, part: pa.Table) -> None:
+    window = pc.take(part, pa.array(range(part.num_rows), pa.int64()))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, window.schema) as writer:
+        for batch in window.to_batches():
+            writer.write_batch(batch)
+    h.update(sink.getvalue().to_pybytes())
+
+
+def _hash_batches(reader: pa.RecordBatchReader) -> tuple[str, int]:
+    """(sha256, rows) of a reader's rows in order, in fixed windows of 200,000 rows, each copied by `take` into
+    fresh buffers (a slice or `combine_chunks` keeps the source's offsets and validity buffers, whose bytes
+    depend on how DuckDB or Parquet chunked the rows): the same content hashes the same however it was
+    chunked or batched (a reconciliation compares it with the last one's to keep an unchanged table's
+    version). At most a window and a batch are held."""
     h = hashlib.sha256()
-    h.update(table.schema.remove_metadata().serialize().to_pybytes())
-    for start in range(0, table.num_rows, 200_000):
-        part = table.slice(start, 200_000)
-        window = pc.take(part, pa.array(range(part.num_rows), pa.int64()))
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, window.schema) as writer:
-            for batch in window.to_batches():
-                writer.write_batch(batch)
-        h.update(sink.getvalue().to_pybytes())
-    return h.hexdigest()
+    h.update(reader.schema.remove_metadata().serialize().to_pybytes())
+    pending: list[pa.RecordBatch] = []
+    held = rows = 0
+    for batch in reader:
+        pending.append(batch)
+        held += batch.num_rows
+        rows += batch.num_rows
+        while held >= HASH_WINDOW_ROWS:
+            table = pa.Table.from_batches(pending, schema=reader.schema)
+            _hash_window(h, table.slice(0, HASH_WINDOW_ROWS))
+            rest = table.slice(HASH_WINDOW_ROWS)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        _hash_window(h, pa.Table.from_batches(pending, schema=reader.schema))
+    return h.hexdigest(), rows
+
+
+def _hash(table: pa.Table) -> str:
+    """`_hash_batches` of a whole table."""
+    return _hash_batches(table.to_reader())[0]
+
+
+def _cursor_reader(con: Any, sql: str) -> pa.RecordBatchReader:
+    """The rows of `sql` in session `con`, a batch of 200,000 at a time, read on a cursor of its own (closed
+    when the read ends), not on `con`: a statement on `con` while a read is pending (the memory limit a nested
+    session sets on every open one, `duck.session`) would end the read early, without an error."""
+    cursor = con.cursor()
+    reader = cursor.execute(sql).to_arrow_reader(200_000)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        finally:
+            cursor.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 # The staged columns the steps that work on Arrow tables read (duplicates, the person shape, the ID-less and
@@ -111,26 +151,11 @@ def _arrow(con: Any, name: str, where: str = "true", columns: list[str] | None =
 
 
 def _batches(con: Any, name: str) -> Callable[[], pa.RecordBatchReader]:
-    """A function reading `_select`'s rows of `name` from session `con` a batch of 200,000 at a time, each call
-    a new read: for the steps that go over a table the size of the country (the citizens) and keep a part of
-    it. Each read runs on a cursor of its own (closed when the read ends), not on `con`: a statement on `con`
-    while a read is pending (the memory limit a nested session sets on every open one, `duck.session`) would
-    end the read early, without an error."""
+    """A function reading `_select`'s rows of `name` from session `con` a batch at a time (`_cursor_reader`),
+    each call a new read: for the steps that go over a table the size of the country (the citizens) and keep
+    a part of it."""
     sql = _select(name)
-
-    def read() -> pa.RecordBatchReader:
-        cursor = con.cursor()
-        reader = cursor.execute(sql).to_arrow_reader(200_000)
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            try:
-                yield from reader
-            finally:
-                cursor.close()
-
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-    return read
+    return lambda: _cursor_reader(con, sql)
 
 
 # The rows the ID-less holder pass reads (`idless.idless_holders`: person holders, not deleted, with no
@@ -173,13 +198,14 @@ class Integration:
         """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
         return _findings_from(self.findings_file)
 
-    def with_entity_ids(self, settings: Settings, members: pa.Table | str,
-                        changed_members: pa.Table | None = None) -> Iterator[tuple[str, pa.Table, pa.Table | None]]:
-        """(name, table, keys) of every integrated table, one at a time, the masters with their `entity_id`
-        from the registry's `members` (a table, or the ref of a member version, read by DuckDB). `keys`: on a
-        change run (`touched`) given the registry's `changed_members`, the keys in which the table may differ
-        from the last reconciliation's (`outputchange`): those recomputed, and a master's rows whose cluster
-        has a member whose entity changed; else None."""
+    def with_entity_ids(self, settings: Settings, members: pa.Table | str, changed_members: pa.Table | None = None
+                        ) -> Iterator[tuple[str, Callable[[], pa.RecordBatchReader], pa.Table | None]]:
+        """(name, rows, keys) of every integrated table, one at a time, the masters with their `entity_id`
+        from the registry's `members` (a table, or the ref of a member version, read by DuckDB). `rows` reads
+        the table a batch at a time, in its order (each call a new read, within the loop's step), so no table
+        is held whole. `keys`: on a change run (`touched`) given the registry's `changed_members`, the keys in
+        which the table may differ from the last reconciliation's (`outputchange`): those recomputed, and a
+        master's rows whose cluster has a member whose entity changed; else None."""
         with session(settings, purpose="entity-ids") as con:
             _cluster_entities(con, str(self.clusters), members)
             if changed_members is not None:
@@ -195,9 +221,11 @@ class Integration:
                 if changed_members is not None and name in self.touched:
                     keys = _change_keys(con, name, relation, self.touched[name])
                 if name in _master_cluster():
-                    yield name, _with_entity_id(con, name, relation), keys
+                    _require_entities(con, name, relation)
+                    sql = _entity_id_sql(name, relation)
                 else:
-                    yield name, con.execute(f"SELECT * FROM {relation}").fetch_arrow_table(), keys
+                    sql = f"SELECT * FROM {relation}"
+                yield name, partial(_cursor_reader, con, sql), keys
 
 
 def _findings_from(path: Path) -> list:
@@ -622,22 +650,32 @@ def _change_keys(con: Any, name: str, relation: str, touched: Path) -> pa.Table:
                            ORDER BY 1""").fetch_arrow_table()
 
 
-def _with_entity_id(con: Any, name: str, relation: str) -> pa.Table:
-    """Master `name` (rows of `relation` in `con`) with its `entity_id` from `cluster_entity`, in its order."""
+def _entity_id_sql(name: str, relation: str) -> str:
+    """The SQL of master `name` (rows of `relation`) with its `entity_id` from `cluster_entity`, in its order."""
     from lienthong.contracts import contract
 
     kind, key_sql = _master_cluster()[name]
-    order = contract(name).field_names
-    select = ", ".join("ce.entity_id" if c == "entity_id" else f'm."{c}"' for c in order)
-    out = con.execute(f"""
+    select = ", ".join("ce.entity_id" if c == "entity_id" else f'm."{c}"' for c in contract(name).field_names)
+    return f"""
         SELECT {select}
         FROM (SELECT *, {key_sql} AS _cluster, row_number() OVER () AS _rn FROM {relation}) m
         LEFT JOIN cluster_entity ce ON ce.kind = '{kind}' AND ce.cluster_key = m._cluster
-        ORDER BY m._rn""").fetch_arrow_table()
-    missing = pc.sum(pc.is_null(out["entity_id"]).cast(pa.int64())).as_py() or 0
-    if missing:
-        raise RuntimeError(f"{name}: {missing} rows have no entity in the registry")
-    return out
+        ORDER BY m._rn"""
+
+
+def _require_entities(con: Any, name: str, relation: str) -> None:
+    """Refuse master `name` (rows of `relation`) when a row's cluster has no entity in `cluster_entity`."""
+    kind, key_sql = _master_cluster()[name]
+    row = con.execute(f"""SELECT count(*) FROM (SELECT {key_sql} AS _cluster FROM {relation}) m
+                          ANTI JOIN cluster_entity ce ON ce.kind = '{kind}' AND ce.cluster_key = m._cluster""").fetchone()
+    if row and row[0]:
+        raise RuntimeError(f"{name}: {row[0]} rows have no entity in the registry")
+
+
+def _with_entity_id(con: Any, name: str, relation: str) -> pa.Table:
+    """Master `name` (rows of `relation` in `con`) with its `entity_id` from `cluster_entity`, in its order."""
+    _require_entities(con, name, relation)
+    return con.execute(_entity_id_sql(name, relation)).fetch_arrow_table()
 
 
 def with_entity_ids(tables: dict[str, pa.Table], clusters: pa.Table, members: pa.Table,
@@ -870,21 +908,20 @@ def reconcile(run_id: str, settings: Settings | None = None, *, relink: bool = F
         members, changed_members = registry_refs[entities.MEMBER_TABLE], assignment.changed_members
         del assignment
         previous = (last.outputs or {}) if last is not None else {}
-        for name, table, keys in result.with_entity_ids(s, members, changed_members if result.touched else None):
-            digest = _hash(table)
+        for name, read, keys in result.with_entity_ids(s, members, changed_members if result.touched else None):
+            # read twice, a batch at a time: for its content hash, then, when it changed, into its commit
+            digest, count = _hash_batches(read())
             kept = _unchanged_output(s, name, previous.get(name), digest)
             if kept is not None:
                 # the same content as the version the last reconciliation named, still the table's newest:
                 # no new version (nothing downstream moves); the ledger names that version again
-                outputs[name] = {"path": kept, "rows": table.num_rows, "content_hash": digest, "written": False}
-                del table
+                outputs[name] = {"path": kept, "rows": count, "content_hash": digest, "written": False}
                 continue
             # One commit per dataset replacing its rows: readers pin the version (`<table>@v<N>`) the ledger names.
-            commit = zones.create(integrated_table(s.integrated_dir, name), table, run_id=run_id,
+            commit = zones.create(integrated_table(s.integrated_dir, name), read(), run_id=run_id,
                                   metadata={"lienthong.mode": "reconcile"})
             path = zones.ref(integrated_table(s.integrated_dir, name), commit.version or 0)
-            outputs[name] = {"path": path, "rows": table.num_rows, "content_hash": digest, "written": True}
-            del table
+            outputs[name] = {"path": path, "rows": count, "content_hash": digest, "written": True}
             before = (previous.get(name) or {}).get("path")
             if keys is not None and before:  # what readers comparing with the last version need read
                 outputchange.record(integrated_table(s.integrated_dir, name), str(before), path, keys)

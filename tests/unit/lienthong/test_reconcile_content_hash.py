@@ -32,3 +32,37 @@ def test_a_changed_value_a_changed_order_or_a_missing_row_changes_the_hash() -> 
     changed = t.set_column(1, "name", pa.array([*t["name"].to_pylist()[:-1], "other"]))
     reordered = pa.concat_tables([t.slice(1), t.slice(0, 1)])
     assert len({_hash(t), _hash(changed), _hash(reordered), _hash(t.slice(0, N - 1))}) == 4
+
+
+def _hash_before(table: pa.Table) -> str:
+    """The hash as reconciliations computed it over a whole table before it was read in batches: the digests
+    they stored must keep meaning the same content (an unchanged table keeps its version)."""
+    import hashlib
+
+    import pyarrow.compute as pc
+
+    h = hashlib.sha256()
+    h.update(table.schema.remove_metadata().serialize().to_pybytes())
+    for start in range(0, table.num_rows, 200_000):
+        part = table.slice(start, 200_000)
+        window = pc.take(part, pa.array(range(part.num_rows), pa.int64()))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, window.schema) as writer:
+            for batch in window.to_batches():
+                writer.write_batch(batch)
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def test_a_table_read_in_batches_hashes_as_the_whole_table_and_as_before() -> None:
+    from lienthong.reconcile.run import _hash_batches
+
+    t = _table()
+    expected = _hash_before(t)
+    assert _hash(t) == expected
+    for size in (7_777, 200_000, 250_001, N):
+        digest, rows = _hash_batches(t.to_reader(max_chunksize=size))
+        assert (digest, rows) == (expected, N), size
+    empty = t.slice(0, 0)
+    assert _hash_batches(empty.to_reader()) == (_hash_before(empty), 0)
+    assert _hash_batches(t.slice(0, 199_999).to_reader(max_chunksize=50_000))[0] == _hash_before(t.slice(0, 199_999))
