@@ -158,12 +158,14 @@ def test_reconcile_memory_names_the_step_each_peak_falls_in() -> None:
     ]
     samples = [(0.5, 100.0), (5.0, 900.0), (12.0, 400.0), (21.0, 700.0), (24.0, 650.0), (26.0, 300.0),
                (29.0, 50.0)]
-    phases = bench._phases(lines, samples, 30.0)
+    arrow = [(t, rss / 10) for t, rss in samples]  # Arrow's pool, sampled at the same instants
+    phases = bench._phases(lines, samples, arrow, 30.0)
     assert [p["phase"] for p in phases] == [
         "set-up", "link state: person links",
         "staged read, duplicates, ID-less and organisation passes, golden records",
         "clustering, entity assignment and commit", "integrated tables with entity IDs, findings sync", "end"]
     assert [p["peak_rss_mib"] for p in phases] == [100.0, 900.0, 400.0, 700.0, 300.0, 50.0]
+    assert [p["peak_arrow_mib"] for p in phases] == [10.0, 90.0, 40.0, 70.0, 30.0, 5.0]
     assert phases[-1]["to_s"] == 30.0
 
 
