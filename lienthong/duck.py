@@ -77,8 +77,8 @@ def session(
     `on_disk` keeps the session's tables in a database file of its own in the spill folder (removed with it)
     instead of in memory: for a step that builds many large tables, whose blocks DuckDB then evicts from
     its buffer pool as it needs room (written once, at a checkpoint) rather than holding them up to the limit
-    and spilling them one by one. The reconciliation's integration session is on disk (docs/benchmarks.md,
-    "The reconcile task's session on disk")."""
+    and spilling them one by one. The reconciliation's integration session and the entity assignment's are on
+    disk (docs/benchmarks.md, "The reconcile task's sessions on disk, the citizens in batches")."""
     import duckdb
 
     if not _PURPOSE.fullmatch(purpose):

@@ -154,8 +154,7 @@ def _batches(con: Any, name: str) -> Callable[[], pa.RecordBatchReader]:
     """A function reading `_select`'s rows of `name` from session `con` a batch at a time (`_cursor_reader`),
     each call a new read: for the steps that go over a table the size of the country (the citizens) and keep
     a part of it."""
-    sql = _select(name)
-    return lambda: _cursor_reader(con, sql)
+    return partial(_cursor_reader, con, _select(name))
 
 
 # The rows the ID-less holder pass reads (`idless.idless_holders`: person holders, not deleted, with no
