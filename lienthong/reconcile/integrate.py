@@ -141,15 +141,26 @@ def load_links(con: duckdb.DuckDBPyConnection, links: Links) -> None:
     """)
 
 
+# An ordered list (or `first ... ORDER BY`) aggregate keeps each group's values in memory outside DuckDB's
+# buffer manager: it cannot spill, so over one group per citizen it needs memory that grows with the country
+# whatever the session's limit (measured: a relink at 1M citizens ran out of a 512 MB limit here). So the
+# lists are built for the groups that have more than one member (duplicate clusters, a few per cent) and every
+# other row is its own one-element list; a choice of one row per group is a window (`QUALIFY`), which spills.
+# (The notes "lists for clusters only" below point here.)
+
+
 _PERSON_MASTER_SQL = """
-        WITH members AS (
-          SELECT person_key, list(citizen_id ORDER BY citizen_id) AS citizen_ids FROM person_of_citizen GROUP BY 1
-        ), registry AS (
+        WITH members AS (   -- the citizen IDs of a duplicate cluster's person (lists for clusters only)
+          SELECT person_key, list(citizen_id ORDER BY citizen_id) AS citizen_ids FROM person_of_citizen
+          WHERE person_key IN (SELECT person_key FROM person_of_citizen WHERE person_key <> citizen_id) GROUP BY 1
+        ), registry AS (   -- the citizens that are their own person: a cluster's survivor, or alone
           SELECT c.citizen_id AS person_key, true AS in_population_registry, c.citizen_id, c.legacy_id,
-                 m.citizen_ids, c.full_name, 'population_registry' AS full_name_source,
+                 coalesce(m.citizen_ids, [c.citizen_id]) AS citizen_ids, c.full_name,
+                 'population_registry' AS full_name_source,
                  c.birth_date::DATE AS birth_date, c.birth_date_precision, 'population_registry' AS birth_date_source,
                  c.sex, c.residence_commune_code, c.residence_commune_code_2025, c.status, c.death_date::DATE AS death_date
-          FROM citizen c JOIN members m ON m.person_key = c.citizen_id
+          FROM citizen c JOIN person_of_citizen p ON p.citizen_id = c.citizen_id AND p.person_key = c.citizen_id
+          LEFT JOIN members m ON m.person_key = c.citizen_id
         ), outside AS (   -- ID given, not in the registry, not linked to a citizen
           SELECT 'NR:' || r.id_given AS person_key, r.full_name, 'business_registry' AS src,
                  r.birth_date::DATE AS birth_date, 'day' AS precision, 1 AS rank, r.record_key
@@ -162,15 +173,12 @@ _PERSON_MASTER_SQL = """
           FROM holder h JOIN person_link l ON l.record_key = h.record_key AND l.dataset = 'land_holder'
           WHERE l.band <> 'accept' AND h.holder_type = 'CA_NHAN' AND length(h.document_number) = 12
         ), outside_golden AS (   -- name and birth date together from one record: the first by source rank,
-                                 -- then record key (two records of one source must not leave it to row order)
-          SELECT person_key, false, NULL::VARCHAR, NULL::VARCHAR, []::VARCHAR[],
-                 first(full_name ORDER BY rank, record_key) AS full_name,
-                 first(src ORDER BY rank, record_key) AS full_name_source,
-                 first(birth_date ORDER BY rank, record_key) AS birth_date,
-                 first(precision ORDER BY rank, record_key),
-                 first(CASE WHEN birth_date IS NULL THEN NULL ELSE src END ORDER BY rank, record_key),
+                                 -- then record key (two records of one source must not leave it to row order);
+                                 -- a window, not ordered aggregates (lists for clusters only)
+          SELECT person_key, false, NULL::VARCHAR, NULL::VARCHAR, []::VARCHAR[], full_name, src AS full_name_source,
+                 birth_date, precision, CASE WHEN birth_date IS NULL THEN NULL ELSE src END,
                  NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, NULL::DATE
-          FROM outside GROUP BY person_key
+          FROM outside QUALIFY row_number() OVER (PARTITION BY person_key ORDER BY rank, record_key) = 1
         ), golden AS (
           SELECT * FROM registry UNION ALL SELECT * FROM outside_golden
         ), roles AS (
@@ -193,20 +201,25 @@ def person_master(con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 
 _ENTERPRISE_MASTER_SQL = """
-        WITH members AS (
+        WITH members AS (   -- the codes of a duplicate cluster's enterprise (lists for clusters only)
           SELECT master_code, list(enterprise_code ORDER BY enterprise_code) AS codes
-          FROM master_of_enterprise GROUP BY 1
+          FROM master_of_enterprise
+          WHERE master_code IN (SELECT master_code FROM master_of_enterprise WHERE master_code <> enterprise_code)
+          GROUP BY 1
         ), reps AS (
           SELECT m.master_code, count(*) AS n FROM rep r JOIN master_of_enterprise m USING (enterprise_code) GROUP BY 1
         ), land AS (
           SELECT right_id AS master_code, count(*) AS n FROM holder_organisation_links WHERE band = 'accept' GROUP BY 1
         )
-        SELECT e.enterprise_code, list_filter(mem.codes, x -> x <> e.enterprise_code) AS duplicate_codes,
+        SELECT e.enterprise_code,
+               coalesce(list_filter(mem.codes, x -> x <> e.enterprise_code), []::VARCHAR[]) AS duplicate_codes,
                e.name, e.english_name, e.legal_form, e.status, e.founded_on::DATE AS founded_on,
                e.charter_capital_vnd, e.head_office_address, e.head_office_commune_code,
                e.head_office_commune_code_2025, 'business_registry' AS source,
                coalesce(reps.n, 0) AS representatives, coalesce(land.n, 0) AS land_holder_records
-        FROM enterprise e JOIN members mem ON mem.master_code = e.enterprise_code
+        FROM enterprise e   -- the enterprises that are their own master: a cluster's survivor, or alone
+        JOIN master_of_enterprise me ON me.enterprise_code = e.enterprise_code AND me.master_code = e.enterprise_code
+        LEFT JOIN members mem ON mem.master_code = e.enterprise_code
         LEFT JOIN reps ON reps.master_code = e.enterprise_code
         LEFT JOIN land ON land.master_code = e.enterprise_code
         ORDER BY e.enterprise_code
@@ -409,14 +422,14 @@ FROM person_link l JOIN citizen c ON c.citizen_id = l.citizen_id WHERE l.method 
 SELECT 'commune_code_outdated', 'citizen',
        json_object('dataset', 'citizen', 'commune_code', residence_commune_code),
        json_object('commune_code_2025', min(residence_commune_code_2025), 'records', count(*),
-                   'examples', list(citizen_id ORDER BY citizen_id)[1:3])
+                   'examples', min(citizen_id, 3))
 FROM citizen WHERE residence_commune_code <> residence_commune_code_2025 GROUP BY residence_commune_code
 """,
     "commune_code_outdated_parcel": """
 SELECT 'commune_code_outdated', 'parcel',
        json_object('dataset', 'parcel', 'province_code', province_code, 'commune_code', commune_code_original),
        json_object('commune_code_2025', min(commune_code_2025), 'records', count(*),
-                   'examples', list(CAST(parcel_id AS VARCHAR) ORDER BY parcel_id)[1:3])
+                   'examples', CAST(min(parcel_id, 3) AS VARCHAR[]))
 FROM parcel WHERE commune_code_original <> commune_code_2025 AND NOT coalesce(deleted, false)
 GROUP BY province_code, commune_code_original
 """,

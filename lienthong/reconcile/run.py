@@ -544,7 +544,10 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
             state = {"mode": "full", "reason": reason}
             for name, sql in integrate.OUTPUT_SQL.items():
                 # DuckDB writes the file itself, streaming (in the query's order: insertion order is preserved)
-                con.execute(f"COPY ({sql}) TO {zones.sql_text(files[name])} (FORMAT parquet)")
+                began = time.monotonic()
+                written = con.execute(f"COPY ({sql}) TO {zones.sql_text(files[name])} (FORMAT parquet)").fetchone()
+                log.info("golden records: %s, %s rows in %.1f s", name, written[0] if written else "?",
+                         time.monotonic() - began)
             step("golden_records")
             integrate.collect_findings(con)
         con.execute(f"COPY found TO {zones.sql_text(findings_file)} (FORMAT parquet)")
