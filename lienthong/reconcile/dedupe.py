@@ -48,47 +48,54 @@ def _clusters(con: DuckDBPyConnection, source: str, key: str, group: list[str], 
 
 _CITIZEN_COLUMNS = ["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision", "sex",
                     "residence_commune_code_2025", "household_id", "source_updated_at"]
+_ENTERPRISE_COLUMNS = ["enterprise_code", "name", "founded_on", "head_office_commune_code_2025", "source_updated_at"]
+_HOLDER_COLUMNS = ["province_code", "holder_id", "holder_type", "name", "document_number", "address", "deleted"]
+
+Rows = pa.Table | pa.RecordBatchReader
 
 
-def _citizens_folded(part: pa.Table) -> pa.Table:
-    part = part.select(_CITIZEN_COLUMNS)
-    return part.append_column("name_fold", fold_key(part["full_name"].combine_chunks()))
+def _load_folded(con: DuckDBPyConnection, table: str, rows: Rows, columns: list[str], name: str,
+                 where: str = "true") -> None:
+    """Table `table` of session `con`: the `columns` of `rows` (a table, or a reader of its batches: the
+    reconciliation reads them from its session a batch at a time) with `name` folded as `name_fold`, of the
+    rows `where` holds. Each batch is folded and handed to DuckDB, which holds the rows: Python holds one."""
+    reader = rows.to_reader(max_chunksize=200_000) if isinstance(rows, pa.Table) else rows
+
+    def folded(part: pa.Table) -> pa.Table:
+        part = part.select(columns)
+        return part.append_column("name_fold", fold_key(part[name].combine_chunks()))
+
+    con.register("folded_in", folded(reader.schema.empty_table()))
+    con.execute(f"CREATE TABLE {table} AS SELECT * FROM folded_in WHERE false")
+    for batch in reader:
+        con.register("folded_in", folded(pa.Table.from_batches([batch])))
+        con.execute(f"INSERT INTO {table} SELECT * FROM folded_in WHERE {where}")
+    con.unregister("folded_in")
 
 
-def citizen_duplicates(citizens: pa.Table | pa.RecordBatchReader) -> pa.Table:
-    """`citizens` a table, or a reader of its rows (the reconciliation reads them from its session a batch at a
-    time): each batch is folded and handed to DuckDB, which holds the rows, so Python holds one batch."""
-    reader = citizens.to_reader(max_chunksize=200_000) if isinstance(citizens, pa.Table) else citizens
+def citizen_duplicates(citizens: Rows) -> pa.Table:
+    """`citizens` a table, or a reader of its rows (`_load_folded`)."""
     with session(purpose="dedupe") as con:
-        con.register("c0", _citizens_folded(reader.schema.empty_table()))
-        con.execute("CREATE TABLE c AS SELECT * FROM c0 WHERE false")
-        for batch in reader:
-            con.register("c0", _citizens_folded(pa.Table.from_batches([batch])))
-            con.execute("INSERT INTO c SELECT * FROM c0 WHERE birth_date IS NOT NULL")
-        con.unregister("c0")
+        _load_folded(con, "c", citizens, _CITIZEN_COLUMNS, "full_name", "birth_date IS NOT NULL")
         return _clusters(con, "c", "citizen_id",
                          ["name_fold", "birth_date", "birth_date_precision", "sex", "residence_commune_code_2025",
                           "coalesce(household_id, '')"],
                          "legacy_id IS NULL, source_updated_at, citizen_id")
 
 
-def enterprise_duplicates(enterprises: pa.Table) -> pa.Table:
+def enterprise_duplicates(enterprises: Rows) -> pa.Table:
+    """`enterprises` a table, or a reader of its rows (`_load_folded`)."""
     with session(purpose="dedupe") as con:
-        con.register("e0", enterprises.select(["enterprise_code", "name", "founded_on", "head_office_commune_code_2025",
-                                               "source_updated_at"])
-                     .append_column("name_fold", fold_key(enterprises["name"].combine_chunks())))
-        return _clusters(con, "e0", "enterprise_code",
+        _load_folded(con, "e", enterprises, _ENTERPRISE_COLUMNS, "name")
+        return _clusters(con, "e", "enterprise_code",
                          ["name_fold", "founded_on", "coalesce(head_office_commune_code_2025, '')"],
                          "source_updated_at, enterprise_code")
 
 
-def holder_duplicates(holders: pa.Table) -> pa.Table:
+def holder_duplicates(holders: Rows) -> pa.Table:
+    """`holders` a table, or a reader of its rows (`_load_folded`); deleted holders are left out."""
     with session(purpose="dedupe") as con:
-        con.register("h0", holders.select(["province_code", "holder_id", "holder_type", "name", "document_number",
-                                           "address", "deleted"])
-                     .append_column("name_fold", fold_key(holders["name"].combine_chunks())))
-        con.execute("""CREATE TABLE h AS SELECT province_code || ':' || holder_id AS holder_key, * FROM h0
-                       WHERE NOT coalesce(deleted, false)""")
-        return _clusters(con, "h", "holder_key",
+        _load_folded(con, "h", holders, _HOLDER_COLUMNS, "name", "NOT coalesce(deleted, false)")
+        return _clusters(con, "h", "province_code || ':' || holder_id",
                          ["name_fold", "province_code", "holder_type", "coalesce(document_number, 'addr:' || coalesce(address, ''))"],
                          "holder_id")

@@ -150,11 +150,12 @@ def _arrow(con: Any, name: str, where: str = "true", columns: list[str] | None =
     return con.execute(_select(name, where, columns)).fetch_arrow_table()
 
 
-def _batches(con: Any, name: str) -> Callable[[], pa.RecordBatchReader]:
+def _batches(con: Any, name: str, where: str = "true", columns: list[str] | None = None
+             ) -> Callable[[], pa.RecordBatchReader]:
     """A function reading `_select`'s rows of `name` from session `con` a batch at a time (`_cursor_reader`),
-    each call a new read: for the steps that go over a table the size of the country (the citizens) and keep
-    a part of it."""
-    return partial(_cursor_reader, con, _select(name))
+    each call a new read: for the steps that go over a table the size of the country (citizens, enterprises,
+    land holders) and keep a part of it."""
+    return partial(_cursor_reader, con, _select(name, where, columns))
 
 
 # The rows the ID-less holder pass reads (`idless.idless_holders`: person holders, not deleted, with no
@@ -457,13 +458,14 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         step("load_staged")
         log.info("reconciling %s", rows)
         alive = "NOT coalesce(deleted, false)"
-        # the citizens are read from the session a batch at a time by the steps that go over them, never whole
+        # the citizens are read from the session a batch at a time by the steps that go over them, never whole;
+        # so are the enterprises and land holders by their duplicate rules
         citizens = _batches(con, "citizen")
         # kept as state (`dupstate`): a run with `bases` recomputes only the groups the staged change touches
         dups, metrics["dedupe"] = dupstate.duplicates(staged, bases, settings.integrated_dir, settings=settings, whole={
             "citizen": lambda: dedupe.citizen_duplicates(citizens()),
-            "enterprise": lambda: dedupe.enterprise_duplicates(_arrow(con, "enterprise")),
-            "land_holder": lambda: dedupe.holder_duplicates(_arrow(con, "land_holder", alive))})
+            "enterprise": lambda: dedupe.enterprise_duplicates(_batches(con, "enterprise")()),
+            "land_holder": lambda: dedupe.holder_duplicates(_batches(con, "land_holder", alive)())})
         cdup, edup, hdup = dups["citizen"], dups["enterprise"], dups["land_holder"]
         del dups
         step("dedupe")

@@ -90,6 +90,28 @@ def test_citizen_duplicates_read_in_batches_are_those_of_the_whole_table():
     assert dedupe.citizen_duplicates(table.slice(0, 0).to_reader()).num_rows == 0
 
 
+def test_enterprise_and_holder_duplicates_read_in_batches_are_those_of_the_whole_table():
+    """Enterprises and land holders reach their duplicate rules a batch at a time too (every column of the
+    staged table, as the session gives them): the same clusters as from the whole table, deleted holders out."""
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    names = ["CÔNG TY TNHH AN PHÁT", "Công ty TNHH An Phát", "CÔNG TY CỔ PHẦN BÌNH MINH"]
+    enterprises = pa.Table.from_pylist([
+        {"enterprise_code": f"01000000{i:02d}", "name": names[i % 3], "legal_form": "TNHH",
+         "founded_on": dt.date(2010, 1, 1 + (i % 4 == 3)), "head_office_commune_code_2025": "00004",
+         "source_updated_at": when + dt.timedelta(days=i % 5)} for i in range(20)])
+    holders = pa.Table.from_pylist([
+        {"province_code": "31" if i % 5 else "01", "holder_id": i, "holder_type": "CA_NHAN" if i % 2 else "TO_CHUC",
+         "name": ["Nguyễn Thị Hà", "NGUYỄN THỊ HÀ"][i % 2], "document_number": None if i % 3 else "001190000111",
+         "address": "Thôn Phú", "deleted": i == 8} for i in range(24)])
+    for rule, table in ((dedupe.enterprise_duplicates, enterprises), (dedupe.holder_duplicates, holders)):
+        whole = rule(table)
+        assert whole.num_rows >= 8, rule  # clusters there are to find
+        for size in (1, 3, 7):
+            assert rule(table.to_reader(max_chunksize=size)).equals(whole), (rule, size)
+        assert rule(table.slice(0, 0).to_reader()).num_rows == 0
+    assert "01:8" not in dedupe.holder_duplicates(holders.to_reader(max_chunksize=3))["record_key"].to_pylist()
+
+
 def test_organisation_holders_link_by_tax_code_then_by_name_and_street():
     enterprises = pa.table({
         "enterprise_code": ["0100000001", "0100000002", "0100000003", "0100000004"],
