@@ -562,7 +562,11 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         step("findings")
         clusters = out_dir / "clusters.parquet"
         if state["mode"] == "full":  # a change run's came with the outputs (`goldenstate.SPECS`)
-            con.execute(f"COPY ({integrate.CLUSTERS_SQL}) TO {zones.sql_text(clusters)} (FORMAT parquet)")
+            # the rows, then their sort (`integrate.CLUSTERS_SQL` says why not in one query)
+            con.execute(f"CREATE TABLE cluster_rows AS {integrate.CLUSTER_ROWS_SQL}")
+            con.execute(f"COPY (SELECT * FROM cluster_rows ORDER BY {integrate.CLUSTER_ORDER}) "
+                        f"TO {zones.sql_text(clusters)} (FORMAT parquet)")
+            con.execute("DROP TABLE cluster_rows")
         step("clusters")
     touched = ({name: goldenstate.touched_file(out_dir, name) for name in files} if state["mode"] == "change"
                else {})
