@@ -35,7 +35,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -191,7 +191,9 @@ def sync_findings(
     """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
 
     `findings` is the complete set the run found for the types in `scope` (default: every type); a finding
-    of a type outside `scope` is a ValueError. Findings with the same id: the last one wins. Then:
+    of a type outside `scope` is a ValueError, raised as the findings stream (rolled back here, or by the caller
+    with `commit=False`). `findings` may be a one-pass iterator: they stream to the warehouse in batches, never all held. Findings with the same id: the last one
+    wins. Then:
 
     * a finding never seen before is inserted `open` (event 'opened');
     * one still open gets `last_seen_*`, evidence, severity and agency updated (no event);
@@ -228,19 +230,20 @@ def sync_findings(
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    latest: dict[str, Finding] = {}
     in_scope = set(types)
-    for finding in findings:
-        if finding.type not in in_scope:
-            raise ValueError(f"finding {finding.finding_id} is of type {finding.type!r}, outside scope {types}")
-        latest[finding.finding_id] = finding
+
+    def in_scope_only() -> Iterator[Finding]:
+        # checked as they stream to the warehouse: a finding outside the scope fails the sync, rolled back
+        for finding in findings:
+            if finding.type not in in_scope:
+                raise ValueError(f"finding {finding.finding_id} is of type {finding.type!r}, outside scope {types}")
+            yield finding
 
     if not commit:
         if conn.autocommit:
             raise ValueError("commit=False needs a connection in a transaction, not in autocommit mode")
-        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None,
+        counts = _sync(conn, run_id, now, types, in_scope_only(), basis=basis if scope is None else None,
                        inputs_read_at=inputs_read_at)
-        counts["found"] = len(latest)
         return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
     autocommit = conn.autocommit
     if autocommit:  # (psycopg2 refuses to set it at all inside a transaction, even to its current value)
@@ -248,7 +251,7 @@ def sync_findings(
     try:
         ensure_findings_schema(conn)
         conn.commit()
-        counts = _sync(conn, run_id, now, types, latest.values(), basis=basis if scope is None else None,
+        counts = _sync(conn, run_id, now, types, in_scope_only(), basis=basis if scope is None else None,
                        inputs_read_at=inputs_read_at)
         conn.commit()
     except BaseException:
@@ -257,7 +260,6 @@ def sync_findings(
     finally:
         if autocommit:
             conn.autocommit = True
-    counts["found"] = len(latest)
     return {k: counts[k] for k in ("found", "new", "reopened", "still_open", "resolved", "open_total")}
 
 
@@ -339,22 +341,24 @@ def _sync(conn: connection, run_id: str, now: datetime, types: list[str], findin
 def _load(cur, findings: Iterable[Finding]) -> None:
     """This run's findings into a temporary table (dropped at commit), each with its status before the run.
 
-    COPY (CSV, in batches) into a load table, then one join with `finding` classifies every finding as new
-    (`prev_status` NULL), still open or resolved before any row changes, so no later statement has to join
-    the table it writes to.
+    COPY (CSV, in batches of `_COPY_BATCH`, as the findings come: Python holds one batch, so a country's
+    findings can stream from a file) into a load table numbering them, then one statement keeps the last of
+    each id and classifies every finding by a join with `finding` as new (`prev_status` NULL), still open or
+    resolved before any row changes, so no later statement has to join the table it writes to.
     """
     cur.execute(
         f"""CREATE TEMP TABLE {_LOAD_TABLE} (
-              finding_id text NOT NULL, type text NOT NULL, severity text NOT NULL, agency text NOT NULL,
-              subject jsonb NOT NULL, evidence jsonb NOT NULL
+              seq bigint NOT NULL, finding_id text NOT NULL, type text NOT NULL, severity text NOT NULL,
+              agency text NOT NULL, subject jsonb NOT NULL, evidence jsonb NOT NULL
             ) ON COMMIT DROP"""
     )
-    copy = f"COPY {_LOAD_TABLE} (finding_id, type, severity, agency, subject, evidence) FROM STDIN WITH (FORMAT csv)"
+    copy = (f"COPY {_LOAD_TABLE} (seq, finding_id, type, severity, agency, subject, evidence) "
+            "FROM STDIN WITH (FORMAT csv)")
     # agency and severity are typed optional for the constructor; __post_init__ fills in the type's defaults.
     batch: list[tuple[str | None, ...]] = []
-    for finding in findings:
+    for seq, finding in enumerate(findings):
         subject = json.dumps(finding.subject, sort_keys=True, ensure_ascii=False)
-        batch.append((finding.finding_id, finding.type, finding.severity, finding.agency, subject,
+        batch.append((str(seq), finding.finding_id, finding.type, finding.severity, finding.agency, subject,
                       finding.evidence_json))
         if len(batch) >= _COPY_BATCH:
             _copy(cur, copy, batch)
@@ -364,8 +368,10 @@ def _load(cur, findings: Iterable[Finding]) -> None:
     cur.execute(f"ANALYZE {_LOAD_TABLE}")  # temporary tables are never auto-analysed
     cur.execute(
         f"""CREATE TEMP TABLE {_SYNC_TABLE} ON COMMIT DROP AS
-            SELECT l.*, f.status AS prev_status
-            FROM {_LOAD_TABLE} AS l LEFT JOIN {OPS_SCHEMA}.finding AS f USING (finding_id)"""
+            SELECT DISTINCT ON (l.finding_id) l.finding_id, l.type, l.severity, l.agency, l.subject, l.evidence,
+                   f.status AS prev_status
+            FROM {_LOAD_TABLE} AS l LEFT JOIN {OPS_SCHEMA}.finding AS f USING (finding_id)
+            ORDER BY l.finding_id, l.seq DESC  -- the same id twice: the last one given wins"""
     )
     cur.execute(f"DROP TABLE {_LOAD_TABLE}")
     cur.execute(f"ALTER TABLE {_SYNC_TABLE} ADD PRIMARY KEY (finding_id)")
@@ -460,7 +466,7 @@ def _apply(cur, run_id: str, now: datetime, types: list[str], resolve: list[str]
     cur.execute(f"SELECT count(*) FROM {t}")
     (found,) = cur.fetchone()
     return {
-        "new": new, "reopened": reopened, "still_open": found - new - reopened, "resolved": resolved,
+        "found": found, "new": new, "reopened": reopened, "still_open": found - new - reopened, "resolved": resolved,
         "open_total": open_total,
     }
 

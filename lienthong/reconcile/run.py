@@ -196,7 +196,7 @@ class Integration:
 
     def findings(self) -> list:
         """The findings, as `lienthong.findings.Finding` objects (built from the file in slices)."""
-        return _findings_from(self.findings_file)
+        return list(_findings_from(self.findings_file))
 
     def with_entity_ids(self, settings: Settings, members: pa.Table | str, changed_members: pa.Table | None = None
                         ) -> Iterator[tuple[str, Callable[[], pa.RecordBatchReader], pa.Table | None]]:
@@ -228,15 +228,13 @@ class Integration:
                 yield name, partial(_cursor_reader, con, sql), keys
 
 
-def _findings_from(path: Path) -> list:
+def _findings_from(path: Path) -> Iterator[Any]:
     """The findings of a findings file (type, dataset, subject, evidence), as `lienthong.findings.Finding`
-    objects, built in slices."""
+    objects, built a slice at a time as they are taken (a whole sync streams them to the warehouse)."""
     from lienthong.reconcile.integrate import as_findings
 
-    out: list = []
     for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
-        out.extend(as_findings(list(zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True))))
-    return out
+        yield from as_findings(list(zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True)))
 
 
 def findings_state_dir(settings: Settings) -> Path:

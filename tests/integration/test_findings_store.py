@@ -144,6 +144,31 @@ def test_duplicate_ids_in_the_input_keep_the_last(url):
     assert rows(url)[a.finding_id]["evidence"]["population"] == "Lê Thị Hòa"
 
 
+def test_findings_stream_from_a_one_pass_iterator_and_the_last_of_an_id_wins_across_batches(url, monkeypatch):
+    """A reconciliation hands a country's findings as they are read from its file: a generator taken once,
+    COPYed in batches. The same id in different batches: the last given wins, counted once."""
+    import lienthong.findings as findings_module
+
+    monkeypatch.setattr(findings_module, "_COPY_BATCH", 3)
+    taken: list[int] = []
+
+    def stream(tag: str):
+        for i in range(10):
+            taken.append(i)
+            yield name_mismatch(i % 7, population=f"{tag}{i}")  # ids 0-2 come twice, 7 batches apart
+
+    assert sync(url, "r1", stream("a"), 1) == counts(7, new=7, open_total=7)
+    assert len(taken) == 10
+    state = rows(url)
+    assert {name_mismatch(i).finding_id: state[name_mismatch(i).finding_id]["evidence"]["population"]
+            for i in range(7)} == {name_mismatch(i).finding_id: f"a{i + 7 if i < 3 else i}" for i in range(7)}
+    # a finding outside the scope late in the stream fails the whole sync: nothing of it is kept
+    late = (f for f in [*(name_mismatch(20 + i) for i in range(5)), DECEASED])
+    with pytest.raises(ValueError, match="outside scope"):
+        sync(url, "r2", late, 2, scope={"same_id_different_name"})
+    assert rows(url) == state
+
+
 def test_special_characters_in_evidence_round_trip_exactly(url):
     evidence = {
         "population": "Nguyễn Thị Ánh\tTuyết",
