@@ -506,25 +506,46 @@ def _outputs(con: duckdb.DuckDBPyConnection, *, whole_entities: bool = True) -> 
             AND p.merged_into IS NOT DISTINCT FROM n.merged_into AND p.members IS NOT DISTINCT FROM n.members""")
 
 
+# Records per bucket when an event's evidence lists are built (`_in_buckets`).
+EVIDENCE_BUCKET_ROWS = 200_000
+
+
+def _in_buckets(con: duckdb.DuckDBPyConnection, table: str, source: str, key: str, sql: str) -> None:
+    """Table `table` from `sql`, a grouped query over table `source` whose WHERE holds `{bucket}`, run once
+    per bucket of about `EVIDENCE_BUCKET_ROWS` rows of `source` by the hash of `key` (its rows' group key, or
+    a part of it, so a group is in one bucket). An ordered list aggregate keeps every group's values in
+    memory outside DuckDB's buffer manager and cannot spill: over every new cluster of a first run (1M
+    citizens) it ran out of a 512 MB limit, in buckets it does not (docs/architecture.md, "Memory: every
+    large operator can spill")."""
+    rows = int((con.execute(f"SELECT count(*) FROM {source}").fetchone() or (0,))[0])
+    n = max(1, -(-rows // EVIDENCE_BUCKET_ROWS))
+    for b in range(n):
+        part = sql.format(bucket="true" if n == 1 else f"hash({key}) % {n} = {b}")
+        con.execute(f"CREATE TABLE {table} AS {part}" if b == 0 else f"INSERT INTO {table} {part}")
+
+
 def _events(con: duckdb.DuckDBPyConnection) -> None:
     """The run's events, numbered by (kind, event, entity_id); evidence is compact JSON with sorted lists."""
     # the records of each (cluster, prior entity) an event names: new and continued clusters' records, the
     # records a split took from its source, the records a merged entity brought
-    con.execute(f"""CREATE TABLE crec AS
+    _in_buckets(con, "crec", "cur", "c.kind, c.cluster_key", f"""
         SELECT c.kind, c.cluster_key, {_records('c')} AS records, count(*) AS n FROM cur c
         SEMI JOIN (SELECT kind, cluster_key FROM fresh_entity UNION ALL SELECT kind, cluster_key FROM cont) x
             ON x.kind = c.kind AND x.cluster_key = c.cluster_key
+        WHERE {{bucket}}
         GROUP BY c.kind, c.cluster_key""")
-    con.execute(f"""CREATE TABLE prec AS
+    _in_buckets(con, "prec", "cur", "c.kind, c.cluster_key", f"""
         SELECT c.kind, c.cluster_key, c.prior, {_records('c')} AS records FROM cur c
         SEMI JOIN (SELECT kind, cluster_key, other_entity_id AS prior FROM split_src
                    UNION ALL SELECT kind, cluster_key, entity_id FROM merged) x
             ON x.kind = c.kind AND x.cluster_key = c.cluster_key AND x.prior = c.prior
+        WHERE {{bucket}}
         GROUP BY c.kind, c.cluster_key, c.prior""")
-    con.execute(f"""CREATE TABLE erec AS
+    _in_buckets(con, "erec", "pm", "p.kind, p.entity_id", f"""
         SELECT p.kind, p.entity_id, {_records('p')} AS records, count(*) AS n FROM pm p
         SEMI JOIN (SELECT entity_id FROM retired UNION ALL SELECT entity_id FROM cont) x
             ON x.entity_id = p.entity_id
+        WHERE {{bucket}}
         GROUP BY p.kind, p.entity_id""")
     con.execute("""CREATE TABLE ev_raw AS
         SELECT f.kind, 'created' AS event, f.entity_id, NULL::VARCHAR AS other_entity_id,

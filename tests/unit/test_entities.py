@@ -576,3 +576,27 @@ def test_random_evolutions_keep_the_invariants_the_rules_and_the_closure(setting
     again = en.assign(state.members, state.entities, table, "run-again", settings=settings)
     assert again.events.num_rows == 0
     assert again.members.equals(state.members) and again.entities.equals(state.entities)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_evidence_lists_built_in_buckets_equal_those_built_in_one(settings, seed, monkeypatch):
+    """An event's evidence lists are built in buckets of the records (`entities._in_buckets`: an ordered list
+    aggregate over every new cluster cannot spill); with buckets of three records, every output of a first run
+    and of the following steps is the one-bucket result."""
+    world = World(random.Random(seed))
+    previous, listed = None, 0
+    for step in range(6):
+        if step:
+            world.step()
+        table, _ = world.table()
+        members = previous.members if previous else en.empty_members()
+        entities = previous.entities if previous else en.empty_entities()
+        one = en.assign(members, entities, table, f"run-{step:02d}", settings=settings)
+        with monkeypatch.context() as m:
+            m.setattr(en, "EVIDENCE_BUCKET_ROWS", 3)
+            bucketed = en.assign(members, entities, table, f"run-{step:02d}", settings=settings)
+        for name in ("members", "entities", "events", "changed_members", "changed_entities"):
+            assert getattr(bucketed, name).equals(getattr(one, name)), (step, name)
+        listed += sum(len(json.loads(e).get("records", [])) > 1 for e in one.events["evidence"].to_pylist())
+        previous = one
+    assert listed > 0  # events whose evidence lists several records were there to compare
