@@ -191,9 +191,9 @@ def sync_findings(
     """Record that run `run_id` found exactly `findings` among the finding types in `scope`, and commit.
 
     `findings` is the complete set the run found for the types in `scope` (default: every type); a finding
-    of a type outside `scope` is a ValueError, raised as the findings stream (rolled back here, or by the caller
-    with `commit=False`). `findings` may be a one-pass iterator: they stream to the warehouse in batches, never all held. Findings with the same id: the last one
-    wins. Then:
+    of a type outside `scope` is a ValueError, raised as the findings stream (rolled back here, or by the
+    caller with `commit=False`). `findings` may be a one-pass iterator: they stream to the warehouse in
+    batches, never all held. Findings with the same id: the last one given wins. Then:
 
     * a finding never seen before is inserted `open` (event 'opened');
     * one still open gets `last_seen_*`, evidence, severity and agency updated (no event);
