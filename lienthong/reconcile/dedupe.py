@@ -18,7 +18,7 @@ the same source is not merged here (cross-source linkage handles typos).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import pyarrow as pa
 
@@ -51,7 +51,7 @@ _CITIZEN_COLUMNS = ["citizen_id", "legacy_id", "full_name", "birth_date", "birth
 _ENTERPRISE_COLUMNS = ["enterprise_code", "name", "founded_on", "head_office_commune_code_2025", "source_updated_at"]
 _HOLDER_COLUMNS = ["province_code", "holder_id", "holder_type", "name", "document_number", "address", "deleted"]
 
-Rows = pa.Table | pa.RecordBatchReader
+Rows: TypeAlias = pa.Table | pa.RecordBatchReader  # a table, or a reader of its batches
 
 
 def _load_folded(con: DuckDBPyConnection, table: str, rows: Rows, columns: list[str], name: str,
