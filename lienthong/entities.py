@@ -513,8 +513,8 @@ EVIDENCE_BUCKET_ROWS = 200_000
 def _in_buckets(con: duckdb.DuckDBPyConnection, table: str, source: str, key: str, sql: str) -> None:
     """Table `table` from `sql`, a grouped query over table `source` whose WHERE holds `{bucket}`, run once
     per bucket of about `EVIDENCE_BUCKET_ROWS` rows of `source` by the hash of `key` (its rows' group key, or
-    a part of it, so a group is in one bucket). An ordered list aggregate keeps every group's values in
-    memory outside DuckDB's buffer manager and cannot spill: over every new cluster of a first run (1M
+    a part of it, so a group is in one bucket). A list aggregate keeps every group's values in memory
+    outside DuckDB's buffer manager and cannot spill: over every new cluster of a first run (1M
     citizens) it ran out of a 512 MB limit, in buckets it does not (docs/architecture.md, "Memory: every
     large operator can spill")."""
     rows = int((con.execute(f"SELECT count(*) FROM {source}").fetchone() or (0,))[0])

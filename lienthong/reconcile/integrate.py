@@ -141,8 +141,8 @@ def load_links(con: duckdb.DuckDBPyConnection, links: Links) -> None:
     """)
 
 
-# An ordered list (or `first ... ORDER BY`) aggregate keeps each group's values in memory outside DuckDB's
-# buffer manager: it cannot spill, so over one group per citizen it needs memory that grows with the country
+# A list aggregate, ordered or not (and `first ... ORDER BY`), keeps each group's values in memory outside
+# DuckDB's buffer manager: it cannot spill, so over one group per citizen it needs memory that grows with the country
 # whatever the session's limit (measured: a relink at 1M citizens ran out of a 512 MB limit here). So the
 # lists are built for the groups that have more than one member (duplicate clusters, a few per cent) and every
 # other row is its own one-element list; a choice of one row per group is a window (`QUALIFY`), which spills.
