@@ -48,8 +48,11 @@ def _clusters(con: DuckDBPyConnection, source: str, key: str, group: list[str], 
 
 _CITIZEN_COLUMNS = ["citizen_id", "legacy_id", "full_name", "birth_date", "birth_date_precision", "sex",
                     "residence_commune_code_2025", "household_id", "source_updated_at"]
-_ENTERPRISE_COLUMNS = ["enterprise_code", "name", "founded_on", "head_office_commune_code_2025", "source_updated_at"]
-_HOLDER_COLUMNS = ["province_code", "holder_id", "holder_type", "name", "document_number", "address", "deleted"]
+# The columns the enterprise and land-holder rules read (the reconciliation reads only these from its session)
+DUPLICATE_ENTERPRISE_COLUMNS = ("enterprise_code", "name", "founded_on", "head_office_commune_code_2025",
+                                "source_updated_at")
+DUPLICATE_HOLDER_COLUMNS = ("province_code", "holder_id", "holder_type", "name", "document_number", "address",
+                            "deleted")
 
 Rows: TypeAlias = pa.Table | pa.RecordBatchReader  # a table, or a reader of its batches
 
@@ -86,7 +89,7 @@ def citizen_duplicates(citizens: Rows) -> pa.Table:
 def enterprise_duplicates(enterprises: Rows) -> pa.Table:
     """`enterprises` a table, or a reader of its rows (`_load_folded`)."""
     with session(purpose="dedupe") as con:
-        _load_folded(con, "e", enterprises, _ENTERPRISE_COLUMNS, "name")
+        _load_folded(con, "e", enterprises, list(DUPLICATE_ENTERPRISE_COLUMNS), "name")
         return _clusters(con, "e", "enterprise_code",
                          ["name_fold", "founded_on", "coalesce(head_office_commune_code_2025, '')"],
                          "source_updated_at, enterprise_code")
@@ -95,7 +98,7 @@ def enterprise_duplicates(enterprises: Rows) -> pa.Table:
 def holder_duplicates(holders: Rows) -> pa.Table:
     """`holders` a table, or a reader of its rows (`_load_folded`); deleted holders are left out."""
     with session(purpose="dedupe") as con:
-        _load_folded(con, "h", holders, _HOLDER_COLUMNS, "name", "NOT coalesce(deleted, false)")
+        _load_folded(con, "h", holders, list(DUPLICATE_HOLDER_COLUMNS), "name", "NOT coalesce(deleted, false)")
         return _clusters(con, "h", "province_code || ':' || holder_id",
                          ["name_fold", "province_code", "holder_type", "coalesce(document_number, 'addr:' || coalesce(address, ''))"],
                          "holder_id")

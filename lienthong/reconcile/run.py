@@ -462,8 +462,10 @@ def _integrate(staged: Mapping[str, pa.Table | str], settings: Settings, person_
         # kept as state (`dupstate`): a run with `bases` recomputes only the groups the staged change touches
         dups, metrics["dedupe"] = dupstate.duplicates(staged, bases, settings.integrated_dir, settings=settings, whole={
             "citizen": lambda: dedupe.citizen_duplicates(citizens()),
-            "enterprise": lambda: dedupe.enterprise_duplicates(_batches(con, "enterprise")()),
-            "land_holder": lambda: dedupe.holder_duplicates(_batches(con, "land_holder", alive)())})
+            "enterprise": lambda: dedupe.enterprise_duplicates(
+                _batches(con, "enterprise", columns=list(dedupe.DUPLICATE_ENTERPRISE_COLUMNS))()),
+            "land_holder": lambda: dedupe.holder_duplicates(
+                _batches(con, "land_holder", alive, columns=list(dedupe.DUPLICATE_HOLDER_COLUMNS))())})
         cdup, edup, hdup = dups["citizen"], dups["enterprise"], dups["land_holder"]
         del dups
         step("dedupe")
